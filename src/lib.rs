@@ -1,0 +1,2 @@
+//! nemoclaw-build: daemonless builder of the hardened NemoClaw sandbox image.
+pub mod dpkg;
