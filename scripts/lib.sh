@@ -1,0 +1,57 @@
+# shellcheck shell=bash
+# Shared helpers for the nemoclaw-build scripts. Source it; do not execute it.
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Repository root (absolute), independent of the caller's cwd.
+NEMOCLAW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+export NEMOCLAW_ROOT
+# Cache for generated data (base tarballs, artifacts, images). Never committed.
+NEMOCLAW_CACHE="${NEMOCLAW_CACHE:-$NEMOCLAW_ROOT/.cache}"
+export NEMOCLAW_CACHE
+
+# Podman invocation that works on this kind of host (cgroup v1 hybrid, runc; crun fails).
+# Extra global options (e.g. --storage-driver vfs) can be given in NEMOCLAW_PODMAN_OPTS.
+PODMAN_GLOBAL=(--runtime runc --cgroup-manager=cgroupfs)
+if [[ -n "${NEMOCLAW_PODMAN_OPTS:-}" ]]; then
+  # shellcheck disable=SC2206  # word splitting is intended
+  PODMAN_GLOBAL+=(${NEMOCLAW_PODMAN_OPTS})
+fi
+# rlimits must be given explicitly here; the image's init lowers them itself.
+PODMAN_RUN_FLAGS=(--network=none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+
+log() { printf '%s: %s\n' "${LOG_TAG:-${0##*/}}" "$*" >&2; }
+warn() { printf '%s: warning: %s\n' "${LOG_TAG:-${0##*/}}" "$*" >&2; }
+die() { printf '%s: error: %s\n' "${LOG_TAG:-${0##*/}}" "$*" >&2; exit 1; }
+
+pm() { podman "${PODMAN_GLOBAL[@]}" "$@"; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# pkg_installed PKG: true when dpkg knows PKG as installed.
+pkg_installed() {
+  dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed
+}
+
+# apt_ensure PKG...: install the missing ones (quietly); no-op when all are present.
+apt_ensure() {
+  local missing=() p
+  for p in "$@"; do pkg_installed "$p" || missing+=("$p"); done
+  ((${#missing[@]})) || return 0
+  [[ $(id -u) -eq 0 ]] || die "need root to install: ${missing[*]}"
+  log "installing: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+# need_cmd CMD [PKG]: ensure CMD exists, installing PKG (default CMD) with apt if not.
+need_cmd() {
+  have "$1" && return 0
+  apt_ensure "${2:-$1}"
+  have "$1" || die "command $1 not available after installing ${2:-$1}"
+}
+
+# sha256 of stdin, hex only.
+sha_stdin() { sha256sum | cut -d' ' -f1; }
+
+# now_ms: wall clock in milliseconds (for timings).
+now_ms() { date +%s%3N; }
