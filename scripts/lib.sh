@@ -17,6 +17,7 @@ if [[ -n "${NEMOCLAW_PODMAN_OPTS:-}" ]]; then
   PODMAN_GLOBAL+=(${NEMOCLAW_PODMAN_OPTS})
 fi
 # rlimits must be given explicitly here; the image's init lowers them itself.
+# shellcheck disable=SC2034  # used by the sourcing scripts
 PODMAN_RUN_FLAGS=(--network=none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 
 log() { printf '%s: %s\n' "${LOG_TAG:-${0##*/}}" "$*" >&2; }

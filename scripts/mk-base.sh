@@ -16,7 +16,7 @@
 #      and makes the output reproducible for a given mirror state.
 #      NEMOCLAW_DEBIAN_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 suite=bookworm

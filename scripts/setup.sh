@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Prepare a Debian/Ubuntu machine to build and test nemoclaw-build, idempotently.
+#
+#   scripts/setup.sh [--no-build]
+#
+# - installs the missing apt packages (checked with dpkg, nothing is touched when present)
+# - adds the x86_64-unknown-linux-musl rustup target when rustup exists (warning on failure;
+#   build.rs falls back to a static glibc init)
+# - cargo build --release (unless --no-build)
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+build=1
+while (($#)); do
+  case "$1" in
+    --no-build) build=0; shift ;;
+    -h|--help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (try --help)" ;;
+  esac
+done
+
+pkgs=(mmdebstrap podman runc skopeo umoci oci-image-tool docker-registry uidmap
+      fuse-overlayfs time jq apache2-utils ca-certificates curl)
+optional=(python3-jsonschema buildah)
+
+missing=()
+for p in "${pkgs[@]}"; do pkg_installed "$p" || missing+=("$p"); done
+for p in "${optional[@]}"; do
+  pkg_installed "$p" && continue
+  # Optional: only when the archive has it.
+  if apt-cache show "$p" >/dev/null 2>&1; then missing+=("$p"); else warn "optional package $p not available, skipped"; fi
+done
+
+if ((${#missing[@]})); then
+  [[ $(id -u) -eq 0 ]] || die "need root to install: ${missing[*]}"
+  # Refresh the lists only when a package is unknown to apt.
+  for p in "${missing[@]}"; do
+    if ! apt-cache show "$p" >/dev/null 2>&1; then
+      log "apt-get update"
+      apt-get update -qq >/dev/null
+      break
+    fi
+  done
+  apt_ensure "${missing[@]}"
+  log "installed: ${missing[*]}"
+else
+  log "apt packages: all present"
+fi
+
+if have rustup; then
+  if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    log "rustup target x86_64-unknown-linux-musl: present"
+  elif rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1; then
+    log "rustup target x86_64-unknown-linux-musl: added"
+  else
+    warn "rustup target add x86_64-unknown-linux-musl failed; the init will be built static against glibc"
+  fi
+else
+  warn "rustup not found; skipping the musl target"
+fi
+
+if ((build)); then
+  have cargo || die "cargo not found (install Rust, e.g. via rustup)"
+  log "cargo build --release"
+  t0=$(now_ms)
+  (cd "$NEMOCLAW_ROOT" && cargo build --release)
+  log "built $NEMOCLAW_ROOT/target/release/nemoclaw-build in $(( ($(now_ms) - t0) / 1000 ))s"
+else
+  log "skipping cargo build (--no-build)"
+fi
