@@ -1,3 +1,373 @@
+//! `nemoclaw-init`: the sandbox image's PID 1.
+//!
+//! Replaces upstream's bash entrypoint with one static binary that needs nothing from the
+//! image (no shell, no NSS, no setpriv/capsh) to harden the container before handing it
+//! to the workload: lock PATH, cap rlimits, shrink the capability bounding set, write the
+//! proxy environment, lock rc files, then step down to an unprivileged user and act as
+//! init (signal forwarding, zombie reaping, gateway restarts).
+
+mod accounts;
+mod caps;
+mod check;
+mod config;
+mod files;
+mod landlock_policy;
+mod proxyenv;
+mod rlimits;
+mod stepdown;
+mod supervise;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use config::Config;
+use landlock_policy::Mode;
+use nix::unistd::Pid;
+use stepdown::{Options, Target};
+
+/// Log lines go to stderr with a fixed prefix, so they are easy to find in container logs.
+macro_rules! say {
+    ($($arg:tt)*) => { eprintln!("nemoclaw-init: {}", format_args!($($arg)*)) };
+}
+
+fn log(msg: String) {
+    say!("{msg}");
+}
+
+const USAGE: &str = "\
+usage: nemoclaw-init [--] COMMAND [ARG...]   run COMMAND as $NEMOCLAW_RUN_AS (default sandbox)
+       nemoclaw-init                         supervise the gateway ($NEMOCLAW_GATEWAY_CMD) as
+                                             $NEMOCLAW_GATEWAY_USER (default gateway)
+       nemoclaw-init --check [--json]        report what would be done; change nothing
+       nemoclaw-init --version | --help
+
+environment: NEMOCLAW_NPROC NEMOCLAW_NOFILE NEMOCLAW_REQUIRE_CAP_DROP NEMOCLAW_PROXY_HOST
+  NEMOCLAW_PROXY_PORT NEMOCLAW_PROXY_ENV_FILE NEMOCLAW_RUN_AS NEMOCLAW_GATEWAY_USER
+  NEMOCLAW_GATEWAY_CMD NEMOCLAW_NO_NEW_PRIVS NEMOCLAW_LANDLOCK (1|require)
+  NEMOCLAW_LANDLOCK_POLICY NEMOCLAW_ROOT (prefix for etc/passwd, etc/group)";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Help,
+    Version,
+    Check { json: bool },
+    Run(Option<Vec<OsString>>),
+}
+
+/// Options come first; the first non-option (or everything after `--`) is the command,
+/// passed through untouched.
+fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
+    let (mut check, mut json) = (false, false);
+    let mut it = args.into_iter();
+    let mut command = None;
+    while let Some(arg) = it.next() {
+        match arg.to_str() {
+            Some("--help" | "-h") => return Ok(Action::Help),
+            Some("--version" | "-V") => return Ok(Action::Version),
+            Some("--check") => check = true,
+            Some("--json") => json = true,
+            Some("--") => {
+                command = Some(it.by_ref().collect::<Vec<_>>());
+                break;
+            }
+            Some(s) if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            _ => {
+                let mut v = vec![arg];
+                v.extend(it.by_ref());
+                command = Some(v);
+                break;
+            }
+        }
+    }
+    let command = command.filter(|c| !c.is_empty());
+    if check {
+        if command.is_some() {
+            return Err("--check takes no command".into());
+        }
+        return Ok(Action::Check { json });
+    }
+    if json {
+        return Err("--json is only valid with --check".into());
+    }
+    Ok(Action::Run(command))
+}
+
 fn main() {
-    println!("nemoclaw-init placeholder");
+    let action = match parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            say!("{e}");
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    match action {
+        Action::Help => println!("{USAGE}"),
+        Action::Version => println!("nemoclaw-init {}", env!("CARGO_PKG_VERSION")),
+        Action::Check { json } => {
+            let report = check::report(&Config::from_env());
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        say!("cannot encode report: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            } else {
+                check::print_text(&report);
+            }
+        }
+        Action::Run(command) => std::process::exit(run(command)),
+    }
+}
+
+/// Startup sequence and hand-off. Returns the exit status.
+fn run(command: Option<Vec<OsString>>) -> i32 {
+    std::env::set_var("PATH", config::SAFE_PATH);
+    let cfg = Config::from_env();
+    let privileged = nix::unistd::geteuid().is_root();
+    if !privileged {
+        say!(
+            "running as uid {} (not root): skipping the capability drop, proxy env file, \
+             rc-file lock and user switch; the command runs as this user",
+            nix::unistd::geteuid()
+        );
+    }
+    if !cfg.landlock_mode_known {
+        say!("NEMOCLAW_LANDLOCK value not understood; treating it as best effort");
+    }
+
+    rlimits::apply(&log);
+
+    if privileged {
+        caps::drop_at_start_and_report(&log);
+    }
+    if cfg.require_cap_drop {
+        if let Err(e) = caps::require_dropped() {
+            say!("[SECURITY] NEMOCLAW_REQUIRE_CAP_DROP=1: {e}");
+            return 1;
+        }
+    }
+
+    let proxy =
+        match proxyenv::Proxy::from_values(cfg.proxy_host.as_deref(), cfg.proxy_port.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                say!("[SECURITY] {e}");
+                return 1;
+            }
+        };
+    let vars = proxyenv::variables(&proxy);
+    if privileged {
+        match proxyenv::write_atomic(&cfg.proxy_file, &proxyenv::render(&vars), Some((0, 0))) {
+            Ok(()) => say!("wrote {} (proxy {})", cfg.proxy_file.display(), proxy.url()),
+            Err(e) => say!(
+                "[SECURITY] could not write {}: {e}",
+                cfg.proxy_file.display()
+            ),
+        }
+        for rc in files::RC_FILES {
+            match files::lock_rc(Path::new(rc)) {
+                Ok(files::Lock::Locked) => say!("locked {rc} (root:root 0444)"),
+                Ok(files::Lock::Missing) => say!("{rc} does not exist; nothing to lock"),
+                Err(e) => say!("[SECURITY] could not lock {rc}: {e}"),
+            }
+        }
+    }
+    // The workload gets the same variables directly, for processes that never start a
+    // shell (the gateway is run by `sh -c`, which reads no profile).
+    for (k, v) in &vars {
+        std::env::set_var(k, v);
+    }
+
+    let user = match command {
+        Some(_) => &cfg.run_as,
+        None => &cfg.gateway_user,
+    };
+    let target = if privileged {
+        match resolve_target(&cfg, user) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                say!("[SECURITY] {e}; refusing to run anything as root");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+
+    let landlock = match landlock_setup(&cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            say!("[SECURITY] {e}");
+            return 1;
+        }
+    };
+    let opts = Options {
+        no_new_privs: cfg.no_new_privs,
+        landlock,
+        umask: None,
+    };
+
+    if let Err(e) = supervise::block_signals() {
+        say!("cannot block signals: {e}");
+        return 1;
+    }
+    match command {
+        Some(argv) => run_command(argv, target, opts),
+        None => run_gateway(&cfg, target, opts),
+    }
+}
+
+fn resolve_target(cfg: &Config, user: &str) -> Result<Target, String> {
+    let accounts = accounts::Accounts::load(&cfg.root)?;
+    for n in &accounts.notes {
+        say!("{n}");
+    }
+    Target::resolve(&accounts, user)
+}
+
+/// Loads the Landlock policy when asked for. Only an error in `require` mode is fatal.
+fn landlock_setup(cfg: &Config) -> Result<Option<(landlock_policy::Policy, bool)>, String> {
+    if cfg.landlock_mode == Mode::Off {
+        return Ok(None);
+    }
+    let required = cfg.landlock_mode == Mode::Require;
+    let abi = landlock_policy::describe_abi();
+    say!("landlock: kernel {abi}");
+    if required && landlock_policy::kernel_abi().is_none() {
+        return Err("NEMOCLAW_LANDLOCK=require but the kernel does not support Landlock".into());
+    }
+    match landlock_policy::load(&cfg.landlock_policy) {
+        Ok(p) => Ok(Some((p, required))),
+        Err(e) if required => Err(format!("NEMOCLAW_LANDLOCK=require: {e}")),
+        Err(e) => {
+            say!("landlock skipped: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// Prepares a command that steps down in the child before exec.
+fn prepared(mut cmd: Command, target: Option<Target>, opts: Options) -> Command {
+    if let Some(t) = &target {
+        cmd.env("HOME", &t.home)
+            .env("USER", &t.name)
+            .env("LOGNAME", &t.name);
+    }
+    // SAFETY: the init is single-threaded, so the forked child may allocate and print;
+    // the closure only makes syscalls and returns an error to abort the exec.
+    unsafe {
+        cmd.pre_exec(move || stepdown::in_child(target.as_ref(), &opts));
+    }
+    cmd
+}
+
+fn who(target: &Option<Target>) -> String {
+    match target {
+        Some(t) => t.describe(),
+        None => format!("uid {}", nix::unistd::getuid()),
+    }
+}
+
+/// Exit status for a command that could not be started (shell convention).
+fn spawn_failure_status(e: &std::io::Error) -> i32 {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+fn run_command(argv: Vec<OsString>, target: Option<Target>, opts: Options) -> i32 {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    say!("running {:?} as {}", argv, who(&target));
+    match prepared(cmd, target, opts).spawn() {
+        Ok(child) => supervise::run_command(Pid::from_raw(child.id() as i32), &log),
+        Err(e) => {
+            say!("cannot run {:?}: {e}", argv[0]);
+            spawn_failure_status(&e)
+        }
+    }
+}
+
+fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
+    let owner = target.as_ref().map(|t| (t.uid, t.gid));
+    let opts = Options {
+        umask: Some(0o007),
+        ..opts
+    };
+    say!(
+        "supervising gateway {:?} as {}, log {}",
+        cfg.gateway_cmd,
+        who(&target),
+        files::GATEWAY_LOG
+    );
+    let gateway_cmd = cfg.gateway_cmd.clone();
+    let mut start = move || -> Result<Pid, i32> {
+        let out = files::open_gateway_log(Path::new(files::GATEWAY_LOG), owner)
+            .and_then(|f| Ok((f.try_clone()?, f)));
+        let (out, err) = match out {
+            Ok(pair) => pair,
+            Err(e) => {
+                say!("cannot open {}: {e}", files::GATEWAY_LOG);
+                return Err(1);
+            }
+        };
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&gateway_cmd)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        match prepared(cmd, target.clone(), opts.clone()).spawn() {
+            Ok(child) => Ok(Pid::from_raw(child.id() as i32)),
+            Err(e) => {
+                say!("cannot start gateway: {e}");
+                Err(spawn_failure_status(&e))
+            }
+        }
+    };
+    supervise::run_gateway(&mut start, &log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn cli_parsing() {
+        assert_eq!(parse_args(args(&[])), Ok(Action::Run(None)));
+        assert_eq!(
+            parse_args(args(&["/bin/bash", "-c", "id --help"])),
+            Ok(Action::Run(Some(args(&["/bin/bash", "-c", "id --help"]))))
+        );
+        assert_eq!(
+            parse_args(args(&["--", "--weird", "x"])),
+            Ok(Action::Run(Some(args(&["--weird", "x"]))))
+        );
+        assert_eq!(parse_args(args(&["--"])), Ok(Action::Run(None)));
+        assert_eq!(
+            parse_args(args(&["--check", "--json"])),
+            Ok(Action::Check { json: true })
+        );
+        assert_eq!(
+            parse_args(args(&["--check"])),
+            Ok(Action::Check { json: false })
+        );
+        assert_eq!(parse_args(args(&["--version"])), Ok(Action::Version));
+        assert_eq!(parse_args(args(&["--help", "x"])), Ok(Action::Help));
+        assert!(parse_args(args(&["--json"])).is_err());
+        assert!(parse_args(args(&["--bogus"])).is_err());
+        assert!(parse_args(args(&["--check", "ls"])).is_err());
+    }
 }

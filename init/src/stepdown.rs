@@ -1,0 +1,183 @@
+//! Dropping from root to the target user, like
+//! `setpriv --reuid --regid --init-groups --bounding-set=-setuid,-setgid,-fowner,-chown,-kill`.
+//!
+//! Runs in the forked child just before exec. `--init-groups` matters: `gateway` has to keep
+//! its supplementary `sandbox` group. Every step is verified against the kernel afterwards
+//! (all three uids and gids, setuid(0) must fail, no capabilities left) because a partial
+//! step-down that runs the workload as root is the worst outcome; any doubt aborts the exec.
+
+use crate::accounts::Accounts;
+use crate::caps;
+use crate::landlock_policy::{self, Policy};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{getgroups, getresgid, getresuid, setgid, setgroups, setresgid, setresuid};
+use nix::unistd::{setuid, Gid, Uid};
+use std::io;
+
+/// Who to become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
+impl Target {
+    /// Resolves a user from the image's files. Refuses uid/gid 0: the whole point is to
+    /// not run the workload as root.
+    pub fn resolve(accounts: &Accounts, name: &str) -> Result<Target, String> {
+        let u = accounts
+            .user(name)
+            .ok_or_else(|| format!("user {name:?} not found in passwd"))?;
+        if u.uid == 0 || u.gid == 0 {
+            return Err(format!(
+                "user {name:?} has uid {} gid {}: refusing to run as root",
+                u.uid, u.gid
+            ));
+        }
+        Ok(Target {
+            name: u.name.clone(),
+            uid: u.uid,
+            gid: u.gid,
+            groups: accounts.init_groups(u),
+            home: u.home.clone(),
+        })
+    }
+
+    /// `sandbox (uid 998, gid 998, groups 998)` for logs.
+    pub fn describe(&self) -> String {
+        let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+        format!(
+            "{} (uid {}, gid {}, groups {})",
+            self.name,
+            self.uid,
+            self.gid,
+            groups.join(",")
+        )
+    }
+}
+
+/// Extra restrictions for the child.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub no_new_privs: bool,
+    /// Landlock policy and whether failures are fatal.
+    pub landlock: Option<(Policy, bool)>,
+    pub umask: Option<u32>,
+}
+
+fn fail(msg: String) -> io::Error {
+    // The child's errno is all std passes back to the parent, so say it here.
+    eprintln!("nemoclaw-init: [SECURITY] step-down failed: {msg}");
+    io::Error::from_raw_os_error(nix::libc::EPERM)
+}
+
+/// The child side, called from `pre_exec`. With `target == None` (init started
+/// unprivileged) only the optional restrictions apply.
+pub fn in_child(target: Option<&Target>, opts: &Options) -> io::Result<()> {
+    if let Some(mask) = opts.umask {
+        umask(Mode::from_bits_truncate(mask));
+    }
+    if let Some(t) = target {
+        switch_user(t)?;
+    }
+    if opts.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| fail(format!("no_new_privs: {e}")))?;
+    }
+    if let Some((policy, required)) = &opts.landlock {
+        match landlock_policy::apply(policy) {
+            Ok((_, false)) if *required => {
+                return Err(fail(format!(
+                    "landlock required but not enforced (kernel {})",
+                    landlock_policy::describe_abi()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if *required => return Err(fail(e)),
+            Err(e) => eprintln!("nemoclaw-init: landlock skipped: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn switch_user(t: &Target) -> io::Result<()> {
+    let uid = Uid::from_raw(t.uid);
+    let gid = Gid::from_raw(t.gid);
+    let groups: Vec<Gid> = t.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    setgroups(&groups).map_err(|e| fail(format!("setgroups: {e}")))?;
+    setresgid(gid, gid, gid).map_err(|e| fail(format!("setresgid: {e}")))?;
+    // Bounding-set drops need CAP_SETPCAP; without it PID 1 has already logged the
+    // residual set, and setresuid below still empties the effective/permitted sets.
+    if caps::can_drop_bounding() {
+        let failed = caps::drop_bounding(&caps::DROP_AT_STEPDOWN);
+        if !failed.is_empty() {
+            return Err(fail(format!("bounding set: {}", failed.join("; "))));
+        }
+    }
+    setresuid(uid, uid, uid).map_err(|e| fail(format!("setresuid: {e}")))?;
+    // Leave nothing behind, even under unusual securebits.
+    let _ = ::caps::clear(None, ::caps::CapSet::Ambient);
+    ::caps::clear(None, ::caps::CapSet::Permitted)
+        .and_then(|_| ::caps::clear(None, ::caps::CapSet::Inheritable))
+        .map_err(|e| fail(format!("clearing capabilities: {e}")))?;
+    verify(t)
+}
+
+/// Checks the kernel's view after the switch.
+fn verify(t: &Target) -> io::Result<()> {
+    let r = getresuid().map_err(|e| fail(format!("getresuid: {e}")))?;
+    let g = getresgid().map_err(|e| fail(format!("getresgid: {e}")))?;
+    let uids = [r.real, r.effective, r.saved].map(|u| u.as_raw());
+    let gids = [g.real, g.effective, g.saved].map(|g| g.as_raw());
+    if uids != [t.uid; 3] || gids != [t.gid; 3] {
+        return Err(fail(format!(
+            "ids are uid {uids:?} gid {gids:?}, expected {} / {}",
+            t.uid, t.gid
+        )));
+    }
+    let mut have: Vec<u32> = getgroups()
+        .map_err(|e| fail(format!("getgroups: {e}")))?
+        .iter()
+        .map(|g| g.as_raw())
+        .collect();
+    let mut want = t.groups.clone();
+    have.sort_unstable();
+    want.sort_unstable();
+    if have != want {
+        return Err(fail(format!("groups are {have:?}, expected {want:?}")));
+    }
+    if setuid(Uid::from_raw(0)).is_ok() || setgid(Gid::from_raw(0)).is_ok() {
+        return Err(fail("setuid(0)/setgid(0) still succeeds".into()));
+    }
+    let eff = ::caps::read(None, ::caps::CapSet::Effective).map_err(|e| fail(e.to_string()))?;
+    if !eff.is_empty() {
+        return Err(fail(format!("capabilities left in effective set: {eff:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_targets_with_init_groups() {
+        let a = Accounts::from_texts(
+            "root:x:0:0::/root:/bin/bash\n\
+             gateway:x:999:999::/sandbox:/usr/sbin/nologin\n\
+             sandbox:x:998:998::/sandbox:/bin/bash\n\
+             rootgroup:x:1000:0::/:/bin/sh\n",
+            Some("root:x:0:\ngateway:x:999:\nsandbox:x:998:gateway,root\n"),
+        );
+        let gw = Target::resolve(&a, "gateway").expect("gateway");
+        assert_eq!(gw.groups, vec![999, 998]);
+        assert_eq!(gw.describe(), "gateway (uid 999, gid 999, groups 999,998)");
+        let sb = Target::resolve(&a, "sandbox").expect("sandbox");
+        assert_eq!((sb.uid, sb.gid, sb.home.as_str()), (998, 998, "/sandbox"));
+        assert!(Target::resolve(&a, "root").is_err());
+        assert!(Target::resolve(&a, "rootgroup").is_err());
+        assert!(Target::resolve(&a, "missing").is_err());
+    }
+}
