@@ -1,0 +1,198 @@
+//! update-alternatives administrative files (`/var/lib/dpkg/alternatives/NAME`).
+//!
+//! Format (as written by dpkg's `alternative_save`): status line (`auto`/`manual`), master
+//! link, then `slave name` / `slave link` line pairs, an empty line, then per choice:
+//! the choice path, its priority and one line per slave (the slave file, or empty),
+//! and a final empty line. dpkg sorts slaves by name and choices by path when saving.
+
+use anyhow::{bail, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slave {
+    pub name: String,
+    pub link: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub path: String,
+    pub priority: i64,
+    /// One entry per slave of the alternative (same order); empty string = none.
+    pub slave_files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alternative {
+    pub name: String,
+    pub manual: bool,
+    pub link: String,
+    pub slaves: Vec<Slave>,
+    pub choices: Vec<Choice>,
+}
+
+impl Alternative {
+    /// Parse the admin file of alternative `name`; `path` is used in error messages.
+    pub fn parse(name: &str, path: &str, bytes: &[u8]) -> Result<Alternative> {
+        let text = match std::str::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => bail!("{path}: not valid UTF-8: {e}"),
+        };
+        if !text.ends_with('\n') {
+            bail!("{path}: last line not terminated");
+        }
+        let lines: Vec<&str> = text[..text.len() - 1].split('\n').collect();
+        let mut i = 0usize;
+        let mut next = |what: &str| -> Result<(usize, &str)> {
+            match lines.get(i) {
+                Some(l) => {
+                    i += 1;
+                    Ok((i, *l))
+                }
+                None => bail!("{path}: unexpected end of file while reading {what}"),
+            }
+        };
+        let (ln, status) = next("status")?;
+        let manual = match status {
+            "auto" => false,
+            "manual" => true,
+            _ => bail!("{path}: line {ln}: invalid status {status:?}"),
+        };
+        let (_, link) = next("master link")?;
+        let link = link.to_string();
+        let mut slaves = Vec::new();
+        loop {
+            let (_, sname) = next("slave name")?;
+            if sname.is_empty() {
+                break;
+            }
+            let (_, slink) = next("slave link")?;
+            slaves.push(Slave {
+                name: sname.to_string(),
+                link: slink.to_string(),
+            });
+        }
+        let mut choices = Vec::new();
+        loop {
+            let (_, cpath) = next("master file")?;
+            if cpath.is_empty() {
+                break;
+            }
+            let (ln, prio) = next("priority")?;
+            let Ok(priority) = prio.trim().parse::<i64>() else {
+                bail!("{path}: line {ln}: invalid priority {prio:?} of {cpath}");
+            };
+            let mut slave_files = Vec::with_capacity(slaves.len());
+            for _ in 0..slaves.len() {
+                let (_, f) = next("slave file")?;
+                slave_files.push(f.to_string());
+            }
+            choices.push(Choice {
+                path: cpath.to_string(),
+                priority,
+                slave_files,
+            });
+        }
+        Ok(Alternative {
+            name: name.to_string(),
+            manual,
+            link,
+            slaves,
+            choices,
+        })
+    }
+
+    /// Serialize like dpkg's `alternative_save`: drop slaves no choice uses, sort slaves
+    /// by name and choices by path.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let used: Vec<usize> = (0..self.slaves.len())
+            .filter(|&k| {
+                self.choices
+                    .iter()
+                    .any(|c| c.slave_files.get(k).is_some_and(|f| !f.is_empty()))
+            })
+            .collect();
+        let mut slave_order = used.clone();
+        slave_order.sort_by(|&a, &b| self.slaves[a].name.cmp(&self.slaves[b].name));
+        let mut choices: Vec<&Choice> = self.choices.iter().collect();
+        choices.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut out = String::new();
+        out.push_str(if self.manual { "manual\n" } else { "auto\n" });
+        out.push_str(&self.link);
+        out.push('\n');
+        for &k in &slave_order {
+            out.push_str(&self.slaves[k].name);
+            out.push('\n');
+            out.push_str(&self.slaves[k].link);
+            out.push('\n');
+        }
+        out.push('\n');
+        for c in choices {
+            out.push_str(&c.path);
+            out.push('\n');
+            out.push_str(&c.priority.to_string());
+            out.push('\n');
+            for &k in &slave_order {
+                out.push_str(c.slave_files.get(k).map(String::as_str).unwrap_or(""));
+                out.push('\n');
+            }
+        }
+        out.push('\n');
+        out.into_bytes()
+    }
+
+    /// dpkg's `alternative_get_best`: start from the current choice if it is still
+    /// registered (else the first choice) and take any choice with a strictly higher
+    /// priority, in file order.
+    pub fn best(&self, current: Option<&str>) -> Option<&Choice> {
+        let mut best = current
+            .and_then(|c| self.choices.iter().find(|ch| ch.path == c))
+            .or_else(|| self.choices.first())?;
+        for c in &self.choices {
+            if c.priority > best.priority {
+                best = c;
+            }
+        }
+        Some(best)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NC: &str = "auto\n/bin/nc\nnc.1.gz\n/usr/share/man/man1/nc.1.gz\nnetcat\n/bin/netcat\n\n/bin/nc.openbsd\n50\n/usr/share/man/man1/nc_openbsd.1.gz\n/bin/nc.openbsd\n\n";
+
+    #[test]
+    fn roundtrip_dpkg_format() {
+        let a = Alternative::parse("nc", "/var/lib/dpkg/alternatives/nc", NC.as_bytes()).unwrap();
+        assert!(!a.manual);
+        assert_eq!(a.link, "/bin/nc");
+        assert_eq!(a.slaves.len(), 2);
+        assert_eq!(a.choices.len(), 1);
+        assert_eq!(a.choices[0].priority, 50);
+        assert_eq!(a.to_bytes(), NC.as_bytes());
+        let cc = "auto\n/usr/bin/cc\n\n/usr/bin/gcc\n20\n\n";
+        let a = Alternative::parse("cc", "cc", cc.as_bytes()).unwrap();
+        assert!(a.slaves.is_empty());
+        assert_eq!(a.to_bytes(), cc.as_bytes());
+    }
+
+    #[test]
+    fn parse_errors() {
+        assert!(Alternative::parse("x", "x", b"bogus\n/a\n\n\n").is_err());
+        assert!(Alternative::parse("x", "x", b"auto\n/a\n\n/b\nten\n\n").is_err());
+        let e = Alternative::parse("x", "/var/lib/dpkg/alternatives/x", b"auto\n/a\n\n/b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/var/lib/dpkg/alternatives/x"), "{e}");
+    }
+
+    #[test]
+    fn best_prefers_current_on_ties() {
+        let t = "auto\n/usr/bin/x\n\n/a\n10\n/b\n20\n/c\n20\n\n";
+        let a = Alternative::parse("x", "x", t.as_bytes()).unwrap();
+        assert_eq!(a.best(None).unwrap().path, "/b");
+        assert_eq!(a.best(Some("/c")).unwrap().path, "/c");
+        assert_eq!(a.best(Some("/gone")).unwrap().path, "/b");
+    }
+}

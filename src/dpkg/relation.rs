@@ -1,0 +1,195 @@
+//! Package relationship fields (`Depends`, `Pre-Depends`, `Provides`, ...).
+
+use std::cmp::Ordering;
+
+use anyhow::{bail, Result};
+
+use super::version::compare_versions;
+
+/// Version relation operator of a dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum VersionOp {
+    /// `<<`
+    Lt,
+    /// `<=` (also the obsolete `<`)
+    Le,
+    /// `=`
+    Eq,
+    /// `>=` (also the obsolete `>`)
+    Ge,
+    /// `>>`
+    Gt,
+}
+
+impl VersionOp {
+    fn parse(s: &str) -> Option<VersionOp> {
+        Some(match s {
+            "<<" => VersionOp::Lt,
+            "<=" | "<" => VersionOp::Le,
+            "=" => VersionOp::Eq,
+            ">=" | ">" => VersionOp::Ge,
+            ">>" => VersionOp::Gt,
+            _ => return None,
+        })
+    }
+
+    /// The operator as written in control files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionOp::Lt => "<<",
+            VersionOp::Le => "<=",
+            VersionOp::Eq => "=",
+            VersionOp::Ge => ">=",
+            VersionOp::Gt => ">>",
+        }
+    }
+
+    /// Whether `have OP want` holds.
+    pub fn holds(self, have: &str, want: &str) -> bool {
+        let c = compare_versions(have, want);
+        match self {
+            VersionOp::Lt => c == Ordering::Less,
+            VersionOp::Le => c != Ordering::Greater,
+            VersionOp::Eq => c == Ordering::Equal,
+            VersionOp::Ge => c != Ordering::Less,
+            VersionOp::Gt => c == Ordering::Greater,
+        }
+    }
+}
+
+/// One atom of a relationship field: `name[:arch] [(op version)]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Relation {
+    pub name: String,
+    /// Architecture qualifier (`any`, `native` or an architecture name).
+    pub arch: Option<String>,
+    pub version: Option<(VersionOp, String)>,
+}
+
+impl std::fmt::Display for Relation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(a) = &self.arch {
+            write!(f, ":{a}")?;
+        }
+        if let Some((op, v)) = &self.version {
+            write!(f, " ({} {v})", op.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// A conjunction of or-groups: `a | b, c`.
+pub type RelationList = Vec<Vec<Relation>>;
+
+fn parse_atom(atom: &str) -> Result<Relation> {
+    let atom = atom.trim();
+    // Strip architecture restrictions `[...]` and build profiles `<...>`: they do not
+    // appear in installed packages' fields, but tolerate them.
+    let mut s = String::with_capacity(atom.len());
+    let mut depth_sq = 0usize;
+    let mut depth_ang = 0usize;
+    let mut in_paren = false;
+    for c in atom.chars() {
+        match c {
+            '(' => {
+                in_paren = true;
+                s.push(c)
+            }
+            ')' => {
+                in_paren = false;
+                s.push(c)
+            }
+            '[' if !in_paren => depth_sq += 1,
+            ']' if !in_paren => depth_sq = depth_sq.saturating_sub(1),
+            '<' if !in_paren => depth_ang += 1,
+            '>' if !in_paren => depth_ang = depth_ang.saturating_sub(1),
+            _ if depth_sq > 0 || depth_ang > 0 => {}
+            _ => s.push(c),
+        }
+    }
+    let s = s.trim();
+    let (name_part, ver_part) = match s.find('(') {
+        Some(i) => {
+            let rest = &s[i + 1..];
+            let Some(end) = rest.find(')') else {
+                bail!("unterminated version in relation {atom:?}");
+            };
+            if !rest[end + 1..].trim().is_empty() {
+                bail!("trailing text after version in relation {atom:?}");
+            }
+            (s[..i].trim(), Some(rest[..end].trim()))
+        }
+        None => (s, None),
+    };
+    if name_part.is_empty() || name_part.contains(char::is_whitespace) {
+        bail!("invalid package name in relation {atom:?}");
+    }
+    let (name, arch) = match name_part.split_once(':') {
+        Some((n, a)) => (n, Some(a.to_string())),
+        None => (name_part, None),
+    };
+    let version = match ver_part {
+        None => None,
+        Some(v) => {
+            let op_len = v
+                .find(|c: char| !matches!(c, '<' | '>' | '='))
+                .unwrap_or(v.len());
+            let Some(op) = VersionOp::parse(&v[..op_len]) else {
+                bail!("invalid version operator in relation {atom:?}");
+            };
+            let ver = v[op_len..].trim();
+            if ver.is_empty() {
+                bail!("missing version in relation {atom:?}");
+            }
+            Some((op, ver.to_string()))
+        }
+    };
+    Ok(Relation {
+        name: name.to_string(),
+        arch,
+        version,
+    })
+}
+
+/// Parse a relationship field such as `Depends`.
+pub fn parse_relations(value: &str) -> Result<RelationList> {
+    let mut out = Vec::new();
+    for group in value.split(',') {
+        if group.trim().is_empty() {
+            continue;
+        }
+        let mut alts = Vec::new();
+        for atom in group.split('|') {
+            alts.push(parse_atom(atom)?);
+        }
+        out.push(alts);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_groups_versions_and_arch() {
+        let r = parse_relations(
+            "libc6 (>= 2.34), debconf (>= 0.5) | debconf-2.0, python3:any (<< 3.12),\n perl:native",
+        )
+        .unwrap();
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[0][0].name, "libc6");
+        assert_eq!(r[0][0].version, Some((VersionOp::Ge, "2.34".into())));
+        assert_eq!(r[1].len(), 2);
+        assert_eq!(r[1][1].name, "debconf-2.0");
+        assert_eq!(r[2][0].arch.as_deref(), Some("any"));
+        assert_eq!(r[2][0].version, Some((VersionOp::Lt, "3.12".into())));
+        assert_eq!(r[3][0].arch.as_deref(), Some("native"));
+        assert_eq!(r[0][0].to_string(), "libc6 (>= 2.34)");
+        assert!(parse_relations("foo (>= 1").is_err());
+        assert!(parse_relations("foo (~ 1)").is_err());
+        let p = parse_relations("foo [amd64] <!nocheck>, bar").unwrap();
+        assert_eq!(p[0][0].name, "foo");
+    }
+}

@@ -1,0 +1,952 @@
+//! Tests of the database model and the purge planner on small generated databases, plus
+//! an ignored oracle test against a real Debian rootfs (see `oracle_vs_apt`).
+
+use super::*;
+
+/// Builder of small dpkg databases.
+#[derive(Default)]
+struct Db {
+    stanzas: Vec<String>,
+    files: DbFiles,
+    auto: Vec<(String, String)>,
+}
+
+struct Pkg {
+    name: String,
+    arch: String,
+    version: String,
+    status: String,
+    fields: Vec<(String, String)>,
+    files: Vec<String>,
+    multi_arch_same: bool,
+}
+
+fn pkg(name: &str) -> Pkg {
+    Pkg {
+        name: name.into(),
+        arch: "amd64".into(),
+        version: "1.0-1".into(),
+        status: "install ok installed".into(),
+        fields: Vec::new(),
+        files: Vec::new(),
+        multi_arch_same: false,
+    }
+}
+
+impl Pkg {
+    fn f(mut self, k: &str, v: &str) -> Self {
+        self.fields.push((k.into(), v.into()));
+        self
+    }
+    fn deps(self, v: &str) -> Self {
+        self.f("Depends", v)
+    }
+    fn files(mut self, f: &[&str]) -> Self {
+        self.files = f.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    fn arch(mut self, a: &str) -> Self {
+        self.arch = a.into();
+        self
+    }
+    fn status(mut self, s: &str) -> Self {
+        self.status = s.into();
+        self
+    }
+    fn same(mut self) -> Self {
+        self.multi_arch_same = true;
+        self.f("Multi-Arch", "same")
+    }
+}
+
+impl Db {
+    fn add(&mut self, p: Pkg) -> &mut Self {
+        let mut s = format!(
+            "Package: {}\nStatus: {}\nPriority: {}\nSection: misc\nInstalled-Size: 10\nMaintainer: T <t@example.org>\nArchitecture: {}\nVersion: {}\n",
+            p.name,
+            p.status,
+            p.fields
+                .iter()
+                .find(|(k, _)| k == "Priority")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("optional"),
+            p.arch,
+            p.version
+        );
+        for (k, v) in p.fields.iter().filter(|(k, _)| k != "Priority") {
+            s.push_str(&format!("{k}: {v}\n"));
+        }
+        s.push_str(&format!(
+            "Description: the {} package\n long text\n .\n more\n",
+            p.name
+        ));
+        self.stanzas.push(s);
+        let db_name = if p.multi_arch_same {
+            format!("{}:{}", p.name, p.arch)
+        } else {
+            p.name.clone()
+        };
+        let mut list = String::from("/.\n");
+        for f in &p.files {
+            list.push_str(f);
+            list.push('\n');
+        }
+        self.files
+            .insert(format!("{INFO_DIR}{db_name}.list"), list.into_bytes());
+        self.files
+            .insert(format!("{INFO_DIR}{db_name}.md5sums"), b"x\n".to_vec());
+        self
+    }
+    fn auto(&mut self, name: &str) -> &mut Self {
+        self.auto.push((name.into(), "amd64".into()));
+        self
+    }
+    fn file(&mut self, path: &str, content: &str) -> &mut Self {
+        self.files.insert(path.into(), content.as_bytes().to_vec());
+        self
+    }
+    fn build(&self) -> DbFiles {
+        let mut files = self.files.clone();
+        let status: String = self.stanzas.iter().map(|s| format!("{s}\n")).collect();
+        files.insert(STATUS_PATH.into(), status.into_bytes());
+        if !self.auto.is_empty() {
+            let es: Vec<String> = self
+                .auto
+                .iter()
+                .map(|(n, a)| format!("Package: {n}\nArchitecture: {a}\nAuto-Installed: 1\n"))
+                .collect();
+            files.insert(EXTENDED_STATES_PATH.into(), es.join("\n").into_bytes());
+        }
+        files
+    }
+}
+
+fn req(purge: &[&str], keep: &[&str]) -> PurgeRequest {
+    PurgeRequest {
+        purge: purge.iter().map(|s| s.to_string()).collect(),
+        keep: keep.iter().map(|s| s.to_string()).collect(),
+        autoremove: true,
+        strict: false,
+    }
+}
+
+fn removed_names(plan: &PurgePlan) -> Vec<String> {
+    plan.removed.iter().map(|r| r.name.clone()).collect()
+}
+
+fn reason(plan: &PurgePlan, name: &str) -> RemovalReason {
+    plan.removed
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| r.reason.clone())
+        .unwrap_or_else(|| panic!("{name} not removed"))
+}
+
+fn status_names(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Package: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// libc6 (essential, required) and a base of manual packages.
+fn base() -> Db {
+    let mut db = Db::default();
+    db.add(
+        pkg("libc6")
+            .same()
+            .f("Essential", "yes")
+            .f("Priority", "required")
+            .files(&[
+                "/usr",
+                "/usr/lib",
+                "/usr/lib/libc.so.6",
+                "/usr/share",
+                "/usr/share/doc",
+            ]),
+    );
+    db
+}
+
+#[test]
+fn parse_model_and_queries() {
+    let mut db = base();
+    db.add(
+        pkg("gcc")
+            .deps("libc6 (>= 2.34), cpp (= 1.0-1)")
+            .f("Source", "gcc-defaults (1.2)")
+            .files(&["/usr/bin", "/usr/bin/gcc"]),
+    )
+    .add(pkg("cpp").files(&["/usr/bin", "/usr/bin/cpp"]))
+    .add(
+        pkg("old")
+            .status("deinstall ok config-files")
+            .files(&["/etc/old.conf"]),
+    );
+    let files = db.build();
+    let d = DpkgDb::parse(&files).unwrap();
+    let names: Vec<&str> = d.installed().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["libc6", "gcc", "cpp"]);
+    assert!(d.is_installed("gcc"));
+    assert!(d.is_installed("libc6:amd64"));
+    assert!(!d.is_installed("libc6:i386"));
+    assert!(!d.is_installed("old"));
+    assert!(!d.is_installed("nothere"));
+    let mut owners = d.owner_of("/usr/bin");
+    owners.sort();
+    assert_eq!(owners, ["cpp", "gcc"]);
+    assert!(d.owner_of("/nope").is_empty());
+    let gcc = d.installed().find(|p| p.name == "gcc").unwrap();
+    assert_eq!(gcc.source, "gcc-defaults");
+    assert_eq!(gcc.source_version, "1.2");
+    assert_eq!(gcc.depends.len(), 2);
+    assert_eq!(gcc.installed_size_kib, 10);
+    assert_eq!(gcc.description.as_deref(), Some("the gcc package"));
+    assert_eq!(d.native_arch(), "amd64");
+    assert_eq!(d.files_of("libc6").unwrap().len(), 5);
+    assert_eq!(d.packages()[0].db_name(), "libc6:amd64");
+}
+
+#[test]
+fn parse_errors_name_file_and_stanza() {
+    let mut files = base().build();
+    files.insert(
+        STATUS_PATH.into(),
+        b"Package: a\nStatus: install ok installed\n\nPackage: b\nStatus: bogus\n".to_vec(),
+    );
+    let e = DpkgDb::parse(&files).err().unwrap().to_string();
+    assert!(
+        e.contains(STATUS_PATH) && e.contains("line 4") && e.contains("package b"),
+        "{e}"
+    );
+
+    files.insert(
+        STATUS_PATH.into(),
+        b"Package: a\nStatus: install ok installed\nDepends: x (>= \n".to_vec(),
+    );
+    let e = format!("{:#}", DpkgDb::parse(&files).err().unwrap());
+    assert!(e.contains("Depends") && e.contains("line 1"), "{e}");
+
+    let mut files = base().build();
+    files.insert(DIVERSIONS_PATH.into(), b"/a\n/b\n".to_vec());
+    let e = DpkgDb::parse(&files).err().unwrap().to_string();
+    assert!(e.contains(DIVERSIONS_PATH), "{e}");
+
+    let mut files = base().build();
+    files.remove(STATUS_PATH);
+    assert!(DpkgDb::parse(&files).is_err());
+}
+
+#[test]
+fn missing_packages_are_reported_not_errors() {
+    let mut db = base();
+    db.add(pkg("make").files(&["/usr/bin/make"]));
+    let plan = plan_purge(
+        &db.build(),
+        &req(&["make", "ncat", "netcat-traditional"], &[]),
+    )
+    .unwrap();
+    assert_eq!(plan.not_installed, ["ncat", "netcat-traditional"]);
+    assert_eq!(removed_names(&plan), ["make"]);
+    assert_eq!(reason(&plan, "make"), RemovalReason::Requested);
+    assert!(plan.remove_paths.contains("/usr/bin/make"));
+    assert!(plan.remove_paths.contains("/var/lib/dpkg/info/make.list"));
+    assert!(plan
+        .remove_paths
+        .contains("/var/lib/dpkg/info/make.md5sums"));
+
+    // Nothing installed: empty plan, no rewrites.
+    let plan = plan_purge(&db.build(), &req(&["nope"], &[])).unwrap();
+    assert!(plan.removed.is_empty() && plan.write_files.is_empty() && plan.remove_paths.is_empty());
+}
+
+#[test]
+fn dependency_chains_and_pre_depends() {
+    let mut db = base();
+    db.add(pkg("liba").files(&["/usr/lib/liba.so"]))
+        .add(pkg("b").deps("libc6, liba (>= 1.0)"))
+        .add(pkg("c").f("Pre-Depends", "b"))
+        .add(pkg("d").deps("c | nonexistent"))
+        .add(pkg("e").deps("libc6"))
+        .add(pkg("f").deps("liba (>= 9)")); // already broken: not removed for it
+    let plan = plan_purge(&db.build(), &req(&["liba"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["b", "c", "d", "liba"]);
+    assert_eq!(reason(&plan, "b"), RemovalReason::DependsOn("liba".into()));
+    assert_eq!(reason(&plan, "c"), RemovalReason::DependsOn("b".into()));
+    assert_eq!(reason(&plan, "d"), RemovalReason::DependsOn("c".into()));
+
+    let mut r = req(&["liba"], &[]);
+    r.strict = true;
+    let e = plan_purge(&db.build(), &r).err().unwrap().to_string();
+    assert!(e.contains("strict"), "{e}");
+    assert!(
+        e.contains("c pre-depends on b, which depends on liba, which is purged"),
+        "{e}"
+    );
+}
+
+#[test]
+fn alternatives_in_dependencies_keep_dependents() {
+    let mut db = base();
+    db.add(pkg("mawk").f("Provides", "awk"))
+        .add(pkg("gawk"))
+        .add(pkg("x").deps("gawk | mawk"))
+        .add(pkg("y").deps("gawk | mawk"))
+        .add(pkg("z").deps("gawk (>= 5)")); // version not satisfied: not a satisfier
+    let plan = plan_purge(&db.build(), &req(&["gawk"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["gawk"]);
+    let plan = plan_purge(&db.build(), &req(&["gawk", "mawk"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["gawk", "mawk", "x", "y"]);
+}
+
+#[test]
+fn virtual_packages_via_provides() {
+    let mut db = base();
+    db.add(pkg("mawk").f("Provides", "awk, awk-v (= 2.0)"))
+        .add(pkg("needs-awk").deps("awk"))
+        .add(pkg("needs-awk-v").deps("awk-v (>= 1.5)"))
+        .add(pkg("needs-awk-v3").deps("awk-v (>= 3)"))
+        .add(pkg("gawk").f("Provides", "awk"))
+        .add(pkg("needs-v-only").deps("awk-v"));
+    // gawk also provides awk: needs-awk survives; versioned awk-v only from mawk.
+    let plan = plan_purge(&db.build(), &req(&["mawk"], &[])).unwrap();
+    assert_eq!(
+        removed_names(&plan),
+        ["mawk", "needs-awk-v", "needs-v-only"]
+    );
+    let plan = plan_purge(&db.build(), &req(&["mawk", "gawk"], &[])).unwrap();
+    assert_eq!(
+        removed_names(&plan),
+        ["gawk", "mawk", "needs-awk", "needs-awk-v", "needs-v-only"]
+    );
+}
+
+#[test]
+fn autoremove_auto_deps_and_keep_needed_ones() {
+    let mut db = base();
+    db.add(
+        pkg("gcc")
+            .deps("libmpc, libshared")
+            .f("Recommends", "librec"),
+    )
+    .add(pkg("libmpc").deps("libmpfr"))
+    .add(pkg("libmpfr"))
+    .add(pkg("libshared"))
+    .add(pkg("librec"))
+    .add(pkg("jq").deps("libshared").f("Suggests", "libsug"))
+    .add(pkg("libsug"))
+    .add(pkg("orphan-manual"))
+    .add(pkg("lib-required").f("Priority", "required"))
+    .add(pkg("lib-essential").f("Essential", "yes"))
+    .add(pkg("lib-protected").f("Protected", "yes"))
+    .add(pkg("linux-image-amd64"))
+    .add(pkg("lib-held").status("hold ok installed"))
+    .add(pkg("libprov").f("Provides", "virt"))
+    .add(pkg("user-of-virt").deps("virt"));
+    for a in [
+        "libmpc",
+        "libmpfr",
+        "libshared",
+        "librec",
+        "libsug",
+        "lib-required",
+        "lib-essential",
+        "lib-protected",
+        "linux-image-amd64",
+        "lib-held",
+        "libprov",
+        "user-of-virt",
+    ] {
+        db.auto(a);
+    }
+    db.add(pkg("uses-virt-manual").deps("user-of-virt"));
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["gcc", "libmpc", "libmpfr", "librec"]);
+    assert_eq!(reason(&plan, "libmpfr"), RemovalReason::Autoremoved);
+
+    // Without autoremove only gcc goes.
+    let mut r = req(&["gcc"], &[]);
+    r.autoremove = false;
+    let plan = plan_purge(&db.build(), &r).unwrap();
+    assert_eq!(removed_names(&plan), ["gcc"]);
+
+    // Auto packages only reachable through the purged tree of a virtual go too.
+    let plan = plan_purge(&db.build(), &req(&["uses-virt-manual"], &[])).unwrap();
+    assert_eq!(
+        removed_names(&plan),
+        ["libprov", "user-of-virt", "uses-virt-manual"]
+    );
+
+    // keep marks manual: libmpfr survives and its extended_states stanza is dropped.
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &["libmpfr"])).unwrap();
+    assert_eq!(removed_names(&plan), ["gcc", "libmpc", "librec"]);
+    let es = String::from_utf8(plan.write_files[EXTENDED_STATES_PATH].clone()).unwrap();
+    assert!(
+        !es.contains("libmpfr") && !es.contains("libmpc\n") && es.contains("libshared"),
+        "{es}"
+    );
+}
+
+#[test]
+fn keep_package_in_closure_is_an_error_with_chain() {
+    let mut db = base();
+    db.add(pkg("libprocps8"))
+        .add(pkg("procps").deps("libprocps8"))
+        .add(pkg("top-ui").deps("procps"));
+    let e = plan_purge(&db.build(), &req(&["libprocps8"], &["procps"]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(
+            "keep package procps would be removed: procps depends on libprocps8, which is purged"
+        ),
+        "{e}"
+    );
+    let e = plan_purge(&db.build(), &req(&["libprocps8"], &["top-ui"]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("top-ui depends on procps, which depends on libprocps8, which is purged"),
+        "{e}"
+    );
+    let e = plan_purge(&db.build(), &req(&["procps"], &["procps"]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("procps is requested for purge"), "{e}");
+}
+
+#[test]
+fn essential_never_removed() {
+    let mut db = base();
+    db.add(pkg("dash").f("Essential", "yes").f("Pre-Depends", "libfoo"))
+        .add(pkg("libfoo"));
+    let e = plan_purge(&db.build(), &req(&["libfoo"], &[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("essential package dash would be removed"), "{e}");
+    let e = plan_purge(&db.build(), &req(&["libc6"], &[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("essential package libc6"), "{e}");
+    // Auto-installed essential package is never autoremoved.
+    let mut db = base();
+    db.add(pkg("bash").f("Essential", "yes"))
+        .add(pkg("x"))
+        .auto("bash")
+        .auto("libc6");
+    let plan = plan_purge(&db.build(), &req(&["x"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["x"]);
+}
+
+#[test]
+fn shared_files_and_directories() {
+    let mut db = base();
+    db.add(pkg("a").files(&[
+        "/usr/bin",
+        "/usr/bin/a",
+        "/usr/share/doc/common",
+        "/usr/share/doc/common/x",
+        "/opt",
+        "/opt/a",
+    ]))
+    .add(pkg("b").files(&[
+        "/usr/bin",
+        "/usr/bin/b",
+        "/usr/share/doc/common",
+        "/usr/share/doc/common/x",
+    ]))
+    .add(pkg("c").files(&["/bin", "/bin/c", "/usr/lib/x86_64-linux-gnu"]))
+    .add(pkg("d").files(&["/usr/bin/c", "/usr/lib/x86_64-linux-gnu/libd.so"]));
+    let plan = plan_purge(&db.build(), &req(&["a", "c"], &[])).unwrap();
+    let rm: Vec<&str> = plan
+        .remove_paths
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.starts_with("/var/lib/dpkg"))
+        .collect();
+    // /usr/bin, common doc dir and file are b's too; /bin/c is /usr/bin/c of d (merged /usr);
+    // /opt is a protected top-level directory.
+    assert_eq!(rm, ["/opt/a", "/usr/bin/a", "/usr/lib/x86_64-linux-gnu"]);
+    // Only directories owned by removed packages: /usr/lib/x86_64-linux-gnu is also d's.
+    let plan = plan_purge(&db.build(), &req(&["c", "d"], &[])).unwrap();
+    assert!(plan.remove_paths.contains("/usr/lib/x86_64-linux-gnu"));
+    assert!(plan
+        .remove_paths
+        .contains("/usr/lib/x86_64-linux-gnu/libd.so"));
+    assert!(plan.remove_paths.contains("/bin/c") && plan.remove_paths.contains("/usr/bin/c"));
+    assert!(!plan.remove_paths.contains("/bin") && !plan.remove_paths.contains("/usr/lib"));
+}
+
+#[test]
+fn multiarch_same_file_lists() {
+    let mut db = base();
+    db.add(pkg("libfoo1").same().files(&[
+        "/usr/lib/x86_64-linux-gnu/libfoo.so.1",
+        "/usr/share/doc/libfoo1",
+        "/usr/share/doc/libfoo1/copyright",
+    ]))
+    .add(pkg("libfoo1").same().arch("i386").files(&[
+        "/usr/lib/i386-linux-gnu/libfoo.so.1",
+        "/usr/share/doc/libfoo1",
+        "/usr/share/doc/libfoo1/copyright",
+    ]))
+    .add(pkg("user").deps("libfoo1"))
+    .file("/var/lib/dpkg/info/libfoo1:amd64.shlibs", "x")
+    .file("/var/lib/dpkg/info/libfoo1:amd64.triggers", "x")
+    .file("/var/lib/dpkg/info/libfoo1.1:amd64.list", "/.\n") // another package's file
+    .file("/var/lib/dpkg/arch", "amd64\ni386\n");
+    let files = db.build();
+    let plan = plan_purge(&files, &req(&["libfoo1:amd64"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["libfoo1", "user"]);
+    assert!(plan.removed.iter().all(|r| r.arch == "amd64"));
+    let rm = &plan.remove_paths;
+    assert!(rm.contains("/usr/lib/x86_64-linux-gnu/libfoo.so.1"));
+    assert!(!rm.contains("/usr/lib/i386-linux-gnu/libfoo.so.1"));
+    assert!(
+        !rm.contains("/usr/share/doc/libfoo1/copyright"),
+        "shared with i386 instance"
+    );
+    for f in ["list", "md5sums", "shlibs", "triggers"] {
+        assert!(
+            rm.contains(&format!("/var/lib/dpkg/info/libfoo1:amd64.{f}")),
+            "{f}"
+        );
+    }
+    assert!(!rm.contains("/var/lib/dpkg/info/libfoo1:i386.list"));
+    assert!(!rm.contains("/var/lib/dpkg/info/libfoo1.1:amd64.list"));
+    let status = plan.write_files[STATUS_PATH].clone();
+    let text = String::from_utf8(status).unwrap();
+    assert!(text.contains("Package: libfoo1\nStatus: install ok installed\nPriority: optional\nSection: misc\nInstalled-Size: 10\nMaintainer: T <t@example.org>\nArchitecture: i386"));
+    assert_eq!(status_names(text.as_bytes()), ["libc6", "libfoo1"]);
+
+    // Plain name resolves to the native instance only.
+    let plan = plan_purge(&files, &req(&["libfoo1"], &[])).unwrap();
+    assert_eq!(
+        plan.removed.iter().filter(|r| r.name == "libfoo1").count(),
+        1
+    );
+    // Purging both instances removes the shared files.
+    let plan = plan_purge(&files, &req(&["libfoo1:amd64", "libfoo1:i386"], &[])).unwrap();
+    assert!(plan
+        .remove_paths
+        .contains("/usr/share/doc/libfoo1/copyright"));
+}
+
+#[test]
+fn status_survivors_byte_identical_in_order() {
+    let mut db = base();
+    db.add(
+        pkg("a")
+            .f("Conffiles", "\n /etc/a.conf 0123456789abcdef")
+            .files(&["/etc/a.conf"]),
+    )
+    .add(pkg("b"))
+    .add(pkg("c"))
+    .add(pkg("d").deps("b"));
+    let files = db.build();
+    let original = files[STATUS_PATH].clone();
+    let plan = plan_purge(&files, &req(&["b"], &[])).unwrap();
+    let new = plan.write_files[STATUS_PATH].clone();
+    assert_eq!(status_names(&new), ["libc6", "a", "c"]);
+    // Expected: the original stanzas (with their blank-line separators) minus b and d.
+    let text = String::from_utf8(original).unwrap();
+    let parts: Vec<&str> = text.split_inclusive("\n\n").collect();
+    assert_eq!(parts.len(), 5);
+    let expected = format!("{}{}{}", parts[0], parts[1], parts[3]);
+    assert_eq!(String::from_utf8(new.clone()).unwrap(), expected);
+    // Removing the first and last stanzas keeps the rest intact as well.
+    let plan = plan_purge(&files, &req(&["d"], &[])).unwrap();
+    assert_eq!(
+        String::from_utf8(plan.write_files[STATUS_PATH].clone()).unwrap(),
+        parts[..4].concat()
+    );
+    // Survivors still parse, and conffiles of purged packages are removed.
+    let mut after = files.clone();
+    after.insert(STATUS_PATH.into(), new);
+    DpkgDb::parse(&after).unwrap();
+    let plan = plan_purge(&files, &req(&["a"], &[])).unwrap();
+    assert!(plan.remove_paths.contains("/etc/a.conf"));
+    assert!(!plan.remove_paths.contains("/etc"));
+}
+
+#[test]
+fn config_files_package_is_purged() {
+    let mut db = base();
+    db.add(
+        pkg("old")
+            .status("deinstall ok config-files")
+            .f("Conffiles", "\n /etc/old.conf abc")
+            .files(&["/etc/old.conf"]),
+    );
+    let plan = plan_purge(&db.build(), &req(&["old"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["old"]);
+    assert!(plan.not_installed.is_empty());
+    assert!(plan.remove_paths.contains("/etc/old.conf"));
+    assert_eq!(status_names(&plan.write_files[STATUS_PATH]), ["libc6"]);
+}
+
+const CC_ALT: &str = "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/clang\n10\n\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n";
+
+#[test]
+fn alternative_without_surviving_choice_is_removed() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc", "/usr/share/man/man1/gcc.1.gz"]))
+        .file("/var/lib/dpkg/alternatives/cc", "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n")
+        .file("/var/lib/dpkg/alternatives/pager", "auto\n/usr/bin/pager\n\n/bin/more\n50\n\n");
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    for p in [
+        "/usr/bin/cc",
+        "/etc/alternatives/cc",
+        "/usr/share/man/man1/cc.1.gz",
+        "/etc/alternatives/cc.1.gz",
+        "/var/lib/dpkg/alternatives/cc",
+    ] {
+        assert!(plan.remove_paths.contains(p), "{p}");
+    }
+    assert!(!plan.remove_paths.iter().any(|p| p.contains("pager")));
+    assert!(plan.symlinks.is_empty());
+    assert!(!plan
+        .write_files
+        .contains_key("/var/lib/dpkg/alternatives/cc"));
+}
+
+#[test]
+fn alternative_with_surviving_choice_is_repointed() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc", "/usr/share/man/man1/gcc.1.gz"]))
+        .add(pkg("clang").files(&["/usr/bin/clang"]))
+        .file("/var/lib/dpkg/alternatives/cc", CC_ALT);
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    assert_eq!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
+        "auto\n/usr/bin/cc\n\n/usr/bin/clang\n10\n\n"
+    );
+    assert_eq!(plan.symlinks["/etc/alternatives/cc"], "/usr/bin/clang");
+    assert_eq!(plan.symlinks["/usr/bin/cc"], "/etc/alternatives/cc");
+    // clang has no cc.1.gz slave: its links go.
+    assert!(plan.remove_paths.contains("/usr/share/man/man1/cc.1.gz"));
+    assert!(plan.remove_paths.contains("/etc/alternatives/cc.1.gz"));
+    assert!(!plan.remove_paths.contains("/usr/bin/cc"));
+    assert!(!plan.remove_paths.contains("/var/lib/dpkg/alternatives/cc"));
+
+    // Removing the non-selected choice: admin file rewritten, links untouched.
+    let plan = plan_purge(&db.build(), &req(&["clang"], &[])).unwrap();
+    assert!(plan.symlinks.is_empty());
+    assert_eq!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
+        "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n"
+    );
+
+    // Manual mode pointing at the removed choice switches to auto.
+    let mut db2 = base();
+    db2.add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .add(pkg("clang").files(&["/usr/bin/clang"]))
+        .add(pkg("tcc").files(&["/usr/bin/tcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "manual\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n/usr/bin/tcc\n5\n\n",
+        )
+        .file("/etc/alternatives/cc", "/usr/bin/tcc");
+    let plan = plan_purge(&db2.build(), &req(&["tcc"], &[])).unwrap();
+    assert!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone())
+            .unwrap()
+            .starts_with("auto\n")
+    );
+    assert_eq!(plan.symlinks["/etc/alternatives/cc"], "/usr/bin/gcc");
+    // Manual mode on a surviving choice stays manual and untouched.
+    let plan = plan_purge(&db2.build(), &req(&["gcc"], &[])).unwrap();
+    assert_eq!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
+        "manual\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/tcc\n5\n\n"
+    );
+    assert!(plan.symlinks.is_empty());
+}
+
+#[test]
+fn diversions_are_honoured() {
+    let mut db = base();
+    // dash diverts /bin/sh (of other packages) to /bin/sh.distrib.
+    db.add(pkg("dash").files(&["/bin/sh", "/bin/dash"]))
+        .add(pkg("oldsh").files(&["/bin/sh", "/usr/share/oldsh"]))
+        .add(pkg("wrapper").files(&["/usr/bin/tool"]))
+        .add(pkg("tool").files(&["/usr/bin/tool", "/usr/share/tool"]))
+        .file(
+            DIVERSIONS_PATH,
+            "/bin/sh\n/bin/sh.distrib\ndash\n/usr/bin/tool\n/usr/bin/tool.real\nwrapper\n",
+        );
+    // oldsh's /bin/sh really is /bin/sh.distrib; dash's /bin/sh stays.
+    let plan = plan_purge(&db.build(), &req(&["oldsh"], &[])).unwrap();
+    assert!(plan.remove_paths.contains("/bin/sh.distrib"));
+    assert!(!plan.remove_paths.contains("/bin/sh"));
+    // Removing the diverting package while the diverted file's owner survives would
+    // need a rename: refused.
+    let e = plan_purge(&db.build(), &req(&["wrapper"], &[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("diversion of /usr/bin/tool"), "{e}");
+    // Removing both: the diversion disappears and both files go.
+    let plan = plan_purge(&db.build(), &req(&["wrapper", "tool"], &[])).unwrap();
+    assert!(plan.remove_paths.contains("/usr/bin/tool"));
+    assert!(plan.remove_paths.contains("/usr/bin/tool.real"));
+    assert_eq!(
+        String::from_utf8(plan.write_files[DIVERSIONS_PATH].clone()).unwrap(),
+        "/bin/sh\n/bin/sh.distrib\ndash\n"
+    );
+}
+
+#[test]
+fn trigger_interests_of_removed_packages_go() {
+    let mut db = base();
+    db.add(pkg("man-db"))
+        .add(pkg("keepme"))
+        .file(
+            "/var/lib/dpkg/triggers/File",
+            "/usr/share/man man-db\n/usr/share/keep keepme/noawait\n",
+        )
+        .file("/var/lib/dpkg/triggers/mandb", "man-db/noawait\n")
+        .file("/var/lib/dpkg/triggers/ldconfig", "libc6:amd64\n");
+    let plan = plan_purge(&db.build(), &req(&["man-db"], &[])).unwrap();
+    assert_eq!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/triggers/File"].clone()).unwrap(),
+        "/usr/share/keep keepme/noawait\n"
+    );
+    assert!(plan.remove_paths.contains("/var/lib/dpkg/triggers/mandb"));
+    assert!(!plan
+        .write_files
+        .contains_key("/var/lib/dpkg/triggers/ldconfig"));
+}
+
+#[test]
+fn missing_file_list_is_an_error() {
+    let mut db = base();
+    db.add(pkg("x"));
+    let mut files = db.build();
+    files.remove("/var/lib/dpkg/info/x.list");
+    let e = plan_purge(&files, &req(&["x"], &[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("/var/lib/dpkg/info/x.list"), "{e}");
+}
+
+#[test]
+fn plan_serializes_to_json() {
+    let mut db = base();
+    db.add(pkg("a")).add(pkg("b").deps("a"));
+    let plan = plan_purge(&db.build(), &req(&["a"], &[])).unwrap();
+    let v = serde_json::to_value(&plan).unwrap();
+    assert_eq!(v["removed"][1]["reason"]["DependsOn"], "a");
+    assert_eq!(v["removed"][0]["reason"], "Requested");
+}
+
+/// Oracle check against a real Debian rootfs built with e.g.
+/// `mmdebstrap --variant=minbase --include=gcc,g++,make,netcat-openbsd,vim-tiny,jq,dos2unix,procps,tmux,e2fsprogs bookworm DIR`.
+///
+/// * `NEMOCLAW_ORACLE_ROOT=DIR`: compares the planned removals with
+///   `chroot DIR apt-get -s purge --auto-remove ...` (needs root).
+/// * `NEMOCLAW_ORACLE_AFTER=DIR2` (optional): a copy of DIR in which the purge was
+///   really run; compares the rewritten status/extended_states files byte for byte and
+///   the removed paths with the files that disappeared.
+#[test]
+#[ignore]
+fn oracle_vs_apt() {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+    let Ok(root) = std::env::var("NEMOCLAW_ORACLE_ROOT") else {
+        eprintln!("NEMOCLAW_ORACLE_ROOT not set: skipped");
+        return;
+    };
+    let root = PathBuf::from(root);
+    let files = load_db_files(&root);
+    let db = DpkgDb::parse(&files).unwrap();
+    let wanted = [
+        "gcc",
+        "gcc-12",
+        "g++",
+        "g++-12",
+        "cpp",
+        "cpp-12",
+        "make",
+        "netcat-openbsd",
+        "netcat-traditional",
+        "ncat",
+    ];
+    let keep = ["vim-tiny", "jq", "dos2unix", "procps", "e2fsprogs", "tmux"];
+    let plan = plan_purge(&files, &req(&wanted, &keep)).unwrap();
+    let ours: BTreeSet<String> = removed_names(&plan).into_iter().collect();
+    eprintln!(
+        "installed: {}; ours: {} removed, not installed: {:?}",
+        db.installed().count(),
+        ours.len(),
+        plan.not_installed
+    );
+
+    let installed: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|n| db.is_installed(n))
+        .collect();
+    let out = std::process::Command::new("chroot")
+        .arg(&root)
+        .args(["apt-get", "-s", "purge", "--auto-remove"])
+        .args(&installed)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let apt: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Purg "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|n| n.split(':').next().unwrap_or(n).to_string())
+        .collect();
+    eprintln!("apt-get -s: {} packages (Purg)", apt.len());
+    let only_ours: Vec<_> = ours.difference(&apt).collect();
+    let only_apt: Vec<_> = apt.difference(&ours).collect();
+    eprintln!("only ours: {only_ours:?}\nonly apt: {only_apt:?}");
+    assert_eq!(ours, apt);
+
+    let Ok(after) = std::env::var("NEMOCLAW_ORACLE_AFTER") else {
+        return;
+    };
+    let after = PathBuf::from(after);
+    for f in [STATUS_PATH, EXTENDED_STATES_PATH] {
+        let real = std::fs::read(after.join(&f[1..])).unwrap();
+        let mine = plan
+            .write_files
+            .get(f)
+            .cloned()
+            .unwrap_or_else(|| files[f].clone());
+        eprintln!(
+            "{f}: real {} bytes, ours {} bytes, identical: {}",
+            real.len(),
+            mine.len(),
+            real == mine
+        );
+        assert!(real == mine, "{f} differs");
+    }
+    // Files: what disappeared from the rootfs vs. what our plan deletes.
+    let list = |r: &Path| -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![r.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let p = e.path();
+                let rel = format!("/{}", p.strip_prefix(r).unwrap().display());
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(p);
+                }
+                out.insert(rel);
+            }
+        }
+        out
+    };
+    let before_set = list(&root);
+    let after_set = list(&after);
+    let ignore = |p: &str| {
+        ["/var/cache/", "/var/log/", "/var/lib/apt/lists/", "/proc"]
+            .iter()
+            .any(|x| p.starts_with(x))
+            || p.starts_with("/var/lib/dpkg/") && (p.ends_with("-old") || p.contains("/lock"))
+    };
+    let gone: BTreeSet<String> = before_set
+        .difference(&after_set)
+        .filter(|p| !ignore(p))
+        .cloned()
+        .collect();
+    // Simulate our plan: resolve each path's parent through symlinks in the rootfs,
+    // delete files, then directories that became empty (deepest first).
+    let resolve = |p: &str| -> Option<String> {
+        let path = Path::new(p);
+        let parent = path.parent()?;
+        let real_parent = std::fs::canonicalize(root.join(parent.strip_prefix("/").ok()?)).ok()?;
+        let rel = real_parent.strip_prefix(&root).ok()?;
+        let r = format!("/{}/{}", rel.display(), path.file_name()?.to_string_lossy());
+        Some(r.replace("//", "/"))
+    };
+    let mut deleted: BTreeSet<String> = BTreeSet::new();
+    let mut dirs: Vec<String> = Vec::new();
+    for p in &plan.remove_paths {
+        let Some(r) = resolve(p) else { continue };
+        if !before_set.contains(&r) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(root.join(&r[1..])).unwrap();
+        if meta.is_dir() {
+            dirs.push(r);
+        } else {
+            deleted.insert(r);
+        }
+    }
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for d in dirs {
+        let prefix = format!("{d}/");
+        let nonempty = before_set
+            .range(prefix.clone()..)
+            .take_while(|p| p.starts_with(&prefix))
+            .any(|p| !deleted.contains(p));
+        if !nonempty {
+            deleted.insert(d);
+        }
+    }
+    let only_ours: Vec<_> = deleted.difference(&gone).collect();
+    let only_real: Vec<_> = gone.difference(&deleted).collect();
+    eprintln!(
+        "paths gone in real purge: {}, deleted by our plan: {}, only ours: {}, only real: {}",
+        gone.len(),
+        deleted.len(),
+        only_ours.len(),
+        only_real.len()
+    );
+    eprintln!("only ours: {only_ours:?}");
+    eprintln!("only real: {only_real:?}");
+    assert!(only_ours.is_empty(), "plan deletes paths that apt kept");
+}
+
+/// DbFiles from a rootfs: every regular file under /var/lib/dpkg, apt's
+/// extended_states, and the /etc/alternatives link targets.
+fn load_db_files(root: &std::path::Path) -> DbFiles {
+    let mut files = DbFiles::new();
+    let mut stack = vec![root.join("var/lib/dpkg")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
+                files.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    let es = root.join("var/lib/apt/extended_states");
+    if let Ok(b) = std::fs::read(es) {
+        files.insert(EXTENDED_STATES_PATH.into(), b);
+    }
+    if let Ok(rd) = std::fs::read_dir(root.join("etc/alternatives")) {
+        for e in rd {
+            let e = e.unwrap();
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                files.insert(
+                    format!("{ETC_ALTERNATIVES_DIR}{}", e.file_name().to_string_lossy()),
+                    t.to_string_lossy().into_owned().into_bytes(),
+                );
+            }
+        }
+    }
+    files
+}

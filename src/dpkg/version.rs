@@ -1,0 +1,122 @@
+//! Debian version comparison, as dpkg's `dpkg_version_compare` / `verrevcmp`.
+
+use std::cmp::Ordering;
+
+/// A parsed Debian version: `[epoch:]upstream[-revision]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Version<'a> {
+    epoch: u64,
+    upstream: &'a str,
+    revision: &'a str,
+}
+
+fn split(v: &str) -> Version<'_> {
+    let v = v.trim();
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, rest)) if !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) => {
+            (e.parse().unwrap_or(0), rest)
+        }
+        _ => (0, v),
+    };
+    let (upstream, revision) = match rest.rfind('-') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    Version {
+        epoch,
+        upstream,
+        revision,
+    }
+}
+
+/// dpkg's character ordering: `~` sorts before everything (even the end of the string),
+/// letters sort before non-letters.
+fn order(c: Option<u8>) -> i32 {
+    match c {
+        None => 0,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(c) if c.is_ascii_alphabetic() => c as i32,
+        Some(b'~') => -1,
+        Some(c) => c as i32 + 256,
+    }
+}
+
+fn verrevcmp(a: &str, b: &str) -> Ordering {
+    let a = a.as_bytes();
+    let b = b.as_bytes();
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < a.len() || j < b.len() {
+        let mut first_diff = 0i32;
+        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
+            let ac = order(a.get(i).copied());
+            let bc = order(b.get(j).copied());
+            if ac != bc {
+                return ac.cmp(&bc);
+            }
+            i += 1;
+            j += 1;
+        }
+        while i < a.len() && a[i] == b'0' {
+            i += 1;
+        }
+        while j < b.len() && b[j] == b'0' {
+            j += 1;
+        }
+        while i < a.len() && a[i].is_ascii_digit() && j < b.len() && b[j].is_ascii_digit() {
+            if first_diff == 0 {
+                first_diff = a[i] as i32 - b[j] as i32;
+            }
+            i += 1;
+            j += 1;
+        }
+        if i < a.len() && a[i].is_ascii_digit() {
+            return Ordering::Greater;
+        }
+        if j < b.len() && b[j].is_ascii_digit() {
+            return Ordering::Less;
+        }
+        if first_diff != 0 {
+            return first_diff.cmp(&0);
+        }
+    }
+    Ordering::Equal
+}
+
+/// Compare two Debian version strings like `dpkg --compare-versions`.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    let va = split(a);
+    let vb = split(b);
+    va.epoch
+        .cmp(&vb.epoch)
+        .then_with(|| verrevcmp(va.upstream, vb.upstream))
+        .then_with(|| verrevcmp(va.revision, vb.revision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_ordering() {
+        let lt = [
+            ("1.0", "1.1"),
+            ("1.0~rc1", "1.0"),
+            ("1.0", "1.0-1"),
+            ("1.0-1", "1.0-2"),
+            ("1:0.1", "2:0.0"),
+            ("9.9", "1:0.1"),
+            ("1.0~~", "1.0~"),
+            ("1.0a", "1.0+"),
+            ("1.2.3", "1.10"),
+            ("2.36.1-8", "2.36.1-8+deb12u1"),
+            ("12.2.0-14", "12.2.0-14+deb12u1"),
+            ("0", "a"),
+        ];
+        for (a, b) in lt {
+            assert_eq!(compare_versions(a, b), Ordering::Less, "{a} < {b}");
+            assert_eq!(compare_versions(b, a), Ordering::Greater, "{b} > {a}");
+        }
+        assert_eq!(compare_versions("1.0", "1.00"), Ordering::Equal);
+        assert_eq!(compare_versions("0:1.0-0", "1.0-0"), Ordering::Equal);
+    }
+}
