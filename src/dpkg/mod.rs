@@ -226,7 +226,7 @@ fn parse_diversions(bytes: &[u8]) -> Result<Vec<Diversion>> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| anyhow!("{DIVERSIONS_PATH}: not valid UTF-8: {e}"))?;
     let lines: Vec<&str> = text.lines().collect();
-    if lines.len() % 3 != 0 {
+    if !lines.len().is_multiple_of(3) {
         bail!(
             "{DIVERSIONS_PATH}: {} lines, expected groups of 3 (from, to, package)",
             lines.len()

@@ -258,10 +258,8 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
     let mut why: BTreeMap<usize, Why> = BTreeMap::new();
     for spec in &req.purge {
         let idx = resolve(&db, spec, true);
-        if idx.is_empty() {
-            if !plan.not_installed.contains(spec) {
-                plan.not_installed.push(spec.clone());
-            }
+        if idx.is_empty() && !plan.not_installed.contains(spec) {
+            plan.not_installed.push(spec.clone());
         }
         for i in idx {
             why.insert(i, Why::Requested);
@@ -379,11 +377,10 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
         let alive = |i: usize| installed[i] && !why.contains_key(&i);
         let mut marked = vec![false; n];
         let mut stack: Vec<usize> = Vec::new();
-        for i in 0..n {
+        for (i, p) in db.packages.iter().enumerate() {
             if !alive(i) {
                 continue;
             }
-            let p = &db.packages[i];
             let root = !p.auto_installed
                 || keep.contains(&i)
                 || p.essential

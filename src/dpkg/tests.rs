@@ -768,19 +768,33 @@ fn oracle_vs_apt() {
     let root = PathBuf::from(root);
     let files = load_db_files(&root);
     let db = DpkgDb::parse(&files).unwrap();
-    let wanted = [
-        "gcc",
-        "gcc-12",
-        "g++",
-        "g++-12",
-        "cpp",
-        "cpp-12",
-        "make",
-        "netcat-openbsd",
-        "netcat-traditional",
-        "ncat",
-    ];
-    let keep = ["vim-tiny", "jq", "dos2unix", "procps", "e2fsprogs", "tmux"];
+    let env_list = |var: &str, default: &[&str]| -> Vec<String> {
+        match std::env::var(var) {
+            Ok(v) => v.split_whitespace().map(str::to_string).collect(),
+            Err(_) => default.iter().map(|s| s.to_string()).collect(),
+        }
+    };
+    let wanted = env_list(
+        "NEMOCLAW_ORACLE_PURGE",
+        &[
+            "gcc",
+            "gcc-12",
+            "g++",
+            "g++-12",
+            "cpp",
+            "cpp-12",
+            "make",
+            "netcat-openbsd",
+            "netcat-traditional",
+            "ncat",
+        ],
+    );
+    let keep = env_list(
+        "NEMOCLAW_ORACLE_KEEP",
+        &["vim-tiny", "jq", "dos2unix", "procps", "e2fsprogs", "tmux"],
+    );
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     let plan = plan_purge(&files, &req(&wanted, &keep)).unwrap();
     let ours: BTreeSet<String> = removed_names(&plan).into_iter().collect();
     eprintln!(
@@ -795,6 +809,14 @@ fn oracle_vs_apt() {
         .copied()
         .filter(|n| db.is_installed(n))
         .collect();
+    let count =
+        |f: fn(&RemovalReason) -> bool| plan.removed.iter().filter(|r| f(&r.reason)).count();
+    eprintln!(
+        "ours by reason: requested {}, depends-on {}, autoremoved {}",
+        count(|r| matches!(r, RemovalReason::Requested)),
+        count(|r| matches!(r, RemovalReason::DependsOn(_))),
+        count(|r| matches!(r, RemovalReason::Autoremoved))
+    );
     let out = std::process::Command::new("chroot")
         .arg(&root)
         .args(["apt-get", "-s", "purge", "--auto-remove"])
@@ -837,6 +859,22 @@ fn oracle_vs_apt() {
         );
         assert!(real == mine, "{f} differs");
     }
+    // Alternatives admin files and other rewritten files, symlinks.
+    for (f, mine) in &plan.write_files {
+        let real = std::fs::read(after.join(&f[1..])).unwrap_or_default();
+        eprintln!("{f}: identical: {}", real == *mine);
+        assert!(
+            real == *mine,
+            "{f} differs:\n{}\n---\n{}",
+            String::from_utf8_lossy(&real),
+            String::from_utf8_lossy(mine)
+        );
+    }
+    for (link, target) in &plan.symlinks {
+        let real = std::fs::read_link(after.join(&link[1..])).unwrap();
+        assert_eq!(real.to_string_lossy(), target.as_str(), "{link}");
+    }
+    eprintln!("symlinks: {} re-created, all match", plan.symlinks.len());
     // Files: what disappeared from the rootfs vs. what our plan deletes.
     let list = |r: &Path| -> BTreeSet<String> {
         let mut out = BTreeSet::new();
