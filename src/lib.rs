@@ -1,2 +1,25 @@
 //! nemoclaw-build: daemonless builder of the hardened NemoClaw sandbox image.
+//!
+//! Data flows one way: [`source`] (read the base) -> [`rootfs`] (layers with
+//! whiteouts applied, never extracted) -> [`steps`] (purge, accounts, files,
+//! artifacts, init) -> [`layer`] (deterministic tar, [`compress`], digests) ->
+//! [`sink`] (OCI layout / archive). `audit` and `policy` read images through the
+//! same source and rootfs model.
+pub mod audit;
+pub mod checks;
+pub mod compress;
+pub mod digest;
 pub mod dpkg;
+pub mod image;
+pub mod imageref;
+pub mod layer;
+pub mod pipeline;
+pub mod progress;
+pub mod recipe;
+pub mod rootfs;
+pub mod scan;
+pub mod sink;
+pub mod source;
+pub mod steps;
+#[cfg(test)]
+pub mod testutil;

@@ -335,7 +335,13 @@ fn autoremove_auto_deps_and_keep_needed_ones() {
     .add(pkg("libmpfr"))
     .add(pkg("libshared"))
     .add(pkg("librec"))
-    .add(pkg("jq").deps("libshared").f("Suggests", "libsug"))
+    .add(
+        pkg("jq")
+            .deps("libshared")
+            .f("Suggests", "libsug")
+            .f("Recommends", "librec2"),
+    )
+    .add(pkg("librec2"))
     .add(pkg("libsug"))
     .add(pkg("orphan-manual"))
     .add(pkg("lib-required").f("Priority", "required"))
@@ -350,6 +356,7 @@ fn autoremove_auto_deps_and_keep_needed_ones() {
         "libmpfr",
         "libshared",
         "librec",
+        "librec2",
         "libsug",
         "lib-required",
         "lib-essential",

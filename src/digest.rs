@@ -1,0 +1,166 @@
+//! SHA-256 digests in OCI form (`sha256:<hex>`) and I/O adapters that hash while
+//! streaming, so no blob is ever read twice just to learn its digest.
+use sha2::{Digest, Sha256};
+use std::io::{self, Read, Write};
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
+}
+
+/// Validates `sha256:<64 hex>` and returns the hex part.
+pub fn digest_hex(digest: &str) -> anyhow::Result<&str> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| anyhow::anyhow!("unsupported digest '{digest}': only sha256 is supported"))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        anyhow::bail!("malformed digest '{digest}'");
+    }
+    Ok(hex)
+}
+
+/// A writer that counts and hashes everything passing through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+    }
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+    }
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that verifies the digest and size of a blob when it reaches EOF.
+/// A mismatch is an I/O error naming the blob, so every consumer fails closed.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    expected_digest: String,
+    expected_size: Option<u64>,
+    what: String,
+    verified: bool,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R, expected_digest: &str, expected_size: Option<u64>, what: &str) -> Self {
+        VerifyingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            expected_digest: expected_digest.to_string(),
+            expected_size,
+            what: what.to_string(),
+            verified: false,
+        }
+    }
+    fn check(&mut self) -> io::Result<()> {
+        if self.verified {
+            return Ok(());
+        }
+        self.verified = true;
+        let got = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+        if let Some(size) = self.expected_size {
+            if size != self.count {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: size mismatch: descriptor says {size} bytes, blob has {}", self.what, self.count),
+                ));
+            }
+        }
+        if got != self.expected_digest {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: digest mismatch: expected {}, content hashes to {got}", self.what, self.expected_digest),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.check()?;
+        } else {
+            self.hasher.update(&buf[..n]);
+            self.count += n as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// A reader that hashes what passes through (for diff_ids of uncompressed streams).
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+    }
+    pub fn finish(self) -> (String, u64) {
+        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifying_reader_detects_mismatch() {
+        let data = b"hello".to_vec();
+        let good = sha256_digest(&data);
+        let mut r = VerifyingReader::new(&data[..], &good, Some(5), "blob x");
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        let mut bad = VerifyingReader::new(&b"hellO"[..], &good, Some(5), "blob x");
+        let err = bad.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("blob x: digest mismatch"), "{err}");
+        let mut short = VerifyingReader::new(&b"hell"[..], &good, Some(5), "blob y");
+        assert!(short.read_to_end(&mut Vec::new()).unwrap_err().to_string().contains("size mismatch"));
+    }
+
+    #[test]
+    fn digest_hex_validates() {
+        assert!(digest_hex(&sha256_digest(b"")).is_ok());
+        assert!(digest_hex("sha256:../../etc").is_err());
+        assert!(digest_hex("md5:abc").is_err());
+    }
+}

@@ -1,0 +1,504 @@
+//! The build pipeline: source -> rootfs model -> steps -> layer writer -> sink.
+use crate::compress::Settings;
+use crate::digest::HashingReader;
+use crate::image::{canonical, descriptor, layer_descriptor, rfc3339};
+use crate::imageref::ImageRef;
+use crate::layer::{compress_blob, LayerOutput, LayerWriter};
+use crate::progress::Progress;
+use crate::recipe::Recipe;
+use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
+use crate::sink::{publish, Staging};
+use crate::source::{open_image, BaseImage, Compression, OpenOptions, MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST};
+use crate::steps::{self, StepOptions, StepsReport};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeMode {
+    /// Rewrite base layers that contain removed files: the bytes are really gone.
+    Rewrite,
+    /// Keep base layers byte for byte; hide removed files with whiteouts.
+    Whiteout,
+}
+
+pub struct BuildOptions {
+    pub base: ImageRef,
+    pub output: ImageRef,
+    pub recipe: Recipe,
+    pub artifacts: Option<PathBuf>,
+    pub purge_mode: PurgeMode,
+    pub compression: Settings,
+    pub epoch: u64,
+    pub build_args: BTreeMap<String, String>,
+    pub strict: bool,
+    pub open: OpenOptions,
+    pub progress: Progress,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LayerSummary {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    /// reused | recompressed | rewritten | new
+    pub action: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BuildSummary {
+    pub output: String,
+    pub digest: String,
+    pub config_digest: String,
+    pub manifest_size: u64,
+    pub layers: Vec<LayerSummary>,
+    pub total_size: u64,
+    pub purged: Vec<String>,
+    pub not_installed: Vec<String>,
+    pub files_removed: u64,
+    pub bytes_removed: u64,
+    pub init_size: u64,
+    pub init_target: String,
+    pub landlock_warnings: Vec<String>,
+    pub seconds: f64,
+    pub record: Value,
+}
+
+/// Streams every base layer into the model. Also learns digests that the source
+/// did not know (a plain tarball's), so the build record names the exact input.
+pub fn index_base(base: &mut BaseImage, opts: &IndexOptions, progress: &Progress) -> Result<Rootfs> {
+    let mut fs = Rootfs::new();
+    for i in 0..base.layers.len() {
+        let layer = base.layers[i].clone();
+        let bar = progress.bytes(&format!("reading {}", layer.label), layer.size);
+        let raw = HashingReader::new(bar.wrap_read(layer.open_raw()?));
+        let (stats, raw_digest, diff_id) = {
+            let mut raw = raw;
+            let decompressed: Box<dyn Read> = match layer.compression {
+                Compression::None => Box::new(&mut raw),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut raw)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut raw)?),
+            };
+            let mut tar_hash = HashingReader::new(decompressed);
+            let stats = fs.apply_layer(i, &layer.label, &mut tar_hash, opts)?;
+            let (diff_id, _) = tar_hash.finish();
+            std::io::copy(&mut raw, &mut std::io::sink())?;
+            let (d, _) = raw.finish();
+            (stats, d, diff_id)
+        };
+        if let Some(expected) = &layer.diff_id {
+            if expected != &diff_id {
+                bail!("{}: uncompressed content hashes to {diff_id}, but the config's diff_id is {expected}", layer.label);
+            }
+        }
+        let l = &mut base.layers[i];
+        if l.digest.is_none() {
+            l.digest = Some(raw_digest);
+        }
+        if l.diff_id.is_none() {
+            l.diff_id = Some(diff_id);
+        }
+        progress.done(bar, &format!("indexed {}: {} entries, {} whiteouts", layer.label, stats.entries, stats.whiteouts));
+    }
+    Ok(fs)
+}
+
+fn oci_media_type(c: Compression) -> &'static str {
+    match c {
+        Compression::None => MT_OCI_LAYER,
+        Compression::Gzip => MT_OCI_LAYER_GZIP,
+        Compression::Zstd => MT_OCI_LAYER_ZSTD,
+    }
+}
+
+/// Loads the bytes of modified nodes whose content still lives in a base layer
+/// (one pass per layer that has any), so the new layer can carry them.
+fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
+    // Hardlinks into the new layer whose target is not in it become copies.
+    let links: Vec<(String, String)> = fs
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.modified && n.kind == Kind::Hardlink)
+        .filter_map(|(k, n)| n.link.clone().map(|t| (k.clone(), t)))
+        .collect();
+    for (k, t) in links {
+        if let Some(target) = fs.nodes.get(&t).cloned() {
+            if !target.modified {
+                let mut copy = target;
+                copy.modified = true;
+                if let Some(n) = fs.nodes.get(&k) {
+                    copy.uid = n.uid;
+                    copy.gid = n.gid;
+                }
+                fs.nodes.insert(k, copy);
+            }
+        }
+    }
+    let mut wanted: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    for (k, n) in &fs.nodes {
+        if let (true, Kind::File, Content::Layer(l)) = (n.modified, n.kind, &n.content) {
+            wanted.entry(*l).or_default().insert(k.clone());
+        }
+    }
+    for (l, keys) in wanted {
+        let layer = &base.layers[l];
+        let mut ar = tar::Archive::new(layer.open_tar()?);
+        let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for e in ar.entries()? {
+            let mut e = e.with_context(|| format!("{}: corrupt tar stream", layer.label))?;
+            let p = crate::rootfs::normalize(&e.path()?.to_string_lossy())?;
+            if keys.contains(&p) {
+                let mut buf = Vec::new();
+                e.read_to_end(&mut buf)?;
+                got.insert(p, buf); // a later duplicate entry wins, as in the model
+            }
+        }
+        for (k, bytes) in got {
+            if let Some(n) = fs.nodes.get_mut(&k) {
+                n.content = Content::Bytes(Arc::new(bytes));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites one base layer without the removed paths.
+fn rewrite_layer(fs: &Rootfs, base: &BaseImage, i: usize, staging: &Staging, settings: &Settings, epoch: u64) -> Result<LayerOutput> {
+    let layer = &base.layers[i];
+    let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
+    let mut ar = tar::Archive::new(layer.open_tar()?);
+    // Content of dropped files that a kept hardlink in this layer still needs.
+    let mut dropped: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut scratch = crate::rootfs::Rootfs::new();
+    for e in ar.entries().with_context(|| format!("{}: cannot read tar stream", layer.label))? {
+        let mut e = e.with_context(|| format!("{}: corrupt tar stream", layer.label))?;
+        let raw = e.path()?.to_string_lossy().into_owned();
+        let key = crate::rootfs::normalize(&raw)?;
+        if key.is_empty() {
+            continue;
+        }
+        let et = e.header().entry_type();
+        if fs.removed.contains(&key) {
+            if et.is_file() {
+                let mut buf = Vec::new();
+                if fs.nodes.values().any(|n| n.kind == Kind::Hardlink && n.link.as_deref() == Some(key.as_str())) {
+                    e.read_to_end(&mut buf)?;
+                    dropped.insert(key, buf);
+                }
+            }
+            continue;
+        }
+        // Reuse the model's parser for the header by indexing a one-entry layer.
+        let h = e.header().clone();
+        let mut node = header_node(&h, &mut e, &key, i)?;
+        if node.kind == Kind::Hardlink {
+            if let Some(bytes) = node.link.as_ref().and_then(|t| dropped.get(t)) {
+                node.kind = Kind::File;
+                node.size = bytes.len() as u64;
+                node.link = None;
+                let bytes = bytes.clone();
+                w.append(&key, &node, &mut &bytes[..])?;
+                continue;
+            }
+        }
+        if et.is_pax_global_extensions() || et.is_pax_local_extensions() || et.is_gnu_longname() || et.is_gnu_longlink() {
+            continue;
+        }
+        w.append(&key, &node, &mut e)?;
+    }
+    let _ = &mut scratch;
+    let mut inner = ar.into_inner();
+    std::io::copy(&mut inner, &mut std::io::sink())?;
+    w.finish()
+}
+
+/// Metadata of a raw tar entry as a model node (for rewriting layers).
+fn header_node(h: &tar::Header, e: &mut tar::Entry<'_, impl Read>, key: &str, layer: usize) -> Result<crate::rootfs::Node> {
+    use crate::rootfs::Node;
+    let et = h.entry_type();
+    let kind = if et.is_dir() {
+        Kind::Dir
+    } else if et.is_symlink() {
+        Kind::Symlink
+    } else if et.is_hard_link() {
+        Kind::Hardlink
+    } else if et.is_character_special() {
+        Kind::Char
+    } else if et.is_block_special() {
+        Kind::Block
+    } else if et.is_fifo() {
+        Kind::Fifo
+    } else {
+        Kind::File
+    };
+    let mut n = Node::dir(h.mode()? & 0o7777, h.uid()?, h.gid()?);
+    n.kind = kind;
+    n.mtime = h.mtime().unwrap_or(0);
+    n.layer = Some(layer);
+    n.modified = false;
+    n.size = if kind == Kind::File { e.size() } else { 0 };
+    n.dev = (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+    if matches!(kind, Kind::Symlink | Kind::Hardlink) {
+        let l = e.link_name()?.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+        n.link = Some(if kind == Kind::Hardlink { crate::rootfs::normalize(&l)? } else { l });
+    }
+    if let Some(exts) = e.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                n.xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
+            }
+        }
+    }
+    let _ = key;
+    Ok(n)
+}
+
+/// The new top layer: every added or modified node, its parent directories, and
+/// (in whiteout mode) whiteouts for removed base paths.
+fn write_upper(fs: &Rootfs, staging: &Staging, settings: &Settings, epoch: u64, whiteouts: bool) -> Result<Option<LayerOutput>> {
+    let mut emit: BTreeSet<String> = BTreeSet::new();
+    for (k, n) in &fs.nodes {
+        if n.modified {
+            let mut p = k.as_str();
+            emit.insert(k.clone());
+            while let Some(parent) = parent_of(p) {
+                if parent.is_empty() || !emit.insert(parent.to_string()) {
+                    break;
+                }
+                p = parent;
+            }
+        }
+    }
+    let mut wh: BTreeSet<String> = BTreeSet::new();
+    if whiteouts {
+        for r in &fs.removed {
+            let parent = parent_of(r).unwrap_or("");
+            let parent_exists = parent.is_empty() || fs.nodes.contains_key(parent);
+            if parent_exists && !fs.nodes.contains_key(r) {
+                wh.insert(r.clone());
+                let mut p = parent;
+                while !p.is_empty() && emit.insert(p.to_string()) {
+                    p = parent_of(p).unwrap_or("");
+                }
+            }
+        }
+    }
+    if emit.is_empty() && wh.is_empty() {
+        return Ok(None);
+    }
+    // Whiteouts sort among the entries by their own names; merge both sets.
+    let mut all: Vec<(String, bool)> = emit.into_iter().map(|k| (k, false)).collect();
+    for w in wh {
+        let (dir, name) = match w.rfind('/') {
+            Some(i) => (&w[..i + 1], &w[i + 1..]),
+            None => ("", w.as_str()),
+        };
+        all.push((format!("{dir}.wh.{name}"), true));
+    }
+    all.sort();
+    let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
+    for (k, is_wh) in all {
+        if is_wh {
+            let (dir, name) = match k.rfind('/') {
+                Some(i) => (&k[..i + 1], &k[i + 1..]),
+                None => ("", k.as_str()),
+            };
+            w.append_whiteout(&format!("{dir}{}", name.trim_start_matches(".wh.")))?;
+            continue;
+        }
+        let Some(n) = fs.nodes.get(&k) else { continue };
+        let mut node = n.clone();
+        if !n.modified {
+            node.modified = false; // unchanged parent dir: keep its base metadata (mtime clamped)
+        }
+        match &n.content {
+            Content::Bytes(b) => w.append(&k, &node, &mut &b[..])?,
+            Content::Host(p) => {
+                let mut f = std::fs::File::open(p).with_context(|| format!("cannot read artifact {}", p.display()))?;
+                let len = f.metadata()?.len();
+                if len != n.size {
+                    bail!("artifact {} changed size during the build", p.display());
+                }
+                w.append(&k, &node, &mut f)?
+            }
+            Content::Empty => w.append(&k, &node, &mut std::io::empty())?,
+            Content::Layer(l) if n.kind == Kind::File => bail!("/{k}: content in layer {} was not loaded", l + 1),
+            Content::Layer(_) => w.append(&k, &node, &mut std::io::empty())?,
+        }
+    }
+    Ok(Some(w.finish()?))
+}
+
+pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
+    let t0 = Instant::now();
+    let p = &opts.progress;
+    let mut base = open_image(&opts.base, &opts.open)?;
+    p.log(&format!("base {}: {} layer(s)", base.name, base.layers.len()));
+    let mut fs = index_base(&mut base, &IndexOptions::default(), p)?;
+    let step_opts = StepOptions { artifacts: opts.artifacts.clone(), strict: opts.strict, epoch: opts.epoch };
+    let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
+    if let Some(pr) = &rep.purge {
+        p.log(&format!(
+            "purged {} package(s) ({} files, {:.1} MiB){}",
+            pr.plan.removed.len(),
+            pr.files_removed,
+            pr.bytes_removed as f64 / 1048576.0,
+            if pr.plan.not_installed.is_empty() { String::new() } else { format!("; not installed: {}", pr.plan.not_installed.join(" ")) }
+        ));
+    }
+    materialize(&mut fs, &base)?;
+
+    let staging = Staging::for_output(&opts.output)?;
+    let settings = &opts.compression;
+    let mut outs: Vec<(LayerOutput, &'static str)> = Vec::new();
+    for (i, l) in base.layers.iter().enumerate() {
+        let touched = opts.purge_mode == PurgeMode::Rewrite && (fs.removed_mask >> i.min(127)) & 1 == 1;
+        let bar = p.bytes(&format!("{} {}", if touched { "rewriting" } else { "copying" }, l.label), l.size);
+        let out = if touched {
+            (rewrite_layer(&fs, &base, i, &staging, settings, opts.epoch)?, "rewritten")
+        } else if l.compression == Compression::None && settings.algorithm != crate::compress::Algorithm::None {
+            let mut r = l.open_raw()?;
+            (compress_blob(&staging.blobs(), settings, &mut r)?, "recompressed")
+        } else {
+            staging.copy_layer(l)?;
+            let digest = l.digest.clone().unwrap_or_default();
+            let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
+            (LayerOutput { digest, size: l.size, diff_id: l.diff_id.clone().unwrap_or_default(), media_type: oci_media_type(l.compression).into(), path, entries: 0 }, "reused")
+        };
+        p.done(bar, &format!("{} {} -> {} ({} bytes)", out.1, l.label, out.0.digest, out.0.size));
+        outs.push(out);
+    }
+    let upper = write_upper(&fs, &staging, settings, opts.epoch, opts.purge_mode == PurgeMode::Whiteout)?;
+    let has_upper = upper.is_some();
+    if let Some(u) = upper {
+        p.log(&format!("new layer {} ({} entries, {} bytes)", u.digest, u.entries, u.size));
+        outs.push((u, "new"));
+    }
+
+    // Config.
+    let created = rfc3339(opts.epoch);
+    let mut config = base.config.clone();
+    if !config.is_object() {
+        bail!("base config is not a JSON object");
+    }
+    config["created"] = json!(created);
+    config["os"] = config.get("os").cloned().unwrap_or(json!("linux"));
+    config["rootfs"] = json!({"type": "layers", "diff_ids": outs.iter().map(|(l, _)| l.diff_id.clone()).collect::<Vec<_>>()});
+    for k in ["container", "container_config", "docker_version", "id", "parent"] {
+        if let Some(o) = config.as_object_mut() {
+            o.remove(k);
+        }
+    }
+    let cfg = config.get("config").cloned().filter(|c| c.is_object()).unwrap_or(json!({}));
+    let mut cfg = cfg;
+    let img = &opts.recipe.image;
+    if let Some(e) = &img.entrypoint {
+        cfg["Entrypoint"] = json!(e);
+    }
+    if let Some(c) = &img.cmd {
+        cfg["Cmd"] = json!(c);
+    }
+    if let Some(u) = &img.user {
+        cfg["User"] = json!(u);
+    }
+    if let Some(w) = &img.workdir {
+        cfg["WorkingDir"] = json!(w);
+    }
+    let mut env: Vec<String> = cfg.get("Env").and_then(|e| e.as_array()).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    for (k, v) in &img.env {
+        let kv = format!("{k}={v}");
+        match env.iter().position(|e| e.split('=').next() == Some(k.as_str())) {
+            Some(i) => env[i] = kv,
+            None => env.push(kv),
+        }
+    }
+    cfg["Env"] = json!(env);
+    let mut labels: BTreeMap<String, Value> = cfg.get("Labels").and_then(|l| l.as_object()).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    for (k, v) in &img.labels {
+        labels.insert(k.clone(), json!(v));
+    }
+    for (k, v) in &opts.build_args {
+        if !img.build_args.contains(k) {
+            bail!("--build-arg {k}: the recipe does not accept it (accepted: {})", if img.build_args.is_empty() { "none".into() } else { img.build_args.join(", ") });
+        }
+        labels.insert(format!("dev.nemoclaw.build-arg.{k}"), json!(v));
+    }
+    cfg["Labels"] = json!(labels);
+    config["config"] = cfg;
+    // History: keep the base's, make sure it covers the base layers, add ours.
+    let mut history: Vec<Value> = config.get("history").and_then(|h| h.as_array()).cloned().unwrap_or_default();
+    let non_empty = history.iter().filter(|h| !h.get("empty_layer").and_then(|e| e.as_bool()).unwrap_or(false)).count();
+    if non_empty != base.layers.len() {
+        history = base.layers.iter().map(|l| json!({"created": created, "created_by": format!("base {}", l.label)})).collect();
+    }
+    if has_upper {
+        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: recipe {} ({}), purge-mode {:?}", opts.recipe.name.clone().unwrap_or_default(), opts.recipe.digest(), opts.purge_mode).to_lowercase(), "comment": "nemoclaw-build"}));
+    }
+    config["history"] = json!(history);
+
+    let record = json!({
+        "tool": format!("nemoclaw-build {TOOL_VERSION}"),
+        "recipe_digest": opts.recipe.digest(),
+        "recipe": opts.recipe.source_name,
+        "base": base.name,
+        "base_digest": base.manifest_digest.clone().or_else(|| base.layers.first().and_then(|l| l.digest.clone())),
+        "artifacts_digest": rep.artifacts_digest,
+        "build_args": opts.build_args,
+        "source_date_epoch": opts.epoch,
+        "compression": settings.describe(),
+        "purge_mode": opts.purge_mode,
+        "init": {"target": rep.init_target, "digest": crate::digest::sha256_digest(steps::INIT_BINARY)},
+    });
+
+    let config_bytes = canonical(&config);
+    let config_digest = staging.put_blob(&config_bytes)?;
+    let mut annotations = BTreeMap::new();
+    annotations.insert("org.opencontainers.image.created".to_string(), created.clone());
+    annotations.insert("org.opencontainers.image.base.name".to_string(), base.name.clone());
+    if let Some(d) = record.get("base_digest").and_then(|d| d.as_str()) {
+        annotations.insert("org.opencontainers.image.base.digest".to_string(), d.to_string());
+    }
+    annotations.insert("dev.nemoclaw.build.record".to_string(), String::from_utf8_lossy(&canonical(&record)).into_owned());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MT_OCI_MANIFEST,
+        "config": descriptor(MT_OCI_CONFIG, &config_digest, config_bytes.len() as u64),
+        "layers": outs.iter().map(|(l, _)| layer_descriptor(l)).collect::<Vec<_>>(),
+        "annotations": annotations,
+    });
+    let manifest_bytes = canonical(&manifest);
+    let digest = staging.put_blob(&manifest_bytes)?;
+    let layers: Vec<LayerSummary> = outs
+        .iter()
+        .map(|(l, a)| LayerSummary { digest: l.digest.clone(), diff_id: l.diff_id.clone(), size: l.size, media_type: l.media_type.clone(), action: a.to_string() })
+        .collect();
+    let total_size = layers.iter().map(|l| l.size).sum::<u64>() + config_bytes.len() as u64 + manifest_bytes.len() as u64;
+    publish(staging, &opts.output, &digest, &manifest, manifest_bytes.len() as u64, opts.epoch)?;
+    let purge = rep.purge.as_ref();
+    Ok(BuildSummary {
+        output: opts.output.to_string(),
+        digest,
+        config_digest,
+        manifest_size: manifest_bytes.len() as u64,
+        layers,
+        total_size,
+        purged: purge.map(|p| p.plan.removed.iter().map(|r| r.name.clone()).collect()).unwrap_or_default(),
+        not_installed: purge.map(|p| p.plan.not_installed.clone()).unwrap_or_default(),
+        files_removed: purge.map(|p| p.files_removed).unwrap_or(0),
+        bytes_removed: purge.map(|p| p.bytes_removed).unwrap_or(0),
+        init_size: rep.init_size,
+        init_target: rep.init_target.clone(),
+        landlock_warnings: rep.landlock_warnings.clone(),
+        seconds: t0.elapsed().as_secs_f64(),
+        record,
+    })
+}

@@ -1,0 +1,575 @@
+//! The rootfs model: the final, whiteout-applied filesystem of an image as a sorted
+//! map `path -> metadata + where its bytes live`. Built by streaming each layer once;
+//! nothing is ever extracted to the host, so hostile paths and symlinks in a layer
+//! can't touch the machine. Small files the steps need (`/etc`, the dpkg database)
+//! are captured in memory while indexing; everything else stays a reference into
+//! its layer, so memory grows with the number of files, not their bytes.
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+}
+
+#[derive(Debug, Clone)]
+pub enum Content {
+    Empty,
+    /// Bytes live in base layer N (0-based) at this path.
+    Layer(usize),
+    Bytes(Arc<Vec<u8>>),
+    /// A file on the host (builder artifacts), read when the layer is written.
+    Host(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: Kind,
+    /// Permission bits including setuid/setgid/sticky (mask 0o7777).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    pub size: u64,
+    /// Symlink target, or hardlink target path (normalized, relative).
+    pub link: Option<String>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub dev: (u32, u32),
+    pub content: Content,
+    /// Base layer whose entry defines this node; None when the build added it.
+    pub layer: Option<usize>,
+    /// Changed by a build step: must be written into the new layer.
+    pub modified: bool,
+    /// Starts with the ELF magic.
+    pub elf: bool,
+    pub sha256: Option<String>,
+    /// Bitmask of base layers that carry an entry at this path (shadowed copies
+    /// included): a rewrite must drop the path from all of them.
+    pub in_layers: u128,
+}
+
+impl Node {
+    pub fn dir(mode: u32, uid: u64, gid: u64) -> Node {
+        Node::new(Kind::Dir, mode, uid, gid, Content::Empty, 0)
+    }
+    pub fn file(mode: u32, uid: u64, gid: u64, bytes: Vec<u8>) -> Node {
+        let size = bytes.len() as u64;
+        let elf = bytes.starts_with(b"\x7fELF");
+        let mut n = Node::new(Kind::File, mode, uid, gid, Content::Bytes(Arc::new(bytes)), size);
+        n.elf = elf;
+        n
+    }
+    pub fn symlink(target: &str) -> Node {
+        let mut n = Node::new(Kind::Symlink, 0o777, 0, 0, Content::Empty, 0);
+        n.link = Some(target.to_string());
+        n
+    }
+    fn new(kind: Kind, mode: u32, uid: u64, gid: u64, content: Content, size: u64) -> Node {
+        Node {
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime: 0,
+            size,
+            link: None,
+            xattrs: BTreeMap::new(),
+            dev: (0, 0),
+            content,
+            layer: None,
+            modified: true,
+            elf: false,
+            sha256: None,
+            in_layers: 0,
+        }
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+}
+
+/// A file hidden by a whiteout in a later layer: invisible, but its bytes still ship.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hidden {
+    pub path: String,
+    pub layer: usize,
+    pub size: u64,
+    pub elf: bool,
+}
+
+/// What to keep in memory while indexing.
+#[derive(Clone)]
+pub struct IndexOptions {
+    /// Capture the bytes of regular files for which this returns true (path, size).
+    pub capture: fn(&str, u64) -> bool,
+    /// Hash every regular file's content (for `diff`).
+    pub hash_contents: bool,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions { capture: default_capture, hash_contents: false }
+    }
+}
+
+/// Text the build steps edit: account files, shell init, the dpkg/apt databases.
+pub fn default_capture(path: &str, size: u64) -> bool {
+    size <= 32 << 20
+        && (path.starts_with("etc/")
+            || path.starts_with("var/lib/dpkg/")
+            || path == "var/lib/apt/extended_states"
+            || path.starts_with("usr/lib/os-release")
+            || path.starts_with("sandbox/"))
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Rootfs {
+    pub nodes: BTreeMap<String, Node>,
+    /// Paths present in the base that the build removed.
+    pub removed: BTreeSet<String>,
+    pub hidden: Vec<Hidden>,
+    pub layers: usize,
+    /// Union of `in_layers` of removed paths: the base layers a rewrite must touch.
+    pub removed_mask: u128,
+}
+
+/// Normalizes a path from a tar entry or recipe to the model's key form
+/// (`usr/bin/gcc`). `..` is refused: it could only mean escaping the root.
+pub fn normalize(path: &str) -> Result<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => bail!("path '{path}' contains '..'"),
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+pub fn parent_of(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i]).or(if path.is_empty() { None } else { Some("") })
+}
+
+fn under(dir: &str) -> String {
+    format!("{dir}/")
+}
+
+impl Rootfs {
+    pub fn new() -> Rootfs {
+        Rootfs::default()
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(normalize(path).ok()?.as_str())
+    }
+
+    pub fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        let key = normalize(path).ok()?;
+        self.nodes.get_mut(key.as_str())
+    }
+
+    /// Paths strictly below `dir` (sorted).
+    pub fn descendants<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let prefix = if dir.is_empty() { String::new() } else { under(dir) };
+        self.nodes.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(&prefix))
+    }
+
+    fn descendant_keys(&self, dir: &str) -> Vec<String> {
+        self.descendants(dir).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Removes a path and everything below it; records base paths as removed.
+    pub fn remove(&mut self, path: &str) -> usize {
+        let Ok(key) = normalize(path) else { return 0 };
+        let mut keys = self.descendant_keys(&key);
+        keys.push(key);
+        let mut n = 0;
+        for k in keys {
+            if let Some(node) = self.nodes.remove(&k) {
+                n += 1;
+                if node.layer.is_some() {
+                    self.removed_mask |= node.in_layers;
+                    self.removed.insert(k);
+                }
+            }
+        }
+        n
+    }
+
+    /// Inserts (or replaces) a node, creating missing parents as root:root 0755 dirs.
+    pub fn insert(&mut self, path: &str, node: Node) -> Result<()> {
+        let key = normalize(path)?;
+        if key.is_empty() {
+            bail!("cannot replace the root directory");
+        }
+        self.ensure_parents(&key)?;
+        if let Some(old) = self.nodes.get(&key) {
+            if old.is_dir() && !node.is_dir() {
+                self.remove(&key);
+            }
+        }
+        self.removed.remove(&key);
+        self.nodes.insert(key, node);
+        Ok(())
+    }
+
+    fn ensure_parents(&mut self, key: &str) -> Result<()> {
+        let mut acc = String::new();
+        let comps: Vec<&str> = key.split('/').collect();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(c);
+            match self.nodes.get(&acc) {
+                Some(n) if n.is_dir() => {}
+                Some(n) => bail!("cannot create '/{key}': '/{acc}' is a {:?}, not a directory", n.kind),
+                None => {
+                    self.removed.remove(&acc);
+                    self.nodes.insert(acc.clone(), Node::dir(0o755, 0, 0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of a regular file, if held in memory or on the host.
+    pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+        let key = normalize(path)?;
+        let node = self.nodes.get(&key).ok_or_else(|| anyhow!("/{key} does not exist in the image"))?;
+        match (&node.kind, &node.content) {
+            (Kind::File, Content::Bytes(b)) => Ok(b.as_ref().clone()),
+            (Kind::File, Content::Empty) => Ok(Vec::new()),
+            (Kind::File, Content::Host(p)) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
+            (Kind::File, Content::Layer(l)) => bail!("/{key}: content in layer {} was not captured", l + 1),
+            (k, _) => bail!("/{key} is a {k:?}, not a regular file"),
+        }
+    }
+
+    /// Replaces a regular file's content, keeping its metadata (or creating it 0644 root).
+    pub fn write(&mut self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let key = normalize(path)?;
+        match self.nodes.get_mut(&key) {
+            Some(n) if n.kind == Kind::File => {
+                n.size = bytes.len() as u64;
+                n.elf = bytes.starts_with(b"\x7fELF");
+                n.content = Content::Bytes(Arc::new(bytes));
+                n.modified = true;
+                n.sha256 = None;
+                Ok(())
+            }
+            Some(n) => bail!("cannot write /{key}: it is a {:?}", n.kind),
+            None => self.insert(&key, Node::file(0o644, 0, 0, bytes)),
+        }
+    }
+
+    /// Follows symlinks inside the image (chroot semantics: `..` and absolute targets
+    /// stay inside the root). Returns the final path, which may not exist.
+    pub fn resolve(&self, path: &str) -> Option<String> {
+        let mut pending: Vec<String> = path.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect();
+        pending.reverse();
+        let mut cur: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = pending.pop() {
+            if c == ".." {
+                cur.pop();
+                continue;
+            }
+            cur.push(c);
+            let key = cur.join("/");
+            if let Some(n) = self.nodes.get(&key) {
+                if n.kind == Kind::Symlink {
+                    hops += 1;
+                    if hops > 40 {
+                        return None;
+                    }
+                    let target = n.link.clone().unwrap_or_default();
+                    cur.pop();
+                    if target.starts_with('/') {
+                        cur.clear();
+                    }
+                    let mut t: Vec<String> = target.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect();
+                    t.reverse();
+                    pending.extend(t);
+                }
+            }
+        }
+        Some(cur.join("/"))
+    }
+
+    /// Streams one layer's tar into the model, applying OCI whiteouts.
+    pub fn apply_layer(&mut self, layer: usize, label: &str, reader: impl Read, opts: &IndexOptions) -> Result<LayerStats> {
+        let mut ar = tar::Archive::new(reader);
+        let mut stats = LayerStats::default();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let entries = ar.entries().with_context(|| format!("{label}: cannot read tar stream"))?;
+        for entry in entries {
+            let mut entry = entry.with_context(|| format!("{label}: corrupt tar stream"))?;
+            let raw_path = entry.path().with_context(|| format!("{label}: bad entry name"))?.to_string_lossy().into_owned();
+            let key = normalize(&raw_path).with_context(|| format!("{label}: unsafe entry '{raw_path}'"))?;
+            stats.entries += 1;
+            let (dir, name) = match key.rfind('/') {
+                Some(i) => (&key[..i], &key[i + 1..]),
+                None => ("", key.as_str()),
+            };
+            if name == ".wh..wh..opq" {
+                let lower: Vec<String> = self.descendants(dir).filter(|(_, n)| n.layer.is_some_and(|l| l < layer)).map(|(k, _)| k.clone()).collect();
+                for k in lower {
+                    self.hide(&k, layer);
+                }
+                stats.whiteouts += 1;
+                continue;
+            }
+            if let Some(target) = name.strip_prefix(".wh.") {
+                if target.is_empty() {
+                    bail!("{label}: invalid whiteout entry '{raw_path}'");
+                }
+                let victim = if dir.is_empty() { target.to_string() } else { format!("{dir}/{target}") };
+                let mut keys = self.descendant_keys(&victim);
+                keys.push(victim);
+                for k in keys {
+                    self.hide(&k, layer);
+                }
+                stats.whiteouts += 1;
+                continue;
+            }
+            if key.is_empty() {
+                continue; // the root directory itself
+            }
+            if !seen.insert(key.clone()) {
+                stats.duplicates += 1;
+            }
+            // Refuse entries that would be written through a symlink of the image.
+            if let Some(p) = parent_of(&key) {
+                if let Some(pn) = self.nodes.get(p) {
+                    if pn.kind == Kind::Symlink {
+                        bail!("{label}: entry '{raw_path}' lies below '/{p}', which is a symlink");
+                    }
+                }
+            }
+            let h = entry.header();
+            let et = h.entry_type();
+            let kind = if et.is_dir() {
+                Kind::Dir
+            } else if et.is_symlink() {
+                Kind::Symlink
+            } else if et.is_hard_link() {
+                Kind::Hardlink
+            } else if et.is_character_special() {
+                Kind::Char
+            } else if et.is_block_special() {
+                Kind::Block
+            } else if et.is_fifo() {
+                Kind::Fifo
+            } else if et.is_file() || et == tar::EntryType::Continuous {
+                Kind::File
+            } else if et.is_gnu_sparse() {
+                bail!("{label}: entry '{raw_path}' is a sparse file, which is not supported");
+            } else {
+                continue; // pax/gnu meta headers are consumed by the reader
+            };
+            let mode = h.mode().with_context(|| format!("{label}: entry '{raw_path}': bad mode"))? & 0o7777;
+            let uid = h.uid().with_context(|| format!("{label}: entry '{raw_path}': bad uid"))?;
+            let gid = h.gid().with_context(|| format!("{label}: entry '{raw_path}': bad gid"))?;
+            let mtime = h.mtime().unwrap_or(0);
+            let dev = (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+            let size = if kind == Kind::File { entry.size() } else { 0 };
+            let link = match kind {
+                Kind::Symlink => Some(
+                    entry
+                        .link_name()
+                        .with_context(|| format!("{label}: entry '{raw_path}': bad link name"))?
+                        .map(|l| l.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ),
+                Kind::Hardlink => {
+                    let l = entry.link_name()?.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+                    let t = normalize(&l).with_context(|| format!("{label}: hardlink '{raw_path}' has unsafe target"))?;
+                    if !self.nodes.contains_key(&t) {
+                        bail!("{label}: hardlink '{raw_path}' points to '{l}', which does not exist");
+                    }
+                    Some(t)
+                }
+                _ => None,
+            };
+            let mut xattrs = BTreeMap::new();
+            if let Some(exts) = entry.pax_extensions().with_context(|| format!("{label}: entry '{raw_path}': bad PAX header"))? {
+                for ext in exts {
+                    let ext = ext?;
+                    if let Ok(k) = ext.key() {
+                        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                            xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
+                        }
+                    }
+                }
+            }
+            let bit = 1u128 << layer.min(127);
+            let in_layers = bit | self.nodes.get(&key).map(|o| o.in_layers).unwrap_or(0);
+            let mut node = Node { kind, mode, uid, gid, mtime, size, link, xattrs, dev, content: Content::Empty, layer: Some(layer), modified: false, elf: false, sha256: None, in_layers };
+            if kind == Kind::File {
+                node.content = Content::Layer(layer);
+                let capture = (opts.capture)(&key, size);
+                if capture || opts.hash_contents {
+                    let mut buf = Vec::with_capacity(if capture { size as usize } else { 0 });
+                    let mut hasher = Sha256::new();
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    let mut first = true;
+                    loop {
+                        let n = entry.read(&mut chunk).with_context(|| format!("{label}: entry '{raw_path}': truncated data"))?;
+                        if n == 0 {
+                            break;
+                        }
+                        if first {
+                            node.elf = chunk[..n].starts_with(b"\x7fELF");
+                            first = false;
+                        }
+                        hasher.update(&chunk[..n]);
+                        if capture {
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    node.sha256 = Some(format!("sha256:{}", hex::encode(hasher.finalize())));
+                    if capture {
+                        node.content = Content::Bytes(Arc::new(buf));
+                    }
+                } else if size >= 4 {
+                    let mut magic = [0u8; 4];
+                    entry.read_exact(&mut magic).with_context(|| format!("{label}: entry '{raw_path}': truncated data"))?;
+                    node.elf = &magic == b"\x7fELF";
+                }
+                stats.bytes += size;
+            }
+            // A non-directory replaces a directory together with its lower children.
+            if kind != Kind::Dir {
+                for k in self.descendant_keys(&key) {
+                    self.hide(&k, layer);
+                }
+            }
+            self.nodes.insert(key, node);
+        }
+        // Drain to EOF so compressed-stream trailers and blob digests get verified.
+        let mut inner = ar.into_inner();
+        std::io::copy(&mut inner, &mut std::io::sink()).with_context(|| format!("{label}: error after the last tar entry"))?;
+        self.layers = self.layers.max(layer + 1);
+        Ok(stats)
+    }
+
+    fn hide(&mut self, key: &str, by_layer: usize) {
+        if let Some(n) = self.nodes.remove(key) {
+            if let Some(l) = n.layer {
+                if l < by_layer && n.kind == Kind::File {
+                    self.hidden.push(Hidden { path: key.to_string(), layer: l, size: n.size, elf: n.elf });
+                }
+            }
+        }
+    }
+
+    /// Total bytes of regular files.
+    pub fn file_bytes(&self) -> u64 {
+        self.nodes.values().filter(|n| n.kind == Kind::File).map(|n| n.size).sum()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct LayerStats {
+    pub entries: u64,
+    pub whiteouts: u64,
+    pub duplicates: u64,
+    pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TarBuilder;
+
+    #[test]
+    fn normalize_refuses_dotdot() {
+        assert_eq!(normalize("./usr//bin/").unwrap(), "usr/bin");
+        assert_eq!(normalize("/").unwrap(), "");
+        assert!(normalize("../../etc/x").is_err());
+        assert!(normalize("a/../../b").is_err());
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs() {
+        let l0 = TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/issue", b"Debian", 0o644)
+            .file("etc/keep", b"k", 0o644)
+            .dir("usr/share/doc", 0o755)
+            .file("usr/share/doc/a", b"a", 0o644)
+            .file("usr/share/doc/b/c", b"c", 0o644)
+            .build();
+        let l1 = TarBuilder::new()
+            .file("etc/.wh.issue", b"", 0o644)
+            .dir("usr/share/doc", 0o755)
+            .file("usr/share/doc/.wh..wh..opq", b"", 0o644)
+            .file("usr/share/doc/new", b"n", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        let o = IndexOptions::default();
+        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
+        fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
+        assert!(fs.get("/etc/issue").is_none());
+        assert!(fs.get("/etc/keep").is_some());
+        let doc: Vec<&String> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
+        assert_eq!(doc, vec!["usr/share/doc/new"]);
+        assert_eq!(fs.hidden.len(), 3);
+        assert_eq!(fs.read("/etc/keep").unwrap(), b"k");
+    }
+
+    #[test]
+    fn file_replacing_dir_drops_children() {
+        let l0 = TarBuilder::new().file("opt/x/y", b"y", 0o644).build();
+        let l1 = TarBuilder::new().file("opt/x", b"now a file", 0o644).build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "l1", &l0[..], &IndexOptions::default()).unwrap();
+        fs.apply_layer(1, "l2", &l1[..], &IndexOptions::default()).unwrap();
+        assert!(fs.get("opt/x/y").is_none());
+        assert_eq!(fs.get("opt/x").unwrap().kind, Kind::File);
+    }
+
+    #[test]
+    fn rejects_traversal_and_symlink_parents() {
+        let bad = TarBuilder::new().raw_file("../../etc/x", b"x", 0o644).build();
+        let err = Rootfs::new().apply_layer(0, "layer 1", &bad[..], &IndexOptions::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("layer 1: unsafe entry '../../etc/x'"), "{err:#}");
+        let via_link = TarBuilder::new().symlink("evil", "/etc").file("evil/passwd", b"x", 0o644).build();
+        let err = Rootfs::new().apply_layer(0, "layer 1", &via_link[..], &IndexOptions::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("which is a symlink"), "{err:#}");
+    }
+
+    #[test]
+    fn resolve_stays_inside_root() {
+        let mut fs = Rootfs::new();
+        fs.insert("usr/bin/gcc-12", Node::file(0o755, 0, 0, b"\x7fELF".to_vec())).unwrap();
+        fs.insert("bin", Node::symlink("usr/bin")).unwrap();
+        fs.insert("usr/bin/gcc", Node::symlink("gcc-12")).unwrap();
+        fs.insert("etc/alternatives/cc", Node::symlink("/usr/bin/gcc")).unwrap();
+        fs.insert("usr/bin/cc", Node::symlink("/etc/alternatives/cc")).unwrap();
+        fs.insert("escape", Node::symlink("../../../../usr/bin/gcc")).unwrap();
+        assert_eq!(fs.resolve("/bin/cc").unwrap(), "usr/bin/gcc-12");
+        assert_eq!(fs.resolve("/escape").unwrap(), "usr/bin/gcc-12");
+    }
+
+    #[test]
+    fn truncated_layer_is_an_error() {
+        let l0 = TarBuilder::new().file("a", &[7u8; 5000], 0o644).build();
+        let cut = &l0[..2000];
+        let err = Rootfs::new().apply_layer(0, "layer 1", cut, &IndexOptions::default());
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The Landlock policy: written into the image for nemoclaw-init, and explained by
+//! `policy` as *effective* access = Landlock declaration AND POSIX permissions,
+//! because a path Landlock allows can still be unwritable for a user (DAC).
+use super::accounts::{lookup_id, lookup_name};
+use crate::recipe::{Landlock, Recipe};
+use crate::rootfs::{Kind, Node, Rootfs};
+use anyhow::Result;
+
+pub fn policy_json(l: &Landlock, workdir: Option<&str>) -> Vec<u8> {
+    let mut rw = l.read_write.clone();
+    if l.include_workdir {
+        if let Some(w) = workdir {
+            if !rw.iter().any(|p| p == w) {
+                rw.push(w.to_string());
+            }
+        }
+    }
+    let v = serde_json::json!({"read_only": l.read_only, "read_write": rw, "compatibility": l.compatibility});
+    let mut out = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+pub fn write(fs: &mut Rootfs, recipe: &Recipe) -> Result<()> {
+    if let Some(l) = &recipe.landlock {
+        fs.insert(&l.path, Node::file(0o444, 0, 0, policy_json(l, recipe.image.workdir.as_deref())))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Access {
+    pub path: String,
+    pub user: String,
+    pub declared: String,
+    pub exists: bool,
+    pub owner: String,
+    pub mode: String,
+    /// POSIX: may the user create entries in (dir) or write (file) this path?
+    pub dac_write: bool,
+    pub effective_write: bool,
+    pub effective_read: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+struct Ident {
+    uid: u64,
+    gids: Vec<u64>,
+}
+
+fn ident(fs: &Rootfs, user: &str) -> Option<Ident> {
+    let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").ok()?).into_owned();
+    let group = String::from_utf8_lossy(&fs.read("etc/group").unwrap_or_default()).into_owned();
+    let line = passwd.lines().find(|l| l.split(':').next() == Some(user))?;
+    let f: Vec<&str> = line.split(':').collect();
+    let uid = f.get(2)?.parse().ok()?;
+    let gid: u64 = f.get(3)?.parse().ok()?;
+    let mut gids = vec![gid];
+    for g in group.lines() {
+        let gf: Vec<&str> = g.split(':').collect();
+        if gf.len() > 3 && gf[3].split(',').any(|m| m == user) {
+            if let Ok(id) = gf[2].parse() {
+                gids.push(id);
+            }
+        }
+    }
+    Some(Ident { uid, gids })
+}
+
+/// Can `who` write (w) to `node` by POSIX permission bits? uid 0 is treated as
+/// an ordinary owner, since nemoclaw-init drops CAP_DAC_OVERRIDE.
+fn dac(node: &Node, who: &Ident, bit: u32) -> bool {
+    let m = node.mode;
+    if node.uid == who.uid {
+        m & (bit << 6) != 0
+    } else if who.gids.contains(&node.gid) {
+        m & (bit << 3) != 0
+    } else {
+        m & bit != 0
+    }
+}
+
+pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
+    let Some(l) = &recipe.landlock else { return vec![] };
+    let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").unwrap_or_default()).into_owned();
+    let group = String::from_utf8_lossy(&fs.read("etc/group").unwrap_or_default()).into_owned();
+    let mut rows = Vec::new();
+    let mut rw = l.read_write.clone();
+    if l.include_workdir {
+        if let Some(w) = &recipe.image.workdir {
+            if !rw.contains(w) {
+                rw.push(w.clone());
+            }
+        }
+    }
+    let declared: Vec<(String, &str)> = l.read_only.iter().map(|p| (p.clone(), "read_only")).chain(rw.iter().map(|p| (p.clone(), "read_write"))).collect();
+    for user in &l.users {
+        let who = ident(fs, user);
+        for (path, decl) in &declared {
+            let key = fs.resolve(path).unwrap_or_default();
+            let node = fs.nodes.get(&key);
+            let (owner, mode) = match node {
+                Some(n) => (
+                    format!(
+                        "{}:{}",
+                        lookup_name(&passwd, n.uid).unwrap_or_else(|| n.uid.to_string()),
+                        lookup_name(&group, n.gid).unwrap_or_else(|| n.gid.to_string())
+                    ),
+                    format!("{:04o}", n.mode),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            let (dac_write, dac_read, reason) = match (node, &who) {
+                (_, None) => (false, false, format!("user {user} does not exist")),
+                (None, _) if path.starts_with("/proc") || path.starts_with("/dev") => (true, true, "runtime filesystem (not in the image)".into()),
+                (None, _) => (false, false, "path does not exist in the image".into()),
+                (Some(n), Some(w)) => {
+                    let write = match n.kind {
+                        Kind::Dir => dac(n, w, 0o2) && dac(n, w, 0o1),
+                        _ => dac(n, w, 0o2),
+                    };
+                    let read = dac(n, w, 0o4);
+                    let why = if write {
+                        format!("{owner} {} permits {user}", format!("{:04o}", n.mode))
+                    } else {
+                        format!("{owner} {:04o}: {user} lacks write permission", n.mode)
+                    };
+                    (write, read, why)
+                }
+            };
+            let ll_write = *decl == "read_write";
+            let eff_write = ll_write && dac_write;
+            let reason = match (ll_write, dac_write) {
+                (true, true) => format!("Landlock read_write and {reason}"),
+                (true, false) => format!("Landlock allows writes but DAC denies: {reason}"),
+                (false, _) => "Landlock read_only".to_string(),
+            };
+            let _ = lookup_id(&passwd, user);
+            rows.push(Access {
+                path: path.clone(),
+                user: user.clone(),
+                declared: decl.to_string(),
+                exists: node.is_some(),
+                owner,
+                mode,
+                dac_write,
+                effective_write: eff_write,
+                effective_read: dac_read,
+                reason,
+            });
+        }
+    }
+    rows
+}
+
+/// Declaration problems: read_write paths missing from the image, paths in both lists.
+pub fn lint(fs: &Rootfs, recipe: &Recipe) -> Vec<String> {
+    let Some(l) = &recipe.landlock else { return vec![] };
+    let mut w = Vec::new();
+    for p in &l.read_write {
+        if l.read_only.contains(p) {
+            w.push(format!("{p} is declared both read_only and read_write"));
+        }
+        let runtime = p.starts_with("/proc") || p.starts_with("/dev") || p == "/tmp";
+        if !runtime && fs.resolve(p).and_then(|k| fs.nodes.get(&k).map(|_| ())).is_none() {
+            w.push(format!("read_write path {p} does not exist in the image"));
+        }
+    }
+    w
+}

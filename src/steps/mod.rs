@@ -1,0 +1,84 @@
+//! Build steps applied to the rootfs model, in a fixed order: purge, accounts,
+//! filesystem operations, artifacts, init, Landlock policy; then the gates
+//! (forbidden commands, required commands, recipe checks) that fail a build.
+pub mod accounts;
+pub mod artifacts;
+pub mod fsops;
+pub mod landlock;
+pub mod purge;
+
+use crate::recipe::Recipe;
+use crate::rootfs::{Node, Rootfs};
+use crate::scan::Hit;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+/// The static init embedded at compile time by build.rs.
+pub static INIT_BINARY: &[u8] = include_bytes!(env!("NEMOCLAW_INIT_PATH"));
+pub const INIT_TARGET: &str = env!("NEMOCLAW_INIT_TARGET");
+
+#[derive(Debug, Clone, Default)]
+pub struct StepOptions {
+    pub artifacts: Option<PathBuf>,
+    pub strict: bool,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct StepsReport {
+    pub purge: Option<purge::PurgeReport>,
+    pub artifacts_digest: Option<String>,
+    pub init_path: Option<String>,
+    pub init_size: u64,
+    pub init_target: String,
+    pub landlock_warnings: Vec<String>,
+}
+
+pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result<StepsReport> {
+    let mut rep = StepsReport { purge: purge::apply(fs, &recipe.packages, opts.strict)?, ..Default::default() };
+    accounts::apply(fs, &recipe.groups, &recipe.users, opts.epoch)?;
+    fsops::apply(fs, recipe)?;
+    match (&recipe.artifacts, &opts.artifacts) {
+        (Some(a), Some(src)) => {
+            let uid = accounts::uid_of(fs, &a.owner)?;
+            let gid = accounts::gid_of(fs, &a.group)?;
+            rep.artifacts_digest = Some(artifacts::apply(fs, src, &a.dest, uid, gid)?);
+        }
+        (None, Some(src)) => bail!("--artifacts {} given, but the recipe has no [artifacts] section saying where they go", src.display()),
+        _ => {}
+    }
+    if let Some(init) = &recipe.init {
+        fs.insert(&init.path, Node::file(0o755, 0, 0, INIT_BINARY.to_vec()))?;
+        rep.init_path = Some(init.path.clone());
+        rep.init_size = INIT_BINARY.len() as u64;
+        rep.init_target = INIT_TARGET.to_string();
+    }
+    landlock::write(fs, recipe)?;
+    rep.landlock_warnings = landlock::lint(fs, recipe);
+    if opts.strict && !rep.landlock_warnings.is_empty() {
+        bail!("Landlock policy: {}", rep.landlock_warnings.join("; "));
+    }
+    gates(fs, recipe)?;
+    Ok(rep)
+}
+
+/// Fails the build when the result breaks the recipe's promises.
+pub fn gates(fs: &Rootfs, recipe: &Recipe) -> Result<()> {
+    let hits: Vec<Hit> = crate::scan::forbidden(fs, &recipe.packages)?;
+    let missing = crate::scan::missing_required(fs, &recipe.packages);
+    let failed: Vec<String> = recipe.checks.iter().flat_map(|c| crate::checks::evaluate(fs, c)).collect();
+    if hits.is_empty() && missing.is_empty() && failed.is_empty() {
+        return Ok(());
+    }
+    let mut msg = String::from("the result breaks the recipe's hardening rules:");
+    for h in &hits {
+        msg.push_str(&format!("\n  forbidden ({}): {}{}", h.rule, h.path, h.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default()));
+    }
+    for m in &missing {
+        msg.push_str(&format!("\n  required command missing: {m}"));
+    }
+    for f in &failed {
+        msg.push_str(&format!("\n  check failed: {f}"));
+    }
+    bail!(msg)
+}
