@@ -3,7 +3,9 @@
 //! Both live where the sandbox user has influence, so nothing is followed: rc files are
 //! opened `O_NOFOLLOW` and changed through the descriptor (no path race between check and
 //! chown), and the log in world-writable /tmp is only reused when it is a plain,
-//! single-link file owned by root or the gateway user.
+//! single-link file owned by root or the gateway user. PID 1 opens the log once and keeps
+//! the descriptor: after its own CAP_DAC_OVERRIDE drop it could not reopen a file that now
+//! belongs to the gateway user.
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io;
@@ -87,9 +89,11 @@ pub fn open_gateway_log(path: &Path, owner: Option<(u32, u32)>) -> io::Result<Fi
             }
             Err(e) => {
                 // ELOOP (symlink), ENXIO (FIFO without reader) and the like: replace it,
-                // but only if it really is not a regular file.
+                // but only if it really is not a regular file. As root, EACCES on a plain
+                // file means PID 1 (without CAP_DAC_OVERRIDE) cannot append to it: replace.
+                let denied = owner.is_some() && e.kind() == io::ErrorKind::PermissionDenied;
                 match fs::symlink_metadata(path) {
-                    Ok(m) if !m.file_type().is_file() => {
+                    Ok(m) if !m.file_type().is_file() || denied => {
                         fs::remove_file(path)?;
                         continue;
                     }

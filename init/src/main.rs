@@ -307,16 +307,27 @@ fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
         who(&target),
         files::GATEWAY_LOG
     );
+    let log_file = match files::open_gateway_log(Path::new(files::GATEWAY_LOG), owner) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            say!(
+                "cannot open {}: {e}; gateway output goes to this stderr",
+                files::GATEWAY_LOG
+            );
+            None
+        }
+    };
     let gateway_cmd = cfg.gateway_cmd.clone();
     let mut start = move || -> Result<Pid, i32> {
-        let out = files::open_gateway_log(Path::new(files::GATEWAY_LOG), owner)
-            .and_then(|f| Ok((f.try_clone()?, f)));
-        let (out, err) = match out {
-            Ok(pair) => pair,
-            Err(e) => {
-                say!("cannot open {}: {e}", files::GATEWAY_LOG);
-                return Err(1);
-            }
+        let (out, err) = match &log_file {
+            None => (Stdio::inherit(), Stdio::inherit()),
+            Some(f) => match f.try_clone().and_then(|a| Ok((a, f.try_clone()?))) {
+                Ok((a, b)) => (Stdio::from(a), Stdio::from(b)),
+                Err(e) => {
+                    say!("cannot duplicate the gateway log descriptor: {e}");
+                    return Err(1);
+                }
+            },
         };
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")

@@ -9,6 +9,7 @@
 use crate::accounts::Accounts;
 use crate::caps;
 use crate::landlock_policy::{self, Policy};
+use nix::sys::signal::SigSet;
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{getgroups, getresgid, getresuid, setgid, setgroups, setresgid, setresuid};
 use nix::unistd::{setuid, Gid, Uid};
@@ -77,6 +78,11 @@ fn fail(msg: String) -> io::Error {
 /// The child side, called from `pre_exec`. With `target == None` (init started
 /// unprivileged) only the optional restrictions apply.
 pub fn in_child(target: Option<&Target>, opts: &Options) -> io::Result<()> {
+    // PID 1 blocks the signals it waits for; std does not clear the mask for the child,
+    // and a workload with SIGTERM blocked would never see a forwarded stop.
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| fail(format!("resetting the signal mask: {e}")))?;
     if let Some(mask) = opts.umask {
         umask(Mode::from_bits_truncate(mask));
     }
@@ -94,7 +100,7 @@ pub fn in_child(target: Option<&Target>, opts: &Options) -> io::Result<()> {
                     landlock_policy::describe_abi()
                 )))
             }
-            Ok(_) => {}
+            Ok((line, _)) => eprintln!("nemoclaw-init: {line}"),
             Err(e) if *required => return Err(fail(e)),
             Err(e) => eprintln!("nemoclaw-init: landlock skipped: {e}"),
         }

@@ -114,7 +114,8 @@ fn handled_set() -> SigSet {
 }
 
 /// Blocks the handled signals. Must run before the first child is spawned so no SIGCHLD
-/// is lost; children get an empty mask back from `std::process::Command`.
+/// is lost; the mask is inherited across fork and exec, so the child clears it
+/// (`stepdown::in_child`).
 pub fn block_signals() -> nix::Result<()> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_set()), None)
 }
