@@ -763,6 +763,9 @@ fn plan_serializes_to_json() {
 /// * `NEMOCLAW_ORACLE_AFTER=DIR2` (optional): a copy of DIR in which the purge was
 ///   really run; compares the rewritten status/extended_states files byte for byte and
 ///   the removed paths with the files that disappeared.
+/// * `NEMOCLAW_ORACLE_PURGE`, `NEMOCLAW_ORACLE_KEEP`: space-separated lists replacing the
+///   default scenario; `NEMOCLAW_ORACLE_NO_ETC_ALTERNATIVES=1` leaves out the
+///   `/etc/alternatives` link targets from the database files.
 #[test]
 #[ignore]
 fn oracle_vs_apt() {
@@ -814,7 +817,13 @@ fn oracle_vs_apt() {
     let installed: Vec<&str> = wanted
         .iter()
         .copied()
-        .filter(|n| db.is_installed(n))
+        .filter(|n| {
+            db.is_installed(n)
+                || db
+                    .packages()
+                    .iter()
+                    .any(|p| p.name == *n && p.state == "config-files")
+        })
         .collect();
     let count =
         |f: fn(&RemovalReason) -> bool| plan.removed.iter().filter(|r| f(&r.reason)).count();
@@ -981,6 +990,9 @@ fn load_db_files(root: &std::path::Path) -> DbFiles {
     let es = root.join("var/lib/apt/extended_states");
     if let Ok(b) = std::fs::read(es) {
         files.insert(EXTENDED_STATES_PATH.into(), b);
+    }
+    if std::env::var_os("NEMOCLAW_ORACLE_NO_ETC_ALTERNATIVES").is_some() {
+        return files;
     }
     if let Ok(rd) = std::fs::read_dir(root.join("etc/alternatives")) {
         for e in rd {
