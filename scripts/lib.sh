@@ -56,3 +56,17 @@ sha_stdin() { sha256sum | cut -d' ' -f1; }
 
 # now_ms: wall clock in milliseconds (for timings).
 now_ms() { date +%s%3N; }
+
+# podman_base_ref BASE_TAR: import the rootfs tarball into podman storage once, as
+# localhost/nemoclaw-base:<first 16 hex of its sha256> (also tagged :latest); print the ref.
+podman_base_ref() {
+  local tar="$1" sha ref
+  sha="$(sha256sum <"$tar" | cut -d' ' -f1)"
+  ref="localhost/nemoclaw-base:${sha:0:16}"
+  if ! pm image exists "$ref"; then
+    log "podman import $tar -> $ref"
+    pm import --quiet "$tar" "$ref" >/dev/null
+  fi
+  pm tag "$ref" localhost/nemoclaw-base:latest >/dev/null
+  printf '%s\n' "$ref"
+}

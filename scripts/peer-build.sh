@@ -34,15 +34,7 @@ mkdir -p "$(dirname "$out")"
 
 # --- base image in podman storage ---------------------------------------------------------
 t0=$(now_ms)
-base_sha="$(sha256sum <"$base_tar" | cut -d' ' -f1)"
-base_ref="localhost/nemoclaw-base:${base_sha:0:16}"
-if pm image exists "$base_ref"; then
-  log "base image $base_ref present"
-else
-  log "podman import $base_tar -> $base_ref"
-  pm import --quiet "$base_tar" "$base_ref" >/dev/null
-fi
-pm tag "$base_ref" localhost/nemoclaw-base:latest
+base_ref="$(podman_base_ref "$base_tar")"
 t_import=$(( $(now_ms) - t0 ))
 
 # --- build context: testdata/peer + artifacts/ --------------------------------------------
