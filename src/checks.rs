@@ -29,7 +29,10 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
     }
     if let Some(m) = c.mode {
         if n.mode != m.0 {
-            out.push(format!("{}: mode is {:04o}, expected {:04o}", c.path, n.mode, m.0));
+            out.push(format!(
+                "{}: mode is {:04o}, expected {:04o}",
+                c.path, n.mode, m.0
+            ));
         }
     }
     if let Some(k) = &c.kind {
@@ -52,13 +55,23 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
         };
         let lower = text.to_lowercase();
         for bad in &c.must_not_contain {
-            if let Some(line) = text.lines().find(|l| l.to_lowercase().contains(&bad.to_lowercase())) {
-                out.push(format!("{}: contains '{bad}' (line: {})", c.path, line.trim()));
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.to_lowercase().contains(&bad.to_lowercase()))
+            {
+                out.push(format!(
+                    "{}: contains '{bad}' (line: {})",
+                    c.path,
+                    line.trim()
+                ));
             }
         }
         let _ = lower;
         let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-        let guard_at = c.before.as_deref().and_then(|b| lines.iter().position(|l| l.trim() == b.trim()));
+        let guard_at = c
+            .before
+            .as_deref()
+            .and_then(|b| lines.iter().position(|l| l.trim() == b.trim()));
         for want in &c.must_contain {
             match lines.iter().position(|l| l.trim() == want.trim()) {
                 None => out.push(format!("{}: missing line '{want}'", c.path)),

@@ -28,17 +28,36 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(algorithm: Algorithm, level: Option<i32>, threads: Option<usize>) -> Result<Settings> {
+    pub fn new(
+        algorithm: Algorithm,
+        level: Option<i32>,
+        threads: Option<usize>,
+    ) -> Result<Settings> {
         let level = match (algorithm, level) {
-            (Algorithm::Gzip, Some(l)) if !(1..=9).contains(&l) => bail!("--compression-level for gzip must be 1..=9, got {l}"),
-            (Algorithm::Zstd, Some(l)) if !(1..=19).contains(&l) => bail!("--compression-level for zstd must be 1..=19, got {l}"),
+            (Algorithm::Gzip, Some(l)) if !(1..=9).contains(&l) => {
+                bail!("--compression-level for gzip must be 1..=9, got {l}")
+            }
+            (Algorithm::Zstd, Some(l)) if !(1..=19).contains(&l) => {
+                bail!("--compression-level for zstd must be 1..=19, got {l}")
+            }
             (_, Some(l)) => l,
             (Algorithm::Gzip, None) => 6,
             (Algorithm::Zstd, None) => 3,
             (Algorithm::None, None) => 0,
         };
-        let threads = threads.unwrap_or_else(|| thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-        Ok(Settings { algorithm, level, block_size: 1 << 20, threads })
+        let threads = threads
+            .unwrap_or_else(|| {
+                thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        Ok(Settings {
+            algorithm,
+            level,
+            block_size: 1 << 20,
+            threads,
+        })
     }
     pub fn media_type(&self) -> &'static str {
         match self.algorithm {
@@ -68,7 +87,9 @@ impl<W: Write + Send + 'static> Compressor<W> {
     pub fn new(inner: W, s: &Settings) -> io::Result<Self> {
         Ok(match s.algorithm {
             Algorithm::None => Compressor::None(inner),
-            Algorithm::Gzip => Compressor::Gzip(ParGz::new(inner, s.level as u32, s.block_size, s.threads)),
+            Algorithm::Gzip => {
+                Compressor::Gzip(ParGz::new(inner, s.level as u32, s.block_size, s.threads))
+            }
             Algorithm::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(inner, s.level)?;
                 e.include_checksum(false)?;
@@ -104,11 +125,17 @@ impl<W: Write + Send + 'static> Write for Compressor<W> {
 fn deflate_block(data: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
     let mut c = Compress::new(Level::new(level), false);
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     loop {
         let consumed = c.total_in() as usize;
         out.reserve(64 * 1024);
-        let status = c.compress_vec(&data[consumed..], &mut out, flush).map_err(io::Error::other)?;
+        let status = c
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
         let done_input = c.total_in() as usize == data.len();
         match status {
             flate2::Status::StreamEnd => break,
@@ -177,15 +204,24 @@ impl<W: Write + Send + 'static> ParGz<W> {
     }
 
     fn out(&mut self) -> io::Result<&mut W> {
-        self.inner.as_mut().ok_or_else(|| io::Error::other("gzip writer already finished"))
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))
     }
 
     fn write_header(&mut self) -> io::Result<()> {
         if !self.header_written {
             self.header_written = true;
-            let xfl = if self.level >= 9 { 2 } else if self.level <= 1 { 4 } else { 0 };
+            let xfl = if self.level >= 9 {
+                2
+            } else if self.level <= 1 {
+                4
+            } else {
+                0
+            };
             // Fixed header: no name, mtime 0, OS 255 (unknown) for host independence.
-            self.out()?.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+            self.out()?
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
         }
         Ok(())
     }
@@ -198,13 +234,20 @@ impl<W: Write + Send + 'static> ParGz<W> {
         while self.next_seq - self.written_seq > (self.workers.len() as u64) * 2 + 1 {
             self.collect_one()?;
         }
-        let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip workers stopped"))?;
-        jobs.send((seq, data, last)).map_err(|_| io::Error::other("gzip worker died"))?;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip workers stopped"))?;
+        jobs.send((seq, data, last))
+            .map_err(|_| io::Error::other("gzip worker died"))?;
         Ok(())
     }
 
     fn collect_one(&mut self) -> io::Result<()> {
-        let (seq, res) = self.results.recv().map_err(|_| io::Error::other("gzip worker died"))?;
+        let (seq, res) = self
+            .results
+            .recv()
+            .map_err(|_| io::Error::other("gzip worker died"))?;
         self.pending.insert(seq, res?);
         while let Some(buf) = self.pending.remove(&self.written_seq) {
             self.write_header()?;
@@ -226,7 +269,10 @@ impl<W: Write + Send + 'static> ParGz<W> {
         self.write_header()?;
         let crc = self.crc.clone().finalize();
         let total = self.total;
-        let mut w = self.inner.take().ok_or_else(|| io::Error::other("gzip writer already finished"))?;
+        let mut w = self
+            .inner
+            .take()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))?;
         w.write_all(&crc.to_le_bytes())?;
         w.write_all(&((total & 0xffff_ffff) as u32).to_le_bytes())?;
         Ok(w)
@@ -272,12 +318,16 @@ mod tests {
 
     #[test]
     fn parallel_gzip_roundtrips_and_is_thread_independent() {
-        let data: Vec<u8> = (0..3_000_000u64).map(|i| ((i * 7919) % 251) as u8 ^ (i / 1000) as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u64)
+            .map(|i| ((i * 7919) % 251) as u8 ^ (i / 1000) as u8)
+            .collect();
         let one = gz(&data, 1, 64 * 1024);
         let four = gz(&data, 4, 64 * 1024);
         assert_eq!(one, four, "bytes must not depend on the thread count");
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
+        flate2::read::GzDecoder::new(&one[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back, data);
         assert!(one.len() < data.len());
     }
@@ -288,7 +338,9 @@ mod tests {
             let data = vec![42u8; len];
             let out = gz(&data, 2, 65536);
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&out[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back.len(), len);
         }
     }

@@ -13,10 +13,14 @@ pub fn sha256_digest(data: &[u8]) -> String {
 
 /// Validates `sha256:<64 hex>` and returns the hex part.
 pub fn digest_hex(digest: &str) -> anyhow::Result<&str> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .ok_or_else(|| anyhow::anyhow!("unsupported digest '{digest}': only sha256 is supported"))?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
+        anyhow::anyhow!("unsupported digest '{digest}': only sha256 is supported")
+    })?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         anyhow::bail!("malformed digest '{digest}'");
     }
     Ok(hex)
@@ -31,10 +35,18 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (W, String, u64) {
-        (self.inner, format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+        (
+            self.inner,
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
     }
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
@@ -87,14 +99,20 @@ impl<R: Read> VerifyingReader<R> {
             if size != self.count {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: size mismatch: descriptor says {size} bytes, blob has {}", self.what, self.count),
+                    format!(
+                        "{}: size mismatch: descriptor says {size} bytes, blob has {}",
+                        self.what, self.count
+                    ),
                 ));
             }
         }
         if got != self.expected_digest {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: digest mismatch: expected {}, content hashes to {got}", self.what, self.expected_digest),
+                format!(
+                    "{}: digest mismatch: expected {}, content hashes to {got}",
+                    self.what, self.expected_digest
+                ),
             ));
         }
         Ok(())
@@ -123,10 +141,17 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (String, u64) {
-        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
     }
 }
 
@@ -154,7 +179,11 @@ mod tests {
         let err = bad.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("blob x: digest mismatch"), "{err}");
         let mut short = VerifyingReader::new(&b"hell"[..], &good, Some(5), "blob y");
-        assert!(short.read_to_end(&mut Vec::new()).unwrap_err().to_string().contains("size mismatch"));
+        assert!(short
+            .read_to_end(&mut Vec::new())
+            .unwrap_err()
+            .to_string()
+            .contains("size mismatch"));
     }
 
     #[test]

@@ -34,7 +34,9 @@ impl ImageRef {
     pub fn parse(s: &str) -> Result<ImageRef> {
         if let Some(rest) = s.strip_prefix("registry://") {
             if rest.is_empty() || !rest.contains('/') {
-                bail!("invalid registry reference '{s}': expected registry://HOST/REPO[:TAG|@DIGEST]");
+                bail!(
+                    "invalid registry reference '{s}': expected registry://HOST/REPO[:TAG|@DIGEST]"
+                );
             }
             return Ok(ImageRef::Registry(rest.to_string()));
         }
@@ -70,10 +72,11 @@ impl ImageRef {
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let with_tag = |f: &mut fmt::Formatter<'_>, t: &str, p: &PathBuf, tag: &Option<String>| match tag {
-            Some(tag) => write!(f, "{t}:{}:{tag}", p.display()),
-            None => write!(f, "{t}:{}", p.display()),
-        };
+        let with_tag =
+            |f: &mut fmt::Formatter<'_>, t: &str, p: &PathBuf, tag: &Option<String>| match tag {
+                Some(tag) => write!(f, "{t}:{}:{tag}", p.display()),
+                None => write!(f, "{t}:{}", p.display()),
+            };
         match self {
             ImageRef::Tar(p) => write!(f, "tar:{}", p.display()),
             ImageRef::OciDir { path, tag } => with_tag(f, "oci", path, tag),
@@ -92,13 +95,22 @@ mod tests {
     fn parses_transports_and_tags() {
         assert_eq!(
             ImageRef::parse("oci:out/img:latest").unwrap(),
-            ImageRef::OciDir { path: "out/img".into(), tag: Some("latest".into()) }
+            ImageRef::OciDir {
+                path: "out/img".into(),
+                tag: Some("latest".into())
+            }
         );
         assert_eq!(
             ImageRef::parse("oci:/a/b").unwrap(),
-            ImageRef::OciDir { path: "/a/b".into(), tag: None }
+            ImageRef::OciDir {
+                path: "/a/b".into(),
+                tag: None
+            }
         );
-        assert_eq!(ImageRef::parse("tar:base.tar").unwrap(), ImageRef::Tar("base.tar".into()));
+        assert_eq!(
+            ImageRef::parse("tar:base.tar").unwrap(),
+            ImageRef::Tar("base.tar".into())
+        );
         assert_eq!(
             ImageRef::parse("registry://127.0.0.1:5000/base@sha256:ab").unwrap(),
             ImageRef::Registry("127.0.0.1:5000/base@sha256:ab".into())

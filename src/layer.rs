@@ -34,17 +34,37 @@ pub struct LayerWriter {
 impl LayerWriter {
     /// `blobs` is the `blobs/sha256` directory of the output layout.
     pub fn create(blobs: &Path, settings: &Settings, epoch: u64) -> Result<LayerWriter> {
-        let tmp = tempfile::Builder::new().prefix(".layer-").tempfile_in(blobs)?.into_temp_path().keep()?;
-        let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".layer-")
+            .tempfile_in(blobs)?
+            .into_temp_path()
+            .keep()?;
+        let file =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let comp = Compressor::new(compressed, settings)?;
         let mut tar = tar::Builder::new(HashingWriter::new(comp));
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
-        Ok(LayerWriter { tar, tmp, blobs: blobs.to_path_buf(), media_type: settings.media_type().to_string(), epoch, entries: 0 })
+        Ok(LayerWriter {
+            tar,
+            tmp,
+            blobs: blobs.to_path_buf(),
+            media_type: settings.media_type().to_string(),
+            epoch,
+            entries: 0,
+        })
     }
 
-    fn header(&self, kind: tar::EntryType, mode: u32, uid: u64, gid: u64, mtime: u64, size: u64) -> tar::Header {
+    fn header(
+        &self,
+        kind: tar::EntryType,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        mtime: u64,
+        size: u64,
+    ) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode & 0o7777);
@@ -57,28 +77,65 @@ impl LayerWriter {
 
     /// Appends one node at `path` (model key form). `content` is read for regular files.
     pub fn append(&mut self, path: &str, node: &Node, content: &mut dyn Read) -> Result<()> {
-        let mtime = if node.layer.is_some() && !node.modified { node.mtime } else { self.epoch };
+        let mtime = if node.layer.is_some() && !node.modified {
+            node.mtime
+        } else {
+            self.epoch
+        };
         if !node.xattrs.is_empty() {
-            let pax: Vec<(String, &[u8])> = node.xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice())).collect();
-            self.tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            let pax: Vec<(String, &[u8])> = node
+                .xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+                .collect();
+            self.tar
+                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))?;
         }
         let ctx = || format!("cannot write /{path} into the layer");
         match node.kind {
             Kind::Dir => {
-                let mut h = self.header(tar::EntryType::Directory, node.mode, node.uid, node.gid, mtime, 0);
-                self.tar.append_data(&mut h, format!("{path}/"), std::io::empty()).with_context(ctx)?;
+                let mut h = self.header(
+                    tar::EntryType::Directory,
+                    node.mode,
+                    node.uid,
+                    node.gid,
+                    mtime,
+                    0,
+                );
+                self.tar
+                    .append_data(&mut h, format!("{path}/"), std::io::empty())
+                    .with_context(ctx)?;
             }
             Kind::File => {
-                let mut h = self.header(tar::EntryType::Regular, node.mode, node.uid, node.gid, mtime, node.size);
+                let mut h = self.header(
+                    tar::EntryType::Regular,
+                    node.mode,
+                    node.uid,
+                    node.gid,
+                    mtime,
+                    node.size,
+                );
                 let mut limited = content.take(node.size);
-                self.tar.append_data(&mut h, path, &mut limited).with_context(ctx)?;
+                self.tar
+                    .append_data(&mut h, path, &mut limited)
+                    .with_context(ctx)?;
             }
             Kind::Symlink | Kind::Hardlink => {
-                let et = if node.kind == Kind::Symlink { tar::EntryType::Symlink } else { tar::EntryType::Link };
-                let mode = if node.kind == Kind::Symlink { 0o777 } else { node.mode };
+                let et = if node.kind == Kind::Symlink {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                };
+                let mode = if node.kind == Kind::Symlink {
+                    0o777
+                } else {
+                    node.mode
+                };
                 let mut h = self.header(et, mode, node.uid, node.gid, mtime, 0);
                 let target = node.link.clone().unwrap_or_default();
-                self.tar.append_link(&mut h, path, &target).with_context(ctx)?;
+                self.tar
+                    .append_link(&mut h, path, &target)
+                    .with_context(ctx)?;
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let et = match node.kind {
@@ -89,7 +146,9 @@ impl LayerWriter {
                 let mut h = self.header(et, node.mode, node.uid, node.gid, mtime, 0);
                 h.set_device_major(node.dev.0)?;
                 h.set_device_minor(node.dev.1)?;
-                self.tar.append_data(&mut h, path, std::io::empty()).with_context(ctx)?;
+                self.tar
+                    .append_data(&mut h, path, std::io::empty())
+                    .with_context(ctx)?;
             }
         }
         self.entries += 1;
@@ -103,13 +162,21 @@ impl LayerWriter {
             None => ("", path),
         };
         let mut h = self.header(tar::EntryType::Regular, 0o644, 0, 0, self.epoch, 0);
-        self.tar.append_data(&mut h, format!("{dir}.wh.{name}"), std::io::empty())?;
+        self.tar
+            .append_data(&mut h, format!("{dir}.wh.{name}"), std::io::empty())?;
         self.entries += 1;
         Ok(())
     }
 
     pub fn finish(self) -> Result<LayerOutput> {
-        let LayerWriter { tar, tmp, blobs, media_type, entries, .. } = self;
+        let LayerWriter {
+            tar,
+            tmp,
+            blobs,
+            media_type,
+            entries,
+            ..
+        } = self;
         let uncompressed = tar.into_inner()?;
         let (comp, diff_id, _) = uncompressed.finish();
         let compressed = comp.finish()?;
@@ -119,7 +186,14 @@ impl LayerWriter {
         file.sync_all().ok();
         let path = blobs.join(digest_hex(&digest)?);
         std::fs::rename(&tmp, &path)?;
-        Ok(LayerOutput { digest, size, diff_id, media_type, path, entries })
+        Ok(LayerOutput {
+            digest,
+            size,
+            diff_id,
+            media_type,
+            path,
+            entries,
+        })
     }
 
     pub fn abandon(self) {
@@ -129,14 +203,28 @@ impl LayerWriter {
 
 /// Copies raw bytes (e.g. an uncompressed base tarball) into a compressed blob.
 pub fn compress_blob(blobs: &Path, settings: &Settings, src: &mut dyn Read) -> Result<LayerOutput> {
-    let tmp = tempfile::Builder::new().prefix(".layer-").tempfile_in(blobs)?.into_temp_path().keep()?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempfile_in(blobs)?
+        .into_temp_path()
+        .keep()?;
     let file = File::create(&tmp)?;
-    let mut w = HashingWriter::new(Compressor::new(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)), settings)?);
+    let mut w = HashingWriter::new(Compressor::new(
+        HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+        settings,
+    )?);
     std::io::copy(src, &mut w)?;
     let (comp, diff_id, _) = w.finish();
     let (mut buf, digest, size) = comp.finish()?.finish();
     buf.flush()?;
     let path = blobs.join(digest_hex(&digest)?);
     std::fs::rename(&tmp, &path)?;
-    Ok(LayerOutput { digest, size, diff_id, media_type: settings.media_type().to_string(), path, entries: 0 })
+    Ok(LayerOutput {
+        digest,
+        size,
+        diff_id,
+        media_type: settings.media_type().to_string(),
+        path,
+        entries: 0,
+    })
 }

@@ -6,8 +6,10 @@
 //! [`sink`] (OCI layout / archive). `audit` and `policy` read images through the
 //! same source and rootfs model.
 pub mod audit;
+pub mod cache;
 pub mod checks;
 pub mod compress;
+pub mod diff;
 pub mod digest;
 pub mod dpkg;
 pub mod image;
@@ -16,10 +18,13 @@ pub mod layer;
 pub mod pipeline;
 pub mod progress;
 pub mod recipe;
+pub mod registry;
 pub mod rootfs;
+pub mod sbom;
 pub mod scan;
 pub mod sink;
 pub mod source;
 pub mod steps;
 #[cfg(test)]
 pub mod testutil;
+pub mod verify;

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "nemoclaw-build", version, about = "Build the hardened NemoClaw sandbox as an OCI image, without a container daemon")]
+#[command(
+    name = "nemoclaw-build",
+    version,
+    about = "Build the hardened NemoClaw sandbox as an OCI image, without a container daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -85,7 +89,9 @@ fn run_build(a: BuildArgs) -> Result<()> {
     let recipe = Recipe::load(a.recipe.as_deref())?;
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--build-arg '{kv}': expected KEY=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--build-arg '{kv}': expected KEY=VALUE"))?;
         build_args.insert(k.to_string(), v.to_string());
     }
     let progress = Progress::new(a.quiet || a.json);
@@ -99,12 +105,16 @@ fn run_build(a: BuildArgs) -> Result<()> {
         epoch: a.source_date_epoch.unwrap_or(0),
         build_args,
         strict: a.strict,
-        open: OpenOptions { platform: a.platform, ..Default::default() },
+        open: OpenOptions {
+            platform: a.platform,
+            ..Default::default()
+        },
         progress: progress.clone(),
     };
     let s = build(opts)?;
     if let Some(r) = &a.record {
-        std::fs::write(r, serde_json::to_vec_pretty(&s.record)?).with_context(|| format!("cannot write {}", r.display()))?;
+        std::fs::write(r, serde_json::to_vec_pretty(&s.record)?)
+            .with_context(|| format!("cannot write {}", r.display()))?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);

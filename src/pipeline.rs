@@ -8,7 +8,10 @@ use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
 use crate::sink::{publish, Staging};
-use crate::source::{open_image, BaseImage, Compression, OpenOptions, MT_OCI_CONFIG, MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST};
+use crate::source::{
+    open_image, BaseImage, Compression, OpenOptions, MT_OCI_CONFIG, MT_OCI_LAYER,
+    MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
+};
 use crate::steps::{self, StepOptions, StepsReport};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -74,7 +77,11 @@ pub struct BuildSummary {
 
 /// Streams every base layer into the model. Also learns digests that the source
 /// did not know (a plain tarball's), so the build record names the exact input.
-pub fn index_base(base: &mut BaseImage, opts: &IndexOptions, progress: &Progress) -> Result<Rootfs> {
+pub fn index_base(
+    base: &mut BaseImage,
+    opts: &IndexOptions,
+    progress: &Progress,
+) -> Result<Rootfs> {
     let mut fs = Rootfs::new();
     for i in 0..base.layers.len() {
         let layer = base.layers[i].clone();
@@ -106,7 +113,13 @@ pub fn index_base(base: &mut BaseImage, opts: &IndexOptions, progress: &Progress
         if l.diff_id.is_none() {
             l.diff_id = Some(diff_id);
         }
-        progress.done(bar, &format!("indexed {}: {} entries, {} whiteouts", layer.label, stats.entries, stats.whiteouts));
+        progress.done(
+            bar,
+            &format!(
+                "indexed {}: {} entries, {} whiteouts",
+                layer.label, stats.entries, stats.whiteouts
+            ),
+        );
     }
     Ok(fs)
 }
@@ -171,14 +184,24 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
 }
 
 /// Rewrites one base layer without the removed paths.
-fn rewrite_layer(fs: &Rootfs, base: &BaseImage, i: usize, staging: &Staging, settings: &Settings, epoch: u64) -> Result<LayerOutput> {
+fn rewrite_layer(
+    fs: &Rootfs,
+    base: &BaseImage,
+    i: usize,
+    staging: &Staging,
+    settings: &Settings,
+    epoch: u64,
+) -> Result<LayerOutput> {
     let layer = &base.layers[i];
     let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
     let mut ar = tar::Archive::new(layer.open_tar()?);
     // Content of dropped files that a kept hardlink in this layer still needs.
     let mut dropped: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut scratch = crate::rootfs::Rootfs::new();
-    for e in ar.entries().with_context(|| format!("{}: cannot read tar stream", layer.label))? {
+    for e in ar
+        .entries()
+        .with_context(|| format!("{}: cannot read tar stream", layer.label))?
+    {
         let mut e = e.with_context(|| format!("{}: corrupt tar stream", layer.label))?;
         let raw = e.path()?.to_string_lossy().into_owned();
         let key = crate::rootfs::normalize(&raw)?;
@@ -189,7 +212,11 @@ fn rewrite_layer(fs: &Rootfs, base: &BaseImage, i: usize, staging: &Staging, set
         if fs.removed.contains(&key) {
             if et.is_file() {
                 let mut buf = Vec::new();
-                if fs.nodes.values().any(|n| n.kind == Kind::Hardlink && n.link.as_deref() == Some(key.as_str())) {
+                if fs
+                    .nodes
+                    .values()
+                    .any(|n| n.kind == Kind::Hardlink && n.link.as_deref() == Some(key.as_str()))
+                {
                     e.read_to_end(&mut buf)?;
                     dropped.insert(key, buf);
                 }
@@ -209,7 +236,11 @@ fn rewrite_layer(fs: &Rootfs, base: &BaseImage, i: usize, staging: &Staging, set
                 continue;
             }
         }
-        if et.is_pax_global_extensions() || et.is_pax_local_extensions() || et.is_gnu_longname() || et.is_gnu_longlink() {
+        if et.is_pax_global_extensions()
+            || et.is_pax_local_extensions()
+            || et.is_gnu_longname()
+            || et.is_gnu_longlink()
+        {
             continue;
         }
         w.append(&key, &node, &mut e)?;
@@ -221,7 +252,12 @@ fn rewrite_layer(fs: &Rootfs, base: &BaseImage, i: usize, staging: &Staging, set
 }
 
 /// Metadata of a raw tar entry as a model node (for rewriting layers).
-fn header_node(h: &tar::Header, e: &mut tar::Entry<'_, impl Read>, key: &str, layer: usize) -> Result<crate::rootfs::Node> {
+fn header_node(
+    h: &tar::Header,
+    e: &mut tar::Entry<'_, impl Read>,
+    key: &str,
+    layer: usize,
+) -> Result<crate::rootfs::Node> {
     use crate::rootfs::Node;
     let et = h.entry_type();
     let kind = if et.is_dir() {
@@ -245,16 +281,27 @@ fn header_node(h: &tar::Header, e: &mut tar::Entry<'_, impl Read>, key: &str, la
     n.layer = Some(layer);
     n.modified = false;
     n.size = if kind == Kind::File { e.size() } else { 0 };
-    n.dev = (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+    n.dev = (
+        h.device_major().ok().flatten().unwrap_or(0),
+        h.device_minor().ok().flatten().unwrap_or(0),
+    );
     if matches!(kind, Kind::Symlink | Kind::Hardlink) {
-        let l = e.link_name()?.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-        n.link = Some(if kind == Kind::Hardlink { crate::rootfs::normalize(&l)? } else { l });
+        let l = e
+            .link_name()?
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        n.link = Some(if kind == Kind::Hardlink {
+            crate::rootfs::normalize(&l)?
+        } else {
+            l
+        });
     }
     if let Some(exts) = e.pax_extensions()? {
         for ext in exts {
             let ext = ext?;
             if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                n.xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
+                n.xattrs
+                    .insert(name.to_string(), ext.value_bytes().to_vec());
             }
         }
     }
@@ -264,7 +311,13 @@ fn header_node(h: &tar::Header, e: &mut tar::Entry<'_, impl Read>, key: &str, la
 
 /// The new top layer: every added or modified node, its parent directories, and
 /// (in whiteout mode) whiteouts for removed base paths.
-fn write_upper(fs: &Rootfs, staging: &Staging, settings: &Settings, epoch: u64, whiteouts: bool) -> Result<Option<LayerOutput>> {
+fn write_upper(
+    fs: &Rootfs,
+    staging: &Staging,
+    settings: &Settings,
+    epoch: u64,
+    whiteouts: bool,
+) -> Result<Option<LayerOutput>> {
     let mut emit: BTreeSet<String> = BTreeSet::new();
     for (k, n) in &fs.nodes {
         if n.modified {
@@ -323,7 +376,8 @@ fn write_upper(fs: &Rootfs, staging: &Staging, settings: &Settings, epoch: u64, 
         match &n.content {
             Content::Bytes(b) => w.append(&k, &node, &mut &b[..])?,
             Content::Host(p) => {
-                let mut f = std::fs::File::open(p).with_context(|| format!("cannot read artifact {}", p.display()))?;
+                let mut f = std::fs::File::open(p)
+                    .with_context(|| format!("cannot read artifact {}", p.display()))?;
                 let len = f.metadata()?.len();
                 if len != n.size {
                     bail!("artifact {} changed size during the build", p.display());
@@ -331,7 +385,9 @@ fn write_upper(fs: &Rootfs, staging: &Staging, settings: &Settings, epoch: u64, 
                 w.append(&k, &node, &mut f)?
             }
             Content::Empty => w.append(&k, &node, &mut std::io::empty())?,
-            Content::Layer(l) if n.kind == Kind::File => bail!("/{k}: content in layer {} was not loaded", l + 1),
+            Content::Layer(l) if n.kind == Kind::File => {
+                bail!("/{k}: content in layer {} was not loaded", l + 1)
+            }
             Content::Layer(_) => w.append(&k, &node, &mut std::io::empty())?,
         }
     }
@@ -342,9 +398,17 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let t0 = Instant::now();
     let p = &opts.progress;
     let mut base = open_image(&opts.base, &opts.open)?;
-    p.log(&format!("base {}: {} layer(s)", base.name, base.layers.len()));
+    p.log(&format!(
+        "base {}: {} layer(s)",
+        base.name,
+        base.layers.len()
+    ));
     let mut fs = index_base(&mut base, &IndexOptions::default(), p)?;
-    let step_opts = StepOptions { artifacts: opts.artifacts.clone(), strict: opts.strict, epoch: opts.epoch };
+    let step_opts = StepOptions {
+        artifacts: opts.artifacts.clone(),
+        strict: opts.strict,
+        epoch: opts.epoch,
+    };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
     if let Some(pr) = &rep.purge {
         p.log(&format!(
@@ -352,7 +416,11 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             pr.plan.removed.len(),
             pr.files_removed,
             pr.bytes_removed as f64 / 1048576.0,
-            if pr.plan.not_installed.is_empty() { String::new() } else { format!("; not installed: {}", pr.plan.not_installed.join(" ")) }
+            if pr.plan.not_installed.is_empty() {
+                String::new()
+            } else {
+                format!("; not installed: {}", pr.plan.not_installed.join(" "))
+            }
         ));
     }
     materialize(&mut fs, &base)?;
@@ -361,26 +429,67 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let settings = &opts.compression;
     let mut outs: Vec<(LayerOutput, &'static str)> = Vec::new();
     for (i, l) in base.layers.iter().enumerate() {
-        let touched = opts.purge_mode == PurgeMode::Rewrite && (fs.removed_mask >> i.min(127)) & 1 == 1;
-        let bar = p.bytes(&format!("{} {}", if touched { "rewriting" } else { "copying" }, l.label), l.size);
+        let touched =
+            opts.purge_mode == PurgeMode::Rewrite && (fs.removed_mask >> i.min(127)) & 1 == 1;
+        let bar = p.bytes(
+            &format!(
+                "{} {}",
+                if touched { "rewriting" } else { "copying" },
+                l.label
+            ),
+            l.size,
+        );
         let out = if touched {
-            (rewrite_layer(&fs, &base, i, &staging, settings, opts.epoch)?, "rewritten")
-        } else if l.compression == Compression::None && settings.algorithm != crate::compress::Algorithm::None {
+            (
+                rewrite_layer(&fs, &base, i, &staging, settings, opts.epoch)?,
+                "rewritten",
+            )
+        } else if l.compression == Compression::None
+            && settings.algorithm != crate::compress::Algorithm::None
+        {
             let mut r = l.open_raw()?;
-            (compress_blob(&staging.blobs(), settings, &mut r)?, "recompressed")
+            (
+                compress_blob(&staging.blobs(), settings, &mut r)?,
+                "recompressed",
+            )
         } else {
             staging.copy_layer(l)?;
             let digest = l.digest.clone().unwrap_or_default();
             let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
-            (LayerOutput { digest, size: l.size, diff_id: l.diff_id.clone().unwrap_or_default(), media_type: oci_media_type(l.compression).into(), path, entries: 0 }, "reused")
+            (
+                LayerOutput {
+                    digest,
+                    size: l.size,
+                    diff_id: l.diff_id.clone().unwrap_or_default(),
+                    media_type: oci_media_type(l.compression).into(),
+                    path,
+                    entries: 0,
+                },
+                "reused",
+            )
         };
-        p.done(bar, &format!("{} {} -> {} ({} bytes)", out.1, l.label, out.0.digest, out.0.size));
+        p.done(
+            bar,
+            &format!(
+                "{} {} -> {} ({} bytes)",
+                out.1, l.label, out.0.digest, out.0.size
+            ),
+        );
         outs.push(out);
     }
-    let upper = write_upper(&fs, &staging, settings, opts.epoch, opts.purge_mode == PurgeMode::Whiteout)?;
+    let upper = write_upper(
+        &fs,
+        &staging,
+        settings,
+        opts.epoch,
+        opts.purge_mode == PurgeMode::Whiteout,
+    )?;
     let has_upper = upper.is_some();
     if let Some(u) = upper {
-        p.log(&format!("new layer {} ({} entries, {} bytes)", u.digest, u.entries, u.size));
+        p.log(&format!(
+            "new layer {} ({} entries, {} bytes)",
+            u.digest, u.entries, u.size
+        ));
         outs.push((u, "new"));
     }
 
@@ -393,12 +502,22 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     config["created"] = json!(created);
     config["os"] = config.get("os").cloned().unwrap_or(json!("linux"));
     config["rootfs"] = json!({"type": "layers", "diff_ids": outs.iter().map(|(l, _)| l.diff_id.clone()).collect::<Vec<_>>()});
-    for k in ["container", "container_config", "docker_version", "id", "parent"] {
+    for k in [
+        "container",
+        "container_config",
+        "docker_version",
+        "id",
+        "parent",
+    ] {
         if let Some(o) = config.as_object_mut() {
             o.remove(k);
         }
     }
-    let cfg = config.get("config").cloned().filter(|c| c.is_object()).unwrap_or(json!({}));
+    let cfg = config
+        .get("config")
+        .cloned()
+        .filter(|c| c.is_object())
+        .unwrap_or(json!({}));
     let mut cfg = cfg;
     let img = &opts.recipe.image;
     if let Some(e) = &img.entrypoint {
@@ -413,32 +532,69 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     if let Some(w) = &img.workdir {
         cfg["WorkingDir"] = json!(w);
     }
-    let mut env: Vec<String> = cfg.get("Env").and_then(|e| e.as_array()).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let mut env: Vec<String> = cfg
+        .get("Env")
+        .and_then(|e| e.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
     for (k, v) in &img.env {
         let kv = format!("{k}={v}");
-        match env.iter().position(|e| e.split('=').next() == Some(k.as_str())) {
+        match env
+            .iter()
+            .position(|e| e.split('=').next() == Some(k.as_str()))
+        {
             Some(i) => env[i] = kv,
             None => env.push(kv),
         }
     }
     cfg["Env"] = json!(env);
-    let mut labels: BTreeMap<String, Value> = cfg.get("Labels").and_then(|l| l.as_object()).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    let mut labels: BTreeMap<String, Value> = cfg
+        .get("Labels")
+        .and_then(|l| l.as_object())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
     for (k, v) in &img.labels {
         labels.insert(k.clone(), json!(v));
     }
     for (k, v) in &opts.build_args {
         if !img.build_args.contains(k) {
-            bail!("--build-arg {k}: the recipe does not accept it (accepted: {})", if img.build_args.is_empty() { "none".into() } else { img.build_args.join(", ") });
+            bail!(
+                "--build-arg {k}: the recipe does not accept it (accepted: {})",
+                if img.build_args.is_empty() {
+                    "none".into()
+                } else {
+                    img.build_args.join(", ")
+                }
+            );
         }
         labels.insert(format!("dev.nemoclaw.build-arg.{k}"), json!(v));
     }
     cfg["Labels"] = json!(labels);
     config["config"] = cfg;
     // History: keep the base's, make sure it covers the base layers, add ours.
-    let mut history: Vec<Value> = config.get("history").and_then(|h| h.as_array()).cloned().unwrap_or_default();
-    let non_empty = history.iter().filter(|h| !h.get("empty_layer").and_then(|e| e.as_bool()).unwrap_or(false)).count();
+    let mut history: Vec<Value> = config
+        .get("history")
+        .and_then(|h| h.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let non_empty = history
+        .iter()
+        .filter(|h| {
+            !h.get("empty_layer")
+                .and_then(|e| e.as_bool())
+                .unwrap_or(false)
+        })
+        .count();
     if non_empty != base.layers.len() {
-        history = base.layers.iter().map(|l| json!({"created": created, "created_by": format!("base {}", l.label)})).collect();
+        history = base
+            .layers
+            .iter()
+            .map(|l| json!({"created": created, "created_by": format!("base {}", l.label)}))
+            .collect();
     }
     if has_upper {
         history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: recipe {} ({}), purge-mode {:?}", opts.recipe.name.clone().unwrap_or_default(), opts.recipe.digest(), opts.purge_mode).to_lowercase(), "comment": "nemoclaw-build"}));
@@ -462,12 +618,24 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let config_bytes = canonical(&config);
     let config_digest = staging.put_blob(&config_bytes)?;
     let mut annotations = BTreeMap::new();
-    annotations.insert("org.opencontainers.image.created".to_string(), created.clone());
-    annotations.insert("org.opencontainers.image.base.name".to_string(), base.name.clone());
+    annotations.insert(
+        "org.opencontainers.image.created".to_string(),
+        created.clone(),
+    );
+    annotations.insert(
+        "org.opencontainers.image.base.name".to_string(),
+        base.name.clone(),
+    );
     if let Some(d) = record.get("base_digest").and_then(|d| d.as_str()) {
-        annotations.insert("org.opencontainers.image.base.digest".to_string(), d.to_string());
+        annotations.insert(
+            "org.opencontainers.image.base.digest".to_string(),
+            d.to_string(),
+        );
     }
-    annotations.insert("dev.nemoclaw.build.record".to_string(), String::from_utf8_lossy(&canonical(&record)).into_owned());
+    annotations.insert(
+        "dev.nemoclaw.build.record".to_string(),
+        String::from_utf8_lossy(&canonical(&record)).into_owned(),
+    );
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": MT_OCI_MANIFEST,
@@ -479,10 +647,26 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let digest = staging.put_blob(&manifest_bytes)?;
     let layers: Vec<LayerSummary> = outs
         .iter()
-        .map(|(l, a)| LayerSummary { digest: l.digest.clone(), diff_id: l.diff_id.clone(), size: l.size, media_type: l.media_type.clone(), action: a.to_string() })
+        .map(|(l, a)| LayerSummary {
+            digest: l.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            action: a.to_string(),
+        })
         .collect();
-    let total_size = layers.iter().map(|l| l.size).sum::<u64>() + config_bytes.len() as u64 + manifest_bytes.len() as u64;
-    publish(staging, &opts.output, &digest, &manifest, manifest_bytes.len() as u64, opts.epoch)?;
+    let total_size = layers.iter().map(|l| l.size).sum::<u64>()
+        + config_bytes.len() as u64
+        + manifest_bytes.len() as u64;
+    publish(
+        staging,
+        &opts.output,
+        &digest,
+        &manifest,
+        manifest_bytes.len() as u64,
+        opts.epoch,
+        &opts.open.registry,
+    )?;
     let purge = rep.purge.as_ref();
     Ok(BuildSummary {
         output: opts.output.to_string(),
@@ -491,8 +675,12 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         manifest_size: manifest_bytes.len() as u64,
         layers,
         total_size,
-        purged: purge.map(|p| p.plan.removed.iter().map(|r| r.name.clone()).collect()).unwrap_or_default(),
-        not_installed: purge.map(|p| p.plan.not_installed.clone()).unwrap_or_default(),
+        purged: purge
+            .map(|p| p.plan.removed.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default(),
+        not_installed: purge
+            .map(|p| p.plan.not_installed.clone())
+            .unwrap_or_default(),
         files_removed: purge.map(|p| p.files_removed).unwrap_or(0),
         bytes_removed: purge.map(|p| p.bytes_removed).unwrap_or(0),
         init_size: rep.init_size,

@@ -10,7 +10,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
-        Progress { quiet, tty: std::io::stderr().is_terminal() }
+        Progress {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
     pub fn log(&self, msg: &str) {
         if !self.quiet {
@@ -28,9 +31,11 @@ impl Progress {
         }
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         b.set_style(
-            ProgressStyle::with_template("{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b.set_message(what.to_string());
         b

@@ -19,12 +19,16 @@ impl<'de> Deserialize<'de> for Mode {
             I(i64),
         }
         let v = match Raw::deserialize(d)? {
-            Raw::S(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
-                .map_err(|_| serde::de::Error::custom(format!("mode '{s}' is not an octal number like \"0755\"")))?,
-            Raw::I(i) => u32::try_from(i).map_err(|_| serde::de::Error::custom(format!("mode {i} is out of range")))?,
+            Raw::S(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
+                serde::de::Error::custom(format!("mode '{s}' is not an octal number like \"0755\""))
+            })?,
+            Raw::I(i) => u32::try_from(i)
+                .map_err(|_| serde::de::Error::custom(format!("mode {i} is out of range")))?,
         };
         if v > 0o7777 {
-            return Err(serde::de::Error::custom(format!("mode {v:o} has bits beyond 07777")));
+            return Err(serde::de::Error::custom(format!(
+                "mode {v:o} has bits beyond 07777"
+            )));
         }
         Ok(Mode(v))
     }
@@ -103,7 +107,14 @@ pub struct Packages {
 
 impl Default for Packages {
     fn default() -> Self {
-        Packages { purge: vec![], keep: vec![], autoremove: true, forbid: vec![], require: vec![], forbid_elf: vec![] }
+        Packages {
+            purge: vec![],
+            keep: vec![],
+            autoremove: true,
+            forbid: vec![],
+            require: vec![],
+            forbid_elf: vec![],
+        }
     }
 }
 
@@ -136,15 +147,43 @@ pub struct User {
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum FsOp {
     /// Create a directory or set its owner/mode (parents created root:root 0755).
-    Dir { path: String, owner: Option<String>, group: Option<String>, mode: Option<Mode> },
+    Dir {
+        path: String,
+        owner: Option<String>,
+        group: Option<String>,
+        mode: Option<Mode>,
+    },
     /// Write a file from inline `content` or from `source` (relative to the recipe).
-    File { path: String, content: Option<String>, source: Option<String>, owner: Option<String>, group: Option<String>, mode: Option<Mode> },
+    File {
+        path: String,
+        content: Option<String>,
+        source: Option<String>,
+        owner: Option<String>,
+        group: Option<String>,
+        mode: Option<Mode>,
+    },
     /// Prepend lines to a file unless it already contains them (idempotent).
-    Prepend { path: String, lines: Vec<String>, #[serde(default)] before: Option<String> },
+    Prepend {
+        path: String,
+        lines: Vec<String>,
+        #[serde(default)]
+        before: Option<String>,
+    },
     /// `chown -R` semantics over base and added content.
-    Chown { path: String, owner: Option<String>, group: Option<String>, #[serde(default)] recursive: bool },
-    Symlink { path: String, target: String },
-    Remove { path: String },
+    Chown {
+        path: String,
+        owner: Option<String>,
+        group: Option<String>,
+        #[serde(default)]
+        recursive: bool,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Remove {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -228,33 +267,51 @@ impl Recipe {
     pub fn load(path: Option<&Path>) -> Result<Recipe> {
         match path {
             Some(p) => {
-                let bytes = std::fs::read(p).with_context(|| format!("cannot read recipe {}", p.display()))?;
+                let bytes = std::fs::read(p)
+                    .with_context(|| format!("cannot read recipe {}", p.display()))?;
                 let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
                 Recipe::parse(&bytes, &p.display().to_string(), &dir)
             }
-            None => Recipe::parse(DEFAULT_RECIPE.as_bytes(), "recipes/nemoclaw-sandbox.toml (built in)", Path::new("recipes")),
+            None => Recipe::parse(
+                DEFAULT_RECIPE.as_bytes(),
+                "recipes/nemoclaw-sandbox.toml (built in)",
+                Path::new("recipes"),
+            ),
         }
     }
 
     pub fn parse(bytes: &[u8], name: &str, dir: &Path) -> Result<Recipe> {
         let text = std::str::from_utf8(bytes).map_err(|_| anyhow!("{name}: not UTF-8"))?;
-        let mut r: Recipe = toml::from_str(text).map_err(|e| anyhow!("{name}: {}", describe_toml_error(text, &e)))?;
+        let mut r: Recipe = toml::from_str(text)
+            .map_err(|e| anyhow!("{name}: {}", describe_toml_error(text, &e)))?;
         r.source_dir = dir.to_path_buf();
         r.source_bytes = bytes.to_vec();
         r.source_name = name.to_string();
-        r.validate().with_context(|| format!("{name}: invalid recipe"))?;
+        r.validate()
+            .with_context(|| format!("{name}: invalid recipe"))?;
         Ok(r)
     }
 
     fn validate(&self) -> Result<()> {
         for op in &self.fs {
-            if let FsOp::File { path, content, source, .. } = op {
+            if let FsOp::File {
+                path,
+                content,
+                source,
+                ..
+            } = op
+            {
                 if content.is_some() == source.is_some() {
                     bail!("fs op 'file' for {path}: set exactly one of 'content' or 'source'");
                 }
             }
         }
-        for re in self.packages.forbid_elf.iter().chain(&self.audit.secret_patterns) {
+        for re in self
+            .packages
+            .forbid_elf
+            .iter()
+            .chain(&self.audit.secret_patterns)
+        {
             regex_lite::Regex::new(re).map_err(|e| anyhow!("invalid regex '{re}': {e}"))?;
         }
         Ok(())
@@ -291,18 +348,47 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let err = Recipe::parse(b"[image]\nuser = \"x\"\nentrypiont = [\"/x\"]\n", "r.toml", Path::new(".")).unwrap_err();
+        let err = Recipe::parse(
+            b"[image]\nuser = \"x\"\nentrypiont = [\"/x\"]\n",
+            "r.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
         let s = format!("{err:#}");
-        assert!(s.contains("r.toml") && s.contains("line 3") && s.contains("entrypiont"), "{s}");
+        assert!(
+            s.contains("r.toml") && s.contains("line 3") && s.contains("entrypiont"),
+            "{s}"
+        );
     }
 
     #[test]
     fn wrong_type_and_bad_mode() {
-        let err = Recipe::parse(b"[packages]\nautoremove = \"yes\"\n", "r.toml", Path::new(".")).unwrap_err();
+        let err = Recipe::parse(
+            b"[packages]\nautoremove = \"yes\"\n",
+            "r.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
-        let err = Recipe::parse(b"[[fs]]\nop = \"dir\"\npath = \"/x\"\nmode = \"0999\"\n", "r.toml", Path::new(".")).unwrap_err();
+        let err = Recipe::parse(
+            b"[[fs]]\nop = \"dir\"\npath = \"/x\"\nmode = \"0999\"\n",
+            "r.toml",
+            Path::new("."),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("octal"), "{err:#}");
-        let ok = Recipe::parse(b"[[fs]]\nop = \"dir\"\npath = \"/x\"\nmode = 0o2770\n", "r.toml", Path::new(".")).unwrap();
-        assert!(matches!(ok.fs[0], FsOp::Dir { mode: Some(Mode(0o2770)), .. }));
+        let ok = Recipe::parse(
+            b"[[fs]]\nop = \"dir\"\npath = \"/x\"\nmode = 0o2770\n",
+            "r.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(matches!(
+            ok.fs[0],
+            FsOp::Dir {
+                mode: Some(Mode(0o2770)),
+                ..
+            }
+        ));
     }
 }

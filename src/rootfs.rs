@@ -66,7 +66,14 @@ impl Node {
     pub fn file(mode: u32, uid: u64, gid: u64, bytes: Vec<u8>) -> Node {
         let size = bytes.len() as u64;
         let elf = bytes.starts_with(b"\x7fELF");
-        let mut n = Node::new(Kind::File, mode, uid, gid, Content::Bytes(Arc::new(bytes)), size);
+        let mut n = Node::new(
+            Kind::File,
+            mode,
+            uid,
+            gid,
+            Content::Bytes(Arc::new(bytes)),
+            size,
+        );
         n.elf = elf;
         n
     }
@@ -119,7 +126,10 @@ pub struct IndexOptions {
 
 impl Default for IndexOptions {
     fn default() -> Self {
-        IndexOptions { capture: default_capture, hash_contents: false }
+        IndexOptions {
+            capture: default_capture,
+            hash_contents: false,
+        }
     }
 }
 
@@ -159,7 +169,9 @@ pub fn normalize(path: &str) -> Result<String> {
 }
 
 pub fn parent_of(path: &str) -> Option<&str> {
-    path.rfind('/').map(|i| &path[..i]).or(if path.is_empty() { None } else { Some("") })
+    path.rfind('/')
+        .map(|i| &path[..i])
+        .or(if path.is_empty() { None } else { Some("") })
 }
 
 fn under(dir: &str) -> String {
@@ -181,9 +193,18 @@ impl Rootfs {
     }
 
     /// Paths strictly below `dir` (sorted).
-    pub fn descendants<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
-        let prefix = if dir.is_empty() { String::new() } else { under(dir) };
-        self.nodes.range(prefix.clone()..).take_while(move |(k, _)| k.starts_with(&prefix))
+    pub fn descendants<'a>(
+        &'a self,
+        dir: &str,
+    ) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            under(dir)
+        };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
     }
 
     fn descendant_keys(&self, dir: &str) -> Vec<String> {
@@ -235,7 +256,10 @@ impl Rootfs {
             acc.push_str(c);
             match self.nodes.get(&acc) {
                 Some(n) if n.is_dir() => {}
-                Some(n) => bail!("cannot create '/{key}': '/{acc}' is a {:?}, not a directory", n.kind),
+                Some(n) => bail!(
+                    "cannot create '/{key}': '/{acc}' is a {:?}, not a directory",
+                    n.kind
+                ),
                 None => {
                     self.removed.remove(&acc);
                     self.nodes.insert(acc.clone(), Node::dir(0o755, 0, 0));
@@ -248,12 +272,19 @@ impl Rootfs {
     /// Bytes of a regular file, if held in memory or on the host.
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
         let key = normalize(path)?;
-        let node = self.nodes.get(&key).ok_or_else(|| anyhow!("/{key} does not exist in the image"))?;
+        let node = self
+            .nodes
+            .get(&key)
+            .ok_or_else(|| anyhow!("/{key} does not exist in the image"))?;
         match (&node.kind, &node.content) {
             (Kind::File, Content::Bytes(b)) => Ok(b.as_ref().clone()),
             (Kind::File, Content::Empty) => Ok(Vec::new()),
-            (Kind::File, Content::Host(p)) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display())),
-            (Kind::File, Content::Layer(l)) => bail!("/{key}: content in layer {} was not captured", l + 1),
+            (Kind::File, Content::Host(p)) => {
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+            }
+            (Kind::File, Content::Layer(l)) => {
+                bail!("/{key}: content in layer {} was not captured", l + 1)
+            }
             (k, _) => bail!("/{key} is a {k:?}, not a regular file"),
         }
     }
@@ -278,7 +309,11 @@ impl Rootfs {
     /// Follows symlinks inside the image (chroot semantics: `..` and absolute targets
     /// stay inside the root). Returns the final path, which may not exist.
     pub fn resolve(&self, path: &str) -> Option<String> {
-        let mut pending: Vec<String> = path.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect();
+        let mut pending: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .collect();
         pending.reverse();
         let mut cur: Vec<String> = Vec::new();
         let mut hops = 0;
@@ -300,7 +335,11 @@ impl Rootfs {
                     if target.starts_with('/') {
                         cur.clear();
                     }
-                    let mut t: Vec<String> = target.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect();
+                    let mut t: Vec<String> = target
+                        .split('/')
+                        .filter(|c| !c.is_empty() && *c != ".")
+                        .map(str::to_string)
+                        .collect();
                     t.reverse();
                     pending.extend(t);
                 }
@@ -310,22 +349,39 @@ impl Rootfs {
     }
 
     /// Streams one layer's tar into the model, applying OCI whiteouts.
-    pub fn apply_layer(&mut self, layer: usize, label: &str, reader: impl Read, opts: &IndexOptions) -> Result<LayerStats> {
+    pub fn apply_layer(
+        &mut self,
+        layer: usize,
+        label: &str,
+        reader: impl Read,
+        opts: &IndexOptions,
+    ) -> Result<LayerStats> {
         let mut ar = tar::Archive::new(reader);
         let mut stats = LayerStats::default();
         let mut seen: BTreeSet<String> = BTreeSet::new();
-        let entries = ar.entries().with_context(|| format!("{label}: cannot read tar stream"))?;
+        let entries = ar
+            .entries()
+            .with_context(|| format!("{label}: cannot read tar stream"))?;
         for entry in entries {
             let mut entry = entry.with_context(|| format!("{label}: corrupt tar stream"))?;
-            let raw_path = entry.path().with_context(|| format!("{label}: bad entry name"))?.to_string_lossy().into_owned();
-            let key = normalize(&raw_path).with_context(|| format!("{label}: unsafe entry '{raw_path}'"))?;
+            let raw_path = entry
+                .path()
+                .with_context(|| format!("{label}: bad entry name"))?
+                .to_string_lossy()
+                .into_owned();
+            let key = normalize(&raw_path)
+                .with_context(|| format!("{label}: unsafe entry '{raw_path}'"))?;
             stats.entries += 1;
             let (dir, name) = match key.rfind('/') {
                 Some(i) => (&key[..i], &key[i + 1..]),
                 None => ("", key.as_str()),
             };
             if name == ".wh..wh..opq" {
-                let lower: Vec<String> = self.descendants(dir).filter(|(_, n)| n.layer.is_some_and(|l| l < layer)).map(|(k, _)| k.clone()).collect();
+                let lower: Vec<String> = self
+                    .descendants(dir)
+                    .filter(|(_, n)| n.layer.is_some_and(|l| l < layer))
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in lower {
                     self.hide(&k, layer);
                 }
@@ -336,7 +392,11 @@ impl Rootfs {
                 if target.is_empty() {
                     bail!("{label}: invalid whiteout entry '{raw_path}'");
                 }
-                let victim = if dir.is_empty() { target.to_string() } else { format!("{dir}/{target}") };
+                let victim = if dir.is_empty() {
+                    target.to_string()
+                } else {
+                    format!("{dir}/{target}")
+                };
                 let mut keys = self.descendant_keys(&victim);
                 keys.push(victim);
                 for k in keys {
@@ -380,11 +440,21 @@ impl Rootfs {
             } else {
                 continue; // pax/gnu meta headers are consumed by the reader
             };
-            let mode = h.mode().with_context(|| format!("{label}: entry '{raw_path}': bad mode"))? & 0o7777;
-            let uid = h.uid().with_context(|| format!("{label}: entry '{raw_path}': bad uid"))?;
-            let gid = h.gid().with_context(|| format!("{label}: entry '{raw_path}': bad gid"))?;
+            let mode = h
+                .mode()
+                .with_context(|| format!("{label}: entry '{raw_path}': bad mode"))?
+                & 0o7777;
+            let uid = h
+                .uid()
+                .with_context(|| format!("{label}: entry '{raw_path}': bad uid"))?;
+            let gid = h
+                .gid()
+                .with_context(|| format!("{label}: entry '{raw_path}': bad gid"))?;
             let mtime = h.mtime().unwrap_or(0);
-            let dev = (h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
+            let dev = (
+                h.device_major().ok().flatten().unwrap_or(0),
+                h.device_minor().ok().flatten().unwrap_or(0),
+            );
             let size = if kind == Kind::File { entry.size() } else { 0 };
             let link = match kind {
                 Kind::Symlink => Some(
@@ -395,17 +465,27 @@ impl Rootfs {
                         .unwrap_or_default(),
                 ),
                 Kind::Hardlink => {
-                    let l = entry.link_name()?.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-                    let t = normalize(&l).with_context(|| format!("{label}: hardlink '{raw_path}' has unsafe target"))?;
+                    let l = entry
+                        .link_name()?
+                        .map(|l| l.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let t = normalize(&l).with_context(|| {
+                        format!("{label}: hardlink '{raw_path}' has unsafe target")
+                    })?;
                     if !self.nodes.contains_key(&t) {
-                        bail!("{label}: hardlink '{raw_path}' points to '{l}', which does not exist");
+                        bail!(
+                            "{label}: hardlink '{raw_path}' points to '{l}', which does not exist"
+                        );
                     }
                     Some(t)
                 }
                 _ => None,
             };
             let mut xattrs = BTreeMap::new();
-            if let Some(exts) = entry.pax_extensions().with_context(|| format!("{label}: entry '{raw_path}': bad PAX header"))? {
+            if let Some(exts) = entry
+                .pax_extensions()
+                .with_context(|| format!("{label}: entry '{raw_path}': bad PAX header"))?
+            {
                 for ext in exts {
                     let ext = ext?;
                     if let Ok(k) = ext.key() {
@@ -417,7 +497,23 @@ impl Rootfs {
             }
             let bit = 1u128 << layer.min(127);
             let in_layers = bit | self.nodes.get(&key).map(|o| o.in_layers).unwrap_or(0);
-            let mut node = Node { kind, mode, uid, gid, mtime, size, link, xattrs, dev, content: Content::Empty, layer: Some(layer), modified: false, elf: false, sha256: None, in_layers };
+            let mut node = Node {
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime,
+                size,
+                link,
+                xattrs,
+                dev,
+                content: Content::Empty,
+                layer: Some(layer),
+                modified: false,
+                elf: false,
+                sha256: None,
+                in_layers,
+            };
             if kind == Kind::File {
                 node.content = Content::Layer(layer);
                 let capture = (opts.capture)(&key, size);
@@ -427,7 +523,9 @@ impl Rootfs {
                     let mut chunk = vec![0u8; 64 * 1024];
                     let mut first = true;
                     loop {
-                        let n = entry.read(&mut chunk).with_context(|| format!("{label}: entry '{raw_path}': truncated data"))?;
+                        let n = entry.read(&mut chunk).with_context(|| {
+                            format!("{label}: entry '{raw_path}': truncated data")
+                        })?;
                         if n == 0 {
                             break;
                         }
@@ -446,7 +544,9 @@ impl Rootfs {
                     }
                 } else if size >= 4 {
                     let mut magic = [0u8; 4];
-                    entry.read_exact(&mut magic).with_context(|| format!("{label}: entry '{raw_path}': truncated data"))?;
+                    entry
+                        .read_exact(&mut magic)
+                        .with_context(|| format!("{label}: entry '{raw_path}': truncated data"))?;
                     node.elf = &magic == b"\x7fELF";
                 }
                 stats.bytes += size;
@@ -461,7 +561,8 @@ impl Rootfs {
         }
         // Drain to EOF so compressed-stream trailers and blob digests get verified.
         let mut inner = ar.into_inner();
-        std::io::copy(&mut inner, &mut std::io::sink()).with_context(|| format!("{label}: error after the last tar entry"))?;
+        std::io::copy(&mut inner, &mut std::io::sink())
+            .with_context(|| format!("{label}: error after the last tar entry"))?;
         self.layers = self.layers.max(layer + 1);
         Ok(stats)
     }
@@ -470,7 +571,12 @@ impl Rootfs {
         if let Some(n) = self.nodes.remove(key) {
             if let Some(l) = n.layer {
                 if l < by_layer && n.kind == Kind::File {
-                    self.hidden.push(Hidden { path: key.to_string(), layer: l, size: n.size, elf: n.elf });
+                    self.hidden.push(Hidden {
+                        path: key.to_string(),
+                        layer: l,
+                        size: n.size,
+                        elf: n.elf,
+                    });
                 }
             }
         }
@@ -478,7 +584,11 @@ impl Rootfs {
 
     /// Total bytes of regular files.
     pub fn file_bytes(&self) -> u64 {
-        self.nodes.values().filter(|n| n.kind == Kind::File).map(|n| n.size).sum()
+        self.nodes
+            .values()
+            .filter(|n| n.kind == Kind::File)
+            .map(|n| n.size)
+            .sum()
     }
 }
 
@@ -534,33 +644,56 @@ mod tests {
     #[test]
     fn file_replacing_dir_drops_children() {
         let l0 = TarBuilder::new().file("opt/x/y", b"y", 0o644).build();
-        let l1 = TarBuilder::new().file("opt/x", b"now a file", 0o644).build();
+        let l1 = TarBuilder::new()
+            .file("opt/x", b"now a file", 0o644)
+            .build();
         let mut fs = Rootfs::new();
-        fs.apply_layer(0, "l1", &l0[..], &IndexOptions::default()).unwrap();
-        fs.apply_layer(1, "l2", &l1[..], &IndexOptions::default()).unwrap();
+        fs.apply_layer(0, "l1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        fs.apply_layer(1, "l2", &l1[..], &IndexOptions::default())
+            .unwrap();
         assert!(fs.get("opt/x/y").is_none());
         assert_eq!(fs.get("opt/x").unwrap().kind, Kind::File);
     }
 
     #[test]
     fn rejects_traversal_and_symlink_parents() {
-        let bad = TarBuilder::new().raw_file("../../etc/x", b"x", 0o644).build();
-        let err = Rootfs::new().apply_layer(0, "layer 1", &bad[..], &IndexOptions::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("layer 1: unsafe entry '../../etc/x'"), "{err:#}");
-        let via_link = TarBuilder::new().symlink("evil", "/etc").file("evil/passwd", b"x", 0o644).build();
-        let err = Rootfs::new().apply_layer(0, "layer 1", &via_link[..], &IndexOptions::default()).unwrap_err();
+        let bad = TarBuilder::new()
+            .raw_file("../../etc/x", b"x", 0o644)
+            .build();
+        let err = Rootfs::new()
+            .apply_layer(0, "layer 1", &bad[..], &IndexOptions::default())
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("layer 1: unsafe entry '../../etc/x'"),
+            "{err:#}"
+        );
+        let via_link = TarBuilder::new()
+            .symlink("evil", "/etc")
+            .file("evil/passwd", b"x", 0o644)
+            .build();
+        let err = Rootfs::new()
+            .apply_layer(0, "layer 1", &via_link[..], &IndexOptions::default())
+            .unwrap_err();
         assert!(format!("{err:#}").contains("which is a symlink"), "{err:#}");
     }
 
     #[test]
     fn resolve_stays_inside_root() {
         let mut fs = Rootfs::new();
-        fs.insert("usr/bin/gcc-12", Node::file(0o755, 0, 0, b"\x7fELF".to_vec())).unwrap();
+        fs.insert(
+            "usr/bin/gcc-12",
+            Node::file(0o755, 0, 0, b"\x7fELF".to_vec()),
+        )
+        .unwrap();
         fs.insert("bin", Node::symlink("usr/bin")).unwrap();
         fs.insert("usr/bin/gcc", Node::symlink("gcc-12")).unwrap();
-        fs.insert("etc/alternatives/cc", Node::symlink("/usr/bin/gcc")).unwrap();
-        fs.insert("usr/bin/cc", Node::symlink("/etc/alternatives/cc")).unwrap();
-        fs.insert("escape", Node::symlink("../../../../usr/bin/gcc")).unwrap();
+        fs.insert("etc/alternatives/cc", Node::symlink("/usr/bin/gcc"))
+            .unwrap();
+        fs.insert("usr/bin/cc", Node::symlink("/etc/alternatives/cc"))
+            .unwrap();
+        fs.insert("escape", Node::symlink("../../../../usr/bin/gcc"))
+            .unwrap();
         assert_eq!(fs.resolve("/bin/cc").unwrap(), "usr/bin/gcc-12");
         assert_eq!(fs.resolve("/escape").unwrap(), "usr/bin/gcc-12");
     }

@@ -7,7 +7,14 @@ use crate::rootfs::{Kind, Rootfs};
 use anyhow::Result;
 use regex_lite::Regex;
 
-pub const PATH_DIRS: [&str; 6] = ["usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin"];
+pub const PATH_DIRS: [&str; 6] = [
+    "usr/local/sbin",
+    "usr/local/bin",
+    "usr/sbin",
+    "usr/bin",
+    "sbin",
+    "bin",
+];
 
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hit {
@@ -21,14 +28,21 @@ pub struct Hit {
 
 fn command_regex(cmd: &str) -> Result<Regex> {
     // gcc, gcc-12, x86_64-linux-gnu-gcc, x86_64-linux-gnu-gcc-12, ...
-    Ok(Regex::new(&format!(r"^(?:[A-Za-z0-9_]+-linux-[A-Za-z0-9_]+-)?{}(?:-[0-9][0-9.]*)?$", regex_lite::escape(cmd)))?)
+    Ok(Regex::new(&format!(
+        r"^(?:[A-Za-z0-9_]+-linux-[A-Za-z0-9_]+-)?{}(?:-[0-9][0-9.]*)?$",
+        regex_lite::escape(cmd)
+    ))?)
 }
 
 /// Forbidden commands on PATH directories (resolving to an existing file) and
 /// forbidden ELF basenames anywhere.
 pub fn forbidden(fs: &Rootfs, p: &Packages) -> Result<Vec<Hit>> {
     let mut hits = Vec::new();
-    let cmds: Vec<(String, Regex)> = p.forbid.iter().map(|c| Ok((c.clone(), command_regex(c)?))).collect::<Result<_>>()?;
+    let cmds: Vec<(String, Regex)> = p
+        .forbid
+        .iter()
+        .map(|c| Ok((c.clone(), command_regex(c)?)))
+        .collect::<Result<_>>()?;
     let mut seen_dirs = std::collections::BTreeSet::new();
     for d in PATH_DIRS {
         let Some(real) = fs.resolve(d) else { continue };
@@ -43,25 +57,41 @@ pub fn forbidden(fs: &Rootfs, p: &Packages) -> Result<Vec<Hit>> {
             for (c, re) in &cmds {
                 if re.is_match(rest) {
                     let resolved = fs.resolve(path);
-                    let target = resolved.as_deref().and_then(|r| fs.nodes.get(r).map(|n| (r, n)));
+                    let target = resolved
+                        .as_deref()
+                        .and_then(|r| fs.nodes.get(r).map(|n| (r, n)));
                     match (node.kind, target) {
-                        (Kind::Symlink, Some((r, t))) if t.kind == Kind::File => {
-                            hits.push(Hit { path: format!("/{path}"), rule: format!("command {c}"), target: Some(format!("/{r}")) })
-                        }
+                        (Kind::Symlink, Some((r, t))) if t.kind == Kind::File => hits.push(Hit {
+                            path: format!("/{path}"),
+                            rule: format!("command {c}"),
+                            target: Some(format!("/{r}")),
+                        }),
                         (Kind::Symlink, _) => {}
-                        _ => hits.push(Hit { path: format!("/{path}"), rule: format!("command {c}"), target: None }),
+                        _ => hits.push(Hit {
+                            path: format!("/{path}"),
+                            rule: format!("command {c}"),
+                            target: None,
+                        }),
                     }
                 }
             }
         }
     }
     if !p.forbid_elf.is_empty() {
-        let res: Vec<Regex> = p.forbid_elf.iter().map(|r| Regex::new(r)).collect::<std::result::Result<_, _>>()?;
+        let res: Vec<Regex> = p
+            .forbid_elf
+            .iter()
+            .map(|r| Regex::new(r))
+            .collect::<std::result::Result<_, _>>()?;
         for (path, node) in &fs.nodes {
             if node.kind == Kind::File && node.elf {
                 let base = path.rsplit('/').next().unwrap_or(path);
                 if res.iter().any(|r| r.is_match(base)) {
-                    hits.push(Hit { path: format!("/{path}"), rule: "toolchain ELF".into(), target: None });
+                    hits.push(Hit {
+                        path: format!("/{path}"),
+                        rule: "toolchain ELF".into(),
+                        target: None,
+                    });
                 }
             }
         }
@@ -104,18 +134,45 @@ mod tests {
     fn finds_versioned_prefixed_and_hidden_elves() {
         let mut fs = Rootfs::new();
         fs.insert("bin", Node::symlink("usr/bin")).unwrap();
-        fs.insert("usr/bin/x86_64-linux-gnu-gcc-12", Node::file(0o755, 0, 0, b"\x7fELFxx".to_vec())).unwrap();
-        fs.insert("usr/bin/ncat-not", Node::file(0o755, 0, 0, b"#!".to_vec())).unwrap();
-        fs.insert("usr/bin/vi", Node::symlink("/etc/alternatives/vi")).unwrap();
-        fs.insert("etc/alternatives/vi", Node::symlink("/usr/bin/vim.tiny")).unwrap();
-        fs.insert("usr/bin/vim.tiny", Node::file(0o755, 0, 0, b"\x7fELF".to_vec())).unwrap();
-        fs.insert("usr/lib/gcc/x86_64-linux-gnu/12/as", Node::file(0o755, 0, 0, b"\x7fELF".to_vec())).unwrap();
-        fs.insert("usr/bin/nc", Node::symlink("/etc/alternatives/nc")).unwrap(); // dangling: not a command
+        fs.insert(
+            "usr/bin/x86_64-linux-gnu-gcc-12",
+            Node::file(0o755, 0, 0, b"\x7fELFxx".to_vec()),
+        )
+        .unwrap();
+        fs.insert("usr/bin/ncat-not", Node::file(0o755, 0, 0, b"#!".to_vec()))
+            .unwrap();
+        fs.insert("usr/bin/vi", Node::symlink("/etc/alternatives/vi"))
+            .unwrap();
+        fs.insert("etc/alternatives/vi", Node::symlink("/usr/bin/vim.tiny"))
+            .unwrap();
+        fs.insert(
+            "usr/bin/vim.tiny",
+            Node::file(0o755, 0, 0, b"\x7fELF".to_vec()),
+        )
+        .unwrap();
+        fs.insert(
+            "usr/lib/gcc/x86_64-linux-gnu/12/as",
+            Node::file(0o755, 0, 0, b"\x7fELF".to_vec()),
+        )
+        .unwrap();
+        fs.insert("usr/bin/nc", Node::symlink("/etc/alternatives/nc"))
+            .unwrap(); // dangling: not a command
         let hits = forbidden(&fs, &pk()).unwrap();
         let paths: Vec<&str> = hits.iter().map(|h| h.path.as_str()).collect();
-        assert!(paths.contains(&"/usr/bin/x86_64-linux-gnu-gcc-12"), "{paths:?}");
-        assert!(paths.contains(&"/usr/lib/gcc/x86_64-linux-gnu/12/as"), "{paths:?}");
-        assert!(!paths.iter().any(|p| p.contains("ncat-not") || p.ends_with("/nc")), "{paths:?}");
+        assert!(
+            paths.contains(&"/usr/bin/x86_64-linux-gnu-gcc-12"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"/usr/lib/gcc/x86_64-linux-gnu/12/as"),
+            "{paths:?}"
+        );
+        assert!(
+            !paths
+                .iter()
+                .any(|p| p.contains("ncat-not") || p.ends_with("/nc")),
+            "{paths:?}"
+        );
         assert_eq!(missing_required(&fs, &pk()), vec!["jq".to_string()]);
     }
 }

@@ -25,12 +25,22 @@ impl Staging {
     /// A staging layout next to the output, so the final rename stays on one filesystem.
     pub fn for_output(out: &ImageRef) -> Result<Staging> {
         let parent = match out {
-            ImageRef::OciDir { path, .. } | ImageRef::OciArchive { path, .. } | ImageRef::DockerArchive { path, .. } => parent_dir(path),
-            ImageRef::Tar(_) => bail!("tar: is a base format only; write oci:, oci-archive: or docker-archive:"),
+            ImageRef::OciDir { path, .. }
+            | ImageRef::OciArchive { path, .. }
+            | ImageRef::DockerArchive { path, .. } => parent_dir(path),
+            ImageRef::Tar(_) => {
+                bail!("tar: is a base format only; write oci:, oci-archive: or docker-archive:")
+            }
             ImageRef::Registry(_) => std::env::temp_dir(),
         };
-        std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        let dir = tempfile::Builder::new().prefix(".nemoclaw-build-").tempdir_in(&parent).with_context(|| format!("cannot create a staging directory in {}", parent.display()))?;
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(".nemoclaw-build-")
+            .tempdir_in(&parent)
+            .with_context(|| {
+                format!("cannot create a staging directory in {}", parent.display())
+            })?;
         std::fs::create_dir_all(dir.path().join("blobs/sha256"))?;
         Ok(Staging { dir })
     }
@@ -44,7 +54,10 @@ impl Staging {
     }
     /// Copies a base layer blob as-is, verifying its digest while copying.
     pub fn copy_layer(&self, l: &LayerBlob) -> Result<()> {
-        let digest = l.digest.as_deref().ok_or_else(|| anyhow::anyhow!("{}: no digest to reuse", l.label))?;
+        let digest = l
+            .digest
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("{}: no digest to reuse", l.label))?;
         let dst = self.blobs().join(digest_hex(digest)?);
         if dst.exists() {
             return Ok(());
@@ -63,9 +76,15 @@ impl Staging {
 }
 
 /// Writes oci-layout and index.json for one manifest.
-pub fn write_layout_index(dir: &Path, manifest_digest: &str, manifest_size: u64, tag: Option<&str>) -> Result<()> {
+pub fn write_layout_index(
+    dir: &Path,
+    manifest_digest: &str,
+    manifest_size: u64,
+    tag: Option<&str>,
+) -> Result<()> {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut desc = json!({"mediaType": MT_OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size});
+    let mut desc =
+        json!({"mediaType": MT_OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size});
     if let Some(t) = tag {
         desc["annotations"] = json!({"org.opencontainers.image.ref.name": t});
     }
@@ -75,24 +94,65 @@ pub fn write_layout_index(dir: &Path, manifest_digest: &str, manifest_size: u64,
 }
 
 /// Publishes the staged layout to `out`. `manifest` is the manifest JSON already in blobs.
-pub fn publish(staging: Staging, out: &ImageRef, manifest_digest: &str, manifest: &Value, manifest_size: u64, epoch: u64) -> Result<()> {
+pub fn publish(
+    staging: Staging,
+    out: &ImageRef,
+    manifest_digest: &str,
+    manifest: &Value,
+    manifest_size: u64,
+    epoch: u64,
+    registry: &crate::registry::RegistryOptions,
+) -> Result<()> {
     match out {
+        ImageRef::Registry(reference) => {
+            write_layout_index(staging.path(), manifest_digest, manifest_size, None)?;
+            let bytes = std::fs::read(staging.blobs().join(digest_hex(manifest_digest)?))?;
+            let pushed = crate::registry::push(
+                staging.path(),
+                reference,
+                manifest_digest,
+                &bytes,
+                registry,
+            )?;
+            if pushed != manifest_digest {
+                bail!("registry://{reference} reports manifest digest {pushed}, but we built {manifest_digest}");
+            }
+            Ok(())
+        }
         ImageRef::OciDir { path, tag } => {
-            write_layout_index(staging.path(), manifest_digest, manifest_size, Some(tag.as_deref().unwrap_or("latest")))?;
+            write_layout_index(
+                staging.path(),
+                manifest_digest,
+                manifest_size,
+                Some(tag.as_deref().unwrap_or("latest")),
+            )?;
             let staged = staging.dir.keep();
             replace_path(&staged, path)
         }
         ImageRef::OciArchive { path, tag } => {
-            write_layout_index(staging.path(), manifest_digest, manifest_size, Some(tag.as_deref().unwrap_or("latest")))?;
+            write_layout_index(
+                staging.path(),
+                manifest_digest,
+                manifest_size,
+                Some(tag.as_deref().unwrap_or("latest")),
+            )?;
             pack_dir(staging.path(), path, epoch, None)
         }
         ImageRef::DockerArchive { path, tag } => {
             write_layout_index(staging.path(), manifest_digest, manifest_size, None)?;
-            let config = manifest.pointer("/config/digest").and_then(|v| v.as_str()).unwrap_or_default();
+            let config = manifest
+                .pointer("/config/digest")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let layers: Vec<String> = manifest
                 .get("layers")
                 .and_then(|l| l.as_array())
-                .map(|a| a.iter().filter_map(|d| d.get("digest").and_then(|x| x.as_str())).map(|d| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.get("digest").and_then(|x| x.as_str()))
+                        .map(|d| format!("blobs/sha256/{}", d.trim_start_matches("sha256:")))
+                        .collect()
+                })
                 .unwrap_or_default();
             let repo_tag = match tag {
                 Some(t) if t.contains(':') || t.contains('/') => t.clone(),
@@ -100,19 +160,28 @@ pub fn publish(staging: Staging, out: &ImageRef, manifest_digest: &str, manifest
                 None => "localhost/nemoclaw:latest".into(),
             };
             let mf = json!([{"Config": format!("blobs/sha256/{}", config.trim_start_matches("sha256:")), "RepoTags": [repo_tag], "Layers": layers}]);
-            std::fs::write(staging.path().join("manifest.json"), crate::image::canonical(&mf))?;
+            std::fs::write(
+                staging.path().join("manifest.json"),
+                crate::image::canonical(&mf),
+            )?;
             pack_dir(staging.path(), path, epoch, None)
         }
-        ImageRef::Tar(_) | ImageRef::Registry(_) => bail!("cannot publish to {out} here"),
+        ImageRef::Tar(_) => bail!("cannot publish to {out}: tar: is a base format only"),
     }
 }
 
 /// Renames `staged` over `dest` (moving an existing dest aside first, then deleting it).
 fn replace_path(staged: &Path, dest: &Path) -> Result<()> {
     if dest.exists() {
-        if dest.is_dir() && !dest.join("oci-layout").exists() && std::fs::read_dir(dest)?.next().is_some() {
+        if dest.is_dir()
+            && !dest.join("oci-layout").exists()
+            && std::fs::read_dir(dest)?.next().is_some()
+        {
             let _ = std::fs::remove_dir_all(staged);
-            bail!("output {} exists and is not an OCI layout; refusing to replace it", dest.display());
+            bail!(
+                "output {} exists and is not an OCI layout; refusing to replace it",
+                dest.display()
+            );
         }
         let old = parent_dir(dest).join(format!(".nemoclaw-build-old-{}", std::process::id()));
         std::fs::rename(dest, &old)?;
@@ -127,13 +196,16 @@ fn replace_path(staged: &Path, dest: &Path) -> Result<()> {
         }
         return Ok(());
     }
-    std::fs::rename(staged, dest).with_context(|| format!("cannot move the image into {}", dest.display()))
+    std::fs::rename(staged, dest)
+        .with_context(|| format!("cannot move the image into {}", dest.display()))
 }
 
 /// Packs a directory into a deterministic tar at `dest` (temp file + rename).
 pub fn pack_dir(src: &Path, dest: &Path, epoch: u64, _skip: Option<&str>) -> Result<()> {
     let parent = parent_dir(dest);
-    let tmp = tempfile::Builder::new().prefix(".nemoclaw-build-").tempfile_in(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".nemoclaw-build-")
+        .tempfile_in(&parent)?;
     {
         let mut b = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
         for e in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
@@ -158,6 +230,8 @@ pub fn pack_dir(src: &Path, dest: &Path, epoch: u64, _skip: Option<&str>) -> Res
         }
         b.into_inner()?.flush()?;
     }
-    tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("cannot write {}", dest.display()))?;
+    tmp.persist(dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(())
 }

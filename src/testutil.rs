@@ -13,7 +13,9 @@ impl Default for TarBuilder {
 
 impl TarBuilder {
     pub fn new() -> Self {
-        TarBuilder { b: tar::Builder::new(Vec::new()) }
+        TarBuilder {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
@@ -27,7 +29,9 @@ impl TarBuilder {
     }
     pub fn dir(mut self, path: &str, mode: u32) -> Self {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-        self.b.append_data(&mut h, format!("{path}/"), &[][..]).expect("dir");
+        self.b
+            .append_data(&mut h, format!("{path}/"), &[][..])
+            .expect("dir");
         self
     }
     pub fn file(mut self, path: &str, data: &[u8], mode: u32) -> Self {

@@ -21,29 +21,55 @@ pub fn open(path: &Path, tag: Option<&str>) -> Result<BaseImage> {
     let store = ArchiveStore::index(path)?;
     let mf = store
         .locate("manifest.json")
-        .map_err(|_| anyhow!("{} is not a docker-archive (no manifest.json)", path.display()))?
+        .map_err(|_| {
+            anyhow!(
+                "{} is not a docker-archive (no manifest.json)",
+                path.display()
+            )
+        })?
         .read_all(16 << 20, "manifest.json")?;
-    let entries: Vec<Entry> = serde_json::from_slice(&mf).with_context(|| format!("{}: manifest.json is invalid", path.display()))?;
+    let entries: Vec<Entry> = serde_json::from_slice(&mf)
+        .with_context(|| format!("{}: manifest.json is invalid", path.display()))?;
     let entry = match tag {
         Some(t) => entries
             .iter()
-            .find(|e| e.repo_tags.iter().flatten().any(|rt| rt == t || rt.ends_with(&format!("/{t}")) || rt.rsplit(':').next() == Some(t)))
+            .find(|e| {
+                e.repo_tags.iter().flatten().any(|rt| {
+                    rt == t || rt.ends_with(&format!("/{t}")) || rt.rsplit(':').next() == Some(t)
+                })
+            })
             .ok_or_else(|| anyhow!("{}: no image tagged '{t}'", path.display()))?,
         None => match entries.len() {
             1 => &entries[0],
             0 => bail!("{}: manifest.json lists no images", path.display()),
-            n => bail!("{}: manifest.json lists {n} images; select one with :TAG", path.display()),
+            n => bail!(
+                "{}: manifest.json lists {n} images; select one with :TAG",
+                path.display()
+            ),
         },
     };
     let config_bytes = store.locate(&entry.config)?.read_all(16 << 20, "config")?;
-    let config: serde_json::Value = serde_json::from_slice(&config_bytes).with_context(|| format!("{}: config {} is invalid JSON", path.display(), entry.config))?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes).with_context(|| {
+        format!(
+            "{}: config {} is invalid JSON",
+            path.display(),
+            entry.config
+        )
+    })?;
     let diff_ids = diff_ids_of(&config);
     if diff_ids.len() != entry.layers.len() {
-        bail!("{}: config lists {} diff_ids for {} layers", path.display(), diff_ids.len(), entry.layers.len());
+        bail!(
+            "{}: config lists {} diff_ids for {} layers",
+            path.display(),
+            diff_ids.len(),
+            entry.layers.len()
+        );
     }
     let mut layers = Vec::new();
     for (i, (rel, diff_id)) in entry.layers.iter().zip(&diff_ids).enumerate() {
-        let loc = store.locate(rel.trim_start_matches("./")).with_context(|| format!("layer {}", i + 1))?;
+        let loc = store
+            .locate(rel.trim_start_matches("./"))
+            .with_context(|| format!("layer {}", i + 1))?;
         let mut l = LayerBlob::new(i, loc.clone(), MT_OCI_LAYER, None, Some(diff_id.clone()))?;
         match l.compression {
             // Uncompressed: the blob digest is the diff_id, verified while streaming.
@@ -52,11 +78,21 @@ pub fn open(path: &Path, tag: Option<&str>) -> Result<BaseImage> {
                 let mut h = crate::digest::HashingReader::new(loc.open()?);
                 std::io::copy(&mut h, &mut std::io::sink())?;
                 l.digest = Some(h.finish().0);
-                l.media_type = if l.compression == Compression::Gzip { super::MT_OCI_LAYER_GZIP.into() } else { super::MT_OCI_LAYER_ZSTD.into() };
+                l.media_type = if l.compression == Compression::Gzip {
+                    super::MT_OCI_LAYER_GZIP.into()
+                } else {
+                    super::MT_OCI_LAYER_ZSTD.into()
+                };
             }
         }
         l.label = format!("layer {} ({})", i + 1, rel);
         layers.push(l);
     }
-    Ok(BaseImage { name: format!("docker-archive:{}", path.display()), manifest_digest: None, config, layers, _scratch: None })
+    Ok(BaseImage {
+        name: format!("docker-archive:{}", path.display()),
+        manifest_digest: None,
+        config,
+        layers,
+        _scratch: None,
+    })
 }

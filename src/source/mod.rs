@@ -3,7 +3,6 @@
 //! already are (a file, or a byte range inside an archive). Nothing is extracted.
 pub mod docker_archive;
 pub mod oci;
-pub mod registry;
 
 use crate::digest::VerifyingReader;
 use crate::imageref::ImageRef;
@@ -32,17 +31,27 @@ pub struct BlobLocation {
 
 impl BlobLocation {
     pub fn whole(path: &Path) -> Result<BlobLocation> {
-        let len = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
-        Ok(BlobLocation { path: path.to_path_buf(), offset: 0, len })
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        Ok(BlobLocation {
+            path: path.to_path_buf(),
+            offset: 0,
+            len,
+        })
     }
     pub fn open(&self) -> Result<io::Take<BufReader<File>>> {
-        let mut f = File::open(&self.path).with_context(|| format!("cannot open {}", self.path.display()))?;
+        let mut f = File::open(&self.path)
+            .with_context(|| format!("cannot open {}", self.path.display()))?;
         f.seek(SeekFrom::Start(self.offset))?;
         Ok(BufReader::with_capacity(256 * 1024, f).take(self.len))
     }
     pub fn read_all(&self, limit: u64, what: &str) -> Result<Vec<u8>> {
         if self.len > limit {
-            bail!("{what} is {} bytes, more than the {limit} bytes allowed", self.len);
+            bail!(
+                "{what} is {} bytes, more than the {limit} bytes allowed",
+                self.len
+            );
         }
         let mut buf = Vec::with_capacity(self.len as usize);
         self.open()?.read_to_end(&mut buf)?;
@@ -84,17 +93,36 @@ pub struct LayerBlob {
 }
 
 impl LayerBlob {
-    pub fn new(index: usize, location: BlobLocation, media_type: &str, digest: Option<String>, diff_id: Option<String>) -> Result<LayerBlob> {
+    pub fn new(
+        index: usize,
+        location: BlobLocation,
+        media_type: &str,
+        digest: Option<String>,
+        diff_id: Option<String>,
+    ) -> Result<LayerBlob> {
         let mut head = [0u8; 4];
         let mut r = location.open()?;
         let n = read_up_to(&mut r, &mut head)?;
         let compression = sniff_compression(&head[..n]);
-        let short = digest.as_deref().map(|d| d.trim_start_matches("sha256:").chars().take(12).collect::<String>());
+        let short = digest.as_deref().map(|d| {
+            d.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        });
         let label = match short {
             Some(s) => format!("layer {} (sha256:{s})", index + 1),
             None => format!("layer {} ({})", index + 1, location.path.display()),
         };
-        Ok(LayerBlob { label, media_type: media_type.to_string(), digest, size: location.len, diff_id, compression, location })
+        Ok(LayerBlob {
+            label,
+            media_type: media_type.to_string(),
+            digest,
+            size: location.len,
+            diff_id,
+            compression,
+            location,
+        })
     }
 
     /// The stored bytes, verified against the descriptor digest and size at EOF.
@@ -112,7 +140,10 @@ impl LayerBlob {
         Ok(match self.compression {
             Compression::None => raw,
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw).with_context(|| format!("{}: bad zstd stream", self.label))?),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(raw)
+                    .with_context(|| format!("{}: bad zstd stream", self.label))?,
+            ),
         })
     }
 }
@@ -146,7 +177,7 @@ pub struct BaseImage {
 pub struct OpenOptions {
     /// `os/arch[/variant]` for image indexes; defaults to linux and the host arch.
     pub platform: Option<String>,
-    pub registry: registry::RegistryOptions,
+    pub registry: crate::registry::RegistryOptions,
 }
 
 pub fn host_arch() -> &'static str {
@@ -163,7 +194,7 @@ pub fn open_image(r: &ImageRef, opts: &OpenOptions) -> Result<BaseImage> {
         ImageRef::OciDir { path, tag } => oci::open_layout_dir(path, tag.as_deref(), opts),
         ImageRef::OciArchive { path, tag } => oci::open_layout_archive(path, tag.as_deref(), opts),
         ImageRef::DockerArchive { path, tag } => docker_archive::open(path, tag.as_deref()),
-        ImageRef::Registry(reference) => registry::pull(reference, opts),
+        ImageRef::Registry(reference) => crate::registry::pull(reference, opts),
     }
     .with_context(|| format!("cannot read image {r}"))
 }
@@ -178,5 +209,11 @@ fn open_rootfs_tar(path: &Path) -> Result<BaseImage> {
         "rootfs": {"type": "layers", "diff_ids": []},
         "history": [{"created_by": format!("rootfs tarball {}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())}],
     });
-    Ok(BaseImage { name: format!("tar:{}", path.display()), manifest_digest: None, config, layers: vec![layer], _scratch: None })
+    Ok(BaseImage {
+        name: format!("tar:{}", path.display()),
+        manifest_digest: None,
+        config,
+        layers: vec![layer],
+        _scratch: None,
+    })
 }

@@ -27,11 +27,17 @@ pub fn lookup_id(text: &str, name: &str) -> Option<u64> {
     if let Ok(n) = name.parse::<u64>() {
         return Some(n);
     }
-    text.lines().map(fields).find(|f| f.len() > 2 && f[0] == name).and_then(|f| f[2].parse().ok())
+    text.lines()
+        .map(fields)
+        .find(|f| f.len() > 2 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
 }
 
 pub fn lookup_name(text: &str, id: u64) -> Option<String> {
-    text.lines().map(fields).find(|f| f.len() > 2 && f[2].parse::<u64>().ok() == Some(id)).map(|f| f[0].to_string())
+    text.lines()
+        .map(fields)
+        .find(|f| f.len() > 2 && f[2].parse::<u64>().ok() == Some(id))
+        .map(|f| f[0].to_string())
 }
 
 fn read_or_empty(fs: &Rootfs, path: &str) -> Result<String> {
@@ -41,7 +47,13 @@ fn read_or_empty(fs: &Rootfs, path: &str) -> Result<String> {
     }
 }
 
-fn write_keep_meta(fs: &mut Rootfs, path: &str, bytes: Vec<u8>, default_mode: u32, default_gid: u64) -> Result<()> {
+fn write_keep_meta(
+    fs: &mut Rootfs,
+    path: &str,
+    bytes: Vec<u8>,
+    default_mode: u32,
+    default_gid: u64,
+) -> Result<()> {
     if fs.get(path).is_some() {
         fs.write(path, bytes)
     } else {
@@ -54,19 +66,31 @@ pub fn add_groups(group: &str, gshadow: &str, groups: &[Group]) -> Result<(Strin
     let mut g = lines(group);
     let mut gs = lines(gshadow);
     for want in groups {
-        let existing = g.iter().position(|l| fields(l).first() == Some(&want.name.as_str()));
+        let existing = g
+            .iter()
+            .position(|l| fields(l).first() == Some(&want.name.as_str()));
         let by_id = g.iter().find(|l| {
             let f = fields(l);
             f.len() > 2 && f[2].parse::<u32>().ok() == Some(want.gid) && f[0] != want.name
         });
         if let Some(other) = by_id {
-            bail!("group {} (gid {}) clashes with existing group '{}' in /etc/group", want.name, want.gid, other);
+            bail!(
+                "group {} (gid {}) clashes with existing group '{}' in /etc/group",
+                want.name,
+                want.gid,
+                other
+            );
         }
         let idx = match existing {
             Some(i) => {
                 let f = fields(&g[i]);
                 if f.len() < 3 || f[2].parse::<u32>().ok() != Some(want.gid) {
-                    bail!("group {} (gid {}) clashes with existing group '{}' in /etc/group", want.name, want.gid, g[i]);
+                    bail!(
+                        "group {} (gid {}) clashes with existing group '{}' in /etc/group",
+                        want.name,
+                        want.gid,
+                        g[i]
+                    );
                 }
                 i
             }
@@ -76,7 +100,10 @@ pub fn add_groups(group: &str, gshadow: &str, groups: &[Group]) -> Result<(Strin
             }
         };
         g[idx] = add_members(&g[idx], 3, &want.members);
-        match gs.iter().position(|l| fields(l).first() == Some(&want.name.as_str())) {
+        match gs
+            .iter()
+            .position(|l| fields(l).first() == Some(&want.name.as_str()))
+        {
             Some(i) => gs[i] = add_members(&gs[i], 3, &want.members),
             None if !gshadow.is_empty() || existing.is_none() => {
                 gs.push(format!("{}:!::{}", want.name, want.members.join(",")));
@@ -84,7 +111,10 @@ pub fn add_groups(group: &str, gshadow: &str, groups: &[Group]) -> Result<(Strin
             None => {}
         }
     }
-    Ok((String::from_utf8_lossy(&join(&g)).into_owned(), String::from_utf8_lossy(&join(&gs)).into_owned()))
+    Ok((
+        String::from_utf8_lossy(&join(&g)).into_owned(),
+        String::from_utf8_lossy(&join(&gs)).into_owned(),
+    ))
 }
 
 /// Adds members to the comma list in field `idx`, keeping existing order.
@@ -93,7 +123,11 @@ fn add_members(line: &str, idx: usize, members: &[String]) -> String {
     while f.len() <= idx {
         f.push(String::new());
     }
-    let mut list: Vec<String> = f[idx].split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let mut list: Vec<String> = f[idx]
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let mut changed = false;
     for m in members {
         if !list.contains(m) {
@@ -108,22 +142,47 @@ fn add_members(line: &str, idx: usize, members: &[String]) -> String {
     f.join(":")
 }
 
-pub fn add_users(passwd: &str, shadow: &str, users: &[User], days: u64) -> Result<(String, String)> {
+pub fn add_users(
+    passwd: &str,
+    shadow: &str,
+    users: &[User],
+    days: u64,
+) -> Result<(String, String)> {
     let mut p = lines(passwd);
     let mut s = lines(shadow);
     for u in users {
-        let line = format!("{}:x:{}:{}:{}:{}:{}", u.name, u.uid, u.gid, u.gecos, u.home, u.shell);
+        let line = format!(
+            "{}:x:{}:{}:{}:{}:{}",
+            u.name, u.uid, u.gid, u.gecos, u.home, u.shell
+        );
         if let Some(other) = p.iter().find(|l| {
             let f = fields(l);
             f.len() > 2 && f[2].parse::<u32>().ok() == Some(u.uid) && f[0] != u.name
         }) {
-            bail!("user {} (uid {}) clashes with existing user '{}' in /etc/passwd", u.name, u.uid, other);
+            bail!(
+                "user {} (uid {}) clashes with existing user '{}' in /etc/passwd",
+                u.name,
+                u.uid,
+                other
+            );
         }
-        match p.iter().position(|l| fields(l).first() == Some(&u.name.as_str())) {
+        match p
+            .iter()
+            .position(|l| fields(l).first() == Some(&u.name.as_str()))
+        {
             Some(i) => {
                 let f = fields(&p[i]);
-                if f.len() < 4 || f[2].parse::<u32>().ok() != Some(u.uid) || f[3].parse::<u32>().ok() != Some(u.gid) {
-                    bail!("user {} (uid {}, gid {}) clashes with existing user '{}' in /etc/passwd", u.name, u.uid, u.gid, p[i]);
+                if f.len() < 4
+                    || f[2].parse::<u32>().ok() != Some(u.uid)
+                    || f[3].parse::<u32>().ok() != Some(u.gid)
+                {
+                    bail!(
+                        "user {} (uid {}, gid {}) clashes with existing user '{}' in /etc/passwd",
+                        u.name,
+                        u.uid,
+                        u.gid,
+                        p[i]
+                    );
                 }
                 if p[i] != line {
                     p[i] = line; // same ids: make home/shell what the recipe says
@@ -131,11 +190,17 @@ pub fn add_users(passwd: &str, shadow: &str, users: &[User], days: u64) -> Resul
             }
             None => p.push(line),
         }
-        if !s.iter().any(|l| fields(l).first() == Some(&u.name.as_str())) {
+        if !s
+            .iter()
+            .any(|l| fields(l).first() == Some(&u.name.as_str()))
+        {
             s.push(format!("{}:!:{days}:0:99999:7:::", u.name));
         }
     }
-    Ok((String::from_utf8_lossy(&join(&p)).into_owned(), String::from_utf8_lossy(&join(&s)).into_owned()))
+    Ok((
+        String::from_utf8_lossy(&join(&p)).into_owned(),
+        String::from_utf8_lossy(&join(&s)).into_owned(),
+    ))
 }
 
 pub fn apply(fs: &mut Rootfs, groups: &[Group], users: &[User], epoch: u64) -> Result<()> {
@@ -150,8 +215,16 @@ pub fn apply(fs: &mut Rootfs, groups: &[Group], users: &[User], epoch: u64) -> R
     let passwd = read_or_empty(fs, "etc/passwd")?;
     let shadow = read_or_empty(fs, "etc/shadow")?;
     for u in users {
-        if lookup_id(&g, &u.gid.to_string()).is_none() || !g.lines().any(|l| fields(l).get(2).and_then(|x| x.parse::<u32>().ok()) == Some(u.gid)) {
-            bail!("user {}: primary gid {} is not a group in /etc/group", u.name, u.gid);
+        if lookup_id(&g, &u.gid.to_string()).is_none()
+            || !g
+                .lines()
+                .any(|l| fields(l).get(2).and_then(|x| x.parse::<u32>().ok()) == Some(u.gid))
+        {
+            bail!(
+                "user {}: primary gid {} is not a group in /etc/group",
+                u.name,
+                u.gid
+            );
         }
     }
     let (p, s) = add_users(&passwd, &shadow, users, epoch / 86400)?;
@@ -174,12 +247,14 @@ pub fn apply(fs: &mut Rootfs, groups: &[Group], users: &[User], epoch: u64) -> R
 /// Resolves an owner spec (name or number) against the image's account files.
 pub fn uid_of(fs: &Rootfs, name: &str) -> Result<u64> {
     let passwd = read_or_empty(fs, "etc/passwd")?;
-    lookup_id(&passwd, name).ok_or_else(|| anyhow::anyhow!("user '{name}' does not exist in the image's /etc/passwd"))
+    lookup_id(&passwd, name)
+        .ok_or_else(|| anyhow::anyhow!("user '{name}' does not exist in the image's /etc/passwd"))
 }
 
 pub fn gid_of(fs: &Rootfs, name: &str) -> Result<u64> {
     let group = read_or_empty(fs, "etc/group")?;
-    lookup_id(&group, name).ok_or_else(|| anyhow::anyhow!("group '{name}' does not exist in the image's /etc/group"))
+    lookup_id(&group, name)
+        .ok_or_else(|| anyhow::anyhow!("group '{name}' does not exist in the image's /etc/group"))
 }
 
 #[cfg(test)]
@@ -187,19 +262,40 @@ mod tests {
     use super::*;
 
     fn user(name: &str, uid: u32) -> User {
-        User { name: name.into(), uid, gid: uid, home: "/sandbox".into(), shell: "/bin/bash".into(), gecos: String::new() }
+        User {
+            name: name.into(),
+            uid,
+            gid: uid,
+            home: "/sandbox".into(),
+            shell: "/bin/bash".into(),
+            gecos: String::new(),
+        }
     }
 
     #[test]
     fn existing_lines_preserved_and_members_added() {
         let group = "root:x:0:\nshadow:x:42:\n# odd line kept\nusers:x:100:\n";
         let groups = vec![
-            Group { name: "gateway".into(), gid: 999, members: vec![] },
-            Group { name: "sandbox".into(), gid: 998, members: vec!["gateway".into(), "root".into()] },
+            Group {
+                name: "gateway".into(),
+                gid: 999,
+                members: vec![],
+            },
+            Group {
+                name: "sandbox".into(),
+                gid: 998,
+                members: vec!["gateway".into(), "root".into()],
+            },
         ];
         let (g, gs) = add_groups(group, "root:*::\n", &groups).unwrap();
-        assert!(g.starts_with(group), "existing content must be preserved byte for byte");
-        assert!(g.ends_with("gateway:x:999:\nsandbox:x:998:gateway,root\n"), "{g}");
+        assert!(
+            g.starts_with(group),
+            "existing content must be preserved byte for byte"
+        );
+        assert!(
+            g.ends_with("gateway:x:999:\nsandbox:x:998:gateway,root\n"),
+            "{g}"
+        );
         assert_eq!(gs, "root:*::\ngateway:!::\nsandbox:!::gateway,root\n");
         // idempotent
         let (g2, gs2) = add_groups(&g, &gs, &groups).unwrap();
@@ -209,19 +305,55 @@ mod tests {
 
     #[test]
     fn clashes_name_both() {
-        let err = add_groups("nogroup:x:998:\n", "", &[Group { name: "sandbox".into(), gid: 998, members: vec![] }]).unwrap_err();
-        assert!(err.to_string().contains("sandbox") && err.to_string().contains("nogroup:x:998:"), "{err}");
-        let err = add_users("sandbox:x:1000:1000::/home/s:/bin/sh\n", "", &[user("sandbox", 998)], 1).unwrap_err();
+        let err = add_groups(
+            "nogroup:x:998:\n",
+            "",
+            &[Group {
+                name: "sandbox".into(),
+                gid: 998,
+                members: vec![],
+            }],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("sandbox") && err.to_string().contains("nogroup:x:998:"),
+            "{err}"
+        );
+        let err = add_users(
+            "sandbox:x:1000:1000::/home/s:/bin/sh\n",
+            "",
+            &[user("sandbox", 998)],
+            1,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("sandbox:x:1000:1000"), "{err}");
-        let err = add_users("other:x:998:998::/:/bin/sh\n", "", &[user("sandbox", 998)], 1).unwrap_err();
+        let err = add_users(
+            "other:x:998:998::/:/bin/sh\n",
+            "",
+            &[user("sandbox", 998)],
+            1,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("other:x:998"), "{err}");
     }
 
     #[test]
     fn users_appended_with_shadow() {
-        let (p, s) = add_users("root:x:0:0:root:/root:/bin/bash\n", "root:*:19000:0:99999:7:::\n", &[user("sandbox", 998)], 19500).unwrap();
-        assert_eq!(p, "root:x:0:0:root:/root:/bin/bash\nsandbox:x:998:998::/sandbox:/bin/bash\n");
-        assert_eq!(s, "root:*:19000:0:99999:7:::\nsandbox:!:19500:0:99999:7:::\n");
+        let (p, s) = add_users(
+            "root:x:0:0:root:/root:/bin/bash\n",
+            "root:*:19000:0:99999:7:::\n",
+            &[user("sandbox", 998)],
+            19500,
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            "root:x:0:0:root:/root:/bin/bash\nsandbox:x:998:998::/sandbox:/bin/bash\n"
+        );
+        assert_eq!(
+            s,
+            "root:*:19000:0:99999:7:::\nsandbox:!:19500:0:99999:7:::\n"
+        );
         assert_eq!(lookup_id(&p, "sandbox"), Some(998));
         assert_eq!(lookup_name(&p, 0).as_deref(), Some("root"));
     }

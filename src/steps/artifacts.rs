@@ -41,10 +41,28 @@ fn check_link(rel: &str, target: &str) -> Result<()> {
 pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Result<String> {
     let dest = normalize(dest)?;
     let mut hasher = Sha256::new();
-    let mut add = |fs: &mut Rootfs, rel: &str, kind: Kind, mode: u32, content: Content, size: u64, link: Option<String>, digest: String| -> Result<()> {
-        let path = if rel.is_empty() { dest.clone() } else { format!("{dest}/{rel}") };
+    let mut add = |fs: &mut Rootfs,
+                   rel: &str,
+                   kind: Kind,
+                   mode: u32,
+                   content: Content,
+                   size: u64,
+                   link: Option<String>,
+                   digest: String|
+     -> Result<()> {
+        let path = if rel.is_empty() {
+            dest.clone()
+        } else {
+            format!("{dest}/{rel}")
+        };
         let mode = norm_mode(kind, mode);
-        hasher.update(format!("{rel}\0{kind:?}\0{mode:o}\0{}\0{digest}\n", link.clone().unwrap_or_default()).as_bytes());
+        hasher.update(
+            format!(
+                "{rel}\0{kind:?}\0{mode:o}\0{}\0{digest}\n",
+                link.clone().unwrap_or_default()
+            )
+            .as_bytes(),
+        );
         let mut n = match kind {
             Kind::Dir => Node::dir(mode, uid, gid),
             Kind::Symlink => Node::symlink(link.as_deref().unwrap_or_default()),
@@ -59,19 +77,49 @@ pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Res
         fs.insert(&path, n)
     };
     if src.is_dir() {
-        for e in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
+        for e in walkdir::WalkDir::new(src)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
             let e = e.with_context(|| format!("cannot walk artifacts {}", src.display()))?;
-            let rel = e.path().strip_prefix(src).unwrap_or(e.path()).to_string_lossy().into_owned();
-            let meta = e.path().symlink_metadata().with_context(|| format!("cannot stat {}", e.path().display()))?;
+            let rel = e
+                .path()
+                .strip_prefix(src)
+                .unwrap_or(e.path())
+                .to_string_lossy()
+                .into_owned();
+            let meta = e
+                .path()
+                .symlink_metadata()
+                .with_context(|| format!("cannot stat {}", e.path().display()))?;
             let ft = meta.file_type();
             if ft.is_dir() {
-                add(fs, &rel, Kind::Dir, 0o755, Content::Empty, 0, None, String::new())?;
+                add(
+                    fs,
+                    &rel,
+                    Kind::Dir,
+                    0o755,
+                    Content::Empty,
+                    0,
+                    None,
+                    String::new(),
+                )?;
             } else if ft.is_symlink() {
                 let t = std::fs::read_link(e.path())?.to_string_lossy().into_owned();
                 check_link(&rel, &t)?;
-                add(fs, &rel, Kind::Symlink, 0o777, Content::Empty, 0, Some(t), String::new())?;
+                add(
+                    fs,
+                    &rel,
+                    Kind::Symlink,
+                    0o777,
+                    Content::Empty,
+                    0,
+                    Some(t),
+                    String::new(),
+                )?;
             } else if ft.is_file() {
-                let mut f = std::fs::File::open(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
+                let mut f = std::fs::File::open(e.path())
+                    .with_context(|| format!("cannot read {}", e.path().display()))?;
                 let mut h = Sha256::new();
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -82,21 +130,53 @@ pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Res
                     h.update(&buf[..n]);
                 }
                 let digest = hex::encode(h.finalize());
-                add(fs, &rel, Kind::File, meta.permissions().mode(), Content::Host(e.path().to_path_buf()), meta.len(), None, digest)?;
+                add(
+                    fs,
+                    &rel,
+                    Kind::File,
+                    meta.permissions().mode(),
+                    Content::Host(e.path().to_path_buf()),
+                    meta.len(),
+                    None,
+                    digest,
+                )?;
             } else {
-                bail!("artifact {} is not a regular file, directory or symlink", e.path().display());
+                bail!(
+                    "artifact {} is not a regular file, directory or symlink",
+                    e.path().display()
+                );
             }
         }
     } else if src.is_file() {
-        add(fs, "", Kind::Dir, 0o755, Content::Empty, 0, None, String::new())?;
-        let f = std::fs::File::open(src).with_context(|| format!("cannot open artifacts {}", src.display()))?;
+        add(
+            fs,
+            "",
+            Kind::Dir,
+            0o755,
+            Content::Empty,
+            0,
+            None,
+            String::new(),
+        )?;
+        let f = std::fs::File::open(src)
+            .with_context(|| format!("cannot open artifacts {}", src.display()))?;
         let mut head = [0u8; 2];
-        let gz = std::fs::File::open(src)?.read(&mut head).map(|n| n == 2 && head == [0x1f, 0x8b]).unwrap_or(false);
-        let reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
+        let gz = std::fs::File::open(src)?
+            .read(&mut head)
+            .map(|n| n == 2 && head == [0x1f, 0x8b])
+            .unwrap_or(false);
+        let reader: Box<dyn Read> = if gz {
+            Box::new(flate2::read::GzDecoder::new(f))
+        } else {
+            Box::new(f)
+        };
         let mut ar = tar::Archive::new(reader);
         let label = src.display().to_string();
         let mut entries: Vec<(String, Kind, u32, Vec<u8>, Option<String>)> = Vec::new();
-        for e in ar.entries().with_context(|| format!("{label}: not a tar archive"))? {
+        for e in ar
+            .entries()
+            .with_context(|| format!("{label}: not a tar archive"))?
+        {
             let mut e = e.with_context(|| format!("{label}: corrupt tar archive"))?;
             let raw = e.path()?.to_string_lossy().into_owned();
             let rel = normalize(&raw).with_context(|| format!("{label}: unsafe entry '{raw}'"))?;
@@ -108,12 +188,16 @@ pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Res
             if et.is_dir() {
                 entries.push((rel, Kind::Dir, mode, vec![], None));
             } else if et.is_symlink() {
-                let t = e.link_name()?.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+                let t = e
+                    .link_name()?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 check_link(&rel, &t).with_context(|| label.clone())?;
                 entries.push((rel, Kind::Symlink, mode, vec![], Some(t)));
             } else if et.is_file() {
                 let mut data = Vec::new();
-                e.read_to_end(&mut data).with_context(|| format!("{label}: truncated entry '{raw}'"))?;
+                e.read_to_end(&mut data)
+                    .with_context(|| format!("{label}: truncated entry '{raw}'"))?;
                 entries.push((rel, Kind::File, mode, data, None));
             } else {
                 bail!("{label}: entry '{raw}' has unsupported type {et:?}");
@@ -123,7 +207,16 @@ pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Res
         for (rel, kind, mode, data, link) in entries {
             let digest = hex::encode(Sha256::digest(&data));
             let size = data.len() as u64;
-            add(fs, &rel, kind, mode, Content::Bytes(Arc::new(data)), size, link, digest)?;
+            add(
+                fs,
+                &rel,
+                kind,
+                mode,
+                Content::Bytes(Arc::new(data)),
+                size,
+                link,
+                digest,
+            )?;
         }
     } else {
         bail!("artifacts {} do not exist", src.display());
@@ -141,19 +234,33 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("dist")).unwrap();
         std::fs::write(d.path().join("dist/index.js"), b"console.log(1)").unwrap();
-        std::fs::set_permissions(d.path().join("dist/index.js"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(
+            d.path().join("dist/index.js"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
         std::fs::write(d.path().join("package.json"), b"{}").unwrap();
-        std::fs::set_permissions(d.path().join("package.json"), std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions(
+            d.path().join("package.json"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
         let mut fs = Rootfs::new();
         let d1 = apply(&mut fs, d.path(), "/opt/nemoclaw", 0, 0).unwrap();
         assert_eq!(fs.get("opt/nemoclaw/dist/index.js").unwrap().mode, 0o755);
         assert_eq!(fs.get("opt/nemoclaw/package.json").unwrap().mode, 0o644);
-        let f = std::fs::File::options().write(true).open(d.path().join("package.json")).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(d.path().join("package.json"))
+            .unwrap();
         f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
         let d2 = apply(&mut Rootfs::new(), d.path(), "/opt/nemoclaw", 0, 0).unwrap();
         assert_eq!(d1, d2);
         std::fs::write(d.path().join("package.json"), b"{ }").unwrap();
-        assert_ne!(d1, apply(&mut Rootfs::new(), d.path(), "/opt/nemoclaw", 0, 0).unwrap());
+        assert_ne!(
+            d1,
+            apply(&mut Rootfs::new(), d.path(), "/opt/nemoclaw", 0, 0).unwrap()
+        );
     }
 
     #[test]

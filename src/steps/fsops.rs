@@ -4,7 +4,11 @@ use crate::recipe::{FsOp, Recipe};
 use crate::rootfs::{normalize, Kind, Node, Rootfs};
 use anyhow::{anyhow, bail, Context, Result};
 
-fn owner_ids(fs: &Rootfs, owner: &Option<String>, group: &Option<String>) -> Result<(Option<u64>, Option<u64>)> {
+fn owner_ids(
+    fs: &Rootfs,
+    owner: &Option<String>,
+    group: &Option<String>,
+) -> Result<(Option<u64>, Option<u64>)> {
     let uid = owner.as_deref().map(|o| uid_of(fs, o)).transpose()?;
     let gid = group.as_deref().map(|g| gid_of(fs, g)).transpose()?;
     Ok((uid, gid))
@@ -22,7 +26,10 @@ fn refuse_symlink(fs: &Rootfs, path: &str) -> Result<()> {
 /// Prepends `lines` missing from `text` at the top. Returns None when nothing changes.
 pub fn prepend_lines(text: &str, lines: &[String]) -> Option<String> {
     let present: std::collections::HashSet<&str> = text.lines().map(str::trim_end).collect();
-    let missing: Vec<&String> = lines.iter().filter(|l| !present.contains(l.trim_end())).collect();
+    let missing: Vec<&String> = lines
+        .iter()
+        .filter(|l| !present.contains(l.trim_end()))
+        .collect();
     if missing.is_empty() {
         return None;
     }
@@ -37,7 +44,14 @@ pub fn prepend_lines(text: &str, lines: &[String]) -> Option<String> {
 
 pub fn apply(fs: &mut Rootfs, recipe: &Recipe) -> Result<()> {
     for (i, op) in recipe.fs.iter().enumerate() {
-        apply_one(fs, recipe, op).with_context(|| format!("{}: fs operation #{} ({})", recipe.source_name, i + 1, describe(op)))?;
+        apply_one(fs, recipe, op).with_context(|| {
+            format!(
+                "{}: fs operation #{} ({})",
+                recipe.source_name,
+                i + 1,
+                describe(op)
+            )
+        })?;
     }
     Ok(())
 }
@@ -55,12 +69,21 @@ pub fn describe(op: &FsOp) -> String {
 
 fn apply_one(fs: &mut Rootfs, recipe: &Recipe, op: &FsOp) -> Result<()> {
     match op {
-        FsOp::Dir { path, owner, group, mode } => {
+        FsOp::Dir {
+            path,
+            owner,
+            group,
+            mode,
+        } => {
             let (uid, gid) = owner_ids(fs, owner, group)?;
             refuse_symlink(fs, path)?;
             match fs.get_mut(path) {
                 Some(n) if n.is_dir() => {
-                    let (nu, ng, nm) = (uid.unwrap_or(n.uid), gid.unwrap_or(n.gid), mode.map(|m| m.0).unwrap_or(n.mode));
+                    let (nu, ng, nm) = (
+                        uid.unwrap_or(n.uid),
+                        gid.unwrap_or(n.gid),
+                        mode.map(|m| m.0).unwrap_or(n.mode),
+                    );
                     if (nu, ng, nm) != (n.uid, n.gid, n.mode) {
                         n.uid = nu;
                         n.gid = ng;
@@ -69,33 +92,62 @@ fn apply_one(fs: &mut Rootfs, recipe: &Recipe, op: &FsOp) -> Result<()> {
                     }
                 }
                 Some(n) => bail!("{path} exists and is a {:?}, not a directory", n.kind),
-                None => fs.insert(path, Node::dir(mode.map(|m| m.0).unwrap_or(0o755), uid.unwrap_or(0), gid.unwrap_or(0)))?,
+                None => fs.insert(
+                    path,
+                    Node::dir(
+                        mode.map(|m| m.0).unwrap_or(0o755),
+                        uid.unwrap_or(0),
+                        gid.unwrap_or(0),
+                    ),
+                )?,
             }
         }
-        FsOp::File { path, content, source, owner, group, mode } => {
+        FsOp::File {
+            path,
+            content,
+            source,
+            owner,
+            group,
+            mode,
+        } => {
             let (uid, gid) = owner_ids(fs, owner, group)?;
             refuse_symlink(fs, path)?;
             let bytes = match (content, source) {
                 (Some(c), _) => c.clone().into_bytes(),
                 (None, Some(src)) => {
                     let p = recipe.source_dir.join(src);
-                    std::fs::read(&p).with_context(|| format!("cannot read source file {}", p.display()))?
+                    std::fs::read(&p)
+                        .with_context(|| format!("cannot read source file {}", p.display()))?
                 }
                 (None, None) => bail!("needs 'content' or 'source'"),
             };
-            fs.insert(path, Node::file(mode.map(|m| m.0).unwrap_or(0o644), uid.unwrap_or(0), gid.unwrap_or(0), bytes))?;
+            fs.insert(
+                path,
+                Node::file(
+                    mode.map(|m| m.0).unwrap_or(0o644),
+                    uid.unwrap_or(0),
+                    gid.unwrap_or(0),
+                    bytes,
+                ),
+            )?;
         }
         FsOp::Prepend { path, lines, .. } => {
             refuse_symlink(fs, path)?;
             let text = match fs.get(path) {
-                Some(_) => String::from_utf8(fs.read(path)?).map_err(|_| anyhow!("{path} is not UTF-8 text"))?,
+                Some(_) => String::from_utf8(fs.read(path)?)
+                    .map_err(|_| anyhow!("{path} is not UTF-8 text"))?,
                 None => String::new(),
             };
             if let Some(new) = prepend_lines(&text, lines) {
                 fs.write(path, new.into_bytes())?;
             }
         }
-        FsOp::Chown { path, owner, group, recursive } => {
+        FsOp::Chown {
+            path,
+            owner,
+            group,
+            recursive,
+        } => {
             let (uid, gid) = owner_ids(fs, owner, group)?;
             let key = normalize(path)?;
             let mut keys = vec![key.clone()];
@@ -143,8 +195,21 @@ mod tests {
     #[test]
     fn recursive_chown_covers_base_content() {
         let mut fs = Rootfs::new();
-        fs.insert("etc/passwd", Node::file(0o644, 0, 0, b"root:x:0:0::/root:/bin/sh\nsandbox:x:998:998::/sandbox:/bin/bash\n".to_vec())).unwrap();
-        fs.insert("etc/group", Node::file(0o644, 0, 0, b"root:x:0:\nsandbox:x:998:\n".to_vec())).unwrap();
+        fs.insert(
+            "etc/passwd",
+            Node::file(
+                0o644,
+                0,
+                0,
+                b"root:x:0:0::/root:/bin/sh\nsandbox:x:998:998::/sandbox:/bin/bash\n".to_vec(),
+            ),
+        )
+        .unwrap();
+        fs.insert(
+            "etc/group",
+            Node::file(0o644, 0, 0, b"root:x:0:\nsandbox:x:998:\n".to_vec()),
+        )
+        .unwrap();
         let mut base = Node::file(0o600, 0, 0, b"x".to_vec());
         base.layer = Some(0);
         base.modified = false;
@@ -161,7 +226,12 @@ mod tests {
     #[test]
     fn unknown_owner_is_an_error() {
         let mut fs = Rootfs::new();
-        let recipe = Recipe::parse(b"[[fs]]\nop='dir'\npath='/x'\nowner='nobody-here'\n", "t", std::path::Path::new(".")).unwrap();
+        let recipe = Recipe::parse(
+            b"[[fs]]\nop='dir'\npath='/x'\nowner='nobody-here'\n",
+            "t",
+            std::path::Path::new("."),
+        )
+        .unwrap();
         let err = apply(&mut fs, &recipe).unwrap_err();
         assert!(format!("{err:#}").contains("nobody-here"), "{err:#}");
     }

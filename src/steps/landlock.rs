@@ -23,7 +23,10 @@ pub fn policy_json(l: &Landlock, workdir: Option<&str>) -> Vec<u8> {
 
 pub fn write(fs: &mut Rootfs, recipe: &Recipe) -> Result<()> {
     if let Some(l) = &recipe.landlock {
-        fs.insert(&l.path, Node::file(0o444, 0, 0, policy_json(l, recipe.image.workdir.as_deref())))?;
+        fs.insert(
+            &l.path,
+            Node::file(0o444, 0, 0, policy_json(l, recipe.image.workdir.as_deref())),
+        )?;
     }
     Ok(())
 }
@@ -82,7 +85,9 @@ fn dac(node: &Node, who: &Ident, bit: u32) -> bool {
 }
 
 pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
-    let Some(l) = &recipe.landlock else { return vec![] };
+    let Some(l) = &recipe.landlock else {
+        return vec![];
+    };
     let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").unwrap_or_default()).into_owned();
     let group = String::from_utf8_lossy(&fs.read("etc/group").unwrap_or_default()).into_owned();
     let mut rows = Vec::new();
@@ -94,7 +99,12 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
             }
         }
     }
-    let declared: Vec<(String, &str)> = l.read_only.iter().map(|p| (p.clone(), "read_only")).chain(rw.iter().map(|p| (p.clone(), "read_write"))).collect();
+    let declared: Vec<(String, &str)> = l
+        .read_only
+        .iter()
+        .map(|p| (p.clone(), "read_only"))
+        .chain(rw.iter().map(|p| (p.clone(), "read_write")))
+        .collect();
     for user in &l.users {
         let who = ident(fs, user);
         for (path, decl) in &declared {
@@ -113,7 +123,9 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
             };
             let (dac_write, dac_read, reason) = match (node, &who) {
                 (_, None) => (false, false, format!("user {user} does not exist")),
-                (None, _) if path.starts_with("/proc") || path.starts_with("/dev") => (true, true, "runtime filesystem (not in the image)".into()),
+                (None, _) if path.starts_with("/proc") || path.starts_with("/dev") => {
+                    (true, true, "runtime filesystem (not in the image)".into())
+                }
                 (None, _) => (false, false, "path does not exist in the image".into()),
                 (Some(n), Some(w)) => {
                     let write = match n.kind {
@@ -156,14 +168,21 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
 
 /// Declaration problems: read_write paths missing from the image, paths in both lists.
 pub fn lint(fs: &Rootfs, recipe: &Recipe) -> Vec<String> {
-    let Some(l) = &recipe.landlock else { return vec![] };
+    let Some(l) = &recipe.landlock else {
+        return vec![];
+    };
     let mut w = Vec::new();
     for p in &l.read_write {
         if l.read_only.contains(p) {
             w.push(format!("{p} is declared both read_only and read_write"));
         }
         let runtime = p.starts_with("/proc") || p.starts_with("/dev") || p == "/tmp";
-        if !runtime && fs.resolve(p).and_then(|k| fs.nodes.get(&k).map(|_| ())).is_none() {
+        if !runtime
+            && fs
+                .resolve(p)
+                .and_then(|k| fs.nodes.get(&k).map(|_| ()))
+                .is_none()
+        {
             w.push(format!("read_write path {p} does not exist in the image"));
         }
     }

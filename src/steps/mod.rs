@@ -35,7 +35,10 @@ pub struct StepsReport {
 }
 
 pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result<StepsReport> {
-    let mut rep = StepsReport { purge: purge::apply(fs, &recipe.packages, opts.strict)?, ..Default::default() };
+    let mut rep = StepsReport {
+        purge: purge::apply(fs, &recipe.packages, opts.strict)?,
+        ..Default::default()
+    };
     accounts::apply(fs, &recipe.groups, &recipe.users, opts.epoch)?;
     fsops::apply(fs, recipe)?;
     match (&recipe.artifacts, &opts.artifacts) {
@@ -44,7 +47,10 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
             let gid = accounts::gid_of(fs, &a.group)?;
             rep.artifacts_digest = Some(artifacts::apply(fs, src, &a.dest, uid, gid)?);
         }
-        (None, Some(src)) => bail!("--artifacts {} given, but the recipe has no [artifacts] section saying where they go", src.display()),
+        (None, Some(src)) => bail!(
+            "--artifacts {} given, but the recipe has no [artifacts] section saying where they go",
+            src.display()
+        ),
         _ => {}
     }
     if let Some(init) = &recipe.init {
@@ -66,13 +72,25 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
 pub fn gates(fs: &Rootfs, recipe: &Recipe) -> Result<()> {
     let hits: Vec<Hit> = crate::scan::forbidden(fs, &recipe.packages)?;
     let missing = crate::scan::missing_required(fs, &recipe.packages);
-    let failed: Vec<String> = recipe.checks.iter().flat_map(|c| crate::checks::evaluate(fs, c)).collect();
+    let failed: Vec<String> = recipe
+        .checks
+        .iter()
+        .flat_map(|c| crate::checks::evaluate(fs, c))
+        .collect();
     if hits.is_empty() && missing.is_empty() && failed.is_empty() {
         return Ok(());
     }
     let mut msg = String::from("the result breaks the recipe's hardening rules:");
     for h in &hits {
-        msg.push_str(&format!("\n  forbidden ({}): {}{}", h.rule, h.path, h.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default()));
+        msg.push_str(&format!(
+            "\n  forbidden ({}): {}{}",
+            h.rule,
+            h.path,
+            h.target
+                .as_ref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default()
+        ));
     }
     for m in &missing {
         msg.push_str(&format!("\n  required command missing: {m}"));

@@ -20,7 +20,10 @@ pub fn db_files(fs: &Rootfs) -> Result<DbFiles> {
         }
     }
     if fs.get("var/lib/apt/extended_states").is_some() {
-        files.insert("/var/lib/apt/extended_states".into(), fs.read("var/lib/apt/extended_states")?);
+        files.insert(
+            "/var/lib/apt/extended_states".into(),
+            fs.read("var/lib/apt/extended_states")?,
+        );
     }
     Ok(files)
 }
@@ -31,7 +34,11 @@ fn real_key(fs: &Rootfs, path: &str) -> Option<String> {
     let trimmed = path.trim_end_matches('/');
     let (parent, name) = trimmed.rsplit_once('/')?;
     let rp = fs.resolve(parent)?;
-    Some(if rp.is_empty() { name.to_string() } else { format!("{rp}/{name}") })
+    Some(if rp.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rp}/{name}")
+    })
 }
 
 pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<PurgeReport>> {
@@ -42,15 +49,26 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
         anyhow::bail!("the recipe purges packages, but the base has no /var/lib/dpkg/status (not a Debian-based image?)");
     }
     let files = db_files(fs)?;
-    let req = PurgeRequest { purge: p.purge.clone(), keep: p.keep.clone(), autoremove: p.autoremove, strict };
+    let req = PurgeRequest {
+        purge: p.purge.clone(),
+        keep: p.keep.clone(),
+        autoremove: p.autoremove,
+        strict,
+    };
     let plan = plan_purge(&files, &req).context("cannot plan the package purge")?;
     let mut report = PurgeReport::default();
     // Deepest paths first so directories are seen after their contents.
-    let mut paths: Vec<String> = plan.remove_paths.iter().filter_map(|p| real_key(fs, p)).collect();
+    let mut paths: Vec<String> = plan
+        .remove_paths
+        .iter()
+        .filter_map(|p| real_key(fs, p))
+        .collect();
     paths.sort();
     paths.dedup();
     for key in paths.iter().rev() {
-        let Some(node) = fs.nodes.get(key) else { continue };
+        let Some(node) = fs.nodes.get(key) else {
+            continue;
+        };
         if node.kind == Kind::Dir && fs.descendants(key).next().is_some() {
             continue; // still used by something else
         }

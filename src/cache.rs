@@ -1,0 +1,167 @@
+//! Local content-addressed cache (`$XDG_CACHE_HOME/nemoclaw-build`, `--cache-dir`):
+//! pulled blobs by digest, and derived results (rewritten layers, compressed
+//! layers) keyed by the digests of their inputs, so an unchanged step is never
+//! recomputed. Entries are written to a temp file and renamed: a crash never
+//! leaves a half-written entry under a real key.
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+pub fn default_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("nemoclaw-build");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache/nemoclaw-build");
+    }
+    std::env::temp_dir().join("nemoclaw-build-cache")
+}
+
+impl Cache {
+    pub fn open(dir: Option<&Path>) -> Result<Cache> {
+        let root = dir.map(Path::to_path_buf).unwrap_or_else(default_dir);
+        for sub in ["blobs/sha256", "derived", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).with_context(|| {
+                format!("cannot create cache directory {}", root.join(sub).display())
+            })?;
+        }
+        Ok(Cache { root })
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self
+            .root
+            .join("blobs/sha256")
+            .join(crate::digest::digest_hex(digest)?))
+    }
+    /// The cached blob, if present (touched so pruning keeps recently used entries).
+    pub fn blob(&self, digest: &str) -> Option<PathBuf> {
+        let p = self.blob_path(digest).ok()?;
+        if p.is_file() {
+            touch(&p);
+            Some(p)
+        } else {
+            None
+        }
+    }
+    pub fn tmp_file(&self) -> Result<tempfile::NamedTempFile> {
+        Ok(tempfile::Builder::new()
+            .prefix("part-")
+            .tempfile_in(self.root.join("tmp"))?)
+    }
+    /// Moves a verified temp file into the cache under `digest`.
+    pub fn insert_blob(&self, tmp: tempfile::NamedTempFile, digest: &str) -> Result<PathBuf> {
+        let dst = self.blob_path(digest)?;
+        tmp.persist(&dst)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot store {} in the cache", dst.display()))?;
+        Ok(dst)
+    }
+    /// Hard-links (or copies) a file into the cache under `digest`.
+    pub fn insert_blob_file(&self, src: &Path, digest: &str) -> Result<PathBuf> {
+        let dst = self.blob_path(digest)?;
+        if dst.exists() {
+            return Ok(dst);
+        }
+        let tmp = self.tmp_file()?;
+        let tmp_path = tmp.into_temp_path();
+        std::fs::remove_file(&tmp_path).ok();
+        if std::fs::hard_link(src, &tmp_path).is_err() {
+            std::fs::copy(src, &tmp_path)?;
+        }
+        std::fs::rename(&tmp_path, &dst)?;
+        Ok(dst)
+    }
+    fn derived_path(&self, kind: &str, key: &str) -> PathBuf {
+        self.root.join("derived").join(kind).join(format!(
+            "{}.json",
+            crate::digest::sha256_hex(key.as_bytes())
+        ))
+    }
+    pub fn get_json(&self, kind: &str, key: &str) -> Option<Value> {
+        let p = self.derived_path(kind, key);
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+        touch(&p);
+        Some(v)
+    }
+    pub fn put_json(&self, kind: &str, key: &str, v: &Value) -> Result<()> {
+        let p = self.derived_path(kind, key);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let mut tmp = self.tmp_file()?;
+        std::io::Write::write_all(&mut tmp, &crate::image::canonical(v))?;
+        tmp.persist(&p).map_err(|e| e.error)?;
+        Ok(())
+    }
+    /// Deletes least recently used entries until the cache is at most `max_bytes`.
+    pub fn prune(&self, max_bytes: u64) -> Result<(u64, u64)> {
+        let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        for e in walkdir::WalkDir::new(&self.root)
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            if e.file_type().is_file() {
+                if let Ok(m) = e.metadata() {
+                    files.push((
+                        m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        m.len(),
+                        e.path().to_path_buf(),
+                    ));
+                }
+            }
+        }
+        files.sort();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        let (mut removed, mut freed) = (0, 0);
+        for (_, len, p) in files {
+            if total <= max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&p).is_ok() {
+                total -= len;
+                freed += len;
+                removed += 1;
+            }
+        }
+        Ok((removed, freed))
+    }
+}
+
+fn touch(p: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(p) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_json_and_prune() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(Some(d.path())).unwrap();
+        let data = b"hello";
+        let digest = crate::digest::sha256_digest(data);
+        let mut t = c.tmp_file().unwrap();
+        std::io::Write::write_all(&mut t, data).unwrap();
+        c.insert_blob(t, &digest).unwrap();
+        assert!(c.blob(&digest).is_some());
+        c.put_json("layer", "k1", &serde_json::json!({"a": 1}))
+            .unwrap();
+        assert_eq!(c.get_json("layer", "k1").unwrap()["a"], 1);
+        assert!(c.get_json("layer", "k2").is_none());
+        let (n, _) = c.prune(0).unwrap();
+        assert!(n >= 2);
+        assert!(c.blob(&digest).is_none());
+    }
+}

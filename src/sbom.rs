@@ -1,0 +1,1 @@
+//! SBOM of the final image (issue 7). Not implemented yet.
