@@ -283,7 +283,7 @@ fn open_from_store(
         layers.push(LayerBlob::new(
             i,
             loc,
-            &l.media_type().to_string(),
+            l.media_type().as_ref(),
             Some(ld),
             diff_ids.get(i).cloned(),
         )?);

@@ -9,6 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+/// (relative path, kind, mode, bytes, link target) of an artifact tar entry.
+type TarEntry = (String, Kind, u32, Vec<u8>, Option<String>);
+
 fn norm_mode(kind: Kind, mode: u32) -> u32 {
     match kind {
         Kind::Dir => 0o755,
@@ -172,7 +175,7 @@ pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Res
         };
         let mut ar = tar::Archive::new(reader);
         let label = src.display().to_string();
-        let mut entries: Vec<(String, Kind, u32, Vec<u8>, Option<String>)> = Vec::new();
+        let mut entries: Vec<TarEntry> = Vec::new();
         for e in ar
             .entries()
             .with_context(|| format!("{label}: not a tar archive"))?

@@ -134,7 +134,7 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
                     };
                     let read = dac(n, w, 0o4);
                     let why = if write {
-                        format!("{owner} {} permits {user}", format!("{:04o}", n.mode))
+                        format!("{owner} {:04o} permits {user}", n.mode)
                     } else {
                         format!("{owner} {:04o}: {user} lacks write permission", n.mode)
                     };
