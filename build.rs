@@ -34,7 +34,14 @@ fn main() {
     for (target, rustflags) in candidates {
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&manifest_dir)
-            .args(["build", "--release", "--locked", "-p", "nemoclaw-init", "--target"])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "nemoclaw-init",
+                "--target",
+            ])
             .arg(&target)
             .arg("--target-dir")
             .arg(&target_dir)
@@ -61,7 +68,10 @@ fn main() {
         }
         match cmd.status() {
             Ok(s) if s.success() => {
-                let bin = target_dir.join(&target).join("release").join("nemoclaw-init");
+                let bin = target_dir
+                    .join(&target)
+                    .join("release")
+                    .join("nemoclaw-init");
                 println!("cargo:rustc-env=NEMOCLAW_INIT_PATH={}", bin.display());
                 println!("cargo:rustc-env=NEMOCLAW_INIT_TARGET={target}");
                 return;
