@@ -32,14 +32,96 @@ enum Cmd {
     Policy(nemoclaw_build::audit::PolicyArgs),
     /// Print the built-in default recipe.
     Recipe,
+    /// Manage the local cache (pulled blobs, derived layers).
+    #[command(subcommand)]
+    Cache(CacheCmd),
+}
+
+#[derive(Subcommand)]
+enum CacheCmd {
+    /// Delete least recently used entries until the cache is at most --max-size.
+    Prune {
+        /// Size limit: bytes, or with a K/M/G/T suffix (powers of 1024), e.g. 10G.
+        #[arg(long, value_parser = parse_size)]
+        max_size: u64,
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches(['b', 'B']).trim_end_matches(['i', 'I']);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in '{s}'")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 500M, 10G)"))?;
+    if !(n >= 0.0) {
+        return Err(format!("'{s}' is not a size"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// `--registry-user` and friends, shared by the commands that talk to registries.
+#[derive(Args)]
+struct RegistryArgs {
+    /// Registry (HOST[:PORT]) that may be reached over plain HTTP; repeatable.
+    /// Loopback registries (localhost, 127.0.0.0/8, [::1]) always may.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Registry user for every registry of this command; the password comes from
+    /// $NEMOCLAW_REGISTRY_PASSWORD or --registry-password-stdin. Without it,
+    /// ~/.docker/config.json, $REGISTRY_AUTH_FILE and podman's auth.json are used.
+    #[arg(long)]
+    registry_user: Option<String>,
+    /// Read the registry password from stdin (first line).
+    #[arg(long, requires = "registry_user")]
+    registry_password_stdin: bool,
+}
+
+impl RegistryArgs {
+    fn options(
+        &self,
+        cache_dir: Option<PathBuf>,
+        quiet: bool,
+    ) -> Result<nemoclaw_build::registry::RegistryOptions> {
+        let password = if self.registry_password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the registry password from stdin")?;
+            Some(line.trim_end_matches(['\r', '\n']).to_string())
+        } else {
+            std::env::var("NEMOCLAW_REGISTRY_PASSWORD").ok()
+        };
+        Ok(nemoclaw_build::registry::RegistryOptions {
+            insecure: self.insecure_registry.clone(),
+            username: self.registry_user.clone(),
+            password: password.filter(|_| self.registry_user.is_some()),
+            cache_dir,
+            quiet,
+        })
+    }
 }
 
 #[derive(Args)]
 struct BuildArgs {
-    /// Base image: tar:PATH | oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG]
+    /// Base image: tar:PATH | oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | registry://HOST/REPO[:TAG|@sha256:...]
     #[arg(long)]
     base: String,
-    /// Output: oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG]
+    /// Output: oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | registry://HOST/REPO[:TAG]
     #[arg(long)]
     output: String,
     /// Recipe TOML (default: the built-in recipes/nemoclaw-sandbox.toml).
@@ -75,6 +157,15 @@ struct BuildArgs {
     /// Write the build record (the exact inputs) to this file.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Cache directory for derived layers and pulled blobs
+    /// (default: $XDG_CACHE_HOME/nemoclaw-build or ~/.cache/nemoclaw-build).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the cache.
+    #[arg(long)]
+    no_cache: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -107,9 +198,14 @@ fn run_build(a: BuildArgs) -> Result<()> {
         strict: a.strict,
         open: OpenOptions {
             platform: a.platform,
-            ..Default::default()
+            registry: a.registry.options(a.cache_dir.clone(), a.quiet || a.json)?,
         },
         progress: progress.clone(),
+        cache: if a.no_cache {
+            None
+        } else {
+            Some(nemoclaw_build::cache::Cache::open(a.cache_dir.as_deref())?)
+        },
     };
     let s = build(opts)?;
     if let Some(r) = &a.record {
@@ -144,6 +240,19 @@ fn main() -> ExitCode {
         Cmd::Build(a) => run_build(a).map(|_| ExitCode::SUCCESS),
         Cmd::Audit(a) => nemoclaw_build::audit::run_audit(a),
         Cmd::Policy(a) => nemoclaw_build::audit::run_policy(a),
+        Cmd::Cache(CacheCmd::Prune {
+            max_size,
+            cache_dir,
+        }) => nemoclaw_build::cache::Cache::open(cache_dir.as_deref())
+            .and_then(|c| {
+                let (n, freed) = c.prune(max_size)?;
+                eprintln!(
+                    "pruned {n} file(s), {:.1} MiB from {}",
+                    freed as f64 / 1048576.0,
+                    c.root().display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }),
         Cmd::Recipe => {
             print!("{}", nemoclaw_build::recipe::DEFAULT_RECIPE);
             Ok(ExitCode::SUCCESS)

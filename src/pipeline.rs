@@ -1,7 +1,7 @@
 //! The build pipeline: source -> rootfs model -> steps -> layer writer -> sink.
 use crate::compress::Settings;
 use crate::digest::HashingReader;
-use crate::image::{canonical, descriptor, layer_descriptor, rfc3339};
+use crate::image::{canonical, descriptor, rfc3339};
 use crate::imageref::ImageRef;
 use crate::layer::{compress_blob, LayerOutput, LayerWriter};
 use crate::progress::Progress;
@@ -44,9 +44,11 @@ pub struct BuildOptions {
     pub strict: bool,
     pub open: OpenOptions,
     pub progress: Progress,
+    /// Derived-results cache; None disables caching (`--no-cache`).
+    pub cache: Option<crate::cache::Cache>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerSummary {
     pub digest: String,
     pub diff_id: String,
@@ -71,6 +73,8 @@ pub struct BuildSummary {
     pub init_size: u64,
     pub init_target: String,
     pub landlock_warnings: Vec<String>,
+    /// The base and recipe layers came from the cache (nothing recompressed).
+    pub cache_hit: bool,
     pub seconds: f64,
     pub record: Value,
 }
@@ -394,16 +398,72 @@ fn write_upper(
     Ok(Some(w.finish()?))
 }
 
-pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
-    let t0 = Instant::now();
+/// What the cached part of a build (base layers + recipe layer) produced.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    layers: Vec<LayerSummary>,
+    purged: Vec<String>,
+    not_installed: Vec<String>,
+    files_removed: u64,
+    bytes_removed: u64,
+    init_size: u64,
+    init_target: String,
+    landlock_warnings: Vec<String>,
+    /// /etc/passwd and /etc/group of the result, to resolve artifact owners.
+    passwd: String,
+    group: String,
+    /// Ancestors of the artifacts destination as they are in the result
+    /// (path, mode, uid, gid, mtime): the artifacts layer repeats them.
+    ancestors: Vec<(String, u32, u64, u64, u64)>,
+}
+
+/// Identity of the base: manifest digest, or a tarball's content digest
+/// (remembered per file identity so it is not rehashed on every build).
+fn file_identity(p: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    let abs = std::fs::canonicalize(p).ok()?;
+    Some(format!(
+        "{}:{}:{}:{}:{}",
+        abs.display(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino()
+    ))
+}
+
+fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
+    format!(
+        "v1|tool={TOOL_VERSION}|init={}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
+        crate::digest::sha256_digest(steps::INIT_BINARY),
+        opts.recipe.digest(),
+        opts.purge_mode,
+        opts.compression.describe(),
+        opts.epoch,
+        opts.strict
+    )
+}
+
+/// Links (or copies) a cached blob into the staging layout.
+fn link_into(staging: &Staging, src: &std::path::Path, digest: &str) -> Result<PathBuf> {
+    let dst = staging.blobs().join(crate::digest::digest_hex(digest)?);
+    if !dst.exists() && std::fs::hard_link(src, &dst).is_err() {
+        std::fs::copy(src, &dst)
+            .with_context(|| format!("cannot copy cached blob {}", src.display()))?;
+    }
+    Ok(dst)
+}
+
+/// The full, uncached path: index the base, apply the steps, write base layers
+/// and the recipe layer. Returns the final rootfs too (for gates and SBOM).
+fn prepare(
+    opts: &BuildOptions,
+    base: &mut BaseImage,
+    staging: &Staging,
+) -> Result<(Prepared, Rootfs)> {
     let p = &opts.progress;
-    let mut base = open_image(&opts.base, &opts.open)?;
-    p.log(&format!(
-        "base {}: {} layer(s)",
-        base.name,
-        base.layers.len()
-    ));
-    let mut fs = index_base(&mut base, &IndexOptions::default(), p)?;
+    let mut fs = index_base(base, &IndexOptions::default(), p)?;
     let step_opts = StepOptions {
         artifacts: opts.artifacts.clone(),
         strict: opts.strict,
@@ -423,11 +483,9 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             }
         ));
     }
-    materialize(&mut fs, &base)?;
-
-    let staging = Staging::for_output(&opts.output)?;
+    materialize(&mut fs, base)?;
     let settings = &opts.compression;
-    let mut outs: Vec<(LayerOutput, &'static str)> = Vec::new();
+    let mut layers = Vec::new();
     for (i, l) in base.layers.iter().enumerate() {
         let touched =
             opts.purge_mode == PurgeMode::Rewrite && (fs.removed_mask >> i.min(127)) & 1 == 1;
@@ -439,9 +497,9 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             ),
             l.size,
         );
-        let out = if touched {
+        let (out, action) = if touched {
             (
-                rewrite_layer(&fs, &base, i, &staging, settings, opts.epoch)?,
+                rewrite_layer(&fs, base, i, staging, settings, opts.epoch)?,
                 "rewritten",
             )
         } else if l.compression == Compression::None
@@ -471,27 +529,218 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         p.done(
             bar,
             &format!(
-                "{} {} -> {} ({} bytes)",
-                out.1, l.label, out.0.digest, out.0.size
+                "{action} {} -> {} ({} bytes)",
+                l.label, out.digest, out.size
             ),
         );
-        outs.push(out);
+        layers.push(LayerSummary {
+            digest: out.digest,
+            diff_id: out.diff_id,
+            size: out.size,
+            media_type: out.media_type,
+            action: action.into(),
+        });
     }
-    let upper = write_upper(
+    if let Some(u) = write_upper(
         &fs,
-        &staging,
+        staging,
         settings,
         opts.epoch,
         opts.purge_mode == PurgeMode::Whiteout,
-    )?;
-    let has_upper = upper.is_some();
-    if let Some(u) = upper {
+    )? {
         p.log(&format!(
-            "new layer {} ({} entries, {} bytes)",
+            "recipe layer {} ({} entries, {} bytes)",
             u.digest, u.entries, u.size
         ));
-        outs.push((u, "new"));
+        layers.push(LayerSummary {
+            digest: u.digest,
+            diff_id: u.diff_id,
+            size: u.size,
+            media_type: u.media_type,
+            action: "new".into(),
+        });
     }
+    let mut ancestors = Vec::new();
+    if let Some(a) = &opts.recipe.artifacts {
+        let dest = crate::rootfs::normalize(&a.dest)?;
+        let mut cur = String::new();
+        for c in dest.split('/').filter(|c| !c.is_empty()) {
+            if !cur.is_empty() {
+                cur.push('/');
+            }
+            cur.push_str(c);
+            if cur == dest {
+                break;
+            }
+            if let Some(n) = fs.nodes.get(&cur) {
+                let mtime = if n.layer.is_some() && !n.modified {
+                    n.mtime.min(opts.epoch)
+                } else {
+                    opts.epoch
+                };
+                ancestors.push((cur.clone(), n.mode, n.uid, n.gid, mtime));
+            }
+        }
+    }
+    let text = |path: &str| {
+        fs.read(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let purge = rep.purge.as_ref();
+    let prepared = Prepared {
+        layers,
+        purged: purge
+            .map(|p| p.plan.removed.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default(),
+        not_installed: purge
+            .map(|p| p.plan.not_installed.clone())
+            .unwrap_or_default(),
+        files_removed: purge.map(|p| p.files_removed).unwrap_or(0),
+        bytes_removed: purge.map(|p| p.bytes_removed).unwrap_or(0),
+        init_size: rep.init_size,
+        init_target: rep.init_target.clone(),
+        landlock_warnings: rep.landlock_warnings.clone(),
+        passwd: text("etc/passwd"),
+        group: text("etc/group"),
+        ancestors,
+    };
+    Ok((prepared, fs))
+}
+
+/// The artifacts layer: the artifacts plus their ancestor directories as they are
+/// in the result, so cached and uncached builds write identical bytes.
+fn artifacts_layer(
+    opts: &BuildOptions,
+    prep: &Prepared,
+    staging: &Staging,
+) -> Result<(Option<LayerOutput>, Option<String>, Rootfs)> {
+    let mut afs = Rootfs::new();
+    let mut accounts = Rootfs::new();
+    accounts.insert(
+        "etc/passwd",
+        crate::rootfs::Node::file(0o644, 0, 0, prep.passwd.clone().into_bytes()),
+    )?;
+    accounts.insert(
+        "etc/group",
+        crate::rootfs::Node::file(0o644, 0, 0, prep.group.clone().into_bytes()),
+    )?;
+    for (path, mode, uid, gid, mtime) in &prep.ancestors {
+        let mut n = crate::rootfs::Node::dir(*mode, *uid, *gid);
+        n.mtime = *mtime;
+        n.layer = Some(0);
+        n.modified = false;
+        afs.insert(path, n)?;
+    }
+    let digest = steps::apply_artifacts(
+        &mut afs,
+        Some(&accounts),
+        &opts.recipe,
+        opts.artifacts.as_deref(),
+    )?;
+    if digest.is_none() {
+        return Ok((None, None, afs));
+    }
+    let out = write_upper(&afs, staging, &opts.compression, opts.epoch, false)?;
+    Ok((out, digest, afs))
+}
+
+pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
+    let t0 = Instant::now();
+    let p = &opts.progress;
+    let mut base = open_image(&opts.base, &opts.open)?;
+    p.log(&format!(
+        "base {}: {} layer(s)",
+        base.name,
+        base.layers.len()
+    ));
+    let staging = Staging::for_output(&opts.output)?;
+    let cache = opts.cache.as_ref();
+    let tar_identity = match &opts.base {
+        ImageRef::Tar(path) => file_identity(path),
+        _ => None,
+    };
+    let base_id: Option<String> = match (&base.manifest_digest, &tar_identity, cache) {
+        (Some(d), _, _) => Some(d.clone()),
+        (None, Some(fid), Some(c)) => c
+            .get_json("file-digest", fid)
+            .and_then(|v| v.as_str().map(str::to_string)),
+        _ => None,
+    };
+    let key = base_id.as_ref().map(|b| cache_key(&opts, b));
+    let mut cached: Option<Prepared> = None;
+    if let (Some(k), Some(c)) = (&key, cache) {
+        if let Some(prep) = c
+            .get_json("prepared", k)
+            .and_then(|v| serde_json::from_value::<Prepared>(v).ok())
+        {
+            let mut ok = true;
+            for l in &prep.layers {
+                match c.blob(&l.digest) {
+                    Some(src) => {
+                        link_into(&staging, &src, &l.digest)?;
+                    }
+                    None => ok = false,
+                }
+            }
+            if ok {
+                p.log(&format!(
+                    "cache hit: reusing {} base/recipe layer(s) from {}",
+                    prep.layers.len(),
+                    c.root().display()
+                ));
+                cached = Some(prep);
+            }
+        }
+    }
+    let cache_hit = cached.is_some();
+    let (prep, full_fs) = match cached {
+        Some(prep) => (prep, None),
+        None => {
+            let (prep, fs) = prepare(&opts, &mut base, &staging)?;
+            (prep, Some(fs))
+        }
+    };
+    let (art_layer, artifacts_digest, afs) = artifacts_layer(&opts, &prep, &staging)?;
+    // The gate: on the complete result when we have it, else on what is new.
+    match full_fs {
+        Some(mut fs) => {
+            steps::apply_artifacts(&mut fs, None, &opts.recipe, opts.artifacts.as_deref())?;
+            steps::gates(&fs, &opts.recipe)?;
+        }
+        None => {
+            let hits = crate::scan::forbidden(&afs, &opts.recipe.packages)?;
+            if !hits.is_empty() {
+                bail!(
+                    "the artifacts break the recipe's hardening rules: {}",
+                    hits.iter()
+                        .map(|h| format!("{} ({})", h.path, h.rule))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
+    let mut layers: Vec<LayerSummary> = prep.layers.clone();
+    if cache_hit {
+        for l in &mut layers {
+            l.action = format!("cached ({})", l.action);
+        }
+    }
+    if let Some(a) = &art_layer {
+        p.log(&format!(
+            "artifacts layer {} ({} entries, {} bytes)",
+            a.digest, a.entries, a.size
+        ));
+        layers.push(LayerSummary {
+            digest: a.digest.clone(),
+            diff_id: a.diff_id.clone(),
+            size: a.size,
+            media_type: a.media_type.clone(),
+            action: "new".into(),
+        });
+    }
+    let settings = &opts.compression;
 
     // Config.
     let created = rfc3339(opts.epoch);
@@ -501,7 +750,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     }
     config["created"] = json!(created);
     config["os"] = config.get("os").cloned().unwrap_or(json!("linux"));
-    config["rootfs"] = json!({"type": "layers", "diff_ids": outs.iter().map(|(l, _)| l.diff_id.clone()).collect::<Vec<_>>()});
+    config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()});
     for k in [
         "container",
         "container_config",
@@ -513,12 +762,11 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             o.remove(k);
         }
     }
-    let cfg = config
+    let mut cfg = config
         .get("config")
         .cloned()
         .filter(|c| c.is_object())
         .unwrap_or(json!({}));
-    let mut cfg = cfg;
     let img = &opts.recipe.image;
     if let Some(e) = &img.entrypoint {
         cfg["Entrypoint"] = json!(e);
@@ -575,7 +823,8 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     }
     cfg["Labels"] = json!(labels);
     config["config"] = cfg;
-    // History: keep the base's, make sure it covers the base layers, add ours.
+    // History: keep the base's when it covers the base layers, then ours.
+    let base_layers = base.layers.len();
     let mut history: Vec<Value> = config
         .get("history")
         .and_then(|h| h.as_array())
@@ -589,30 +838,37 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
                 .unwrap_or(false)
         })
         .count();
-    if non_empty != base.layers.len() {
-        history = base
-            .layers
-            .iter()
-            .map(|l| json!({"created": created, "created_by": format!("base {}", l.label)}))
+    if non_empty != base_layers {
+        history = (0..base_layers)
+            .map(|i| json!({"created": created, "created_by": format!("base layer {}", i + 1)}))
             .collect();
     }
-    if has_upper {
-        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: recipe {} ({}), purge-mode {:?}", opts.recipe.name.clone().unwrap_or_default(), opts.recipe.digest(), opts.purge_mode).to_lowercase(), "comment": "nemoclaw-build"}));
+    let recipe_name = opts.recipe.name.clone().unwrap_or_default();
+    if prep.layers.len() > base_layers {
+        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: recipe {recipe_name} ({}), purge-mode {}", opts.recipe.digest(), format!("{:?}", opts.purge_mode).to_lowercase()), "comment": "nemoclaw-build recipe layer"}));
+    }
+    if art_layer.is_some() {
+        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: artifacts {}", artifacts_digest.clone().unwrap_or_default()), "comment": "nemoclaw-build artifacts layer"}));
     }
     config["history"] = json!(history);
 
+    let base_digest = base
+        .manifest_digest
+        .clone()
+        .or_else(|| base_id.clone())
+        .or_else(|| base.layers.first().and_then(|l| l.digest.clone()));
     let record = json!({
         "tool": format!("nemoclaw-build {TOOL_VERSION}"),
         "recipe_digest": opts.recipe.digest(),
         "recipe": opts.recipe.source_name,
         "base": base.name,
-        "base_digest": base.manifest_digest.clone().or_else(|| base.layers.first().and_then(|l| l.digest.clone())),
-        "artifacts_digest": rep.artifacts_digest,
+        "base_digest": base_digest,
+        "artifacts_digest": artifacts_digest,
         "build_args": opts.build_args,
         "source_date_epoch": opts.epoch,
         "compression": settings.describe(),
         "purge_mode": opts.purge_mode,
-        "init": {"target": rep.init_target, "digest": crate::digest::sha256_digest(steps::INIT_BINARY)},
+        "init": {"target": prep.init_target, "digest": crate::digest::sha256_digest(steps::INIT_BINARY)},
     });
 
     let config_bytes = canonical(&config);
@@ -626,10 +882,10 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         "org.opencontainers.image.base.name".to_string(),
         base.name.clone(),
     );
-    if let Some(d) = record.get("base_digest").and_then(|d| d.as_str()) {
+    if let Some(d) = &base_digest {
         annotations.insert(
             "org.opencontainers.image.base.digest".to_string(),
-            d.to_string(),
+            d.clone(),
         );
     }
     annotations.insert(
@@ -640,24 +896,39 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         "schemaVersion": 2,
         "mediaType": MT_OCI_MANIFEST,
         "config": descriptor(MT_OCI_CONFIG, &config_digest, config_bytes.len() as u64),
-        "layers": outs.iter().map(|(l, _)| layer_descriptor(l)).collect::<Vec<_>>(),
+        "layers": layers.iter().map(|l| descriptor(&l.media_type, &l.digest, l.size)).collect::<Vec<_>>(),
         "annotations": annotations,
     });
     let manifest_bytes = canonical(&manifest);
     let digest = staging.put_blob(&manifest_bytes)?;
-    let layers: Vec<LayerSummary> = outs
-        .iter()
-        .map(|(l, a)| LayerSummary {
-            digest: l.digest.clone(),
-            diff_id: l.diff_id.clone(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-            action: a.to_string(),
-        })
-        .collect();
     let total_size = layers.iter().map(|l| l.size).sum::<u64>()
         + config_bytes.len() as u64
         + manifest_bytes.len() as u64;
+
+    // Remember the expensive part before publishing moves the staging dir away.
+    if let (Some(c), false) = (cache, cache_hit) {
+        let id = base.manifest_digest.clone().or_else(|| {
+            let d = base.layers.first().and_then(|l| l.digest.clone())?;
+            if let Some(fid) = &tar_identity {
+                let _ = c.put_json("file-digest", fid, &json!(d));
+            }
+            Some(d)
+        });
+        if let Some(id) = id {
+            let mut stored = true;
+            for l in &prep.layers {
+                let src = staging.blobs().join(crate::digest::digest_hex(&l.digest)?);
+                stored &= c.insert_blob_file(&src, &l.digest).is_ok();
+            }
+            if stored {
+                c.put_json(
+                    "prepared",
+                    &cache_key(&opts, &id),
+                    &serde_json::to_value(&prep)?,
+                )?;
+            }
+        }
+    }
     publish(
         staging,
         &opts.output,
@@ -667,7 +938,6 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         opts.epoch,
         &opts.open.registry,
     )?;
-    let purge = rep.purge.as_ref();
     Ok(BuildSummary {
         output: opts.output.to_string(),
         digest,
@@ -675,17 +945,14 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         manifest_size: manifest_bytes.len() as u64,
         layers,
         total_size,
-        purged: purge
-            .map(|p| p.plan.removed.iter().map(|r| r.name.clone()).collect())
-            .unwrap_or_default(),
-        not_installed: purge
-            .map(|p| p.plan.not_installed.clone())
-            .unwrap_or_default(),
-        files_removed: purge.map(|p| p.files_removed).unwrap_or(0),
-        bytes_removed: purge.map(|p| p.bytes_removed).unwrap_or(0),
-        init_size: rep.init_size,
-        init_target: rep.init_target.clone(),
-        landlock_warnings: rep.landlock_warnings.clone(),
+        purged: prep.purged.clone(),
+        not_installed: prep.not_installed.clone(),
+        files_removed: prep.files_removed,
+        bytes_removed: prep.bytes_removed,
+        init_size: prep.init_size,
+        init_target: prep.init_target.clone(),
+        landlock_warnings: prep.landlock_warnings.clone(),
+        cache_hit,
         seconds: t0.elapsed().as_secs_f64(),
         record,
     })

@@ -1,8 +1,43 @@
-//! Registry transport (issue 6): pull a base by digest, push the result. Not
-//! implemented yet: the errors say so instead of pretending.
-use crate::source::{BaseImage, OpenOptions};
-use anyhow::{bail, Result};
+//! Registry transport (issue 6): pull a base into the local content-addressed cache,
+//! push a staged OCI layout. Built on oci-client (which does the bearer-token
+//! exchange); everything else (auth files, retries, streaming verification, cache
+//! reuse, skipping blobs the registry already has) is here.
+//!
+//! Pull: manifest bytes are checked against the pinned digest, then config and
+//! layers are streamed into `Cache` temp files while their size and digest are
+//! verified; only verified blobs are renamed into the cache, and blobs already
+//! cached are not downloaded again.
+//!
+//! Push: for every blob of the manifest, `HEAD` first (present: skip), then a
+//! cross-repository mount when the cache knows the blob was pulled from another
+//! repository of the same registry, else a streaming upload from the layout file
+//! (1 MiB chunks; a layer is never held in memory). The manifest is pushed as the
+//! exact bytes that were built.
+mod auth;
+mod reference;
+
+pub use auth::{Credential, Resolved};
+pub use reference::{plain_http_allowed, RegRef};
+
+use crate::cache::Cache;
+use crate::digest::{digest_hex, sha256_digest};
+use crate::source::oci::{diff_ids_of, select_platform};
+use crate::source::{
+    BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_DOCKER_LIST, MT_DOCKER_MANIFEST,
+    MT_OCI_INDEX, MT_OCI_MANIFEST,
+};
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{StreamExt, TryStreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -14,18 +49,1023 @@ pub struct RegistryOptions {
     pub quiet: bool,
 }
 
-pub fn pull(reference: &str, _opts: &OpenOptions) -> Result<BaseImage> {
-    bail!("registry://{reference}: registry sources are not supported yet; export the image with `skopeo copy docker://... oci:DIR:TAG` and use --base oci:DIR:TAG")
+/// Attempts per request on transient failures (5xx, 429, connection errors).
+const ATTEMPTS: u32 = 3;
+/// Blobs transferred at once.
+const CONCURRENCY: usize = 3;
+/// Upload chunk read from the layout file.
+const CHUNK: usize = 1 << 20;
+/// Largest manifest, index or config we accept.
+const JSON_LIMIT: u64 = 16 * 1024 * 1024;
+const USER_AGENT: &str = concat!("nemoclaw-build/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Pull,
+    Push,
 }
 
-/// Pushes the OCI layout in `layout` (blobs + the manifest `manifest_digest`) to `reference`.
+/// Terminal output: a MultiProgress on a TTY, plain lines otherwise, nothing when quiet.
+struct Out {
+    multi: Option<MultiProgress>,
+    quiet: bool,
+}
+
+impl Out {
+    fn new(quiet: bool) -> Out {
+        let multi = (!quiet && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Out { multi, quiet }
+    }
+    fn log(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(msg);
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
+    /// Warnings are printed even with --quiet.
+    fn warn(&self, msg: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(format!("warning: {msg}"));
+            }
+            None => eprintln!("warning: {msg}"),
+        }
+    }
+    fn bar(&self, msg: &str, total: u64) -> ProgressBar {
+        let Some(m) = &self.multi else {
+            return ProgressBar::hidden();
+        };
+        let b = m.add(ProgressBar::new(total));
+        b.set_style(
+            ProgressStyle::with_template(
+                "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b.set_message(msg.to_string());
+        b
+    }
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.1} MiB", n as f64 / 1048576.0)
+}
+
+fn short(digest: &str) -> String {
+    let hex = digest.trim_start_matches("sha256:");
+    format!("sha256:{}", &hex[..hex.len().min(12)])
+}
+
+/// One registry repository with its client and credentials.
+struct Session {
+    client: oci_client::Client,
+    r: RegRef,
+    auth: Resolved,
+    scheme: &'static str,
+    out: Out,
+}
+
+/// How an oci-client error is treated.
+#[derive(Debug, PartialEq, Eq)]
+enum Class {
+    Transient(String),
+    Status(u16),
+    Other,
+}
+
+fn classify(e: &OciDistributionError) -> Class {
+    use OciDistributionError as E;
+    let status = |code: u16| match code {
+        408 | 429 | 500..=599 => Class::Transient(format!("HTTP {code}")),
+        c => Class::Status(c),
+    };
+    match e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => Class::Status(401),
+        E::ServerError { code, .. } => status(*code),
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes.contains(&&OciErrorCode::Unauthorized) {
+                Class::Status(401)
+            } else if codes.contains(&&OciErrorCode::Denied) {
+                Class::Status(403)
+            } else if codes.contains(&&OciErrorCode::Toomanyrequests) {
+                Class::Transient("HTTP 429 too many requests".into())
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                Class::Status(404)
+            } else {
+                Class::Other
+            }
+        }
+        E::RequestError(re) => match re.status() {
+            Some(s) => status(s.as_u16()),
+            None if re.is_connect() || re.is_timeout() || re.is_request() || re.is_body() => {
+                Class::Transient(if re.is_timeout() {
+                    "timeout".into()
+                } else {
+                    "connection error".into()
+                })
+            }
+            None => Class::Other,
+        },
+        E::IoError(_) => Class::Transient("I/O error".into()),
+        _ => Class::Other,
+    }
+}
+
+fn client_for(r: &RegRef, opts: &RegistryOptions) -> (oci_client::Client, &'static str) {
+    let plain = plain_http_allowed(&r.host, &opts.insecure);
+    let protocol = if plain {
+        ClientProtocol::HttpsExcept(vec![r.api_host().to_string()])
+    } else {
+        ClientProtocol::Https
+    };
+    let config = ClientConfig {
+        protocol,
+        // One POST + one streaming PUT per blob: the upload every registry supports.
+        use_monolithic_push: true,
+        // Platform selection is ours (--platform), on raw index bytes.
+        platform_resolver: None,
+        connect_timeout: Some(Duration::from_secs(30)),
+        read_timeout: Some(Duration::from_secs(300)),
+        user_agent: USER_AGENT,
+        ..Default::default()
+    };
+    (
+        oci_client::Client::new(config),
+        if plain { "http" } else { "https" },
+    )
+}
+
+impl Session {
+    async fn open(reference: &str, opts: &RegistryOptions, out: Out) -> Result<Session> {
+        let r = RegRef::parse(reference)?;
+        let auth = auth::resolve(
+            &r.host,
+            &r.repo,
+            opts.username.as_deref(),
+            opts.password.as_deref(),
+        )?;
+        let (client, scheme) = client_for(&r, opts);
+        if scheme == "http"
+            && auth.cred != Credential::Anonymous
+            && !reference::is_loopback(&r.host)
+        {
+            out.warn(&format!(
+                "sending credentials for {} over plain HTTP (--insecure-registry)",
+                r.host
+            ));
+        }
+        client
+            .store_auth_if_needed(r.to_oci().resolve_registry(), &auth.to_oci())
+            .await;
+        Ok(Session {
+            client,
+            r,
+            auth,
+            scheme,
+            out,
+        })
+    }
+
+    fn oci(&self) -> oci_client::Reference {
+        self.r.to_oci()
+    }
+
+    /// Turns an oci-client error into one naming the registry, repository and object.
+    fn explain(&self, e: OciDistributionError, what: &str, op: Op, attempts: u32) -> anyhow::Error {
+        let (host, repo) = (&self.r.host, &self.r.repo);
+        let msg = match classify(&e) {
+            Class::Status(401) => {
+                let hint = if self.auth.cred == Credential::Anonymous {
+                    "no credentials were found: check --registry-user (password in NEMOCLAW_REGISTRY_PASSWORD or --registry-password-stdin) or log in so ~/.docker/config.json or ${XDG_RUNTIME_DIR}/containers/auth.json has them".to_string()
+                } else {
+                    format!(
+                        "the credentials from {} were rejected: check --registry-user or ~/.docker/config.json",
+                        self.auth.source
+                    )
+                };
+                format!("401 Unauthorized from {host} for repository {repo} ({what}): {hint}")
+            }
+            Class::Status(403) => format!(
+                "403 Forbidden from {host} for repository {repo} ({what}): the credentials from {} may not {} this repository",
+                self.auth.source,
+                if op == Op::Push { "push to" } else { "pull from" }
+            ),
+            Class::Status(404) => format!(
+                "404 Not Found from {host}: repository {repo} has no {what} (or the repository does not exist)"
+            ),
+            Class::Status(c) => format!("HTTP {c} from {host} for repository {repo} ({what})"),
+            Class::Transient(kind) => {
+                let mut m = format!(
+                    "{kind} talking to {}://{host} for repository {repo} ({what}), {attempts} attempt(s)",
+                    self.scheme
+                );
+                if self.scheme == "https" && kind == "connection error" {
+                    m.push_str(&format!(
+                        "; if {host} serves plain HTTP, pass --insecure-registry {host}"
+                    ));
+                }
+                m
+            }
+            Class::Other => format!("registry {host}, repository {repo} ({what}) failed"),
+        };
+        anyhow::Error::new(e).context(msg)
+    }
+
+    /// Runs `f` up to ATTEMPTS times while it fails transiently (backoff 0.5 s, 1.5 s).
+    async fn retry<T, F, Fut>(&self, what: &str, op: Op, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, OciDistributionError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => match classify(&e) {
+                    Class::Transient(kind) if attempt < ATTEMPTS => {
+                        self.out.log(&format!(
+                            "{}: {kind} ({what}), retrying ({}/{ATTEMPTS})",
+                            self.r.host,
+                            attempt + 1
+                        ));
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    _ => return Err(self.explain(e, what, op, attempt)),
+                },
+            }
+        }
+    }
+
+    /// Fetches a manifest (or index) by tag or digest; checks a digest reference.
+    async fn manifest(&self, r: &RegRef, what: &str) -> Result<(Vec<u8>, String)> {
+        let oci = r.to_oci();
+        let accept = [
+            MT_OCI_MANIFEST,
+            MT_DOCKER_MANIFEST,
+            MT_OCI_INDEX,
+            MT_DOCKER_LIST,
+        ];
+        let auth = self.auth.to_oci();
+        let (bytes, _) = self
+            .retry(what, Op::Pull, || {
+                self.client.pull_manifest_raw(&oci, &auth, &accept)
+            })
+            .await?;
+        if bytes.len() as u64 > JSON_LIMIT {
+            bail!(
+                "{what} from {} is {} bytes, more than {JSON_LIMIT} allowed",
+                self.r.host,
+                bytes.len()
+            );
+        }
+        let got = sha256_digest(&bytes);
+        if let Some(want) = &r.digest {
+            if &got != want {
+                bail!(
+                    "{what} from {}/{}: digest mismatch: requested {want}, content hashes to {got}",
+                    self.r.host,
+                    self.r.repo
+                );
+            }
+        }
+        Ok((bytes.to_vec(), got))
+    }
+
+    /// One download attempt of a blob into `tmp`, verifying size and digest as it streams.
+    async fn download_once(
+        &self,
+        digest: &str,
+        size: u64,
+        tmp: &mut tempfile::NamedTempFile,
+        bar: &ProgressBar,
+        label: &str,
+    ) -> Result<(), DlError> {
+        let blob_what = format!("{label}, blob {digest}");
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.oci(), digest)
+            .await
+            .map_err(|e| DlError::from_oci(e, self, &blob_what))?;
+        if let Some(cl) = stream.content_length {
+            if cl > size {
+                return Err(DlError::Fatal(anyhow!(
+                    "{label}: blob {digest} from {}: the registry announces {cl} bytes, the descriptor says {size}",
+                    self.r.name()
+                )));
+            }
+        }
+        tmp.as_file_mut().set_len(0).ok();
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+        let mut h = Sha256::new();
+        let mut n: u64 = 0;
+        bar.set_position(0);
+        loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    n += chunk.len() as u64;
+                    if n > size {
+                        return Err(DlError::Fatal(anyhow!(
+                            "{label}: size mismatch for blob {digest} from {}: the registry sent more than the {size} bytes the descriptor says",
+                            self.r.name()
+                        )));
+                    }
+                    h.update(&chunk);
+                    w.write_all(&chunk)
+                        .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
+                    bar.inc(chunk.len() as u64);
+                }
+                Some(Err(e)) => {
+                    // oci-client's own digest check fires at the end; report ours instead.
+                    if n == size {
+                        let got = format!("sha256:{}", hex::encode(h.finalize()));
+                        if got != digest {
+                            return Err(DlError::Fatal(mismatch(digest, &got, label, &self.r)));
+                        }
+                        return Err(DlError::Fatal(anyhow!(
+                            "{label}: blob {digest} from {}: {e}",
+                            self.r.name()
+                        )));
+                    }
+                    return Err(DlError::Transient(anyhow!(
+                        "{label}: download of blob {digest} from {} broke off after {n} of {size} bytes: {e}",
+                        self.r.name()
+                    )));
+                }
+                None => break,
+            }
+        }
+        w.flush()
+            .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
+        drop(w);
+        if n != size {
+            return Err(DlError::Fatal(anyhow!(
+                "{label}: size mismatch for blob {digest} from {}: descriptor says {size} bytes, the registry sent {n}",
+                self.r.name()
+            )));
+        }
+        let got = format!("sha256:{}", hex::encode(h.finalize()));
+        if got != digest {
+            return Err(DlError::Fatal(mismatch(digest, &got, label, &self.r)));
+        }
+        Ok(())
+    }
+
+    /// The cached blob for `digest`, downloading (and verifying) it when missing.
+    async fn fetch_blob(
+        &self,
+        cache: &Cache,
+        digest: &str,
+        size: u64,
+        label: &str,
+    ) -> Result<PathBuf> {
+        digest_hex(digest).with_context(|| format!("{label} in the manifest"))?;
+        if let Some(p) = cache.blob(digest) {
+            let len = std::fs::metadata(&p)?.len();
+            if len != size {
+                bail!(
+                    "{label}: the manifest from {} says blob {digest} has {size} bytes, but that digest has {len} bytes",
+                    self.r.name()
+                );
+            }
+            self.out.log(&format!("{label}: cached ({})", mib(size)));
+            return Ok(p);
+        }
+        let bar = self.out.bar(label, size);
+        let mut attempt = 0;
+        let res = loop {
+            attempt += 1;
+            let mut tmp = cache.tmp_file()?;
+            match self
+                .download_once(digest, size, &mut tmp, &bar, label)
+                .await
+            {
+                Ok(()) => break cache.insert_blob(tmp, digest),
+                Err(DlError::Transient(e)) if attempt < ATTEMPTS => {
+                    self.out
+                        .log(&format!("{e:#}; retrying ({}/{ATTEMPTS})", attempt + 1));
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(DlError::Transient(e)) => {
+                    break Err(e.context(format!("gave up after {attempt} attempts")))
+                }
+                Err(DlError::Fatal(e)) => break Err(e),
+            }
+        };
+        bar.finish_and_clear();
+        let p = res?;
+        // Remember where it came from, so a later push to this registry can mount it.
+        let _ = cache.put_json(
+            "registry-source",
+            &format!("{}|{digest}", self.r.api_host()),
+            &serde_json::json!({"repository": self.r.repo}),
+        );
+        self.out.log(&format!(
+            "{label}: pulled {} from {}",
+            mib(size),
+            self.r.name()
+        ));
+        Ok(p)
+    }
+}
+
+fn mismatch(want: &str, got: &str, label: &str, r: &RegRef) -> anyhow::Error {
+    anyhow!(
+        "{label}: digest mismatch for blob {want} from repository {}: content hashes to {got}; nothing was cached",
+        r.name()
+    )
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500 * 3u64.pow(attempt.saturating_sub(1).min(4)))
+}
+
+enum DlError {
+    Transient(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+impl DlError {
+    fn from_oci(e: OciDistributionError, s: &Session, what: &str) -> DlError {
+        match classify(&e) {
+            Class::Transient(_) => DlError::Transient(s.explain(e, what, Op::Pull, 1)),
+            _ => DlError::Fatal(s.explain(e, what, Op::Pull, 1)),
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime for registry I/O")
+}
+
+fn media_type_of(v: &Value) -> String {
+    if let Some(m) = v.get("mediaType").and_then(Value::as_str) {
+        return m.to_string();
+    }
+    if v.get("manifests").is_some() {
+        MT_OCI_INDEX.into()
+    } else {
+        MT_OCI_MANIFEST.into()
+    }
+}
+
+/// Pulls `HOST[:PORT]/REPO[:TAG|@sha256:...]` into the local cache.
+pub fn pull(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
+    runtime()?.block_on(pull_async(reference, opts))
+}
+
+async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
+    let ro = &opts.registry;
+    let s = Session::open(reference, ro, Out::new(ro.quiet)).await?;
+    let cache = Cache::open(ro.cache_dir.as_deref())?;
+    let top_what = match (&s.r.digest, &s.r.tag) {
+        (Some(d), _) => format!("manifest {d}"),
+        (None, Some(t)) => format!("tag {t}"),
+        (None, None) => "tag latest".into(),
+    };
+    let (mut bytes, mut digest) = s.manifest(&s.r, &top_what).await?;
+    let top_digest = digest.clone();
+    let mut v: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{top_what} from {}: invalid JSON", s.r.name()))?;
+    for _ in 0..4 {
+        let mt = media_type_of(&v);
+        if mt != MT_OCI_INDEX && mt != MT_DOCKER_LIST {
+            break;
+        }
+        let what = format!("image index {digest} from {}", s.r.name());
+        let idx = oci_spec::image::ImageIndex::from_reader(&bytes[..])
+            .map_err(|e| anyhow!("{what}: invalid image index: {e}"))?;
+        let d = select_platform(idx.manifests(), opts.platform.as_deref(), &what)?;
+        let child = s.r.with_digest(d.digest().as_ref());
+        let child_what = format!("manifest {}", d.digest());
+        (bytes, digest) = s.manifest(&child, &child_what).await?;
+        v = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{child_what} from {}: invalid JSON", s.r.name()))?;
+    }
+    if s.r.digest.is_none() {
+        s.out.warn(&format!(
+            "registry://{reference} is a tag, and tags move: this build is not reproducible; pin it as registry://{}@{top_digest}",
+            s.r.name()
+        ));
+    }
+    if v.get("schemaVersion").and_then(Value::as_i64) != Some(2) {
+        bail!(
+            "manifest {digest} from {}: only schemaVersion 2 manifests are supported",
+            s.r.name()
+        );
+    }
+    let mt = media_type_of(&v);
+    if mt != MT_OCI_MANIFEST && mt != MT_DOCKER_MANIFEST {
+        bail!(
+            "manifest {digest} from {}: unsupported media type {mt}",
+            s.r.name()
+        );
+    }
+    let manifest = oci_spec::image::ImageManifest::from_reader(&bytes[..])
+        .map_err(|e| anyhow!("manifest {digest} from {}: invalid: {e}", s.r.name()))?;
+    let cfg = manifest.config();
+    let config_digest = cfg.digest().to_string();
+    if cfg.size() > JSON_LIMIT {
+        bail!(
+            "config {config_digest} from {} is {} bytes, more than {JSON_LIMIT} allowed",
+            s.r.name(),
+            cfg.size()
+        );
+    }
+    let config_path = s
+        .fetch_blob(&cache, &config_digest, cfg.size(), "config")
+        .await?;
+    let config_bytes = BlobLocation::whole(&config_path)?.read_all(JSON_LIMIT, "config")?;
+    let config: Value = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("config {config_digest}: invalid JSON"))?;
+    let diff_ids = diff_ids_of(&config);
+    if !diff_ids.is_empty() && diff_ids.len() != manifest.layers().len() {
+        bail!(
+            "config {config_digest} lists {} diff_ids for {} layers",
+            diff_ids.len(),
+            manifest.layers().len()
+        );
+    }
+    let descs: Vec<(usize, String, u64, String)> = manifest
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                i,
+                l.digest().to_string(),
+                l.size(),
+                l.media_type().to_string(),
+            )
+        })
+        .collect();
+    let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter())
+        .map(|(i, d, size, _)| {
+            let label = format!("layer {} ({})", i + 1, short(d));
+            let (s, cache) = (&s, &cache);
+            async move { s.fetch_blob(cache, d, *size, &label).await }
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut layers = Vec::new();
+    for ((i, d, _, mt), p) in descs.into_iter().zip(paths) {
+        layers.push(LayerBlob::new(
+            i,
+            BlobLocation::whole(&p)?,
+            &mt,
+            Some(d),
+            diff_ids.get(i).cloned(),
+        )?);
+    }
+    Ok(BaseImage {
+        name: format!("registry://{reference}"),
+        manifest_digest: Some(digest),
+        config,
+        layers,
+        _scratch: None,
+    })
+}
+
+/// A blob of the manifest being pushed.
+struct PushBlob {
+    label: String,
+    digest: String,
+    size: u64,
+    path: PathBuf,
+}
+
+fn manifest_blobs(layout: &Path, manifest: &Value) -> Result<Vec<PushBlob>> {
+    let desc = |d: &Value, label: String| -> Result<PushBlob> {
+        let digest = d
+            .get("digest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow!("{label}: descriptor without digest"))?
+            .to_string();
+        let size = d
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| anyhow!("{label}: descriptor without size"))?;
+        let path = layout.join("blobs/sha256").join(digest_hex(&digest)?);
+        let len = std::fs::metadata(&path)
+            .with_context(|| format!("{label} ({digest}) is missing from {}", layout.display()))?
+            .len();
+        if len != size {
+            bail!("{label} ({digest}): descriptor says {size} bytes, the staged blob has {len}");
+        }
+        Ok(PushBlob {
+            label,
+            digest,
+            size,
+            path,
+        })
+    };
+    let mut v = Vec::new();
+    if let Some(layers) = manifest.get("layers").and_then(Value::as_array) {
+        for (i, l) in layers.iter().enumerate() {
+            let d = l.get("digest").and_then(Value::as_str).unwrap_or("");
+            v.push(desc(l, format!("layer {} ({})", i + 1, short(d)))?);
+        }
+    }
+    let config = manifest
+        .get("config")
+        .ok_or_else(|| anyhow!("manifest without config"))?;
+    v.push(desc(config, "config".into())?);
+    Ok(v)
+}
+
+/// Reads `path` in CHUNK pieces, hashing as it goes; a local mismatch ends the stream
+/// with an error (and is recorded in `verdict` for the error message).
+fn file_stream(
+    path: PathBuf,
+    digest: String,
+    size: u64,
+    bar: ProgressBar,
+    verdict: Arc<Mutex<Option<String>>>,
+) -> Result<
+    impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
+> {
+    let f =
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    struct St {
+        f: std::fs::File,
+        h: Sha256,
+        n: u64,
+        done: bool,
+    }
+    let st = St {
+        f,
+        h: Sha256::new(),
+        n: 0,
+        done: false,
+    };
+    Ok(futures_util::stream::try_unfold(st, move |mut st| {
+        let (digest, bar, verdict) = (digest.clone(), bar.clone(), verdict.clone());
+        async move {
+            if st.done {
+                return Ok(None);
+            }
+            let mut buf = vec![0u8; CHUNK];
+            let mut k = 0;
+            while k < buf.len() {
+                match st.f.read(&mut buf[k..])? {
+                    0 => break,
+                    m => k += m,
+                }
+            }
+            if k == 0 {
+                st.done = true;
+                let got = format!("sha256:{}", hex::encode(st.h.clone().finalize()));
+                if st.n != size || got != digest {
+                    let m = format!(
+                        "staged blob {digest} is corrupt: {} bytes hashing to {got} (expected {size})",
+                        st.n
+                    );
+                    *verdict.lock().unwrap() = Some(m.clone());
+                    return Err(OciDistributionError::IoError(std::io::Error::other(m)));
+                }
+                return Ok(None);
+            }
+            buf.truncate(k);
+            st.h.update(&buf);
+            st.n += k as u64;
+            bar.inc(k as u64);
+            Ok(Some((bytes::Bytes::from(buf), st)))
+        }
+    }))
+}
+
+impl Session {
+    async fn blob_present(&self, b: &PushBlob) -> Result<bool> {
+        let oci = self.oci();
+        let what = format!("HEAD {} {}", b.label, b.digest);
+        match self
+            .retry(&what, Op::Push, || self.client.blob_exists(&oci, &b.digest))
+            .await
+        {
+            Ok(p) => Ok(p),
+            // Some registries refuse HEAD before the first push; the upload will tell.
+            Err(e)
+                if e.downcast_ref::<OciDistributionError>()
+                    .map(classify)
+                    .is_some_and(|c| matches!(c, Class::Status(401 | 403))) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn try_mount(&self, cache: Option<&Cache>, b: &PushBlob) -> bool {
+        let Some(cache) = cache else { return false };
+        let Some(src) = cache
+            .get_json(
+                "registry-source",
+                &format!("{}|{}", self.r.api_host(), b.digest),
+            )
+            .and_then(|v| v.get("repository")?.as_str().map(str::to_string))
+        else {
+            return false;
+        };
+        if src == self.r.repo {
+            return false;
+        }
+        let from = oci_client::Reference::with_digest(
+            self.r.api_host().to_string(),
+            src.clone(),
+            b.digest.clone(),
+        );
+        match self.client.mount_blob(&self.oci(), &from, &b.digest).await {
+            Ok(()) => {
+                self.out.log(&format!("{}: mounted from {src}", b.label));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn push_blob(&self, cache: Option<&Cache>, b: &PushBlob) -> Result<bool> {
+        if self.blob_present(b).await? {
+            self.out.log(&format!(
+                "{}: already present in {} ({})",
+                b.label,
+                self.r.name(),
+                mib(b.size)
+            ));
+            return Ok(false);
+        }
+        if self.try_mount(cache, b).await {
+            return Ok(false);
+        }
+        let bar = self.out.bar(&b.label, b.size);
+        let oci = self.oci();
+        let what = format!("upload of {} {}", b.label, b.digest);
+        let mut attempt = 0;
+        let res = loop {
+            attempt += 1;
+            bar.set_position(0);
+            let verdict = Arc::new(Mutex::new(None));
+            let stream = file_stream(
+                b.path.clone(),
+                b.digest.clone(),
+                b.size,
+                bar.clone(),
+                verdict.clone(),
+            )?;
+            let r = self
+                .client
+                .push_blob_stream(&oci, stream, &b.digest, Some(b.size))
+                .await;
+            if let Some(m) = verdict.lock().unwrap().take() {
+                break Err(anyhow!("{}: {m}", b.label));
+            }
+            match r {
+                Ok(_) => break Ok(()),
+                Err(e) => match classify(&e) {
+                    Class::Transient(kind) if attempt < ATTEMPTS => {
+                        self.out.log(&format!(
+                            "{}: {kind} ({what}), retrying ({}/{ATTEMPTS})",
+                            self.r.host,
+                            attempt + 1
+                        ));
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    _ => break Err(self.explain(e, &what, Op::Push, attempt)),
+                },
+            }
+        };
+        bar.finish_and_clear();
+        res?;
+        self.out.log(&format!(
+            "{}: uploaded {} to {}",
+            b.label,
+            mib(b.size),
+            self.r.name()
+        ));
+        Ok(true)
+    }
+}
+
+/// Pushes the OCI layout in `layout` (blobs + the manifest `manifest_digest`) to
+/// `reference`; returns the manifest digest the registry reports (else ours).
 pub fn push(
     layout: &Path,
     reference: &str,
     manifest_digest: &str,
     manifest: &[u8],
-    _opts: &RegistryOptions,
+    opts: &RegistryOptions,
 ) -> Result<String> {
-    let _ = (layout, manifest_digest, manifest);
-    bail!("registry://{reference}: pushing is not supported yet; write --output oci:DIR:TAG and push it with `skopeo copy oci:DIR:TAG docker://...`")
+    runtime()?.block_on(push_async(
+        layout,
+        reference,
+        manifest_digest,
+        manifest,
+        opts,
+    ))
+}
+
+async fn push_async(
+    layout: &Path,
+    reference: &str,
+    manifest_digest: &str,
+    manifest: &[u8],
+    opts: &RegistryOptions,
+) -> Result<String> {
+    let got = sha256_digest(manifest);
+    if got != manifest_digest {
+        bail!("internal error: the manifest to push hashes to {got}, not {manifest_digest}");
+    }
+    let s = Session::open(reference, opts, Out::new(opts.quiet)).await?;
+    if let Some(d) = &s.r.digest {
+        if d != manifest_digest {
+            bail!("registry://{reference}: the reference pins {d}, but the built manifest is {manifest_digest}");
+        }
+    }
+    let target = match (&s.r.tag, &s.r.digest) {
+        (Some(t), Some(_)) => {
+            oci_client::Reference::with_tag(s.r.api_host().to_string(), s.r.repo.clone(), t.clone())
+        }
+        _ => s.oci(),
+    };
+    let v: Value = serde_json::from_slice(manifest).context("the manifest to push is not JSON")?;
+    let blobs = manifest_blobs(layout, &v)?;
+    // The cache only serves cross-repository mounts here; push works without it.
+    let cache = Cache::open(opts.cache_dir.as_deref()).ok();
+    let uploaded: Vec<bool> = futures_util::stream::iter(blobs.iter())
+        .map(|b| {
+            let (s, cache) = (&s, cache.as_ref());
+            async move { s.push_blob(cache, b).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mt = media_type_of(&v);
+    if mt.is_empty() || !mt.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("invalid manifest media type '{mt}'");
+    }
+    let what = format!("manifest {manifest_digest}");
+    let location = s
+        .retry(&what, Op::Push, || {
+            // An http::HeaderValue, inferred (oci-client does not re-export the type);
+            // `mt` is checked above, so the fallback is never taken.
+            let ct = match mt.parse() {
+                Ok(v) => v,
+                Err(_) => MT_OCI_MANIFEST.parse().expect("static media type"),
+            };
+            s.client.push_manifest_raw(&target, manifest.to_vec(), ct)
+        })
+        .await?;
+    // distribution answers with Location: /v2/REPO/manifests/sha256:<digest>.
+    let reported = location
+        .rsplit('/')
+        .next()
+        .and_then(|last| last.split(['?', '#']).next())
+        .filter(|d| digest_hex(d).is_ok())
+        .map(str::to_string);
+    let n_up = uploaded.iter().filter(|u| **u).count();
+    s.out.log(&format!(
+        "pushed registry://{} ({manifest_digest}): {n_up} blob(s) uploaded, {} already there",
+        match &s.r.tag {
+            Some(t) => format!("{}:{t}", s.r.name()),
+            None => s.r.to_string(),
+        },
+        uploaded.len() - n_up
+    ));
+    Ok(reported.unwrap_or_else(|| manifest_digest.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_errors() {
+        use OciDistributionError as E;
+        assert_eq!(
+            classify(&E::UnauthorizedError { url: "u".into() }),
+            Class::Status(401)
+        );
+        assert_eq!(
+            classify(&E::ServerError {
+                code: 503,
+                url: "u".into(),
+                message: String::new()
+            }),
+            Class::Transient("HTTP 503".into())
+        );
+        assert_eq!(
+            classify(&E::ServerError {
+                code: 404,
+                url: "u".into(),
+                message: String::new()
+            }),
+            Class::Status(404)
+        );
+        let env: oci_client::errors::OciEnvelope =
+            serde_json::from_str(r#"{"errors":[{"code":"DENIED","message":"no"}]}"#).unwrap();
+        assert_eq!(
+            classify(&E::RegistryError {
+                envelope: env,
+                url: "u".into()
+            }),
+            Class::Status(403)
+        );
+        let env: oci_client::errors::OciEnvelope =
+            serde_json::from_str(r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#).unwrap();
+        assert_eq!(
+            classify(&E::RegistryError {
+                envelope: env,
+                url: "u".into()
+            }),
+            Class::Status(404)
+        );
+        assert_eq!(classify(&E::PushNoDataError), Class::Other);
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_millis(1500));
+        assert!(backoff(100) <= Duration::from_secs(41));
+    }
+
+    #[test]
+    fn push_blob_list_checks_layout() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("blobs/sha256")).unwrap();
+        let put = |b: &[u8]| {
+            let dg = sha256_digest(b);
+            std::fs::write(
+                d.path().join("blobs/sha256").join(digest_hex(&dg).unwrap()),
+                b,
+            )
+            .unwrap();
+            dg
+        };
+        let (c, l) = (put(b"{}"), put(b"layer"));
+        let m = serde_json::json!({"schemaVersion": 2, "config": {"digest": c, "size": 2},
+            "layers": [{"digest": l, "size": 5}]});
+        let v = manifest_blobs(d.path(), &m).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].label, "config");
+        assert!(v[0].label.starts_with("layer 1 (sha256:"));
+        let bad = serde_json::json!({"config": {"digest": c, "size": 3}, "layers": []});
+        assert!(manifest_blobs(d.path(), &bad).is_err());
+    }
+
+    #[test]
+    fn file_stream_detects_local_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("b");
+        std::fs::write(&p, vec![7u8; CHUNK + 10]).unwrap();
+        let good = sha256_digest(&vec![7u8; CHUNK + 10]);
+        let rt = runtime().unwrap();
+        let verdict = Arc::new(Mutex::new(None));
+        let s = file_stream(
+            p.clone(),
+            good.clone(),
+            (CHUNK + 10) as u64,
+            ProgressBar::hidden(),
+            verdict.clone(),
+        )
+        .unwrap();
+        let chunks: Vec<bytes::Bytes> = rt.block_on(s.try_collect()).unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert!(verdict.lock().unwrap().is_none());
+        let s = file_stream(
+            p,
+            sha256_digest(b"other"),
+            (CHUNK + 10) as u64,
+            ProgressBar::hidden(),
+            verdict.clone(),
+        )
+        .unwrap();
+        assert!(rt.block_on(s.try_collect::<Vec<_>>()).is_err());
+        assert!(verdict.lock().unwrap().is_some());
+    }
+
+    #[test]
+    fn pull_of_bad_reference_fails_without_network() {
+        let e = pull("no-slash", &OpenOptions::default()).err().unwrap();
+        assert!(format!("{e:#}").contains("HOST[:PORT]/REPO"), "{e:#}");
+    }
 }

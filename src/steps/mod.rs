@@ -34,6 +34,9 @@ pub struct StepsReport {
     pub landlock_warnings: Vec<String>,
 }
 
+/// Everything but the artifacts: purge, accounts, fs operations, init, Landlock.
+/// Artifacts come last, in a layer of their own, because they change on every
+/// release while the rest changes with the recipe (see the pipeline's cache).
 pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result<StepsReport> {
     let mut rep = StepsReport {
         purge: purge::apply(fs, &recipe.packages, opts.strict)?,
@@ -41,18 +44,6 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
     };
     accounts::apply(fs, &recipe.groups, &recipe.users, opts.epoch)?;
     fsops::apply(fs, recipe)?;
-    match (&recipe.artifacts, &opts.artifacts) {
-        (Some(a), Some(src)) => {
-            let uid = accounts::uid_of(fs, &a.owner)?;
-            let gid = accounts::gid_of(fs, &a.group)?;
-            rep.artifacts_digest = Some(artifacts::apply(fs, src, &a.dest, uid, gid)?);
-        }
-        (None, Some(src)) => bail!(
-            "--artifacts {} given, but the recipe has no [artifacts] section saying where they go",
-            src.display()
-        ),
-        _ => {}
-    }
     if let Some(init) = &recipe.init {
         fs.insert(&init.path, Node::file(0o755, 0, 0, INIT_BINARY.to_vec()))?;
         rep.init_path = Some(init.path.clone());
@@ -64,8 +55,34 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
     if opts.strict && !rep.landlock_warnings.is_empty() {
         bail!("Landlock policy: {}", rep.landlock_warnings.join("; "));
     }
-    gates(fs, recipe)?;
     Ok(rep)
+}
+
+/// Places the builder artifacts; returns the digest of the normalized tree.
+/// Owners are resolved against `accounts_fs` (the image's account files).
+pub fn apply_artifacts(
+    fs: &mut Rootfs,
+    accounts_fs: Option<&Rootfs>,
+    recipe: &Recipe,
+    src: Option<&std::path::Path>,
+) -> Result<Option<String>> {
+    match (&recipe.artifacts, src) {
+        (Some(a), Some(src)) => {
+            let (uid, gid) = {
+                let who = accounts_fs.unwrap_or(fs);
+                (
+                    accounts::uid_of(who, &a.owner)?,
+                    accounts::gid_of(who, &a.group)?,
+                )
+            };
+            Ok(Some(artifacts::apply(fs, src, &a.dest, uid, gid)?))
+        }
+        (None, Some(src)) => bail!(
+            "--artifacts {} given, but the recipe has no [artifacts] section saying where they go",
+            src.display()
+        ),
+        _ => Ok(None),
+    }
 }
 
 /// Fails the build when the result breaks the recipe's promises.
