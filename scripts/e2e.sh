@@ -109,6 +109,10 @@ load_image() {
     && printf '%s\n' "localhost/nemoclaw-e2e:$2" >>"$STATE/images"
 }
 img() { printf 'localhost/nemoclaw-e2e:%s' "$1"; }
+# track_loaded LOG: remember the names `podman load` reported, for cleanup
+track_loaded() { sed -nE 's/^Loaded image(\(s\)|s)?: *//p' "$1" | tr ',' '\n' | sed '/^$/d' >>"$STATE/images" || true; }
+# archives get a run-unique tag: `podman load` names images after it (never clobber a user's tag)
+ATAG="e2e-$$"
 
 cleanup() {
   local rc=$?
@@ -122,7 +126,9 @@ cleanup() {
     # shellcheck disable=SC2086  # one id per word
     [[ -n "$ids" ]] && podman rm -f $ids >/dev/null 2>&1
     if [[ -f "$STATE/images" ]]; then
-      sort -u "$STATE/images" | xargs -r podman rmi -f >/dev/null 2>&1 || true
+      # one by one, without -f: an ID that other names still use is left alone
+      local i
+      sort -u "$STATE/images" | while read -r i; do podman rmi "$i" >/dev/null 2>&1 || true; done
     fi
     rm -rf "$W"
   else
@@ -423,23 +429,26 @@ section_validate() {
   local id
   if id="$(timeout 600 podman pull -q "oci:$out:$TAG" 2>"$LOGS/validate.podman-pull.err" | tail -n 1)" && [[ -n "$id" ]]; then
     pass validate.podman_pull
-    printf '%s\n' "$id" >>"$STATE/images"
+    # podman names it after the path; remove by those names only (the ID may be shared)
+    podman image inspect --format '{{range .RepoTags}}{{println .}}{{end}}' "$id" 2>/dev/null \
+      | grep -F "$W" >>"$STATE/images" || true
   else
     fail validate.podman_pull "$(tail_detail "$LOGS/validate.podman-pull.err")"
   fi
 
   # other outputs: same image in an oci-archive and a docker-archive, zstd layers
   if nb validate.ociarchive build --base "tar:$BASE_TAR" --artifacts "$ART" --source-date-epoch "$EPOCH" \
-      --output "oci-archive:$W/out/main.oci.tar:$TAG" --json; then
+      --output "oci-archive:$W/out/main.oci.tar:$ATAG" --json; then
     pass validate.oci_archive_build
-    check_eq validate.oci_archive_same_digest "$d" "$(skopeo inspect "oci-archive:$W/out/main.oci.tar:$TAG" 2>&1 | jq -r .Digest 2>&1)"
-    probe validate.oci_archive_podman_load timeout 600 podman load -q -i "$W/out/main.oci.tar"
+    check_eq validate.oci_archive_same_digest "$d" "$(skopeo inspect "oci-archive:$W/out/main.oci.tar:$ATAG" 2>&1 | jq -r .Digest 2>&1)"
+    probe validate.oci_archive_podman_load timeout 600 podman load -i "$W/out/main.oci.tar"
+    track_loaded "$LOGS/validate.oci_archive_podman_load.log"
   else
     fail validate.oci_archive_build "$(tail_detail "$LOGS/validate.ociarchive.err")"
   fi
   rm -f "$W/out/main.oci.tar"
   if nb validate.dockerarchive build --base "tar:$BASE_TAR" --artifacts "$ART" --source-date-epoch "$EPOCH" \
-      --output "docker-archive:$W/out/main.docker.tar:$TAG" --json; then
+      --output "docker-archive:$W/out/main.docker.tar:$ATAG" --json; then
     pass validate.docker_archive_build
     probe validate.docker_archive_manifest_json bash -c 'tar -xOf "$1" manifest.json | jq -e "type == \"array\" and length == 1 and (.[0].Layers | length) > 0 and (.[0].Config | length) > 0"' _ "$W/out/main.docker.tar"
     local want_diff got_diff
@@ -447,7 +456,8 @@ section_validate() {
     want_diff="$(jq -c .rootfs.diff_ids "$cfg" 2>/dev/null || echo none)"
     got_diff="$(skopeo inspect --config "docker-archive:$W/out/main.docker.tar" 2>&1 | jq -c .rootfs.diff_ids 2>&1)"
     check_eq validate.docker_archive_same_diff_ids "$want_diff" "$got_diff"
-    probe validate.docker_archive_podman_load timeout 600 podman load -q -i "$W/out/main.docker.tar"
+    probe validate.docker_archive_podman_load timeout 600 podman load -i "$W/out/main.docker.tar"
+    track_loaded "$LOGS/validate.docker_archive_podman_load.log"
   else
     fail validate.docker_archive_build "$(tail_detail "$LOGS/validate.dockerarchive.err")"
   fi
