@@ -16,6 +16,8 @@ pub mod image;
 pub mod imageref;
 pub mod layer;
 pub mod pipeline;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod progress;
 pub mod recipe;
 pub mod registry;
