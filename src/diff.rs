@@ -943,6 +943,8 @@ pub(crate) mod tests {
         h.set_size(1);
         h.set_mode(0o644);
         h.set_mtime(5);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_entry_type(tar::EntryType::Regular);
         let mut tb = tar::Builder::new(Vec::new());
         tb.append_data(&mut h.clone(), "f", &b"x"[..]).unwrap();
@@ -985,7 +987,7 @@ pub(crate) mod tests {
         let (a, b) = (t.path().join("a"), t.path().join("b"));
         let l = base_layer();
         let rec = |d: &str| json!({RECORD_ANNOTATION: format!("{{\"artifacts_digest\":\"{d}\",\"tool\":\"x\"}}")});
-        write_layout(&a, &[l.clone()], 6, json!({}), rec("sha256:aa"));
+        write_layout(&a, std::slice::from_ref(&l), 6, json!({}), rec("sha256:aa"));
         write_layout(&b, &[l], 6, json!({}), rec("sha256:bb"));
         let r = diff_images(
             &format!("oci:{}", a.display()),
@@ -1012,7 +1014,7 @@ pub(crate) mod tests {
         let wh = TarBuilder::new()
             .file("opt/nemoclaw/dist/.wh.index.js", b"", 0o644)
             .build();
-        write_layout(&a, &[l.clone()], 6, json!({}), json!({}));
+        write_layout(&a, std::slice::from_ref(&l), 6, json!({}), json!({}));
         write_layout(&b, &[l, wh], 6, json!({}), json!({}));
         let r = diff_images(
             &format!("oci:{}", a.display()),

@@ -32,6 +32,13 @@ enum Cmd {
     Policy(nemoclaw_build::audit::PolicyArgs),
     /// Print the built-in default recipe.
     Recipe,
+    /// Compare two images: config fields, layers, files (exit 0 same, 1 different, 2 error).
+    Diff(nemoclaw_build::diff::DiffArgs),
+    /// Rebuild an image from its build record, or build twice, and compare digests
+    /// (exit 0 reproducible, 1 not, 2 error).
+    Verify(nemoclaw_build::verify::VerifyArgs),
+    /// Software bill of materials of an image (SPDX 2.3 or CycloneDX 1.5 JSON).
+    Sbom(nemoclaw_build::sbom::SbomArgs),
     /// Manage the local cache (pulled blobs, derived layers).
     #[command(subcommand)]
     Cache(CacheCmd),
@@ -50,7 +57,10 @@ enum CacheCmd {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches(['b', 'B']).trim_end_matches(['i', 'I']);
+    let t = s
+        .trim()
+        .trim_end_matches(['b', 'B'])
+        .trim_end_matches(['i', 'I']);
     let (num, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let m = match c.to_ascii_uppercase() {
@@ -157,6 +167,10 @@ struct BuildArgs {
     /// Write the build record (the exact inputs) to this file.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// Write an SPDX 2.3 SBOM here; with an oci:DIR output it is also attached to the
+    /// layout as an artifact manifest whose subject is the image.
+    #[arg(long)]
+    sbom: Option<PathBuf>,
     /// Cache directory for derived layers and pulled blobs
     /// (default: $XDG_CACHE_HOME/nemoclaw-build or ~/.cache/nemoclaw-build).
     #[arg(long)]
@@ -206,6 +220,7 @@ fn run_build(a: BuildArgs) -> Result<()> {
         } else {
             Some(nemoclaw_build::cache::Cache::open(a.cache_dir.as_deref())?)
         },
+        sbom: a.sbom,
     };
     let s = build(opts)?;
     if let Some(r) = &a.record {
@@ -240,19 +255,21 @@ fn main() -> ExitCode {
         Cmd::Build(a) => run_build(a).map(|_| ExitCode::SUCCESS),
         Cmd::Audit(a) => nemoclaw_build::audit::run_audit(a),
         Cmd::Policy(a) => nemoclaw_build::audit::run_policy(a),
+        Cmd::Diff(a) => nemoclaw_build::diff::run_diff(a),
+        Cmd::Verify(a) => nemoclaw_build::verify::run_verify(a),
+        Cmd::Sbom(a) => nemoclaw_build::sbom::run_sbom(a),
         Cmd::Cache(CacheCmd::Prune {
             max_size,
             cache_dir,
-        }) => nemoclaw_build::cache::Cache::open(cache_dir.as_deref())
-            .and_then(|c| {
-                let (n, freed) = c.prune(max_size)?;
-                eprintln!(
-                    "pruned {n} file(s), {:.1} MiB from {}",
-                    freed as f64 / 1048576.0,
-                    c.root().display()
-                );
-                Ok(ExitCode::SUCCESS)
-            }),
+        }) => nemoclaw_build::cache::Cache::open(cache_dir.as_deref()).and_then(|c| {
+            let (n, freed) = c.prune(max_size)?;
+            eprintln!(
+                "pruned {n} file(s), {:.1} MiB from {}",
+                freed as f64 / 1048576.0,
+                c.root().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
         Cmd::Recipe => {
             print!("{}", nemoclaw_build::recipe::DEFAULT_RECIPE);
             Ok(ExitCode::SUCCESS)

@@ -46,6 +46,8 @@ pub struct BuildOptions {
     pub progress: Progress,
     /// Derived-results cache; None disables caching (`--no-cache`).
     pub cache: Option<crate::cache::Cache>,
+    /// Write an SPDX 2.3 SBOM of the result here (and attach it to an oci: layout).
+    pub sbom: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -929,6 +931,18 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             }
         }
     }
+    // SBOM of the final image, read back from the staged layers (cache hits included).
+    let sbom = match &opts.sbom {
+        Some(_) => Some(crate::sbom::for_staged_image(
+            &staging.blobs(),
+            &layers,
+            &config,
+            &opts.recipe,
+            opts.epoch,
+            p,
+        )?),
+        None => None,
+    };
     publish(
         staging,
         &opts.output,
@@ -938,6 +952,18 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         opts.epoch,
         &opts.open.registry,
     )?;
+    if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
+        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        if let ImageRef::OciDir { path: dir, .. } = &opts.output {
+            crate::sbom::attach_to_layout(
+                dir,
+                &digest,
+                manifest_bytes.len() as u64,
+                bytes,
+                &created,
+            )?;
+        }
+    }
     Ok(BuildSummary {
         output: opts.output.to_string(),
         digest,

@@ -1,1 +1,756 @@
-//! `verify`: rebuild from a build record and compare digests (issue 7). Not implemented yet.
+//! `verify`: rebuild an image from the build record in its manifest annotation
+//! (`dev.nemoclaw.build.record`) and compare manifest digests; on a mismatch, say
+//! which recorded input differs and run the `diff` logic to name the files.
+//!
+//! `--twice` builds the same inputs twice, each in a child process of this executable
+//! with its own temporary directory, umask, TZ, locale, thread count and a private
+//! copy of the artifacts (different file mtimes, permissions and creation order):
+//! anything of the host that leaks into the output shows up as a digest mismatch.
+//!
+//! Exit codes: 0 verified (identical digests), 1 mismatch, 2 error.
+use crate::compress::{Algorithm, Settings};
+use crate::diff::{self, Loaded, Report};
+use crate::imageref::ImageRef;
+use crate::pipeline::{build, BuildOptions, PurgeMode};
+use crate::progress::Progress;
+use crate::recipe::Recipe;
+use crate::source::OpenOptions;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, SystemTime};
+
+/// Recorded name of the built-in recipe ends with this.
+const BUILT_IN: &str = "(built in)";
+/// Test hook: with `--twice`, append a line to this artifact file (relative path) in
+/// the second build's copy, to prove that a difference is caught and named.
+pub const MUTATE_ENV: &str = "NEMOCLAW_TEST_MUTATE";
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Image built by nemoclaw-build (oci:DIR[:TAG] or oci-archive:PATH[:TAG]).
+    /// Optional with --twice when --base is given.
+    pub image: Option<String>,
+    /// Base image to rebuild from (default: the one named in the build record).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Builder artifacts (required when the image was built with artifacts; only their
+    /// digest is recorded, never the path).
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+    /// Recipe (default: the one named in the record, or the built-in one).
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Build twice in isolated child processes with a different umask, TZ, locale,
+    /// thread count and artifact copy (mtimes, permissions, creation order).
+    #[arg(long)]
+    pub twice: bool,
+    /// Timestamp for --twice without IMAGE (default $SOURCE_DATE_EPOCH, else 0).
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<u64>,
+    /// Keep the temporary rebuilds (their paths are printed).
+    #[arg(long)]
+    pub keep: bool,
+    /// Ignore file mtimes in the diff shown on a mismatch.
+    #[arg(long)]
+    pub ignore_timestamps: bool,
+    /// JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Internal: run one build described by this JSON file and print its digest.
+    #[arg(long, hide = true)]
+    pub build_spec: Option<PathBuf>,
+}
+
+/// Everything a rebuild needs; also the wire format to the child processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildSpec {
+    pub base: String,
+    pub output: String,
+    /// Recipe file to read (None: the built-in one).
+    pub recipe_path: Option<PathBuf>,
+    /// Name to record for the recipe (the recorded one, so the record matches).
+    pub recipe_name: Option<String>,
+    pub artifacts: Option<PathBuf>,
+    pub epoch: u64,
+    /// `Settings::describe()` form, as recorded.
+    pub compression: String,
+    pub threads: Option<usize>,
+    pub purge_mode: String,
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// Inverse of `Settings::describe`.
+pub fn parse_compression(desc: &str, threads: Option<usize>) -> Result<Settings> {
+    if desc == "none" {
+        return Settings::new(Algorithm::None, None, threads);
+    }
+    if let Some(l) = desc.strip_prefix("zstd-l") {
+        return Settings::new(Algorithm::Zstd, Some(l.parse()?), threads);
+    }
+    if let Some(rest) = desc.strip_prefix("gzip-zlib-rs-l") {
+        let (l, b) = rest
+            .split_once("-b")
+            .ok_or_else(|| anyhow!("bad compression '{desc}'"))?;
+        let s = Settings::new(Algorithm::Gzip, Some(l.parse()?), threads)?;
+        if b.parse::<usize>()? != s.block_size {
+            bail!(
+                "compression '{desc}': block size {b} differs from this tool's {}",
+                s.block_size
+            );
+        }
+        return Ok(s);
+    }
+    bail!("unknown compression '{desc}' in the build record")
+}
+
+fn load_recipe(spec: &BuildSpec) -> Result<Recipe> {
+    match (&spec.recipe_path, &spec.recipe_name) {
+        (Some(p), Some(name)) => {
+            let bytes =
+                std::fs::read(p).with_context(|| format!("cannot read recipe {}", p.display()))?;
+            let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            Recipe::parse(&bytes, name, &dir)
+        }
+        (Some(p), None) => Recipe::load(Some(p)),
+        (None, _) => Recipe::load(None),
+    }
+}
+
+/// Runs one build in this process; returns (manifest digest, build record).
+pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Value)> {
+    let purge_mode = PurgeMode::from_str(&spec.purge_mode, true)
+        .map_err(|e| anyhow!("purge mode '{}': {e}", spec.purge_mode))?;
+    let s = build(BuildOptions {
+        base: ImageRef::parse(&spec.base).context("base")?,
+        output: ImageRef::parse(&spec.output).context("output")?,
+        recipe: load_recipe(spec)?,
+        artifacts: spec.artifacts.clone(),
+        purge_mode,
+        compression: parse_compression(&spec.compression, spec.threads)?,
+        epoch: spec.epoch,
+        build_args: spec.build_args.clone(),
+        strict: false,
+        open: OpenOptions::default(),
+        progress: progress.clone(),
+        cache: None,
+        sbom: None,
+    })?;
+    Ok((s.digest, s.record))
+}
+
+fn rec_str(rec: &Value, k: &str) -> Option<String> {
+    rec.get(k).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+/// The inputs to rebuild with: the record's, overridden by the command line.
+fn spec_from(a: &VerifyArgs, record: Option<&Value>, output: String) -> Result<BuildSpec> {
+    let empty = json!({});
+    let rec = record.unwrap_or(&empty);
+    let base = a
+        .base
+        .clone()
+        .or_else(|| rec_str(rec, "base"))
+        .ok_or_else(|| anyhow!("no base: give --base"))?;
+    let recorded_recipe = rec_str(rec, "recipe");
+    let (recipe_path, recipe_name) = match (&a.recipe, &recorded_recipe) {
+        (Some(p), Some(n)) => (Some(p.clone()), Some(n.clone())),
+        (Some(p), None) => (Some(p.clone()), None),
+        (None, Some(n)) if n.ends_with(BUILT_IN) => (None, None),
+        (None, Some(n)) => (Some(PathBuf::from(n)), Some(n.clone())),
+        (None, None) => (None, None),
+    };
+    let had_artifacts = rec.get("artifacts_digest").is_some_and(|d| !d.is_null());
+    if record.is_some() && had_artifacts && a.artifacts.is_none() {
+        bail!(
+            "the image was built with artifacts ({}); the record holds only their digest: pass --artifacts PATH",
+            rec_str(rec, "artifacts_digest").unwrap_or_default()
+        );
+    }
+    let epoch = match record {
+        Some(r) => r
+            .get("source_date_epoch")
+            .and_then(|e| e.as_u64())
+            .ok_or_else(|| anyhow!("the build record has no source_date_epoch"))?,
+        None => a.source_date_epoch.unwrap_or(0),
+    };
+    let default_compression = Settings::new(Algorithm::Gzip, None, None)?.describe();
+    Ok(BuildSpec {
+        base,
+        output,
+        recipe_path,
+        recipe_name,
+        artifacts: a.artifacts.clone(),
+        epoch,
+        compression: rec_str(rec, "compression").unwrap_or(default_compression),
+        threads: None,
+        purge_mode: rec_str(rec, "purge_mode").unwrap_or_else(|| "rewrite".into()),
+        build_args: rec
+            .get("build_args")
+            .and_then(|b| b.as_object())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// Which recorded inputs the rebuild saw differently.
+pub fn input_mismatches(recorded: &Value, rebuilt: &Value) -> Vec<String> {
+    let fields = [
+        ("recipe_digest", "recipe"),
+        ("base_digest", "base image"),
+        ("artifacts_digest", "artifacts"),
+        ("tool", "tool version"),
+        ("compression", "compression"),
+        ("purge_mode", "purge mode"),
+        ("build_args", "build args"),
+        ("source_date_epoch", "SOURCE_DATE_EPOCH"),
+        ("base", "base name"),
+        ("recipe", "recipe name"),
+    ];
+    let mut out = Vec::new();
+    for (k, what) in fields {
+        let (x, y) = (recorded.get(k), rebuilt.get(k));
+        if x != y {
+            out.push(format!(
+                "{what} differs: recorded {}, rebuild has {}",
+                x.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into()),
+                y.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
+            ));
+        }
+    }
+    let (x, y) = (
+        recorded.pointer("/init/digest"),
+        rebuilt.pointer("/init/digest"),
+    );
+    if x != y {
+        out.push(format!(
+            "init binary differs: recorded {}, this tool embeds {}",
+            x.map(|v| v.to_string()).unwrap_or_default(),
+            y.map(|v| v.to_string()).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// Absolute path (without resolving symlinks), so children can run elsewhere.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    })
+}
+
+/// Makes the path inside an image reference absolute.
+fn absolute_ref(r: &str) -> Result<String> {
+    Ok(match ImageRef::parse(r)? {
+        ImageRef::Tar(p) => format!("tar:{}", absolute(&p)?.display()),
+        ImageRef::OciDir { path, tag } => with_tag("oci", &absolute(&path)?, tag),
+        ImageRef::OciArchive { path, tag } => with_tag("oci-archive", &absolute(&path)?, tag),
+        ImageRef::DockerArchive { path, tag } => with_tag("docker-archive", &absolute(&path)?, tag),
+        ImageRef::Registry(_) => r.to_string(),
+    })
+}
+
+fn with_tag(t: &str, p: &Path, tag: Option<String>) -> String {
+    match tag {
+        Some(tag) => format!("{t}:{}:{tag}", p.display()),
+        None => format!("{t}:{}", p.display()),
+    }
+}
+
+/// How a copy of the artifacts is perturbed.
+pub struct Perturb {
+    pub reverse: bool,
+    pub mtime: SystemTime,
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    pub mutate: Option<String>,
+}
+
+/// Copies an artifact tree (or tar file) with different metadata but the same content.
+pub fn copy_artifacts(src: &Path, dst: &Path, p: &Perturb) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set_mtime = |path: &Path| -> Result<()> {
+        let f = std::fs::File::open(path)?;
+        f.set_modified(p.mtime)
+            .with_context(|| format!("cannot set mtime of {}", path.display()))
+    };
+    if src.is_file() {
+        std::fs::copy(src, dst)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+        return set_mtime(dst);
+    }
+    let mut entries: Vec<walkdir::DirEntry> = Vec::new();
+    for e in walkdir::WalkDir::new(src)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        entries.push(e.with_context(|| format!("cannot walk {}", src.display()))?);
+    }
+    if p.reverse {
+        entries.reverse();
+    }
+    std::fs::create_dir_all(dst)?;
+    let mut dirs = vec![dst.to_path_buf()];
+    for e in &entries {
+        let rel = e.path().strip_prefix(src)?;
+        let to = dst.join(rel);
+        let ft = e.file_type();
+        if let Some(parent) = to.parent() {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        if ft.is_dir() {
+            if !to.exists() {
+                std::fs::create_dir(&to)?;
+            }
+            dirs.push(to);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &to)?;
+        } else {
+            std::fs::copy(e.path(), &to)
+                .with_context(|| format!("cannot copy {}", e.path().display()))?;
+            if p.mutate.as_deref() == Some(rel.to_string_lossy().as_ref()) {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&to)?;
+                f.write_all(b"\n// mutated by NEMOCLAW_TEST_MUTATE\n")?;
+            }
+            let exec = e.metadata()?.permissions().mode() & 0o111 != 0;
+            let mode = if exec {
+                p.file_mode | ((p.file_mode & 0o444) >> 2)
+            } else {
+                p.file_mode
+            };
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
+            set_mtime(&to)?;
+        }
+    }
+    // Deepest first, so setting a parent's mtime is the last thing to touch it.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in dirs {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(p.dir_mode))?;
+        set_mtime(&d)?;
+    }
+    Ok(())
+}
+
+/// One child build's environment.
+struct Child {
+    umask: &'static str,
+    tz: &'static str,
+    locale: &'static str,
+    threads: usize,
+}
+
+const CHILDREN: [Child; 2] = [
+    Child {
+        umask: "022",
+        tz: "UTC",
+        locale: "C",
+        threads: 1,
+    },
+    Child {
+        umask: "077",
+        tz: "Pacific/Chatham",
+        locale: "C.UTF-8",
+        threads: 3,
+    },
+];
+
+fn run_child(spec: &BuildSpec, work: &Path, c: &Child) -> Result<String> {
+    std::fs::create_dir_all(work)?;
+    let spec_path = work.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(spec)?)?;
+    let exe = std::env::current_exe().context("cannot find the current executable")?;
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("umask {}; exec \"$0\" \"$@\"", c.umask))
+        .arg(&exe)
+        .arg("verify")
+        .arg("--quiet")
+        .arg("--build-spec")
+        .arg(&spec_path)
+        .current_dir(work)
+        .env("TZ", c.tz)
+        .env("LC_ALL", c.locale)
+        .env("LANG", c.locale)
+        .env("TMPDIR", work)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "build in {} failed ({}): {}",
+            work.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("sha256:"))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("build in {} printed no digest", work.display()))
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+    pub inputs: BuildSpec,
+    pub builds: Vec<String>,
+    pub input_mismatches: Vec<String>,
+    pub verified: bool,
+    pub diffs: Vec<Report>,
+    pub kept: Option<PathBuf>,
+}
+
+fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
+    let progress = Progress::new(a.quiet || a.json);
+    let mut image: Option<Loaded> = match &a.image {
+        Some(i) => Some(diff::open(i, &OpenOptions::default())?),
+        None => None,
+    };
+    let record = match &image {
+        Some(l) => Some(l.record().ok_or_else(|| {
+            anyhow!(
+                "{} has no build record (annotation {}): not built by nemoclaw-build, or stored in a format without manifest annotations",
+                l.name,
+                diff::RECORD_ANNOTATION
+            )
+        })?),
+        None => None,
+    };
+    if image.is_none() && !a.twice {
+        bail!("give an IMAGE to verify, or --twice with --base (and --artifacts/--recipe)");
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("nemoclaw-verify-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    let root = tmp.path().to_path_buf();
+    let mut spec = spec_from(a, record.as_ref(), String::new())?;
+    spec.base = absolute_ref(&spec.base)?;
+    if let Some(p) = &spec.recipe_path {
+        spec.recipe_path = Some(absolute(p)?);
+    }
+    let mut builds = Vec::new();
+    let mut outputs = Vec::new();
+    let mut mismatches = Vec::new();
+    if a.twice {
+        let mutate = std::env::var(MUTATE_ENV).ok().filter(|s| !s.is_empty());
+        for (i, c) in CHILDREN.iter().enumerate() {
+            let work = root.join(format!("build{}", i + 1));
+            std::fs::create_dir_all(&work)?;
+            let mut s = spec.clone();
+            if let Some(src) = &spec.artifacts {
+                let dst = work.join(if src.is_file() {
+                    "artifacts.tar"
+                } else {
+                    "artifacts"
+                });
+                let perturb = Perturb {
+                    reverse: i == 1,
+                    mtime: SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(if i == 0 { 1_000_000_000 } else { 1_600_000_000 }),
+                    file_mode: if i == 0 { 0o664 } else { 0o600 },
+                    dir_mode: if i == 0 { 0o775 } else { 0o700 },
+                    mutate: if i == 1 { mutate.clone() } else { None },
+                };
+                copy_artifacts(&absolute(src)?, &dst, &perturb)?;
+                s.artifacts = Some(dst);
+            }
+            let out = work.join("out");
+            s.output = format!("oci:{}:verify", out.display());
+            s.threads = Some(c.threads);
+            progress.log(&format!(
+                "build {}/2: umask {}, TZ={}, LC_ALL={}, {} thread(s), {}",
+                i + 1,
+                c.umask,
+                c.tz,
+                c.locale,
+                c.threads,
+                work.display()
+            ));
+            let d = run_child(&s, &work, c)?;
+            progress.log(&format!("build {}/2: {d}", i + 1));
+            builds.push(d);
+            outputs.push(s.output.clone());
+        }
+    } else {
+        let out = root.join("rebuild");
+        let mut s = spec.clone();
+        s.output = format!("oci:{}:verify", out.display());
+        progress.log(&format!("rebuilding {} into {}", s.base, out.display()));
+        let (d, rebuilt_record) = build_spec(&s, &progress)?;
+        if let Some(r) = &record {
+            mismatches = input_mismatches(r, &rebuilt_record);
+        }
+        builds.push(d);
+        outputs.push(s.output.clone());
+    }
+    let image_digest = image.as_ref().and_then(|l| l.base.manifest_digest.clone());
+    let mut diffs = Vec::new();
+    let mut verified = true;
+    if builds.len() == 2 && builds[0] != builds[1] {
+        verified = false;
+        let mut x = diff::open(&outputs[0], &OpenOptions::default())?;
+        let mut y = diff::open(&outputs[1], &OpenOptions::default())?;
+        diffs.push(diff::compare(
+            &mut x,
+            &mut y,
+            a.ignore_timestamps,
+            &progress,
+        )?);
+    }
+    if let (Some(img), Some(id)) = (image.as_mut(), &image_digest) {
+        if &builds[0] != id {
+            verified = false;
+            if a.twice && record.is_some() {
+                // The children do not report their records; compare them from the output.
+                let rebuilt = diff::open(&outputs[0], &OpenOptions::default())?;
+                if let (Some(r), Some(rr)) = (&record, rebuilt.record()) {
+                    mismatches = input_mismatches(r, &rr);
+                }
+            }
+            let mut y = diff::open(&outputs[0], &OpenOptions::default())?;
+            diffs.push(diff::compare(img, &mut y, a.ignore_timestamps, &progress)?);
+        }
+    }
+    let kept = if a.keep {
+        Some(tmp.keep())
+    } else {
+        drop(tmp);
+        None
+    };
+    Ok(VerifyReport {
+        image: a.image.clone(),
+        image_digest,
+        inputs: spec,
+        builds,
+        input_mismatches: mismatches,
+        verified,
+        diffs,
+        kept,
+    })
+}
+
+pub fn render(r: &VerifyReport) -> String {
+    let mut s = String::new();
+    if let (Some(i), Some(d)) = (&r.image, &r.image_digest) {
+        s.push_str(&format!("image:   {i} {d}\n"));
+    }
+    for (i, b) in r.builds.iter().enumerate() {
+        s.push_str(&format!("rebuild {}: {b}\n", i + 1));
+    }
+    for m in &r.input_mismatches {
+        s.push_str(&format!("input: {m}\n"));
+    }
+    for d in &r.diffs {
+        s.push_str(&diff::render(d, false));
+    }
+    if let Some(k) = &r.kept {
+        s.push_str(&format!("kept rebuilds in {}\n", k.display()));
+    }
+    s.push_str(if r.verified {
+        "verified: identical digests\n"
+    } else {
+        "NOT reproducible: digests differ\n"
+    });
+    s
+}
+
+pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
+    if let Some(spec_path) = &a.build_spec {
+        // Child mode (see --twice): one build, digest on stdout.
+        let spec: BuildSpec = serde_json::from_slice(&std::fs::read(spec_path)?)
+            .with_context(|| format!("{}: bad build spec", spec_path.display()))?;
+        let (d, _) = build_spec(&spec, &Progress::new(true))?;
+        println!("{d}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = match do_verify(&a) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", render(&r));
+    }
+    Ok(if r.verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TarBuilder;
+
+    #[test]
+    fn compression_round_trips() {
+        for s in [
+            Settings::new(Algorithm::Gzip, Some(9), Some(1)).unwrap(),
+            Settings::new(Algorithm::Zstd, Some(5), Some(1)).unwrap(),
+            Settings::new(Algorithm::None, None, Some(1)).unwrap(),
+        ] {
+            let p = parse_compression(&s.describe(), Some(1)).unwrap();
+            assert_eq!(p.describe(), s.describe());
+        }
+        assert!(parse_compression("brotli", None).is_err());
+        assert!(parse_compression("gzip-zlib-rs-l6-b4096", None).is_err());
+    }
+
+    #[test]
+    fn mismatches_name_the_input() {
+        let a = json!({"recipe_digest": "sha256:a", "artifacts_digest": "sha256:x", "init": {"digest": "sha256:i"}});
+        let b = json!({"recipe_digest": "sha256:a", "artifacts_digest": "sha256:y", "init": {"digest": "sha256:i"}});
+        let m = input_mismatches(&a, &b);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].starts_with("artifacts differs"), "{m:?}");
+    }
+
+    #[test]
+    fn artifact_copies_differ_in_metadata_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("dist/lib")).unwrap();
+        std::fs::write(src.join("dist/index.js"), b"a").unwrap();
+        std::fs::write(src.join("dist/lib/u.js"), b"b").unwrap();
+        std::fs::set_permissions(
+            src.join("dist/index.js"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let p = |rev, secs, fm, dm, mutate: Option<&str>| Perturb {
+            reverse: rev,
+            mtime: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            file_mode: fm,
+            dir_mode: dm,
+            mutate: mutate.map(str::to_string),
+        };
+        let (c1, c2) = (t.path().join("c1"), t.path().join("c2"));
+        copy_artifacts(&src, &c1, &p(false, 1000, 0o664, 0o775, None)).unwrap();
+        copy_artifacts(
+            &src,
+            &c2,
+            &p(true, 2000, 0o600, 0o700, Some("dist/lib/u.js")),
+        )
+        .unwrap();
+        let m = |p: &Path| std::fs::metadata(p).unwrap();
+        assert_eq!(
+            m(&c1.join("dist/index.js")).permissions().mode() & 0o777,
+            0o775
+        );
+        assert_eq!(
+            m(&c2.join("dist/index.js")).permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(m(&c2.join("dist")).permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            m(&c2.join("dist/lib")).modified().unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(2000)
+        );
+        assert_eq!(std::fs::read(c1.join("dist/lib/u.js")).unwrap(), b"b");
+        assert!(std::fs::read(c2.join("dist/lib/u.js")).unwrap().len() > 1);
+        // Same artifacts digest for both unmutated copies.
+        let c3 = t.path().join("c3");
+        copy_artifacts(&src, &c3, &p(true, 3000, 0o600, 0o700, None)).unwrap();
+        let mut fs = crate::rootfs::Rootfs::new();
+        let d1 = crate::steps::artifacts::apply(&mut fs, &c1, "/opt/x", 0, 0).unwrap();
+        let d3 = crate::steps::artifacts::apply(&mut fs, &c3, "/opt/x", 0, 0).unwrap();
+        assert_eq!(d1, d3);
+    }
+
+    /// A tiny base (tar of a rootfs), an empty recipe with artifacts: build, then verify
+    /// the image against the same and against changed artifacts.
+    #[test]
+    fn rebuild_matches_and_mismatch_names_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("base.tar");
+        std::fs::write(
+            &base,
+            TarBuilder::new()
+                .dir("etc", 0o755)
+                .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+                .file("etc/group", b"root:x:0:\n", 0o644)
+                .dir("opt", 0o755)
+                .build(),
+        )
+        .unwrap();
+        let recipe = t.path().join("r.toml");
+        std::fs::write(&recipe, "name = \"t\"\n[artifacts]\ndest = \"/opt/app\"\n").unwrap();
+        let art = t.path().join("art");
+        std::fs::create_dir_all(art.join("dist")).unwrap();
+        std::fs::write(art.join("dist/index.js"), b"console.log(1)\n").unwrap();
+        let out = t.path().join("img");
+        let spec = BuildSpec {
+            base: format!("tar:{}", base.display()),
+            output: format!("oci:{}:latest", out.display()),
+            recipe_path: Some(recipe.clone()),
+            recipe_name: None,
+            artifacts: Some(art.clone()),
+            epoch: 1_700_000_000,
+            compression: "gzip-zlib-rs-l6-b1048576".into(),
+            threads: Some(1),
+            purge_mode: "rewrite".into(),
+            build_args: BTreeMap::new(),
+        };
+        let (d, _) = build_spec(&spec, &Progress::new(true)).unwrap();
+        let args = |artifacts: PathBuf| VerifyArgs {
+            image: Some(format!("oci:{}:latest", out.display())),
+            base: None,
+            artifacts: Some(artifacts),
+            recipe: None,
+            twice: false,
+            source_date_epoch: None,
+            keep: false,
+            ignore_timestamps: false,
+            json: false,
+            quiet: true,
+            build_spec: None,
+        };
+        let r = do_verify(&args(art.clone())).unwrap();
+        assert!(r.verified, "{}", render(&r));
+        assert_eq!(r.builds, vec![d]);
+        // Changed artifact content: mismatch, the input and the file are named.
+        let art2 = t.path().join("art2");
+        std::fs::create_dir_all(art2.join("dist")).unwrap();
+        std::fs::write(art2.join("dist/index.js"), b"console.log(2)\n").unwrap();
+        let r = do_verify(&args(art2)).unwrap();
+        assert!(!r.verified);
+        let text = render(&r);
+        assert!(text.contains("input: artifacts differs"), "{text}");
+        assert!(
+            text.contains("/opt/app/dist/index.js: content differs"),
+            "{text}"
+        );
+        // Missing --artifacts is an error that says so.
+        let mut no_art = args(art);
+        no_art.artifacts = None;
+        let err = do_verify(&no_art).unwrap_err();
+        assert!(format!("{err:#}").contains("--artifacts"), "{err:#}");
+    }
+}
