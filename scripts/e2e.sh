@@ -32,6 +32,7 @@ TAG=nemoclaw
 W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image names from it
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry)
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -175,7 +176,8 @@ nb() {
   local name="$1"; shift
   local t0 rc=0
   t0=$(now_ms)
-  timeout --kill-after=10 "${E2E_BUILD_TIMEOUT:-900}" "$BIN" "$@" \
+  # a private tool cache: results must not depend on (or pollute) ~/.cache
+  XDG_CACHE_HOME="$W/tool-cache" timeout --kill-after=10 "${E2E_BUILD_TIMEOUT:-900}" "$BIN" "$@" \
     >"$LOGS/$name.out" 2>"$LOGS/$name.err" || rc=$?
   note "nemoclaw-build $1 [$name] rc=$rc in $(( $(now_ms) - t0 ))ms"
   return $rc
@@ -458,6 +460,8 @@ section_validate() {
     check_eq validate.docker_archive_same_diff_ids "$want_diff" "$got_diff"
     probe validate.docker_archive_podman_load timeout 600 podman load -i "$W/out/main.docker.tar"
     track_loaded "$LOGS/validate.docker_archive_podman_load.log"
+    check_re validate.docker_archive_load_keeps_tag "Loaded image.*:$ATAG" \
+      "$(tr '\n' ' ' <"$LOGS/validate.docker_archive_podman_load.log")"
   else
     fail validate.docker_archive_build "$(tail_detail "$LOGS/validate.dockerarchive.err")"
   fi
@@ -489,7 +493,7 @@ section_repro() {
     export TZ=Pacific/Chatham LC_ALL=C.UTF-8
     cd "$r"
     nb repro build --base "tar:$BASE_TAR" --artifacts artifacts --output "oci:out:$TAG" \
-      --source-date-epoch "$EPOCH" --json
+      --source-date-epoch "$EPOCH" --json --no-cache
   ) || rc=$?
   if ((rc != 0)); then fail repro.build "exit $rc: $(tail_detail "$LOGS/repro.err")"; return 0; fi
   pass repro.build
@@ -960,8 +964,9 @@ mk_layout() {
 malformed_case() {
   local name="$1" ref="$2" ere="${3:-}" out="$W/out/mal-$1" rc=0
   rm -rf "$out"
+  # --no-cache: the input itself must be read and checked
   (cd "$W/mal/cwd/a/b" && nb "mal.$name" build --base "$ref" --artifacts "$ART" \
-      --output "oci:$out:$TAG" --source-date-epoch "$EPOCH") || rc=$?
+      --output "oci:$out:$TAG" --source-date-epoch "$EPOCH" --no-cache) || rc=$?
   if ((rc == 0)); then fail "malformed.$name.rejected" "exit 0"
   elif ((rc >= 124)); then fail "malformed.$name.rejected" "exit $rc (timeout or signal)"
   else pass "malformed.$name.rejected"; fi
@@ -981,7 +986,7 @@ section_malformed() {
   printf 'control\n' >"$m/src/etc/e2e-control"
   tar --sort=name --owner=0 --group=0 --mtime=@$EPOCH -C "$m/src" -cf - ./etc/e2e-control | gzip -n >"$m/control.gz"
   mk_layout "$m/control" "$m/control.gz"
-  build_into mal-control "$W/out/mal-control" --base "oci:$m/control:latest"
+  build_into mal-control "$W/out/mal-control" --base "oci:$m/control:latest" --no-cache
   if [[ -f "$STATE/mal-control.ok" ]]; then pass malformed.control_builds
   else fail malformed.control_builds "$(cat "$STATE/mal-control.why")"; fi
   rm -rf "$W/out/mal-control"
@@ -1017,7 +1022,7 @@ EOF
   gzip -n -c "$m/sym.tar" >"$m/sym.gz"
   mk_layout "$m/sym" "$m/sym.gz"
   (cd "$m/cwd/a/b" && nb mal.symlink build --base "oci:$m/sym:latest" --artifacts "$ART" \
-      --output "oci:$W/out/mal-symlink:$TAG" --source-date-epoch "$EPOCH") || true
+      --output "oci:$W/out/mal-symlink:$TAG" --source-date-epoch "$EPOCH" --no-cache) || true
   if [[ -e "$m/outside/pwned" ]]; then fail malformed.symlink_escape.host_untouched "wrote $m/outside/pwned on the host"
   else pass malformed.symlink_escape.host_untouched; fi
   if no_panic mal.symlink; then pass malformed.symlink_escape.no_panic; else fail malformed.symlink_escape.no_panic "$(grep -m1 'panicked at' "$LOGS/mal.symlink.err")"; fi
@@ -1047,9 +1052,12 @@ EOF
 
 start_registry() {
   have docker-registry || { fail registry.server "docker-registry not installed"; return 1; }
-  if curl -fsS -o /dev/null "http://$REG/v2/" 2>/dev/null; then
-    fail registry.server "port $REG_PORT already serves something; set E2E_REGISTRY_PORT"; return 1
-  fi
+  # 5055 unless taken (another run, another tool): then the next free port up to 5075
+  local p
+  for p in $(seq "$REG_PORT" $((REG_PORT + 20))); do port_busy "$p" || break; done
+  if port_busy "$p"; then fail registry.server "no free port in $REG_PORT..$((REG_PORT + 20))"; return 1; fi
+  ((p == REG_PORT)) || note "port $REG_PORT is taken; registry on $p"
+  REG_PORT=$p; REG="127.0.0.1:$p"
   mkdir -p "$W/registry/data"
   cat >"$W/registry/config.yml" <<EOF
 version: 0.1
