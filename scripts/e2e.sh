@@ -461,7 +461,7 @@ section_validate() {
     probe validate.docker_archive_podman_load timeout 600 podman load -i "$W/out/main.docker.tar"
     track_loaded "$LOGS/validate.docker_archive_podman_load.log"
     check_re validate.docker_archive_load_keeps_tag "Loaded image.*:$ATAG" \
-      "$(tr '\n' ' ' <"$LOGS/validate.docker_archive_podman_load.log")"
+      "$(grep '^Loaded image' "$LOGS/validate.docker_archive_podman_load.log" | tr '\n' ' ')"
   else
     fail validate.docker_archive_build "$(tail_detail "$LOGS/validate.dockerarchive.err")"
   fi

@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# Registry end-to-end probes for nemoclaw-build (issue 6), against real Debian
+# `docker-registry` servers on 127.0.0.1 that this script starts and always stops.
+#
+#   scripts/e2e-registry.sh
+#
+# stdout: one `PASS: name` / `FAIL: name (detail)` line per probe, then `N passed, M failed`;
+# exit 1 if M > 0. Progress goes to stderr as `# ...`.
+# Env:
+#   BIN                 nemoclaw-build binary (default target/release/nemoclaw-build)
+#   BASE_OCI            OCI layout with tag `latest` (default: scripts/mk-base.sh --oci)
+#   ART                 artifacts dir (default: scripts/mk-artifacts.sh WORK/artifacts)
+#   E2E_REG_PORT        first of 5 consecutive ports used (default 5061)
+#   E2E_WORK            work dir (default /tmp/nemoclaw-e2e-registry-<pid>); E2E_KEEP=1 keeps it
+#   E2E_RESULTS         also append the PASS/FAIL lines to this file (for scripts/e2e.sh)
+#   E2E_BUILD_TIMEOUT   seconds per nemoclaw-build run (default 900)
+# shellcheck disable=SC2016
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck disable=SC2034  # used by lib.sh
+LOG_TAG=e2e-registry
+
+BIN="${BIN:-$NEMOCLAW_ROOT/target/release/nemoclaw-build}"
+P0="${E2E_REG_PORT:-5061}"
+PLAIN="127.0.0.1:$P0"          # anonymous registry
+AUTHR="127.0.0.1:$((P0 + 1))"  # htpasswd registry
+CORRUPT="127.0.0.1:$((P0 + 2))" # proxy to PLAIN that flips one byte of large blobs
+FLAKY="127.0.0.1:$((P0 + 3))"  # proxy to PLAIN that answers 503 to the first request per path
+EPOCH=1700000000
+W="${E2E_WORK:-/tmp/nemoclaw-e2e-registry-$$}"
+mkdir -p "$W"/{logs,out}
+W="$(cd "$W" && pwd -P)"
+LOGS="$W/logs"
+RESULTS="$W/results"
+: >"$RESULTS"
+PIDS=()
+
+note() { printf '# %s\n' "$*" >&2; }
+emit() {
+  printf '%s\n' "$1" | tee -a "$RESULTS"
+  if [[ -n "${E2E_RESULTS:-}" ]]; then printf '%s\n' "$1" >>"$E2E_RESULTS"; fi
+}
+pass() { emit "PASS: $1"; }
+fail() {
+  local d="${2:-no detail}"
+  d="$(printf '%s' "$d" | tr '\n\t' '  ' | sed 's/  */ /g')"
+  ((${#d} > 300)) && d="${d:0:297}..."
+  emit "FAIL: $1 ($d)"
+}
+tail_detail() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-240 || true; }
+check_eq() { if [[ "$3" == "$2" ]]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi; }
+# check_grep NAME ERE FILE: PASS iff FILE has a line matching ERE
+check_grep() {
+  if grep -Eq -- "$2" "$3" 2>/dev/null; then pass "$1"; else fail "$1" "no /$2/ in $(basename "$3"): $(tail_detail "$3")"; fi
+}
+
+cleanup() {
+  local rc=$? p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ "${E2E_KEEP:-0}" != 1 ]]; then rm -rf "$W"; else note "kept $W"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# nb NAME [ENV=VAL...] -- ARGS...: run the CLI with a private cache; stdout/stderr -> logs
+nb() {
+  local name="$1" rc=0 t0; shift
+  local envs=()
+  while [[ $# -gt 0 && "$1" != -- ]]; do envs+=("$1"); shift; done
+  shift
+  t0=$(now_ms)
+  # isolated from the caller's caches and credentials (~/.docker, podman's auth.json)
+  env HOME="$W/home" XDG_CACHE_HOME="$W/cache-default" XDG_RUNTIME_DIR="$W/run" \
+    XDG_CONFIG_HOME="$W/home/.config" DOCKER_CONFIG="$W/no-docker-config" REGISTRY_AUTH_FILE= \
+    "${envs[@]}" timeout --kill-after=10 "${E2E_BUILD_TIMEOUT:-900}" "$BIN" "$@" \
+    >"$LOGS/$name.out" 2>"$LOGS/$name.err" </dev/null || rc=$?
+  note "nemoclaw-build $1 [$name] rc=$rc in $(($(now_ms) - t0))ms"
+  return $rc
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_registry NAME ADDR [auth] [DATA_DIR]: docker-registry with storage in W/NAME/data
+start_registry() {
+  local name="$1" addr="$2" auth="${3:-}" data="${4:-$W/$1/data}"
+  mkdir -p "$W/$name" "$data"
+  {
+    printf 'version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n'
+    printf 'storage:\n  filesystem:\n    rootdirectory: %s\n' "$data"
+    if [[ -n "$auth" ]]; then
+      printf 'auth:\n  htpasswd:\n    realm: e2e\n    path: %s\n' "$W/htpasswd"
+    fi
+    printf 'http:\n  addr: %s\n' "$addr"
+  } >"$W/$name/config.yml"
+  docker-registry serve "$W/$name/config.yml" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 50); do
+    curl -sS -o /dev/null "http://$addr/v2/" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+write_proxy() {
+  cat >"$W/proxy.py" <<'EOF'
+# Tiny HTTP reverse proxy for tests. mode corrupt: flip one byte (same size) in GET blob
+# responses larger than 64 KiB. mode flaky: answer 503 to the first request of each path.
+import http.client, http.server, sys, threading
+listen, upstream, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+seen, lock = set(), threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, fmt, *a):
+        sys.stderr.write("%s %s\n" % (self.command, self.path)); sys.stderr.flush()
+    def handle_any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        if mode == "flaky":
+            with lock:
+                first = self.path not in seen
+                seen.add(self.path)
+            if first:
+                self.send_response(503); self.send_header("Content-Length", "0"); self.end_headers(); return
+        c = http.client.HTTPConnection(upstream, timeout=120)
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        hdrs["Host"] = upstream
+        c.request(self.command, self.path, body=body, headers=hdrs)
+        r = c.getresponse()
+        self.send_response(r.status)
+        length = r.getheader("Content-Length")
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        if length is not None:
+            self.send_header("Content-Length", length)
+        else:
+            self.send_header("Connection", "close"); self.close_connection = True
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        flip = (mode == "corrupt" and self.command == "GET" and "/blobs/sha256:" in self.path
+                and r.status == 200 and int(length or 0) > 65536)
+        off = 0
+        while True:
+            chunk = r.read(1 << 16)
+            if not chunk:
+                break
+            if flip and off <= 40000 < off + len(chunk):
+                b = bytearray(chunk); b[40000 - off] ^= 0xFF; chunk = bytes(b)
+            off += len(chunk)
+            self.wfile.write(chunk)
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+http.server.ThreadingHTTPServer((listen.split(":")[0], int(listen.split(":")[1])), H).serve_forever()
+EOF
+}
+
+start_proxy() { # NAME LISTEN UPSTREAM MODE
+  python3 "$W/proxy.py" "$2" "$3" "$4" >"$LOGS/$1.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 50); do
+    port_busy "${2##*:}" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# count_uploads LOG FROM_LINE: blob upload requests (POST/PATCH/PUT on blobs/uploads) after line
+count_uploads() {
+  tail -n +"$(($2 + 1))" "$1" | grep -cE '"(POST|PATCH|PUT) /v2/[^ ]*/blobs/uploads' || true
+}
+
+# ------------------------------------------------------------------ prerequisites ----------
+for c in docker-registry skopeo jq curl python3 htpasswd timeout sha256sum; do
+  have "$c" || { fail reg.prereq "missing $c"; exit 1; }
+done
+[[ -x "$BIN" ]] || { fail reg.prereq "no $BIN (cargo build --release)"; exit 1; }
+if [[ -z "${BASE_OCI:-}" ]]; then
+  BASE_OCI="$("$NEMOCLAW_ROOT/scripts/mk-base.sh" --oci 2>"$LOGS/mk-base.log" | tail -n 1)"
+fi
+if [[ -z "${ART:-}" ]]; then
+  ART="$("$NEMOCLAW_ROOT/scripts/mk-artifacts.sh" "$W/artifacts" 2>"$LOGS/mk-artifacts.log" | tail -n 1)"
+fi
+[[ -f "$BASE_OCI/index.json" && -e "$ART" ]] || { fail reg.prereq "no base OCI layout or artifacts"; exit 1; }
+for p in $P0 $((P0 + 1)) $((P0 + 2)) $((P0 + 3)) $((P0 + 4)); do
+  if port_busy "$p"; then fail reg.prereq "port $p is in use; set E2E_REG_PORT"; exit 1; fi
+done
+htpasswd -Bbn e2euser e2epass >"$W/htpasswd"
+write_proxy
+note "base $BASE_OCI, artifacts $ART, work $W"
+
+# ------------------------------------------------------------------ plain registry ---------
+if start_registry plain "$PLAIN"; then pass reg.server; else
+  fail reg.server "$(tail_detail "$LOGS/plain.log")"; exit 1
+fi
+if timeout 600 skopeo copy --quiet --dest-tls-verify=false "oci:$BASE_OCI:latest" "docker://$PLAIN/base:latest" \
+  >"$LOGS/push-base.log" 2>&1; then pass reg.skopeo_push_base; else
+  fail reg.skopeo_push_base "$(tail_detail "$LOGS/push-base.log")"; exit 1
+fi
+BD="$(skopeo inspect --tls-verify=false "docker://$PLAIN/base:latest" | jq -r .Digest)"
+BASE_REF="registry://$PLAIN/base@$BD"
+LAYER0="$(skopeo inspect --raw --tls-verify=false "docker://$PLAIN/base@$BD" | jq -r '.layers[0].digest')"
+
+# 1. pull by digest, build, push by tag; the digest the build prints is what the registry serves
+if nb build1 XDG_CACHE_HOME="$W/cache1" -- build --base "$BASE_REF" --artifacts "$ART" \
+  --output "registry://$PLAIN/nemoclaw:test" --source-date-epoch "$EPOCH" --json; then
+  pass reg.build_pull_push
+else
+  fail reg.build_pull_push "$(tail_detail "$LOGS/build1.err")"
+fi
+D1="$(jq -r .digest "$LOGS/build1.out" 2>/dev/null || true)"
+RD="$(skopeo inspect --tls-verify=false "docker://$PLAIN/nemoclaw:test" 2>/dev/null | jq -r .Digest || true)"
+check_eq reg.pushed_digest_matches_skopeo "$D1" "$RD"
+# what was pulled sits in the cache under its digest, verified
+if [[ -f "$W/cache1/nemoclaw-build/blobs/sha256/${LAYER0#sha256:}" ]]; then
+  check_eq reg.pulled_layer_cached_and_verified "${LAYER0#sha256:}" \
+    "$(sha256sum <"$W/cache1/nemoclaw-build/blobs/sha256/${LAYER0#sha256:}" | cut -d' ' -f1)"
+else
+  fail reg.pulled_layer_cached_and_verified "layer $LAYER0 not in $W/cache1"
+fi
+# skopeo can copy the pushed image back and it is a valid image with the same config
+if timeout 300 skopeo copy --quiet --src-tls-verify=false "docker://$PLAIN/nemoclaw:test" "oci:$W/out/back:t" \
+  >"$LOGS/copy-back.log" 2>&1; then pass reg.skopeo_pulls_pushed_image; else
+  fail reg.skopeo_pulls_pushed_image "$(tail_detail "$LOGS/copy-back.log")"
+fi
+
+# 2. the same build again: every blob is already there, nothing is uploaded
+MARK="$(wc -l <"$LOGS/plain.log")"
+if nb build2 XDG_CACHE_HOME="$W/cache1" -- build --base "$BASE_REF" --artifacts "$ART" \
+  --output "registry://$PLAIN/nemoclaw:test" --source-date-epoch "$EPOCH" --json; then
+  check_eq reg.second_build_same_digest "$D1" "$(jq -r .digest "$LOGS/build2.out")"
+  check_eq reg.second_push_uploads_no_blob 0 "$(count_uploads "$LOGS/plain.log" "$MARK")"
+  check_grep reg.second_push_logs_already_present 'already present' "$LOGS/build2.err"
+else
+  fail reg.second_build_same_digest "$(tail_detail "$LOGS/build2.err")"
+fi
+
+# 3. a tag works but warns that it is not reproducible
+nb tagpull XDG_CACHE_HOME="$W/cache1" -- build --base "registry://$PLAIN/base:latest" --artifacts "$ART" \
+  --output "oci:$W/out/tagpull:t" --purge-mode whiteout --source-date-epoch "$EPOCH" || true
+check_grep reg.tag_pull_warns_not_reproducible "tags move: this build is not reproducible; pin it as registry://$PLAIN/base@$BD" "$LOGS/tagpull.err"
+
+# 4. unknown digest: 404 naming registry and repository
+BAD="sha256:$(printf x | sha256sum | cut -d' ' -f1)"
+if nb notfound -- build --base "registry://$PLAIN/base@$BAD" --artifacts "$ART" --output "oci:$W/out/nf:t"; then
+  fail reg.unknown_manifest_404 "succeeded"
+else
+  check_grep reg.unknown_manifest_404 "404 Not Found from $PLAIN: repository base has no manifest $BAD" "$LOGS/notfound.err"
+fi
+if nb norepo -- build --base "registry://$PLAIN/nosuch:latest" --artifacts "$ART" --output "oci:$W/out/nr:t"; then
+  fail reg.unknown_repository_404 "succeeded"
+else
+  check_grep reg.unknown_repository_404 "404 Not Found from $PLAIN: repository nosuch" "$LOGS/norepo.err"
+fi
+
+# 5. plain HTTP is refused for a non-loopback host unless --insecure-registry names it
+HOSTIP="$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9.]+$' | grep -v '^127\.' | head -n 1 || true)"
+# (the same storage as the plain registry, served under a LAN address)
+if [[ -n "$HOSTIP" ]] && start_registry lan "$HOSTIP:$((P0 + 4))" "" "$W/plain/data"; then
+  if nb lan_https -- build --base "registry://$HOSTIP:$((P0 + 4))/base@$BD" --artifacts "$ART" \
+    --output "oci:$W/out/lan1:t" --purge-mode whiteout; then
+    fail reg.non_loopback_requires_https "succeeded over plain HTTP without --insecure-registry"
+  else
+    check_grep reg.non_loopback_requires_https "https://$HOSTIP:$((P0 + 4)).*--insecure-registry $HOSTIP:$((P0 + 4))" "$LOGS/lan_https.err"
+  fi
+  if nb lan_insecure XDG_CACHE_HOME="$W/cache1" -- build --insecure-registry "$HOSTIP" \
+    --base "registry://$HOSTIP:$((P0 + 4))/base@$BD" --artifacts "$ART" --output "oci:$W/out/lan2:t" \
+    --purge-mode whiteout; then pass reg.insecure_registry_flag_allows_http; else
+    fail reg.insecure_registry_flag_allows_http "$(tail_detail "$LOGS/lan_insecure.err")"
+  fi
+else
+  note "no non-loopback IPv4 address (or its registry did not start): insecure-registry probes skipped"
+fi
+
+# ------------------------------------------------------------------ corruption, retries ----
+# 6. a proxy flips one byte of the layer: the build fails naming the blob, leaves no output,
+#    and nothing lands in the cache
+start_proxy corrupt "$CORRUPT" "$PLAIN" corrupt || fail reg.corrupt_proxy "did not start"
+if nb corrupt XDG_CACHE_HOME="$W/cache-corrupt" -- build --base "registry://$CORRUPT/base@$BD" \
+  --artifacts "$ART" --output "registry://$PLAIN/nemoclaw:corrupt" --source-date-epoch "$EPOCH"; then
+  fail reg.corrupt_blob_fails_build "succeeded with a corrupted layer"
+else
+  check_grep reg.corrupt_blob_fails_build "digest mismatch for blob $LAYER0 from repository $CORRUPT/base" "$LOGS/corrupt.err"
+fi
+if skopeo inspect --tls-verify=false "docker://$PLAIN/nemoclaw:corrupt" >/dev/null 2>&1; then
+  fail reg.corrupt_leaves_no_output "the tag nemoclaw:corrupt exists"
+else pass reg.corrupt_leaves_no_output; fi
+left="$({ ls "$W/cache-corrupt/nemoclaw-build/blobs/sha256/${LAYER0#sha256:}"
+  find "$W/cache-corrupt/nemoclaw-build/tmp" -type f; } 2>/dev/null | head -n 3)"
+check_eq reg.corrupt_blob_not_cached "" "$left"
+nb corrupt_oci XDG_CACHE_HOME="$W/cache-corrupt" -- build --base "registry://$CORRUPT/base@$BD" \
+  --artifacts "$ART" --output "oci:$W/out/corrupt:t" || true
+if [[ -e "$W/out/corrupt" ]] || ls -d "$W"/out/.nemoclaw-build-* >/dev/null 2>&1; then
+  fail reg.corrupt_leaves_no_oci_output "found $(find "$W/out" -maxdepth 1 \( -name corrupt -o -name '.nemoclaw-build-*' \) | head -n 2 | tr '\n' ' ')"
+else pass reg.corrupt_leaves_no_oci_output; fi
+
+# 7. transient 503s are retried (bounded) and the pull succeeds
+start_proxy flaky "$FLAKY" "$PLAIN" flaky || fail reg.flaky_proxy "did not start"
+if nb flaky XDG_CACHE_HOME="$W/cache-flaky" -- build --base "registry://$FLAKY/base@$BD" --artifacts "$ART" \
+  --output "oci:$W/out/flaky:t" --purge-mode whiteout --source-date-epoch "$EPOCH"; then
+  check_grep reg.retries_transient_503 'HTTP 503 .*retrying \(2/3\)' "$LOGS/flaky.err"
+else
+  fail reg.retries_transient_503 "$(tail_detail "$LOGS/flaky.err")"
+fi
+
+# ------------------------------------------------------------------ authentication ---------
+if start_registry auth "$AUTHR" auth; then pass reg.auth_server; else
+  fail reg.auth_server "$(tail_detail "$LOGS/auth.log")"
+fi
+if timeout 600 skopeo copy --quiet --dest-tls-verify=false --dest-creds e2euser:e2epass \
+  "oci:$BASE_OCI:latest" "docker://$AUTHR/base:latest" >"$LOGS/push-base-auth.log" 2>&1; then
+  AREF="registry://$AUTHR/base@$BD"
+  # 8. anonymous: a clear 401
+  if nb anon -- build --base "$AREF" --artifacts "$ART" --output "registry://$AUTHR/nemoclaw:test"; then
+    fail reg.auth_anonymous_401 "succeeded without credentials"
+  else
+    check_grep reg.auth_anonymous_401 "401 Unauthorized from $AUTHR for repository base \(manifest $BD\): no credentials" "$LOGS/anon.err"
+  fi
+  # 9. wrong password: rejected, saying where the credentials came from
+  if nb wrongpw NEMOCLAW_REGISTRY_PASSWORD=nope -- build --registry-user e2euser --base "$AREF" \
+    --artifacts "$ART" --output "registry://$AUTHR/nemoclaw:test"; then
+    fail reg.auth_wrong_password_401 "succeeded with a wrong password"
+  else
+    check_grep reg.auth_wrong_password_401 "401 Unauthorized from $AUTHR .*credentials from --registry-user were rejected" "$LOGS/wrongpw.err"
+  fi
+  # 10. --registry-user + $NEMOCLAW_REGISTRY_PASSWORD: pull, build, push (whiteout: the
+  #     base layer is reused and mounted from base instead of uploaded)
+  if nb authok XDG_CACHE_HOME="$W/cache-auth" NEMOCLAW_REGISTRY_PASSWORD=e2epass -- build \
+    --registry-user e2euser --base "$AREF" --artifacts "$ART" --purge-mode whiteout \
+    --output "registry://$AUTHR/nemoclaw:test" --source-date-epoch "$EPOCH" --json; then
+    pass reg.auth_registry_user_password_env
+    check_eq reg.auth_pushed_digest_matches_skopeo "$(jq -r .digest "$LOGS/authok.out")" \
+      "$(skopeo inspect --tls-verify=false --creds e2euser:e2epass "docker://$AUTHR/nemoclaw:test" | jq -r .Digest)"
+    check_grep reg.cross_repo_mount "layer 1 \(sha256:[0-9a-f]{12}\): mounted from base" "$LOGS/authok.err"
+  else
+    fail reg.auth_registry_user_password_env "$(tail_detail "$LOGS/authok.err")"
+  fi
+  # 11. --registry-password-stdin
+  if printf 'e2epass\n' | env HOME="$W/home" XDG_CACHE_HOME="$W/cache-auth" DOCKER_CONFIG="$W/none" \
+    timeout 300 "$BIN" build --registry-user e2euser --registry-password-stdin --base "$AREF" \
+    --artifacts "$ART" --purge-mode whiteout --output "oci:$W/out/stdin:t" -q \
+    >"$LOGS/stdin.out" 2>"$LOGS/stdin.err"; then pass reg.auth_password_stdin; else
+    fail reg.auth_password_stdin "$(tail_detail "$LOGS/stdin.err")"
+  fi
+  # 12. credentials from an auth file (REGISTRY_AUTH_FILE, docker config.json format)
+  printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$AUTHR" "$(printf e2euser:e2epass | base64)" >"$W/auth.json"
+  if nb authfile XDG_CACHE_HOME="$W/cache-authfile" REGISTRY_AUTH_FILE="$W/auth.json" -- build \
+    --base "$AREF" --artifacts "$ART" --purge-mode whiteout --output "oci:$W/out/authfile:t"; then
+    pass reg.auth_registry_auth_file
+  else
+    fail reg.auth_registry_auth_file "$(tail_detail "$LOGS/authfile.err")"
+  fi
+  # 13. ... and from $DOCKER_CONFIG/config.json
+  mkdir -p "$W/dockercfg" && cp "$W/auth.json" "$W/dockercfg/config.json"
+  if nb dockercfg XDG_CACHE_HOME="$W/cache-authfile" DOCKER_CONFIG="$W/dockercfg" -- build \
+    --base "$AREF" --artifacts "$ART" --purge-mode whiteout --output "oci:$W/out/dockercfg:t"; then
+    pass reg.auth_docker_config
+  else
+    fail reg.auth_docker_config "$(tail_detail "$LOGS/dockercfg.err")"
+  fi
+else
+  fail reg.auth_skopeo_push_base "$(tail_detail "$LOGS/push-base-auth.log")"
+fi
+
+# ------------------------------------------------------------------ cache prune ------------
+if nb prune -- cache prune --max-size 0 --cache-dir "$W/cache-flaky/nemoclaw-build"; then
+  check_eq reg.cache_prune_to_zero 0 "$(find "$W/cache-flaky/nemoclaw-build" -type f | wc -l)"
+else
+  fail reg.cache_prune_to_zero "$(tail_detail "$LOGS/prune.err")"
+fi
+
+np="$(grep -c '^PASS:' "$RESULTS" || true)"
+nf="$(grep -c '^FAIL:' "$RESULTS" || true)"
+printf '%s passed, %s failed\n' "$np" "$nf"
+((nf == 0))
