@@ -46,10 +46,14 @@ cp -a "$artifacts" "$ctx/artifacts"
 build_opts=(--network=none --pull=never --build-arg "BASE=$base_ref" --layers=false -t "$tag")
 ((cache)) && build_opts=(--network=none --pull=never --build-arg "BASE=$base_ref" --layers -t "$tag")
 ((cache)) || build_opts+=(--no-cache)
+old_id="$(pm image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
 t1=$(now_ms)
 log "podman build ${build_opts[*]}"
 pm build "${build_opts[@]}" -f "$ctx/Dockerfile" "$ctx" >&2
 t_build=$(( $(now_ms) - t1 ))
+new_id="$(pm image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
+# drop the previous build if the tag moved and nothing else uses it (no -f)
+if [[ -n "$old_id" && "$old_id" != "$new_id" ]]; then pm rmi "$old_id" >/dev/null 2>&1 || true; fi
 
 t2=$(now_ms)
 rm -f "$out.tmp"
