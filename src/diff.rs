@@ -656,10 +656,14 @@ pub fn compare(
                             );
                         } else {
                             lc.message = format!(
-                                "layer {}: different content ({} entr{} differ)",
+                                "layer {}: different content ({} {})",
                                 i + 1,
                                 lc.files.len(),
-                                if lc.files.len() == 1 { "y" } else { "ies" }
+                                if lc.files.len() == 1 {
+                                    "entry differs"
+                                } else {
+                                    "entries differ"
+                                }
                             );
                         }
                     } else {

@@ -222,7 +222,7 @@ pub fn input_mismatches(recorded: &Value, rebuilt: &Value) -> Vec<String> {
         let (x, y) = (recorded.get(k), rebuilt.get(k));
         if x != y {
             out.push(format!(
-                "{what} differs: recorded {}, rebuild has {}",
+                "{what}: recorded {}, rebuild has {}",
                 x.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into()),
                 y.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
             ));
@@ -374,7 +374,13 @@ fn run_child(spec: &BuildSpec, work: &Path, c: &Child) -> Result<String> {
     std::fs::create_dir_all(work)?;
     let spec_path = work.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(spec)?)?;
-    let exe = std::env::current_exe().context("cannot find the current executable")?;
+    // Our own inode via /proc: still this very binary if the file was replaced meanwhile.
+    let proc_exe = PathBuf::from(format!("/proc/{}/exe", std::process::id()));
+    let exe = if proc_exe.exists() {
+        proc_exe
+    } else {
+        std::env::current_exe().context("cannot find the current executable")?
+    };
     let out = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!("umask {}; exec \"$0\" \"$@\"", c.umask))
@@ -628,7 +634,7 @@ mod tests {
         let b = json!({"recipe_digest": "sha256:a", "artifacts_digest": "sha256:y", "init": {"digest": "sha256:i"}});
         let m = input_mismatches(&a, &b);
         assert_eq!(m.len(), 1, "{m:?}");
-        assert!(m[0].starts_with("artifacts differs"), "{m:?}");
+        assert!(m[0].starts_with("artifacts: recorded"), "{m:?}");
     }
 
     #[test]
@@ -742,7 +748,7 @@ mod tests {
         let r = do_verify(&args(art2)).unwrap();
         assert!(!r.verified);
         let text = render(&r);
-        assert!(text.contains("input: artifacts differs"), "{text}");
+        assert!(text.contains("input: artifacts: recorded"), "{text}");
         assert!(
             text.contains("/opt/app/dist/index.js: content differs"),
             "{text}"
