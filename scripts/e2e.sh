@@ -1123,6 +1123,9 @@ registry_tests() {
 section_registry() { registry_tests; }
 
 # ------------------------------------------------------------------ main -----------------
+for s in ${E2E_ONLY//,/ }; do
+  [[ " ${SECTIONS[*]} " == *" $s "* ]] || die "unknown section '$s' in E2E_ONLY (known: ${SECTIONS[*]})"
+done
 T_START=$(now_ms)
 prepare
 write_container_scripts
