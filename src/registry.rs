@@ -230,16 +230,46 @@ impl Session {
                 r.host
             ));
         }
-        client
-            .store_auth_if_needed(r.to_oci().resolve_registry(), &auth.to_oci())
-            .await;
-        Ok(Session {
+        let mut s = Session {
             client,
             r,
             auth,
             scheme,
             out,
-        })
+        };
+        s.probe().await?;
+        Ok(s)
+    }
+
+    /// Asks `/v2/` once (with a throwaway client) whether the registry wants auth. Only
+    /// then is the credential stored in the real client: oci-client re-probes `/v2/`
+    /// before every request for a stored credential that yields no token.
+    async fn probe(&mut self) -> Result<()> {
+        let (probe, _) = client_for(&self.r, &self.opts_for_probe());
+        let oci = self.oci();
+        let auth = self.auth.to_oci();
+        let token = self
+            .retry("GET /v2/", Op::Pull, || {
+                probe.auth(&oci, &auth, oci_client::RegistryOperation::Pull)
+            })
+            .await?;
+        if token.is_some() || self.auth.cred != Credential::Anonymous {
+            self.client
+                .store_auth_if_needed(oci.resolve_registry(), &auth)
+                .await;
+        }
+        Ok(())
+    }
+
+    fn opts_for_probe(&self) -> RegistryOptions {
+        RegistryOptions {
+            insecure: if self.scheme == "http" {
+                vec![self.r.host.clone()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        }
     }
 
     fn oci(&self) -> oci_client::Reference {
@@ -403,10 +433,13 @@ impl Session {
                             self.r.name()
                         )));
                     }
-                    return Err(DlError::Transient(anyhow!(
-                        "{label}: download of blob {digest} from {} broke off after {n} of {size} bytes: {e}",
-                        self.r.name()
-                    )));
+                    return Err(DlError::Transient(
+                        format!("download broke off after {n} of {size} bytes"),
+                        anyhow!(
+                            "{label}: download of blob {digest} from {} broke off after {n} of {size} bytes: {e}",
+                            self.r.name()
+                        ),
+                    ));
                 }
                 None => break,
             }
@@ -457,12 +490,15 @@ impl Session {
                 .await
             {
                 Ok(()) => break cache.insert_blob(tmp, digest),
-                Err(DlError::Transient(e)) if attempt < ATTEMPTS => {
-                    self.out
-                        .log(&format!("{e:#}; retrying ({}/{ATTEMPTS})", attempt + 1));
+                Err(DlError::Transient(kind, _)) if attempt < ATTEMPTS => {
+                    self.out.log(&format!(
+                        "{}: {kind} ({label}), retrying ({}/{ATTEMPTS})",
+                        self.r.host,
+                        attempt + 1
+                    ));
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(DlError::Transient(e)) => {
+                Err(DlError::Transient(_, e)) => {
                     break Err(e.context(format!("gave up after {attempt} attempts")))
                 }
                 Err(DlError::Fatal(e)) => break Err(e),
@@ -497,14 +533,17 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 enum DlError {
-    Transient(anyhow::Error),
+    /// What went wrong in a few words (for the retry line), and the full error.
+    Transient(String, anyhow::Error),
     Fatal(anyhow::Error),
 }
 
 impl DlError {
     fn from_oci(e: OciDistributionError, s: &Session, what: &str) -> DlError {
         match classify(&e) {
-            Class::Transient(_) => DlError::Transient(s.explain(e, what, Op::Pull, 1)),
+            Class::Transient(kind) => {
+                DlError::Transient(kind, s.explain(e, what, Op::Pull, ATTEMPTS))
+            }
             _ => DlError::Fatal(s.explain(e, what, Op::Pull, 1)),
         }
     }
