@@ -845,6 +845,11 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             .map(|i| json!({"created": created, "created_by": format!("base layer {}", i + 1)}))
             .collect();
     }
+    for h in &mut history {
+        if h.get("created").is_none() {
+            h["created"] = json!(created);
+        }
+    }
     let recipe_name = opts.recipe.name.clone().unwrap_or_default();
     if prep.layers.len() > base_layers {
         history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: recipe {recipe_name} ({}), purge-mode {}", opts.recipe.digest(), format!("{:?}", opts.purge_mode).to_lowercase()), "comment": "nemoclaw-build recipe layer"}));

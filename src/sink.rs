@@ -139,7 +139,8 @@ pub fn publish(
             pack_dir(staging.path(), path, epoch, None)
         }
         ImageRef::DockerArchive { path, tag } => {
-            write_layout_index(staging.path(), manifest_digest, manifest_size, None)?;
+            // manifest.json only: with an OCI index.json beside it, podman loads the
+            // archive as OCI and drops the tag.
             let config = manifest
                 .pointer("/config/digest")
                 .and_then(|v| v.as_str())

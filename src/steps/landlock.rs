@@ -36,6 +36,8 @@ pub struct Access {
     pub path: String,
     pub user: String,
     pub declared: String,
+    /// The declared path this row inherits its Landlock rule from, if not declared itself.
+    pub inherited_from: Option<String>,
     pub exists: bool,
     pub owner: String,
     pub mode: String,
@@ -99,15 +101,34 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
             }
         }
     }
-    let declared: Vec<(String, &str)> = l
+    let mut declared: Vec<(String, &str, Option<String>)> = l
         .read_only
         .iter()
-        .map(|p| (p.clone(), "read_only"))
-        .chain(rw.iter().map(|p| (p.clone(), "read_write")))
+        .map(|p| (p.clone(), "read_only", None))
+        .chain(rw.iter().map(|p| (p.clone(), "read_write", None)))
         .collect();
+    // Landlock rules apply beneath a path: show the directories directly below each
+    // read_write directory too, since that is where DAC usually decides.
+    let explicit: std::collections::BTreeSet<String> =
+        declared.iter().map(|d| d.0.clone()).collect();
+    for dir in &rw {
+        let Some(key) = fs.resolve(dir) else { continue };
+        if key.is_empty() {
+            continue;
+        }
+        let children: Vec<String> = fs
+            .descendants(&key)
+            .filter(|(k, n)| n.kind == Kind::Dir && !k[key.len() + 1..].contains('/'))
+            .map(|(k, _)| format!("{}/{}", dir.trim_end_matches('/'), &k[key.len() + 1..]))
+            .filter(|p| !explicit.contains(p))
+            .collect();
+        for c in children {
+            declared.push((c, "read_write", Some(dir.clone())));
+        }
+    }
     for user in &l.users {
         let who = ident(fs, user);
-        for (path, decl) in &declared {
+        for (path, decl, inherited) in &declared {
             let key = fs.resolve(path).unwrap_or_default();
             let node = fs.nodes.get(&key);
             let (owner, mode) = match node {
@@ -153,6 +174,7 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
                 path: path.clone(),
                 user: user.clone(),
                 declared: decl.to_string(),
+                inherited_from: inherited.clone(),
                 exists: node.is_some(),
                 owner,
                 mode,
