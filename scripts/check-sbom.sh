@@ -11,7 +11,7 @@
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-LOG_TAG=check-sbom
+export LOG_TAG=check-sbom
 
 SCHEMA="$NEMOCLAW_ROOT/testdata/spdx-schema-2.3.json"
 FILE=""

@@ -16,11 +16,11 @@
 #   E2E_WORK=DIR    work dir (default /tmp/nemoclaw-e2e-verify-<pid>)
 #   VERIFY_BASE     base tarball (default $NEMOCLAW_CACHE/bases/bookworm-*.tar, newest)
 #   VERIFY_ARTIFACTS artifacts dir (default $NEMOCLAW_CACHE/artifacts)
-# shellcheck disable=SC2016
+# shellcheck disable=SC2016,SC2012
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-LOG_TAG=e2e-verify
+export LOG_TAG=e2e-verify
 
 BIN="$NEMOCLAW_ROOT/target/release/nemoclaw-build"
 [[ -x "$BIN" ]] || BIN="$NEMOCLAW_ROOT/target/debug/nemoclaw-build"
@@ -80,12 +80,14 @@ expect_rc verify.build_with_sbom 0 env SOURCE_DATE_EPOCH=$EPOCH "$BIN" build --b
 DIGEST="$(grep '^sha256:' "$LOGS/verify.build_with_sbom.log" | tail -n 1 || true)"
 if [[ -f "$IMG/index.json" ]]; then
   got="$(jq -r --arg d "$DIGEST" '[.manifests[] | select(.digest == $d and .annotations["org.opencontainers.image.ref.name"] == "nemoclaw")] | length' "$IMG/index.json")"
-  [[ "$got" == 1 ]] && pass verify.index_tag_selects_image || fail verify.index_tag_selects_image "$(cat "$IMG/index.json")"
+  if [[ "$got" == 1 ]]; then pass verify.index_tag_selects_image; else
+    fail verify.index_tag_selects_image "$(cat "$IMG/index.json")"; fi
   ART_DIGEST="$(jq -r '.manifests[] | select(.artifactType == "application/spdx+json" and (.annotations["org.opencontainers.image.ref.name"] // "") == "") | .digest' "$IMG/index.json")"
   if [[ -n "$ART_DIGEST" ]]; then
     am="$IMG/blobs/sha256/${ART_DIGEST#sha256:}"
     subj="$(jq -r '.subject.digest' "$am")"
-    [[ "$subj" == "$DIGEST" ]] && pass verify.sbom_referrer_subject || fail verify.sbom_referrer_subject "subject $subj, image $DIGEST"
+    if [[ "$subj" == "$DIGEST" ]]; then pass verify.sbom_referrer_subject; else
+      fail verify.sbom_referrer_subject "subject $subj, image $DIGEST"; fi
     layer="$(jq -r '.layers[0].digest' "$am")"
     if cmp -s "$IMG/blobs/sha256/${layer#sha256:}" "$W/sbom.spdx.json" &&
       [[ "$(jq -r '.config.mediaType' "$am")" == application/vnd.oci.empty.v1+json ]]; then
@@ -112,13 +114,15 @@ if cmp -s "$W/sbom.spdx.json" "$W/sbom2.spdx.json"; then pass verify.sbom_cmd_eq
   fail verify.sbom_cmd_equals_build_sbom "sbom IMAGE differs from build --sbom"; fi
 expect_rc verify.sbom_cyclonedx 0 "$BIN" sbom "$REF" -q --format cyclonedx -o "$W/sbom.cdx.json"
 got="$(jq -r '[.bomFormat, .specVersion, (.serialNumber | test("^urn:uuid:[0-9a-f-]{36}$")), ([.components[] | select(.name == "gcc-12")] | length)] | join(" ")' "$W/sbom.cdx.json" 2>&1 || true)"
-[[ "$got" == "CycloneDX 1.5 true 0" ]] && pass verify.sbom_cyclonedx_content || fail verify.sbom_cyclonedx_content "$got"
+if [[ "$got" == "CycloneDX 1.5 true 0" ]]; then pass verify.sbom_cyclonedx_content; else
+  fail verify.sbom_cyclonedx_content "$got"; fi
 
 # ---- other tools still read the layout with the extra descriptor ----------------------
 if have skopeo; then
   expect_rc verify.skopeo_inspect_tag 0 skopeo inspect "$REF"
   got="$(jq -r .Digest "$LOGS/verify.skopeo_inspect_tag.log" 2>/dev/null || true)"
-  [[ "$got" == "$DIGEST" ]] && pass verify.skopeo_digest || fail verify.skopeo_digest "skopeo says $got, built $DIGEST"
+  if [[ "$got" == "$DIGEST" ]]; then pass verify.skopeo_digest; else
+    fail verify.skopeo_digest "skopeo says $got, built $DIGEST"; fi
 else note "skopeo missing: skipped"; fi
 if have oci-image-tool; then
   expect_rc verify.oci_image_tool_validate 0 oci-image-tool validate --type image --ref name=nemoclaw "$IMG"
@@ -161,7 +165,9 @@ expect_in verify.diff_names_file verify.diff_different "~ /opt/nemoclaw/dist/lib
 expect_in verify.diff_names_record verify.diff_different "dev.nemoclaw.build.record.artifacts_digest"
 expect_rc verify.diff_json 1 "$BIN" diff --json "$REF" "$REF2" -q
 got="$(jq -r '[.identical, (.files | length), .files[0].path, .files[0].reasons[0]] | join(" ")' "$LOGS/verify.diff_json.log" 2>&1 || true)"
-[[ "$got" == "false 1 /opt/nemoclaw/dist/lib/util.js content differs" ]] && pass verify.diff_json_content || fail verify.diff_json_content "$got"
+if [[ "$got" == "false 1 /opt/nemoclaw/dist/lib/util.js content differs" ]]; then
+  pass verify.diff_json_content
+else fail verify.diff_json_content "$got"; fi
 expect_rc verify.diff_identical 0 "$BIN" diff "$REF" "$REF" -q
 expect_rc verify.diff_error_exit2 2 "$BIN" diff "$REF" "oci:$W/nosuch" -q
 expect_rc verify.diff_base_vs_image 1 "$BIN" diff "$BASE" "$REF" -q --ignore-timestamps
