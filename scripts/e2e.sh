@@ -33,7 +33,8 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry)
+SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry verify)
+E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
 W="$(cd "$W" && pwd -P)"
@@ -1121,6 +1122,16 @@ registry_tests() {
   rm -f "$STATE/registry.pid"
 }
 section_registry() { registry_tests; }
+
+# Sub-suites kept in their own scripts; their probe lines join this suite's results.
+subsuite() { # NAME SCRIPT [ARGS...]
+  local name="$1"; shift
+  local out="$LOGS/$name.out"
+  bash "$@" >"$out" 2>"$LOGS/$name.err" || true
+  grep -E '^(PASS|FAIL): ' "$out" | tee -a "$RESULTS" || true
+  grep -qE '^(PASS|FAIL): ' "$out" || fail "$name.ran" "no probe lines: $(tail_detail "$LOGS/$name.err")"
+}
+section_verify() { subsuite verify "$NEMOCLAW_ROOT/scripts/e2e-verify.sh"; }
 
 # ------------------------------------------------------------------ main -----------------
 for s in ${E2E_ONLY//,/ }; do

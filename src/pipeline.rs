@@ -867,7 +867,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     let record = json!({
         "tool": format!("nemoclaw-build {TOOL_VERSION}"),
         "recipe_digest": opts.recipe.digest(),
-        "recipe": opts.recipe.source_name,
+        "recipe": crate::source::portable_name(std::path::Path::new(&opts.recipe.source_name)),
         "base": base.name,
         "base_digest": base_digest,
         "artifacts_digest": artifacts_digest,

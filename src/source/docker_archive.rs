@@ -89,7 +89,7 @@ pub fn open(path: &Path, tag: Option<&str>) -> Result<BaseImage> {
         layers.push(l);
     }
     Ok(BaseImage {
-        name: format!("docker-archive:{}", path.display()),
+        name: format!("docker-archive:{}", super::portable_name(path)),
         manifest_digest: None,
         config,
         layers,

@@ -180,6 +180,12 @@ pub struct OpenOptions {
     pub registry: crate::registry::RegistryOptions,
 }
 
+/// The name recorded for a local image: its file name only, so the same inputs
+/// give the same digest wherever they are on disk.
+pub fn portable_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -210,7 +216,7 @@ fn open_rootfs_tar(path: &Path) -> Result<BaseImage> {
         "history": [{"created_by": format!("rootfs tarball {}", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())}],
     });
     Ok(BaseImage {
-        name: format!("tar:{}", path.display()),
+        name: format!("tar:{}", portable_name(path)),
         manifest_digest: None,
         config,
         layers: vec![layer],

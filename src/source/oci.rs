@@ -121,8 +121,8 @@ pub fn open_layout_dir(path: &Path, tag: Option<&str>, opts: &OpenOptions) -> Re
     }
     let store = DirStore(path.to_path_buf());
     let name = match tag {
-        Some(t) => format!("oci:{}:{t}", path.display()),
-        None => format!("oci:{}", path.display()),
+        Some(t) => format!("oci:{}:{t}", super::portable_name(path)),
+        None => format!("oci:{}", super::portable_name(path)),
     };
     open_from_store(&store, tag, opts, name)
 }
@@ -140,8 +140,8 @@ pub fn open_layout_archive(
         );
     }
     let name = match tag {
-        Some(t) => format!("oci-archive:{}:{t}", path.display()),
-        None => format!("oci-archive:{}", path.display()),
+        Some(t) => format!("oci-archive:{}:{t}", super::portable_name(path)),
+        None => format!("oci-archive:{}", super::portable_name(path)),
     };
     open_from_store(&store, tag, opts, name)
 }
@@ -232,14 +232,15 @@ fn open_from_store(
                     }
                 )
             })?,
-        None => match manifests.len() {
-            0 => bail!("{}/index.json lists no images", store.describe()),
-            1 => &manifests[0],
-            n => bail!(
-                "{}/index.json lists {n} images; select one with :TAG",
-                store.describe()
-            ),
-        },
+        None => {
+            // Artifacts attached to an image (an SBOM referrer) are not images.
+            let images: Vec<&oci_spec::image::Descriptor> = manifests.iter().filter(|d| d.artifact_type().is_none()).collect();
+            match images.len() {
+                0 => bail!("{}/index.json lists no images", store.describe()),
+                1 => images[0],
+                n => bail!("{}/index.json lists {n} images; select one with :TAG", store.describe()),
+            }
+        }
     };
     let mut digest = desc.digest().to_string();
     let mut media_type = desc.media_type().to_string();
