@@ -243,6 +243,69 @@ nb tagpull XDG_CACHE_HOME="$W/cache1" -- build --base "registry://$PLAIN/base:la
   --output "oci:$W/out/tagpull:t" --purge-mode whiteout --source-date-epoch "$EPOCH" || true
 check_grep reg.tag_pull_warns_not_reproducible "tags move: this build is not reproducible; pin it as registry://$PLAIN/base@$BD" "$LOGS/tagpull.err"
 
+# base.digest annotation of the image in OCI layout DIR (tag t)
+base_digest_of() {
+  local m
+  m="$(jq -r '.manifests[0].digest' "$1/index.json" 2>/dev/null)" || return 0
+  jq -r '.annotations["org.opencontainers.image.base.digest"]' "$1/blobs/sha256/${m#sha256:}" 2>/dev/null || true
+}
+
+# 3b. a Docker schema 2 manifest (what `docker push` writes) is accepted
+if timeout 300 skopeo copy --quiet --format v2s2 --dest-tls-verify=false "oci:$BASE_OCI:latest" \
+  "docker://$PLAIN/v2s2:latest" >"$LOGS/push-v2s2.log" 2>&1; then
+  V2D="$(skopeo inspect --tls-verify=false "docker://$PLAIN/v2s2:latest" | jq -r .Digest)"
+  if nb v2s2 XDG_CACHE_HOME="$W/cache1" -- build --base "registry://$PLAIN/v2s2@$V2D" --artifacts "$ART" \
+    --output "oci:$W/out/v2s2:t" --purge-mode whiteout --source-date-epoch "$EPOCH"; then
+    check_eq reg.pull_docker_schema2 "$V2D" "$(base_digest_of "$W/out/v2s2")"
+  else
+    fail reg.pull_docker_schema2 "$(tail_detail "$LOGS/v2s2.err")"
+  fi
+else
+  fail reg.pull_docker_schema2 "skopeo: $(tail_detail "$LOGS/push-v2s2.log")"
+fi
+
+# 3c. an image index: --platform selects the entry (default linux/<host arch>)
+IDXD=""
+if [[ -n "$D1" && "$D1" != null ]] \
+  && timeout 300 skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
+    "docker://$PLAIN/base@$BD" "docker://$PLAIN/multi:amd" >"$LOGS/multi.log" 2>&1 \
+  && timeout 300 skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false \
+    "docker://$PLAIN/nemoclaw@$D1" "docker://$PLAIN/multi:arm" >>"$LOGS/multi.log" 2>&1; then
+  msize() { curl -sS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$PLAIN/v2/multi/manifests/$1" | wc -c; }
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s,%s]}' \
+    "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$BD\",\"size\":$(msize "$BD"),\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}}" \
+    "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"$D1\",\"size\":$(msize "$D1"),\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\",\"variant\":\"v8\"}}" \
+    >"$W/index.json"
+  if [[ "$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/vnd.oci.image.index.v1+json' \
+    --data-binary "@$W/index.json" "http://$PLAIN/v2/multi/manifests/latest")" == 201 ]]; then
+    IDXD="sha256:$(sha256sum <"$W/index.json" | cut -d' ' -f1)"
+  fi
+fi
+if [[ -n "$IDXD" ]]; then
+  if nb idx_arm XDG_CACHE_HOME="$W/cache1" -- build --base "registry://$PLAIN/multi@$IDXD" --platform linux/arm64 \
+    --artifacts "$ART" --output "oci:$W/out/idx-arm:t" --purge-mode whiteout --source-date-epoch "$EPOCH"; then
+    check_eq reg.index_platform_arm64 "$D1" "$(base_digest_of "$W/out/idx-arm")"
+  else
+    fail reg.index_platform_arm64 "$(tail_detail "$LOGS/idx_arm.err")"
+  fi
+  if [[ "$(uname -m)" == x86_64 ]]; then
+    if nb idx_def XDG_CACHE_HOME="$W/cache1" -- build --base "registry://$PLAIN/multi@$IDXD" \
+      --artifacts "$ART" --output "oci:$W/out/idx-def:t" --purge-mode whiteout --source-date-epoch "$EPOCH"; then
+      check_eq reg.index_platform_default_host "$BD" "$(base_digest_of "$W/out/idx-def")"
+    else
+      fail reg.index_platform_default_host "$(tail_detail "$LOGS/idx_def.err")"
+    fi
+  fi
+  if nb idx_none XDG_CACHE_HOME="$W/cache1" -- build --base "registry://$PLAIN/multi@$IDXD" --platform linux/s390x \
+    --artifacts "$ART" --output "oci:$W/out/idx-none:t"; then
+    fail reg.index_unknown_platform_error "succeeded"
+  else
+    check_grep reg.index_unknown_platform_error 'no manifest for platform linux/s390x \(available: linux/amd64, linux/arm64\)' "$LOGS/idx_none.err"
+  fi
+else
+  fail reg.index_setup "could not push a test index: $(tail_detail "$LOGS/multi.log")"
+fi
+
 # 4. unknown digest: 404 naming registry and repository
 BAD="sha256:$(printf x | sha256sum | cut -d' ' -f1)"
 if nb notfound -- build --base "registry://$PLAIN/base@$BAD" --artifacts "$ART" --output "oci:$W/out/nf:t"; then

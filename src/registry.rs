@@ -842,7 +842,7 @@ impl Session {
         }
     }
 
-    async fn push_blob(&self, cache: Option<&Cache>, b: &PushBlob) -> Result<bool> {
+    async fn push_blob(&self, cache: Option<&Cache>, b: &PushBlob) -> Result<Sent> {
         if self.blob_present(b).await? {
             self.out.log(&format!(
                 "{}: already present in {} ({})",
@@ -850,10 +850,10 @@ impl Session {
                 self.r.name(),
                 mib(b.size)
             ));
-            return Ok(false);
+            return Ok(Sent::Present);
         }
         if self.try_mount(cache, b).await {
-            return Ok(false);
+            return Ok(Sent::Mounted);
         }
         let bar = self.out.bar(&b.label, b.size);
         let oci = self.oci();
@@ -900,8 +900,15 @@ impl Session {
             mib(b.size),
             self.r.name()
         ));
-        Ok(true)
+        Ok(Sent::Uploaded)
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Uploaded,
+    Present,
+    Mounted,
 }
 
 /// Pushes the OCI layout in `layout` (blobs + the manifest `manifest_digest`) to
@@ -949,7 +956,7 @@ async fn push_async(
     let blobs = manifest_blobs(layout, &v)?;
     // The cache only serves cross-repository mounts here; push works without it.
     let cache = Cache::open(opts.cache_dir.as_deref()).ok();
-    let uploaded: Vec<bool> = futures_util::stream::iter(blobs.iter())
+    let sent: Vec<Sent> = futures_util::stream::iter(blobs.iter())
         .map(|b| {
             let (s, cache) = (&s, cache.as_ref());
             async move { s.push_blob(cache, b).await }
@@ -980,14 +987,16 @@ async fn push_async(
         .and_then(|last| last.split(['?', '#']).next())
         .filter(|d| digest_hex(d).is_ok())
         .map(str::to_string);
-    let n_up = uploaded.iter().filter(|u| **u).count();
+    let count = |k: Sent| sent.iter().filter(|x| **x == k).count();
     s.out.log(&format!(
-        "pushed registry://{} ({manifest_digest}): {n_up} blob(s) uploaded, {} already there",
+        "pushed registry://{} ({manifest_digest}): {} blob(s) uploaded, {} already present, {} mounted",
         match &s.r.tag {
             Some(t) => format!("{}:{t}", s.r.name()),
             None => s.r.to_string(),
         },
-        uploaded.len() - n_up
+        count(Sent::Uploaded),
+        count(Sent::Present),
+        count(Sent::Mounted),
     ));
     Ok(reported.unwrap_or_else(|| manifest_digest.to_string()))
 }
