@@ -1121,7 +1121,11 @@ registry_tests() {
   kill "$(cat "$STATE/registry.pid")" 2>/dev/null || true
   rm -f "$STATE/registry.pid"
 }
-section_registry() { registry_tests; }
+section_registry() {
+  registry_tests
+  # auth (htpasswd, auth files), repeat push uploads nothing, corrupting proxy, cross-repo mount
+  E2E_RESULTS='' BIN="$BIN" BASE_OCI="$BASE_OCI" ART="$ART" subsuite registry-ext "$NEMOCLAW_ROOT/scripts/e2e-registry.sh"
+}
 
 # Sub-suites kept in their own scripts; their probe lines join this suite's results.
 subsuite() { # NAME SCRIPT [ARGS...]

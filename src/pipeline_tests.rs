@@ -263,7 +263,7 @@ fn hostile_input_is_a_clear_error_with_no_output() {
         .file("etc/passwd", &[b'x'; 4000], 0o644)
         .build();
     let tdir = t.path().join("trunc");
-    write_layout(&tdir, &[good.clone()]);
+    write_layout(&tdir, std::slice::from_ref(&good));
     let blobs: Vec<_> = std::fs::read_dir(tdir.join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -727,9 +727,10 @@ mod tests {
         let (d, _) = build_spec(&spec, &Progress::new(true)).unwrap();
         let args = |artifacts: PathBuf| VerifyArgs {
             image: Some(format!("oci:{}:latest", out.display())),
-            base: None,
+            // The record names inputs portably (file names only): say where they are.
+            base: Some(format!("tar:{}", base.display())),
             artifacts: Some(artifacts),
-            recipe: None,
+            recipe: Some(recipe.clone()),
             twice: false,
             source_date_epoch: None,
             keep: false,
