@@ -183,7 +183,9 @@ pub struct OpenOptions {
 /// The name recorded for a local image: its file name only, so the same inputs
 /// give the same digest wherever they are on disk.
 pub fn portable_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 pub fn host_arch() -> &'static str {

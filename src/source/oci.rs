@@ -234,11 +234,17 @@ fn open_from_store(
             })?,
         None => {
             // Artifacts attached to an image (an SBOM referrer) are not images.
-            let images: Vec<&oci_spec::image::Descriptor> = manifests.iter().filter(|d| d.artifact_type().is_none()).collect();
+            let images: Vec<&oci_spec::image::Descriptor> = manifests
+                .iter()
+                .filter(|d| d.artifact_type().is_none())
+                .collect();
             match images.len() {
                 0 => bail!("{}/index.json lists no images", store.describe()),
                 1 => images[0],
-                n => bail!("{}/index.json lists {n} images; select one with :TAG", store.describe()),
+                n => bail!(
+                    "{}/index.json lists {n} images; select one with :TAG",
+                    store.describe()
+                ),
             }
         }
     };
