@@ -134,7 +134,7 @@ else note "podman missing: skipped"; fi
 
 # ---- verify -------------------------------------------------------------------------
 note "verify: rebuild from the record"
-expect_rc verify.rebuild_identical 0 "$BIN" verify "$REF" --artifacts "$ART" -q
+expect_rc verify.rebuild_identical 0 "$BIN" verify "$REF" --base "$BASE" --artifacts "$ART" -q
 expect_in verify.rebuild_says_verified verify.rebuild_identical "verified: identical digests"
 expect_rc verify.missing_artifacts_is_error 2 "$BIN" verify "$REF" -q
 expect_in verify.missing_artifacts_says_so verify.missing_artifacts_is_error "--artifacts"
@@ -142,7 +142,7 @@ expect_rc verify.no_record_is_error 2 "$BIN" verify "oci:$W/nosuch:latest" --art
 
 note "verify --twice (two child builds, different umask/TZ/locale/threads/artifact copies)"
 expect_rc verify.twice 0 env SOURCE_DATE_EPOCH=$EPOCH "$BIN" verify --twice --base "$BASE" --artifacts "$ART" -q
-expect_rc verify.twice_with_image 0 "$BIN" verify "$REF" --twice --artifacts "$ART" -q
+expect_rc verify.twice_with_image 0 "$BIN" verify "$REF" --twice --base "$BASE" --artifacts "$ART" -q
 expect_rc verify.twice_mutated_fails 1 env SOURCE_DATE_EPOCH=$EPOCH NEMOCLAW_TEST_MUTATE=dist/index.js \
   "$BIN" verify --twice --base "$BASE" --artifacts "$ART" -q
 expect_in verify.twice_mutated_names_file verify.twice_mutated_fails "/opt/nemoclaw/dist/index.js: content differs"
@@ -155,7 +155,7 @@ IMG2="$W/img2"
 REF2="oci:$IMG2:nemoclaw"
 expect_rc verify.build_mutated 0 env SOURCE_DATE_EPOCH=$EPOCH "$BIN" build --base "$BASE" \
   --output "$REF2" --artifacts "$W/mart" --no-cache --quiet
-expect_rc verify.mutated_image_fails 1 "$BIN" verify "$REF2" --artifacts "$ART" -q
+expect_rc verify.mutated_image_fails 1 "$BIN" verify "$REF2" --base "$BASE" --artifacts "$ART" -q
 expect_in verify.mutated_names_input verify.mutated_image_fails "input: artifacts: recorded"
 expect_in verify.mutated_names_file verify.mutated_image_fails "/opt/nemoclaw/dist/lib/util.js: content differs"
 
