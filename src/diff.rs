@@ -366,30 +366,11 @@ pub fn layer_entries(layer: &LayerBlob) -> Result<BTreeMap<String, Meta>> {
         {
             continue;
         }
-        let kind = if et.is_dir() {
-            Kind::Dir
-        } else if et.is_symlink() {
-            Kind::Symlink
-        } else if et.is_hard_link() {
-            Kind::Hardlink
-        } else if et.is_character_special() {
-            Kind::Char
-        } else if et.is_block_special() {
-            Kind::Block
-        } else if et.is_fifo() {
-            Kind::Fifo
-        } else {
-            Kind::File
-        };
-        let mut xattrs = BTreeMap::new();
-        if let Some(exts) = e.pax_extensions()? {
-            for ext in exts {
-                let ext = ext?;
-                if let Some(n) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                    xattrs.insert(n.to_string(), hex::encode(ext.value_bytes()));
-                }
-            }
-        }
+        let kind = crate::rootfs::kind_of(et).unwrap_or(Kind::File);
+        let xattrs: BTreeMap<String, String> = crate::rootfs::entry_xattrs(&mut e)?
+            .into_iter()
+            .map(|(k, v)| (k, hex::encode(v)))
+            .collect();
         let link = match kind {
             Kind::Symlink | Kind::Hardlink => e
                 .link_name()?

@@ -266,21 +266,7 @@ fn header_node(
 ) -> Result<crate::rootfs::Node> {
     use crate::rootfs::Node;
     let et = h.entry_type();
-    let kind = if et.is_dir() {
-        Kind::Dir
-    } else if et.is_symlink() {
-        Kind::Symlink
-    } else if et.is_hard_link() {
-        Kind::Hardlink
-    } else if et.is_character_special() {
-        Kind::Char
-    } else if et.is_block_special() {
-        Kind::Block
-    } else if et.is_fifo() {
-        Kind::Fifo
-    } else {
-        Kind::File
-    };
+    let kind = crate::rootfs::kind_of(et).unwrap_or(Kind::File);
     let mut n = Node::dir(h.mode()? & 0o7777, h.uid()?, h.gid()?);
     n.kind = kind;
     n.mtime = h.mtime().unwrap_or(0);
@@ -302,15 +288,7 @@ fn header_node(
             l
         });
     }
-    if let Some(exts) = e.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                n.xattrs
-                    .insert(name.to_string(), ext.value_bytes().to_vec());
-            }
-        }
-    }
+    n.xattrs = crate::rootfs::entry_xattrs(e)?;
     let _ = key;
     Ok(n)
 }

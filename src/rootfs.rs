@@ -168,6 +168,43 @@ pub fn normalize(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// The model's kind for a tar entry type; None for PAX/GNU meta entries and sparse files.
+pub fn kind_of(et: tar::EntryType) -> Option<Kind> {
+    Some(if et.is_dir() {
+        Kind::Dir
+    } else if et.is_symlink() {
+        Kind::Symlink
+    } else if et.is_hard_link() {
+        Kind::Hardlink
+    } else if et.is_character_special() {
+        Kind::Char
+    } else if et.is_block_special() {
+        Kind::Block
+    } else if et.is_fifo() {
+        Kind::Fifo
+    } else if et.is_file() || et == tar::EntryType::Continuous {
+        Kind::File
+    } else {
+        return None;
+    })
+}
+
+/// Extended attributes carried as `SCHILY.xattr.*` PAX records.
+pub fn entry_xattrs<R: Read>(
+    e: &mut tar::Entry<'_, R>,
+) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
+    let mut xattrs = BTreeMap::new();
+    if let Some(exts) = e.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
+            }
+        }
+    }
+    Ok(xattrs)
+}
+
 pub fn parent_of(path: &str) -> Option<&str> {
     path.rfind('/')
         .map(|i| &path[..i])
@@ -421,23 +458,10 @@ impl Rootfs {
             }
             let h = entry.header();
             let et = h.entry_type();
-            let kind = if et.is_dir() {
-                Kind::Dir
-            } else if et.is_symlink() {
-                Kind::Symlink
-            } else if et.is_hard_link() {
-                Kind::Hardlink
-            } else if et.is_character_special() {
-                Kind::Char
-            } else if et.is_block_special() {
-                Kind::Block
-            } else if et.is_fifo() {
-                Kind::Fifo
-            } else if et.is_file() || et == tar::EntryType::Continuous {
-                Kind::File
-            } else if et.is_gnu_sparse() {
+            if et.is_gnu_sparse() {
                 bail!("{label}: entry '{raw_path}' is a sparse file, which is not supported");
-            } else {
+            }
+            let Some(kind) = kind_of(et) else {
                 continue; // pax/gnu meta headers are consumed by the reader
             };
             let mode = h
@@ -481,20 +505,8 @@ impl Rootfs {
                 }
                 _ => None,
             };
-            let mut xattrs = BTreeMap::new();
-            if let Some(exts) = entry
-                .pax_extensions()
-                .with_context(|| format!("{label}: entry '{raw_path}': bad PAX header"))?
-            {
-                for ext in exts {
-                    let ext = ext?;
-                    if let Ok(k) = ext.key() {
-                        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                            xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
-                        }
-                    }
-                }
-            }
+            let xattrs = entry_xattrs(&mut entry)
+                .with_context(|| format!("{label}: entry '{raw_path}': bad PAX header"))?;
             let bit = 1u128 << layer.min(127);
             let in_layers = bit | self.nodes.get(&key).map(|o| o.in_layers).unwrap_or(0);
             let mut node = Node {
