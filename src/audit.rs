@@ -174,21 +174,19 @@ pub fn findings(fs: &Rootfs, config: &serde_json::Value, recipe: &Recipe) -> Res
     }
     // Declared layout and hooks, as checks derived from the recipe's fs operations.
     for op in &recipe.fs {
+        use crate::recipe::Check;
         let derived = match op {
             FsOp::Dir {
                 path,
                 owner,
                 group,
                 mode,
-            } => Some(crate::recipe::Check {
-                path: path.clone(),
+            } => Some(Check {
                 owner: owner.clone(),
                 group: group.clone(),
                 mode: *mode,
-                must_not_contain: vec![],
-                must_contain: vec![],
-                before: None,
                 kind: Some("dir".into()),
+                ..Check::at(path)
             }),
             FsOp::File {
                 path,
@@ -196,29 +194,20 @@ pub fn findings(fs: &Rootfs, config: &serde_json::Value, recipe: &Recipe) -> Res
                 group,
                 mode,
                 ..
-            } => Some(crate::recipe::Check {
-                path: path.clone(),
+            } => Some(Check {
                 owner: owner.clone(),
                 group: group.clone(),
                 mode: *mode,
-                must_not_contain: vec![],
-                must_contain: vec![],
-                before: None,
-                kind: None,
+                ..Check::at(path)
             }),
             FsOp::Prepend {
                 path,
                 lines,
                 before,
-            } => Some(crate::recipe::Check {
-                path: path.clone(),
-                owner: None,
-                group: None,
-                mode: None,
-                must_not_contain: vec![],
+            } => Some(Check {
                 must_contain: lines.clone(),
                 before: before.clone(),
-                kind: None,
+                ..Check::at(path)
             }),
             _ => None,
         };

@@ -250,6 +250,22 @@ pub struct Check {
     pub kind: Option<String>,
 }
 
+impl Check {
+    /// A check on `path` with no rules yet (rules are set with struct update syntax).
+    pub fn at(path: &str) -> Check {
+        Check {
+            path: path.to_string(),
+            owner: None,
+            group: None,
+            mode: None,
+            must_not_contain: vec![],
+            must_contain: vec![],
+            before: None,
+            kind: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
