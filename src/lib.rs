@@ -21,6 +21,7 @@ mod pipeline_tests;
 pub mod progress;
 pub mod recipe;
 pub mod registry;
+pub mod remote_cache;
 pub mod rootfs;
 pub mod sbom;
 pub mod scan;

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Build an image from a base, a recipe and builder artifacts.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Check an image against the recipe's hardening policy (no daemon, one pass per layer).
     Audit(nemoclaw_build::audit::AuditArgs),
     /// Show effective access (Landlock declaration AND POSIX permissions) per path and user.
@@ -178,6 +178,14 @@ struct BuildArgs {
     /// Do not read or write the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Push the cached part of the build (base and recipe layers) to this repository,
+    /// tagged from the cache key (registry://HOST[:PORT]/REPO, no tag).
+    #[arg(long, value_name = "registry://HOST/REPO", value_parser = nemoclaw_build::remote_cache::parse_location, conflicts_with = "no_cache")]
+    cache_to: Option<String>,
+    /// On a local cache miss, look for the cached part in this repository (as pushed by
+    /// --cache-to); repeatable, asked in order. Registry errors never fail the build.
+    #[arg(long, value_name = "registry://HOST/REPO", value_parser = nemoclaw_build::remote_cache::parse_location, conflicts_with = "no_cache")]
+    cache_from: Vec<String>,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Print a JSON summary on stdout.
@@ -221,6 +229,10 @@ fn run_build(a: BuildArgs) -> Result<()> {
             Some(nemoclaw_build::cache::Cache::open(a.cache_dir.as_deref())?)
         },
         sbom: a.sbom,
+        remote_cache: nemoclaw_build::remote_cache::RemoteCacheOptions {
+            from: a.cache_from,
+            to: a.cache_to,
+        },
     };
     let s = build(opts)?;
     if let Some(r) = &a.record {
@@ -252,7 +264,7 @@ fn run_build(a: BuildArgs) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Build(a) => run_build(a).map(|_| ExitCode::SUCCESS),
+        Cmd::Build(a) => run_build(*a).map(|_| ExitCode::SUCCESS),
         Cmd::Audit(a) => nemoclaw_build::audit::run_audit(a),
         Cmd::Policy(a) => nemoclaw_build::audit::run_policy(a),
         Cmd::Diff(a) => nemoclaw_build::diff::run_diff(a),

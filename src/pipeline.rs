@@ -46,6 +46,8 @@ pub struct BuildOptions {
     pub progress: Progress,
     /// Derived-results cache; None disables caching (`--no-cache`).
     pub cache: Option<crate::cache::Cache>,
+    /// `--cache-from` / `--cache-to`: the cache shared through a registry.
+    pub remote_cache: crate::remote_cache::RemoteCacheOptions,
     /// Write an SPDX 2.3 SBOM of the result here (and attach it to an oci: layout).
     pub sbom: Option<PathBuf>,
 }
@@ -77,6 +79,8 @@ pub struct BuildSummary {
     pub landlock_warnings: Vec<String>,
     /// The base and recipe layers came from the cache (nothing recompressed).
     pub cache_hit: bool,
+    /// Where the cached part came from: none | local | registry.
+    pub cache_source: &'static str,
     pub seconds: f64,
     pub record: Value,
 }
@@ -435,6 +439,110 @@ fn link_into(staging: &Staging, src: &std::path::Path, digest: &str) -> Result<P
     Ok(dst)
 }
 
+/// On a local miss with `--cache-from`: learns a tarball base's digest if needed (one
+/// streaming hash, remembered), then asks the registries; a hit is staged exactly like
+/// a local hit. Never fails the build.
+fn registry_cache_lookup(
+    opts: &BuildOptions,
+    staging: &Staging,
+    tar_identity: Option<&str>,
+    base_id: &mut Option<String>,
+) -> Option<Prepared> {
+    let c = opts.cache.as_ref()?;
+    if base_id.is_none() {
+        if let (ImageRef::Tar(path), Some(fid)) = (&opts.base, tar_identity) {
+            match crate::remote_cache::file_digest(path) {
+                Ok(d) => {
+                    let _ = c.put_json("file-digest", fid, &json!(d));
+                    *base_id = Some(d);
+                }
+                Err(e) => eprintln!("warning: cache-from: {e:#}"),
+            }
+        }
+    }
+    let Some(id) = base_id.as_deref() else {
+        opts.progress
+            .log("cache-from: skipped (the base has no content digest to key the cache on)");
+        return None;
+    };
+    let key = cache_key(opts, id);
+    let v = crate::remote_cache::fetch(
+        &opts.remote_cache.from,
+        &key,
+        c,
+        &opts.open.registry,
+        &opts.progress,
+    )?;
+    let prep: Prepared = match serde_json::from_value(v) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: cache-from: unreadable cache record ({e}); building without it");
+            return None;
+        }
+    };
+    for l in &prep.layers {
+        let linked = c
+            .blob(&l.digest)
+            .ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest))
+            .and_then(|src| link_into(staging, &src, &l.digest));
+        if let Err(e) = linked {
+            eprintln!("warning: cache-from: {e:#}; building without it");
+            return None;
+        }
+    }
+    Some(prep)
+}
+
+/// With `--cache-to`: pushes the prepared part (from the staged blobs) under its cache
+/// key. A failure is a warning: the image itself is not affected.
+fn registry_cache_push(
+    opts: &BuildOptions,
+    to: &str,
+    prep: &Prepared,
+    staging: &Staging,
+    base: &BaseImage,
+    base_id: Option<&str>,
+) {
+    let Some(c) = opts.cache.as_ref() else {
+        return;
+    };
+    // The identity the lookup keys on: manifest digest, or a tarball's file digest.
+    let id = base_id.map(str::to_string).or_else(|| match &opts.base {
+        ImageRef::Tar(_) => base.layers.first().and_then(|l| l.digest.clone()),
+        _ => None,
+    });
+    let Some(id) = id else {
+        opts.progress
+            .log("cache-to: skipped (the base has no content digest to key the cache on)");
+        return;
+    };
+    let res = (|| -> Result<()> {
+        let mut layers = Vec::new();
+        for l in &prep.layers {
+            layers.push((
+                crate::remote_cache::CacheLayer {
+                    media_type: l.media_type.clone(),
+                    digest: l.digest.clone(),
+                    size: l.size,
+                },
+                staging.blobs().join(crate::digest::digest_hex(&l.digest)?),
+            ));
+        }
+        crate::remote_cache::push(
+            to,
+            &cache_key(opts, &id),
+            &serde_json::to_value(prep)?,
+            &layers,
+            c,
+            &opts.open.registry,
+            &opts.progress,
+        )
+    })();
+    if let Err(e) = res {
+        eprintln!("warning: cache-to registry://{to}: {e:#}; the image is not affected");
+    }
+}
+
 /// The full, uncached path: index the base, apply the steps, write base layers
 /// and the recipe layer. Returns the final rootfs too (for gates and SBOM).
 fn prepare(
@@ -640,7 +748,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         ImageRef::Tar(path) => file_identity(path),
         _ => None,
     };
-    let base_id: Option<String> = match (&base.manifest_digest, &tar_identity, cache) {
+    let mut base_id: Option<String> = match (&base.manifest_digest, &tar_identity, cache) {
         (Some(d), _, _) => Some(d.clone()),
         (None, Some(fid), Some(c)) => c
             .get_json("file-digest", fid)
@@ -671,6 +779,13 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
                 ));
                 cached = Some(prep);
             }
+        }
+    }
+    let mut cache_source = if cached.is_some() { "local" } else { "none" };
+    if cached.is_none() && !opts.remote_cache.from.is_empty() {
+        cached = registry_cache_lookup(&opts, &staging, tar_identity.as_deref(), &mut base_id);
+        if cached.is_some() {
+            cache_source = "registry";
         }
     }
     let cache_hit = cached.is_some();
@@ -914,6 +1029,9 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             }
         }
     }
+    if let Some(to) = &opts.remote_cache.to {
+        registry_cache_push(&opts, to, &prep, &staging, &base, base_id.as_deref());
+    }
     // SBOM of the final image, read back from the staged layers (cache hits included).
     let sbom = match &opts.sbom {
         Some(_) => Some(crate::sbom::for_staged_image(
@@ -962,6 +1080,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         init_target: prep.init_target.clone(),
         landlock_warnings: prep.landlock_warnings.clone(),
         cache_hit,
+        cache_source,
         seconds: t0.elapsed().as_secs_f64(),
         record,
     })

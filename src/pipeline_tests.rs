@@ -81,6 +81,7 @@ fn opts(base: &str, out: &str, mode: PurgeMode, artifacts: Option<&Path>) -> Bui
         open: OpenOptions::default(),
         progress: Progress::new(true),
         cache: None,
+        remote_cache: Default::default(),
         sbom: None,
     }
 }

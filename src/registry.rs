@@ -52,11 +52,11 @@ pub struct RegistryOptions {
 /// Attempts per request on transient failures (5xx, 429, connection errors).
 const ATTEMPTS: u32 = 3;
 /// Blobs transferred at once.
-const CONCURRENCY: usize = 3;
+pub(crate) const CONCURRENCY: usize = 3;
 /// Upload chunk read from the layout file.
 const CHUNK: usize = 1 << 20;
 /// Largest manifest, index or config we accept.
-const JSON_LIMIT: u64 = 16 * 1024 * 1024;
+pub(crate) const JSON_LIMIT: u64 = 16 * 1024 * 1024;
 const USER_AGENT: &str = concat!("nemoclaw-build/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -66,18 +66,18 @@ enum Op {
 }
 
 /// Terminal output: a MultiProgress on a TTY, plain lines otherwise, nothing when quiet.
-struct Out {
+pub(crate) struct Out {
     multi: Option<MultiProgress>,
     quiet: bool,
 }
 
 impl Out {
-    fn new(quiet: bool) -> Out {
+    pub(crate) fn new(quiet: bool) -> Out {
         let multi = (!quiet && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Out { multi, quiet }
     }
-    fn log(&self, msg: &str) {
+    pub(crate) fn log(&self, msg: &str) {
         if self.quiet {
             return;
         }
@@ -89,7 +89,7 @@ impl Out {
         }
     }
     /// Warnings are printed even with --quiet.
-    fn warn(&self, msg: &str) {
+    pub(crate) fn warn(&self, msg: &str) {
         match &self.multi {
             Some(m) => {
                 let _ = m.println(format!("warning: {msg}"));
@@ -114,22 +114,22 @@ impl Out {
     }
 }
 
-fn mib(n: u64) -> String {
+pub(crate) fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / 1048576.0)
 }
 
-fn short(digest: &str) -> String {
+pub(crate) fn short(digest: &str) -> String {
     let hex = digest.trim_start_matches("sha256:");
     format!("sha256:{}", &hex[..hex.len().min(12)])
 }
 
 /// One registry repository with its client and credentials.
-struct Session {
+pub(crate) struct Session {
     client: oci_client::Client,
-    r: RegRef,
+    pub(crate) r: RegRef,
     auth: Resolved,
     scheme: &'static str,
-    out: Out,
+    pub(crate) out: Out,
 }
 
 /// How an oci-client error is treated.
@@ -212,7 +212,7 @@ fn client_for(r: &RegRef, opts: &RegistryOptions) -> (oci_client::Client, &'stat
 }
 
 impl Session {
-    async fn open(reference: &str, opts: &RegistryOptions, out: Out) -> Result<Session> {
+    pub(crate) async fn open(reference: &str, opts: &RegistryOptions, out: Out) -> Result<Session> {
         let r = RegRef::parse(reference)?;
         let auth = auth::resolve(
             &r.host,
@@ -344,7 +344,7 @@ impl Session {
     }
 
     /// Fetches a manifest (or index) by tag or digest; checks a digest reference.
-    async fn manifest(&self, r: &RegRef, what: &str) -> Result<(Vec<u8>, String)> {
+    pub(crate) async fn manifest(&self, r: &RegRef, what: &str) -> Result<(Vec<u8>, String)> {
         let oci = r.to_oci();
         let accept = [
             MT_OCI_MANIFEST,
@@ -461,7 +461,7 @@ impl Session {
     }
 
     /// The cached blob for `digest`, downloading (and verifying) it when missing.
-    async fn fetch_blob(
+    pub(crate) async fn fetch_blob(
         &self,
         cache: &Cache,
         digest: &str,
@@ -549,7 +549,7 @@ impl DlError {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -686,11 +686,11 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
 }
 
 /// A blob of the manifest being pushed.
-struct PushBlob {
-    label: String,
-    digest: String,
-    size: u64,
-    path: PathBuf,
+pub(crate) struct PushBlob {
+    pub(crate) label: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
+    pub(crate) path: PathBuf,
 }
 
 fn manifest_blobs(layout: &Path, manifest: &Value) -> Result<Vec<PushBlob>> {
@@ -842,7 +842,7 @@ impl Session {
         }
     }
 
-    async fn push_blob(&self, cache: Option<&Cache>, b: &PushBlob) -> Result<Sent> {
+    pub(crate) async fn push_blob(&self, cache: Option<&Cache>, b: &PushBlob) -> Result<Sent> {
         if self.blob_present(b).await? {
             self.out.log(&format!(
                 "{}: already present in {} ({})",
@@ -905,10 +905,36 @@ impl Session {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Sent {
+pub(crate) enum Sent {
     Uploaded,
     Present,
     Mounted,
+}
+
+/// Whether a registry error is a 404 (unknown manifest, blob or repository).
+pub(crate) fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<OciDistributionError>())
+        .any(|o| classify(o) == Class::Status(404))
+}
+
+impl Session {
+    /// Pushes `manifest` (an OCI image manifest, exact bytes) under `tag` of this repository.
+    pub(crate) async fn push_manifest_bytes(&self, tag: &str, manifest: &[u8]) -> Result<()> {
+        let target = oci_client::Reference::with_tag(
+            self.r.api_host().to_string(),
+            self.r.repo.clone(),
+            tag.to_string(),
+        );
+        let what = format!("manifest {}", sha256_digest(manifest));
+        self.retry(&what, Op::Push, || {
+            let ct = MT_OCI_MANIFEST.parse().expect("static media type");
+            self.client
+                .push_manifest_raw(&target, manifest.to_vec(), ct)
+        })
+        .await?;
+        Ok(())
+    }
 }
 
 /// Pushes the OCI layout in `layout` (blobs + the manifest `manifest_digest`) to

@@ -140,6 +140,7 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Valu
         open: OpenOptions::default(),
         progress: progress.clone(),
         cache: None,
+        remote_cache: Default::default(),
         sbom: None,
     })?;
     Ok((s.digest, s.record))
