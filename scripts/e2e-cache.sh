@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Registry-shared build cache probes for nemoclaw-build (--cache-to / --cache-from, issue 6),
+# against a real Debian `docker-registry` on 127.0.0.1 that this script starts and always stops.
+#
+#   scripts/e2e-cache.sh
+#
+# stdout: one `PASS: name` / `FAIL: name (detail)` line per probe, then `N passed, M failed`;
+# exit 1 if M > 0. Progress goes to stderr as `# ...`.
+# Env:
+#   BIN                 nemoclaw-build binary (default target/release/nemoclaw-build)
+#   BASE_OCI            OCI layout with tag `latest` (default: scripts/mk-base.sh --oci)
+#   BASE_TAR            rootfs tarball (default: scripts/mk-base.sh)
+#   ART                 artifacts dir (default: scripts/mk-artifacts.sh WORK/artifacts)
+#   E2E_CACHE_PORT      registry port; the next port must be free too, it plays a
+#                       registry that is down (default 5070)
+#   E2E_WORK            work dir (default /tmp/nemoclaw-e2e-cache-<pid>); E2E_KEEP=1 keeps it
+#   E2E_RESULTS         also append the PASS/FAIL lines to this file (for scripts/e2e.sh)
+#   E2E_BUILD_TIMEOUT   seconds per nemoclaw-build run (default 900)
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck disable=SC2034  # used by lib.sh
+LOG_TAG=e2e-cache
+
+BIN="${BIN:-$NEMOCLAW_ROOT/target/release/nemoclaw-build}"
+P0="${E2E_CACHE_PORT:-5070}"
+REG="127.0.0.1:$P0"
+DOWN="127.0.0.1:$((P0 + 1))" # nothing listens here
+EPOCH=1700000000
+W="${E2E_WORK:-/tmp/nemoclaw-e2e-cache-$$}"
+mkdir -p "$W"/{logs,out}
+W="$(cd "$W" && pwd -P)"
+LOGS="$W/logs"
+RESULTS="$W/results"
+: >"$RESULTS"
+PIDS=()
+
+note() { printf '# %s\n' "$*" >&2; }
+emit() {
+  printf '%s\n' "$1" | tee -a "$RESULTS"
+  if [[ -n "${E2E_RESULTS:-}" ]]; then printf '%s\n' "$1" >>"$E2E_RESULTS"; fi
+}
+pass() { emit "PASS: $1"; }
+fail() {
+  local d="${2:-no detail}"
+  d="$(printf '%s' "$d" | tr '\n\t' '  ' | sed 's/  */ /g')"
+  ((${#d} > 300)) && d="${d:0:297}..."
+  emit "FAIL: $1 ($d)"
+}
+tail_detail() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-240 || true; }
+check_eq() { if [[ "$3" == "$2" ]]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi; }
+# check_grep NAME ERE FILE: PASS iff FILE has a line matching ERE
+check_grep() {
+  if grep -Eq -- "$2" "$3" 2>/dev/null; then pass "$1"; else fail "$1" "no /$2/ in $(basename "$3"): $(tail_detail "$3")"; fi
+}
+# check_nogrep NAME ERE FILE: PASS iff no line of FILE matches ERE
+check_nogrep() {
+  local hit
+  hit="$(grep -Em1 -- "$2" "$3" 2>/dev/null || true)"
+  if [[ -z "$hit" ]]; then pass "$1"; else fail "$1" "$(basename "$3") has: ${hit:0:200}"; fi
+}
+jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
+
+cleanup() {
+  local rc=$? p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ "${E2E_KEEP:-0}" != 1 ]]; then rm -rf "$W"; else note "kept $W"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# nb NAME -- ARGS...: run the CLI (isolated from the caller's caches and credentials);
+# stdout/stderr -> logs, wall time in ms -> logs/NAME.ms
+nb() {
+  local name="$1" rc=0 t0
+  shift 2
+  t0=$(now_ms)
+  env HOME="$W/home" XDG_CACHE_HOME="$W/cache-default" XDG_RUNTIME_DIR="$W/run" \
+    XDG_CONFIG_HOME="$W/home/.config" DOCKER_CONFIG="$W/no-docker-config" REGISTRY_AUTH_FILE= \
+    timeout --kill-after=10 "${E2E_BUILD_TIMEOUT:-900}" "$BIN" "$@" \
+    >"$LOGS/$name.out" 2>"$LOGS/$name.err" </dev/null || rc=$?
+  echo $(($(now_ms) - t0)) >"$LOGS/$name.ms"
+  note "nemoclaw-build $1 [$name] rc=$rc in $(cat "$LOGS/$name.ms")ms"
+  return $rc
+}
+ms() { cat "$LOGS/$1.ms" 2>/dev/null || echo 0; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_registry() { # NAME ADDR
+  local name="$1" addr="$2"
+  mkdir -p "$W/$name/data"
+  printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n' \
+    "$W/$name/data" "$addr" >"$W/$name/config.yml"
+  docker-registry serve "$W/$name/config.yml" >"$LOGS/$name.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 50); do
+    curl -sS -o /dev/null "http://$addr/v2/" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# the cache tags of repository REPO, one per line
+cache_tags() { curl -sS "http://$REG/v2/$1/tags/list" 2>/dev/null | jq -r '.tags[]? | select(startswith("cache-"))' 2>/dev/null | sort; }
+get_manifest() { # REPO REF
+  curl -sS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/$1/manifests/$2"
+}
+
+# hit_checks PREFIX NAME EXPECTED_DIGEST: the --json summary of NAME is a registry hit
+hit_checks() {
+  local p="$1" n="$2" d="$3"
+  check_eq "$p.cache_hit" true "$(jqf .cache_hit "$LOGS/$n.out")"
+  check_eq "$p.cache_source_registry" registry "$(jqf .cache_source "$LOGS/$n.out")"
+  check_eq "$p.same_digest" "$d" "$(jqf .digest "$LOGS/$n.out")"
+  check_eq "$p.layer_actions_cached" "true" \
+    "$(jqf '[.layers[] | select(.action != "new")] | (length > 0) and all(.action | startswith("cached ("))' "$LOGS/$n.out")"
+}
+
+# ------------------------------------------------------------------ prerequisites ----------
+for c in docker-registry jq curl timeout sha256sum; do
+  have "$c" || { fail cache.prereq "missing $c"; exit 1; }
+done
+[[ -x "$BIN" ]] || { fail cache.prereq "no $BIN (cargo build --release)"; exit 1; }
+if [[ -z "${BASE_OCI:-}" ]]; then
+  BASE_OCI="$("$NEMOCLAW_ROOT/scripts/mk-base.sh" --oci 2>"$LOGS/mk-base.log" | tail -n 1)"
+fi
+if [[ -z "${BASE_TAR:-}" ]]; then
+  BASE_TAR="$("$NEMOCLAW_ROOT/scripts/mk-base.sh" 2>"$LOGS/mk-base-tar.log" | tail -n 1)"
+fi
+if [[ -z "${ART:-}" ]]; then
+  ART="$("$NEMOCLAW_ROOT/scripts/mk-artifacts.sh" "$W/artifacts" 2>"$LOGS/mk-artifacts.log" | tail -n 1)"
+fi
+[[ -f "$BASE_OCI/index.json" && -f "$BASE_TAR" && -e "$ART" ]] || {
+  fail cache.prereq "no base OCI layout, base tarball or artifacts"
+  exit 1
+}
+for p in "$P0" $((P0 + 1)); do
+  if port_busy "$p"; then fail cache.prereq "port $p is in use; set E2E_CACHE_PORT"; exit 1; fi
+done
+note "base $BASE_OCI and $BASE_TAR, artifacts $ART, work $W"
+COMMON=(--artifacts "$ART" --source-date-epoch "$EPOCH")
+
+if start_registry reg "$REG"; then pass cache.server; else
+  fail cache.server "$(tail_detail "$LOGS/reg.log")"
+  exit 1
+fi
+
+# ------------------------------------------------------------------ flags ------------------
+if nb noc -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/noc:t" --no-cache \
+  --cache-to "registry://$REG/cache"; then
+  fail cache.no_cache_conflicts "succeeded"
+else check_grep cache.no_cache_conflicts "cannot be used with" "$LOGS/noc.err"; fi
+if nb tagged -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/tagged:t" \
+  --cache-to "registry://$REG/cache:latest"; then
+  fail cache.location_without_tag "succeeded"
+else check_grep cache.location_without_tag "without tag or digest" "$LOGS/tagged.err"; fi
+
+# ------------------------------------------------------------------ OCI layout base --------
+# 1. cold build with an empty cache dir: computes everything, pushes the cache entry
+if nb oci_cold -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/x1:latest" "${COMMON[@]}" \
+  --cache-dir "$W/A" --cache-to "registry://$REG/cache"; then
+  pass cache.oci_cold_build
+else
+  fail cache.oci_cold_build "$(tail_detail "$LOGS/oci_cold.err")"
+fi
+D1="$(tail -n 1 "$LOGS/oci_cold.out")"
+check_grep cache.oci_cache_to_pushed "^cache-to: pushed registry://$REG/cache:cache-[0-9a-f]{32} \(2 layers; 4 blob\(s\) uploaded" "$LOGS/oci_cold.err"
+
+# 2. the entry: an OCI manifest with the cache artifactType, the empty config, the record
+#    first, and the key as annotation; its tag is derived from the key
+TAG="$(cache_tags cache | head -n 1)"
+get_manifest cache "$TAG" >"$W/m.json" 2>/dev/null || true
+KEY="$(jqf '.annotations["dev.nemoclaw.cache.key"]' "$W/m.json")"
+check_eq cache.manifest_tag_from_key "$TAG" "cache-$(printf '%s' "$KEY" | sha256sum | cut -c1-32)"
+check_eq cache.manifest_shape \
+  "application/vnd.nemoclaw.build-cache.v1+json application/vnd.oci.empty.v1+json application/vnd.nemoclaw.build-cache.v1+json 3" \
+  "$(jqf '"\(.artifactType) \(.config.mediaType) \(.layers[0].mediaType) \(.layers | length)"' "$W/m.json")"
+
+# 3. a fresh cache dir with --cache-from: a hit, identical digest, nothing recompressed
+if nb oci_warm -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/x2:latest" "${COMMON[@]}" \
+  --cache-dir "$W/B" --cache-from "registry://$REG/cache" --json; then
+  hit_checks cache.oci_registry_hit oci_warm "$D1"
+else
+  fail cache.oci_registry_hit "$(tail_detail "$LOGS/oci_warm.err")"
+fi
+# far faster than the cold build (which rewrote and recompressed the base layer)
+if (($(ms oci_warm) > 0 && $(ms oci_warm) * 4 < $(ms oci_cold))); then
+  pass cache.oci_registry_hit_fast
+else
+  fail cache.oci_registry_hit_fast "hit $(ms oci_warm) ms vs cold $(ms oci_cold) ms"
+fi
+note "timings: cold $(ms oci_cold) ms, registry hit $(ms oci_warm) ms"
+
+# 4. log lines of a hit (another fresh cache dir, no --json): an unknown repository first is
+#    a silent miss, then the hit; no layer is read, rewritten or recompressed
+if nb oci_warm_log -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/x3:latest" "${COMMON[@]}" \
+  --cache-dir "$W/B2" --cache-from "registry://$REG/nothere" --cache-from "registry://$REG/cache"; then
+  check_grep cache.miss_not_found_logged "^cache-from: miss registry://$REG/nothere:$TAG \(not found\)" "$LOGS/oci_warm_log.err"
+  check_grep cache.hit_logged "^cache-from: hit registry://$REG/cache:$TAG \(2 layers, nothing recompressed\)" "$LOGS/oci_warm_log.err"
+  check_nogrep cache.hit_reads_no_layer '^(reading|rewriting|copying|indexed|rewritten|recompressed) ' "$LOGS/oci_warm_log.err"
+  check_nogrep cache.miss_is_no_warning '^warning:' "$LOGS/oci_warm_log.err"
+  check_eq cache.hit_logged_digest "$D1" "$(tail -n 1 "$LOGS/oci_warm_log.out")"
+else
+  fail cache.hit_logged "$(tail_detail "$LOGS/oci_warm_log.err")"
+fi
+
+# 5. the registry hit filled the local cache: the next build there is a local hit
+if nb oci_local -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/x4:latest" "${COMMON[@]}" \
+  --cache-dir "$W/B" --cache-from "registry://$REG/cache" --json; then
+  check_eq cache.local_after_registry "true local $D1" \
+    "$(jqf '"\(.cache_hit) \(.cache_source) \(.digest)"' "$LOGS/oci_local.out")"
+else
+  fail cache.local_after_registry "$(tail_detail "$LOGS/oci_local.err")"
+fi
+
+# 6. pushing again (a local hit) uploads nothing: the tag already holds this entry
+if nb oci_repush -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/x5:latest" "${COMMON[@]}" \
+  --cache-dir "$W/A" --cache-to "registry://$REG/cache"; then
+  check_grep cache.repush_up_to_date "^cache-to: registry://$REG/cache:$TAG is up to date" "$LOGS/oci_repush.err"
+else
+  fail cache.repush_up_to_date "$(tail_detail "$LOGS/oci_repush.err")"
+fi
+
+# ------------------------------------------------------------------ tarball base -----------
+# 7. cold: the tar is not in the registry yet (miss), is hashed for the key, and pushed
+if nb tar_cold -- build --base "tar:$BASE_TAR" --output "oci:$W/out/t1:latest" "${COMMON[@]}" \
+  --cache-dir "$W/C" --cache-from "registry://$REG/cache" --cache-to "registry://$REG/cache"; then
+  pass cache.tar_cold_build
+  check_grep cache.tar_cold_miss_logged "^cache-from: miss registry://$REG/cache:cache-[0-9a-f]{32} \(not found\)" "$LOGS/tar_cold.err"
+  check_grep cache.tar_cache_to_pushed "^cache-to: pushed registry://$REG/cache:cache-" "$LOGS/tar_cold.err"
+else
+  fail cache.tar_cold_build "$(tail_detail "$LOGS/tar_cold.err")"
+fi
+T1="$(tail -n 1 "$LOGS/tar_cold.out")"
+# 8. a fresh cache dir knows nothing about the tarball: it is hashed, then the entry hits
+if nb tar_warm -- build --base "tar:$BASE_TAR" --output "oci:$W/out/t2:latest" "${COMMON[@]}" \
+  --cache-dir "$W/D" --cache-from "registry://$REG/cache" --json; then
+  hit_checks cache.tar_registry_hit tar_warm "$T1"
+  check_eq cache.tar_base_digest_is_file_sha256 "sha256:$(sha256sum <"$BASE_TAR" | cut -d' ' -f1)" \
+    "$(jqf .record.base_digest "$LOGS/tar_warm.out")"
+else
+  fail cache.tar_registry_hit "$(tail_detail "$LOGS/tar_warm.err")"
+fi
+if (($(ms tar_warm) > 0 && $(ms tar_warm) * 4 < $(ms tar_cold))); then
+  pass cache.tar_registry_hit_fast
+else
+  fail cache.tar_registry_hit_fast "hit $(ms tar_warm) ms vs cold $(ms tar_cold) ms"
+fi
+note "timings: tar cold $(ms tar_cold) ms, tar registry hit $(ms tar_warm) ms"
+
+# ------------------------------------------------------------------ failures never fail ----
+# 9. the cache registry is down: one warning, the build succeeds (whiteout: a cheap cold
+#    build) and still pushes to the registry that is up
+if nb down -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/w1:latest" "${COMMON[@]}" \
+  --purge-mode whiteout --cache-dir "$W/E" --cache-from "registry://$DOWN/cache" \
+  --cache-to "registry://$REG/cache"; then
+  pass cache.registry_down_build_succeeds
+  check_grep cache.registry_down_warns "^warning: cache-from registry://$DOWN/cache:cache-[0-9a-f]{32}: .*continuing without this cache" "$LOGS/down.err"
+else
+  fail cache.registry_down_build_succeeds "$(tail_detail "$LOGS/down.err")"
+fi
+W1="$(tail -n 1 "$LOGS/down.out")"
+# 10. a tag holding another key's entry is a miss: point the whiteout build's tag at the
+#     rewrite entry, then a fresh whiteout build must rebuild (and give the right digest)
+WTAG="$(comm -13 <(printf '%s\n' "$TAG") <(cache_tags cache) | while read -r t; do
+  [[ "$(get_manifest cache "$t" | jq -r '.annotations["dev.nemoclaw.cache.key"]')" == *"mode=Whiteout"* ]] && echo "$t"
+done | head -n 1)"
+if [[ -n "$WTAG" ]] && [[ "$(curl -sS -o /dev/null -w '%{http_code}' -X PUT \
+  -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$W/m.json" \
+  "http://$REG/v2/cache/manifests/$WTAG")" == 201 ]]; then
+  if nb mismatch -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/w2:latest" "${COMMON[@]}" \
+    --purge-mode whiteout --cache-dir "$W/F" --cache-from "registry://$REG/cache" --json; then
+    check_eq cache.other_key_is_a_miss "false none $W1" \
+      "$(jqf '"\(.cache_hit) \(.cache_source) \(.digest)"' "$LOGS/mismatch.out")"
+  else
+    fail cache.other_key_is_a_miss "$(tail_detail "$LOGS/mismatch.err")"
+  fi
+else
+  fail cache.other_key_is_a_miss "could not find or overwrite the whiteout entry's tag ('$WTAG')"
+fi
+
+np="$(grep -c '^PASS:' "$RESULTS" || true)"
+nf="$(grep -c '^FAIL:' "$RESULTS" || true)"
+printf '%s passed, %s failed\n' "$np" "$nf"
+((nf == 0))
