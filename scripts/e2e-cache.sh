@@ -265,9 +265,13 @@ fi
 W1="$(tail -n 1 "$LOGS/down.out")"
 # 10. a tag holding another key's entry is a miss: point the whiteout build's tag at the
 #     rewrite entry, then a fresh whiteout build must rebuild (and give the right digest)
-WTAG="$(comm -13 <(printf '%s\n' "$TAG") <(cache_tags cache) | while read -r t; do
-  [[ "$(get_manifest cache "$t" | jq -r '.annotations["dev.nemoclaw.cache.key"]')" == *"mode=Whiteout"* ]] && echo "$t"
-done | head -n 1)"
+WTAG=""
+for t in $(cache_tags cache); do
+  if [[ "$(get_manifest cache "$t" | jq -r '.annotations["dev.nemoclaw.cache.key"]' 2>/dev/null)" == *"|mode=Whiteout|"* ]]; then
+    WTAG="$t"
+    break
+  fi
+done
 if [[ -n "$WTAG" ]] && [[ "$(curl -sS -o /dev/null -w '%{http_code}' -X PUT \
   -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$W/m.json" \
   "http://$REG/v2/cache/manifests/$WTAG")" == 201 ]]; then
