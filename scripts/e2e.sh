@@ -9,7 +9,7 @@
 # `N passed, M failed`; exit 1 if M > 0. Progress and timings go to stderr as `# ...`.
 #
 # Sections: cli validate repro run init bomb purge whiteout audit policy peer oracle
-#           multilayer malformed registry
+#           multilayer malformed registry verify cache
 # Env:
 #   E2E_ONLY=a,b        run only these sections (prerequisite builds happen as needed)
 #   E2E_KEEP=1          keep the work dir and the podman images/containers
@@ -33,7 +33,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry verify)
+SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry verify cache)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -1136,6 +1136,7 @@ subsuite() { # NAME SCRIPT [ARGS...]
   grep -qE '^(PASS|FAIL): ' "$out" || fail "$name.ran" "no probe lines: $(tail_detail "$LOGS/$name.err")"
 }
 section_verify() { subsuite verify "$NEMOCLAW_ROOT/scripts/e2e-verify.sh"; }
+section_cache() { BIN="$BIN" BASE_OCI="$BASE_OCI" BASE_TAR="$BASE_TAR" ART="$ART" subsuite cache "$NEMOCLAW_ROOT/scripts/e2e-cache.sh"; }
 
 # ------------------------------------------------------------------ main -----------------
 for s in ${E2E_ONLY//,/ }; do
