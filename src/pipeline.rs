@@ -748,8 +748,17 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         ImageRef::Tar(path) => file_identity(path),
         _ => None,
     };
+    // A docker-archive has no manifest digest; its config pins every layer by diff_id.
+    let config_identity = match &opts.base {
+        ImageRef::DockerArchive { .. } => Some(format!(
+            "config:{}",
+            crate::digest::sha256_digest(&canonical(&base.config))
+        )),
+        _ => None,
+    };
     let mut base_id: Option<String> = match (&base.manifest_digest, &tar_identity, cache) {
         (Some(d), _, _) => Some(d.clone()),
+        (None, _, _) if config_identity.is_some() => config_identity.clone(),
         (None, Some(fid), Some(c)) => c
             .get_json("file-digest", fid)
             .and_then(|v| v.as_str().map(str::to_string)),
@@ -982,7 +991,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         "org.opencontainers.image.base.name".to_string(),
         base.name.clone(),
     );
-    if let Some(d) = &base_digest {
+    if let Some(d) = base_digest.as_ref().filter(|d| d.starts_with("sha256:")) {
         annotations.insert(
             "org.opencontainers.image.base.digest".to_string(),
             d.clone(),
@@ -1007,13 +1016,17 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
 
     // Remember the expensive part before publishing moves the staging dir away.
     if let (Some(c), false) = (cache, cache_hit) {
-        let id = base.manifest_digest.clone().or_else(|| {
-            let d = base.layers.first().and_then(|l| l.digest.clone())?;
-            if let Some(fid) = &tar_identity {
-                let _ = c.put_json("file-digest", fid, &json!(d));
-            }
-            Some(d)
-        });
+        let id = base
+            .manifest_digest
+            .clone()
+            .or(config_identity.clone())
+            .or_else(|| {
+                let d = base.layers.first().and_then(|l| l.digest.clone())?;
+                if let Some(fid) = &tar_identity {
+                    let _ = c.put_json("file-digest", fid, &json!(d));
+                }
+                Some(d)
+            });
         if let Some(id) = id {
             let mut stored = true;
             for l in &prep.layers {
