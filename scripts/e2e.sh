@@ -1135,7 +1135,7 @@ subsuite() { # NAME SCRIPT [ARGS...]
   grep -E '^(PASS|FAIL): ' "$out" | tee -a "$RESULTS" || true
   grep -qE '^(PASS|FAIL): ' "$out" || fail "$name.ran" "no probe lines: $(tail_detail "$LOGS/$name.err")"
 }
-section_verify() { subsuite verify "$NEMOCLAW_ROOT/scripts/e2e-verify.sh"; }
+section_verify() { VERIFY_BASE="$BASE_TAR" VERIFY_ARTIFACTS="$ART" subsuite verify "$NEMOCLAW_ROOT/scripts/e2e-verify.sh"; }
 section_cache() { BIN="$BIN" BASE_OCI="$BASE_OCI" BASE_TAR="$BASE_TAR" ART="$ART" subsuite cache "$NEMOCLAW_ROOT/scripts/e2e-cache.sh"; }
 
 # ------------------------------------------------------------------ main -----------------
