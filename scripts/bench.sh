@@ -35,7 +35,7 @@ run() {
   /usr/bin/time -f '%e %M' -o "$W/t.$$" "$@" >/dev/null 2>"$W/$name.err" || rc=$?
   # audit exits 1 when it has findings (the plain base has many): that is its answer, not a failure
   if ((rc != 0)) && ! [[ "$name" == *.audit && $rc == 1 ]]; then cat "$W/$name.err" >&2; die "$name failed (exit $rc)"; fi
-  cat "$W/t.$$" >>"$W/$name.times"
+  tail -n 1 "$W/t.$$" >>"$W/$name.times"
 }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 col() { awk -v c="$2" '{print $c}' "$W/$1.times"; }
