@@ -9,7 +9,7 @@
 # `N passed, M failed`; exit 1 if M > 0. Progress and timings go to stderr as `# ...`.
 #
 # Sections: cli validate repro run init bomb purge whiteout audit policy peer oracle
-#           multilayer malformed registry verify cache
+#           multilayer malformed registry verify cache sbom
 # Env:
 #   E2E_ONLY=a,b        run only these sections (prerequisite builds happen as needed)
 #   E2E_KEEP=1          keep the work dir and the podman images/containers
@@ -33,7 +33,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry verify cache)
+SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry verify cache sbom)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -852,6 +852,15 @@ section_peer() {
   check_re peer.audit_names_as 'x86_64-linux-gnu-as|/usr/bin/as([^a-z.-]|$)' "$t"
   check_re peer.audit_names_ld 'x86_64-linux-gnu-ld|/usr/bin/ld([^a-z-]|\.bfd|\.gold|$)' "$t"
   check_nre peer.audit_no_gcc_false_positive '/usr/bin/gcc([^-a-z]|$)' "$t"
+  # diff against the peer, timestamps ignored: the real differences, nothing spurious
+  ensure_main || return 0
+  rc=0; nb diff.peer diff "oci:$W/out/main:$TAG" "oci-archive:$W/out/peer.oci.tar" --ignore-timestamps --all || rc=$?
+  if ((rc == 1)) && no_panic diff.peer; then pass peer.diff_reports_difference; else fail peer.diff_reports_difference "rc=$rc: $(tail_detail "$LOGS/diff.peer.err")"; fi
+  t="$(cat "$LOGS/diff.peer.out" 2>/dev/null || true)"
+  check_re peer.diff_names_binutils_in_peer '/usr/bin/x86_64-linux-gnu-as: only in the second image' "$t"
+  check_re peer.diff_names_init_in_ours '/usr/local/bin/nemoclaw-init: only in the first image' "$t"
+  check_nre peer.diff_no_spurious_libc 'x86_64-linux-gnu/libc\.so\.6' "$t"
+  check_nre peer.diff_no_spurious_bash '/usr/bin/bash:' "$t"
 }
 
 section_oracle() {
@@ -1136,6 +1145,19 @@ subsuite() { # NAME SCRIPT [ARGS...]
   grep -qE '^(PASS|FAIL): ' "$out" || fail "$name.ran" "no probe lines: $(tail_detail "$LOGS/$name.err")"
 }
 section_verify() { VERIFY_BASE="$BASE_TAR" VERIFY_ARTIFACTS="$ART" subsuite verify "$NEMOCLAW_ROOT/scripts/e2e-verify.sh"; }
+# The SBOM of the built image lists exactly what dpkg says is installed inside it.
+section_sbom() {
+  ensure_main_image || return 0
+  local sb="$W/out/main.spdx.json" in_sbom in_image
+  if nb sbom.main sbom "oci:$W/out/main:$TAG" -o "$sb"; then pass sbom.generate; else fail sbom.generate "$(tail_detail "$LOGS/sbom.main.err")"; return 0; fi
+  in_sbom="$(jq -r '.packages[] | select(any(.externalRefs[]?; .referenceLocator | startswith("pkg:deb/"))) | .name' "$sb" | sort -u)"
+  in_image="$(prun --user root --entrypoint /usr/bin/dpkg-query "$(img main)" -W -f '${db:Status-Abbrev} ${Package}\n' 2>"$LOGS/sbom.dpkg.err" \
+    | awk '$1 ~ /^[ih]i/ {print $2}' | sed 's/:.*//' | sort -u)"
+  check_re sbom.image_has_packages '(^|[[:space:]])adduser([[:space:]]|$)' "$in_image"
+  check_eq sbom.matches_dpkg_in_image "$in_image" "$in_sbom"
+  check_nre sbom.no_purged_packages '(^|[[:space:]])(gcc-12|g\+\+-12|cpp-12|make|netcat-openbsd|binutils|binutils-common)([[:space:]]|$)' "$in_sbom"
+  subsuite sbom-schema "$NEMOCLAW_ROOT/scripts/check-sbom.sh" "$sb" --prefix sbom.schema
+}
 section_cache() { BIN="$BIN" BASE_OCI="$BASE_OCI" BASE_TAR="$BASE_TAR" ART="$ART" subsuite cache "$NEMOCLAW_ROOT/scripts/e2e-cache.sh"; }
 
 # ------------------------------------------------------------------ main -----------------

@@ -92,25 +92,40 @@ pub fn index_base(
     opts: &IndexOptions,
     progress: &Progress,
 ) -> Result<Rootfs> {
+    index_base_spilling(base, opts, progress, None)
+}
+
+/// Like [`index_base`]; with `spill_dir`, compressed layers are also kept
+/// uncompressed there (for a rewrite that follows).
+pub fn index_base_spilling(
+    base: &mut BaseImage,
+    opts: &IndexOptions,
+    progress: &Progress,
+    spill_dir: Option<&std::path::Path>,
+) -> Result<Rootfs> {
     let mut fs = Rootfs::new();
     for i in 0..base.layers.len() {
         let layer = base.layers[i].clone();
         let bar = progress.bytes(&format!("reading {}", layer.label), layer.size);
-        let raw = HashingReader::new(bar.wrap_read(layer.open_raw()?));
-        let (stats, raw_digest, diff_id) = {
-            let mut raw = raw;
-            let decompressed: Box<dyn Read> = match layer.compression {
-                Compression::None => Box::new(&mut raw),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut raw)),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut raw)?),
-            };
-            let mut tar_hash = HashingReader::new(decompressed);
-            let stats = fs.apply_layer(i, &layer.label, &mut tar_hash, opts)?;
-            let (diff_id, _) = tar_hash.finish();
-            std::io::copy(&mut raw, &mut std::io::sink())?;
-            let (d, _) = raw.finish();
-            (stats, d, diff_id)
+        let spill = match (spill_dir, layer.compression) {
+            (Some(d), c) if c != Compression::None => Some(
+                tempfile::Builder::new()
+                    .prefix("layer-")
+                    .tempfile_in(d)?
+                    .keep()
+                    .map_err(|e| e.error)?,
+            ),
+            _ => None,
         };
+        let (spill_file, spill_path) = match spill {
+            Some((f, p)) => (Some(f), Some(p)),
+            None => (None, None),
+        };
+        let mut dec = crate::source::ThreadedDecoder::spawn(&layer, bar.clone(), spill_file)?;
+        let mut tar_hash = HashingReader::new(&mut dec);
+        let stats = fs.apply_layer(i, &layer.label, &mut tar_hash, opts)?;
+        let (diff_id, _) = tar_hash.finish();
+        let raw_digest = dec.finish().with_context(|| layer.label.clone())?;
         if let Some(expected) = &layer.diff_id {
             if expected != &diff_id {
                 bail!("{}: uncompressed content hashes to {diff_id}, but the config's diff_id is {expected}", layer.label);
@@ -123,6 +138,7 @@ pub fn index_base(
         if l.diff_id.is_none() {
             l.diff_id = Some(diff_id);
         }
+        l.spill = spill_path;
         progress.done(
             bar,
             &format!(
@@ -551,7 +567,21 @@ fn prepare(
     staging: &Staging,
 ) -> Result<(Prepared, Rootfs)> {
     let p = &opts.progress;
-    let mut fs = index_base(base, &IndexOptions::default(), p)?;
+    // Rewrite mode reads purged layers twice: keep them uncompressed after the first pass.
+    let spill = match opts.purge_mode {
+        PurgeMode::Rewrite => Some(
+            tempfile::Builder::new()
+                .prefix(".nemoclaw-spill-")
+                .tempdir_in(staging.path().parent().unwrap_or(std::path::Path::new(".")))?,
+        ),
+        PurgeMode::Whiteout => None,
+    };
+    let mut fs = index_base_spilling(
+        base,
+        &IndexOptions::default(),
+        p,
+        spill.as_ref().map(|d| d.path()),
+    )?;
     let step_opts = StepOptions {
         artifacts: opts.artifacts.clone(),
         strict: opts.strict,
@@ -648,6 +678,11 @@ fn prepare(
             action: "new".into(),
         });
     }
+    // The spilled copies go away with `spill` at the end of this function.
+    for l in &mut base.layers {
+        l.spill = None;
+    }
+    drop(spill);
     let mut ancestors = Vec::new();
     if let Some(a) = &opts.recipe.artifacts {
         let dest = crate::rootfs::normalize(&a.dest)?;

@@ -90,6 +90,9 @@ pub struct LayerBlob {
     pub diff_id: Option<String>,
     pub compression: Compression,
     pub location: BlobLocation,
+    /// An uncompressed copy made while indexing (rewrite mode), so a layer that is
+    /// rewritten is inflated once, not twice.
+    pub spill: Option<PathBuf>,
 }
 
 impl LayerBlob {
@@ -122,6 +125,7 @@ impl LayerBlob {
             diff_id,
             compression,
             location,
+            spill: None,
         })
     }
 
@@ -136,6 +140,11 @@ impl LayerBlob {
 
     /// The uncompressed tar stream.
     pub fn open_tar(&self) -> Result<Box<dyn Read + Send>> {
+        if let Some(p) = &self.spill {
+            let f = File::open(p)
+                .with_context(|| format!("{}: cannot reopen {}", self.label, p.display()))?;
+            return Ok(Box::new(BufReader::with_capacity(1 << 20, f)));
+        }
         let raw = self.open_raw()?;
         Ok(match self.compression {
             Compression::None => raw,
@@ -145,6 +154,103 @@ impl LayerBlob {
                     .with_context(|| format!("{}: bad zstd stream", self.label))?,
             ),
         })
+    }
+}
+
+/// Decompresses a layer on its own thread and hands over 1 MiB chunks, so that
+/// inflating overlaps tar parsing and hashing. Optionally tees the uncompressed
+/// bytes into `spill`. The compressed bytes are hashed (and verified against the
+/// descriptor by `open_raw`) on the same thread; `finish` returns their digest.
+pub struct ThreadedDecoder {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    handle: Option<std::thread::JoinHandle<io::Result<String>>>,
+}
+
+impl ThreadedDecoder {
+    pub fn spawn(
+        layer: &LayerBlob,
+        bar: indicatif::ProgressBar,
+        mut spill: Option<File>,
+    ) -> Result<ThreadedDecoder> {
+        let raw = layer.open_raw()?;
+        let compression = layer.compression;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        let handle = std::thread::spawn(move || -> io::Result<String> {
+            let mut raw = crate::digest::HashingReader::new(bar.wrap_read(raw));
+            let mut run = |raw: &mut crate::digest::HashingReader<_>,
+                           tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>|
+             -> io::Result<()> {
+                let mut dec: Box<dyn Read> = match compression {
+                    Compression::None => Box::new(&mut *raw),
+                    Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut *raw)),
+                    Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut *raw)?),
+                };
+                loop {
+                    let mut buf = vec![0u8; 1 << 20];
+                    let n = read_up_to(&mut dec, &mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.truncate(n);
+                    if let Some(f) = spill.as_mut() {
+                        io::Write::write_all(f, &buf)?;
+                    }
+                    if tx.send(Ok(buf)).is_err() {
+                        return Err(io::Error::other("layer reader stopped"));
+                    }
+                }
+            };
+            let res =
+                run(&mut raw, &tx).and_then(|_| io::copy(&mut raw, &mut io::sink()).map(|_| ()));
+            match res {
+                Ok(()) => Ok(raw.finish().0),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = tx.send(Err(e));
+                    Err(io::Error::other(msg))
+                }
+            }
+        });
+        Ok(ThreadedDecoder {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            handle: Some(handle),
+        })
+    }
+
+    /// Waits for the decoder thread; the digest of the stored (compressed) bytes.
+    pub fn finish(mut self) -> Result<String> {
+        // Drain whatever is left so the thread can reach EOF and verify.
+        while self.rx.recv().is_ok() {}
+        let h = self
+            .handle
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("decoder already finished"))?;
+        h.join()
+            .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?
+            .map_err(Into::into)
+    }
+}
+
+impl Read for ThreadedDecoder {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(buf)) => {
+                    self.cur = buf;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
