@@ -145,15 +145,15 @@ impl LayerBlob {
                 .with_context(|| format!("{}: cannot reopen {}", self.label, p.display()))?;
             return Ok(Box::new(BufReader::with_capacity(1 << 20, f)));
         }
-        let raw = self.open_raw()?;
-        Ok(match self.compression {
-            Compression::None => raw,
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::new(raw)
-                    .with_context(|| format!("{}: bad zstd stream", self.label))?,
-            ),
-        })
+        if self.compression == Compression::None {
+            return self.open_raw();
+        }
+        // Inflate on a thread of its own, overlapping whatever consumes the tar.
+        Ok(Box::new(ThreadedDecoder::spawn(
+            self,
+            indicatif::ProgressBar::hidden(),
+            None,
+        )?))
     }
 }
 
