@@ -39,15 +39,6 @@ PIDS=()
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
 
-cleanup() {
-  local rc=$? p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [[ "${E2E_KEEP:-0}" != 1 ]]; then rm -rf "$W"; else note "kept $W"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # nb NAME -- ARGS...: run the CLI (isolated from the caller's caches and credentials);
 # stdout/stderr -> logs, wall time in ms -> logs/NAME.ms

@@ -1,5 +1,6 @@
 # Probe helpers shared by the e2e sub-suites: one `PASS: name` / `FAIL: name (detail)`
 # line per probe, appended to $RESULTS (and to $E2E_RESULTS when the caller sets it).
+# The caller sets W (work dir), RESULTS and PIDS (servers to stop) before sourcing.
 # shellcheck shell=bash
 note() { printf '# %s\n' "$*" >&2; }
 emit() {
@@ -25,3 +26,14 @@ check_nogrep() {
   hit="$(grep -Em1 -- "$2" "$3" 2>/dev/null || true)"
   if [[ -z "$hit" ]]; then pass "$1"; else fail "$1" "$(basename "$3") has: ${hit:0:200}"; fi
 }
+
+# Stops the servers in PIDS and removes W (E2E_KEEP=1 keeps it).
+cleanup() {
+  local rc=$? p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ "${E2E_KEEP:-0}" != 1 ]]; then rm -rf "$W"; else note "kept $W"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM

@@ -53,7 +53,6 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
                 return out;
             }
         };
-        let lower = text.to_lowercase();
         for bad in &c.must_not_contain {
             if let Some(line) = text
                 .lines()
@@ -66,7 +65,6 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
                 ));
             }
         }
-        let _ = lower;
         let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
         let guard_at = c
             .before

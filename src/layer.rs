@@ -34,15 +34,7 @@ pub struct LayerWriter {
 impl LayerWriter {
     /// `blobs` is the `blobs/sha256` directory of the output layout.
     pub fn create(blobs: &Path, settings: &Settings, epoch: u64) -> Result<LayerWriter> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".layer-")
-            .tempfile_in(blobs)?
-            .into_temp_path()
-            .keep()?;
-        let file =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let comp = Compressor::new(compressed, settings)?;
+        let (tmp, comp) = open_sink(blobs, settings)?;
         let mut tar = tar::Builder::new(HashingWriter::new(comp));
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
@@ -177,54 +169,55 @@ impl LayerWriter {
             entries,
             ..
         } = self;
-        let uncompressed = tar.into_inner()?;
-        let (comp, diff_id, _) = uncompressed.finish();
-        let compressed = comp.finish()?;
-        let (mut buf, digest, size) = compressed.finish();
-        buf.flush()?;
-        let file = buf.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all().ok();
-        let path = blobs.join(digest_hex(&digest)?);
-        std::fs::rename(&tmp, &path)?;
-        Ok(LayerOutput {
-            digest,
-            size,
-            diff_id,
-            media_type,
-            path,
-            entries,
-        })
-    }
-
-    pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.tmp);
+        seal(tar.into_inner()?, &tmp, &blobs, media_type, entries)
     }
 }
 
-/// Copies raw bytes (e.g. an uncompressed base tarball) into a compressed blob.
-pub fn compress_blob(blobs: &Path, settings: &Settings, src: &mut dyn Read) -> Result<LayerOutput> {
+/// A temp file in `blobs` behind the compressor and the digest hasher.
+fn open_sink(
+    blobs: &Path,
+    settings: &Settings,
+) -> Result<(PathBuf, Compressor<HashingWriter<BufWriter<File>>>)> {
     let tmp = tempfile::Builder::new()
         .prefix(".layer-")
         .tempfile_in(blobs)?
         .into_temp_path()
         .keep()?;
-    let file = File::create(&tmp)?;
-    let mut w = HashingWriter::new(Compressor::new(
+    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let comp = Compressor::new(
         HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
         settings,
-    )?);
-    std::io::copy(src, &mut w)?;
-    let (comp, diff_id, _) = w.finish();
+    )?;
+    Ok((tmp, comp))
+}
+
+/// Finishes compression and both hashes, and renames the temp file to its digest.
+fn seal(
+    uncompressed: Sink,
+    tmp: &Path,
+    blobs: &Path,
+    media_type: String,
+    entries: u64,
+) -> Result<LayerOutput> {
+    let (comp, diff_id, _) = uncompressed.finish();
     let (mut buf, digest, size) = comp.finish()?.finish();
     buf.flush()?;
     let path = blobs.join(digest_hex(&digest)?);
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(tmp, &path)?;
     Ok(LayerOutput {
         digest,
         size,
         diff_id,
-        media_type: settings.media_type().to_string(),
+        media_type,
         path,
-        entries: 0,
+        entries,
     })
+}
+
+/// Copies raw bytes (e.g. an uncompressed base tarball) into a compressed blob.
+pub fn compress_blob(blobs: &Path, settings: &Settings, src: &mut dyn Read) -> Result<LayerOutput> {
+    let (tmp, comp) = open_sink(blobs, settings)?;
+    let mut w = HashingWriter::new(comp);
+    std::io::copy(src, &mut w)?;
+    seal(w, &tmp, blobs, settings.media_type().to_string(), 0)
 }

@@ -221,9 +221,16 @@ fn rewrite_layer(
     let layer = &base.layers[i];
     let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
     let mut ar = tar::Archive::new(layer.open_tar()?);
-    // Content of dropped files that a kept hardlink in this layer still needs.
+    // Removed files that a kept hardlink still points to: their bytes are kept
+    // (computed once, not per entry) and the link becomes a regular file.
+    let link_targets: BTreeSet<&str> = fs
+        .nodes
+        .values()
+        .filter(|n| n.kind == Kind::Hardlink)
+        .filter_map(|n| n.link.as_deref())
+        .filter(|t| fs.removed.contains(*t))
+        .collect();
     let mut dropped: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut scratch = crate::rootfs::Rootfs::new();
     for e in ar
         .entries()
         .with_context(|| format!("{}: cannot read tar stream", layer.label))?
@@ -234,44 +241,31 @@ fn rewrite_layer(
         if key.is_empty() {
             continue;
         }
-        let et = e.header().entry_type();
         if fs.removed.contains(&key) {
-            if et.is_file() {
+            if e.header().entry_type().is_file() && link_targets.contains(key.as_str()) {
                 let mut buf = Vec::new();
-                if fs
-                    .nodes
-                    .values()
-                    .any(|n| n.kind == Kind::Hardlink && n.link.as_deref() == Some(key.as_str()))
-                {
-                    e.read_to_end(&mut buf)?;
-                    dropped.insert(key, buf);
-                }
+                e.read_to_end(&mut buf)?;
+                dropped.insert(key, buf);
             }
             continue;
         }
-        // Reuse the model's parser for the header by indexing a one-entry layer.
         let h = e.header().clone();
-        let mut node = header_node(&h, &mut e, &key, i)?;
-        if node.kind == Kind::Hardlink {
-            if let Some(bytes) = node.link.as_ref().and_then(|t| dropped.get(t)) {
-                node.kind = Kind::File;
-                node.size = bytes.len() as u64;
-                node.link = None;
-                let bytes = bytes.clone();
-                w.append(&key, &node, &mut &bytes[..])?;
-                continue;
-            }
-        }
-        if et.is_pax_global_extensions()
-            || et.is_pax_local_extensions()
-            || et.is_gnu_longname()
-            || et.is_gnu_longlink()
+        let mut node = header_node(&h, &mut e, i)?;
+        if let Some(bytes) = node
+            .link
+            .as_ref()
+            .and_then(|t| dropped.get(t))
+            .filter(|_| node.kind == Kind::Hardlink)
         {
+            let bytes = bytes.clone();
+            node.kind = Kind::File;
+            node.size = bytes.len() as u64;
+            node.link = None;
+            w.append(&key, &node, &mut &bytes[..])?;
             continue;
         }
         w.append(&key, &node, &mut e)?;
     }
-    let _ = &mut scratch;
     let mut inner = ar.into_inner();
     std::io::copy(&mut inner, &mut std::io::sink())?;
     w.finish()
@@ -281,7 +275,6 @@ fn rewrite_layer(
 fn header_node(
     h: &tar::Header,
     e: &mut tar::Entry<'_, impl Read>,
-    key: &str,
     layer: usize,
 ) -> Result<crate::rootfs::Node> {
     use crate::rootfs::Node;
@@ -309,7 +302,6 @@ fn header_node(
         });
     }
     n.xattrs = crate::rootfs::entry_xattrs(e)?;
-    let _ = key;
     Ok(n)
 }
 

@@ -136,7 +136,7 @@ pub fn publish(
                 manifest_size,
                 Some(tag.as_deref().unwrap_or("latest")),
             )?;
-            pack_dir(staging.path(), path, epoch, None)
+            pack_dir(staging.path(), path, epoch)
         }
         ImageRef::DockerArchive { path, tag } => {
             // manifest.json only: with an OCI index.json beside it, podman loads the
@@ -165,7 +165,7 @@ pub fn publish(
                 staging.path().join("manifest.json"),
                 crate::image::canonical(&mf),
             )?;
-            pack_dir(staging.path(), path, epoch, None)
+            pack_dir(staging.path(), path, epoch)
         }
         ImageRef::Tar(_) => bail!("cannot publish to {out}: tar: is a base format only"),
     }
@@ -202,7 +202,7 @@ fn replace_path(staged: &Path, dest: &Path) -> Result<()> {
 }
 
 /// Packs a directory into a deterministic tar at `dest` (temp file + rename).
-pub fn pack_dir(src: &Path, dest: &Path, epoch: u64, _skip: Option<&str>) -> Result<()> {
+pub fn pack_dir(src: &Path, dest: &Path, epoch: u64) -> Result<()> {
     let parent = parent_dir(dest);
     let tmp = tempfile::Builder::new()
         .prefix(".nemoclaw-build-")

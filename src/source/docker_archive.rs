@@ -70,14 +70,13 @@ pub fn open(path: &Path, tag: Option<&str>) -> Result<BaseImage> {
         let loc = store
             .locate(rel.trim_start_matches("./"))
             .with_context(|| format!("layer {}", i + 1))?;
-        let mut l = LayerBlob::new(i, loc.clone(), MT_OCI_LAYER, None, Some(diff_id.clone()))?;
+        let mut l = LayerBlob::new(i, loc, MT_OCI_LAYER, None, Some(diff_id.clone()))?;
         match l.compression {
             // Uncompressed: the blob digest is the diff_id, verified while streaming.
             Compression::None => l.digest = Some(diff_id.clone()),
+            // Compressed: the blob digest is learned while indexing (one read, not two);
+            // the content is checked against the config's diff_id then.
             _ => {
-                let mut h = crate::digest::HashingReader::new(loc.open()?);
-                std::io::copy(&mut h, &mut std::io::sink())?;
-                l.digest = Some(h.finish().0);
                 l.media_type = if l.compression == Compression::Gzip {
                     super::MT_OCI_LAYER_GZIP.into()
                 } else {

@@ -215,11 +215,7 @@ pub fn apply(fs: &mut Rootfs, groups: &[Group], users: &[User], epoch: u64) -> R
     let passwd = read_or_empty(fs, "etc/passwd")?;
     let shadow = read_or_empty(fs, "etc/shadow")?;
     for u in users {
-        if lookup_id(&g, &u.gid.to_string()).is_none()
-            || !g
-                .lines()
-                .any(|l| fields(l).get(2).and_then(|x| x.parse::<u32>().ok()) == Some(u.gid))
-        {
+        if lookup_name(&g, u.gid.into()).is_none() {
             bail!(
                 "user {}: primary gid {} is not a group in /etc/group",
                 u.name,

@@ -1,7 +1,7 @@
 //! The Landlock policy: written into the image for nemoclaw-init, and explained by
 //! `policy` as *effective* access = Landlock declaration AND POSIX permissions,
 //! because a path Landlock allows can still be unwritable for a user (DAC).
-use super::accounts::{lookup_id, lookup_name};
+use super::accounts::lookup_name;
 use crate::recipe::{Landlock, Recipe};
 use crate::rootfs::{Kind, Node, Rootfs};
 use anyhow::Result;
@@ -169,7 +169,6 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
                 (true, false) => format!("Landlock allows writes but DAC denies: {reason}"),
                 (false, _) => "Landlock read_only".to_string(),
             };
-            let _ = lookup_id(&passwd, user);
             rows.push(Access {
                 path: path.clone(),
                 user: user.clone(),
