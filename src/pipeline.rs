@@ -621,7 +621,7 @@ fn prepare(
                 "recompressed",
             )
         } else {
-            staging.copy_layer(l)?;
+            staging.copy_layer(l, true)?; // index_base read it to the end
             let digest = l.digest.clone().unwrap_or_default();
             let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
             (

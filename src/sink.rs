@@ -53,13 +53,21 @@ impl Staging {
         Ok(d)
     }
     /// Copies a base layer blob as-is, verifying its digest while copying.
-    pub fn copy_layer(&self, l: &LayerBlob) -> Result<()> {
+    /// `verified`: the blob was already read to the end against its digest.
+    pub fn copy_layer(&self, l: &LayerBlob, verified: bool) -> Result<()> {
         let digest = l
             .digest
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("{}: no digest to reuse", l.label))?;
         let dst = self.blobs().join(digest_hex(digest)?);
         if dst.exists() {
+            return Ok(());
+        }
+        // A whole-file blob whose digest the index pass already verified: link it
+        // instead of reading it a second time (copy when linking is not possible).
+        let whole = l.location.offset == 0
+            && std::fs::metadata(&l.location.path).is_ok_and(|m| m.len() == l.location.len);
+        if whole && verified && std::fs::hard_link(&l.location.path, &dst).is_ok() {
             return Ok(());
         }
         let tmp = self.blobs().join(format!(".copy-{}", digest_hex(digest)?));
