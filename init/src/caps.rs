@@ -215,6 +215,40 @@ pub fn drop_at_start_and_report(log: &dyn Fn(String)) {
     }
 }
 
+/// The five capability sets from `/proc/<pid>/status` text, in the order
+/// CapInh, CapPrm, CapEff, CapBnd, CapAmb; `None` when a line is missing.
+pub fn parse_all_sets(status: &str) -> Option<[u64; 5]> {
+    let mut out = [0u64; 5];
+    for (i, key) in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"]
+        .iter()
+        .enumerate()
+    {
+        out[i] = status.lines().find_map(|line| {
+            let rest = line.strip_prefix(key)?;
+            u64::from_str_radix(rest.trim(), 16).ok()
+        })?;
+    }
+    Some(out)
+}
+
+/// Whether every capability set is already empty: the OpenShell supervisor empties them
+/// before it starts the entrypoint ("full enforcement"), so there is nothing left to drop
+/// and that is success, not a security warning.
+pub fn all_sets_empty() -> Result<bool, String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
+    parse_all_sets(&status)
+        .map(|sets| sets.iter().all(|s| *s == 0))
+        .ok_or_else(|| "capability lines missing from /proc/self/status".to_string())
+}
+
+/// Whether root here can actually become another user (needs SETUID and SETGID in the
+/// effective set; `--user root --cap-drop=ALL` leaves root without them).
+pub fn can_switch_user() -> bool {
+    let has = |c| ::caps::has_cap(None, CapSet::Effective, c).unwrap_or(false);
+    has(Capability::CAP_SETUID) && has(Capability::CAP_SETGID)
+}
+
 /// For `NEMOCLAW_REQUIRE_CAP_DROP=1`: re-reads `CapBnd` and names any capability from
 /// the startup list that is still there.
 pub fn require_dropped() -> Result<(), String> {
@@ -272,6 +306,23 @@ mod tests {
         assert_eq!(parse_capbnd(status), Some(0xa80425fb));
         assert_eq!(parse_capbnd("CapBnd:\tzz\n"), None);
         assert_eq!(parse_capbnd("Name: x\n"), None);
+    }
+
+    #[test]
+    fn parses_all_five_sets() {
+        let empty = "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\n\
+                     CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n\
+                     CapAmb:\t0000000000000000\n";
+        assert_eq!(parse_all_sets(empty), Some([0; 5]));
+        let docker = empty.replace("CapBnd:\t0000000000000000", "CapBnd:\t00000000a80425fb");
+        let sets = parse_all_sets(&docker).expect("parsed");
+        assert_eq!(sets[3], 0xa80425fb);
+        assert!(sets.iter().any(|s| *s != 0));
+        // A kernel without CapAmb (pre-4.3) is not "all empty": we cannot know.
+        assert_eq!(
+            parse_all_sets("CapInh:\t0\nCapPrm:\t0\nCapEff:\t0\nCapBnd:\t0\n"),
+            None
+        );
     }
 
     #[test]

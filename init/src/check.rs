@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::landlock_policy::{self, Mode};
 use crate::proxyenv::{self, Proxy};
 use crate::rlimits;
+use crate::runtime_env;
 use crate::stepdown::Target;
 use nix::sys::resource::getrlimit;
 use serde_json::{json, Value};
@@ -79,16 +80,36 @@ pub fn report(cfg: &Config) -> Value {
         },
     };
 
+    let spec = runtime_env::load(&cfg.init_config);
+    let declared: Vec<(String, String)> = match &spec {
+        Ok(s) => s
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let proxy = match Proxy::from_values(cfg.proxy_host.as_deref(), cfg.proxy_port.as_deref()) {
         Ok(p) => json!({
             "url": p.url(), "file": cfg.proxy_file.display().to_string(),
-            "would_write": root,
-            "variables": proxyenv::variables(&p)
+            "would_write": true,
+            "owner": if root { "root:root" } else { "this user" },
+            "variables": proxyenv::variables(&p, &declared)
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), Value::String(v)))
+                .map(|(k, v)| (k, Value::String(v)))
                 .collect::<serde_json::Map<_, _>>(),
         }),
         Err(e) => json!({ "error": e }),
+    };
+    let runtime = match &spec {
+        Ok(s) => json!({
+            "config": cfg.init_config.display().to_string(),
+            "directories": s.env.iter().filter_map(|e| e.mkdir.map(|m| json!({
+                "path": e.value, "mode": format!("{m:04o}"),
+            }))).collect::<Vec<_>>(),
+            "passthrough": s.passthrough,
+        }),
+        Err(e) => json!({ "config": cfg.init_config.display().to_string(), "error": e }),
     };
 
     let accounts = Accounts::load(&cfg.root);
@@ -107,8 +128,12 @@ pub fn report(cfg: &Config) -> Value {
         "path": crate::config::SAFE_PATH,
         "rlimits": limits,
         "capabilities": caps_json,
+        "all_capability_sets_empty": caps::all_sets_empty().ok(),
+        "can_switch_user": root && caps::can_switch_user(),
         "landlock": {
             "kernel": landlock_policy::describe_abi(),
+            "abi": landlock_policy::kernel_abi(),
+            "available": landlock_policy::kernel_abi().is_some(),
             "mode": format!("{:?}", cfg.landlock_mode),
             "policy_path": cfg.landlock_policy.display().to_string(),
             "policy": policy,
@@ -116,6 +141,7 @@ pub fn report(cfg: &Config) -> Value {
         "no_new_privs": cfg.no_new_privs,
         "require_cap_drop": cfg.require_cap_drop,
         "proxy": proxy,
+        "runtime_env": runtime,
         "rc_files": crate::files::RC_FILES.iter().map(|p| json!({
             "path": p, "exists": std::path::Path::new(p).exists(),
         })).collect::<Vec<_>>(),

@@ -5,6 +5,7 @@
 
 use crate::landlock_policy::{self, Mode};
 use crate::proxyenv;
+use crate::runtime_env;
 use std::env;
 use std::path::PathBuf;
 
@@ -29,6 +30,8 @@ pub struct Config {
     /// False when `NEMOCLAW_LANDLOCK` had a value that was not understood.
     pub landlock_mode_known: bool,
     pub landlock_policy: PathBuf,
+    /// The image's runtime-environment declaration (`NEMOCLAW_INIT_CONFIG`).
+    pub init_config: PathBuf,
 }
 
 /// A set, non-empty variable.
@@ -65,6 +68,8 @@ impl Config {
                 || PathBuf::from(landlock_policy::DEFAULT_POLICY),
                 PathBuf::from,
             ),
+            init_config: var("NEMOCLAW_INIT_CONFIG")
+                .map_or_else(|| PathBuf::from(runtime_env::DEFAULT_CONFIG), PathBuf::from),
         }
     }
 }

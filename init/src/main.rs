@@ -14,8 +14,10 @@ mod files;
 mod landlock_policy;
 mod proxyenv;
 mod rlimits;
+mod runtime_env;
 mod stepdown;
 mod supervise;
+mod tmpdirs;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -46,7 +48,8 @@ usage: nemoclaw-init [--] COMMAND [ARG...]   run COMMAND as $NEMOCLAW_RUN_AS (de
 environment: NEMOCLAW_NPROC NEMOCLAW_NOFILE NEMOCLAW_REQUIRE_CAP_DROP NEMOCLAW_PROXY_HOST
   NEMOCLAW_PROXY_PORT NEMOCLAW_PROXY_ENV_FILE NEMOCLAW_RUN_AS NEMOCLAW_GATEWAY_USER
   NEMOCLAW_GATEWAY_CMD NEMOCLAW_NO_NEW_PRIVS NEMOCLAW_LANDLOCK (1|require)
-  NEMOCLAW_LANDLOCK_POLICY NEMOCLAW_ROOT (prefix for etc/passwd, etc/group)";
+  NEMOCLAW_LANDLOCK_POLICY NEMOCLAW_INIT_CONFIG (runtime env declaration, default
+  /etc/nemoclaw/init.json) NEMOCLAW_ROOT (prefix for etc/passwd, etc/group)";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
@@ -125,14 +128,33 @@ fn main() {
 }
 
 /// Startup sequence and hand-off. Returns the exit status.
+///
+/// Two paths, one sequence. As root (`docker run --user root`): drop capabilities, write
+/// the env file root-owned, create the tool directories for the workload user, lock the rc
+/// files, step down. As any other uid (OpenShell starts the entrypoint as uid 998 with
+/// every capability set empty): the same env file and directories, as that user, and the
+/// command runs as it is. Either way the workload sees the same environment.
 fn run(command: Option<Vec<OsString>>) -> i32 {
     std::env::set_var("PATH", config::SAFE_PATH);
     let cfg = Config::from_env();
     let privileged = nix::unistd::geteuid().is_root();
+    let caps_empty = caps::all_sets_empty().unwrap_or(false);
+    if caps_empty {
+        say!("all capability sets are empty (OpenShell full enforcement): nothing to drop");
+    }
+    if privileged && !caps::can_switch_user() {
+        say!(
+            "[SECURITY] running as root without CAP_SETUID/CAP_SETGID (e.g. --user root \
+             --cap-drop=ALL): cannot step down, and the workload must not run as root. Run \
+             the image as its default user (--user sandbox, uid 998), or keep SETUID, SETGID \
+             and SETPCAP (--cap-drop=ALL --cap-add=SETUID,SETGID,SETPCAP)"
+        );
+        return 1;
+    }
     if !privileged {
         say!(
-            "running as uid {} (not root): skipping the capability drop, proxy env file, \
-             rc-file lock and user switch; the command runs as this user",
+            "running as uid {} (not root): no capability drop or user switch; env file and \
+             tool directories are set up as this user",
             nix::unistd::geteuid()
         );
     }
@@ -142,7 +164,7 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
 
     rlimits::apply(&log);
 
-    if privileged {
+    if privileged && !caps_empty {
         caps::drop_at_start_and_report(&log);
     }
     if cfg.require_cap_drop {
@@ -160,15 +182,36 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
                 return 1;
             }
         };
-    let vars = proxyenv::variables(&proxy);
+
+    // Root path: who the workload runs as, resolved from the image's own account files.
+    let user = match command {
+        Some(_) => &cfg.run_as,
+        None => &cfg.gateway_user,
+    };
+    let (target, dir_owner) = if privileged {
+        let t = match resolve_target(&cfg, user) {
+            Ok(t) => t,
+            Err(e) => {
+                say!("[SECURITY] {e}; refusing to run anything as root");
+                return 1;
+            }
+        };
+        // Tool directories belong to the sandbox user even when the gateway runs
+        // (upstream: `install -d -o sandbox -g sandbox`); gateway reaches them by group.
+        let owner = if *user == cfg.run_as {
+            Some((t.uid, t.gid))
+        } else {
+            resolve_target(&cfg, &cfg.run_as)
+                .ok()
+                .map(|s| (s.uid, s.gid))
+        };
+        (Some(t), owner)
+    } else {
+        (None, None)
+    };
+
+    let vars = prepare_environment(&cfg, &proxy, privileged, dir_owner);
     if privileged {
-        match proxyenv::write_atomic(&cfg.proxy_file, &proxyenv::render(&vars), Some((0, 0))) {
-            Ok(()) => say!("wrote {} (proxy {})", cfg.proxy_file.display(), proxy.url()),
-            Err(e) => say!(
-                "[SECURITY] could not write {}: {e}",
-                cfg.proxy_file.display()
-            ),
-        }
         for rc in files::RC_FILES {
             match files::lock_rc(Path::new(rc)) {
                 Ok(files::Lock::Locked) => say!("locked {rc} (root:root 0444)"),
@@ -182,22 +225,6 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
     for (k, v) in &vars {
         std::env::set_var(k, v);
     }
-
-    let user = match command {
-        Some(_) => &cfg.run_as,
-        None => &cfg.gateway_user,
-    };
-    let target = if privileged {
-        match resolve_target(&cfg, user) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                say!("[SECURITY] {e}; refusing to run anything as root");
-                return 1;
-            }
-        }
-    } else {
-        None
-    };
 
     let landlock = match landlock_setup(&cfg) {
         Ok(l) => l,
@@ -220,6 +247,60 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
         Some(argv) => run_command(argv, target, opts),
         None => run_gateway(&cfg, target, opts),
     }
+}
+
+/// The env file and the tool directories, on both paths. Failures are logged and never
+/// stop startup: a container without its proxy file still has the variables in its
+/// process environment. Returns the variables the workload gets.
+fn prepare_environment(
+    cfg: &Config,
+    proxy: &proxyenv::Proxy,
+    privileged: bool,
+    dir_owner: Option<(u32, u32)>,
+) -> Vec<(String, String)> {
+    let spec = runtime_env::load(&cfg.init_config).unwrap_or_else(|e| {
+        say!("[SECURITY] {e}; only the proxy variables are set");
+        runtime_env::Spec::default()
+    });
+    let environ: Vec<(String, String)> = std::env::vars().collect();
+    let (passed, refused) = runtime_env::passthrough(&spec.passthrough, &environ);
+    for name in &refused {
+        say!("{name} looks like a secret: kept out of the world-readable env file");
+    }
+    let mut declared: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    declared.extend(passed);
+    let vars = proxyenv::variables(proxy, &declared);
+
+    let owner = privileged.then_some((0, 0));
+    match proxyenv::write_atomic(&cfg.proxy_file, &proxyenv::render(&vars), owner) {
+        Ok(()) => say!(
+            "wrote {} ({} variables, proxy {}, mode 0444{})",
+            cfg.proxy_file.display(),
+            vars.len(),
+            proxy.url(),
+            if privileged { ", root:root" } else { "" }
+        ),
+        Err(e) => say!(
+            "[SECURITY] could not write {}: {e}",
+            cfg.proxy_file.display()
+        ),
+    }
+    let mut made = 0;
+    for e in spec.env.iter().filter(|e| e.mkdir.is_some()) {
+        let mode = e.mkdir.unwrap_or(0o755);
+        match tmpdirs::ensure_dir(Path::new(&e.value), mode, dir_owner) {
+            Ok(_) => made += 1,
+            Err(err) => say!("could not prepare {} ({}): {err}", e.value, e.name),
+        }
+    }
+    if made > 0 {
+        say!("prepared {made} tool directories");
+    }
+    vars
 }
 
 fn resolve_target(cfg: &Config, user: &str) -> Result<Target, String> {

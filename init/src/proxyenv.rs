@@ -62,26 +62,29 @@ impl Proxy {
     }
 }
 
-/// Variables in file order: the proxy, then tool state redirected to /tmp so nothing
-/// writes into the (read-only or shared) home directory.
-pub fn variables(p: &Proxy) -> Vec<(&'static str, String)> {
+/// Variables in file order: the proxy, then the image's declared runtime variables
+/// (tool state redirected to /tmp so nothing writes into the read-only or shared home),
+/// then whatever the image lets through from the container's environment.
+pub fn variables(p: &Proxy, spec: &[(String, String)]) -> Vec<(String, String)> {
     let url = p.url();
     let no_proxy = format!("localhost,127.0.0.1,::1,{}", p.host);
-    vec![
-        ("HTTP_PROXY", url.clone()),
-        ("HTTPS_PROXY", url.clone()),
-        ("http_proxy", url.clone()),
-        ("https_proxy", url),
-        ("NO_PROXY", no_proxy.clone()),
-        ("no_proxy", no_proxy),
-        ("npm_config_cache", "/tmp/.npm".into()),
-        ("XDG_CACHE_HOME", "/tmp/.cache".into()),
-        ("XDG_CONFIG_HOME", "/tmp/.config".into()),
-        ("XDG_DATA_HOME", "/tmp/.local/share".into()),
-        ("XDG_STATE_HOME", "/tmp/.local/state".into()),
-        ("HISTFILE", "/tmp/.bash_history".into()),
-        ("GIT_CONFIG_GLOBAL", "/tmp/.gitconfig".into()),
+    let mut v: Vec<(String, String)> = [
+        ("HTTP_PROXY", &url),
+        ("HTTPS_PROXY", &url),
+        ("http_proxy", &url),
+        ("https_proxy", &url),
+        ("NO_PROXY", &no_proxy),
+        ("no_proxy", &no_proxy),
     ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, val) in spec {
+        if !v.iter().any(|(have, _)| have == k) {
+            v.push((k.clone(), val.clone()));
+        }
+    }
+    v
 }
 
 /// POSIX single quoting: the only character needing care inside '...' is ' itself.
@@ -90,7 +93,7 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// The file content: `export NAME='value'` lines.
-pub fn render(vars: &[(&str, String)]) -> String {
+pub fn render(vars: &[(String, String)]) -> String {
     let mut out = String::from(
         "# Written by nemoclaw-init at container start. Root-owned and read-only;\n\
          # sourced by /etc/profile.d/nemoclaw-proxy.sh and /etc/bash.bashrc.\n",
@@ -105,11 +108,24 @@ pub fn render(vars: &[(&str, String)]) -> String {
     out
 }
 
-/// Writes `content` to `path` atomically: a fresh O_EXCL|O_NOFOLLOW temp file beside it,
-/// `fchown` to `owner` (if given), `fchmod 0444`, then `rename` over the target.
+/// Writes `content` to `path` atomically: a pre-existing file or symlink at `path` is
+/// removed first (in a sticky /tmp only its owner or root can, and `rename` over another
+/// user's file would fail the same way), then a fresh O_EXCL|O_NOFOLLOW temp file beside
+/// it gets the content, `fchown` to `owner` (if given), `fchmod 0444` and `fsync`, and is
+/// renamed into place; the directory is synced last. Nothing at the path is ever followed.
 pub fn write_atomic(path: &Path, content: &str, owner: Option<(u32, u32)>) -> io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => {
+            return Err(io::Error::other("a directory is in the way"))
+        }
+        Ok(_) => fs::remove_file(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot remove the existing file: {e}"))
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let base = path
         .file_name()
         .ok_or_else(|| io::Error::other("target has no file name"))?
@@ -146,7 +162,8 @@ pub fn write_atomic(path: &Path, content: &str, owner: Option<(u32, u32)>) -> io
             }
             file.set_permissions(Permissions::from_mode(0o444))?;
             file.sync_all()?;
-            fs::rename(&tmp, path)
+            fs::rename(&tmp, path)?;
+            fs::File::open(dir)?.sync_all()
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -164,19 +181,25 @@ mod tests {
     #[test]
     fn default_content_is_exact() {
         let p = Proxy::from_values(None, None).expect("defaults");
-        let text = render(&variables(&p));
+        let spec = vec![
+            (
+                "npm_config_cache".to_string(),
+                "/tmp/.npm-cache".to_string(),
+            ),
+            ("HTTP_PROXY".to_string(), "http://evil:1".to_string()),
+            (
+                "GIT_CONFIG_GLOBAL".to_string(),
+                "/tmp/.gitconfig".to_string(),
+            ),
+        ];
+        let text = render(&variables(&p, &spec));
         let expected = "export HTTP_PROXY='http://10.200.0.1:3128'\n\
             export HTTPS_PROXY='http://10.200.0.1:3128'\n\
             export http_proxy='http://10.200.0.1:3128'\n\
             export https_proxy='http://10.200.0.1:3128'\n\
             export NO_PROXY='localhost,127.0.0.1,::1,10.200.0.1'\n\
             export no_proxy='localhost,127.0.0.1,::1,10.200.0.1'\n\
-            export npm_config_cache='/tmp/.npm'\n\
-            export XDG_CACHE_HOME='/tmp/.cache'\n\
-            export XDG_CONFIG_HOME='/tmp/.config'\n\
-            export XDG_DATA_HOME='/tmp/.local/share'\n\
-            export XDG_STATE_HOME='/tmp/.local/state'\n\
-            export HISTFILE='/tmp/.bash_history'\n\
+            export npm_config_cache='/tmp/.npm-cache'\n\
             export GIT_CONFIG_GLOBAL='/tmp/.gitconfig'\n";
         let body: String = text
             .lines()
@@ -192,15 +215,18 @@ mod tests {
     #[test]
     fn custom_host_port_and_ipv6() {
         let p = Proxy::from_values(Some("proxy.internal"), Some("8080")).expect("valid");
-        let vars = variables(&p);
+        let vars = variables(&p, &[]);
         assert_eq!(
             vars[0],
-            ("HTTP_PROXY", "http://proxy.internal:8080".to_string())
+            (
+                "HTTP_PROXY".into(),
+                "http://proxy.internal:8080".to_string()
+            )
         );
         assert_eq!(
             vars[4],
             (
-                "NO_PROXY",
+                "NO_PROXY".into(),
                 "localhost,127.0.0.1,::1,proxy.internal".to_string()
             )
         );
@@ -240,7 +266,7 @@ mod tests {
         assert_eq!(shell_quote("plain"), "'plain'");
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
         assert_eq!(shell_quote("$(id) `x` \"q\""), "'$(id) `x` \"q\"'");
-        let text = render(&[("X", "it's; rm -rf /".to_string())]);
+        let text = render(&[("X".into(), "it's; rm -rf /".to_string())]);
         assert!(text.ends_with("export X='it'\\''s; rm -rf /'\n"));
     }
 
@@ -264,5 +290,21 @@ mod tests {
         assert_eq!(content, "export A='1'\n");
         assert_eq!(victim_content, "keep");
         assert_eq!(leftovers, 2, "no temp files left behind");
+    }
+
+    #[test]
+    fn atomic_write_replaces_a_stale_file_and_refuses_a_directory() {
+        let dir = std::env::temp_dir().join(format!("nemoclaw-init-pe2-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let target = dir.join("env.sh");
+        fs::write(&target, "stale").expect("stale");
+        fs::set_permissions(&target, Permissions::from_mode(0o444)).expect("chmod");
+        write_atomic(&target, "export B='2'\n", None).expect("write");
+        assert_eq!(fs::read_to_string(&target).expect("read"), "export B='2'\n");
+        let blocker = dir.join("blocked.sh");
+        fs::create_dir(&blocker).expect("dir");
+        let err = write_atomic(&blocker, "x", None).expect_err("dir in the way");
+        assert!(err.to_string().contains("directory is in the way"), "{err}");
+        fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -1,0 +1,179 @@
+//! Creating the tool-state directories (`/tmp/.cache`, `/tmp/.gnupg`, ...) in a directory
+//! other users can write to, without ever following a planted symlink.
+//!
+//! Each path component is opened with `O_NOFOLLOW|O_DIRECTORY` relative to its parent's
+//! descriptor, and ownership and mode are set through the new directory's own descriptor,
+//! so there is no window in which a renamed or swapped path is acted on. A directory that
+//! already exists is only reused when it belongs to the intended owner.
+
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, OFlag};
+use nix::sys::stat::{fchmod, fstat, mkdirat, Mode};
+use nix::unistd::{fchown, geteuid, Gid, Uid};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path};
+
+/// What happened to the final directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Existing,
+}
+
+fn dir_flags() -> OFlag {
+    OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC
+}
+
+/// Ensures `path` exists as a directory with `mode`, owned by `owner` (root path: the
+/// workload user; `None`: whoever runs this). Missing parents are created the same way.
+pub fn ensure_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<Outcome, String> {
+    if !path.is_absolute() {
+        return Err(format!("{} is not absolute", path.display()));
+    }
+    let want_uid = owner.map_or(geteuid().as_raw(), |(u, _)| u);
+    let mode_bits = Mode::from_bits_truncate(mode);
+    let mut dir: OwnedFd = open("/", dir_flags(), Mode::empty()).map_err(|e| format!("/: {e}"))?;
+    let comps: Vec<Component> = path.components().collect();
+    let last = comps.len().saturating_sub(1);
+    let mut outcome = Outcome::Existing;
+    let mut so_far = std::path::PathBuf::from("/");
+    for (i, c) in comps.iter().enumerate() {
+        let name = match c {
+            Component::RootDir => continue,
+            Component::Normal(n) => *n,
+            _ => return Err(format!("{}: only plain components allowed", path.display())),
+        };
+        so_far.push(name);
+        let next = match openat(&dir, name, dir_flags(), Mode::empty()) {
+            Ok(fd) => {
+                if i == last {
+                    let st = fstat(&fd).map_err(|e| format!("{}: {e}", so_far.display()))?;
+                    if st.st_uid != want_uid {
+                        return Err(format!(
+                            "{} exists and belongs to uid {}, not {want_uid}; leaving it alone",
+                            so_far.display(),
+                            st.st_uid
+                        ));
+                    }
+                    fchmod(&fd, mode_bits).map_err(|e| format!("{}: {e}", so_far.display()))?;
+                }
+                fd
+            }
+            Err(Errno::ENOENT) => {
+                match mkdirat(&dir, name, Mode::from_bits_truncate(0o700)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(format!("{}: mkdir: {e}", so_far.display())),
+                }
+                let fd = openat(&dir, name, dir_flags(), Mode::empty()).map_err(|e| {
+                    format!("{}: {e} (replaced while creating it?)", so_far.display())
+                })?;
+                let st = fstat(&fd).map_err(|e| format!("{}: {e}", so_far.display()))?;
+                if st.st_uid != geteuid().as_raw() {
+                    return Err(format!(
+                        "{} was created by uid {} in a race; leaving it alone",
+                        so_far.display(),
+                        st.st_uid
+                    ));
+                }
+                if let Some((uid, gid)) = owner {
+                    fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                        .map_err(|e| format!("{}: chown: {e}", so_far.display()))?;
+                }
+                fchmod(&fd, mode_bits).map_err(|e| format!("{}: chmod: {e}", so_far.display()))?;
+                if i == last {
+                    outcome = Outcome::Created;
+                }
+                fd
+            }
+            Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+                return Err(format!(
+                    "{} is a symlink or not a directory; not following it",
+                    so_far.display()
+                ))
+            }
+            Err(e) => return Err(format!("{}: {e}", so_far.display())),
+        };
+        dir = next;
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("nemoclaw-init-td-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir scratch");
+        d
+    }
+
+    #[test]
+    fn creates_nested_with_exact_mode() {
+        let d = scratch("nested");
+        let p = d.join(".local/share");
+        assert_eq!(ensure_dir(&p, 0o700, None), Ok(Outcome::Created));
+        let m = std::fs::metadata(&p).expect("meta");
+        assert!(m.is_dir());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o700);
+        assert_eq!(m.uid(), geteuid().as_raw());
+        // Idempotent, and the mode is re-asserted on an existing own directory.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert_eq!(ensure_dir(&p, 0o755, None), Ok(Outcome::Existing));
+        let m = std::fs::metadata(&p).expect("meta");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755);
+        std::fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn never_follows_a_planted_symlink() {
+        let d = scratch("link");
+        let victim = d.join("victim");
+        std::fs::create_dir(&victim).expect("victim");
+        std::os::unix::fs::symlink(&victim, d.join(".cache")).expect("symlink");
+        let err = ensure_dir(&d.join(".cache"), 0o755, None).expect_err("symlink leaf");
+        assert!(err.contains("not following"), "{err}");
+        let err = ensure_dir(&d.join(".cache/sub"), 0o755, None).expect_err("symlink parent");
+        assert!(err.contains("not following"), "{err}");
+        assert!(
+            !victim.join("sub").exists(),
+            "nothing created through the link"
+        );
+        std::fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn refuses_relative_and_dotdot() {
+        assert!(ensure_dir(Path::new("tmp/x"), 0o755, None)
+            .expect_err("relative")
+            .contains("not absolute"));
+        assert!(ensure_dir(Path::new("/tmp/../etc/x"), 0o755, None)
+            .expect_err("dotdot")
+            .contains("plain components"));
+    }
+
+    #[test]
+    fn refuses_a_directory_of_another_owner() {
+        if !geteuid().is_root() {
+            return; // needs root to make a foreign-owned directory
+        }
+        let d = scratch("foreign");
+        let p = d.join("theirs");
+        std::fs::create_dir(&p).expect("mkdir");
+        std::os::unix::fs::chown(&p, Some(4242), Some(4242)).expect("chown");
+        let err = ensure_dir(&p, 0o755, Some((998, 998))).expect_err("foreign");
+        assert!(err.contains("belongs to uid 4242"), "{err}");
+        // And created ones get the requested owner.
+        let q = d.join("mine/deep");
+        assert_eq!(
+            ensure_dir(&q, 0o700, Some((998, 997))),
+            Ok(Outcome::Created)
+        );
+        let m = std::fs::metadata(&q).expect("meta");
+        assert_eq!((m.uid(), m.gid()), (998, 997));
+        assert_eq!(std::fs::metadata(d.join("mine")).expect("meta").uid(), 998);
+        std::fs::remove_dir_all(&d).expect("cleanup");
+    }
+}
