@@ -12,6 +12,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=init/src");
     println!("cargo:rerun-if-changed=init/Cargo.toml");
+    println!("cargo:rerun-if-changed=runtime-spec/src");
     println!("cargo:rerun-if-env-changed=NEMOCLAW_INIT_TARGET");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
