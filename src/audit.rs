@@ -52,6 +52,11 @@ pub struct AuditArgs {
     pub fail_on: Severity,
     #[arg(long)]
     pub platform: Option<String>,
+    /// Check the OpenShell image contract (non-root user resolvable in the image, usable
+    /// workdir, root-owned `ip`/`nsenter`, executable entrypoint) even if the recipe
+    /// does not ask for it.
+    #[arg(long)]
+    pub openshell: bool,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -238,9 +243,16 @@ pub fn findings(fs: &Rootfs, config: &serde_json::Value, recipe: &Recipe) -> Res
             ));
         }
     }
+    if recipe.audit.openshell {
+        out.extend(crate::contract::findings(fs, &cfg));
+    }
+    out.extend(crate::contract::missing_labels(
+        &cfg,
+        &recipe.audit.required_labels,
+    ));
     let user = cfg.get("User").and_then(|u| u.as_str()).unwrap_or("");
     let uname = user.split(':').next().unwrap_or("");
-    if uname.is_empty() || uname == "root" || uname == "0" {
+    if !recipe.audit.openshell && (uname.is_empty() || uname == "root" || uname == "0") {
         out.push(f(
             "root-user",
             Error,
@@ -403,7 +415,8 @@ pub fn junit(image: &str, fs: &[Finding], fail_on: Severity) -> String {
 }
 
 pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
-    let recipe = Recipe::load(a.recipe.as_deref())?;
+    let mut recipe = Recipe::load(a.recipe.as_deref())?;
+    recipe.audit.openshell |= a.openshell;
     let (fs, config) = load(&a.image, a.platform.clone(), a.quiet || a.json)?;
     let fnd = findings(&fs, &config, &recipe)?;
     let failing = fnd.iter().filter(|f| f.severity >= a.fail_on).count();

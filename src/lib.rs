@@ -9,6 +9,7 @@ pub mod audit;
 pub mod cache;
 pub mod checks;
 pub mod compress;
+pub mod contract;
 pub mod diff;
 pub mod digest;
 pub mod dpkg;

@@ -56,6 +56,8 @@ pub struct Recipe {
     pub init: Option<Init>,
     #[serde(default)]
     pub landlock: Option<Landlock>,
+    #[serde(default)]
+    pub sanitize: Sanitize,
     /// Assertions on the final rootfs, checked after the build and by `audit`.
     #[serde(default)]
     pub checks: Vec<Check>,
@@ -204,6 +206,50 @@ fn root() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Init {
     pub path: String,
+    /// Where the runtime-environment declaration for the init is written.
+    #[serde(default = "default_init_config")]
+    pub config: String,
+    /// Variables the init sets for the workload and writes to the env file, in order;
+    /// `mkdir` creates the value as a directory owned by the workload user.
+    #[serde(default)]
+    pub env: Vec<InitEnv>,
+    /// Names (or `PREFIX*`) the init copies from the container's environment into the
+    /// env file; names that look like secrets are refused at runtime.
+    #[serde(default)]
+    pub passthrough: Vec<String>,
+}
+
+fn default_init_config() -> String {
+    nemoclaw_runtime_spec::DEFAULT_CONFIG.to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitEnv {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub mkdir: Option<Mode>,
+}
+
+/// Image-wide clean-up of privilege bits the workload never needs. Off unless the
+/// recipe asks: a generic engine does not change base files behind the user's back.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Sanitize {
+    /// Clear setuid/setgid bits on every file except the `setid_allow` paths.
+    #[serde(default)]
+    pub strip_setid: bool,
+    #[serde(default)]
+    pub setid_allow: Vec<String>,
+    /// Remove `security.capability` xattrs except on the `file_caps_allow` paths.
+    #[serde(default)]
+    pub strip_file_caps: bool,
+    #[serde(default)]
+    pub file_caps_allow: Vec<String>,
+    /// Remove character/block device nodes (container runtimes provide /dev).
+    #[serde(default)]
+    pub remove_devices: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -275,6 +321,12 @@ pub struct AuditConfig {
     /// Paths whose world-writable or setuid findings are expected.
     #[serde(default)]
     pub allow_world_writable: Vec<String>,
+    /// Check the OpenShell image contract (user, workdir, `ip`/`nsenter`, entrypoint).
+    #[serde(default)]
+    pub openshell: bool,
+    /// Labels the image config must carry.
+    #[serde(default)]
+    pub required_labels: Vec<String>,
 }
 
 pub const DEFAULT_RECIPE: &str = include_str!("../recipes/nemoclaw-sandbox.toml");
@@ -322,6 +374,9 @@ impl Recipe {
                 }
             }
         }
+        if let Some(init) = &self.init {
+            self.init_spec(init)?;
+        }
         for re in self
             .packages
             .forbid_elf
@@ -331,6 +386,40 @@ impl Recipe {
             regex_lite::Regex::new(re).map_err(|e| anyhow!("invalid regex '{re}': {e}"))?;
         }
         Ok(())
+    }
+
+    /// The init's runtime-environment declaration, validated with the init's own rules
+    /// (the shared `nemoclaw-runtime-spec` crate), so a bad entry fails the build, not
+    /// the container start.
+    pub fn init_spec(&self, init: &Init) -> Result<nemoclaw_runtime_spec::Spec> {
+        let spec = nemoclaw_runtime_spec::Spec {
+            env: init
+                .env
+                .iter()
+                .map(|e| nemoclaw_runtime_spec::EnvVar {
+                    name: e.name.clone(),
+                    value: e.value.clone(),
+                    mkdir: e.mkdir.map(|m| m.0),
+                })
+                .collect(),
+            passthrough: init.passthrough.clone(),
+        };
+        let text = String::from_utf8(nemoclaw_runtime_spec::render(&spec))?;
+        nemoclaw_runtime_spec::parse(&text).map_err(|e| anyhow!("[init] {e}"))?;
+        if let Some(e) = init.env.iter().find(|e| {
+            e.mkdir.is_some()
+                && crate::rootfs::normalize(&e.value)
+                    .ok()
+                    .map(|n| format!("/{n}"))
+                    != Some(e.value.clone())
+        }) {
+            bail!(
+                "[init] env {}: mkdir path {:?} must be absolute and normalized",
+                e.name,
+                e.value
+            );
+        }
+        Ok(spec)
     }
 
     pub fn digest(&self) -> String {

@@ -112,7 +112,7 @@ pub fn report(cfg: &Config) -> Value {
         Err(e) => json!({ "config": cfg.init_config.display().to_string(), "error": e }),
     };
 
-    let accounts = Accounts::load(&cfg.root);
+    let accounts = crate::accounts::load(&cfg.root);
     let notes = match &accounts {
         Ok(a) => a.notes.clone(),
         Err(_) => Vec::new(),

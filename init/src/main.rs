@@ -304,7 +304,7 @@ fn prepare_environment(
 }
 
 fn resolve_target(cfg: &Config, user: &str) -> Result<Target, String> {
-    let accounts = accounts::Accounts::load(&cfg.root)?;
+    let accounts = accounts::load(&cfg.root)?;
     for n in &accounts.notes {
         say!("{n}");
     }

@@ -9,6 +9,8 @@
 //! The env file is world-readable (every shell sources it), so nothing that looks like a
 //! secret may go into it: such names are refused on both sides.
 
+pub mod accounts;
+
 use serde_json::{json, Value};
 
 pub const DEFAULT_CONFIG: &str = "/etc/nemoclaw/init.json";

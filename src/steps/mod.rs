@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod fsops;
 pub mod landlock;
 pub mod purge;
+pub mod sanitize;
 
 use crate::recipe::Recipe;
 use crate::rootfs::{Node, Rootfs};
@@ -32,9 +33,10 @@ pub struct StepsReport {
     pub init_size: u64,
     pub init_target: String,
     pub landlock_warnings: Vec<String>,
+    pub sanitize: sanitize::SanitizeReport,
 }
 
-/// Everything but the artifacts: purge, accounts, fs operations, init, Landlock.
+/// Everything but the artifacts: purge, sanitize, accounts, fs operations, init, Landlock.
 /// Artifacts come last, in a layer of their own, because they change on every
 /// release while the rest changes with the recipe (see the pipeline's cache).
 pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result<StepsReport> {
@@ -42,10 +44,18 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
         purge: purge::apply(fs, &recipe.packages, opts.strict)?,
         ..Default::default()
     };
+    rep.sanitize = sanitize::apply(fs, &recipe.sanitize);
     accounts::apply(fs, &recipe.groups, &recipe.users, opts.epoch)?;
     fsops::apply(fs, recipe)?;
     if let Some(init) = &recipe.init {
         fs.insert(&init.path, Node::file(0o755, 0, 0, INIT_BINARY.to_vec()))?;
+        if !init.env.is_empty() || !init.passthrough.is_empty() {
+            let spec = recipe.init_spec(init)?;
+            fs.insert(
+                &init.config,
+                Node::file(0o444, 0, 0, nemoclaw_runtime_spec::render(&spec)),
+            )?;
+        }
         rep.init_path = Some(init.path.clone());
         rep.init_size = INIT_BINARY.len() as u64;
         rep.init_target = INIT_TARGET.to_string();
