@@ -8,7 +8,7 @@
 # stdout: exactly one `PASS: name` or `FAIL: name (detail)` line per probe, then
 # `N passed, M failed`; exit 1 if M > 0. Progress and timings go to stderr as `# ...`.
 #
-# Sections: cli validate repro run init bomb purge whiteout audit policy peer oracle
+# Sections: cli validate repro run init openshell bomb purge whiteout audit policy peer oracle
 #           multilayer malformed registry verify cache sbom
 # Env:
 #   E2E_ONLY=a,b        run only these sections (prerequisite builds happen as needed)
@@ -33,7 +33,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli validate repro run init bomb purge whiteout audit policy peer oracle multilayer malformed registry verify cache sbom)
+SECTIONS=(cli validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer malformed registry verify cache sbom)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -278,7 +278,7 @@ for p in /sandbox /sandbox/.openclaw /sandbox/.openclaw/exec-approvals.json /san
 done
 bad=""
 for d in agents/main/agent extensions workspace skills hooks identity devices canvas cron memory \
-         logs credentials flows sandbox telegram wechat media plugin-runtime-deps state; do
+         logs credentials flows sandbox telegram wechat media plugin-runtime-deps; do
   s="$(stat -c '%U:%G %a' "/sandbox/.openclaw/$d" 2>/dev/null || echo MISSING)"
   [ "$s" = "sandbox:sandbox 2770" ] || bad="$bad $d($s)"
 done
@@ -689,6 +689,13 @@ section_init() {
   else
     fail init.stop_is_prompt "could not start: $(tail_detail "$LOGS/init.stop.log")"
   fi
+}
+
+# The OpenShell run path and the runtime matrix (scripts/e2e-openshell.sh).
+section_openshell() {
+  ensure_main_image || { prereq openshell main-image; return 0; }
+  IMAGE="$(img main)" OCI="$W/out/main" TAG="$TAG" BIN="$BIN" E2E_WORK="$W/openshell" \
+    subsuite openshell "$NEMOCLAW_ROOT/scripts/e2e-openshell.sh"
 }
 
 section_bomb() {

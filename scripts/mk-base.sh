@@ -26,7 +26,8 @@ out=""
 oci=0
 force=0
 mirror="${NEMOCLAW_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-base_pkgs="gcc,g++,make,netcat-openbsd,vim-tiny,jq,dos2unix,nodejs,procps,tmux,e2fsprogs,ca-certificates,python3"
+# iproute2: the OpenShell supervisor runs `ip` from the image (upstream-2026 A6).
+base_pkgs="gcc,g++,make,netcat-openbsd,vim-tiny,jq,dos2unix,nodejs,procps,tmux,e2fsprogs,ca-certificates,python3,iproute2"
 
 usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 

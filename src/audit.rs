@@ -425,7 +425,7 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write {}", j.display()))?;
     }
     if a.json {
-        let v = serde_json::json!({"image": a.image, "findings": fnd, "failing": failing, "fail_on": a.fail_on, "files": fs.nodes.len(), "hidden_files": fs.hidden.len()});
+        let v = serde_json::json!({"image": a.image, "findings": fnd, "failing": failing, "fail_on": a.fail_on, "openshell": recipe.audit.openshell, "files": fs.nodes.len(), "hidden_files": fs.hidden.len()});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{:<8} {:<26} {:<48} MESSAGE", "SEVERITY", "RULE", "PATH");
