@@ -755,6 +755,130 @@ fn plan_serializes_to_json() {
     assert_eq!(v["removed"][0]["reason"], "Requested");
 }
 
+/// Removal paths of a plan outside the dpkg database.
+fn rm_paths(plan: &PurgePlan) -> Vec<&str> {
+    plan.remove_paths
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.starts_with("/var/lib/dpkg"))
+        .collect()
+}
+
+/// Issue 12 #13: a hostile `.list` names another package's file or a usrmerge
+/// directory symlink with a non-canonical spelling.
+#[test]
+fn non_canonical_list_spellings_never_hit_other_packages_files() {
+    let mut db = base();
+    db.add(pkg("bash").files(&["/usr/bin", "/usr/bin/bash", "/usr/share/doc/bash"]))
+        .add(pkg("gcc").files(&[
+            "/bin/./bash",
+            "/bin//bash",
+            "//usr/bin/bash",
+            "/usr/bin/./",
+            "/bin/",
+            "/bin/.",
+            "//bin",
+            "/lib/",
+            "/sbin//",
+            "/usr/share/doc/bash/",
+            "/usr/bin/gcc",
+        ]));
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    assert_eq!(rm_paths(&plan), ["/usr/bin/gcc"]);
+}
+
+/// Issue 12 #13: `..` (could escape the root or mean different files to different
+/// readers), NUL and relative entries are refused, naming the file and line.
+#[test]
+fn dot_dot_nul_and_relative_database_paths_are_refused() {
+    for (entry, why) in [
+        ("/usr/../bin/bash", "'..'"),
+        ("/../../etc/shadow", "'..'"),
+        ("/usr/bin/x\0y", "NUL"),
+        ("usr/bin/gcc", "not absolute"),
+    ] {
+        let mut db = base();
+        db.add(pkg("bash").files(&["/usr/bin/bash"]))
+            .add(pkg("gcc").files(&["/usr/bin/gcc", entry]));
+        let e = format!(
+            "{:#}",
+            plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+        );
+        assert!(e.contains("/var/lib/dpkg/info/gcc.list: line 3"), "{e}");
+        assert!(e.contains(why), "{entry:?}: {e}");
+    }
+    // Conffiles of the status file and diversions are database paths as well.
+    let mut db = base();
+    db.add(pkg("gcc").f("Conffiles", "\n /etc/../etc/shadow 0123"));
+    let e = format!(
+        "{:#}",
+        plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+    );
+    assert!(e.contains("Conffiles") && e.contains("'..'"), "{e}");
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"])).file(
+        DIVERSIONS_PATH,
+        "/usr/bin/gcc\n/usr/bin/../../etc/shadow\nlocal-pkg\n",
+    );
+    let e = format!(
+        "{:#}",
+        plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+    );
+    assert!(e.contains(DIVERSIONS_PATH) && e.contains("'..'"), "{e}");
+}
+
+/// Issue 12 #13: alternatives admin files come from the image too: a master link
+/// that is another package's file is neither removed nor replaced by a symlink, and
+/// slave names cannot climb out of /etc/alternatives.
+#[test]
+fn hostile_alternatives_never_touch_other_packages_files() {
+    let mut db = base();
+    db.add(pkg("bash").files(&["/usr/bin/bash"]))
+        .add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "auto\n/bin/./bash\n\n/usr/bin/gcc\n20\n\n",
+        );
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    assert_eq!(rm_paths(&plan), ["/etc/alternatives/cc", "/usr/bin/gcc"]);
+
+    // Re-pointing the link would replace bash (or the /bin symlink): refused.
+    for link in ["/usr/bin/bash", "/bin"] {
+        let mut db = base();
+        db.add(pkg("bash").files(&["/usr/bin/bash"]))
+            .add(pkg("gcc").files(&["/usr/bin/gcc"]))
+            .add(pkg("clang").files(&["/usr/bin/clang"]))
+            .file(
+                "/var/lib/dpkg/alternatives/cc",
+                &format!("auto\n{link}\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n\n"),
+            );
+        let e = format!(
+            "{:#}",
+            plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+        );
+        assert!(
+            e.contains("/var/lib/dpkg/alternatives/cc") && e.contains(link),
+            "{e}"
+        );
+    }
+
+    let mut db = base();
+    db.add(pkg("bash").files(&["/usr/bin/bash"]))
+        .add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "auto\n/usr/bin/cc\n../../usr/bin/bash\n/usr/bin/cc-slave\n\n/usr/bin/gcc\n20\n/usr/bin/gcc\n\n",
+        );
+    let e = format!(
+        "{:#}",
+        plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+    );
+    assert!(
+        e.contains("/var/lib/dpkg/alternatives/cc") && e.contains("slave name"),
+        "{e}"
+    );
+}
+
 /// Oracle check against a real Debian rootfs built with e.g.
 /// `mmdebstrap --variant=minbase --include=gcc,g++,make,netcat-openbsd,vim-tiny,jq,dos2unix,procps,tmux,e2fsprogs bookworm DIR`.
 ///
