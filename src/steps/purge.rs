@@ -1,6 +1,6 @@
 //! Glue between the rootfs model and the dpkg planner: gathers the database
 //! files from the model, applies the plan (files, dpkg info, alternatives).
-use crate::dpkg::{plan_purge, DbFiles, PurgePlan, PurgeRequest};
+use crate::dpkg::{plan_purge_in, DbFiles, Layout, PurgePlan, PurgeRequest};
 use crate::recipe::Packages;
 use crate::rootfs::{Kind, Node, Rootfs};
 use anyhow::{Context, Result};
@@ -26,6 +26,18 @@ pub fn db_files(fs: &Rootfs) -> Result<DbFiles> {
         );
     }
     Ok(files)
+}
+
+/// The image's symlinks, so that the planner decides on the nodes paths name in this
+/// image (merged /usr or not, and whatever other directory symlinks it has).
+fn layout(fs: &Rootfs) -> Layout {
+    let mut l = Layout::new();
+    for (path, node) in &fs.nodes {
+        if node.kind == Kind::Symlink {
+            l.add_link(path, node.link.as_deref().unwrap_or(""));
+        }
+    }
+    l
 }
 
 /// dpkg records paths as packaged (`/bin/nc.openbsd`); on merged-/usr the parent is a
@@ -55,7 +67,7 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
         autoremove: p.autoremove,
         strict,
     };
-    let plan = plan_purge(&files, &req).context("cannot plan the package purge")?;
+    let plan = plan_purge_in(&files, &req, &layout(fs)).context("cannot plan the package purge")?;
     let mut report = PurgeReport::default();
     // Deepest paths first so directories are seen after their contents.
     let mut paths: Vec<String> = plan
@@ -115,7 +127,9 @@ mod tests {
         file(&mut fs, "usr/bin/gcc", "gcc");
         file(&mut fs, "usr/share/doc/bash/copyright", "c");
         let stanza = |name: &str| {
-            format!("Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n")
+            format!(
+                "Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n"
+            )
         };
         file(
             &mut fs,
@@ -159,10 +173,15 @@ mod tests {
         let mut fs = merged_usr_image("/.\n/usr/bin/gcc\n/usr/share/doc/gcc\n");
         // bash's doc dir is reached through gcc's doc symlink in this image.
         fs.remove("usr/share/doc/bash");
-        fs.insert("usr/share/doc/gcc-docs/copyright", Node::file(0o644, 0, 0, b"c".to_vec()))
+        fs.insert(
+            "usr/share/doc/gcc-docs/copyright",
+            Node::file(0o644, 0, 0, b"c".to_vec()),
+        )
+        .unwrap();
+        fs.insert("usr/share/doc/gcc", Node::symlink("gcc-docs"))
             .unwrap();
-        fs.insert("usr/share/doc/gcc", Node::symlink("gcc-docs")).unwrap();
-        fs.insert("usr/share/doc/bash", Node::symlink("gcc")).unwrap();
+        fs.insert("usr/share/doc/bash", Node::symlink("gcc"))
+            .unwrap();
         purge_gcc(&mut fs).unwrap();
         assert!(fs.get("usr/bin/gcc").is_none());
         assert_eq!(
