@@ -879,6 +879,57 @@ fn hostile_alternatives_never_touch_other_packages_files() {
     );
 }
 
+/// `providers` auto-installed packages that provide `virt` and depend on `base-lib`, and
+/// `dependents` manual packages that depend on `virt` (issue 12 #14's shape).
+fn provider_heavy_db(providers: usize, dependents: usize) -> DbFiles {
+    let mut db = base();
+    db.add(pkg("base-lib").files(&["/usr/lib/base"]))
+        .add(pkg("unrelated").files(&["/usr/bin/unrelated"]));
+    for k in 0..providers {
+        let name = format!("prov{k}");
+        let file = format!("/usr/lib/prov/{k}");
+        db.add(
+            pkg(&name)
+                .deps("base-lib")
+                .f("Provides", "virt")
+                .files(&["/usr/lib/prov", &file]),
+        )
+        .auto(&name);
+    }
+    for j in 0..dependents {
+        db.add(pkg(&format!("dep{j}")).deps("virt"));
+    }
+    db.build()
+}
+
+/// Issue 12 #14: planning was quadratic in providers x dependents (40,000 providers of
+/// one virtual package and 24 dependents: 20 s). The planner's work counter must grow
+/// linearly with the database: the work per package stays bounded from 400 to 40,000
+/// providers and from 10 to 1,000 dependents. No timing involved.
+#[test]
+fn purge_planning_work_is_linear_in_providers_and_dependents() {
+    let mut per_package = Vec::new();
+    for (providers, dependents) in [(400, 10), (4_000, 100), (40_000, 1_000)] {
+        let files = provider_heavy_db(providers, dependents);
+        work::take();
+        // Autoremove marks every provider through the dependents' `virt`.
+        let plan = plan_purge(&files, &req(&["unrelated"], &[])).unwrap();
+        assert_eq!(removed_names(&plan), ["unrelated"]);
+        // Removing base-lib breaks every provider, and with them every dependent.
+        let plan = plan_purge(&files, &req(&["base-lib"], &[])).unwrap();
+        assert_eq!(plan.removed.len(), 1 + providers + dependents);
+        assert_eq!(
+            reason(&plan, "dep0"),
+            RemovalReason::DependsOn(format!("prov{}", providers - 1))
+        );
+        let units = work::take();
+        per_package.push(units / (providers + dependents) as u64);
+    }
+    eprintln!("work units per package: {per_package:?}");
+    assert!(per_package.iter().all(|&u| u <= 60), "{per_package:?}");
+    assert!(per_package[2] <= per_package[0] + 5, "{per_package:?}");
+}
+
 /// Oracle check against a real Debian rootfs built with e.g.
 /// `mmdebstrap --variant=minbase --include=gcc,g++,make,netcat-openbsd,vim-tiny,jq,dos2unix,procps,tmux,e2fsprogs bookworm DIR`.
 ///
