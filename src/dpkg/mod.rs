@@ -34,7 +34,7 @@ pub use alternatives::{Alternative, Choice, Slave};
 pub use paths::{normalize as normalize_path, Layout};
 pub use purge::{plan_purge, plan_purge_in};
 pub use relation::{parse_relations, Relation, RelationList, VersionOp};
-pub use version::compare_versions;
+pub use version::{check_version, compare_versions};
 
 use stanza::RawFile;
 
@@ -377,13 +377,19 @@ fn parse_packages(status: &RawFile, path: &str) -> Result<Vec<Package>> {
                 .map_err(|_| anyhow!("{}: invalid Installed-Size {v:?}", ctx()))?,
         };
         let version = p.get("Version").unwrap_or("").trim().to_string();
+        if p.get("Version").is_some() {
+            check_version(&version).with_context(|| format!("{}: Version", ctx()))?;
+        }
         let (source, source_version) = match p.get("Source").map(str::trim) {
             None | Some("") => (name.to_string(), version.clone()),
             Some(src) => match src.split_once('(') {
-                Some((n, v)) => (
-                    n.trim().to_string(),
-                    v.trim_end_matches(')').trim().to_string(),
-                ),
+                Some((n, v)) => {
+                    let Some(v) = v.strip_suffix(')') else {
+                        bail!("{}: malformed Source {src:?}", ctx());
+                    };
+                    check_version(v.trim()).with_context(|| format!("{}: Source", ctx()))?;
+                    (n.trim().to_string(), v.trim().to_string())
+                }
                 None => (src.to_string(), version.clone()),
             },
         };

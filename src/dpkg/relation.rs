@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use anyhow::{bail, Result};
 
-use super::version::compare_versions;
+use super::version::{check_version, compare_versions};
 use super::{check_arch_name, check_package_name};
 
 /// Version relation operator of a dependency.
@@ -148,8 +148,8 @@ fn parse_atom(atom: &str) -> Result<Relation> {
             if ver.is_empty() {
                 bail!("missing version in relation {atom:?}");
             }
-            if ver.contains(|c: char| c.is_whitespace() || c == '(' || c == ')') {
-                bail!("invalid version in relation {atom:?}");
+            if let Err(e) = check_version(ver) {
+                bail!("invalid version in relation {atom:?}: {e}");
             }
             Some((op, ver.to_string()))
         }

@@ -930,6 +930,75 @@ fn purge_planning_work_is_linear_in_providers_and_dependents() {
     assert!(per_package[2] <= per_package[0] + 5, "{per_package:?}");
 }
 
+/// Odd status files from a hostile image: a clear error naming the file and what is
+/// wrong, never a panic, never a package with a path-like name.
+#[test]
+fn odd_status_files_are_refused() {
+    const OK: &str = "Status: install ok installed\n";
+    for (text, why) in [
+        ("Package:\n".to_string(), "no Package field"),
+        ("Package: a\n".to_string(), "no Status field"),
+        ("Package: a\nStatus:\n".to_string(), "malformed Status"),
+        (
+            "Package: a\nStatus: install ok weird\n".to_string(),
+            "malformed Status",
+        ),
+        ("Package: a\n\tfoo\n".to_string(), "invalid package name"),
+        (format!("Package: ../x\n{OK}"), "invalid package name"),
+        (format!("Package: a/b\n{OK}"), "invalid package name"),
+        (format!("Package: a\n{OK}package: b\n"), "duplicate field"),
+        (
+            format!("Package: a\n{OK}Architecture: ../x\n"),
+            "invalid architecture",
+        ),
+        (format!("Package: a\n{OK}Depends: |\n"), "Depends"),
+        (
+            format!("Package: a\n{OK}Depends: b (>= 1\n"),
+            "unterminated version",
+        ),
+        (
+            format!("Package: a\n{OK}Provides: x (= )\n"),
+            "missing version",
+        ),
+        (format!("Package: a\n{OK}Version: 1 2\n"), "embedded spaces"),
+        (format!("Package: a\n{OK}Version: x:1\n"), "epoch"),
+        (format!("Package: a\n{OK}Version:\n"), "empty"),
+        (
+            format!("Package: a\n{OK}Source: s (1\n"),
+            "malformed Source",
+        ),
+        (
+            format!("Package: a\n{OK}Installed-Size: -1\n"),
+            "Installed-Size",
+        ),
+        (
+            format!("Package: a\n{OK}Conffiles:\n /etc/../x 0\n"),
+            "'..'",
+        ),
+        (" x\n".to_string(), "continuation line"),
+        ("Package a\n".to_string(), "cannot parse"),
+        ("Package: \u{e9}\n".to_string() + OK, "invalid package name"),
+    ] {
+        let e = format!(
+            "{:#}",
+            parse_status(STATUS_PATH, text.as_bytes()).unwrap_err()
+        );
+        assert!(e.contains(STATUS_PATH) && e.contains(why), "{text:?}: {e}");
+    }
+    let e = parse_status(STATUS_PATH, b"Package: a\n\xff\n").unwrap_err();
+    assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    assert!(parse_status(STATUS_PATH, b"").unwrap().is_empty());
+    assert!(parse_status(STATUS_PATH, b"\n\n \n").unwrap().is_empty());
+    // Huge values are fine.
+    let big = format!(
+        "Package: a\n{OK}Version: 1.{}\nDepends: {}\n",
+        "9".repeat(100_000),
+        vec!["b | c (>= 1)"; 10_000].join(", ")
+    );
+    let p = parse_status(STATUS_PATH, big.as_bytes()).unwrap();
+    assert_eq!(p[0].depends.len(), 10_000);
+}
+
 /// Oracle check against a real Debian rootfs built with e.g.
 /// `mmdebstrap --variant=minbase --include=gcc,g++,make,netcat-openbsd,vim-tiny,jq,dos2unix,procps,tmux,e2fsprogs bookworm DIR`.
 ///
