@@ -6,9 +6,18 @@
 //! * [`DpkgDb::parse`] reads `/var/lib/dpkg/status`, the per-package file lists in
 //!   `/var/lib/dpkg/info/`, `/var/lib/dpkg/diversions`, `/var/lib/dpkg/arch`,
 //!   `/var/lib/dpkg/alternatives/*` and `/var/lib/apt/extended_states`.
-//! * [`plan_purge`] computes what `apt-get purge --auto-remove NAMES` would do (after
-//!   `apt-mark manual KEEP`): which packages go, which paths to delete, and the new
-//!   database files. The caller applies the plan to the rootfs.
+//! * [`plan_purge`] / [`plan_purge_in`] compute what `apt-get purge --auto-remove NAMES`
+//!   would do (after `apt-mark manual KEEP`): which packages go, which paths to delete,
+//!   and the new database files. The caller applies the plan to the rootfs.
+//!
+//! The database comes from the base image and is treated as hostile: paths must be
+//! absolute and free of `..` and NUL ([`normalize_path`]), names must be valid dpkg
+//! names, and whether a file may be deleted is decided on the node it names in the
+//! image ([`Layout`]), whatever its spelling.
+//!
+//! Parsers usable without a filesystem (fuzzing entry points): [`parse_status`],
+//! [`parse_relations`], [`check_version`] / [`compare_versions`], [`normalize_path`],
+//! and [`DpkgDb::parse`] on an in-memory [`DbFiles`].
 //!
 //! Callers should put into [`DbFiles`] every regular file under `/var/lib/dpkg/` (at
 //! least `status`, `info/*`, `diversions`, `arch`, `alternatives/*`, `triggers/*`) and
@@ -126,8 +135,10 @@ pub struct PurgePlan {
     /// Absolute paths to delete: package files and symlinks, directories owned only by
     /// removed packages (delete a directory only if it is empty by then),
     /// `/var/lib/dpkg/info/PKG.*`, alternative links and admin files that disappear.
-    /// Paths are as dpkg records them: on a merged-/usr system `/bin/foo` must be
-    /// resolved through the `/bin -> usr/bin` symlink inside the rootfs.
+    /// Paths are spelled as dpkg records them (in [`normalize_path`] form): on a
+    /// merged-/usr system `/bin/foo` must be resolved through the `/bin -> usr/bin`
+    /// symlink inside the rootfs (the parent only, never the last component). None of
+    /// them is a node that a surviving package occupies or reaches through a symlink.
     pub remove_paths: std::collections::BTreeSet<String>,
     /// Files to (re)write with these contents: `/var/lib/dpkg/status`,
     /// `/var/lib/apt/extended_states`, changed alternatives admin files,
