@@ -5,7 +5,21 @@
 //! the choice path, its priority and one line per slave (the slave file, or empty),
 //! and a final empty line. dpkg sorts slaves by name and choices by path when saving.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+
+use super::paths;
+
+/// Whether `name` can name a link in `/etc/alternatives/`: one path component.
+fn is_component(name: &str) -> bool {
+    !(name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']))
+}
+
+/// A link or file path of the admin file: absolute, without `..` (see
+/// [`paths::normalize`]). Kept as written, so that a rewrite is byte-identical.
+fn check_path(path: &str, line: usize, what: &str, p: &str) -> Result<()> {
+    paths::normalize(p).with_context(|| format!("{path}: line {line}: {what}"))?;
+    Ok(())
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slave {
@@ -33,6 +47,9 @@ pub struct Alternative {
 impl Alternative {
     /// Parse the admin file of alternative `name`; `path` is used in error messages.
     pub fn parse(name: &str, path: &str, bytes: &[u8]) -> Result<Alternative> {
+        if !is_component(name) {
+            bail!("{path}: invalid alternative name {name:?}");
+        }
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => bail!("{path}: not valid UTF-8: {e}"),
@@ -57,15 +74,22 @@ impl Alternative {
             "manual" => true,
             _ => bail!("{path}: line {ln}: invalid status {status:?}"),
         };
-        let (_, link) = next("master link")?;
+        let (ln, link) = next("master link")?;
+        check_path(path, ln, "master link", link)?;
         let link = link.to_string();
         let mut slaves = Vec::new();
         loop {
-            let (_, sname) = next("slave name")?;
+            let (ln, sname) = next("slave name")?;
             if sname.is_empty() {
                 break;
             }
-            let (_, slink) = next("slave link")?;
+            if !is_component(sname) {
+                bail!(
+                    "{path}: line {ln}: invalid slave name {sname:?} (must be one path component)"
+                );
+            }
+            let (ln, slink) = next("slave link")?;
+            check_path(path, ln, "slave link", slink)?;
             slaves.push(Slave {
                 name: sname.to_string(),
                 link: slink.to_string(),
@@ -73,17 +97,21 @@ impl Alternative {
         }
         let mut choices = Vec::new();
         loop {
-            let (_, cpath) = next("master file")?;
+            let (ln, cpath) = next("master file")?;
             if cpath.is_empty() {
                 break;
             }
+            check_path(path, ln, "master file", cpath)?;
             let (ln, prio) = next("priority")?;
             let Ok(priority) = prio.trim().parse::<i64>() else {
                 bail!("{path}: line {ln}: invalid priority {prio:?} of {cpath}");
             };
             let mut slave_files = Vec::with_capacity(slaves.len());
             for _ in 0..slaves.len() {
-                let (_, f) = next("slave file")?;
+                let (ln, f) = next("slave file")?;
+                if !f.is_empty() {
+                    check_path(path, ln, "slave file", f)?;
+                }
                 slave_files.push(f.to_string());
             }
             choices.push(Choice {
@@ -185,6 +213,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/var/lib/dpkg/alternatives/x"), "{e}");
+        // Paths and names from a hostile image.
+        for (text, want) in [
+            ("auto\n/a/../b\n\n/b\n1\n\n", "line 2: master link"),
+            ("auto\nrel\n\n/b\n1\n\n", "line 2: master link"),
+            (
+                "auto\n/a\n../x\n/s\n\n/b\n1\n/f\n\n",
+                "line 3: invalid slave name",
+            ),
+            (
+                "auto\n/a\ns\n/s/../..\n\n/b\n1\n/f\n\n",
+                "line 4: slave link",
+            ),
+            ("auto\n/a\n\n/b/../c\n1\n\n", "line 4: master file"),
+            ("auto\n/a\ns\n/s\n\n/b\n1\n/f/..\n\n", "line 8: slave file"),
+        ] {
+            let e = format!(
+                "{:#}",
+                Alternative::parse("x", "/alt/x", text.as_bytes()).unwrap_err()
+            );
+            assert!(e.contains(&format!("/alt/x: {want}")), "{text:?}: {e}");
+        }
+        let e = Alternative::parse("..", "/alt/..", b"auto\n/a\n\n\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid alternative name"), "{e}");
     }
 
     #[test]

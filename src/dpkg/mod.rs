@@ -6,9 +6,18 @@
 //! * [`DpkgDb::parse`] reads `/var/lib/dpkg/status`, the per-package file lists in
 //!   `/var/lib/dpkg/info/`, `/var/lib/dpkg/diversions`, `/var/lib/dpkg/arch`,
 //!   `/var/lib/dpkg/alternatives/*` and `/var/lib/apt/extended_states`.
-//! * [`plan_purge`] computes what `apt-get purge --auto-remove NAMES` would do (after
-//!   `apt-mark manual KEEP`): which packages go, which paths to delete, and the new
-//!   database files. The caller applies the plan to the rootfs.
+//! * [`plan_purge`] / [`plan_purge_in`] compute what `apt-get purge --auto-remove NAMES`
+//!   would do (after `apt-mark manual KEEP`): which packages go, which paths to delete,
+//!   and the new database files. The caller applies the plan to the rootfs.
+//!
+//! The database comes from the base image and is treated as hostile: paths must be
+//! absolute and free of `..` and NUL ([`normalize_path`]), names must be valid dpkg
+//! names, and whether a file may be deleted is decided on the node it names in the
+//! image ([`Layout`]), whatever its spelling.
+//!
+//! Parsers usable without a filesystem (fuzzing entry points): [`parse_status`],
+//! [`parse_relations`], [`check_version`] / [`compare_versions`], [`normalize_path`],
+//! and [`DpkgDb::parse`] on an in-memory [`DbFiles`].
 //!
 //! Callers should put into [`DbFiles`] every regular file under `/var/lib/dpkg/` (at
 //! least `status`, `info/*`, `diversions`, `arch`, `alternatives/*`, `triggers/*`) and
@@ -17,6 +26,7 @@
 //! which choice a manual-mode alternative currently uses.
 
 mod alternatives;
+mod paths;
 mod purge;
 mod relation;
 mod stanza;
@@ -25,16 +35,41 @@ mod version;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 pub use alternatives::{Alternative, Choice, Slave};
-pub use purge::plan_purge;
+pub use paths::{normalize as normalize_path, Layout};
+pub use purge::{plan_purge, plan_purge_in};
 pub use relation::{parse_relations, Relation, RelationList, VersionOp};
-pub use version::compare_versions;
+pub use version::{check_version, compare_versions};
 
 use stanza::RawFile;
+
+/// Work counter for complexity tests: the planner adds one unit per element visited in
+/// its loops over packages, relations and satisfier sets, so a test can assert that the
+/// work grows linearly with the database without timing anything.
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+    thread_local!(static UNITS: Cell<u64> = const { Cell::new(0) });
+    pub fn add(n: u64) {
+        UNITS.with(|u| u.set(u.get() + n));
+    }
+    /// Units counted on this thread since the last call.
+    pub fn take() -> u64 {
+        UNITS.with(|u| u.replace(0))
+    }
+}
+
+/// Counts `n` units of work (only in tests).
+#[inline]
+fn tick(n: usize) {
+    #[cfg(test)]
+    work::add(n as u64);
+    let _ = n;
+}
 
 /// Files of the dpkg/apt database, keyed by absolute path, e.g. "/var/lib/dpkg/status",
 /// "/var/lib/dpkg/info/gcc-12.list", "/var/lib/dpkg/info/libc6:amd64.list", "*.md5sums", "*.conffiles",
@@ -100,8 +135,10 @@ pub struct PurgePlan {
     /// Absolute paths to delete: package files and symlinks, directories owned only by
     /// removed packages (delete a directory only if it is empty by then),
     /// `/var/lib/dpkg/info/PKG.*`, alternative links and admin files that disappear.
-    /// Paths are as dpkg records them: on a merged-/usr system `/bin/foo` must be
-    /// resolved through the `/bin -> usr/bin` symlink inside the rootfs.
+    /// Paths are spelled as dpkg records them (in [`normalize_path`] form): on a
+    /// merged-/usr system `/bin/foo` must be resolved through the `/bin -> usr/bin`
+    /// symlink inside the rootfs (the parent only, never the last component). None of
+    /// them is a node that a surviving package occupies or reaches through a symlink.
     pub remove_paths: std::collections::BTreeSet<String>,
     /// Files to (re)write with these contents: `/var/lib/dpkg/status`,
     /// `/var/lib/apt/extended_states`, changed alternatives admin files,
@@ -206,6 +243,8 @@ fn yes(v: Option<&str>) -> bool {
     v.is_some_and(|v| v.trim().eq_ignore_ascii_case("yes"))
 }
 
+/// A `.list` file: one path per line, in [`normalize_path`] form; the root (`/.`) is
+/// left out. Errors name the file and line.
 fn parse_list(path: &str, bytes: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
@@ -215,11 +254,18 @@ fn parse_list(path: &str, bytes: &[u8]) -> Result<Vec<String>> {
             + 1;
         anyhow!("{path}: line {line}: path is not valid UTF-8")
     })?;
-    Ok(text
-        .split('\n')
-        .filter(|l| !l.is_empty() && *l != "/.")
-        .map(str::to_string)
-        .collect())
+    let mut out = Vec::new();
+    for (k, l) in text.split('\n').enumerate() {
+        tick(1);
+        if l.is_empty() {
+            continue;
+        }
+        let n = paths::normalize(l).with_context(|| format!("{path}: line {}", k + 1))?;
+        if n != "/" {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_diversions(bytes: &[u8]) -> Result<Vec<Diversion>> {
@@ -232,14 +278,176 @@ fn parse_diversions(bytes: &[u8]) -> Result<Vec<Diversion>> {
             lines.len()
         );
     }
-    Ok(lines
-        .chunks(3)
-        .map(|c| Diversion {
-            from: c[0].to_string(),
-            to: c[1].to_string(),
+    let mut out = Vec::with_capacity(lines.len() / 3);
+    for (k, c) in lines.chunks(3).enumerate() {
+        let path = |i: usize| {
+            paths::normalize(c[i])
+                .with_context(|| format!("{DIVERSIONS_PATH}: line {}", 3 * k + i + 1))
+        };
+        out.push(Diversion {
+            from: path(0)?,
+            to: path(1)?,
             package: (c[2] != ":").then(|| c[2].to_string()),
-        })
-        .collect())
+        });
+    }
+    Ok(out)
+}
+
+/// dpkg's `pkg_name_is_illegal`: an alphanumeric first character, then alphanumerics
+/// and `-+._`. Names end up in file names (`info/NAME.list`) and messages.
+fn check_package_name(name: &str) -> Result<()> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-+._".contains(&b));
+    if !ok {
+        bail!("invalid package name {name:?}");
+    }
+    Ok(())
+}
+
+/// dpkg's `dpkg_arch_name_is_illegal`: alphanumerics and `-`, not starting with `-`.
+fn check_arch_name(arch: &str) -> Result<()> {
+    let ok = arch
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        bail!("invalid architecture name {arch:?}");
+    }
+    Ok(())
+}
+
+/// The three words of a `Status` field, if they are values dpkg knows.
+fn parse_status_words(v: &str) -> Option<[&str; 3]> {
+    let words: Vec<&str> = v.split_whitespace().collect();
+    let [want, eflag, state] = words[..] else {
+        return None;
+    };
+    let known = matches!(want, "unknown" | "install" | "hold" | "deinstall" | "purge")
+        && matches!(eflag, "ok" | "reinstreq")
+        && matches!(
+            state,
+            "not-installed"
+                | "config-files"
+                | "half-installed"
+                | "unpacked"
+                | "half-configured"
+                | "triggers-awaited"
+                | "triggers-pending"
+                | "installed"
+        );
+    known.then_some([want, eflag, state])
+}
+
+/// Parse the stanzas of a dpkg status file (`path` names it in errors) without
+/// anything else of the database: the entry point for fuzzing the status parser.
+pub fn parse_status(path: &str, bytes: &[u8]) -> Result<Vec<Package>> {
+    parse_packages(&RawFile::parse(path, bytes)?, path)
+}
+
+fn parse_packages(status: &RawFile, path: &str) -> Result<Vec<Package>> {
+    let mut packages = Vec::with_capacity(status.stanzas.len());
+    for s in &status.stanzas {
+        tick(1);
+        let ctx = || format!("{path}: stanza at line {}", s.line);
+        let p = &s.fields;
+        let name = p
+            .get("Package")
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| anyhow!("{}: no Package field", ctx()))?;
+        check_package_name(name).with_context(ctx)?;
+        let ctx = || format!("{path}: stanza at line {} (package {name})", s.line);
+        let status_field = p
+            .get("Status")
+            .ok_or_else(|| anyhow!("{}: no Status field", ctx()))?;
+        let Some([want, eflag, state]) = parse_status_words(status_field) else {
+            bail!("{}: malformed Status {status_field:?}", ctx());
+        };
+        let arch = p.get("Architecture").unwrap_or("").trim();
+        if !arch.is_empty() {
+            check_arch_name(arch).with_context(ctx)?;
+        }
+        let rel = |field: &str| -> Result<RelationList> {
+            match p.get(field) {
+                None => Ok(Vec::new()),
+                Some(v) => parse_relations(v).with_context(|| format!("{}: {field}", ctx())),
+            }
+        };
+        let provides = rel("Provides")?.into_iter().flatten().collect();
+        let installed_size_kib = match p.get("Installed-Size") {
+            None => 0,
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("{}: invalid Installed-Size {v:?}", ctx()))?,
+        };
+        let version = p.get("Version").unwrap_or("").trim().to_string();
+        if p.get("Version").is_some() {
+            check_version(&version).with_context(|| format!("{}: Version", ctx()))?;
+        }
+        let (source, source_version) = match p.get("Source").map(str::trim) {
+            None | Some("") => (name.to_string(), version.clone()),
+            Some(src) => match src.split_once('(') {
+                Some((n, v)) => {
+                    let Some(v) = v.strip_suffix(')') else {
+                        bail!("{}: malformed Source {src:?}", ctx());
+                    };
+                    check_version(v.trim()).with_context(|| format!("{}: Source", ctx()))?;
+                    (n.trim().to_string(), v.trim().to_string())
+                }
+                None => (src.to_string(), version.clone()),
+            },
+        };
+        let mut conffiles = Vec::new();
+        for l in p.get("Conffiles").unwrap_or("").lines() {
+            tick(1);
+            if let Some(f) = l.split_whitespace().next() {
+                let f = paths::normalize(f).with_context(|| format!("{}: Conffiles", ctx()))?;
+                conffiles.push(f);
+            }
+        }
+        let opt = |f: &str| p.get(f).map(|v| v.trim().to_string());
+        packages.push(Package {
+            name: name.to_string(),
+            arch: arch.to_string(),
+            version,
+            source,
+            source_version,
+            want: want.to_string(),
+            eflag: eflag.to_string(),
+            state: state.to_string(),
+            multi_arch: opt("Multi-Arch"),
+            essential: yes(p.get("Essential")),
+            protected: yes(p.get("Protected")) || yes(p.get("Important")),
+            priority: opt("Priority"),
+            section: opt("Section"),
+            maintainer: opt("Maintainer"),
+            homepage: opt("Homepage"),
+            description: p
+                .get("Description")
+                .and_then(|d| d.lines().next())
+                .map(|d| d.trim().to_string()),
+            installed_size_kib,
+            auto_installed: false,
+            pre_depends: rel("Pre-Depends")?,
+            depends: rel("Depends")?,
+            recommends: rel("Recommends")?,
+            suggests: rel("Suggests")?,
+            provides,
+            conffiles,
+            fields: p
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+    }
+    Ok(packages)
 }
 
 impl DpkgDb {
@@ -276,93 +484,7 @@ impl DpkgDb {
             }
         };
 
-        let mut packages = Vec::with_capacity(status.stanzas.len());
-        for s in &status.stanzas {
-            let ctx = || format!("{STATUS_PATH}: stanza at line {}", s.line);
-            let p = &s.fields;
-            let name = p
-                .get("Package")
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| anyhow!("{}: no Package field", ctx()))?;
-            let ctx = || format!("{STATUS_PATH}: stanza at line {} (package {name})", s.line);
-            let status_field = p
-                .get("Status")
-                .ok_or_else(|| anyhow!("{}: no Status field", ctx()))?;
-            let words: Vec<&str> = status_field.split_whitespace().collect();
-            let [want, eflag, state] = words[..] else {
-                bail!("{}: malformed Status {status_field:?}", ctx());
-            };
-            let rel = |field: &str| -> Result<RelationList> {
-                match p.get(field) {
-                    None => Ok(Vec::new()),
-                    Some(v) => parse_relations(v).with_context(|| format!("{}: {field}", ctx())),
-                }
-            };
-            let provides = rel("Provides")?.into_iter().flatten().collect();
-            let installed_size_kib = match p.get("Installed-Size") {
-                None => 0,
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| anyhow!("{}: invalid Installed-Size {v:?}", ctx()))?,
-            };
-            let version = p.get("Version").unwrap_or("").trim().to_string();
-            let (source, source_version) = match p.get("Source").map(str::trim) {
-                None | Some("") => (name.to_string(), version.clone()),
-                Some(src) => match src.split_once('(') {
-                    Some((n, v)) => (
-                        n.trim().to_string(),
-                        v.trim_end_matches(')').trim().to_string(),
-                    ),
-                    None => (src.to_string(), version.clone()),
-                },
-            };
-            let conffiles = p
-                .get("Conffiles")
-                .map(|v| {
-                    v.lines()
-                        .filter_map(|l| l.split_whitespace().next())
-                        .filter(|l| l.starts_with('/'))
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let opt = |f: &str| p.get(f).map(|v| v.trim().to_string());
-            packages.push(Package {
-                name: name.to_string(),
-                arch: p.get("Architecture").unwrap_or("").trim().to_string(),
-                version,
-                source,
-                source_version,
-                want: want.to_string(),
-                eflag: eflag.to_string(),
-                state: state.to_string(),
-                multi_arch: opt("Multi-Arch"),
-                essential: yes(p.get("Essential")),
-                protected: yes(p.get("Protected")) || yes(p.get("Important")),
-                priority: opt("Priority"),
-                section: opt("Section"),
-                maintainer: opt("Maintainer"),
-                homepage: opt("Homepage"),
-                description: p
-                    .get("Description")
-                    .and_then(|d| d.lines().next())
-                    .map(|d| d.trim().to_string()),
-                installed_size_kib,
-                auto_installed: false,
-                pre_depends: rel("Pre-Depends")?,
-                depends: rel("Depends")?,
-                recommends: rel("Recommends")?,
-                suggests: rel("Suggests")?,
-                provides,
-                conffiles,
-                fields: p
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            });
-        }
+        let mut packages = parse_packages(&status, STATUS_PATH)?;
 
         let native_arch = files
             .get("/var/lib/dpkg/arch")
@@ -383,15 +505,25 @@ impl DpkgDb {
             })
             .unwrap_or_else(|| "amd64".to_string());
 
+        // Auto-installed markers by package name: (architecture, auto).
+        let mut marks: HashMap<&str, Vec<(Option<&str>, bool)>> = HashMap::new();
+        for (n, a, auto) in &extended_entries {
+            marks
+                .entry(n.as_str())
+                .or_default()
+                .push((a.as_deref(), *auto));
+        }
         for p in packages.iter_mut() {
             let p_arch = if p.arch == "all" || p.arch.is_empty() {
                 native_arch.as_str()
             } else {
                 p.arch.as_str()
             };
-            p.auto_installed = extended_entries.iter().any(|(n, a, auto)| {
-                *auto && *n == p.name && a.as_deref().is_none_or(|a| a == p_arch)
-            });
+            let entries = marks.get(p.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            tick(entries.len() + 1);
+            p.auto_installed = entries
+                .iter()
+                .any(|(a, auto)| *auto && a.is_none_or(|a| a == p_arch));
         }
 
         let mut lists = Vec::with_capacity(packages.len());
@@ -415,8 +547,12 @@ impl DpkgDb {
                 }
             }
             if let Some(l) = &list {
+                let mut seen = HashSet::new();
                 for path in l {
-                    owners.entry(path.clone()).or_default().push(i);
+                    // A path listed twice is still one owner.
+                    if seen.insert(path.as_str()) {
+                        owners.entry(path.clone()).or_default().push(i);
+                    }
                 }
             }
             lists.push(list);
@@ -474,16 +610,20 @@ impl DpkgDb {
             .any(|p| p.name == n && a.is_none_or(|a| p.arch == a))
     }
 
-    /// Names of the packages whose file list contains `path` (as listed, without
-    /// following diversions).
+    /// Names of the packages whose file list contains `path` (any lexical spelling, see
+    /// [`normalize_path`]; without following diversions or symlinks).
     pub fn owner_of(&self, path: &str) -> Vec<&str> {
+        let Ok(path) = paths::normalize(path) else {
+            return Vec::new();
+        };
         self.owners
-            .get(path)
+            .get(&path)
             .map(|v| v.iter().map(|&i| self.packages[i].name.as_str()).collect())
             .unwrap_or_default()
     }
 
-    /// Paths listed in the package's `.list` file (without `/.`), if it has one.
+    /// Paths listed in the package's `.list` file, normalized (see [`normalize_path`];
+    /// without `/.`), if it has one.
     pub fn files_of(&self, name: &str) -> Option<&[String]> {
         let (n, a) = split_arch(name);
         let i = self

@@ -5,6 +5,11 @@
 //! 2. Every installed package with a `Depends`/`Pre-Depends` or-group that was satisfied
 //!    before and is satisfied by nothing that remains is removed as well (fixpoint),
 //!    like apt's problem resolver does for a removal.
+//!
+//! Both graph walks run on satisfier sets computed once per distinct dependency atom
+//! (name, qualifiers, version, owner architecture) and on reverse indices, so the work is
+//! linear in the size of the database even when thousands of packages depend on a
+//! virtual package with tens of thousands of providers.
 //! 3. With `autoremove`, apt's mark-and-sweep (`pkgDepCache::MarkRequired`) runs on the
 //!    remaining packages: roots are manually installed packages (incl. `keep`),
 //!    `Essential`/`Protected`/`Important` packages, `Priority: required` packages, held
@@ -12,19 +17,23 @@
 //!    Recommends and Suggests (apt's defaults), through real packages and providers.
 //!    Unmarked auto-installed packages are removed.
 //! 4. Files, info files, status/extended_states stanzas, alternatives, diversions and
-//!    trigger interests of the removed packages are turned into a [`PurgePlan`].
+//!    trigger interests of the removed packages are turned into a [`PurgePlan`]. The
+//!    database comes from the image and may be hostile: whether a path may go is decided
+//!    on the node it names in the image ([`Layout`]), never on its spelling, and a node
+//!    that a surviving package occupies or reaches through a symlink is never removed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::alternatives::Alternative;
-use super::relation::{Relation, RelationList};
+use super::paths::{self, Layout, Nodes};
+use super::relation::{Relation, RelationList, VersionOp};
 use super::version::compare_versions;
 use super::{
-    split_arch, DbFiles, DpkgDb, Package, PurgePlan, PurgeRequest, RemovalReason, RemovedPackage,
-    ALTERNATIVES_DIR, DIVERSIONS_PATH, ETC_ALTERNATIVES_DIR, EXTENDED_STATES_PATH, INFO_DIR,
-    STATUS_PATH, TRIGGERS_DIR,
+    split_arch, tick, DbFiles, DpkgDb, Package, PurgePlan, PurgeRequest, RemovalReason,
+    RemovedPackage, ALTERNATIVES_DIR, DIVERSIONS_PATH, ETC_ALTERNATIVES_DIR, EXTENDED_STATES_PATH,
+    INFO_DIR, STATUS_PATH, TRIGGERS_DIR,
 };
 
 /// Why a package is in the removal set (internal, with indices for chains).
@@ -35,27 +44,13 @@ enum Why {
     Auto,
 }
 
-/// Top-level directories that a plan never deletes, whatever the file lists say.
+/// Top-level directories (and merged-/usr symlinks) that a plan never deletes, whatever
+/// the file lists say.
 const PROTECTED_DIRS: &[&str] = &[
     "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
     "/libo32", "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp",
     "/usr", "/var",
 ];
-
-/// The merged-/usr alias of a path (`/bin/x` and `/usr/bin/x` are the same file on a
-/// merged-/usr system), used to recognise files shared between packages.
-fn canonical(path: &str) -> String {
-    for dir in [
-        "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/libo32",
-    ] {
-        if let Some(rest) = path.strip_prefix(dir) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return format!("/usr{dir}{rest}");
-            }
-        }
-    }
-    path.to_string()
-}
 
 /// APT::NeverAutoRemove defaults from Debian's /etc/apt/apt.conf.d/01autoremove.
 fn never_autoremove(name: &str) -> bool {
@@ -86,6 +81,7 @@ impl<'a> Ctx<'a> {
         let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut providers: HashMap<&str, Vec<(usize, Option<&str>)>> = HashMap::new();
         for (i, p) in db.packages.iter().enumerate() {
+            tick(1 + p.provides.len());
             if !p.is_installed() {
                 continue;
             }
@@ -105,7 +101,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn eff_arch<'b>(&'b self, arch: &'b str) -> &'b str {
+    fn eff_arch(&self, arch: &'a str) -> &'a str {
         if arch == "all" || arch.is_empty() {
             &self.db.native_arch
         } else {
@@ -115,7 +111,7 @@ impl<'a> Ctx<'a> {
 
     /// Whether `target` can satisfy a dependency of `owner` with arch qualifier `qual`.
     /// Lenient where dpkg and apt differ in details (a false "satisfied" only keeps more).
-    fn arch_ok(&self, owner: &Package, qual: Option<&str>, target: &Package) -> bool {
+    fn arch_ok(&self, owner: &'a Package, qual: Option<&str>, target: &'a Package) -> bool {
         let t = self.eff_arch(&target.arch);
         let foreign = target.multi_arch.as_deref() == Some("foreign");
         match qual {
@@ -131,11 +127,13 @@ impl<'a> Ctx<'a> {
     }
 
     /// Installed packages satisfying `rel` for `owner` (real package or provider),
-    /// without regard to removal. `via_provides` tells how each one satisfies it.
-    fn satisfiers(&self, owner: &Package, rel: &Relation) -> Vec<(usize, bool)> {
+    /// without regard to removal, each once, with whether it satisfies via Provides.
+    fn satisfiers(&self, owner: &'a Package, rel: &Relation) -> Vec<(usize, bool)> {
         let mut out = Vec::new();
+        let mut seen = HashSet::new();
         let qual = rel.arch.as_deref();
         if let Some(cands) = self.by_name.get(rel.name.as_str()) {
+            tick(cands.len());
             for &i in cands {
                 let t = &self.db.packages[i];
                 if !self.arch_ok(owner, qual, t) {
@@ -146,10 +144,13 @@ impl<'a> Ctx<'a> {
                         continue;
                     }
                 }
-                out.push((i, false));
+                if seen.insert(i) {
+                    out.push((i, false));
+                }
             }
         }
         if let Some(provs) = self.providers.get(rel.name.as_str()) {
+            tick(provs.len());
             for &(i, pv) in provs {
                 let t = &self.db.packages[i];
                 if !self.arch_ok(owner, qual, t) {
@@ -161,29 +162,98 @@ impl<'a> Ctx<'a> {
                         _ => continue,
                     }
                 }
-                if !out.iter().any(|&(j, _)| j == i) {
+                if seen.insert(i) {
                     out.push((i, true));
                 }
             }
         }
         out
     }
+
+    /// Whether package `owner` satisfies its own dependency `rel` (such a group never
+    /// breaks), without walking every provider of `rel`.
+    fn satisfies_itself(&self, owner: &'a Package, rel: &Relation) -> bool {
+        tick(1 + owner.provides.len());
+        if !self.arch_ok(owner, rel.arch.as_deref(), owner) {
+            return false;
+        }
+        let version_ok = |have: Option<&str>| match &rel.version {
+            None => true,
+            Some((op, v)) => have.is_some_and(|h| op.holds(h, v)),
+        };
+        (owner.name == rel.name && version_ok(Some(&owner.version)))
+            || owner.provides.iter().any(|prv| {
+                prv.name == rel.name && version_ok(prv.version.as_ref().map(|(_, v)| v.as_str()))
+            })
+    }
+}
+
+/// Dependency atoms that have the same satisfiers: name, architecture qualifier,
+/// version constraint and the depending package's effective architecture.
+type AtomKey<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<(VersionOp, &'a str)>,
+    &'a str,
+);
+
+/// Satisfier sets, computed once per distinct atom and shared by every package that
+/// has the atom: 1,000 packages depending on a virtual package with 40,000 providers
+/// cost one walk over the providers, not 1,000.
+#[derive(Default)]
+struct SatSets<'a> {
+    ids: HashMap<AtomKey<'a>, usize>,
+    /// Members of each set, real packages first: (package index, via Provides).
+    members: Vec<Vec<(usize, bool)>>,
+}
+
+impl<'a> SatSets<'a> {
+    fn id(&mut self, ctx: &Ctx<'a>, owner: &'a Package, rel: &'a Relation) -> usize {
+        tick(1);
+        let key = (
+            rel.name.as_str(),
+            rel.arch.as_deref(),
+            rel.version.as_ref().map(|(op, v)| (*op, v.as_str())),
+            ctx.eff_arch(&owner.arch),
+        );
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.members.len();
+        self.members.push(ctx.satisfiers(owner, rel));
+        self.ids.insert(key, id);
+        id
+    }
+}
+
+/// A `Depends`/`Pre-Depends` or-group that breaks when every member of its satisfier
+/// sets is removed.
+struct Group {
+    pkg: usize,
+    pre: bool,
+    sets: Vec<usize>,
 }
 
 /// Resolve a request name to stanza indices: `name:arch` exactly; `name` prefers the
 /// native (or `all`) architecture, else any architecture.
-fn resolve(db: &DpkgDb, spec: &str, include_config_files: bool) -> Vec<usize> {
+fn resolve(
+    db: &DpkgDb,
+    all_by_name: &HashMap<&str, Vec<usize>>,
+    spec: &str,
+    include_config_files: bool,
+) -> Vec<usize> {
     let (name, arch) = split_arch(spec.trim());
-    let cands: Vec<usize> = db
-        .packages
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            p.name == name
-                && (p.is_installed() || (include_config_files && p.state == "config-files"))
+    let cands: Vec<usize> = all_by_name
+        .get(name)
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|&i| {
+            let p = &db.packages[i];
+            p.is_installed() || (include_config_files && p.state == "config-files")
         })
-        .map(|(i, _)| i)
         .collect();
+    tick(cands.len() + 1);
     match arch {
         Some("any") | None => {
             let native: Vec<usize> = cands
@@ -247,17 +317,30 @@ fn chain(db: &DpkgDb, why: &BTreeMap<usize, Why>, start: usize) -> String {
     }
 }
 
-/// Compute what `apt-mark manual KEEP; apt-get purge [--auto-remove] PURGE` would do.
+/// Compute what `apt-mark manual KEEP; apt-get purge [--auto-remove] PURGE` would do on
+/// an image with Debian's merged-/usr layout ([`Layout::merged_usr`]). Use
+/// [`plan_purge_in`] when the image's symlinks are known.
 pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
+    plan_purge_in(files, req, &Layout::merged_usr())
+}
+
+/// Compute what `apt-mark manual KEEP; apt-get purge [--auto-remove] PURGE` would do;
+/// `layout` holds the image's symlinks, through which listed paths are resolved for
+/// every decision about which files may go.
+pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Result<PurgePlan> {
     let db = DpkgDb::parse(files)?;
     let ctx = Ctx::new(&db);
     let n = db.packages.len();
     let mut plan = PurgePlan::default();
+    let mut all_by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, p) in db.packages.iter().enumerate() {
+        all_by_name.entry(p.name.as_str()).or_default().push(i);
+    }
 
     // 1. requested packages
     let mut why: BTreeMap<usize, Why> = BTreeMap::new();
     for spec in &req.purge {
-        let idx = resolve(&db, spec, true);
+        let idx = resolve(&db, &all_by_name, spec, true);
         if idx.is_empty() && !plan.not_installed.contains(spec) {
             plan.not_installed.push(spec.clone());
         }
@@ -267,65 +350,81 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
     }
     let mut keep: BTreeSet<usize> = BTreeSet::new();
     for spec in &req.keep {
-        keep.extend(resolve(&db, spec, false));
+        keep.extend(resolve(&db, &all_by_name, spec, false));
     }
 
-    // 2. packages whose Depends/Pre-Depends break
+    // 2. packages whose Depends/Pre-Depends break: a worklist over reverse indices.
+    // A group breaks when the last live member of its satisfier sets goes.
     let installed: Vec<bool> = db.packages.iter().map(Package::is_installed).collect();
-    // For each package: (pre, satisfiers of the group before removal).
-    let groups: Vec<Vec<(bool, Vec<usize>)>> = db
-        .packages
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            if !installed[i] {
-                return Vec::new();
-            }
-            let mut g = Vec::new();
-            for (pre, list) in [(true, &p.pre_depends), (false, &p.depends)] {
-                for group in list {
-                    let mut sats: Vec<usize> = Vec::new();
-                    for rel in group {
-                        for (s, _) in ctx.satisfiers(p, rel) {
-                            if s != i && !sats.contains(&s) {
-                                sats.push(s);
-                            }
-                        }
-                    }
-                    // A group satisfied by the package itself never breaks.
-                    let self_sat = group
-                        .iter()
-                        .any(|rel| ctx.satisfiers(p, rel).iter().any(|&(s, _)| s == i));
-                    if !sats.is_empty() && !self_sat {
-                        g.push((pre, sats));
-                    }
+    let mut sets = SatSets::default();
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, p) in db.packages.iter().enumerate() {
+        if !installed[i] {
+            continue;
+        }
+        for (pre, list) in [(true, &p.pre_depends), (false, &p.depends)] {
+            for group in list {
+                tick(group.len());
+                // A group satisfied by the package itself never breaks.
+                if group.iter().any(|rel| ctx.satisfies_itself(p, rel)) {
+                    continue;
                 }
-            }
-            g
-        })
-        .collect();
-    loop {
-        let mut changed = false;
-        for i in 0..n {
-            if !installed[i] || why.contains_key(&i) {
-                continue;
-            }
-            for (pre, sats) in &groups[i] {
-                if sats.iter().all(|s| why.contains_key(s)) {
-                    why.insert(
-                        i,
-                        Why::Dep {
-                            on: sats[0],
-                            pre: *pre,
-                        },
-                    );
-                    changed = true;
-                    break;
+                let ids: Vec<usize> = group.iter().map(|rel| sets.id(&ctx, p, rel)).collect();
+                // A group satisfied by nothing before cannot break either.
+                if ids.iter().any(|&s| !sets.members[s].is_empty()) {
+                    groups.push(Group {
+                        pkg: i,
+                        pre,
+                        sets: ids,
+                    });
                 }
             }
         }
-        if !changed {
-            break;
+    }
+    // Groups using each set, sets containing each package, live members per set.
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); sets.members.len()];
+    for (g, group) in groups.iter().enumerate() {
+        for &s in &group.sets {
+            users[s].push(g);
+        }
+    }
+    let mut member_of: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (s, members) in sets.members.iter().enumerate() {
+        if users[s].is_empty() {
+            continue;
+        }
+        tick(members.len());
+        for &(m, _) in members {
+            member_of[m].push(s);
+        }
+    }
+    let mut live: Vec<usize> = sets.members.iter().map(Vec::len).collect();
+    let mut queue: VecDeque<usize> = why.keys().copied().collect();
+    while let Some(x) = queue.pop_front() {
+        tick(member_of[x].len());
+        for &s in &member_of[x] {
+            live[s] -= 1;
+            if live[s] != 0 {
+                continue;
+            }
+            tick(users[s].len());
+            for &g in &users[s] {
+                let group = &groups[g];
+                if why.contains_key(&group.pkg) {
+                    continue;
+                }
+                tick(group.sets.len());
+                if group.sets.iter().all(|&t| live[t] == 0) {
+                    why.insert(
+                        group.pkg,
+                        Why::Dep {
+                            on: x,
+                            pre: group.pre,
+                        },
+                    );
+                    queue.push_back(group.pkg);
+                }
+            }
         }
     }
 
@@ -393,44 +492,53 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
                 stack.push(i);
             }
         }
+        // What marking does for an atom depends only on its satisfier set (liveness is
+        // fixed in this phase): each set is expanded once.
+        let mut expanded: HashSet<usize> = HashSet::new();
         while let Some(i) = stack.pop() {
             let p = &db.packages[i];
             let lists: [&RelationList; 4] =
                 [&p.pre_depends, &p.depends, &p.recommends, &p.suggests];
             for rel in lists.into_iter().flatten().flatten() {
-                let sats = ctx.satisfiers(p, rel);
+                let s = sets.id(&ctx, p, rel);
+                if !expanded.insert(s) {
+                    continue;
+                }
+                let members = &sets.members[s];
+                tick(members.len());
                 let mut provs: Vec<usize> = Vec::new();
-                for (s, via) in sats {
-                    if !alive(s) {
+                for &(m, via) in members {
+                    if !alive(m) {
                         continue;
                     }
                     if via {
-                        provs.push(s);
-                    } else if !marked[s] {
-                        marked[s] = true;
-                        stack.push(s);
+                        provs.push(m);
+                    } else if !marked[m] {
+                        marked[m] = true;
+                        stack.push(m);
                     }
                 }
                 // apt marks, per source package, only the providers of the newest
                 // source version.
                 let mut newest: HashMap<&str, &str> = HashMap::new();
-                for &s in &provs {
-                    let q = &db.packages[s];
+                for &m in &provs {
+                    let q = &db.packages[m];
                     let e = newest.entry(q.source.as_str()).or_insert(&q.source_version);
                     if compare_versions(&q.source_version, e).is_gt() {
                         *e = &q.source_version;
                     }
                 }
-                for s in provs {
-                    let q = &db.packages[s];
+                for m in provs {
+                    let q = &db.packages[m];
                     let top = newest.get(q.source.as_str()).copied().unwrap_or("");
-                    if compare_versions(&q.source_version, top).is_eq() && !marked[s] {
-                        marked[s] = true;
-                        stack.push(s);
+                    if compare_versions(&q.source_version, top).is_eq() && !marked[m] {
+                        marked[m] = true;
+                        stack.push(m);
                     }
                 }
             }
         }
+        tick(n);
         let garbage: Vec<usize> = (0..n).filter(|&i| alive(i) && !marked[i]).collect();
         for i in garbage {
             why.insert(i, Why::Auto);
@@ -438,6 +546,7 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
     }
 
     // Removed packages list.
+    tick(why.len());
     let mut removed: Vec<RemovedPackage> = why
         .iter()
         .map(|(&i, w)| {
@@ -470,26 +579,34 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
 
     // 4. contents
     let removed_set: HashSet<usize> = why.keys().copied().collect();
-    apply_files(&db, files, &removed_set, &mut plan)?;
+    apply_files(&db, files, &removed_set, &all_by_name, layout, &mut plan)?;
 
     if !why.is_empty() {
+        tick(db.status.stanzas.len());
         let status = db.status.without(|i, _| removed_set.contains(&i));
         plan.write_files.insert(STATUS_PATH.to_string(), status);
     }
 
     if let Some(ext) = &db.extended {
-        let drop_set: HashSet<usize> = removed_set
-            .iter()
-            .chain(keep_auto.iter())
-            .copied()
-            .collect();
+        // Packages whose extended_states stanzas go, by name: removed ones, and keep
+        // packages that become manually installed.
+        let mut dropped_by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        for &i in removed_set.iter().chain(keep_auto.iter()) {
+            dropped_by_name
+                .entry(db.packages[i].name.as_str())
+                .or_default()
+                .push(i);
+        }
         let matches = |k: usize| -> bool {
             let (name, arch, auto) = &db.extended_entries[k];
-            drop_set.iter().any(|&i| {
+            let cands = dropped_by_name
+                .get(name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            tick(cands.len() + 1);
+            cands.iter().any(|&i| {
                 let p = &db.packages[i];
-                let p_arch = ctx.eff_arch(&p.arch);
-                p.name == *name
-                    && arch.as_deref().is_none_or(|a| a == p_arch)
+                arch.as_deref().is_none_or(|a| a == ctx.eff_arch(&p.arch))
                     && (removed_set.contains(&i) || *auto)
             })
         };
@@ -504,14 +621,54 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
     Ok(plan)
 }
 
+/// Whether `node` (a physical path) belongs to the dpkg/apt database, which only the
+/// plan's own rewrites touch, never a file list.
+fn is_database(node: &str) -> bool {
+    node == "/var/lib/dpkg" || node.starts_with("/var/lib/dpkg/") || node == EXTENDED_STATES_PATH
+}
+
+/// What the surviving packages hold in the image: the nodes their files occupy and the
+/// symlinks through which those files are reached (e.g. `/bin` for `/bin/bash`).
+#[derive(Default)]
+struct Survivors {
+    nodes: HashSet<String>,
+    links: HashSet<String>,
+}
+
+impl Survivors {
+    /// Why normalized database path `path` must not be removed or replaced, if so.
+    fn conflict(&self, nodes: &mut Nodes, path: &str) -> Option<&'static str> {
+        if PROTECTED_DIRS.contains(&path) {
+            return Some("a protected top-level directory");
+        }
+        let Some((node, _)) = nodes.node(path) else {
+            return Some("not resolvable in the image");
+        };
+        if PROTECTED_DIRS.contains(&node.as_str()) {
+            Some("a protected top-level directory")
+        } else if self.nodes.contains(&node) {
+            Some("a file of a surviving package")
+        } else if self.links.contains(&node) {
+            Some("a symlink through which files of surviving packages are reached")
+        } else if is_database(&node) {
+            Some("part of the dpkg database")
+        } else {
+            None
+        }
+    }
+}
+
 /// Files, info files, diversions, alternatives and triggers of the removed packages.
 fn apply_files(
     db: &DpkgDb,
     files: &DbFiles,
     removed: &HashSet<usize>,
+    all_by_name: &HashMap<&str, Vec<usize>>,
+    layout: &Layout,
     plan: &mut PurgePlan,
 ) -> Result<()> {
-    // Where a listed path of package `name` really is, honouring diversions.
+    // Where a listed path of package `name` really is, honouring diversions (matched
+    // by name, like dpkg does; both sides are normalized).
     let divs: HashMap<&str, &super::Diversion> =
         db.diversions.iter().map(|d| (d.from.as_str(), d)).collect();
     let real = |name: &str, path: &str| -> String {
@@ -520,21 +677,26 @@ fn apply_files(
             _ => path.to_string(),
         }
     };
-    let paths_of = |i: usize| -> Vec<String> {
+    let paths_of = |i: usize| -> Vec<&str> {
         let p = &db.packages[i];
-        let mut v: Vec<String> = db.lists[i].iter().flatten().cloned().collect();
-        v.extend(p.conffiles.iter().cloned());
+        let mut v: Vec<&str> = db.lists[i].iter().flatten().map(String::as_str).collect();
+        v.extend(p.conffiles.iter().map(String::as_str));
+        tick(v.len());
         v
     };
 
-    let mut surviving: HashSet<String> = HashSet::new();
+    let mut nodes = Nodes::new(layout);
+    let mut survivors = Survivors::default();
     for i in 0..db.packages.len() {
         if removed.contains(&i) {
             continue;
         }
         let name = &db.packages[i].name;
         for path in paths_of(i) {
-            surviving.insert(canonical(&real(name, &path)));
+            if let Some((node, trace)) = nodes.node(&real(name, path)) {
+                survivors.links.extend(trace.iter().cloned());
+                survivors.nodes.insert(node);
+            }
         }
     }
 
@@ -550,11 +712,8 @@ fn apply_files(
             );
         }
         for path in paths_of(i) {
-            let r = real(&p.name, &path);
-            if PROTECTED_DIRS.contains(&r.as_str()) {
-                continue;
-            }
-            if !surviving.contains(&canonical(&r)) {
+            let r = real(&p.name, path);
+            if survivors.conflict(&mut nodes, &r).is_none() {
                 rm.insert(r);
             }
         }
@@ -564,6 +723,7 @@ fn apply_files(
             let Some(rest) = key.0.strip_prefix(&prefix) else {
                 break;
             };
+            tick(1);
             if !rest.is_empty() && !rest.contains('.') && !rest.contains('/') {
                 rm.insert(key.0.clone());
             }
@@ -578,10 +738,9 @@ fn apply_files(
         .map(|&i| db.packages[i].name.as_str())
         .filter(|name| {
             // a name is gone only if no instance of it survives
-            !db.packages
-                .iter()
-                .enumerate()
-                .any(|(j, p)| p.name == *name && !removed.contains(&j))
+            let all = all_by_name.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            tick(all.len());
+            all.iter().all(|j| removed.contains(j))
         })
         .collect();
     let mut div_changed = false;
@@ -622,10 +781,23 @@ fn apply_files(
             .insert(DIVERSIONS_PATH.to_string(), out.into_bytes());
     }
 
-    // Alternatives.
-    let removed_canon: HashSet<String> = rm.iter().map(|p| canonical(p)).collect();
+    // Alternatives: a choice is gone when the node it names is removed.
+    let mut removed_nodes: HashSet<String> = HashSet::new();
+    for p in &rm {
+        if let Some((node, _)) = nodes.node(p) {
+            removed_nodes.insert(node);
+        }
+    }
+    let mut alts = AltCtx {
+        files,
+        removed_nodes: &removed_nodes,
+        survivors: &survivors,
+        nodes: &mut nodes,
+        rm: &mut rm,
+        plan,
+    };
     for alt in &db.alternatives {
-        apply_alternative(alt, files, &removed_canon, &mut rm, plan);
+        alts.apply(alt)?;
     }
 
     // Trigger interests name a package as `name` or `name:arch`.
@@ -652,6 +824,7 @@ fn apply_files(
         let mut changed = false;
         let mut out = String::new();
         for line in text.lines() {
+            tick(1);
             let pkg_word = if file_triggers {
                 line.rsplit(' ').next().unwrap_or("")
             } else {
@@ -677,64 +850,102 @@ fn apply_files(
     Ok(())
 }
 
-fn apply_alternative(
-    alt: &Alternative,
-    files: &DbFiles,
-    removed_canon: &HashSet<String>,
-    rm: &mut BTreeSet<String>,
-    plan: &mut PurgePlan,
-) {
-    let gone = |path: &str| removed_canon.contains(&canonical(path));
-    if !alt.choices.iter().any(|c| gone(&c.path)) {
-        return;
+/// Rewrites of update-alternatives link groups whose choices lose files.
+struct AltCtx<'a, 'l> {
+    files: &'a DbFiles,
+    removed_nodes: &'a HashSet<String>,
+    survivors: &'a Survivors,
+    nodes: &'a mut Nodes<'l>,
+    rm: &'a mut BTreeSet<String>,
+    plan: &'a mut PurgePlan,
+}
+
+impl AltCtx<'_, '_> {
+    /// Whether the file of a choice is removed by the plan.
+    fn gone(&mut self, path: &str) -> bool {
+        let Ok(p) = paths::normalize(path) else {
+            return false;
+        };
+        self.nodes
+            .node(&p)
+            .is_some_and(|(node, _)| self.removed_nodes.contains(&node))
     }
-    let etc = |name: &str| format!("{ETC_ALTERNATIVES_DIR}{name}");
-    let admin = format!("{ALTERNATIVES_DIR}{}", alt.name);
-    let mut new = alt.clone();
-    new.choices.retain(|c| !gone(&c.path));
-    if new.choices.is_empty() {
-        rm.insert(alt.link.clone());
-        rm.insert(etc(&alt.name));
-        for s in &alt.slaves {
-            rm.insert(s.link.clone());
-            rm.insert(etc(&s.name));
+
+    /// Removes a link of the group unless something that survives is there.
+    fn remove(&mut self, path: &str) {
+        let Ok(p) = paths::normalize(path) else {
+            return;
+        };
+        if self.survivors.conflict(self.nodes, &p).is_none() {
+            self.rm.insert(p);
         }
-        rm.insert(admin);
-        return;
     }
-    // The current choice: the /etc/alternatives link target if the caller gave it,
-    // else (auto mode) the best choice. In manual mode without that information the
-    // selection is unknown and treated as removed: switch to auto like
-    // update-alternatives does when the selected choice is removed.
-    let supplied = files
-        .get(&etc(&alt.name))
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .map(|s| s.trim_end_matches('\n').to_string());
-    let current: Option<String> = match supplied {
-        Some(c) => Some(c),
-        None if !alt.manual => alt.best(None).map(|c| c.path.clone()),
-        None => None,
-    };
-    let current_removed = match &current {
-        Some(c) => gone(c) || !alt.choices.iter().any(|ch| ch.path == *c),
-        None => true,
-    };
-    if current_removed {
-        new.manual = false;
-        if let Some(best) = new.best(current.as_deref()).cloned() {
-            plan.symlinks.insert(etc(&alt.name), best.path.clone());
-            plan.symlinks.insert(alt.link.clone(), etc(&alt.name));
-            for (k, s) in alt.slaves.iter().enumerate() {
-                let file = best.slave_files.get(k).map(String::as_str).unwrap_or("");
-                if !file.is_empty() && !gone(file) {
-                    plan.symlinks.insert(etc(&s.name), file.to_string());
-                    plan.symlinks.insert(s.link.clone(), etc(&s.name));
-                } else {
-                    rm.insert(s.link.clone());
-                    rm.insert(etc(&s.name));
+
+    /// (Re)creates a link of the group; refuses to replace what survives there.
+    fn symlink(&mut self, admin: &str, path: &str, target: &str) -> Result<()> {
+        let p = paths::normalize(path).with_context(|| format!("{admin}: link"))?;
+        if let Some(what) = self.survivors.conflict(self.nodes, &p) {
+            bail!("{admin}: link {path} is {what}: refusing to replace it with a symlink");
+        }
+        self.plan.symlinks.insert(p, target.to_string());
+        Ok(())
+    }
+
+    fn apply(&mut self, alt: &Alternative) -> Result<()> {
+        tick(alt.choices.len() + alt.slaves.len());
+        if !alt.choices.iter().any(|c| self.gone(&c.path)) {
+            return Ok(());
+        }
+        let etc = |name: &str| format!("{ETC_ALTERNATIVES_DIR}{name}");
+        let admin = format!("{ALTERNATIVES_DIR}{}", alt.name);
+        let mut new = alt.clone();
+        new.choices.retain(|c| !self.gone(&c.path));
+        if new.choices.is_empty() {
+            self.remove(&alt.link);
+            self.remove(&etc(&alt.name));
+            for s in &alt.slaves {
+                self.remove(&s.link);
+                self.remove(&etc(&s.name));
+            }
+            self.rm.insert(admin);
+            return Ok(());
+        }
+        // The current choice: the /etc/alternatives link target if the caller gave it,
+        // else (auto mode) the best choice. In manual mode without that information the
+        // selection is unknown and treated as removed: switch to auto like
+        // update-alternatives does when the selected choice is removed.
+        let supplied = self
+            .files
+            .get(&etc(&alt.name))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(|s| s.trim_end_matches('\n').to_string());
+        let current: Option<String> = match supplied {
+            Some(c) => Some(c),
+            None if !alt.manual => alt.best(None).map(|c| c.path.clone()),
+            None => None,
+        };
+        let current_removed = match &current {
+            Some(c) => self.gone(c) || !alt.choices.iter().any(|ch| ch.path == *c),
+            None => true,
+        };
+        if current_removed {
+            new.manual = false;
+            if let Some(best) = new.best(current.as_deref()).cloned() {
+                self.symlink(&admin, &etc(&alt.name), &best.path)?;
+                self.symlink(&admin, &alt.link, &etc(&alt.name))?;
+                for (k, s) in alt.slaves.iter().enumerate() {
+                    let file = best.slave_files.get(k).map(String::as_str).unwrap_or("");
+                    if !file.is_empty() && !self.gone(file) {
+                        self.symlink(&admin, &etc(&s.name), file)?;
+                        self.symlink(&admin, &s.link, &etc(&s.name))?;
+                    } else {
+                        self.remove(&s.link);
+                        self.remove(&etc(&s.name));
+                    }
                 }
             }
         }
+        self.plan.write_files.insert(admin, new.to_bytes());
+        Ok(())
     }
-    plan.write_files.insert(admin, new.to_bytes());
 }

@@ -4,10 +4,11 @@ use std::cmp::Ordering;
 
 use anyhow::{bail, Result};
 
-use super::version::compare_versions;
+use super::version::{check_version, compare_versions};
+use super::{check_arch_name, check_package_name};
 
 /// Version relation operator of a dependency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum VersionOp {
     /// `<<`
     Lt,
@@ -122,13 +123,18 @@ fn parse_atom(atom: &str) -> Result<Relation> {
         }
         None => (s, None),
     };
-    if name_part.is_empty() || name_part.contains(char::is_whitespace) {
-        bail!("invalid package name in relation {atom:?}");
-    }
     let (name, arch) = match name_part.split_once(':') {
         Some((n, a)) => (n, Some(a.to_string())),
         None => (name_part, None),
     };
+    if check_package_name(name).is_err() {
+        bail!("invalid package name in relation {atom:?}");
+    }
+    if let Some(a) = &arch {
+        if !matches!(a.as_str(), "any" | "native") && check_arch_name(a).is_err() {
+            bail!("invalid architecture qualifier in relation {atom:?}");
+        }
+    }
     let version = match ver_part {
         None => None,
         Some(v) => {
@@ -141,6 +147,9 @@ fn parse_atom(atom: &str) -> Result<Relation> {
             let ver = v[op_len..].trim();
             if ver.is_empty() {
                 bail!("missing version in relation {atom:?}");
+            }
+            if let Err(e) = check_version(ver) {
+                bail!("invalid version in relation {atom:?}: {e}");
             }
             Some((op, ver.to_string()))
         }
@@ -191,5 +200,38 @@ mod tests {
         assert!(parse_relations("foo (~ 1)").is_err());
         let p = parse_relations("foo [amd64] <!nocheck>, bar").unwrap();
         assert_eq!(p[0][0].name, "foo");
+    }
+
+    /// Odd input from a hostile status file: clear errors, never a panic or a
+    /// relation with an empty or path-like name.
+    #[test]
+    fn odd_relations_are_refused() {
+        for (v, why) in [
+            ("|", "invalid package name"),
+            ("a |", "invalid package name"),
+            ("| a", "invalid package name"),
+            ("a,|b", "invalid package name"),
+            (")", "invalid package name"),
+            (":", "invalid package name"),
+            ("../../etc/passwd", "invalid package name"),
+            ("\u{e9} (>= 1)", "invalid package name"),
+            ("a:", "invalid architecture qualifier"),
+            ("a:b/c", "invalid architecture qualifier"),
+            ("a (", "unterminated version"),
+            ("a (>=", "unterminated version"),
+            ("a (>= 1 (", "unterminated version"),
+            ("a (>= 1) )", "trailing text"),
+            ("a ((>= 1))", "trailing text"),
+            ("a (>= )", "missing version"),
+            ("a (\u{e9})", "invalid version operator"),
+            ("a (>= 1 2)", "invalid version"),
+        ] {
+            let e = parse_relations(v).unwrap_err().to_string();
+            assert!(e.contains(why), "{v:?}: {e}");
+        }
+        assert_eq!(parse_relations("").unwrap(), RelationList::new());
+        assert_eq!(parse_relations(" , ,").unwrap(), RelationList::new());
+        let huge = format!("a (>= {})", "9".repeat(100_000));
+        assert_eq!(parse_relations(&huge).unwrap()[0][0].name, "a");
     }
 }

@@ -83,6 +83,17 @@ impl RawFile {
             let fields: Paragraph = text.parse().map_err(|e| {
                 anyhow!("{path}: stanza at line {}: cannot parse: {e:?}", first + 1)
             })?;
+            // dpkg refuses a repeated field; other readers take the first or the last
+            // value: refuse rather than pick one.
+            let mut seen = std::collections::HashSet::new();
+            for (name, _) in fields.iter() {
+                if !seen.insert(name.to_ascii_lowercase()) {
+                    return Err(anyhow!(
+                        "{path}: stanza at line {}: duplicate field {name:?}",
+                        first + 1
+                    ));
+                }
+            }
             stanzas.push(RawStanza {
                 line: first + 1,
                 start,
@@ -139,5 +150,16 @@ mod tests {
             .to_string();
         assert!(e.contains("/var/lib/dpkg/status"), "{e}");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_fields_are_refused() {
+        let e = RawFile::parse("/s", b"Package: a\nStatus: x\npackage: b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/s: stanza at line 1: duplicate field \"package\""),
+            "{e}"
+        );
     }
 }

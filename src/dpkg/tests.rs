@@ -755,6 +755,254 @@ fn plan_serializes_to_json() {
     assert_eq!(v["removed"][0]["reason"], "Requested");
 }
 
+/// Removal paths of a plan outside the dpkg database.
+fn rm_paths(plan: &PurgePlan) -> Vec<&str> {
+    plan.remove_paths
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.starts_with("/var/lib/dpkg"))
+        .collect()
+}
+
+/// Issue 12 #13: a hostile `.list` names another package's file or a usrmerge
+/// directory symlink with a non-canonical spelling.
+#[test]
+fn non_canonical_list_spellings_never_hit_other_packages_files() {
+    let mut db = base();
+    db.add(pkg("bash").files(&["/usr/bin", "/usr/bin/bash", "/usr/share/doc/bash"]))
+        .add(pkg("gcc").files(&[
+            "/bin/./bash",
+            "/bin//bash",
+            "//usr/bin/bash",
+            "/usr/bin/./",
+            "/bin/",
+            "/bin/.",
+            "//bin",
+            "/lib/",
+            "/sbin//",
+            "/usr/share/doc/bash/",
+            "/usr/bin/gcc",
+        ]));
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    assert_eq!(rm_paths(&plan), ["/usr/bin/gcc"]);
+}
+
+/// Issue 12 #13: `..` (could escape the root or mean different files to different
+/// readers), NUL and relative entries are refused, naming the file and line.
+#[test]
+fn dot_dot_nul_and_relative_database_paths_are_refused() {
+    for (entry, why) in [
+        ("/usr/../bin/bash", "'..'"),
+        ("/../../etc/shadow", "'..'"),
+        ("/usr/bin/x\0y", "NUL"),
+        ("usr/bin/gcc", "not absolute"),
+    ] {
+        let mut db = base();
+        db.add(pkg("bash").files(&["/usr/bin/bash"]))
+            .add(pkg("gcc").files(&["/usr/bin/gcc", entry]));
+        let e = format!(
+            "{:#}",
+            plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+        );
+        assert!(e.contains("/var/lib/dpkg/info/gcc.list: line 3"), "{e}");
+        assert!(e.contains(why), "{entry:?}: {e}");
+    }
+    // Conffiles of the status file and diversions are database paths as well.
+    let mut db = base();
+    db.add(pkg("gcc").f("Conffiles", "\n /etc/../etc/shadow 0123"));
+    let e = format!(
+        "{:#}",
+        plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+    );
+    assert!(e.contains("Conffiles") && e.contains("'..'"), "{e}");
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"])).file(
+        DIVERSIONS_PATH,
+        "/usr/bin/gcc\n/usr/bin/../../etc/shadow\nlocal-pkg\n",
+    );
+    let e = format!(
+        "{:#}",
+        plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+    );
+    assert!(e.contains(DIVERSIONS_PATH) && e.contains("'..'"), "{e}");
+}
+
+/// Issue 12 #13: alternatives admin files come from the image too: a master link
+/// that is another package's file is neither removed nor replaced by a symlink, and
+/// slave names cannot climb out of /etc/alternatives.
+#[test]
+fn hostile_alternatives_never_touch_other_packages_files() {
+    let mut db = base();
+    db.add(pkg("bash").files(&["/usr/bin/bash"]))
+        .add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "auto\n/bin/./bash\n\n/usr/bin/gcc\n20\n\n",
+        );
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    assert_eq!(rm_paths(&plan), ["/etc/alternatives/cc", "/usr/bin/gcc"]);
+
+    // Re-pointing the link would replace bash (or the /bin symlink): refused.
+    for link in ["/usr/bin/bash", "/bin"] {
+        let mut db = base();
+        db.add(pkg("bash").files(&["/usr/bin/bash"]))
+            .add(pkg("gcc").files(&["/usr/bin/gcc"]))
+            .add(pkg("clang").files(&["/usr/bin/clang"]))
+            .file(
+                "/var/lib/dpkg/alternatives/cc",
+                &format!("auto\n{link}\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n\n"),
+            );
+        let e = format!(
+            "{:#}",
+            plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+        );
+        assert!(
+            e.contains("/var/lib/dpkg/alternatives/cc") && e.contains(link),
+            "{e}"
+        );
+    }
+
+    let mut db = base();
+    db.add(pkg("bash").files(&["/usr/bin/bash"]))
+        .add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "auto\n/usr/bin/cc\n../../usr/bin/bash\n/usr/bin/cc-slave\n\n/usr/bin/gcc\n20\n/usr/bin/gcc\n\n",
+        );
+    let e = format!(
+        "{:#}",
+        plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap_err()
+    );
+    assert!(
+        e.contains("/var/lib/dpkg/alternatives/cc") && e.contains("slave name"),
+        "{e}"
+    );
+}
+
+/// Issue 12 #14's shape: `providers` auto-installed packages that provide a virtual
+/// package, half of them (`prov*`: `virt`) depending on `base-lib`, half (`alt*`:
+/// `virt2`) not, and `dependents` manual packages that depend on `virt | virt2`.
+fn provider_heavy_db(providers: usize, dependents: usize) -> DbFiles {
+    let mut db = base();
+    db.add(pkg("base-lib").files(&["/usr/lib/base"]));
+    for k in 0..providers / 2 {
+        for (name, virt) in [(format!("prov{k}"), "virt"), (format!("alt{k}"), "virt2")] {
+            let file = format!("/usr/lib/prov/{name}");
+            let mut p = pkg(&name)
+                .f("Provides", virt)
+                .files(&["/usr/lib/prov", &file]);
+            if virt == "virt" {
+                p = p.deps("base-lib");
+            }
+            db.add(p).auto(&name);
+        }
+    }
+    for j in 0..dependents {
+        db.add(pkg(&format!("dep{j}")).deps("virt | virt2"));
+    }
+    db.build()
+}
+
+/// Issue 12 #14: planning was quadratic in providers x dependents (40,000 providers of
+/// one virtual package and 24 dependents: 20 s). The planner's work counter must grow
+/// linearly with the database: the work per package stays bounded from 400 to 40,000
+/// providers and from 10 to 1,000 dependents. No timing involved.
+#[test]
+fn purge_planning_work_is_linear_in_providers_and_dependents() {
+    let mut per_package = Vec::new();
+    for (providers, dependents) in [(400, 10), (4_000, 100), (40_000, 1_000)] {
+        let files = provider_heavy_db(providers, dependents);
+        work::take();
+        // Removing base-lib breaks every `virt` provider; the dependents keep `virt2`
+        // (checked once per dependent when `virt` loses its last provider), and
+        // autoremove marks every `alt` provider through them.
+        let plan = plan_purge(&files, &req(&["base-lib"], &[])).unwrap();
+        let units = work::take();
+        assert_eq!(plan.removed.len(), 1 + providers / 2);
+        assert_eq!(
+            reason(&plan, "prov0"),
+            RemovalReason::DependsOn("base-lib".into())
+        );
+        assert!(!plan
+            .removed
+            .iter()
+            .any(|r| !r.name.starts_with("prov") && r.name != "base-lib"));
+        per_package.push(units / (providers + dependents) as u64);
+    }
+    eprintln!("work units per package: {per_package:?}");
+    assert!(per_package.iter().all(|&u| u <= 40), "{per_package:?}");
+    assert!(per_package[2] <= per_package[0] + 3, "{per_package:?}");
+}
+
+/// Odd status files from a hostile image: a clear error naming the file and what is
+/// wrong, never a panic, never a package with a path-like name.
+#[test]
+fn odd_status_files_are_refused() {
+    const OK: &str = "Status: install ok installed\n";
+    for (text, why) in [
+        ("Package:\n".to_string(), "no Package field"),
+        ("Package: a\n".to_string(), "no Status field"),
+        ("Package: a\nStatus:\n".to_string(), "malformed Status"),
+        (
+            "Package: a\nStatus: install ok weird\n".to_string(),
+            "malformed Status",
+        ),
+        ("Package: a\n\tfoo\n".to_string(), "invalid package name"),
+        (format!("Package: ../x\n{OK}"), "invalid package name"),
+        (format!("Package: a/b\n{OK}"), "invalid package name"),
+        (format!("Package: a\n{OK}package: b\n"), "duplicate field"),
+        (
+            format!("Package: a\n{OK}Architecture: ../x\n"),
+            "invalid architecture",
+        ),
+        (format!("Package: a\n{OK}Depends: |\n"), "Depends"),
+        (
+            format!("Package: a\n{OK}Depends: b (>= 1\n"),
+            "unterminated version",
+        ),
+        (
+            format!("Package: a\n{OK}Provides: x (= )\n"),
+            "missing version",
+        ),
+        (format!("Package: a\n{OK}Version: 1 2\n"), "embedded spaces"),
+        (format!("Package: a\n{OK}Version: x:1\n"), "epoch"),
+        (format!("Package: a\n{OK}Version:\n"), "empty"),
+        (
+            format!("Package: a\n{OK}Source: s (1\n"),
+            "malformed Source",
+        ),
+        (
+            format!("Package: a\n{OK}Installed-Size: -1\n"),
+            "Installed-Size",
+        ),
+        (
+            format!("Package: a\n{OK}Conffiles:\n /etc/../x 0\n"),
+            "'..'",
+        ),
+        (" x\n".to_string(), "continuation line"),
+        ("Package a\n".to_string(), "cannot parse"),
+        ("Package: \u{e9}\n".to_string() + OK, "invalid package name"),
+    ] {
+        let e = format!(
+            "{:#}",
+            parse_status(STATUS_PATH, text.as_bytes()).unwrap_err()
+        );
+        assert!(e.contains(STATUS_PATH) && e.contains(why), "{text:?}: {e}");
+    }
+    let e = parse_status(STATUS_PATH, b"Package: a\n\xff\n").unwrap_err();
+    assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    assert!(parse_status(STATUS_PATH, b"").unwrap().is_empty());
+    assert!(parse_status(STATUS_PATH, b"\n\n \n").unwrap().is_empty());
+    // Huge values are fine.
+    let big = format!(
+        "Package: a\n{OK}Version: 1.{}\nDepends: {}\n",
+        "9".repeat(100_000),
+        vec!["b | c (>= 1)"; 10_000].join(", ")
+    );
+    let p = parse_status(STATUS_PATH, big.as_bytes()).unwrap();
+    assert_eq!(p[0].depends.len(), 10_000);
+}
+
 /// Oracle check against a real Debian rootfs built with e.g.
 /// `mmdebstrap --variant=minbase --include=gcc,g++,make,netcat-openbsd,vim-tiny,jq,dos2unix,procps,tmux,e2fsprogs bookworm DIR`.
 ///

@@ -2,6 +2,8 @@
 
 use std::cmp::Ordering;
 
+use anyhow::{bail, Result};
+
 /// A parsed Debian version: `[epoch:]upstream[-revision]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Version<'a> {
@@ -27,6 +29,43 @@ fn split(v: &str) -> Version<'_> {
         upstream,
         revision,
     }
+}
+
+/// Check a version string the way dpkg's `parseversion` does when it reads its
+/// database, refusing what dpkg refuses there (it only warns about a first character
+/// that is not a digit or about unusual characters): not empty, no whitespace, a
+/// numeric epoch that fits in an `i32`, non-empty upstream version and revision.
+/// Entry point for fuzzing the version parser; [`compare_versions`] accepts any string.
+pub fn check_version(v: &str) -> Result<()> {
+    if v.is_empty() {
+        bail!("version string is empty");
+    }
+    if v.contains(|c: char| c.is_whitespace()) {
+        bail!("version {v:?} has embedded spaces");
+    }
+    let rest = match v.split_once(':') {
+        Some((e, rest)) => {
+            if e.is_empty() || !e.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("version {v:?}: epoch is not a number");
+            }
+            if e.parse::<i32>().is_err() {
+                bail!("version {v:?}: epoch is too big");
+            }
+            rest
+        }
+        None => v,
+    };
+    let (upstream, revision) = match rest.rfind('-') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    if upstream.is_empty() {
+        bail!("version {v:?}: nothing after the epoch");
+    }
+    if revision == Some("") {
+        bail!("version {v:?}: revision number is empty");
+    }
+    Ok(())
 }
 
 /// dpkg's character ordering: `~` sorts before everything (even the end of the string),
@@ -118,5 +157,74 @@ mod tests {
         }
         assert_eq!(compare_versions("1.0", "1.00"), Ordering::Equal);
         assert_eq!(compare_versions("0:1.0-0", "1.0-0"), Ordering::Equal);
+    }
+
+    #[test]
+    fn check_version_like_dpkg() {
+        for v in [
+            "1",
+            "1:2.3~rc1+dfsg-1",
+            "4:12.2.0-3",
+            "2.36.1-8+deb12u1",
+            "1.0-1-2",
+            "0",
+            "git-abc1",
+        ] {
+            check_version(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+        }
+        for (v, why) in [
+            ("", "empty"),
+            ("1 2", "embedded spaces"),
+            (":1", "epoch is not a number"),
+            ("a:1", "epoch is not a number"),
+            ("99999999999:1", "epoch is too big"),
+            ("1:", "nothing after the epoch"),
+            ("1:-1", "nothing after the epoch"),
+            ("1.0-", "revision number is empty"),
+        ] {
+            let e = check_version(v).unwrap_err().to_string();
+            assert!(e.contains(why), "{v:?}: {e}");
+        }
+    }
+
+    /// Odd strings never panic and compare as a total order (antisymmetric, reflexive),
+    /// whether or not they are valid versions.
+    #[test]
+    fn comparison_of_odd_strings_is_total() {
+        let long_digits = "9".repeat(100_000);
+        let long_alpha = "a".repeat(100_000);
+        let odd = [
+            "",
+            ":",
+            "1:",
+            ":1",
+            "-",
+            "1-",
+            "-1",
+            "~",
+            "~~",
+            "0~",
+            "\u{e9}",
+            "1\u{e9}",
+            "99999999999999999999999:1",
+            "1:2:3-4-5",
+            "00",
+            "0",
+            "a",
+            "+",
+            "1.0~rc1",
+            &long_digits,
+            &long_alpha,
+        ];
+        for a in odd {
+            assert_eq!(compare_versions(a, a), Ordering::Equal, "{a:?}");
+            for b in odd {
+                assert_eq!(
+                    compare_versions(a, b),
+                    compare_versions(b, a).reverse(),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Glue between the rootfs model and the dpkg planner: gathers the database
 //! files from the model, applies the plan (files, dpkg info, alternatives).
-use crate::dpkg::{plan_purge, DbFiles, PurgePlan, PurgeRequest};
+use crate::dpkg::{plan_purge_in, DbFiles, Layout, PurgePlan, PurgeRequest};
 use crate::recipe::Packages;
 use crate::rootfs::{Kind, Node, Rootfs};
 use anyhow::{Context, Result};
@@ -26,6 +26,18 @@ pub fn db_files(fs: &Rootfs) -> Result<DbFiles> {
         );
     }
     Ok(files)
+}
+
+/// The image's symlinks, so that the planner decides on the nodes paths name in this
+/// image (merged /usr or not, and whatever other directory symlinks it has).
+fn layout(fs: &Rootfs) -> Layout {
+    let mut l = Layout::new();
+    for (path, node) in &fs.nodes {
+        if node.kind == Kind::Symlink {
+            l.add_link(path, node.link.as_deref().unwrap_or(""));
+        }
+    }
+    l
 }
 
 /// dpkg records paths as packaged (`/bin/nc.openbsd`); on merged-/usr the parent is a
@@ -55,7 +67,7 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
         autoremove: p.autoremove,
         strict,
     };
-    let plan = plan_purge(&files, &req).context("cannot plan the package purge")?;
+    let plan = plan_purge_in(&files, &req, &layout(fs)).context("cannot plan the package purge")?;
     let mut report = PurgeReport::default();
     // Deepest paths first so directories are seen after their contents.
     let mut paths: Vec<String> = plan
@@ -91,4 +103,90 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
     }
     report.plan = plan;
     Ok(Some(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(fs: &mut Rootfs, path: &str, text: &str) {
+        fs.insert(path, Node::file(0o644, 0, 0, text.as_bytes().to_vec()))
+            .unwrap();
+    }
+
+    /// A merged-/usr rootfs with bash and gcc installed; `gcc_list` is gcc's `.list`.
+    fn merged_usr_image(gcc_list: &str) -> Rootfs {
+        let mut fs = Rootfs::new();
+        for d in ["usr/bin", "usr/lib", "usr/sbin", "usr/share/doc/bash"] {
+            fs.insert(d, Node::dir(0o755, 0, 0)).unwrap();
+        }
+        for (l, t) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("sbin", "usr/sbin")] {
+            fs.insert(l, Node::symlink(t)).unwrap();
+        }
+        file(&mut fs, "usr/bin/bash", "bash");
+        file(&mut fs, "usr/bin/gcc", "gcc");
+        file(&mut fs, "usr/share/doc/bash/copyright", "c");
+        let stanza = |name: &str| {
+            format!(
+                "Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n"
+            )
+        };
+        file(
+            &mut fs,
+            "var/lib/dpkg/status",
+            &format!("{}\n{}", stanza("bash"), stanza("gcc")),
+        );
+        file(
+            &mut fs,
+            "var/lib/dpkg/info/bash.list",
+            "/.\n/bin\n/bin/bash\n/usr\n/usr/share\n/usr/share/doc\n/usr/share/doc/bash\n/usr/share/doc/bash/copyright\n",
+        );
+        file(&mut fs, "var/lib/dpkg/info/gcc.list", gcc_list);
+        fs
+    }
+
+    fn purge_gcc(fs: &mut Rootfs) -> Result<Option<PurgeReport>> {
+        let p: Packages = toml::from_str("purge = [\"gcc\"]").unwrap();
+        apply(fs, &p, false)
+    }
+
+    /// Issue 12 #13: other spellings of bash's file and of the usrmerge symlinks in a
+    /// hostile gcc.list must not delete them.
+    #[test]
+    fn hostile_list_spellings_keep_bash_and_usrmerge_links() {
+        let mut fs = merged_usr_image(
+            "/.\n/bin/./bash\n/bin//bash\n/usr/bin/./bash\n/bin/\n/lib/.\n//sbin\n/usr/bin/gcc\n/usr/share/doc/bash/\n",
+        );
+        purge_gcc(&mut fs).unwrap();
+        assert!(fs.get("usr/bin/gcc").is_none());
+        for l in ["bin", "lib", "sbin"] {
+            assert_eq!(fs.get(l).map(|n| n.kind), Some(Kind::Symlink), "/{l}");
+        }
+        assert!(fs.get("usr/bin/bash").is_some());
+        assert!(fs.get("usr/share/doc/bash/copyright").is_some());
+    }
+
+    /// Issue 12 #13: a directory symlink through which a surviving package's files are
+    /// reached is not removed, whichever package lists it.
+    #[test]
+    fn directory_symlinks_in_use_are_kept() {
+        let mut fs = merged_usr_image("/.\n/usr/bin/gcc\n/usr/share/doc/gcc\n");
+        // bash's doc dir is reached through gcc's doc symlink in this image.
+        fs.remove("usr/share/doc/bash");
+        fs.insert(
+            "usr/share/doc/gcc-docs/copyright",
+            Node::file(0o644, 0, 0, b"c".to_vec()),
+        )
+        .unwrap();
+        fs.insert("usr/share/doc/gcc", Node::symlink("gcc-docs"))
+            .unwrap();
+        fs.insert("usr/share/doc/bash", Node::symlink("gcc"))
+            .unwrap();
+        purge_gcc(&mut fs).unwrap();
+        assert!(fs.get("usr/bin/gcc").is_none());
+        assert_eq!(
+            fs.get("usr/share/doc/gcc").map(|n| n.kind),
+            Some(Kind::Symlink)
+        );
+    }
 }
