@@ -21,7 +21,7 @@ while (($#)); do
 done
 
 pkgs=(mmdebstrap podman runc skopeo umoci oci-image-tool docker-registry uidmap
-      fuse-overlayfs time jq apache2-utils ca-certificates curl)
+      fuse-overlayfs time jq apache2-utils ca-certificates curl catatonit)
 optional=(python3-jsonschema buildah)
 
 missing=()

@@ -289,12 +289,16 @@ fn prepare_environment(
             cfg.proxy_file.display()
         ),
     }
+    let dirs: Vec<(std::path::PathBuf, u32)> = spec
+        .env
+        .iter()
+        .filter_map(|e| e.mkdir.map(|m| (std::path::PathBuf::from(&e.value), m)))
+        .collect();
     let mut made = 0;
-    for e in spec.env.iter().filter(|e| e.mkdir.is_some()) {
-        let mode = e.mkdir.unwrap_or(0o755);
-        match tmpdirs::ensure_dir(Path::new(&e.value), mode, dir_owner) {
-            Ok(_) => made += 1,
-            Err(err) => say!("could not prepare {} ({}): {err}", e.value, e.name),
+    for ((path, _), r) in dirs.iter().zip(tmpdirs::ensure_dirs(&dirs, dir_owner)) {
+        match r {
+            Ok(()) => made += 1,
+            Err(err) => say!("could not prepare {}: {err}", path.display()),
         }
     }
     if made > 0 {
