@@ -839,18 +839,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             steps::apply_artifacts(&mut fs, None, &opts.recipe, opts.artifacts.as_deref())?;
             steps::gates(&fs, &opts.recipe)?;
         }
-        None => {
-            let hits = crate::scan::forbidden(&afs, &opts.recipe.packages)?;
-            if !hits.is_empty() {
-                bail!(
-                    "the artifacts break the recipe's hardening rules: {}",
-                    hits.iter()
-                        .map(|h| format!("{} ({})", h.path, h.rule))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-        }
+        None => steps::artifact_gates(&afs, &opts.recipe)?,
     }
     let mut layers: Vec<LayerSummary> = prep.layers.clone();
     if cache_hit {

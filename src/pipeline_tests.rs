@@ -11,7 +11,7 @@ use crate::source::{open_image, OpenOptions};
 use crate::testutil::TarBuilder;
 use serde_json::json;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -325,4 +325,226 @@ fn hostile_input_is_a_clear_error_with_no_output() {
         &outdir.join("o5"),
         "symlink",
     );
+}
+
+// ---------------------------------------------------------------- the hardening gate ----
+// A build that would ship a compiler must fail, naming the file, whatever the file is
+// called, however it is linked, wherever it comes from (base or artifacts), cached or not.
+
+/// A minimal recipe carrying the shipped recipe's `forbid` and `forbid_elf` rules (and
+/// nothing else that could fail a build), so each case tests the real rules.
+fn gate_recipe() -> Recipe {
+    let mut r = Recipe::parse(
+        b"name = \"gate\"\n[image]\nuser = \"nobody\"\n[artifacts]\ndest = \"/opt/app\"\n",
+        "gate.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let shipped = Recipe::load(None).unwrap();
+    assert!(!shipped.packages.forbid.is_empty() && !shipped.packages.forbid_elf.is_empty());
+    r.packages.forbid = shipped.packages.forbid;
+    r.packages.forbid_elf = shipped.packages.forbid_elf;
+    r
+}
+
+const ELF: &[u8] = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0 not really a program";
+
+/// One-layer OCI layout: accounts plus whatever `extra` adds.
+fn gate_base(dir: &Path, extra: impl FnOnce(TarBuilder) -> TarBuilder) {
+    let l = TarBuilder::new()
+        .dir("etc", 0o755)
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+            0o644,
+        )
+        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
+        .dir("usr/bin", 0o755)
+        .file("usr/bin/env", ELF, 0o755);
+    write_layout(dir, &[extra(l).build()]);
+}
+
+fn gate_opts(base: &Path, out: &Path, mode: PurgeMode, art: Option<&Path>) -> BuildOptions {
+    let mut o = opts(
+        &format!("oci:{}:latest", base.display()),
+        &format!("oci:{}:v1", out.display()),
+        mode,
+        art,
+    );
+    o.recipe = gate_recipe();
+    o
+}
+
+/// Builds and expects the hardening gate to fail naming every path in `named`;
+/// returns the message. No output may be left behind.
+fn expect_gate(case: &str, o: BuildOptions, named: &[&str]) -> String {
+    let out = match &o.output {
+        ImageRef::OciDir { path, .. } => path.clone(),
+        other => panic!("unexpected output {other}"),
+    };
+    let what = format!("{case} ({} -> {})", o.base, o.output);
+    let err = match build(o) {
+        Ok(s) => panic!("{what}: must fail the hardening gate, built {}", s.digest),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("break the recipe's hardening rules")
+            || err.contains("breaks the recipe's hardening rules"),
+        "{what}: not the gate error: {err}"
+    );
+    for n in named {
+        assert!(err.contains(n), "{what}: the error must name {n}: {err}");
+    }
+    assert!(
+        !out.exists(),
+        "{what}: a failed build left {}",
+        out.display()
+    );
+    err
+}
+
+#[test]
+fn gate_fails_on_compilers_kept_in_the_base() {
+    type Case = (
+        &'static str,
+        fn(TarBuilder) -> TarBuilder,
+        &'static [&'static str],
+    );
+    let cases: [Case; 5] = [
+        (
+            "gcc on PATH",
+            |b| b.file("usr/bin/gcc", ELF, 0o755),
+            &["/usr/bin/gcc"],
+        ),
+        (
+            "renamed compiler and a hardlink cc to it",
+            |b| {
+                b.file("usr/bin/x86_64-linux-gnu-gcc-12", ELF, 0o755)
+                    .hardlink("usr/bin/cc", "usr/bin/x86_64-linux-gnu-gcc-12")
+            },
+            &["/usr/bin/x86_64-linux-gnu-gcc-12", "/usr/bin/cc"],
+        ),
+        (
+            "compiler proper outside PATH",
+            |b| b.file("usr/libexec/gcc/x86_64-linux-gnu/12/cc1", ELF, 0o755),
+            &["/usr/libexec/gcc/x86_64-linux-gnu/12/cc1"],
+        ),
+        (
+            "hardlink named ld to an innocently named ELF, outside PATH",
+            |b| {
+                b.file("opt/tc/tool", ELF, 0o755)
+                    .hardlink("opt/tc/ld", "opt/tc/tool")
+            },
+            &["/opt/tc/ld"],
+        ),
+        (
+            "gcc on PATH as a symlink to an innocently named ELF",
+            |b| {
+                b.file("usr/lib/tc/tool", ELF, 0o755)
+                    .symlink("usr/bin/gcc", "../lib/tc/tool")
+            },
+            &["/usr/bin/gcc"],
+        ),
+    ];
+    let t = tempfile::tempdir().unwrap();
+    for (i, (what, add, named)) in cases.into_iter().enumerate() {
+        let base = t.path().join(format!("base{i}"));
+        gate_base(&base, add);
+        let cache = crate::cache::Cache::open(Some(&t.path().join(format!("cache{i}")))).unwrap();
+        for mode in [PurgeMode::Rewrite, PurgeMode::Whiteout] {
+            // Twice with a cache: a failed build must not leave a cache entry to hit.
+            for attempt in 0..2 {
+                let out = t.path().join(format!("out{i}-{mode:?}-{attempt}"));
+                let mut o = gate_opts(&base, &out, mode, None);
+                o.cache = (attempt == 1).then(|| cache.clone());
+                let err = expect_gate(what, o, named);
+                assert!(err.contains("the result breaks"), "{what}: {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn gate_fails_on_compilers_in_the_artifacts_with_and_without_a_cache_hit() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    gate_base(&base, |b| b);
+    let good = t.path().join("good");
+    std::fs::create_dir_all(good.join("bin")).unwrap();
+    std::fs::write(good.join("bin/app"), ELF).unwrap();
+    // The same tree as a tar file: artifacts come as a directory or a tarball.
+    let bad_tar = t.path().join("bad.tar");
+    std::fs::write(
+        &bad_tar,
+        TarBuilder::new()
+            .file("bin/app", ELF, 0o755)
+            .file("bin/x86_64-linux-gnu-ld-2.40", ELF, 0o755)
+            .build(),
+    )
+    .unwrap();
+    type Bad = (&'static str, fn(&Path), &'static [&'static str]);
+    let bad_dirs: [Bad; 3] = [
+        (
+            "gcc in the artifacts",
+            |d| std::fs::write(d.join("bin/gcc"), ELF).unwrap(),
+            &["/opt/app/bin/gcc"],
+        ),
+        (
+            "renamed assembler",
+            |d| std::fs::write(d.join("bin/x86_64-linux-gnu-as"), ELF).unwrap(),
+            &["/opt/app/bin/x86_64-linux-gnu-as"],
+        ),
+        (
+            "hardlink cc to an innocently named ELF",
+            |d| std::fs::hard_link(d.join("bin/app"), d.join("bin/cc")).unwrap(),
+            &["/opt/app/bin/cc"],
+        ),
+    ];
+    let cache = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
+    for mode in [PurgeMode::Rewrite, PurgeMode::Whiteout] {
+        // Fill the cache with a good build: the next ones are cache hits.
+        let mut o = gate_opts(
+            &base,
+            &t.path().join(format!("good-{mode:?}")),
+            mode,
+            Some(&good),
+        );
+        o.cache = Some(cache.clone());
+        build(o).unwrap();
+        let mut cases: Vec<(String, PathBuf, &[&str])> = vec![(
+            "tarball with a renamed linker".into(),
+            bad_tar.clone(),
+            &["/opt/app/bin/x86_64-linux-gnu-ld-2.40"],
+        )];
+        for (i, (what, add, named)) in bad_dirs.iter().enumerate() {
+            let d = t.path().join(format!("bad{i}-{mode:?}"));
+            std::fs::create_dir_all(d.join("bin")).unwrap();
+            std::fs::write(d.join("bin/app"), ELF).unwrap();
+            add(&d);
+            cases.push((what.to_string(), d, named));
+        }
+        for (what, art, named) in cases {
+            let out = t.path().join("out");
+            // No cache: the gate sees the whole result.
+            let err = expect_gate(&what, gate_opts(&base, &out, mode, Some(&art)), named);
+            assert!(err.contains("the result breaks"), "{what}: {err}");
+            // Cache hit: base and recipe layers come from the cache, the artifacts are new.
+            let mut o = gate_opts(&base, &out, mode, Some(&art));
+            o.cache = Some(cache.clone());
+            let err = expect_gate(&what, o, named);
+            assert!(
+                err.contains("from the cache"),
+                "{what}: not the cache-hit path: {err}"
+            );
+        }
+        // The failures left the cache entry intact: the good artifacts still hit it.
+        let mut o = gate_opts(
+            &base,
+            &t.path().join(format!("again-{mode:?}")),
+            mode,
+            Some(&good),
+        );
+        o.cache = Some(cache.clone());
+        assert!(build(o).unwrap().cache_hit);
+    }
 }
