@@ -295,7 +295,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("a")).unwrap();
         symlink("../../x", d.path().join("a/l")).unwrap();
-        assert!(apply(&mut Rootfs::new(), d.path(), "/opt/x", 0, 0).is_err());
+        let err = apply(&mut Rootfs::new(), d.path(), "/opt/x", 0, 0).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("'a/l' -> '../../x' escapes"),
+            "{err:#}"
+        );
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("a")).unwrap();
         symlink("../b", d.path().join("a/l")).unwrap();
