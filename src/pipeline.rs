@@ -426,9 +426,19 @@ fn file_identity(p: &std::path::Path) -> Option<String> {
 }
 
 fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
+    key_for(
+        TOOL_VERSION,
+        &crate::digest::sha256_digest(steps::INIT_BINARY),
+        opts,
+        base_id,
+    )
+}
+
+/// The cache key from every input of the cached part (tool and init given explicitly,
+/// so a test can vary them).
+pub(crate) fn key_for(tool: &str, init: &str, opts: &BuildOptions, base_id: &str) -> String {
     format!(
-        "v1|tool={TOOL_VERSION}|init={}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
-        crate::digest::sha256_digest(steps::INIT_BINARY),
+        "v1|tool={tool}|init={init}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
         opts.recipe.digest(),
         opts.purge_mode,
         opts.compression.describe(),
