@@ -108,6 +108,8 @@ suite_begin() {
   SUITE="$1"
   SUITE_DONE=0
   : >"$RESULTS.plan"
+  # the command that ended the suite under `set -e`, for the FAIL line
+  trap 'SUITE_LAST_ERR="line $LINENO: $BASH_COMMAND"' ERR
   trap suite_exit EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
@@ -115,7 +117,7 @@ suite_begin() {
 suite_exit() {
   local rc=$? p
   if [[ "${SUITE_DONE:-0}" != 1 ]]; then
-    fail "$SUITE.aborted" "exit $rc before the end of the suite: $(tail_detail "${SUITE_LOG:-/dev/null}")"
+    fail "$SUITE.aborted" "exit $rc before the end of the suite (${SUITE_LAST_ERR:-no failing command recorded})"
     rc=1
   fi
   if declare -F suite_cleanup >/dev/null; then suite_cleanup || true; fi
