@@ -972,7 +972,8 @@ fn cache_hits_only_for_the_same_recipe_epoch_and_compression() {
     };
     assert!(!run(&|_| {}), "cold");
     assert!(run(&|_| {}), "same inputs");
-    let changes: [(&str, &dyn Fn(&mut BuildOptions)); 3] = [
+    type Change<'a> = (&'a str, &'a dyn Fn(&mut BuildOptions));
+    let changes: [Change; 3] = [
         ("epoch", &|o| o.epoch += 1),
         ("compression", &|o| {
             o.compression = Settings::new(Algorithm::Zstd, None, Some(2)).unwrap()
