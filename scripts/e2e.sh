@@ -1115,9 +1115,9 @@ EOF
   rm -f "$m/badblob/blobs/sha256/${l2#sha256:}"
   mv "$m/badblob/blobs/sha256/${l2#sha256:}.new" "$m/badblob/blobs/sha256/${l2#sha256:}"
   malformed_case digest_mismatch "oci:$m/badblob:latest" 'digest|sha256|mismatch|hash'
-  # garbage rootfs tarball
-  head -c 100000 /dev/urandom >"$m/garbage.tar"
-  malformed_case garbage_tar "tar:$m/garbage.tar"
+  # garbage rootfs tarball (text, so the message does not depend on chance)
+  yes garbage | head -c 100000 >"$m/garbage.tar" || true
+  malformed_case garbage_tar "tar:$m/garbage.tar" 'layer 1 \(.*garbage\.tar\): corrupt tar stream'
   rm -rf "$m"
 }
 
