@@ -4,15 +4,17 @@
 #
 #   scripts/e2e-cache.sh
 #
-# stdout: one `PASS: name` / `FAIL: name (detail)` line per probe, then `N passed, M failed`;
-# exit 1 if M > 0. Progress goes to stderr as `# ...`.
+# stdout: `PLAN: N`, then one `PASS: name` / `FAIL: name (detail)` line per probe, then
+# `N passed, M failed, K skipped`; exit 1 if M > 0 (see scripts/probe.sh). Progress goes to
+# stderr as `# ...`. No probe is timed: a hit shows in the --json summary and in what the
+# build did (nothing read, rewritten or recompressed), not in its speed.
 # Env:
 #   BIN                 nemoclaw-build binary (default target/release/nemoclaw-build)
 #   BASE_OCI            OCI layout with tag `latest` (default: scripts/mk-base.sh --oci)
 #   BASE_TAR            rootfs tarball (default: scripts/mk-base.sh)
 #   ART                 artifacts dir (default: scripts/mk-artifacts.sh WORK/artifacts)
-#   E2E_CACHE_PORT      registry port; the next port must be free too, it plays a
-#                       registry that is down (default 5070)
+#   E2E_CACHE_PORT      registry port; the next two ports must be free too: one plays a
+#                       registry that is down, one a proxy that corrupts blobs (default 5070)
 #   E2E_WORK            work dir (default /tmp/nemoclaw-e2e-cache-<pid>); E2E_KEEP=1 keeps it
 #   E2E_RESULTS         also append the PASS/FAIL lines to this file (for scripts/e2e.sh)
 #   E2E_BUILD_TIMEOUT   seconds per nemoclaw-build run (default 900)
@@ -26,6 +28,7 @@ BIN="${BIN:-$NEMOCLAW_ROOT/target/release/nemoclaw-build}"
 P0="${E2E_CACHE_PORT:-5070}"
 REG="127.0.0.1:$P0"
 DOWN="127.0.0.1:$((P0 + 1))" # nothing listens here
+CORRUPT="127.0.0.1:$((P0 + 2))" # proxy to REG that flips one byte of blobs > 64 KiB
 EPOCH=1700000000
 W="${E2E_WORK:-/tmp/nemoclaw-e2e-cache-$$}"
 mkdir -p "$W"/{logs,out}
@@ -37,6 +40,8 @@ PIDS=()
 
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
+suite_begin cache
+plan 35
 jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
 
 
@@ -73,7 +78,7 @@ start_registry() { # NAME ADDR
 }
 
 # the cache tags of repository REPO, one per line
-cache_tags() { curl -sS "http://$REG/v2/$1/tags/list" 2>/dev/null | jq -r '.tags[]? | select(startswith("cache-"))' 2>/dev/null | sort; }
+cache_tags() { { curl -sS "http://$REG/v2/$1/tags/list" | jq -r '.tags[]? | select(startswith("cache-"))' | sort; } 2>/dev/null || true; }
 get_manifest() { # REPO REF
   curl -sS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/$1/manifests/$2"
 }
@@ -88,8 +93,15 @@ hit_checks() {
     "$(jqf '[.layers[] | select(.action != "new")] | (length > 0) and all(.action | startswith("cached ("))' "$LOGS/$n.out")"
 }
 
+# only_artifacts_new NAME RUN: in the --json summary of RUN, the artifacts layer is the only
+# layer made by this build; base and recipe layers all came from the cache
+only_artifacts_new() {
+  check_eq "$1" "new: 1, from the cache: all others" \
+    "$(jqf '"new: \([.layers[] | select(.action == "new")] | length), from the cache: \(if ([.layers[] | select(.action != "new")] | all(.action | startswith("cached ("))) then "all others" else ([.layers[].action] | join(",")) end)"' "$LOGS/$2.out")"
+}
+
 # ------------------------------------------------------------------ prerequisites ----------
-for c in docker-registry jq curl timeout sha256sum; do
+for c in docker-registry jq curl timeout sha256sum python3; do
   have "$c" || { fail cache.prereq "missing $c"; exit 1; }
 done
 [[ -x "$BIN" ]] || { fail cache.prereq "no $BIN (cargo build --release)"; exit 1; }
@@ -106,7 +118,7 @@ fi
   fail cache.prereq "no base OCI layout, base tarball or artifacts"
   exit 1
 }
-for p in "$P0" $((P0 + 1)); do
+for p in "$P0" $((P0 + 1)) $((P0 + 2)); do
   if port_busy "$p"; then fail cache.prereq "port $p is in use; set E2E_CACHE_PORT"; exit 1; fi
 done
 note "base $BASE_OCI and $BASE_TAR, artifacts $ART, work $W"
@@ -155,13 +167,8 @@ if nb oci_warm -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/x2:la
 else
   fail cache.oci_registry_hit "$(tail_detail "$LOGS/oci_warm.err")"
 fi
-# far faster than the cold build (which rewrote and recompressed the base layer)
-if (($(ms oci_warm) > 0 && $(ms oci_warm) * 4 < $(ms oci_cold))); then
-  pass cache.oci_registry_hit_fast
-else
-  fail cache.oci_registry_hit_fast "hit $(ms oci_warm) ms vs cold $(ms oci_cold) ms"
-fi
-note "timings: cold $(ms oci_cold) ms, registry hit $(ms oci_warm) ms"
+only_artifacts_new cache.oci_registry_hit_only_artifacts_layer_new oci_warm
+note "timings (not checked): cold $(ms oci_cold) ms, registry hit $(ms oci_warm) ms"
 
 # 4. log lines of a hit (another fresh cache dir, no --json): an unknown repository first is
 #    a silent miss, then the hit; no layer is read, rewritten or recompressed
@@ -213,12 +220,8 @@ if nb tar_warm -- build --base "tar:$BASE_TAR" --output "oci:$W/out/t2:latest" "
 else
   fail cache.tar_registry_hit "$(tail_detail "$LOGS/tar_warm.err")"
 fi
-if (($(ms tar_warm) > 0 && $(ms tar_warm) * 4 < $(ms tar_cold))); then
-  pass cache.tar_registry_hit_fast
-else
-  fail cache.tar_registry_hit_fast "hit $(ms tar_warm) ms vs cold $(ms tar_cold) ms"
-fi
-note "timings: tar cold $(ms tar_cold) ms, tar registry hit $(ms tar_warm) ms"
+only_artifacts_new cache.tar_registry_hit_only_artifacts_layer_new tar_warm
+note "timings (not checked): tar cold $(ms tar_cold) ms, tar registry hit $(ms tar_warm) ms"
 
 # ------------------------------------------------------------------ failures never fail ----
 # 9. the cache registry is down: one warning, the build succeeds (whiteout: a cheap cold
@@ -255,7 +258,26 @@ else
   fail cache.other_key_is_a_miss "could not find or overwrite the whiteout entry's tag ('$WTAG')"
 fi
 
-np="$(grep -c '^PASS:' "$RESULTS" || true)"
-nf="$(grep -c '^FAIL:' "$RESULTS" || true)"
-printf '%s passed, %s failed\n' "$np" "$nf"
-((nf == 0))
+# ------------------------------------------------------------------ corrupted blob ---------
+# 11. a cache blob corrupted on the way (a proxy flips one byte): a warning naming the
+#     digest mismatch, then a normal cold build with the right digest; nothing corrupted
+#     is kept in the cache
+python3 "$NEMOCLAW_ROOT/scripts/e2e-proxy.py" "$CORRUPT" "$REG" corrupt >"$LOGS/corrupt-proxy.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 50); do port_busy "$((P0 + 2))" && break; sleep 0.1; done
+if nb corrupt -- build --base "oci:$BASE_OCI:latest" --output "oci:$W/out/c1:latest" "${COMMON[@]}" \
+  --cache-dir "$W/G" --cache-from "registry://$CORRUPT/cache" --json; then
+  pass cache.corrupt_blob_build_succeeds
+else
+  fail cache.corrupt_blob_build_succeeds "$(tail_detail "$LOGS/corrupt.err")"
+fi
+check_grep cache.corrupt_blob_warns "^warning: cache-from registry://$CORRUPT/cache:cache-[0-9a-f]{32}: .*digest mismatch for blob sha256:[0-9a-f]{64}.*continuing without this cache" "$LOGS/corrupt.err"
+check_eq cache.corrupt_blob_is_a_miss "false none $D1" "$(jqf '"\(.cache_hit) \(.cache_source) \(.digest)"' "$LOGS/corrupt.out")"
+bad_blobs=""
+for f in "$W/G"/blobs/sha256/*; do
+  [[ -f "$f" ]] || continue
+  [[ "$(sha256sum <"$f" | cut -d' ' -f1)" == "$(basename "$f")" ]] || bad_blobs+="$(basename "$f") "
+done
+check_eq cache.corrupt_blob_not_cached "" "$bad_blobs"
+
+suite_end

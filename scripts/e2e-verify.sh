@@ -9,9 +9,11 @@
 # the cached base tarball and artifacts from scripts/setup.sh (never modified: mutations
 # happen on copies in the work dir). Every command is bounded by `timeout`.
 #
-# stdout: one `PASS: name` or `FAIL: name (detail)` line per probe, then
-# `N passed, M failed`; exit 1 if M > 0. Progress goes to stderr as `# ...`.
+# stdout: `PLAN: N` lines, then one `PASS: name` or `FAIL: name (detail)` (or, by hand and
+# for a missing tool, `SKIP: name (why)`) line per probe, then `N passed, M failed, K skipped`;
+# exit 1 if M > 0 (see scripts/probe.sh). Progress goes to stderr as `# ...`.
 # Env:
+#   CI=true         a probe whose tool (skopeo, oci-image-tool, podman) is missing is a FAIL
 #   E2E_KEEP=1      keep the work dir
 #   E2E_WORK=DIR    work dir (default /tmp/nemoclaw-e2e-verify-<pid>)
 #   VERIFY_BASE     base tarball (default $NEMOCLAW_CACHE/bases/bookworm-*.tar, newest)
@@ -22,16 +24,25 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export LOG_TAG=e2e-verify
 
+W="${E2E_WORK:-/tmp/nemoclaw-e2e-verify-$$}"
+mkdir -p "$W/logs"
+W="$(cd "$W" && pwd -P)"
+LOGS="$W/logs"
+RESULTS="$W/results"
+: >"$RESULTS"
+PIDS=()
+# shellcheck source=probe.sh
+. "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
+suite_cleanup() { if [[ -n "${PULLED_ID:-}" ]]; then pm rmi "$PULLED_ID" >/dev/null 2>&1 || true; fi; }
+suite_begin verify
+plan 35 # and check-sbom.sh's own plan
+
 BIN="$NEMOCLAW_ROOT/target/release/nemoclaw-build"
 [[ -x "$BIN" ]] || BIN="$NEMOCLAW_ROOT/target/debug/nemoclaw-build"
 [[ -x "$BIN" ]] || die "no nemoclaw-build binary: run cargo build first"
 # A private copy: cargo may replace the binary while we run.
-W="${E2E_WORK:-/tmp/nemoclaw-e2e-verify-$$}"
-mkdir -p "$W/logs"
-W="$(cd "$W" && pwd -P)"
 cp "$BIN" "$W/nemoclaw-build"
 BIN="$W/nemoclaw-build"
-LOGS="$W/logs"
 EPOCH=1700000000
 T=600 # per-command bound (s)
 
@@ -40,19 +51,6 @@ ART="${VERIFY_ARTIFACTS:-$NEMOCLAW_CACHE/artifacts}"
 [[ -f "$BASE_TAR" ]] || die "no base tarball (run scripts/setup.sh or set VERIFY_BASE)"
 [[ -f "$ART/package.json" ]] || die "no artifacts in $ART (run scripts/setup.sh or set VERIFY_ARTIFACTS)"
 BASE="tar:$BASE_TAR"
-
-PASSED=0
-FAILED=0
-note() { printf '# %s\n' "$*" >&2; }
-pass() { printf 'PASS: %s\n' "$1"; PASSED=$((PASSED + 1)); }
-fail() {
-  local d="${2:-no detail}"
-  d="$(printf '%s' "$d" | tr '\n\t' '  ' | sed 's/  */ /g')"
-  ((${#d} > 300)) && d="${d:0:297}..."
-  printf 'FAIL: %s (%s)\n' "$1" "$d"
-  FAILED=$((FAILED + 1))
-}
-tail_detail() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-240 || true; }
 # expect_rc NAME RC CMD...: PASS iff CMD exits with RC. Output in logs/NAME.log.
 expect_rc() {
   local name="$1" want="$2"; shift 2
@@ -64,11 +62,36 @@ expect_rc() {
 expect_in() {
   if grep -qF -- "$3" "$LOGS/$2.log" 2>/dev/null; then pass "$1"; else fail "$1" "'$3' not in $2.log: $(tail_detail "$LOGS/$2.log")"; fi
 }
-cleanup() {
-  if [[ -n "${PULLED_ID:-}" ]]; then pm rmi "$PULLED_ID" >/dev/null 2>&1 || true; fi
-  if [[ "${E2E_KEEP:-0}" == 1 ]]; then note "kept $W"; else rm -rf "$W"; fi
+# recompressed_copy SRC DST TAG: the image SRC:TAG with every layer re-gzipped at level 1
+# (new layer digests, same diff_ids, same config and annotations), as DST:TAG
+recompressed_copy() {
+  local src="$1" dst="$2" tag="$3" m c d nd ns
+  rm -rf "$dst"; mkdir -p "$dst/blobs/sha256"
+  cp "$src/oci-layout" "$dst/"
+  m="$(jq -r --arg t "$tag" '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$src/index.json")"
+  cp "$src/blobs/sha256/${m#sha256:}" "$dst/m.json"
+  c="$(jq -r .config.digest "$dst/m.json")"
+  cp "$src/blobs/sha256/${c#sha256:}" "$dst/blobs/sha256/"
+  for d in $(jq -r '.layers[].digest' "$dst/m.json"); do
+    gzip -dc <"$src/blobs/sha256/${d#sha256:}" | gzip -1 -n >"$dst/l.gz"
+    nd="sha256:$(sha256sum <"$dst/l.gz" | cut -d' ' -f1)"
+    ns="$(stat -c %s "$dst/l.gz")"
+    [[ "$nd" != "$d" ]] || { note "gzip -1 gave the same bytes for $d"; return 1; }
+    mv "$dst/l.gz" "$dst/blobs/sha256/${nd#sha256:}"
+    jq -c --arg o "$d" --arg n "$nd" --argjson s "$ns" \
+      '(.layers[] | select(.digest == $o)) |= (.digest = $n | .size = $s)' "$dst/m.json" >"$dst/m2.json"
+    mv "$dst/m2.json" "$dst/m.json"
+  done
+  tr -d '\n' <"$dst/m.json" >"$dst/m2.json"
+  nd="sha256:$(sha256sum <"$dst/m2.json" | cut -d' ' -f1)"
+  ns="$(stat -c %s "$dst/m2.json")"
+  mv "$dst/m2.json" "$dst/blobs/sha256/${nd#sha256:}"
+  rm -f "$dst/m.json"
+  jq -cn --arg d "$nd" --argjson s "$ns" --arg t "$tag" '{schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.index.v1+json",
+    manifests: [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d, size: $s,
+                 annotations: {"org.opencontainers.image.ref.name": $t}}]}' >"$dst/index.json"
 }
-trap cleanup EXIT
 
 note "binary $BIN, base $BASE_TAR, artifacts $ART, work $W"
 IMG="$W/img"
@@ -78,37 +101,31 @@ REF="oci:$IMG:nemoclaw"
 expect_rc verify.build_with_sbom 0 env SOURCE_DATE_EPOCH=$EPOCH "$BIN" build --base "$BASE" \
   --output "$REF" --artifacts "$ART" --sbom "$W/sbom.spdx.json" --no-cache --quiet
 DIGEST="$(grep '^sha256:' "$LOGS/verify.build_with_sbom.log" | tail -n 1 || true)"
-if [[ -f "$IMG/index.json" ]]; then
-  got="$(jq -r --arg d "$DIGEST" '[.manifests[] | select(.digest == $d and .annotations["org.opencontainers.image.ref.name"] == "nemoclaw")] | length' "$IMG/index.json")"
-  if [[ "$got" == 1 ]]; then pass verify.index_tag_selects_image; else
-    fail verify.index_tag_selects_image "$(cat "$IMG/index.json")"; fi
-  ART_DIGEST="$(jq -r '.manifests[] | select(.artifactType == "application/spdx+json" and (.annotations["org.opencontainers.image.ref.name"] // "") == "") | .digest' "$IMG/index.json")"
-  if [[ -n "$ART_DIGEST" ]]; then
-    am="$IMG/blobs/sha256/${ART_DIGEST#sha256:}"
-    subj="$(jq -r '.subject.digest' "$am")"
-    if [[ "$subj" == "$DIGEST" ]]; then pass verify.sbom_referrer_subject; else
-      fail verify.sbom_referrer_subject "subject $subj, image $DIGEST"; fi
-    layer="$(jq -r '.layers[0].digest' "$am")"
-    if cmp -s "$IMG/blobs/sha256/${layer#sha256:}" "$W/sbom.spdx.json" &&
-      [[ "$(jq -r '.config.mediaType' "$am")" == application/vnd.oci.empty.v1+json ]]; then
-      pass verify.sbom_referrer_blob
-    else fail verify.sbom_referrer_blob "layer blob differs from --sbom file or config not empty"; fi
-  else
-    fail verify.sbom_referrer_subject "no untagged application/spdx+json descriptor in index.json"
-  fi
+# (every jq below may fail on a broken file: `|| true`, and the probe fails instead of the
+# script ending under `set -e` with the rest of its probes)
+got="$(jq -r --arg d "$DIGEST" '[.manifests[] | select(.digest == $d and .annotations["org.opencontainers.image.ref.name"] == "nemoclaw")] | length' "$IMG/index.json" 2>&1)" || true
+if [[ "$got" == 1 ]]; then pass verify.index_tag_selects_image; else
+  fail verify.index_tag_selects_image "$got: $(head -c 200 "$IMG/index.json" 2>&1)"; fi
+ART_DIGEST="$(jq -r '.manifests[] | select(.artifactType == "application/spdx+json" and (.annotations["org.opencontainers.image.ref.name"] // "") == "") | .digest' "$IMG/index.json" 2>/dev/null)" || ART_DIGEST=""
+am="$IMG/blobs/sha256/${ART_DIGEST#sha256:}"
+if [[ "$ART_DIGEST" =~ ^sha256:[0-9a-f]{64}$ && -f "$am" ]]; then
+  subj="$(jq -r '.subject.digest' "$am" 2>&1)" || true
+  check_eq verify.sbom_referrer_subject "$DIGEST" "$subj"
+  layer="$(jq -r '.layers[0].digest' "$am" 2>/dev/null)" || layer=""
+  if [[ -n "$layer" ]] && cmp -s "$IMG/blobs/sha256/${layer#sha256:}" "$W/sbom.spdx.json" &&
+    [[ "$(jq -r '.config.mediaType' "$am" 2>/dev/null || true)" == application/vnd.oci.empty.v1+json ]]; then
+    pass verify.sbom_referrer_blob
+  else fail verify.sbom_referrer_blob "layer blob differs from --sbom file or config not empty"; fi
+else
+  fail verify.sbom_referrer_subject "no untagged application/spdx+json descriptor in index.json ('$ART_DIGEST')"
+  fail verify.sbom_referrer_blob "no referrer manifest"
 fi
 
 # ---- SBOM content ---------------------------------------------------------------------
-if [[ -f "$W/sbom.spdx.json" ]]; then
-  "$NEMOCLAW_ROOT/scripts/check-sbom.sh" "$W/sbom.spdx.json" --prefix verify.sbom \
-    --present nemoclaw,left-pad,libc6,jq,tmux \
-    --absent gcc-12,gcc,cpp-12,make,binutils,netcat-openbsd \
-    >"$LOGS/check-sbom.out" 2>"$LOGS/check-sbom.log" || true
-  cat "$LOGS/check-sbom.out"
-  PASSED=$((PASSED + $(grep -c '^PASS: ' "$LOGS/check-sbom.out" || true)))
-  FAILED=$((FAILED + $(grep -c '^FAIL: ' "$LOGS/check-sbom.out" || true)))
-  grep -q '^PASS: ' "$LOGS/check-sbom.out" || fail verify.sbom_check "check-sbom.sh printed no result: $(tail_detail "$LOGS/check-sbom.log")"
-fi
+# (its probes and its plan join this suite's)
+subsuite verify.sbom bash "$NEMOCLAW_ROOT/scripts/check-sbom.sh" "$W/sbom.spdx.json" --prefix verify.sbom \
+  --present nemoclaw,left-pad,libc6,jq,tmux \
+  --absent gcc-12,gcc,cpp-12,make,binutils,netcat-openbsd
 expect_rc verify.sbom_cmd 0 "$BIN" sbom "$REF" -q -o "$W/sbom2.spdx.json"
 if cmp -s "$W/sbom.spdx.json" "$W/sbom2.spdx.json"; then pass verify.sbom_cmd_equals_build_sbom; else
   fail verify.sbom_cmd_equals_build_sbom "sbom IMAGE differs from build --sbom"; fi
@@ -123,14 +140,17 @@ if have skopeo; then
   got="$(jq -r .Digest "$LOGS/verify.skopeo_inspect_tag.log" 2>/dev/null || true)"
   if [[ "$got" == "$DIGEST" ]]; then pass verify.skopeo_digest; else
     fail verify.skopeo_digest "skopeo says $got, built $DIGEST"; fi
-else note "skopeo missing: skipped"; fi
+else
+  skip verify.skopeo_inspect_tag "skopeo missing"
+  skip verify.skopeo_digest "skopeo missing"
+fi
 if have oci-image-tool; then
   expect_rc verify.oci_image_tool_validate 0 oci-image-tool validate --type image --ref name=nemoclaw "$IMG"
-else note "oci-image-tool missing: skipped"; fi
+else skip verify.oci_image_tool_validate "oci-image-tool missing"; fi
 if have podman; then
   expect_rc verify.podman_pull_tag 0 podman "${PODMAN_GLOBAL[@]}" pull -q "$REF"
   PULLED_ID="$(grep -E '^[0-9a-f]{64}$' "$LOGS/verify.podman_pull_tag.log" | tail -n 1 || true)"
-else note "podman missing: skipped"; fi
+else skip verify.podman_pull_tag "podman missing"; fi
 
 # ---- verify -------------------------------------------------------------------------
 note "verify: rebuild from the record"
@@ -168,10 +188,18 @@ got="$(jq -r '[.identical, (.files | length), .files[0].path, .files[0].reasons[
 if [[ "$got" == "false 1 /opt/nemoclaw/dist/lib/util.js content differs" ]]; then
   pass verify.diff_json_content
 else fail verify.diff_json_content "$got"; fi
-expect_rc verify.diff_identical 0 "$BIN" diff "$REF" "$REF" -q
+# the same image with every layer recompressed (other digests, same content): no semantic
+# difference, and the layers are reported as such (comparing an image with itself would
+# stop at the equal digests)
+if recompressed_copy "$IMG" "$W/img-regz" nemoclaw 2>"$LOGS/recompressed-copy.log"; then
+  expect_rc verify.diff_recompressed_copy_identical 0 "$BIN" diff "$REF" "oci:$W/img-regz:nemoclaw" -q
+  expect_in verify.diff_recompressed_copy_says_so verify.diff_recompressed_copy_identical "same files, different gzip bytes"
+else
+  fail verify.diff_recompressed_copy_identical "could not make the copy: $(tail_detail "$LOGS/recompressed-copy.log")"
+  fail verify.diff_recompressed_copy_says_so "no copy"
+fi
 expect_rc verify.diff_error_exit2 2 "$BIN" diff "$REF" "oci:$W/nosuch" -q
 expect_rc verify.diff_base_vs_image 1 "$BIN" diff "$BASE" "$REF" -q --ignore-timestamps
 expect_in verify.diff_base_shows_purge verify.diff_base_vs_image "/usr/bin/gcc-12: only in the first image"
 
-printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
-((FAILED == 0))
+suite_end

@@ -164,4 +164,49 @@ mod tests {
         assert!(n >= 2);
         assert!(c.blob(&digest).is_none());
     }
+
+    /// Pruning removes the least recently *used* entries: a read (`blob`, `get_json`)
+    /// makes an old entry recent again.
+    #[test]
+    fn prune_removes_least_recently_used_first() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(Some(d.path())).unwrap();
+        let put = |data: &[u8], age_s: u64| {
+            let digest = crate::digest::sha256_digest(data);
+            let mut t = c.tmp_file().unwrap();
+            std::io::Write::write_all(&mut t, data).unwrap();
+            let p = c.insert_blob(t, &digest).unwrap();
+            std::fs::File::options()
+                .append(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(SystemTime::now() - std::time::Duration::from_secs(age_s))
+                .unwrap();
+            digest
+        };
+        // Written oldest first; 100 bytes each.
+        let oldest = put(&[1u8; 100], 4000);
+        let old = put(&[2u8; 100], 3000);
+        let newer = put(&[3u8; 100], 2000);
+        c.put_json("prepared", "k", &serde_json::json!({"x": 1}))
+            .unwrap();
+        let json = c.derived_path("prepared", "k");
+        std::fs::File::options()
+            .append(true)
+            .open(&json)
+            .unwrap()
+            .set_modified(SystemTime::now() - std::time::Duration::from_secs(5000))
+            .unwrap();
+        // Use the oldest blob and the record: they become the most recent.
+        assert!(c.blob(&oldest).is_some());
+        assert!(c.get_json("prepared", "k").is_some());
+        let json_len = std::fs::metadata(&json).unwrap().len();
+        // Room for everything but 150 bytes: the two least recently used blobs go.
+        let (n, freed) = c.prune(300 + json_len - 150).unwrap();
+        assert_eq!((n, freed), (2, 200));
+        assert!(c.blob_path(&old).map(|p| !p.exists()).unwrap());
+        assert!(c.blob_path(&newer).map(|p| !p.exists()).unwrap());
+        assert!(c.blob_path(&oldest).map(|p| p.exists()).unwrap());
+        assert!(c.get_json("prepared", "k").is_some());
+    }
 }

@@ -334,14 +334,24 @@ mod tests {
 
     #[test]
     fn empty_and_exact_block_inputs() {
-        for len in [0usize, 1, 65536, 65536 * 2] {
-            let data = vec![42u8; len];
+        // Block boundaries (0, 1, exactly one and two blocks, one byte either side) with
+        // content that differs per position, so a dropped, repeated or reordered block
+        // cannot round-trip to the same bytes.
+        for len in [0usize, 1, 65535, 65536, 65537, 65536 * 2, 65536 * 2 + 1] {
+            let data: Vec<u8> = (0..len)
+                .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
+                .collect();
             let out = gz(&data, 2, 65536);
+            assert_eq!(
+                out,
+                gz(&data, 1, 65536),
+                "len {len}: thread count changed the bytes"
+            );
             let mut back = Vec::new();
             flate2::read::GzDecoder::new(&out[..])
                 .read_to_end(&mut back)
                 .unwrap();
-            assert_eq!(back.len(), len);
+            assert!(back == data, "len {len}: round trip changed the content");
         }
     }
 }

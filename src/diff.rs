@@ -887,11 +887,39 @@ pub(crate) mod tests {
         let o = OpenOptions::default();
         let ra = format!("oci:{}:latest", a.display());
         let rb = format!("oci:{}:latest", b.display());
-        let r = diff_images(&ra, &ra, false, &o, &p).unwrap();
-        assert!(r.identical && r.digest_equal);
+        // A copy written separately from the same inputs: equal manifest digests, which
+        // alone make the images identical (no layer is read).
+        let a2 = t.path().join("a2");
+        write_layout(&a2, &[l0.clone(), l1.clone()], 6, cfg.clone(), json!({}));
+        let r = diff_images(&ra, &format!("oci:{}:latest", a2.display()), false, &o, &p).unwrap();
+        assert!(r.identical && r.digest_equal, "{}", render(&r, true));
+        assert!(r.layers.is_empty() && r.files.is_empty(), "{:?}", r.layers);
         let r = diff_images(&ra, &rb, false, &o, &p).unwrap();
         assert!(r.identical, "{}", render(&r, true));
         assert!(!r.digest_equal);
+        assert!(r.config.is_empty() && r.annotations.is_empty() && r.files.is_empty());
+        assert_eq!(r.layers.len(), 2, "{:?}", r.layers);
+        // The same through another transport (b packed as an OCI archive): read and
+        // compared file by file, still identical.
+        let b_tar = t.path().join("b.tar");
+        let mut tb = tar::Builder::new(std::fs::File::create(&b_tar).unwrap());
+        tb.append_dir_all(".", &b).unwrap();
+        tb.finish().unwrap();
+        drop(tb);
+        let r = diff_images(
+            &ra,
+            &format!("oci-archive:{}:latest", b_tar.display()),
+            false,
+            &o,
+            &p,
+        )
+        .unwrap();
+        assert!(r.identical && !r.digest_equal, "{}", render(&r, true));
+        assert!(
+            r.layers.iter().all(|l| l.status == "recompressed"),
+            "{:?}",
+            r.layers
+        );
         assert_eq!(r.layers[0].status, "recompressed");
         assert!(render(&r, false).contains("same files, different gzip bytes"));
         // Changed file content, config and a new file.

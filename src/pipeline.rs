@@ -426,9 +426,19 @@ fn file_identity(p: &std::path::Path) -> Option<String> {
 }
 
 fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
+    key_for(
+        TOOL_VERSION,
+        &crate::digest::sha256_digest(steps::INIT_BINARY),
+        opts,
+        base_id,
+    )
+}
+
+/// The cache key from every input of the cached part (tool and init given explicitly,
+/// so a test can vary them).
+pub(crate) fn key_for(tool: &str, init: &str, opts: &BuildOptions, base_id: &str) -> String {
     format!(
-        "v1|tool={TOOL_VERSION}|init={}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
-        crate::digest::sha256_digest(steps::INIT_BINARY),
+        "v1|tool={tool}|init={init}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
         opts.recipe.digest(),
         opts.purge_mode,
         opts.compression.describe(),
@@ -839,18 +849,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             steps::apply_artifacts(&mut fs, None, &opts.recipe, opts.artifacts.as_deref())?;
             steps::gates(&fs, &opts.recipe)?;
         }
-        None => {
-            let hits = crate::scan::forbidden(&afs, &opts.recipe.packages)?;
-            if !hits.is_empty() {
-                bail!(
-                    "the artifacts break the recipe's hardening rules: {}",
-                    hits.iter()
-                        .map(|h| format!("{} ({})", h.path, h.rule))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-        }
+        None => steps::artifact_gates(&afs, &opts.recipe)?,
     }
     let mut layers: Vec<LayerSummary> = prep.layers.clone();
     if cache_hit {

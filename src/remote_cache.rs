@@ -408,7 +408,26 @@ mod tests {
     fn manifest_is_canonical_and_round_trips() {
         let rec = br#"{"layers":[]}"#;
         let m = manifest_bytes("KEY", rec, &layers());
-        assert_eq!(m, manifest_bytes("KEY", rec, &layers()));
+        // The exact bytes (a registry addresses the manifest by their digest): sorted keys,
+        // no whitespace, the record first, then the layers in order.
+        let expected = format!(
+            concat!(
+                r#"{{"annotations":{{"{key}":"KEY"}},"artifactType":"{cache}","#,
+                r#""config":{{"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","mediaType":"{empty}","size":2}},"#,
+                r#""layers":[{{"digest":"{rec}","mediaType":"{cache}","size":13}},"#,
+                r#"{{"digest":"{a}","mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":1}},"#,
+                r#"{{"digest":"{b}","mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","size":2}}],"#,
+                r#""mediaType":"{man}","schemaVersion":2}}"#
+            ),
+            key = KEY_ANNOTATION,
+            cache = MT_CACHE,
+            empty = MT_EMPTY,
+            man = MT_OCI_MANIFEST,
+            rec = sha256_digest(rec),
+            a = sha256_digest(b"a"),
+            b = sha256_digest(b"bb"),
+        );
+        assert_eq!(String::from_utf8_lossy(&m), expected);
         let v: Value = serde_json::from_slice(&m).unwrap();
         assert_eq!(canonical(&v), m, "keys sorted, no whitespace");
         assert_eq!(v["artifactType"], MT_CACHE);

@@ -714,7 +714,14 @@ mod tests {
     fn truncated_layer_is_an_error() {
         let l0 = TarBuilder::new().file("a", &[7u8; 5000], 0o644).build();
         let cut = &l0[..2000];
-        let err = Rootfs::new().apply_layer(0, "layer 1", cut, &IndexOptions::default());
-        assert!(err.is_err());
+        let err = Rootfs::new()
+            .apply_layer(0, "layer 1", cut, &IndexOptions::default())
+            .err()
+            .map(|e| format!("{e:#}"));
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.starts_with("layer 1: ") && e.contains("unexpected EOF")),
+            "{err:?}"
+        );
     }
 }

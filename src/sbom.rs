@@ -869,9 +869,20 @@ mod tests {
     const STATUS: &str = "Package: libc6\nStatus: install ok installed\nPriority: optional\nSection: libs\nInstalled-Size: 100\nMaintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>\nArchitecture: amd64\nMulti-Arch: same\nSource: glibc\nVersion: 2.36-9+deb12u4\nDescription: GNU C Library: Shared libraries\n Long text.\nHomepage: https://www.gnu.org/software/libc/libc.html\n\nPackage: gcc-12\nStatus: purge ok not-installed\nPriority: optional\nArchitecture: amd64\nVersion: 12.2.0-14\n\nPackage: libstdc++6\nStatus: install ok installed\nMaintainer: Jane Doe <jane@example.org>\nArchitecture: amd64\nVersion: 1:12.2.0-14\nDescription: GNU Standard C++ Library v3\n\nPackage: old-conf\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 1.0\n";
 
     fn fixture() -> Rootfs {
+        fixture_with_status(STATUS)
+    }
+
+    /// The fixture with the dpkg status stanzas in the reverse order.
+    fn fixture_reordered() -> Rootfs {
+        let mut stanzas: Vec<&str> = STATUS.trim_end().split("\n\n").collect();
+        stanzas.reverse();
+        fixture_with_status(&(stanzas.join("\n\n") + "\n"))
+    }
+
+    fn fixture_with_status(status: &str) -> Rootfs {
         let mut fs = Rootfs::new();
         let f = |b: &str| Node::file(0o644, 0, 0, b.as_bytes().to_vec());
-        fs.insert("var/lib/dpkg/status", f(STATUS)).unwrap();
+        fs.insert("var/lib/dpkg/status", f(status)).unwrap();
         fs.insert("usr/lib/os-release", f("ID=debian\nVERSION_ID=\"12\"\n"))
             .unwrap();
         fs.insert("etc/os-release", Node::symlink("../usr/lib/os-release"))
@@ -953,8 +964,18 @@ mod tests {
     fn spdx_is_deterministic_and_well_formed() {
         let fs = fixture();
         let a = spdx(&fs, "nemoclaw-sandbox", "2023-11-14T22:13:20Z").unwrap();
-        let b = spdx(&fs, "nemoclaw-sandbox", "2023-11-14T22:13:20Z").unwrap();
-        assert_eq!(a, b);
+        // The same packages listed in another order: the same bytes.
+        let b = spdx(
+            &fixture_reordered(),
+            "nemoclaw-sandbox",
+            "2023-11-14T22:13:20Z",
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&a),
+            String::from_utf8_lossy(&b),
+            "the SPDX document depends on the order of the dpkg status file"
+        );
         let v: Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(v["spdxVersion"], "SPDX-2.3");
         assert!(v["documentNamespace"]
@@ -985,18 +1006,49 @@ mod tests {
         let c = spdx(&fs, "nemoclaw-sandbox", "2023-11-14T22:13:21Z").unwrap();
         let vc: Value = serde_json::from_slice(&c).unwrap();
         assert_ne!(vc["documentNamespace"], v["documentNamespace"]);
+        // Another package version: another namespace (it is derived from the content).
+        let other = fixture_with_status(&STATUS.replace("2.36-9+deb12u4", "2.36-9+deb12u5"));
+        let d = spdx(&other, "nemoclaw-sandbox", "2023-11-14T22:13:20Z").unwrap();
+        let vd: Value = serde_json::from_slice(&d).unwrap();
+        assert_ne!(vd["documentNamespace"], v["documentNamespace"]);
     }
 
     #[test]
     fn cyclonedx_is_deterministic() {
         let fs = fixture();
         let a = cyclonedx(&fs, "img", "2023-11-14T22:13:20Z").unwrap();
-        assert_eq!(a, cyclonedx(&fs, "img", "2023-11-14T22:13:20Z").unwrap());
+        // The same packages listed in another order: the same bytes.
+        let b = cyclonedx(&fixture_reordered(), "img", "2023-11-14T22:13:20Z").unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&a),
+            String::from_utf8_lossy(&b),
+            "the CycloneDX document depends on the order of the dpkg status file"
+        );
         let v: Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(v["specVersion"], "1.5");
         let sn = v["serialNumber"].as_str().unwrap();
         assert_eq!(sn.len(), "urn:uuid:".len() + 36, "{sn}");
-        assert_eq!(v["components"].as_array().unwrap().len(), 5);
+        // A version-5 style UUID derived from the content: another version, another serial.
+        assert_eq!(&sn["urn:uuid:".len() + 14..][..1], "5", "{sn}");
+        let other = fixture_with_status(&STATUS.replace("1:12.2.0-14", "1:12.2.0-15"));
+        let c = cyclonedx(&other, "img", "2023-11-14T22:13:20Z").unwrap();
+        let vc: Value = serde_json::from_slice(&c).unwrap();
+        assert_ne!(vc["serialNumber"], v["serialNumber"]);
+        let names: Vec<&str> = v["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["libc6", "libstdc++6", "@scope/x", "left-pad", "nemoclaw"],
+            "components in a stable order"
+        );
+        assert!(
+            !names.contains(&"gcc-12") && !names.contains(&"old-conf"),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -84,7 +84,17 @@ pub fn forbidden(fs: &Rootfs, p: &Packages) -> Result<Vec<Hit>> {
             .map(|r| Regex::new(r))
             .collect::<std::result::Result<_, _>>()?;
         for (path, node) in &fs.nodes {
-            if node.kind == Kind::File && node.elf {
+            // A hardlink is the same file under another name: judge it by its bytes.
+            let elf = match node.kind {
+                Kind::File => node.elf,
+                Kind::Hardlink => node
+                    .link
+                    .as_ref()
+                    .and_then(|t| fs.nodes.get(t))
+                    .is_some_and(|t| t.kind == Kind::File && t.elf),
+                _ => false,
+            };
+            if elf {
                 let base = path.rsplit('/').next().unwrap_or(path);
                 if res.iter().any(|r| r.is_match(base)) {
                     hits.push(Hit {

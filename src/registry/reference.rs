@@ -245,21 +245,32 @@ mod tests {
 
     #[test]
     fn rejects_bad_references() {
-        for bad in [
-            "base",
-            "host/",
-            "host/Upper",
-            "host/a//b",
-            "host/a:",
-            "host/a:-bad",
-            "host/a@sha256:abc",
-            "host/a@md5:0123",
-            "ho st/a",
-            "host:port/a",
-            "[zz]:1/a",
-            "host/a/../b",
+        // (input, the reason the error must give)
+        let repo = "must be lowercase path components of [a-z0-9._-]";
+        let host = "is not a registry host[:port]";
+        let digest = "is not a sha256 digest (sha256:<64 lowercase hex>)";
+        for (bad, why) in [
+            ("base", "expected HOST[:PORT]/REPO[:TAG|@sha256:...]"),
+            ("host/", repo),
+            ("host/Upper", repo),
+            ("host/a//b", repo),
+            ("host/a:", "'' is not a valid tag"),
+            ("host/a:-bad", "'-bad' is not a valid tag"),
+            ("host/a@sha256:abc", digest),
+            ("host/a@md5:0123", digest),
+            ("ho st/a", host),
+            ("host:port/a", host),
+            ("[zz]:1/a", host),
+            ("host/a/../b", repo),
         ] {
-            assert!(RegRef::parse(bad).is_err(), "{bad} should be rejected");
+            let err = match RegRef::parse(bad) {
+                Ok(r) => panic!("{bad} should be rejected, parsed as {r:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(
+                err.contains(&format!("'registry://{bad}'")) && err.contains(why),
+                "{bad}: expected '{why}', got: {err}"
+            );
         }
     }
 

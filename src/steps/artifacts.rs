@@ -40,6 +40,20 @@ fn check_link(rel: &str, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a host file starts with the ELF magic.
+fn starts_with_elf(p: &Path) -> Result<bool> {
+    let mut head = [0u8; 4];
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n == 4 && &head == b"\x7fELF")
+}
+
 /// Adds the artifacts; returns the digest of the normalized tree.
 pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Result<String> {
     let dest = normalize(dest)?;
@@ -74,6 +88,12 @@ pub fn apply(fs: &mut Rootfs, src: &Path, dest: &str, uid: u64, gid: u64) -> Res
         n.uid = uid;
         n.gid = gid;
         if kind == Kind::File {
+            // The gate's toolchain-ELF rule looks at this flag: set it from the bytes.
+            n.elf = match &content {
+                Content::Bytes(b) => b.starts_with(b"\x7fELF"),
+                Content::Host(p) => starts_with_elf(p)?,
+                _ => false,
+            };
             n.content = content;
             n.size = size;
         }
@@ -275,7 +295,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("a")).unwrap();
         symlink("../../x", d.path().join("a/l")).unwrap();
-        assert!(apply(&mut Rootfs::new(), d.path(), "/opt/x", 0, 0).is_err());
+        let err = apply(&mut Rootfs::new(), d.path(), "/opt/x", 0, 0).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("'a/l' -> '../../x' escapes"),
+            "{err:#}"
+        );
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("a")).unwrap();
         symlink("../b", d.path().join("a/l")).unwrap();

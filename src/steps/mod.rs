@@ -104,11 +104,29 @@ pub fn gates(fs: &Rootfs, recipe: &Recipe) -> Result<()> {
         .iter()
         .flat_map(|c| crate::checks::evaluate(fs, c))
         .collect();
+    gate_report("", &hits, &missing, &failed)
+}
+
+/// The gate on a cache hit: the cached base and recipe layers passed [`gates`] when
+/// they were built (the cache key covers the recipe), so only the new artifacts are
+/// scanned. Same rules, same error as a full build.
+pub fn artifact_gates(artifacts: &Rootfs, recipe: &Recipe) -> Result<()> {
+    let hits = crate::scan::forbidden(artifacts, &recipe.packages)?;
+    gate_report(
+        " (base and recipe layers from the cache; artifacts checked)",
+        &hits,
+        &[],
+        &[],
+    )
+}
+
+/// One error listing every broken rule, each naming its file.
+fn gate_report(note: &str, hits: &[Hit], missing: &[String], failed: &[String]) -> Result<()> {
     if hits.is_empty() && missing.is_empty() && failed.is_empty() {
         return Ok(());
     }
-    let mut msg = String::from("the result breaks the recipe's hardening rules:");
-    for h in &hits {
+    let mut msg = format!("the result breaks the recipe's hardening rules{note}:");
+    for h in hits {
         msg.push_str(&format!(
             "\n  forbidden ({}): {}{}",
             h.rule,
@@ -119,10 +137,10 @@ pub fn gates(fs: &Rootfs, recipe: &Recipe) -> Result<()> {
                 .unwrap_or_default()
         ));
     }
-    for m in &missing {
+    for m in missing {
         msg.push_str(&format!("\n  required command missing: {m}"));
     }
-    for f in &failed {
+    for f in failed {
         msg.push_str(&format!("\n  check failed: {f}"));
     }
     bail!(msg)

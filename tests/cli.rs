@@ -1,0 +1,275 @@
+//! The command line as a user runs it: exit codes and files of `build --record`,
+//! `build --build-arg`, `audit --fail-on` and `policy --strict`, on small images built
+//! by the binary itself from generated tarballs.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+#[allow(dead_code)]
+#[path = "../src/testutil.rs"]
+mod testutil;
+use testutil::TarBuilder;
+
+const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
+const GROUP: &[u8] = b"root:x:0:\nnogroup:x:65534:\n";
+
+/// Runs the binary with a private cache; returns (exit code, stdout, stderr).
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_nemoclaw-build"))
+        .args(args)
+        .current_dir(dir)
+        .env("XDG_CACHE_HOME", dir.join("xdg-cache"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run nemoclaw-build");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// A rootfs tarball: accounts plus `extra`.
+fn base_tar(dir: &Path, name: &str, extra: impl FnOnce(TarBuilder) -> TarBuilder) -> PathBuf {
+    let b = TarBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/passwd", PASSWD, 0o644)
+        .file("etc/group", GROUP, 0o644)
+        .dir("usr/bin", 0o755)
+        .file("usr/bin/tool", b"#!/bin/sh\n", 0o755);
+    let p = dir.join(name);
+    std::fs::write(&p, extra(b).build()).unwrap();
+    p
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const MINIMAL: &str = "name = \"cli\"\n[image]\nuser = \"nobody\"\nbuild_args = [\"BUILD_ID\"]\n";
+
+/// Builds `base` with `recipe` into the OCI layout DIR/NAME; returns the image reference.
+fn build_image(dir: &Path, base: &Path, recipe: &Path, name: &str) -> String {
+    let image = format!("oci:{}:t", dir.join(name).display());
+    let (code, _, err) = run(
+        dir,
+        &[
+            "build",
+            "--base",
+            &format!("tar:{}", base.display()),
+            "--output",
+            &image,
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--source-date-epoch",
+            "1700000000",
+            "--no-cache",
+            "-q",
+        ],
+    );
+    assert_eq!(code, 0, "build {name}: {err}");
+    image
+}
+
+#[test]
+fn record_is_the_summary_record_and_only_written_on_success() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let base = base_tar(d, "base.tar", |b| b);
+    let recipe = write(d, "r.toml", MINIMAL);
+    let rec = d.join("record.json");
+    let args = |out: &str, arg: &str| -> Vec<String> {
+        [
+            "build",
+            "--base",
+            &format!("tar:{}", base.display()),
+            "--output",
+            &format!("oci:{}:t", d.join(out).display()),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--source-date-epoch",
+            "1700000000",
+            "--build-arg",
+            arg,
+            "--record",
+            rec.to_str().unwrap(),
+            "--no-cache",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args("ok", "BUILD_ID=7");
+    let (code, out, err) = run(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec).expect("--record file")).unwrap();
+    assert_eq!(record, summary["record"]);
+    let sha = {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(std::fs::read(&base).unwrap()))
+        )
+    };
+    assert_eq!(record["base_digest"], sha.as_str());
+    assert_eq!(record["build_args"]["BUILD_ID"], "7");
+    assert_eq!(record["source_date_epoch"], 1700000000);
+    assert_eq!(record["purge_mode"], "rewrite");
+    assert!(record["recipe_digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    // A failed build writes no record (and no image).
+    std::fs::remove_file(&rec).unwrap();
+    let a = args("refused", "OTHER=1");
+    let (code, _, err) = run(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--build-arg OTHER: the recipe does not accept it (accepted: BUILD_ID)"),
+        "{err}"
+    );
+    assert!(!rec.exists() && !d.join("refused").exists());
+}
+
+#[test]
+fn build_arg_must_be_key_equals_value() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let base = base_tar(d, "base.tar", |b| b);
+    let (code, _, err) = run(
+        d,
+        &[
+            "build",
+            "--base",
+            &format!("tar:{}", base.display()),
+            "--output",
+            &format!("oci:{}:t", d.join("o").display()),
+            "--build-arg",
+            "BUILD_ID",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--build-arg 'BUILD_ID': expected KEY=VALUE"),
+        "{err}"
+    );
+    assert!(!d.join("o").exists());
+}
+
+#[test]
+fn audit_fail_on_sets_the_threshold() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let recipe = write(d, "r.toml", MINIMAL);
+    // One info finding (a setgid file), and one warning (a setuid file) on top.
+    let info = base_tar(d, "info.tar", |b| b.file("usr/bin/sg", b"x", 0o2755));
+    let warn = base_tar(d, "warn.tar", |b| {
+        b.file("usr/bin/sg", b"x", 0o2755)
+            .file("usr/bin/su", b"x", 0o4755)
+    });
+    let clean = base_tar(d, "clean.tar", |b| b);
+    let images = [
+        ("clean", build_image(d, &clean, &recipe, "clean")),
+        ("info", build_image(d, &info, &recipe, "info")),
+        ("warning", build_image(d, &warn, &recipe, "warn")),
+    ];
+    // expected exit code per (image, --fail-on)
+    let expect = |img: &str, level: &str| -> i32 {
+        let rank = |s: &str| {
+            ["clean", "info", "warning", "error"]
+                .iter()
+                .position(|x| *x == s)
+        };
+        i32::from(rank(img) >= rank(level))
+    };
+    for (what, image) in &images {
+        for level in ["info", "warning", "error"] {
+            let (code, out, err) = run(
+                d,
+                &[
+                    "audit",
+                    image,
+                    "--recipe",
+                    recipe.to_str().unwrap(),
+                    "--fail-on",
+                    level,
+                    "--json",
+                    "-q",
+                ],
+            );
+            assert_eq!(
+                code,
+                expect(what, level),
+                "audit of the {what} image with --fail-on {level}: {out}{err}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let ids: Vec<&str> = v["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["id"].as_str().unwrap())
+                .collect();
+            let want: &[&str] = match *what {
+                "clean" => &[],
+                "info" => &["setgid"],
+                _ => &["setuid", "setgid"],
+            };
+            assert_eq!(ids, want, "{what}");
+            let severity = |id: &str| if id == "setuid" { "warning" } else { "info" };
+            let rank = |s: &str| ["info", "warning", "error"].iter().position(|x| *x == s);
+            let failing = ids
+                .iter()
+                .filter(|id| rank(severity(id)) >= rank(level))
+                .count();
+            assert_eq!(v["failing"], failing, "{what} --fail-on {level}: {v}");
+        }
+    }
+}
+
+#[test]
+fn policy_strict_fails_on_declaration_problems() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let base = base_tar(d, "base.tar", |b| b.dir("srv/data", 0o755));
+    let good = write(
+        d,
+        "good.toml",
+        &format!("{MINIMAL}[landlock]\npath = \"/etc/ll.json\"\nread_write = [\"/srv/data\"]\n"),
+    );
+    let bad = write(
+        d,
+        "bad.toml",
+        &format!("{MINIMAL}[landlock]\npath = \"/etc/ll.json\"\nread_write = [\"/srv/nothere\"]\n"),
+    );
+    let image = build_image(d, &base, &good, "img");
+    let policy = |recipe: &Path, strict: bool| {
+        let mut a = vec![
+            "policy",
+            image.as_str(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "-q",
+        ];
+        if strict {
+            a.push("--strict");
+        }
+        run(d, &a)
+    };
+    let warning = "warning: read_write path /srv/nothere does not exist in the image";
+    let (code, out, err) = policy(&bad, false);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(warning), "{out}");
+    let (code, out, err) = policy(&bad, true);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(warning), "{out}");
+    let (code, out, err) = policy(&good, true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("warning:"), "{out}");
+}
