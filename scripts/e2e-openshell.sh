@@ -23,6 +23,10 @@ RESULTS="$W/results"
 PIDS=()
 # shellcheck source=probe.sh
 . "$NEMOCLAW_ROOT/scripts/probe.sh"
+suite_begin openshell
+# default 1+12, root 2+12, openshell 1+12+9, root-no-caps 2, read-only 1+12+1, nnp 2+12,
+# landlock 2+2*6, audit 2 (common_env is 12 probes)
+plan 95
 N=0
 run() { # podman run --rm with the suite's flags; extra flags first, then image and command
   N=$((N + 1))
@@ -185,7 +189,4 @@ rc=0; timeout 600 "$BIN" audit "oci:$OCI:$TAG" --fail-on warning --json >"$W/aud
 check_eq audit.clean_at_warning "0:0" "$rc:$(jq -r '[.findings[] | select(.severity != "info")] | length' "$W/audit.json" 2>/dev/null)"
 check_eq audit.openshell_rules_on "true" "$(jq -r '.openshell' "$W/audit.json" 2>/dev/null)"
 
-passed="$(grep -c '^PASS: ' "$RESULTS" || true)"
-failed="$(grep -c '^FAIL: ' "$RESULTS" || true)"
-printf '%s passed, %s failed\n' "$passed" "$failed"
-((failed == 0))
+suite_end

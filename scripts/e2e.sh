@@ -692,9 +692,10 @@ section_init() {
 
 # The OpenShell run path and the runtime matrix (scripts/e2e-openshell.sh).
 section_openshell() {
+  plan 0 # all in the sub-suite
   ensure_main_image || { prereq openshell main-image; return 0; }
   IMAGE="$(img main)" OCI="$W/out/main" TAG="$TAG" BIN="$BIN" E2E_WORK="$W/openshell" \
-    subsuite openshell "$NEMOCLAW_ROOT/scripts/e2e-openshell.sh"
+    subsuite openshell bash "$NEMOCLAW_ROOT/scripts/e2e-openshell.sh"
 }
 
 section_bomb() {
