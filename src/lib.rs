@@ -12,6 +12,7 @@ pub mod compress;
 pub mod diff;
 pub mod digest;
 pub mod dpkg;
+pub mod hostfs;
 pub mod image;
 pub mod imageref;
 pub mod layer;
@@ -26,6 +27,7 @@ pub mod rootfs;
 pub mod sbom;
 pub mod scan;
 pub mod sink;
+pub mod spill;
 pub mod source;
 pub mod steps;
 #[cfg(test)]
