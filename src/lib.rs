@@ -27,8 +27,8 @@ pub mod rootfs;
 pub mod sbom;
 pub mod scan;
 pub mod sink;
-pub mod spill;
 pub mod source;
+pub mod spill;
 pub mod steps;
 #[cfg(test)]
 pub mod testutil;

@@ -373,7 +373,11 @@ fn write_upper(
             Content::Bytes(b) => w.append(&k, &node, &mut &b[..])?,
             Content::Host(h) => {
                 if h.len() != n.size {
-                    bail!("/{k}: artifact size {} differs from its node's {}", h.len(), n.size);
+                    bail!(
+                        "/{k}: artifact size {} differs from its node's {}",
+                        h.len(),
+                        n.size
+                    );
                 }
                 w.append(&k, &node, &mut h.reader())?
             }

@@ -41,7 +41,8 @@ impl<'de> Deserialize<'de> for Mode {
 /// "755", "0755", "02770", "0o755": octal digits only (no sign, space or `_`).
 fn parse_octal_mode(s: &str) -> Option<u32> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
-    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
         return None;
     }
     u32::from_str_radix(digits, 8).ok()
@@ -321,8 +322,8 @@ impl Recipe {
 
     /// Like `load`, naming the recipe `name` in messages and records.
     pub fn load_named(path: &Path, name: &str) -> Result<Recipe> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read recipe {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read recipe {}", path.display()))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Recipe::parse(&bytes, name, &dir)
     }
@@ -401,8 +402,11 @@ impl Recipe {
                 bail!("{label}: larger than {MAX_SOURCE_BYTES} bytes");
             }
             let mut bytes = Vec::with_capacity(size as usize);
-            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_SOURCE_BYTES + 1), &mut bytes)
-                .with_context(|| format!("cannot read {label}"))?;
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, MAX_SOURCE_BYTES + 1),
+                &mut bytes,
+            )
+            .with_context(|| format!("cannot read {label}"))?;
             if bytes.len() as u64 > MAX_SOURCE_BYTES {
                 bail!("{label}: larger than {MAX_SOURCE_BYTES} bytes");
             }
@@ -643,5 +647,234 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Recipe::from_str(text, "r.toml").unwrap_err())
+    }
+
+    const USER: &str = "[[groups]]\nname='sandbox'\ngid=998\n[[users]]\nname='sandbox'\nuid=998\ngid=998\nhome='/sandbox'\nshell='/bin/bash'\n";
+
+    /// Issue 12 #8: a newline or ':' in any account field added lines to
+    /// /etc/passwd (a passwordless uid-0 account) or fields to a line.
+    #[test]
+    fn account_fields_that_could_inject_lines_are_refused() {
+        let bad: &[(&str, &str, &str)] = &[
+            (
+                "home=\"/x\\nevil::0:0::/root:/bin/sh\"",
+                "users[1].home",
+                "newline",
+            ),
+            ("gecos='a:b'", "users[1].gecos", "':'"),
+            ("gecos=\"a\\u0000b\"", "users[1].gecos", "control character"),
+            ("shell='/bin/sh:x'", "users[1].shell", "':'"),
+            ("shell='bin/sh'", "users[1].shell", "absolute path"),
+            ("home='relative'", "users[1].home", "absolute path"),
+        ];
+        for (field, want_field, want_why) in bad {
+            let text = format!(
+                "{USER}[[users]]\nname='x'\nuid=1000\ngid=998\nhome='/h'\nshell='/bin/sh'\n{field}\n"
+            )
+            .replace("home='/h'\n", if field.starts_with("home") { "" } else { "home='/h'\n" })
+            .replace(
+                "shell='/bin/sh'\n",
+                if field.starts_with("shell") { "" } else { "shell='/bin/sh'\n" },
+            );
+            let e = err(&text);
+            assert!(
+                e.contains(want_field) && e.contains(want_why),
+                "{field}: {e}"
+            );
+        }
+        for (name, why) in [
+            ("evil\\nroot", "not a valid name"),
+            ("a:b", "not a valid name"),
+            ("Root", "not a valid name"),
+            ("1000", "not a valid name"),
+            ("-x", "not a valid name"),
+            ("", "must not be empty"),
+            ("abcdefghijklmnopqrstuvwxyz0123456", "longer than 32 bytes"),
+        ] {
+            let e = err(&format!(
+                "[[users]]\nname=\"{name}\"\nuid=1000\ngid=998\nhome='/h'\nshell='/bin/sh'\n"
+            ));
+            assert!(
+                e.contains("users[0].name") && e.contains(why),
+                "{name}: {e}"
+            );
+            let e = err(&format!("[[groups]]\nname=\"{name}\"\ngid=1000\n"));
+            assert!(
+                e.contains("groups[0].name") && e.contains(why),
+                "{name}: {e}"
+            );
+        }
+        let e = err("[[groups]]\nname='g'\ngid=5\nmembers=['ok', 'a,b']\n");
+        assert!(
+            e.contains("groups[0].members[1]") && e.contains("not a valid name"),
+            "{e}"
+        );
+        let e = err("[[groups]]\nname='g'\ngid=5\nmembers=[\"x\\nroot::0:\"]\n");
+        assert!(e.contains("groups[0].members[0]"), "{e}");
+        // What useradd accepts is accepted.
+        Recipe::from_str(
+            "[[groups]]\nname='_svc-1'\ngid=5\nmembers=['host$', 'a_b']\n[[users]]\nname='host$'\nuid=7\ngid=5\nhome='/var/lib/x y'\nshell='/usr/sbin/nologin'\ngecos='Svc User,,,'\n",
+            "r.toml",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn second_root_and_duplicate_ids_are_refused() {
+        let e = err("[[users]]\nname='toor'\nuid=0\ngid=0\nhome='/'\nshell='/bin/sh'\n");
+        assert!(
+            e.contains("users[0].uid") && e.contains("second root"),
+            "{e}"
+        );
+        let e = err("[[groups]]\nname='wheel'\ngid=0\n");
+        assert!(
+            e.contains("groups[0].gid") && e.contains("second root group"),
+            "{e}"
+        );
+        let e = err("[[users]]\nname='x'\nuid=4294967295\ngid=1\nhome='/'\nshell='/bin/sh'\n");
+        assert!(e.contains("users[0].uid") && e.contains("(uid_t)-1"), "{e}");
+        let e = err(&format!(
+            "{USER}[[users]]\nname='other'\nuid=998\ngid=998\nhome='/'\nshell='/bin/sh'\n"
+        ));
+        assert!(e.contains("users[1].uid: same uid as users[0]"), "{e}");
+        let e = err("[[groups]]\nname='a'\ngid=5\n[[groups]]\nname='a'\ngid=6\n");
+        assert!(e.contains("groups[1].name: same name as groups[0]"), "{e}");
+        // Root itself may be declared (e.g. to set its shell); it stays uid 0.
+        Recipe::from_str(
+            "[[groups]]\nname='root'\ngid=0\n[[users]]\nname='root'\nuid=0\ngid=0\nhome='/root'\nshell='/bin/bash'\n",
+            "r.toml",
+        )
+        .unwrap();
+    }
+
+    /// A recipe dir `r/` with `files/motd`, a secret next to it and links.
+    fn recipe_tree() -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("r");
+        std::fs::create_dir_all(r.join("files")).unwrap();
+        std::fs::write(r.join("files/motd"), b"hello\n").unwrap();
+        std::fs::write(t.path().join("secret"), b"host secret\n").unwrap();
+        std::os::unix::fs::symlink("../../secret", r.join("files/out")).unwrap();
+        std::os::unix::fs::symlink("motd", r.join("files/alias")).unwrap();
+        std::os::unix::fs::symlink(t.path(), r.join("up")).unwrap();
+        (t, r)
+    }
+
+    fn with_source(src: &str) -> String {
+        format!("[[fs]]\nop='file'\npath='/etc/motd'\nsource={src:?}\n")
+    }
+
+    /// Issue 12 #9: `source` read any host file (`../..`, absolute, via symlinks).
+    #[test]
+    fn source_is_confined_to_the_recipe_directory() {
+        let (_t, r) = recipe_tree();
+        for (src, why) in [
+            ("../secret", "outside the recipe's directory"),
+            ("files/../../secret", "outside the recipe's directory"),
+            ("files/out", "outside the recipe's directory"),
+            ("up/secret", "outside the recipe's directory"),
+            (
+                "/etc/shadow",
+                "must be a path relative to the recipe's directory",
+            ),
+            ("files/missing", "cannot resolve"),
+            ("files", "not a regular file"),
+        ] {
+            let e = Recipe::parse(with_source(src).as_bytes(), "r.toml", &r).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains(&format!("fs[0].source = {src:?}")) && e.contains(why),
+                "{src}: {e}"
+            );
+        }
+        for src in ["files/motd", "files/alias", "./files/../files/motd"] {
+            let recipe = Recipe::parse(with_source(src).as_bytes(), "r.toml", &r).unwrap();
+            let mut fs = crate::rootfs::Rootfs::new();
+            crate::steps::fsops::apply(&mut fs, &recipe).unwrap();
+            assert_eq!(fs.read("etc/motd").unwrap(), b"hello\n", "{src}");
+        }
+    }
+
+    /// Without a directory (the fuzz entry point, built-in recipes) nothing is read.
+    #[test]
+    fn from_str_reads_no_source() {
+        let recipe = Recipe::from_str(&with_source("files/motd"), "r.toml").unwrap();
+        let err =
+            crate::steps::fsops::apply(&mut crate::rootfs::Rootfs::new(), &recipe).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("fs[0].source = \"files/motd\" was not read"),
+            "{err:#}"
+        );
+    }
+
+    /// The build cache keys on the recipe digest: a changed source file must change it.
+    #[test]
+    fn digest_covers_source_files() {
+        let (_t, r) = recipe_tree();
+        let text = with_source("files/motd");
+        let d1 = Recipe::parse(text.as_bytes(), "r.toml", &r)
+            .unwrap()
+            .digest();
+        std::fs::write(r.join("files/motd"), b"changed\n").unwrap();
+        let d2 = Recipe::parse(text.as_bytes(), "r.toml", &r)
+            .unwrap()
+            .digest();
+        assert_ne!(d1, d2);
+        // Recipes without sources keep their plain text digest.
+        let plain = Recipe::from_str("name = 'x'\n", "r.toml").unwrap();
+        assert_eq!(
+            plain.digest(),
+            crate::digest::sha256_digest(b"name = 'x'\n")
+        );
+    }
+
+    /// Issue 12 #10: `mode = 755` became 0o1363 and `2541` setuid 04755.
+    #[test]
+    fn decimal_integer_modes_are_refused() {
+        let e = err("[[fs]]\nop = 'dir'\npath = '/x'\nmode = 755\n");
+        assert!(
+            e.contains("line 4: fs[0].mode = 755")
+                && e.contains("(= 0o1363)")
+                && e.contains("write mode = \"0755\" or 0o755"),
+            "{e}"
+        );
+        let e = err("[[fs]]\nop='dir'\npath='/a'\n[[fs]]\nop = 'file'\npath = '/x'\ncontent = ''\nmode = 2541\n");
+        assert!(
+            e.contains("fs[1].mode = 2541") && e.contains("(= 0o4755)"),
+            "{e}"
+        );
+        let e = err("[[checks]]\npath = '/x'\nmode = 644\n");
+        assert!(e.contains("checks[0].mode = 644"), "{e}");
+        let e = err("fs = [{ op = 'dir', path = '/x', mode = 700 }]\n");
+        assert!(e.contains("fs[0].mode = 700"), "{e}");
+        let e = err("[[fs]]\nop = 'dir'\npath = '/x'\nmode = 0x1ed\n");
+        assert!(e.contains("fs[0].mode = 0x1ed"), "{e}");
+        for bad in ["'+755'", "'0o0o755'", "' 755'", "'7_55'", "''", "'0x1ed'"] {
+            let e = err(&format!("[[fs]]\nop = 'dir'\npath = '/x'\nmode = {bad}\n"));
+            assert!(e.contains("is not an octal number"), "{bad}: {e}");
+        }
+        for (ok, want) in [
+            ("0o755", 0o755),
+            ("'0755'", 0o755),
+            ("'2770'", 0o2770),
+            ("'0o4755'", 0o4755),
+            ("0o0", 0),
+        ] {
+            let r = Recipe::from_str(
+                &format!("[[fs]]\nop = 'dir'\npath = '/x'\nmode = {ok}\n"),
+                "r.toml",
+            )
+            .unwrap();
+            assert!(
+                matches!(r.fs[0], FsOp::Dir { mode: Some(Mode(m)), .. } if m == want),
+                "{ok}"
+            );
+        }
+        // A label or env value named "mode" is a string, not a Mode.
+        Recipe::from_str("[image.labels]\nmode = '755'\n", "r.toml").unwrap();
     }
 }

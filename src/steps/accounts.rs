@@ -35,12 +35,12 @@ pub fn name_problem(name: &str) -> Option<String> {
 /// Control characters (newline, NUL, ...) would start a new line or cut the
 /// field; `:` would start a new field.
 fn text_problem(s: &str) -> Option<String> {
-    if s.contains(':') {
-        Some(format!("{s:?} must not contain ':'"))
-    } else if s.chars().any(char::is_control) {
+    if s.chars().any(char::is_control) {
         Some(format!(
             "{s:?} must not contain a newline or other control character"
         ))
+    } else if s.contains(':') {
+        Some(format!("{s:?} must not contain ':'"))
     } else {
         None
     }
@@ -104,7 +104,10 @@ pub fn group_problem(g: &Group) -> Option<(String, String)> {
         ));
     }
     if g.gid == u32::MAX {
-        return Some(("gid".into(), "4294967295 is (gid_t)-1, not a usable id".into()));
+        return Some((
+            "gid".into(),
+            "4294967295 is (gid_t)-1, not a usable id".into(),
+        ));
     }
     for (j, m) in g.members.iter().enumerate() {
         if let Some(why) = name_problem(m) {
@@ -468,5 +471,36 @@ mod tests {
         );
         assert_eq!(lookup_id(&p, "sandbox"), Some(998));
         assert_eq!(lookup_name(&p, 0).as_deref(), Some("root"));
+    }
+
+    /// Issue 12 #8, below the recipe parser: nothing that could add a line or a
+    /// field reaches the account files, whoever builds the `User`/`Group`.
+    #[test]
+    fn fields_that_could_inject_lines_never_reach_the_files() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n";
+        let mut u = user("sandbox", 998);
+        u.gecos = "x\nevil::0:0::/root:/bin/sh".into();
+        let err = add_users(passwd, "", &[u], 1).unwrap_err();
+        assert!(
+            err.to_string().contains("gecos") && err.to_string().contains("newline"),
+            "{err}"
+        );
+        let mut u = user("sandbox", 998);
+        u.shell = "/bin/sh:0".into();
+        let err = add_users(passwd, "", &[u], 1).unwrap_err();
+        assert!(err.to_string().contains("shell"), "{err}");
+        let err = add_users(passwd, "", &[user("toor", 0)], 1).unwrap_err();
+        assert!(err.to_string().contains("second root"), "{err}");
+        let err = add_groups(
+            "root:x:0:\n",
+            "",
+            &[Group {
+                name: "g".into(),
+                gid: 5,
+                members: vec!["a\nevil:x:0:".into()],
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("members[0]"), "{err}");
     }
 }

@@ -558,7 +558,10 @@ mod tests {
                 ..LIMITS
             },
         );
-        assert!(err.contains("a/b/c/f: the artifacts exceed the limit of 99"), "{err}");
+        assert!(
+            err.contains("a/b/c/f: the artifacts exceed the limit of 99"),
+            "{err}"
+        );
     }
 
     /// GNU long names and PAX records are held in memory by the tar reader; a huge
@@ -602,14 +605,18 @@ mod tests {
             .build();
         let (_t, p) = tarball(&through_link);
         let err = apply_err(&p, &LIMITS);
-        assert!(err.contains("'/opt/x/l' is a Symlink, not a directory"), "{err}");
-        let mut full = TarBuilder::new()
-            .file("a", &vec![7u8; 4000], 0o644)
-            .build();
+        assert!(
+            err.contains("'/opt/x/l' is a Symlink, not a directory"),
+            "{err}"
+        );
+        let mut full = TarBuilder::new().file("a", &vec![7u8; 4000], 0o644).build();
         full.truncate(512 + 1024);
         let (_t, p) = tarball(&full);
         let err = apply_err(&p, &LIMITS);
-        assert!(err.contains("entry 'a' is truncated (1024 of 4000 bytes)"), "{err}");
+        assert!(
+            err.contains("entry 'a' is truncated (1024 of 4000 bytes)"),
+            "{err}"
+        );
     }
 
     /// `gzip -d` and GNU tar read every gzip member; a first-member-only reader saw a
@@ -645,15 +652,22 @@ mod tests {
             ..Default::default()
         };
         let hits = crate::scan::forbidden(&fs, &pkgs).unwrap();
-        assert!(hits.iter().any(|h| h.path.ends_with("opt/x/gcc")), "{hits:?}");
+        assert!(
+            hits.iter().any(|h| h.path.ends_with("opt/x/gcc")),
+            "{hits:?}"
+        );
     }
 
     #[test]
     fn special_files_and_non_utf8_names_are_refused() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("pipe");
-        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600))
-            .unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         let err = apply_err(d.path(), &LIMITS);
         assert!(err.contains("pipe is a Fifo"), "{err}");
         let d = tempfile::tempdir().unwrap();

@@ -77,7 +77,9 @@ pub fn apply_artifacts(
                     accounts::gid_of(who, &a.group)?,
                 )
             };
-            Ok(Some(artifacts::apply(fs, src, &a.dest, uid, gid, spill_dir)?))
+            Ok(Some(artifacts::apply(
+                fs, src, &a.dest, uid, gid, spill_dir,
+            )?))
         }
         (None, Some(src)) => bail!(
             "--artifacts {} given, but the recipe has no [artifacts] section saying where they go",
