@@ -13,6 +13,7 @@ pub mod contract;
 pub mod diff;
 pub mod digest;
 pub mod dpkg;
+pub mod hostfs;
 pub mod image;
 pub mod imageref;
 pub mod layer;
@@ -28,6 +29,7 @@ pub mod sbom;
 pub mod scan;
 pub mod sink;
 pub mod source;
+pub mod spill;
 pub mod steps;
 #[cfg(test)]
 pub mod testutil;

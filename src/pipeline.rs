@@ -371,14 +371,15 @@ fn write_upper(
         }
         match &n.content {
             Content::Bytes(b) => w.append(&k, &node, &mut &b[..])?,
-            Content::Host(p) => {
-                let mut f = std::fs::File::open(p)
-                    .with_context(|| format!("cannot read artifact {}", p.display()))?;
-                let len = f.metadata()?.len();
-                if len != n.size {
-                    bail!("artifact {} changed size during the build", p.display());
+            Content::Host(h) => {
+                if h.len() != n.size {
+                    bail!(
+                        "/{k}: artifact size {} differs from its node's {}",
+                        h.len(),
+                        n.size
+                    );
                 }
-                w.append(&k, &node, &mut f)?
+                w.append(&k, &node, &mut h.reader())?
             }
             Content::Empty => w.append(&k, &node, &mut std::io::empty())?,
             Content::Layer(l) if n.kind == Kind::File => {
@@ -762,6 +763,7 @@ fn artifacts_layer(
         Some(&accounts),
         &opts.recipe,
         opts.artifacts.as_deref(),
+        staging.path(),
     )?;
     if digest.is_none() {
         return Ok((None, None, afs));
@@ -846,7 +848,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     // The gate: on the complete result when we have it, else on what is new.
     match full_fs {
         Some(mut fs) => {
-            steps::apply_artifacts(&mut fs, None, &opts.recipe, opts.artifacts.as_deref())?;
+            steps::merge_artifacts(&mut fs, &afs)?;
             steps::gates(&fs, &opts.recipe)?;
         }
         None => steps::artifact_gates(&afs, &opts.recipe)?,

@@ -4,9 +4,13 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Arc;
 
-/// File mode written as an octal string ("2770") or a TOML octal integer (0o2770).
+/// File mode written as an octal string ("0755", "2770") or a TOML octal integer
+/// (0o755). A decimal integer (`mode = 755`, which is 0o1363) is refused before
+/// deserialization by [`refuse_decimal_modes`]: serde only sees the number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Mode(pub u32);
 
@@ -19,7 +23,7 @@ impl<'de> Deserialize<'de> for Mode {
             I(i64),
         }
         let v = match Raw::deserialize(d)? {
-            Raw::S(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
+            Raw::S(s) => parse_octal_mode(&s).ok_or_else(|| {
                 serde::de::Error::custom(format!("mode '{s}' is not an octal number like \"0755\""))
             })?,
             Raw::I(i) => u32::try_from(i)
@@ -32,6 +36,16 @@ impl<'de> Deserialize<'de> for Mode {
         }
         Ok(Mode(v))
     }
+}
+
+/// "755", "0755", "02770", "0o755": octal digits only (no sign, space or `_`).
+fn parse_octal_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -63,8 +77,10 @@ pub struct Recipe {
     pub checks: Vec<Check>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Bytes of each `[[fs]] op = "file"` `source`, by index into `fs`; read once
+    /// (confined to the recipe's directory) when the recipe is loaded from a file.
     #[serde(skip)]
-    pub source_dir: PathBuf,
+    pub sources: BTreeMap<usize, Arc<Vec<u8>>>,
     #[serde(skip)]
     pub source_bytes: Vec<u8>,
     #[serde(skip)]
@@ -155,7 +171,9 @@ pub enum FsOp {
         group: Option<String>,
         mode: Option<Mode>,
     },
-    /// Write a file from inline `content` or from `source` (relative to the recipe).
+    /// Write a file from inline `content` or from `source`: a path relative to the
+    /// recipe file's directory that must resolve (symlinks included) inside it.
+    /// A built-in recipe has no directory, so it can't use `source`.
     File {
         path: String,
         content: Option<String>,
@@ -330,38 +348,127 @@ pub struct AuditConfig {
 }
 
 pub const DEFAULT_RECIPE: &str = include_str!("../recipes/nemoclaw-sandbox.toml");
+const BUILT_IN_NAME: &str = "recipes/nemoclaw-sandbox.toml (built in)";
+
+/// Largest `source` file read into memory.
+pub const MAX_SOURCE_BYTES: u64 = 64 << 20;
 
 impl Recipe {
+    /// The recipe at `path` (its `source` files read from its directory), or the
+    /// built-in one.
     pub fn load(path: Option<&Path>) -> Result<Recipe> {
         match path {
-            Some(p) => {
-                let bytes = std::fs::read(p)
-                    .with_context(|| format!("cannot read recipe {}", p.display()))?;
-                let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
-                Recipe::parse(&bytes, &p.display().to_string(), &dir)
+            Some(p) => Recipe::load_named(p, &p.display().to_string()),
+            None => {
+                let r = Recipe::from_str(DEFAULT_RECIPE, BUILT_IN_NAME)?;
+                if let Some((i, src)) = r.file_sources().next() {
+                    bail!(
+                        "{BUILT_IN_NAME}: fs[{i}].source = {src:?}: a built-in recipe has no \
+                         directory to read it from; use 'content' or pass --recipe"
+                    );
+                }
+                Ok(r)
             }
-            None => Recipe::parse(
-                DEFAULT_RECIPE.as_bytes(),
-                "recipes/nemoclaw-sandbox.toml (built in)",
-                Path::new("recipes"),
-            ),
         }
     }
 
-    pub fn parse(bytes: &[u8], name: &str, dir: &Path) -> Result<Recipe> {
-        let text = std::str::from_utf8(bytes).map_err(|_| anyhow!("{name}: not UTF-8"))?;
+    /// Like `load`, naming the recipe `name` in messages and records.
+    pub fn load_named(path: &Path, name: &str) -> Result<Recipe> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read recipe {}", path.display()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Recipe::parse(&bytes, name, &dir)
+    }
+
+    /// Parses and validates recipe text without touching the filesystem (the fuzz
+    /// entry point). `source` files are not read: `fsops` refuses them until
+    /// [`Recipe::read_sources`] has run.
+    pub fn from_str(text: &str, name: &str) -> Result<Recipe> {
         let mut r: Recipe = toml::from_str(text)
             .map_err(|e| anyhow!("{name}: {}", describe_toml_error(text, &e)))?;
-        r.source_dir = dir.to_path_buf();
-        r.source_bytes = bytes.to_vec();
+        refuse_decimal_modes(text).map_err(|e| anyhow!("{name}: {e}"))?;
+        r.source_bytes = text.as_bytes().to_vec();
         r.source_name = name.to_string();
         r.validate()
             .with_context(|| format!("{name}: invalid recipe"))?;
         Ok(r)
     }
 
+    /// Parses recipe bytes and reads its `source` files from `dir`.
+    pub fn parse(bytes: &[u8], name: &str, dir: &Path) -> Result<Recipe> {
+        let text = std::str::from_utf8(bytes).map_err(|_| anyhow!("{name}: not UTF-8"))?;
+        let mut r = Recipe::from_str(text, name)?;
+        r.read_sources(dir)
+            .with_context(|| format!("{name}: invalid recipe"))?;
+        Ok(r)
+    }
+
+    /// `(index into fs, source)` of every file operation that reads a source file.
+    fn file_sources(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.fs.iter().enumerate().filter_map(|(i, op)| match op {
+            FsOp::File {
+                source: Some(s), ..
+            } => Some((i, s.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Reads each `source` once, confined to `dir`: the path is canonicalized
+    /// (symlinks resolved) and must stay below the canonical `dir`; the file is then
+    /// opened component by component without following symlinks, so nothing
+    /// swapped in after the check is read either.
+    pub fn read_sources(&mut self, dir: &Path) -> Result<()> {
+        let wanted: Vec<(usize, String)> = self
+            .file_sources()
+            .map(|(i, s)| (i, s.to_string()))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let root = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve the recipe's directory {}", dir.display()))?;
+        let (root_fd, _) = crate::hostfs::open_root(&root)?;
+        for (i, src) in wanted {
+            let field = format!("fs[{i}].source = {src:?}");
+            let joined = root.join(&src);
+            let real = joined
+                .canonicalize()
+                .with_context(|| format!("{field}: cannot resolve {}", joined.display()))?;
+            let rel = match real.strip_prefix(&root) {
+                Ok(rel) if !rel.as_os_str().is_empty() => rel,
+                _ => bail!(
+                    "{field} resolves to {}, outside the recipe's directory {}",
+                    real.display(),
+                    root.display()
+                ),
+            };
+            let label = format!("{field} ({})", real.display());
+            let (f, size) = crate::hostfs::open_file_beneath(root_fd.as_fd(), rel, &label)?;
+            if size > MAX_SOURCE_BYTES {
+                bail!("{label}: larger than {MAX_SOURCE_BYTES} bytes");
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, MAX_SOURCE_BYTES + 1),
+                &mut bytes,
+            )
+            .with_context(|| format!("cannot read {label}"))?;
+            if bytes.len() as u64 > MAX_SOURCE_BYTES {
+                bail!("{label}: larger than {MAX_SOURCE_BYTES} bytes");
+            }
+            self.sources.insert(i, Arc::new(bytes));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
-        for op in &self.fs {
+        for (i, op) in self.fs.iter().enumerate() {
             if let FsOp::File {
                 path,
                 content,
@@ -372,11 +479,19 @@ impl Recipe {
                 if content.is_some() == source.is_some() {
                     bail!("fs op 'file' for {path}: set exactly one of 'content' or 'source'");
                 }
+                if let Some(s) = source {
+                    if s.is_empty() || s.starts_with('/') || s.contains('\0') {
+                        bail!(
+                            "fs[{i}].source = {s:?}: must be a path relative to the recipe's directory"
+                        );
+                    }
+                }
             }
         }
         if let Some(init) = &self.init {
             self.init_spec(init)?;
         }
+        self.validate_accounts()?;
         for re in self
             .packages
             .forbid_elf
@@ -422,8 +537,134 @@ impl Recipe {
         Ok(spec)
     }
 
+    /// Every account field is written verbatim into /etc/passwd, shadow, group or
+    /// gshadow, so each is held to what useradd/groupadd accept; a field that could
+    /// add a line or a field (newline, `:`) is an error naming it (`users[1].home`).
+    fn validate_accounts(&self) -> Result<()> {
+        use crate::steps::accounts::{group_problem, user_problem};
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if let Some((field, why)) = user_problem(u) {
+                bail!("users[{i}].{field}: {why}");
+            }
+            for (k, what) in [
+                (format!("name {}", u.name), "name"),
+                (format!("uid {}", u.uid), "uid"),
+            ] {
+                if let Some(j) = seen.insert(k, i) {
+                    bail!("users[{i}].{what}: same {what} as users[{j}]");
+                }
+            }
+        }
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if let Some((field, why)) = group_problem(g) {
+                bail!("groups[{i}].{field}: {why}");
+            }
+            for (k, what) in [
+                (format!("name {}", g.name), "name"),
+                (format!("gid {}", g.gid), "gid"),
+            ] {
+                if let Some(j) = seen.insert(k, i) {
+                    bail!("groups[{i}].{what}: same {what} as groups[{j}]");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Identifies the recipe for the build cache and records: its text, plus the
+    /// content of every `source` file (a changed source must not hit the cache).
     pub fn digest(&self) -> String {
-        crate::digest::sha256_digest(&self.source_bytes)
+        if self.sources.is_empty() {
+            return crate::digest::sha256_digest(&self.source_bytes);
+        }
+        let mut all = self.source_bytes.clone();
+        for (i, b) in &self.sources {
+            all.extend_from_slice(
+                format!("\0source {i} {}", crate::digest::sha256_digest(b)).as_bytes(),
+            );
+        }
+        crate::digest::sha256_digest(&all)
+    }
+}
+
+/// Refuses an integer `mode` not written in TOML octal. The toml crate hands
+/// serde the same i64 for `755` and `0o755`, so this looks at the literal as
+/// written: toml_edit (the parser toml itself uses) keeps every value's source
+/// span, which is exact where scanning the text would be fooled by strings,
+/// comments, inline tables and dotted keys. Every `mode` key in the schema is a
+/// [`Mode`] (unknown keys are refused), so "a key named mode" is the rule.
+fn refuse_decimal_modes(text: &str) -> Result<()> {
+    let doc = toml_edit::ImDocument::parse(text).map_err(|e| anyhow!("{e}"))?;
+    let mut bad = Vec::new();
+    modes_in_table(doc.as_table(), "", text, &mut bad);
+    match bad.into_iter().next() {
+        None => Ok(()),
+        Some((path, raw, start)) => {
+            let line = text[..start].matches('\n').count() + 1;
+            let digits: String = raw.chars().filter(|c| c.is_ascii_digit()).collect();
+            let meaning = raw
+                .replace('_', "")
+                .parse::<u64>()
+                .map(|v| format!(" (= 0o{v:o})"))
+                .unwrap_or_default();
+            bail!(
+                "line {line}: {path} = {raw}: an integer mode must be written in octal{meaning}; \
+                 write mode = \"0{digits}\" or 0o{digits}"
+            )
+        }
+    }
+}
+
+type BadMode = (String, String, usize);
+
+fn modes_in_table(t: &toml_edit::Table, path: &str, text: &str, bad: &mut Vec<BadMode>) {
+    for (k, item) in t.iter() {
+        let p = join_key(path, k);
+        match item {
+            toml_edit::Item::Table(t) => modes_in_table(t, &p, text, bad),
+            toml_edit::Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    modes_in_table(t, &format!("{p}[{i}]"), text, bad);
+                }
+            }
+            toml_edit::Item::Value(v) => modes_in_value(v, k, &p, text, bad),
+            toml_edit::Item::None => {}
+        }
+    }
+}
+
+fn modes_in_value(v: &toml_edit::Value, key: &str, path: &str, text: &str, bad: &mut Vec<BadMode>) {
+    match v {
+        toml_edit::Value::Integer(f) if key == "mode" || key == "mkdir" => {
+            // No span (never for a parsed document) fails closed.
+            let raw = f.span().and_then(|s| Some((text.get(s.clone())?, s.start)));
+            match raw {
+                Some((raw, _)) if raw.starts_with("0o") => {}
+                Some((raw, start)) => bad.push((path.to_string(), raw.to_string(), start)),
+                None => bad.push((path.to_string(), f.value().to_string(), 0)),
+            }
+        }
+        toml_edit::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                modes_in_value(v, "", &format!("{path}[{i}]"), text, bad);
+            }
+        }
+        toml_edit::Value::InlineTable(t) => {
+            for (k, v) in t.iter() {
+                modes_in_value(v, k, &join_key(path, k), text, bad);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join_key(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
     }
 }
 
@@ -495,5 +736,234 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Recipe::from_str(text, "r.toml").unwrap_err())
+    }
+
+    const USER: &str = "[[groups]]\nname='sandbox'\ngid=998\n[[users]]\nname='sandbox'\nuid=998\ngid=998\nhome='/sandbox'\nshell='/bin/bash'\n";
+
+    /// Issue 12 #8: a newline or ':' in any account field added lines to
+    /// /etc/passwd (a passwordless uid-0 account) or fields to a line.
+    #[test]
+    fn account_fields_that_could_inject_lines_are_refused() {
+        let bad: &[(&str, &str, &str)] = &[
+            (
+                "home=\"/x\\nevil::0:0::/root:/bin/sh\"",
+                "users[1].home",
+                "newline",
+            ),
+            ("gecos='a:b'", "users[1].gecos", "':'"),
+            ("gecos=\"a\\u0000b\"", "users[1].gecos", "control character"),
+            ("shell='/bin/sh:x'", "users[1].shell", "':'"),
+            ("shell='bin/sh'", "users[1].shell", "absolute path"),
+            ("home='relative'", "users[1].home", "absolute path"),
+        ];
+        for (field, want_field, want_why) in bad {
+            let text = format!(
+                "{USER}[[users]]\nname='x'\nuid=1000\ngid=998\nhome='/h'\nshell='/bin/sh'\n{field}\n"
+            )
+            .replace("home='/h'\n", if field.starts_with("home") { "" } else { "home='/h'\n" })
+            .replace(
+                "shell='/bin/sh'\n",
+                if field.starts_with("shell") { "" } else { "shell='/bin/sh'\n" },
+            );
+            let e = err(&text);
+            assert!(
+                e.contains(want_field) && e.contains(want_why),
+                "{field}: {e}"
+            );
+        }
+        for (name, why) in [
+            ("evil\\nroot", "not a valid name"),
+            ("a:b", "not a valid name"),
+            ("Root", "not a valid name"),
+            ("1000", "not a valid name"),
+            ("-x", "not a valid name"),
+            ("", "must not be empty"),
+            ("abcdefghijklmnopqrstuvwxyz0123456", "longer than 32 bytes"),
+        ] {
+            let e = err(&format!(
+                "[[users]]\nname=\"{name}\"\nuid=1000\ngid=998\nhome='/h'\nshell='/bin/sh'\n"
+            ));
+            assert!(
+                e.contains("users[0].name") && e.contains(why),
+                "{name}: {e}"
+            );
+            let e = err(&format!("[[groups]]\nname=\"{name}\"\ngid=1000\n"));
+            assert!(
+                e.contains("groups[0].name") && e.contains(why),
+                "{name}: {e}"
+            );
+        }
+        let e = err("[[groups]]\nname='g'\ngid=5\nmembers=['ok', 'a,b']\n");
+        assert!(
+            e.contains("groups[0].members[1]") && e.contains("not a valid name"),
+            "{e}"
+        );
+        let e = err("[[groups]]\nname='g'\ngid=5\nmembers=[\"x\\nroot::0:\"]\n");
+        assert!(e.contains("groups[0].members[0]"), "{e}");
+        // What useradd accepts is accepted.
+        Recipe::from_str(
+            "[[groups]]\nname='_svc-1'\ngid=5\nmembers=['host$', 'a_b']\n[[users]]\nname='host$'\nuid=7\ngid=5\nhome='/var/lib/x y'\nshell='/usr/sbin/nologin'\ngecos='Svc User,,,'\n",
+            "r.toml",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn second_root_and_duplicate_ids_are_refused() {
+        let e = err("[[users]]\nname='toor'\nuid=0\ngid=0\nhome='/'\nshell='/bin/sh'\n");
+        assert!(
+            e.contains("users[0].uid") && e.contains("second root"),
+            "{e}"
+        );
+        let e = err("[[groups]]\nname='wheel'\ngid=0\n");
+        assert!(
+            e.contains("groups[0].gid") && e.contains("second root group"),
+            "{e}"
+        );
+        let e = err("[[users]]\nname='x'\nuid=4294967295\ngid=1\nhome='/'\nshell='/bin/sh'\n");
+        assert!(e.contains("users[0].uid") && e.contains("(uid_t)-1"), "{e}");
+        let e = err(&format!(
+            "{USER}[[users]]\nname='other'\nuid=998\ngid=998\nhome='/'\nshell='/bin/sh'\n"
+        ));
+        assert!(e.contains("users[1].uid: same uid as users[0]"), "{e}");
+        let e = err("[[groups]]\nname='a'\ngid=5\n[[groups]]\nname='a'\ngid=6\n");
+        assert!(e.contains("groups[1].name: same name as groups[0]"), "{e}");
+        // Root itself may be declared (e.g. to set its shell); it stays uid 0.
+        Recipe::from_str(
+            "[[groups]]\nname='root'\ngid=0\n[[users]]\nname='root'\nuid=0\ngid=0\nhome='/root'\nshell='/bin/bash'\n",
+            "r.toml",
+        )
+        .unwrap();
+    }
+
+    /// A recipe dir `r/` with `files/motd`, a secret next to it and links.
+    fn recipe_tree() -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path().join("r");
+        std::fs::create_dir_all(r.join("files")).unwrap();
+        std::fs::write(r.join("files/motd"), b"hello\n").unwrap();
+        std::fs::write(t.path().join("secret"), b"host secret\n").unwrap();
+        std::os::unix::fs::symlink("../../secret", r.join("files/out")).unwrap();
+        std::os::unix::fs::symlink("motd", r.join("files/alias")).unwrap();
+        std::os::unix::fs::symlink(t.path(), r.join("up")).unwrap();
+        (t, r)
+    }
+
+    fn with_source(src: &str) -> String {
+        format!("[[fs]]\nop='file'\npath='/etc/motd'\nsource={src:?}\n")
+    }
+
+    /// Issue 12 #9: `source` read any host file (`../..`, absolute, via symlinks).
+    #[test]
+    fn source_is_confined_to_the_recipe_directory() {
+        let (_t, r) = recipe_tree();
+        for (src, why) in [
+            ("../secret", "outside the recipe's directory"),
+            ("files/../../secret", "outside the recipe's directory"),
+            ("files/out", "outside the recipe's directory"),
+            ("up/secret", "outside the recipe's directory"),
+            (
+                "/etc/shadow",
+                "must be a path relative to the recipe's directory",
+            ),
+            ("files/missing", "cannot resolve"),
+            ("files", "not a regular file"),
+        ] {
+            let e = Recipe::parse(with_source(src).as_bytes(), "r.toml", &r).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains(&format!("fs[0].source = {src:?}")) && e.contains(why),
+                "{src}: {e}"
+            );
+        }
+        for src in ["files/motd", "files/alias", "./files/../files/motd"] {
+            let recipe = Recipe::parse(with_source(src).as_bytes(), "r.toml", &r).unwrap();
+            let mut fs = crate::rootfs::Rootfs::new();
+            crate::steps::fsops::apply(&mut fs, &recipe).unwrap();
+            assert_eq!(fs.read("etc/motd").unwrap(), b"hello\n", "{src}");
+        }
+    }
+
+    /// Without a directory (the fuzz entry point, built-in recipes) nothing is read.
+    #[test]
+    fn from_str_reads_no_source() {
+        let recipe = Recipe::from_str(&with_source("files/motd"), "r.toml").unwrap();
+        let err =
+            crate::steps::fsops::apply(&mut crate::rootfs::Rootfs::new(), &recipe).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("fs[0].source = \"files/motd\" was not read"),
+            "{err:#}"
+        );
+    }
+
+    /// The build cache keys on the recipe digest: a changed source file must change it.
+    #[test]
+    fn digest_covers_source_files() {
+        let (_t, r) = recipe_tree();
+        let text = with_source("files/motd");
+        let d1 = Recipe::parse(text.as_bytes(), "r.toml", &r)
+            .unwrap()
+            .digest();
+        std::fs::write(r.join("files/motd"), b"changed\n").unwrap();
+        let d2 = Recipe::parse(text.as_bytes(), "r.toml", &r)
+            .unwrap()
+            .digest();
+        assert_ne!(d1, d2);
+        // Recipes without sources keep their plain text digest.
+        let plain = Recipe::from_str("name = 'x'\n", "r.toml").unwrap();
+        assert_eq!(
+            plain.digest(),
+            crate::digest::sha256_digest(b"name = 'x'\n")
+        );
+    }
+
+    /// Issue 12 #10: `mode = 755` became 0o1363 and `2541` setuid 04755.
+    #[test]
+    fn decimal_integer_modes_are_refused() {
+        let e = err("[[fs]]\nop = 'dir'\npath = '/x'\nmode = 755\n");
+        assert!(
+            e.contains("line 4: fs[0].mode = 755")
+                && e.contains("(= 0o1363)")
+                && e.contains("write mode = \"0755\" or 0o755"),
+            "{e}"
+        );
+        let e = err("[[fs]]\nop='dir'\npath='/a'\n[[fs]]\nop = 'file'\npath = '/x'\ncontent = ''\nmode = 2541\n");
+        assert!(
+            e.contains("fs[1].mode = 2541") && e.contains("(= 0o4755)"),
+            "{e}"
+        );
+        let e = err("[[checks]]\npath = '/x'\nmode = 644\n");
+        assert!(e.contains("checks[0].mode = 644"), "{e}");
+        let e = err("fs = [{ op = 'dir', path = '/x', mode = 700 }]\n");
+        assert!(e.contains("fs[0].mode = 700"), "{e}");
+        let e = err("[[fs]]\nop = 'dir'\npath = '/x'\nmode = 0x1ed\n");
+        assert!(e.contains("fs[0].mode = 0x1ed"), "{e}");
+        for bad in ["'+755'", "'0o0o755'", "' 755'", "'7_55'", "''", "'0x1ed'"] {
+            let e = err(&format!("[[fs]]\nop = 'dir'\npath = '/x'\nmode = {bad}\n"));
+            assert!(e.contains("is not an octal number"), "{bad}: {e}");
+        }
+        for (ok, want) in [
+            ("0o755", 0o755),
+            ("'0755'", 0o755),
+            ("'2770'", 0o2770),
+            ("'0o4755'", 0o4755),
+            ("0o0", 0),
+        ] {
+            let r = Recipe::from_str(
+                &format!("[[fs]]\nop = 'dir'\npath = '/x'\nmode = {ok}\n"),
+                "r.toml",
+            )
+            .unwrap();
+            assert!(
+                matches!(r.fs[0], FsOp::Dir { mode: Some(Mode(m)), .. } if m == want),
+                "{ok}"
+            );
+        }
+        // A label or env value named "mode" is a string, not a Mode.
+        Recipe::from_str("[image.labels]\nmode = '755'\n", "r.toml").unwrap();
     }
 }

@@ -8,7 +8,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -29,8 +28,8 @@ pub enum Content {
     /// Bytes live in base layer N (0-based) at this path.
     Layer(usize),
     Bytes(Arc<Vec<u8>>),
-    /// A file on the host (builder artifacts), read when the layer is written.
-    Host(PathBuf),
+    /// Builder artifact bytes, copied once from the host into a private spill file.
+    Host(crate::spill::Spilled),
 }
 
 #[derive(Debug, Clone)]
@@ -316,9 +315,9 @@ impl Rootfs {
         match (&node.kind, &node.content) {
             (Kind::File, Content::Bytes(b)) => Ok(b.as_ref().clone()),
             (Kind::File, Content::Empty) => Ok(Vec::new()),
-            (Kind::File, Content::Host(p)) => {
-                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
-            }
+            (Kind::File, Content::Host(h)) => h
+                .read_all()
+                .with_context(|| format!("/{key}: cannot read the artifacts spill file")),
             (Kind::File, Content::Layer(l)) => {
                 bail!("/{key}: content in layer {} was not captured", l + 1)
             }

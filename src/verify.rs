@@ -686,8 +686,8 @@ mod tests {
         let c3 = t.path().join("c3");
         copy_artifacts(&src, &c3, &p(true, 3000, 0o600, 0o700, None)).unwrap();
         let mut fs = crate::rootfs::Rootfs::new();
-        let d1 = crate::steps::artifacts::apply(&mut fs, &c1, "/opt/x", 0, 0).unwrap();
-        let d3 = crate::steps::artifacts::apply(&mut fs, &c3, "/opt/x", 0, 0).unwrap();
+        let d1 = crate::steps::artifacts::apply(&mut fs, &c1, "/opt/x", 0, 0, t.path()).unwrap();
+        let d3 = crate::steps::artifacts::apply(&mut fs, &c3, "/opt/x", 0, 0, t.path()).unwrap();
         assert_eq!(d1, d3);
     }
 

@@ -5,6 +5,118 @@ use crate::recipe::{Group, User};
 use crate::rootfs::{Node, Rootfs};
 use anyhow::{bail, Result};
 
+/// Longest user or group name useradd/groupadd accept by default.
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Why `name` can't be a user or group name, judged like useradd/groupadd without
+/// `--badname`: `[a-z_][a-z0-9_-]*[$]?`, at most 32 bytes. This also keeps out
+/// everything that has a meaning in the account files (`:`, `,`, newline) and
+/// names that read as numeric ids.
+pub fn name_problem(name: &str) -> Option<String> {
+    let b = name.as_bytes();
+    let body = b.strip_suffix(b"$").unwrap_or(b);
+    let ok_first = matches!(body.first(), Some(c) if c.is_ascii_lowercase() || *c == b'_');
+    let ok_rest = body
+        .iter()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
+    if name.is_empty() {
+        Some("must not be empty".into())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("{name:?} is longer than {MAX_NAME_LEN} bytes"))
+    } else if !ok_first || !ok_rest {
+        Some(format!(
+            "{name:?} is not a valid name: use [a-z_][a-z0-9_-]*, optionally ending in '$'"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Control characters (newline, NUL, ...) would start a new line or cut the
+/// field; `:` would start a new field.
+fn text_problem(s: &str) -> Option<String> {
+    if s.chars().any(char::is_control) {
+        Some(format!(
+            "{s:?} must not contain a newline or other control character"
+        ))
+    } else if s.contains(':') {
+        Some(format!("{s:?} must not contain ':'"))
+    } else {
+        None
+    }
+}
+
+/// home and shell: absolute paths that stay one field of one line.
+pub fn path_problem(p: &str) -> Option<String> {
+    if !p.starts_with('/') {
+        return Some(format!("{p:?} must be an absolute path"));
+    }
+    text_problem(p)
+}
+
+/// Why a recipe user can't be written as given: `(field, reason)`.
+/// uid 0 is root's: only `name = "root"` may ask for it (anything else would be a
+/// second, silently created root). (uid_t)-1 means "no change" to chown(2).
+pub fn user_problem(u: &User) -> Option<(&'static str, String)> {
+    if let Some(why) = name_problem(&u.name) {
+        return Some(("name", why));
+    }
+    if u.uid == 0 && u.name != "root" {
+        return Some((
+            "uid",
+            format!(
+                "uid 0 is root's; {:?} would be a second root (only name = \"root\" may use uid 0)",
+                u.name
+            ),
+        ));
+    }
+    if u.uid == u32::MAX {
+        return Some(("uid", "4294967295 is (uid_t)-1, not a usable id".into()));
+    }
+    if u.gid == u32::MAX {
+        return Some(("gid", "4294967295 is (gid_t)-1, not a usable id".into()));
+    }
+    if let Some(why) = text_problem(&u.gecos) {
+        return Some(("gecos", why));
+    }
+    if let Some(why) = path_problem(&u.home) {
+        return Some(("home", why));
+    }
+    if let Some(why) = path_problem(&u.shell) {
+        return Some(("shell", why));
+    }
+    None
+}
+
+/// Why a recipe group can't be written as given: `(field, reason)`. gid 0 is the
+/// root group's, for the same reason as uid 0.
+pub fn group_problem(g: &Group) -> Option<(String, String)> {
+    if let Some(why) = name_problem(&g.name) {
+        return Some(("name".into(), why));
+    }
+    if g.gid == 0 && g.name != "root" {
+        return Some((
+            "gid".into(),
+            format!(
+                "gid 0 is the root group's; {:?} would be a second root group (only name = \"root\" may use gid 0)",
+                g.name
+            ),
+        ));
+    }
+    if g.gid == u32::MAX {
+        return Some((
+            "gid".into(),
+            "4294967295 is (gid_t)-1, not a usable id".into(),
+        ));
+    }
+    for (j, m) in g.members.iter().enumerate() {
+        if let Some(why) = name_problem(m) {
+            return Some((format!("members[{j}]"), why));
+        }
+    }
+    None
+}
+
 /// One `name:x:id:...` line split into fields (passwd or group format).
 fn fields(line: &str) -> Vec<&str> {
     line.split(':').collect()
@@ -66,6 +178,10 @@ pub fn add_groups(group: &str, gshadow: &str, groups: &[Group]) -> Result<(Strin
     let mut g = lines(group);
     let mut gs = lines(gshadow);
     for want in groups {
+        // Recipes are validated when parsed; this guards every other caller.
+        if let Some((field, why)) = group_problem(want) {
+            bail!("group {:?}: {field}: {why}", want.name);
+        }
         let existing = g
             .iter()
             .position(|l| fields(l).first() == Some(&want.name.as_str()));
@@ -151,6 +267,9 @@ pub fn add_users(
     let mut p = lines(passwd);
     let mut s = lines(shadow);
     for u in users {
+        if let Some((field, why)) = user_problem(u) {
+            bail!("user {:?}: {field}: {why}", u.name);
+        }
         let line = format!(
             "{}:x:{}:{}:{}:{}:{}",
             u.name, u.uid, u.gid, u.gecos, u.home, u.shell
@@ -352,5 +471,36 @@ mod tests {
         );
         assert_eq!(lookup_id(&p, "sandbox"), Some(998));
         assert_eq!(lookup_name(&p, 0).as_deref(), Some("root"));
+    }
+
+    /// Issue 12 #8, below the recipe parser: nothing that could add a line or a
+    /// field reaches the account files, whoever builds the `User`/`Group`.
+    #[test]
+    fn fields_that_could_inject_lines_never_reach_the_files() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n";
+        let mut u = user("sandbox", 998);
+        u.gecos = "x\nevil::0:0::/root:/bin/sh".into();
+        let err = add_users(passwd, "", &[u], 1).unwrap_err();
+        assert!(
+            err.to_string().contains("gecos") && err.to_string().contains("newline"),
+            "{err}"
+        );
+        let mut u = user("sandbox", 998);
+        u.shell = "/bin/sh:0".into();
+        let err = add_users(passwd, "", &[u], 1).unwrap_err();
+        assert!(err.to_string().contains("shell"), "{err}");
+        let err = add_users(passwd, "", &[user("toor", 0)], 1).unwrap_err();
+        assert!(err.to_string().contains("second root"), "{err}");
+        let err = add_groups(
+            "root:x:0:\n",
+            "",
+            &[Group {
+                name: "g".into(),
+                gid: 5,
+                members: vec!["a\nevil:x:0:".into()],
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("members[0]"), "{err}");
     }
 }

@@ -44,7 +44,7 @@ pub fn prepend_lines(text: &str, lines: &[String]) -> Option<String> {
 
 pub fn apply(fs: &mut Rootfs, recipe: &Recipe) -> Result<()> {
     for (i, op) in recipe.fs.iter().enumerate() {
-        apply_one(fs, recipe, op).with_context(|| {
+        apply_one(fs, recipe, i, op).with_context(|| {
             format!(
                 "{}: fs operation #{} ({})",
                 recipe.source_name,
@@ -67,7 +67,7 @@ pub fn describe(op: &FsOp) -> String {
     }
 }
 
-fn apply_one(fs: &mut Rootfs, recipe: &Recipe, op: &FsOp) -> Result<()> {
+fn apply_one(fs: &mut Rootfs, recipe: &Recipe, index: usize, op: &FsOp) -> Result<()> {
     match op {
         FsOp::Dir {
             path,
@@ -114,11 +114,14 @@ fn apply_one(fs: &mut Rootfs, recipe: &Recipe, op: &FsOp) -> Result<()> {
             refuse_symlink(fs, path)?;
             let bytes = match (content, source) {
                 (Some(c), _) => c.clone().into_bytes(),
-                (None, Some(src)) => {
-                    let p = recipe.source_dir.join(src);
-                    std::fs::read(&p)
-                        .with_context(|| format!("cannot read source file {}", p.display()))?
-                }
+                // Read (and confined to the recipe's directory) when the recipe was loaded.
+                (None, Some(src)) => match recipe.sources.get(&index) {
+                    Some(b) => b.as_ref().clone(),
+                    None => bail!(
+                        "fs[{index}].source = {src:?} was not read: the recipe was parsed \
+                         without a directory"
+                    ),
+                },
                 (None, None) => bail!("needs 'content' or 'source'"),
             };
             fs.insert(

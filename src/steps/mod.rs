@@ -69,12 +69,14 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
 }
 
 /// Places the builder artifacts; returns the digest of the normalized tree.
-/// Owners are resolved against `accounts_fs` (the image's account files).
+/// Owners are resolved against `accounts_fs` (the image's account files); file
+/// bytes are spilled into `spill_dir` (the build's staging area).
 pub fn apply_artifacts(
     fs: &mut Rootfs,
     accounts_fs: Option<&Rootfs>,
     recipe: &Recipe,
     src: Option<&std::path::Path>,
+    spill_dir: &std::path::Path,
 ) -> Result<Option<String>> {
     match (&recipe.artifacts, src) {
         (Some(a), Some(src)) => {
@@ -85,7 +87,9 @@ pub fn apply_artifacts(
                     accounts::gid_of(who, &a.group)?,
                 )
             };
-            Ok(Some(artifacts::apply(fs, src, &a.dest, uid, gid)?))
+            Ok(Some(artifacts::apply(
+                fs, src, &a.dest, uid, gid, spill_dir,
+            )?))
         }
         (None, Some(src)) => bail!(
             "--artifacts {} given, but the recipe has no [artifacts] section saying where they go",
@@ -93,6 +97,16 @@ pub fn apply_artifacts(
         ),
         _ => Ok(None),
     }
+}
+
+/// Copies what `apply_artifacts` added to `from` into `to` (the full result the
+/// gates judge), so the host tree is read once and the gates see exactly the
+/// bytes the artifacts layer ships.
+pub fn merge_artifacts(to: &mut Rootfs, from: &Rootfs) -> Result<()> {
+    for (k, n) in from.nodes.iter().filter(|(_, n)| n.modified) {
+        to.insert(k, n.clone())?;
+    }
+    Ok(())
 }
 
 /// Fails the build when the result breaks the recipe's promises.
