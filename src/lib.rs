@@ -15,6 +15,7 @@ pub mod dpkg;
 pub mod image;
 pub mod imageref;
 pub mod layer;
+pub mod oci_layout;
 pub mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
@@ -25,6 +26,7 @@ pub mod remote_cache;
 pub mod rootfs;
 pub mod sbom;
 pub mod scan;
+pub mod scratch;
 pub mod sink;
 pub mod source;
 pub mod steps;
