@@ -16,6 +16,8 @@ pub mod image;
 pub mod imageref;
 pub mod layer;
 pub mod oci_layout;
+#[cfg(test)]
+mod output_tests;
 pub mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
