@@ -331,7 +331,9 @@ pub fn update(dest: &Path, staged: &Path, tag: &str) -> Result<()> {
         for e in std::fs::read_dir(staged.join("blobs/sha256"))? {
             let e = e?;
             let name = e.file_name();
-            let Some(hex) = name.to_str().filter(|n| digest_hex(&format!("sha256:{n}")).is_ok())
+            let Some(hex) = name
+                .to_str()
+                .filter(|n| digest_hex(&format!("sha256:{n}")).is_ok())
             else {
                 continue;
             };
@@ -397,7 +399,8 @@ mod tests {
             referrer("sha256:sbom-old3"),
             desc("sha256:untagged", None),
         ]});
-        let new = json!({"manifests": [desc("sha256:new3", Some("v3")), referrer("sha256:sbom-new3")]});
+        let new =
+            json!({"manifests": [desc("sha256:new3", Some("v3")), referrer("sha256:sbom-new3")]});
         let subject = |d: &Value| match digest_of(d)? {
             "sha256:sbom-base" => Some("sha256:base".to_string()),
             "sha256:sbom-old3" => Some("sha256:old3".to_string()),
@@ -407,7 +410,12 @@ mod tests {
         let m = merge_index(&old, &new, "v3", subject);
         let got: Vec<String> = manifests(&m)
             .iter()
-            .map(|d| digest_of(d).unwrap().trim_start_matches("sha256:").to_string())
+            .map(|d| {
+                digest_of(d)
+                    .unwrap()
+                    .trim_start_matches("sha256:")
+                    .to_string()
+            })
             .collect();
         assert_eq!(got, ["base", "sbom-base", "untagged", "new3", "sbom-new3"]);
         assert_eq!(m["annotations"]["x"], "y", "index annotations kept");
@@ -440,7 +448,10 @@ mod tests {
         assert_eq!(inspect(&l).unwrap(), LayoutState::Layout);
         std::fs::write(l.join("NOTES.md"), b"mine").unwrap();
         let e = format!("{:#}", inspect(&l).unwrap_err());
-        assert!(e.contains("not part of an OCI image layout (NOTES.md)"), "{e}");
+        assert!(
+            e.contains("not part of an OCI image layout (NOTES.md)"),
+            "{e}"
+        );
         std::fs::remove_file(l.join("NOTES.md")).unwrap();
         std::os::unix::fs::symlink(&l, p.join("link")).unwrap();
         let e = format!("{:#}", inspect(&p.join("link")).unwrap_err());

@@ -171,7 +171,11 @@ fn output_over_a_user_file_is_refused() {
         let e = err_of(run(&b, &format!("{transport}:{}", base.display()), &art));
         assert!(e.contains("is not an image archive"), "{transport}: {e}");
     }
-    assert_eq!(std::fs::read(&base).unwrap(), before, "base tarball changed");
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        before,
+        "base tarball changed"
+    );
     assert_eq!(scratch_left(t.path()), Vec::<String>::new());
     // An archive we wrote may be replaced; so may an empty file.
     let arch = t.path().join("img.tar");
@@ -281,7 +285,12 @@ fn failing_side_output_keeps_the_old_image() {
     write_base_layout(&base, "v1");
     let b = format!("oci:{}:v1", base.display());
     let out = t.path().join("out");
-    let first = run(&b, &format!("oci:{}", out.display()), &artifacts(t.path(), "1")).unwrap();
+    let first = run(
+        &b,
+        &format!("oci:{}", out.display()),
+        &artifacts(t.path(), "1"),
+    )
+    .unwrap();
     let before = std::fs::read(out.join("index.json")).unwrap();
     let art2 = artifacts(t.path(), "2");
     for which in ["sbom", "record"] {
@@ -404,9 +413,7 @@ fn concurrent_builds_share_a_cache() {
                 s.spawn(move || build(o).map(|s| s.digest))
             })
             .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap().unwrap())
-            .collect()
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
     });
     assert_eq!(digests[0], digests[1]);
     let mut o = opts(
@@ -423,7 +430,9 @@ fn concurrent_builds_share_a_cache() {
         readable(&format!("oci:{}", outs.join(o).display()));
     }
     assert_eq!(scratch_left(&outs), Vec::<String>::new());
-    let tmp: Vec<_> = std::fs::read_dir(cache.root().join("tmp")).unwrap().collect();
+    let tmp: Vec<_> = std::fs::read_dir(cache.root().join("tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "cache tmp left: {tmp:?}");
 }
 
@@ -450,5 +459,8 @@ fn stale_scratch_of_a_dead_build_is_swept() {
         &artifacts(t.path(), "1"),
     )
     .unwrap();
-    assert_eq!(scratch_left(&outs), vec![".nemoclaw-build-notes".to_string()]);
+    assert_eq!(
+        scratch_left(&outs),
+        vec![".nemoclaw-build-notes".to_string()]
+    );
 }

@@ -777,6 +777,12 @@ fn artifacts_layer(
 }
 
 pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
+    let staged_in = crate::sink::scratch_parent(&opts.output);
+    let cache = opts.cache.as_ref().map(|c| c.root().to_path_buf());
+    build_inner(opts).map_err(|e| crate::sink::explain_no_space(e, &staged_in, cache.as_deref()))
+}
+
+fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
     let t0 = Instant::now();
     let p = &opts.progress;
     // Before any work: the outputs must not be the user's other files.
@@ -1108,6 +1114,19 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         )?),
         None => None,
     };
+    // Side outputs are written in full before anything is published (or pushed), then
+    // renamed into place with the image: a failure leaves the old image and files as
+    // they were.
+    let mut side = Vec::new();
+    if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
+        side.push(SideOutput::write(path, bytes)?);
+    }
+    if let Some(path) = &opts.record {
+        side.push(SideOutput::write(
+            path,
+            &serde_json::to_vec_pretty(&record)?,
+        )?);
+    }
     let pending = crate::sink::finish(
         staging,
         &opts.output,
@@ -1120,15 +1139,6 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         },
         &opts.open.registry,
     )?;
-    // Side outputs are written in full before anything is published, then renamed
-    // into place with the image: a failure leaves the old image and files as they were.
-    let mut side = Vec::new();
-    if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
-        side.push(SideOutput::write(path, bytes)?);
-    }
-    if let Some(path) = &opts.record {
-        side.push(SideOutput::write(path, &serde_json::to_vec_pretty(&record)?)?);
-    }
     {
         let _commit = crate::scratch::commit_section();
         pending.commit()?;

@@ -93,10 +93,7 @@ fn is_image_archive(path: &Path) -> bool {
 pub fn check_side_output(path: &Path, what: &str) -> Result<()> {
     if let Ok(m) = std::fs::symlink_metadata(path) {
         if m.is_dir() {
-            bail!(
-                "{what} {} is a directory; give a file path",
-                path.display()
-            );
+            bail!("{what} {} is a directory; give a file path", path.display());
         }
     }
     Ok(())
@@ -126,6 +123,27 @@ impl SideOutput {
             .commit(&self.dest)
             .with_context(|| format!("cannot write {}", self.dest.display()))
     }
+}
+
+/// A full filesystem deep inside a compressor or a copy is reported as a bare
+/// ENOSPC: say where the build writes, and that nothing was published.
+pub fn explain_no_space(e: anyhow::Error, staged_in: &Path, cache: Option<&Path>) -> anyhow::Error {
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(libc::ENOSPC)
+        })
+    });
+    if !full {
+        return e;
+    }
+    let cache = cache
+        .map(|c| format!(", cache {}", c.display()))
+        .unwrap_or_default();
+    e.context(format!(
+        "out of disk space (the image is assembled in {}{cache}); nothing was published, \
+         the output is unchanged",
+        staged_in.display()
+    ))
 }
 
 /// The directory the staging layout (and temp files) of `out` go in.
@@ -182,8 +200,8 @@ impl Staging {
         let Some(root) = &self.trusted else {
             return false;
         };
-        let owned = std::fs::symlink_metadata(src)
-            .is_ok_and(|m| m.is_file() && m.uid() == scratch::euid());
+        let owned =
+            std::fs::symlink_metadata(src).is_ok_and(|m| m.is_file() && m.uid() == scratch::euid());
         owned && std::fs::canonicalize(src).is_ok_and(|p| p.starts_with(root))
     }
 
