@@ -8,6 +8,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// Name prefix of partial entries in `tmp/`: `part-PID-RANDOM`.
+const TMP_PREFIX: &str = "part-";
+
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
@@ -31,7 +34,34 @@ impl Cache {
                 format!("cannot create cache directory {}", root.join(sub).display())
             })?;
         }
-        Ok(Cache { root })
+        let c = Cache { root };
+        c.sweep_tmp();
+        Ok(c)
+    }
+    /// Removes partial files of builds that died (another pid that is gone, and no
+    /// lock held on the file); a live build's parts are locked while written.
+    fn sweep_tmp(&self) {
+        let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(TMP_PREFIX))
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() || crate::scratch::pid_alive(pid) {
+                continue;
+            }
+            let locked = std::fs::File::open(e.path()).map(|f| f.try_lock().is_err());
+            if locked.is_ok_and(|l| !l) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -52,10 +82,15 @@ impl Cache {
             None
         }
     }
+    /// A partial entry, named after our pid and locked while it is written, so a
+    /// concurrent build never takes it for a dead build's leftover.
     pub fn tmp_file(&self) -> Result<tempfile::NamedTempFile> {
-        Ok(tempfile::Builder::new()
-            .prefix("part-")
-            .tempfile_in(self.root.join("tmp"))?)
+        let t = tempfile::Builder::new()
+            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
+            .tempfile_in(self.root.join("tmp"))
+            .with_context(|| format!("cannot write in the cache {}", self.root.display()))?;
+        t.as_file().try_lock().map_err(std::io::Error::from)?;
+        Ok(t)
     }
     /// Moves a verified temp file into the cache under `digest`.
     pub fn insert_blob(&self, tmp: tempfile::NamedTempFile, digest: &str) -> Result<PathBuf> {
@@ -65,20 +100,23 @@ impl Cache {
             .with_context(|| format!("cannot store {} in the cache", dst.display()))?;
         Ok(dst)
     }
-    /// Hard-links (or copies) a file into the cache under `digest`.
+    /// Hard-links (or copies) one of our own files into the cache under `digest`.
+    /// A link is atomic by itself: the entry appears complete or not at all, and a
+    /// concurrent insert of the same digest simply wins.
     pub fn insert_blob_file(&self, src: &Path, digest: &str) -> Result<PathBuf> {
         let dst = self.blob_path(digest)?;
         if dst.exists() {
             return Ok(dst);
         }
-        let tmp = self.tmp_file()?;
-        let tmp_path = tmp.into_temp_path();
-        std::fs::remove_file(&tmp_path).ok();
-        if std::fs::hard_link(src, &tmp_path).is_err() {
-            std::fs::copy(src, &tmp_path)?;
+        match std::fs::hard_link(src, &dst) {
+            Ok(()) => return Ok(dst),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(dst),
+            Err(_) => {}
         }
-        std::fs::rename(&tmp_path, &dst)?;
-        Ok(dst)
+        let mut tmp = self.tmp_file()?;
+        std::io::copy(&mut std::fs::File::open(src)?, &mut tmp)
+            .with_context(|| format!("cannot store {} in the cache", dst.display()))?;
+        self.insert_blob(tmp, digest)
     }
     fn derived_path(&self, kind: &str, key: &str) -> PathBuf {
         self.root.join("derived").join(kind).join(format!(
@@ -105,8 +143,11 @@ impl Cache {
     /// Deletes least recently used entries until the cache is at most `max_bytes`.
     pub fn prune(&self, max_bytes: u64) -> Result<(u64, u64)> {
         let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+        // tmp/ holds the partial entries of running builds: not ours to prune.
+        let tmp = self.root.join("tmp");
         for e in walkdir::WalkDir::new(&self.root)
             .into_iter()
+            .filter_entry(|e| e.path() != tmp)
             .filter_map(|e| e.ok())
         {
             if e.file_type().is_file() {

@@ -17,6 +17,9 @@ pub mod hostfs;
 pub mod image;
 pub mod imageref;
 pub mod layer;
+pub mod oci_layout;
+#[cfg(test)]
+mod output_tests;
 pub mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
@@ -27,6 +30,7 @@ pub mod remote_cache;
 pub mod rootfs;
 pub mod sbom;
 pub mod scan;
+pub mod scratch;
 pub mod sink;
 pub mod source;
 pub mod spill;

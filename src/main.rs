@@ -229,16 +229,13 @@ fn run_build(a: BuildArgs) -> Result<()> {
             Some(nemoclaw_build::cache::Cache::open(a.cache_dir.as_deref())?)
         },
         sbom: a.sbom,
+        record: a.record,
         remote_cache: nemoclaw_build::remote_cache::RemoteCacheOptions {
             from: a.cache_from,
             to: a.cache_to,
         },
     };
     let s = build(opts)?;
-    if let Some(r) = &a.record {
-        std::fs::write(r, serde_json::to_vec_pretty(&s.record)?)
-            .with_context(|| format!("cannot write {}", r.display()))?;
-    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else if !a.quiet {
@@ -261,8 +258,33 @@ fn run_build(a: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// SIGINT/SIGTERM/SIGHUP during a build: remove its scratch space (staging, spill,
+/// temp files) and exit 128 + signal. The handler only wakes a thread (signal-hook's
+/// self-pipe), which does the cleanup outside signal context; a publish already in
+/// progress finishes first, so the output is the old image or the new one.
+fn install_signal_cleanup() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                nemoclaw_build::scratch::cleanup_and_exit(sig);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Build(_) | Cmd::Verify(_)) {
+        if let Err(e) = install_signal_cleanup() {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
     let res = match cli.cmd {
         Cmd::Build(a) => run_build(*a).map(|_| ExitCode::SUCCESS),
         Cmd::Audit(a) => nemoclaw_build::audit::run_audit(a),

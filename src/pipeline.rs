@@ -7,7 +7,8 @@ use crate::layer::{compress_blob, LayerOutput, LayerWriter};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
-use crate::sink::{publish, Staging};
+use crate::scratch::{Purpose, ScratchDir};
+use crate::sink::{Built, SideOutput, Staging};
 use crate::source::{
     open_image, BaseImage, Compression, OpenOptions, MT_OCI_CONFIG, MT_OCI_LAYER,
     MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
@@ -50,6 +51,8 @@ pub struct BuildOptions {
     pub remote_cache: crate::remote_cache::RemoteCacheOptions,
     /// Write an SPDX 2.3 SBOM of the result here (and attach it to an oci: layout).
     pub sbom: Option<PathBuf>,
+    /// Write the build record (the exact inputs) here.
+    pub record: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -448,14 +451,23 @@ pub(crate) fn key_for(tool: &str, init: &str, opts: &BuildOptions, base_id: &str
     )
 }
 
-/// Links (or copies) a cached blob into the staging layout.
-fn link_into(staging: &Staging, src: &std::path::Path, digest: &str) -> Result<PathBuf> {
-    let dst = staging.blobs().join(crate::digest::digest_hex(digest)?);
-    if !dst.exists() && std::fs::hard_link(src, &dst).is_err() {
-        std::fs::copy(src, &dst)
-            .with_context(|| format!("cannot copy cached blob {}", src.display()))?;
+/// Removes what killed builds left beside this build's outputs (staging layouts,
+/// spill directories, temp files), never anything in use or not ours.
+fn sweep_stale(opts: &BuildOptions) {
+    let mut dirs = vec![crate::sink::scratch_parent(&opts.output)];
+    for p in [&opts.sbom, &opts.record].into_iter().flatten() {
+        dirs.push(crate::scratch::parent_dir(p));
     }
-    Ok(dst)
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        for gone in crate::scratch::sweep(&d) {
+            opts.progress.log(&format!(
+                "removed {} (left behind by an interrupted build)",
+                gone.display()
+            ));
+        }
+    }
 }
 
 /// On a local miss with `--cache-from`: learns a tarball base's digest if needed (one
@@ -503,7 +515,7 @@ fn registry_cache_lookup(
         let linked = c
             .blob(&l.digest)
             .ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest))
-            .and_then(|src| link_into(staging, &src, &l.digest));
+            .and_then(|src| staging.add_cached(&src, &l.digest));
         if let Err(e) = linked {
             eprintln!("warning: cache-from: {e:#}; building without it");
             return None;
@@ -571,12 +583,16 @@ fn prepare(
 ) -> Result<(Prepared, Rootfs)> {
     let p = &opts.progress;
     // Rewrite mode reads purged layers twice: keep them uncompressed after the first pass.
+    // Beside the staging dir: removed on a signal, swept when a killed build left it.
     let spill = match opts.purge_mode {
-        PurgeMode::Rewrite => Some(
-            tempfile::Builder::new()
-                .prefix(".nemoclaw-spill-")
-                .tempdir_in(staging.path().parent().unwrap_or(std::path::Path::new(".")))?,
-        ),
+        PurgeMode::Rewrite => {
+            let parent = crate::scratch::parent_dir(staging.path());
+            Some(
+                ScratchDir::create_in(&parent, Purpose::Spill, true).with_context(|| {
+                    format!("cannot create a spill directory in {}", parent.display())
+                })?,
+            )
+        }
         PurgeMode::Whiteout => None,
     };
     let mut fs = index_base_spilling(
@@ -632,7 +648,7 @@ fn prepare(
                 "recompressed",
             )
         } else {
-            staging.copy_layer(l, true)?; // index_base read it to the end
+            staging.copy_layer(l)?;
             let digest = l.digest.clone().unwrap_or_default();
             let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
             (
@@ -773,16 +789,30 @@ fn artifacts_layer(
 }
 
 pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
+    let staged_in = crate::sink::scratch_parent(&opts.output);
+    let cache = opts.cache.as_ref().map(|c| c.root().to_path_buf());
+    build_inner(opts).map_err(|e| crate::sink::explain_no_space(e, &staged_in, cache.as_deref()))
+}
+
+fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
     let t0 = Instant::now();
     let p = &opts.progress;
+    // Before any work: the outputs must not be the user's other files.
+    crate::sink::check_output(&opts.output)?;
+    for (path, what) in [(&opts.sbom, "--sbom"), (&opts.record, "--record")] {
+        if let Some(path) = path {
+            crate::sink::check_side_output(path, what)?;
+        }
+    }
+    sweep_stale(&opts);
     let mut base = open_image(&opts.base, &opts.open)?;
     p.log(&format!(
         "base {}: {} layer(s)",
         base.name,
         base.layers.len()
     ));
-    let staging = Staging::for_output(&opts.output)?;
     let cache = opts.cache.as_ref();
+    let staging = Staging::for_output(&opts.output, cache.map(|c| c.root()))?;
     let tar_identity = match &opts.base {
         ImageRef::Tar(path) => file_identity(path),
         _ => None,
@@ -814,7 +844,7 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
             for l in &prep.layers {
                 match c.blob(&l.digest) {
                     Some(src) => {
-                        link_into(&staging, &src, &l.digest)?;
+                        staging.add_cached(&src, &l.digest)?;
                     }
                     None => ok = false,
                 }
@@ -1085,25 +1115,36 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
         )?),
         None => None,
     };
-    publish(
+    // Side outputs are written in full before anything is published (or pushed), then
+    // renamed into place with the image: a failure leaves the old image and files as
+    // they were.
+    let mut side = Vec::new();
+    if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
+        side.push(SideOutput::write(path, bytes)?);
+    }
+    if let Some(path) = &opts.record {
+        side.push(SideOutput::write(
+            path,
+            &serde_json::to_vec_pretty(&record)?,
+        )?);
+    }
+    let pending = crate::sink::finish(
         staging,
         &opts.output,
-        &digest,
-        &manifest,
-        manifest_bytes.len() as u64,
-        opts.epoch,
+        &Built {
+            manifest_digest: &digest,
+            manifest: &manifest,
+            manifest_size: manifest_bytes.len() as u64,
+            epoch: opts.epoch,
+            sbom: sbom.as_deref().map(|b| (b, created.as_str())),
+        },
         &opts.open.registry,
     )?;
-    if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
-        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-        if let ImageRef::OciDir { path: dir, .. } = &opts.output {
-            crate::sbom::attach_to_layout(
-                dir,
-                &digest,
-                manifest_bytes.len() as u64,
-                bytes,
-                &created,
-            )?;
+    {
+        let _commit = crate::scratch::commit_section();
+        pending.commit()?;
+        for s in side {
+            s.commit()?;
         }
     }
     Ok(BuildSummary {

@@ -89,6 +89,7 @@ fn opts(base: &str, out: &str, mode: PurgeMode, artifacts: Option<&Path>) -> Bui
         cache: None,
         remote_cache: Default::default(),
         sbom: None,
+        record: None,
     }
 }
 

@@ -142,6 +142,7 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Valu
         cache: None,
         remote_cache: Default::default(),
         sbom: None,
+        record: None,
     })?;
     Ok((s.digest, s.record))
 }
