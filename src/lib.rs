@@ -28,6 +28,7 @@ pub mod scan;
 pub mod sink;
 pub mod source;
 pub mod steps;
+pub mod tarread;
 #[cfg(test)]
 pub mod testutil;
 pub mod verify;
