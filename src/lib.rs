@@ -28,6 +28,8 @@ pub mod scan;
 pub mod sink;
 pub mod source;
 pub mod steps;
+#[cfg(test)]
+mod tar_tests;
 pub mod tarread;
 #[cfg(test)]
 pub mod testutil;

@@ -868,3 +868,43 @@ fn base64_decode(v: &[u8]) -> Option<Vec<u8>> {
         .ok()
         .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v).ok())
 }
+
+/// `debug list-layer FILE`: this reader's view of one layer tar (plain, gzip or
+/// zstd), one JSON object per entry in stream order, once the model (whiteouts,
+/// parents, hardlinks) has accepted the layer as a single-layer image. Used by
+/// scripts/e2e-tar-differential.sh to compare with GNU tar and Python's tarfile.
+pub fn list_layer(path: &std::path::Path, out: &mut dyn Write) -> Result<()> {
+    let label = format!("layer 1 ({})", path.display());
+    let open = || -> Result<Box<dyn Read>> {
+        let mut f = std::io::BufReader::new(
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        );
+        let magic = std::io::BufRead::fill_buf(&mut f)?.to_vec();
+        Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::MultiGzDecoder::new(f))
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(zstd::stream::read::Decoder::new(f)?)
+        } else {
+            Box::new(f)
+        })
+    };
+    let mut fs = crate::rootfs::Rootfs::new();
+    fs.apply_layer(0, &label, open()?, &crate::rootfs::IndexOptions::default())?;
+    let mut tar = TarReader::new(open()?, &label);
+    while let Some(e) = tar.next_entry()? {
+        let v = serde_json::json!({
+            "path": e.path,
+            "type": serde_json::to_value(e.kind)?,
+            "mode": e.mode,
+            "uid": e.uid,
+            "gid": e.gid,
+            "size": e.size,
+            "mtime": e.mtime,
+            "link": e.link,
+            "dev": [e.dev.0, e.dev.1],
+        });
+        writeln!(out, "{v}")?;
+    }
+    tar.finish()?;
+    Ok(())
+}
