@@ -93,40 +93,60 @@ fn sparse_renames_are_refused() {
 }
 
 #[test]
-fn names_that_readers_take_from_different_places_are_refused() {
-    // GNU long name and PAX path for one entry: Python takes the outer one.
+fn gnu_long_name_and_pax_path_together_are_refused() {
+    // Python takes the outer of the two, the tar crate the long name.
     let l = TarBuilder::new()
         .gnu_long(b'L', b"usr/bin/gcc\0")
         .pax(&[("path", b"usr/bin/true")])
         .file("short", b"x", 0o755)
         .build();
-    refused(&[l], &["both a GNU long name and a PAX path"]);
-    // Duplicate PAX keys: the tar crate took the first, the others the last.
+    refused(&[l], &["entry 'short'", "both a GNU long name and a PAX path"]);
+}
+
+#[test]
+fn duplicate_pax_keys_are_refused() {
+    // The tar crate took the first, Python, GNU tar and Go the last.
     let mut data = crate::testutil::pax_records(&[("path", b"usr/bin/true")]);
     data.extend(crate::testutil::pax_records(&[("path", b"usr/bin/gcc")]));
     let l = TarBuilder::new()
         .pax_data(b'x', &data)
         .file("short", b"x", 0o755)
         .build();
-    refused(&[l], &["duplicate record 'path'"]);
-    // A PAX size Python reads as 5 (int(" 5")) and the tar crate ignored.
+    refused(&[l], &["entry 'short'", "duplicate record 'path'"]);
+}
+
+#[test]
+fn lenient_pax_numbers_are_refused() {
+    // Python reads int("+5") as 5; the tar crate ignored the record.
     let l = TarBuilder::new()
-        .pax(&[("size", b"+5")])
-        .file("f", b"x", 0o644)
+        .pax(&[("uid", b"+0")])
+        .file_owned("f", b"x", 0o4755, 1000, 1000)
         .build();
     refused(&[l], &["entry 'f'", "not a plain decimal number"]);
-    // A global PAX path: Python renames every later entry, containerd ignores it.
+}
+
+#[test]
+fn global_pax_records_are_refused() {
+    // Python renames every later entry, containerd ignores the header.
     let l = TarBuilder::new()
         .pax_data(b'g', &crate::testutil::pax_records(&[("path", b"usr/bin/gcc")]))
         .file("f", b"x", 0o644)
         .build();
-    refused(&[l], &["global PAX header", "sets 'path'"]);
-    // A ustar prefix in a GNU header: Python applies it, GNU tar and Go do not.
+    refused(&[l], &["layer 1 (test): global PAX header", "sets 'path'"]);
+}
+
+#[test]
+fn name_prefix_outside_ustar_is_refused() {
+    // Python applies the prefix field of a GNU header, GNU tar and Go do not.
     let l = TarBuilder::new()
         .raw(Raw::new(b'0', b"gcc", 1).field(345, b"usr/bin"), b"x")
         .build();
     refused(&[l], &["entry 'gcc'", "name prefix but is not POSIX ustar"]);
-    // A regular file named like a directory: Python and GNU tar make it one.
+}
+
+#[test]
+fn regular_file_named_like_a_directory_is_refused() {
+    // Python and GNU tar make an old-style regular file ending in '/' a directory.
     let l = TarBuilder::new()
         .raw(Raw::new(b'\0', b"etc/x/", 0), &[])
         .build();
@@ -209,6 +229,52 @@ fn whiteout_in_the_same_layer_does_not_hide() {
     assert!(fs.get("etc/a").is_some(), "same-layer whiteout hid etc/a");
     assert!(fs.get("etc/b").is_some(), "same-layer whiteout hid etc/b");
     assert!(fs.get("etc/old").is_none(), "lower-layer file stays hidden");
+}
+
+#[test]
+fn same_layer_whiteouts_are_reported_by_audit() {
+    let l0 = TarBuilder::new().file("etc/old", b"o", 0o644).build();
+    let l1 = TarBuilder::new()
+        .file("etc/a", b"a", 0o644)
+        .file("etc/.wh.a", b"", 0o644)
+        .file("etc/.wh.b", b"", 0o644)
+        .file("etc/b", b"b", 0o644)
+        .file("etc/.wh.old", b"", 0o644)
+        .build();
+    let fs = index(&[l0, l1]).unwrap();
+    let recipe = crate::recipe::Recipe::default();
+    let found = crate::audit::findings(&fs, &serde_json::json!({}), &recipe).unwrap();
+    let same: Vec<(&str, &str)> = found
+        .iter()
+        .filter(|f| f.id == "whiteout-same-layer")
+        .map(|f| (f.path.as_str(), f.message.as_str()))
+        .collect();
+    assert_eq!(same.len(), 2, "{same:?}");
+    assert!(same[0].0 == "/etc/a" && same[0].1.contains("layer 2"), "{same:?}");
+    assert!(same[1].0 == "/etc/b" && same[1].1.contains("/etc/.wh.b"), "{same:?}");
+}
+
+#[test]
+fn entry_limit_counts_all_layers() {
+    let layer = |p: &str| {
+        (0..4)
+            .fold(TarBuilder::new(), |b, i| b.file(&format!("{p}{i}"), b"", 0o644))
+            .build()
+    };
+    let mut fs = Rootfs::new();
+    let o = IndexOptions {
+        max_entries: 6,
+        ..Default::default()
+    };
+    fs.apply_layer(0, "layer 1 (test)", &layer("a")[..], &o)
+        .unwrap();
+    let err = fs
+        .apply_layer(1, "layer 2 (test)", &layer("b")[..], &o)
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("layer 2 (test): the image has more than 6 tar entries (--max-entries)"),
+        "{err:#}"
+    );
 }
 
 #[test]

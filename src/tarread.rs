@@ -89,7 +89,7 @@ impl TarEntry {
 /// Extension records that apply to the next entry.
 #[derive(Default)]
 struct Pending {
-    pax: Option<Vec<(String, Vec<u8>)>>,
+    pax: Option<std::result::Result<Vec<(String, Vec<u8>)>, String>>,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
 }
@@ -262,9 +262,12 @@ impl<R: Read> TarReader<R> {
                         bail!("{}: two PAX headers for one entry at byte {at}", self.label);
                     }
                     let data = self.read_meta(size, "PAX header")?;
-                    pending.pax = Some(parse_pax(&data).map_err(|e| {
-                        anyhow!("{}: malformed PAX header at byte {at}: {e}", self.label)
-                    })?);
+                    // Reported with the entry's name; the framing stays defined by
+                    // the header sizes, so the entry header can still be read.
+                    pending.pax = Some(
+                        parse_pax(&data)
+                            .map_err(|e| format!("malformed PAX header at byte {at}: {e}")),
+                    );
                 }
                 b'g' => {
                     hdr.require_ustar("global PAX header")?;
@@ -305,8 +308,9 @@ impl<R: Read> TarReader<R> {
                     let data = self.read_meta(size, what)?;
                     let name = long_name_bytes(&data).ok_or_else(|| {
                         anyhow!(
-                            "{}: {what} at byte {at} has bytes after its terminating NUL",
-                            self.label
+                            "{}: {what} '{}' at byte {at} has bytes after its terminating NUL",
+                            self.label,
+                            show(&data)
                         )
                     })?;
                     if h[156] == b'L' {
@@ -339,7 +343,7 @@ impl<R: Read> TarReader<R> {
         hdr.check_prefix()?;
         let hname = hdr.name();
         // Decide the name first so every later error can quote it.
-        let pax = Pax::interpret(p.pax.unwrap_or_default());
+        let pax = p.pax.unwrap_or(Ok(Vec::new())).and_then(Pax::interpret);
         let pax = match pax {
             Ok(pax) => pax,
             Err(e) => bail!("{label}: entry '{}': {e}", show(&hname)),
@@ -907,4 +911,170 @@ pub fn list_layer(path: &std::path::Path, out: &mut dyn Write) -> Result<()> {
     }
     tar.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{pax_records, Raw, TarBuilder};
+
+    fn entries(bytes: &[u8]) -> Result<Vec<TarEntry>> {
+        let mut r = TarReader::new(bytes, "layer 1");
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            out.push(e);
+        }
+        r.finish()?;
+        Ok(out)
+    }
+
+    fn refused(bytes: &[u8], needle: &str) {
+        let err = format!("{:#}", entries(bytes).unwrap_err());
+        assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    }
+
+    #[test]
+    fn spill_is_the_archive_without_its_trailer() {
+        let tar = TarBuilder::new()
+            .file("a", &[1u8; 700], 0o644)
+            .symlink("b", "a")
+            .build();
+        let mut layer = tar.clone();
+        layer.extend_from_slice(&[0u8; 1 << 16]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("spill");
+        let mut r = TarReader::new(&layer[..], "l").spill_to(File::create(&p).unwrap());
+        while r.next_entry().unwrap().is_some() {}
+        r.finish().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), tar);
+    }
+
+    #[test]
+    fn entry_limit_per_layer() {
+        let mut b = TarBuilder::new();
+        for i in 0..10 {
+            b = b.file(&format!("f{i}"), b"", 0o644);
+        }
+        let tar = b.build();
+        let mut r = TarReader::new(&tar[..], "layer 1").max_entries(9);
+        let err = loop {
+            match r.next_entry() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("limit not applied"),
+                Err(e) => break format!("{e:#}"),
+            }
+        };
+        assert!(err.contains("layer 1: more than 9 entries"), "{err}");
+    }
+
+    #[test]
+    fn header_fields_are_parsed_strictly() {
+        // Base-256 uid (GNU) is fine; a checksum mismatch and a '+' size are not.
+        let mut uid = [0u8; 8];
+        uid[0] = 0x80;
+        uid[4..].copy_from_slice(&70000u32.to_be_bytes());
+        let t = TarBuilder::new()
+            .raw(Raw::new(b'0', b"big", 1).field(108, &uid), b"x")
+            .build();
+        assert_eq!(entries(&t).unwrap()[0].uid, 70000);
+        let mut t = TarBuilder::new().file("a", b"x", 0o644).build();
+        t[0] = b'b';
+        refused(&t, "layer 1: header checksum mismatch at byte 0");
+        let t = TarBuilder::new()
+            .raw(Raw::new(b'0', b"a", 0).field(124, b"+0000000001\0"), b"x")
+            .build();
+        refused(&t, "bad size field");
+        let t = TarBuilder::new().file("a", &[1u8; 2000], 0o644).build();
+        refused(&t[..1536], "layer 1: truncated tar stream");
+    }
+
+    #[test]
+    fn pax_records_apply_or_are_refused() {
+        let t = TarBuilder::new()
+            .pax(&[
+                ("mtime", b"1700000000.25"),
+                ("SCHILY.xattr.security.capability", b"\x01\x02"),
+                ("LIBARCHIVE.xattr.security.capability", b"AQI="),
+                ("atime", b"1"),
+            ])
+            .file("f", b"x", 0o644)
+            .build();
+        let e = &entries(&t).unwrap()[0];
+        assert_eq!(e.mtime, 1_700_000_000);
+        assert_eq!(e.xattrs["security.capability"], b"\x01\x02");
+        for (recs, needle) in [
+            (
+                vec![("LIBARCHIVE.xattr.user.a", &b"AQI="[..])],
+                "does not match a SCHILY.xattr",
+            ),
+            (
+                vec![("RHT.security.selinux", &b"x"[..])],
+                "unsupported PAX record 'RHT.security.selinux'",
+            ),
+            (vec![("SCHILY.devmajor", &b"1"[..])], "unsupported PAX"),
+            (vec![("path", &b""[..])], "empty PAX 'path'"),
+            (vec![("mtime", &b"-5"[..])], "not a non-negative decimal"),
+            (vec![("uid", &b"0x10"[..])], "not a plain decimal"),
+        ] {
+            let t = TarBuilder::new()
+                .pax(&recs)
+                .file("f", b"x", 0o644)
+                .build();
+            refused(&t, "layer 1: entry 'f'");
+            refused(&t, needle);
+        }
+        // A syntax error is reported with the entry it describes.
+        let t = TarBuilder::new()
+            .pax_data(b'x', b"11 path=a\n")
+            .file("f", b"x", 0o644)
+            .build();
+        refused(&t, "entry 'f': malformed PAX header at byte 0");
+        // Trailing NULs after the records: Go fails, Python stops.
+        let mut data = pax_records(&[("path", b"a")]);
+        data.extend_from_slice(&[0u8; 8]);
+        let t = TarBuilder::new()
+            .pax_data(b'x', &data)
+            .file("f", b"x", 0o644)
+            .build();
+        refused(&t, "malformed PAX header");
+        // A global comment (git archive) is harmless.
+        let t = TarBuilder::new()
+            .pax_data(b'g', &pax_records(&[("comment", b"abc")]))
+            .file("f", b"x", 0o644)
+            .build();
+        assert_eq!(entries(&t).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn extension_headers_need_an_entry() {
+        let t = TarBuilder::new().pax(&[("path", b"x")]).build();
+        refused(&t, "followed by the end of the archive");
+        let t = TarBuilder::new()
+            .gnu_long(b'L', b"a\0")
+            .gnu_long(b'L', b"b\0")
+            .file("f", b"x", 0o644)
+            .build();
+        refused(&t, "two GNU long name headers");
+    }
+
+    #[test]
+    fn long_names_and_links() {
+        let name = format!("usr/{}/x", "n".repeat(200));
+        let target = format!("/{}", "t".repeat(200));
+        let t = TarBuilder::new()
+            .file(&name, b"x", 0o644)
+            .symlink(&format!("{name}-l"), &target)
+            .hardlink(&format!("{name}-h"), &name)
+            .build();
+        let es = entries(&t).unwrap();
+        assert_eq!(es[0].path, name);
+        assert_eq!(es[1].link.as_deref(), Some(target.as_str()));
+        assert_eq!(es[2].link.as_deref(), Some(name.as_str()));
+        let t = TarBuilder::new()
+            .gnu_long(b'K', format!("{target}\0").as_bytes())
+            .pax(&[("linkpath", b"/other")])
+            .raw(Raw::new(b'2', b"s", 0), &[])
+            .build();
+        refused(&t, "both a GNU long link name and a PAX linkpath");
+    }
 }
