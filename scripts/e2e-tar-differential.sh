@@ -14,7 +14,9 @@
 # stdout: one `PASS: tar-diff/NAME` or `FAIL: tar-diff/NAME (detail)` line per case,
 # then `N passed, M failed`; exit 1 if M > 0. Needs GNU tar and python3.
 # Env: BIN (default target/release/nemoclaw-build), W (work dir, default a new temp
-# dir, removed at exit unless E2E_KEEP=1).
+# dir, removed at exit unless E2E_KEEP=1), TARDIFF_BASE (a real base tarball to
+# compare as well; default the newest $NEMOCLAW_CACHE/bases/*.tar, if any).
+# shellcheck disable=SC2034,SC2012,SC1091
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN="${BIN:-target/release/nemoclaw-build}"
@@ -22,13 +24,17 @@ W="${W:-$(mktemp -d /tmp/nemoclaw-tardiff-XXXXXX)}"
 mkdir -p "$W"
 RESULTS="$W/results.txt"
 : >"$RESULTS"
-PIDS=()
+PIDS=() # no servers here; probe.sh's cleanup reads it
 # shellcheck source=probe.sh
 . scripts/probe.sh
 
 [[ -x "$BIN" ]] || { echo "FAIL: tar-diff/setup (no binary at $BIN)"; exit 1; }
 tar --version 2>/dev/null | grep -q 'GNU tar' || { echo "FAIL: tar-diff/setup (GNU tar not found)"; exit 1; }
 command -v python3 >/dev/null || { echo "FAIL: tar-diff/setup (python3 not found)"; exit 1; }
+
+# A real base tarball (scripts/mk-base.sh) is compared too when there is one.
+BASE_TAR="${TARDIFF_BASE:-$(ls -t "${NEMOCLAW_CACHE:-.cache}"/bases/*.tar 2>/dev/null | head -n 1 || true)}"
+[[ -n "$BASE_TAR" ]] || printf '# no base tarball: set TARDIFF_BASE to compare a real one\n' >&2
 
 cat >"$W/tardiff.py" <<'PY'
 import io, json, os, subprocess, sys, tarfile
@@ -99,7 +105,7 @@ def add(tf, name, t=tarfile.REGTYPE, data=b"", link="", mode=0o644, uid=0, gid=0
 ELF = b"\x7fELF" + b"\0" * 60
 SMUGGLED = f(b"usr/bin/gcc", ELF, mode=0o755)
 
-cases = []  # (name, expect, bytes)
+cases = []  # (name, expect, bytes or an existing file's path)
 def case(name, expect, data):
     cases.append((name, expect, data))
 
@@ -193,13 +199,17 @@ for nm, args in [("gnu-sparse-S", ["--format=gnu"]), ("gnu-sparse-pax-1.0", ["--
     subprocess.run(["tar", "-C", sp, "--sparse", *args, "-cf", out, "gcc"], check=True)
     case(nm, "refuse", open(out, "rb").read())
 
+# A real base image tarball, when one is available (mmdebstrap output).
+if len(sys.argv) > 3 and sys.argv[3]:
+    case("real-base", "accept", sys.argv[3])
+
 # ---------- listings ----------
 def norm(p):
     parts = [c for c in p.split("/") if c not in ("", ".")]
     return "/".join(parts)
 
-def ours(path):
-    r = subprocess.run([BIN, "debug", "list-layer", path], capture_output=True, timeout=60)
+def ours(path, *flags):
+    r = subprocess.run([BIN, *flags, "debug", "list-layer", path], capture_output=True, timeout=600)
     if r.returncode != 0:
         return None, r.stderr.decode(errors="replace").strip()
     out = []
@@ -266,9 +276,12 @@ def strip(lst, keys):
 GNUKEYS = ("type", "path", "link", "size", "mode", "uid", "gid", "dev")
 fails = 0
 for name, expect, data in cases:
-    path = os.path.join(CASES, name + ".tar")
-    with open(path, "wb") as fh:
-        fh.write(data)
+    if isinstance(data, str):
+        path = data
+    else:
+        path = os.path.join(CASES, name + ".tar")
+        with open(path, "wb") as fh:
+            fh.write(data)
     o, oerr = ours(path)
     p, perr = python(path)
     g, gerr = gnu(path)
@@ -295,6 +308,16 @@ for name, expect, data in cases:
         print("FAIL: tar-diff/%s (%s)" % (name, detail.replace("\n", " ")[:300]))
     else:
         print("PASS: tar-diff/%s" % name)
+
+# --max-entries: a clear refusal above the limit, the same listing at it.
+path = os.path.join(CASES, "hundred.tar")
+with open(path, "wb") as fh:
+    fh.write(b"".join(f(b"f%03d" % i) for i in range(100)) + END)
+o, err = ours(path, "--max-entries", "99")
+if o is None and "--max-entries" in err and "layer 1" in err and ours(path, "--max-entries", "100")[0]:
+    print("PASS: tar-diff/max-entries")
+else:
+    print("FAIL: tar-diff/max-entries (limit 99 gave: %s)" % (err[-200:] or "accepted"))
 sys.exit(0)
 PY
 
@@ -303,7 +326,7 @@ while IFS= read -r line; do
     PASS:*|FAIL:*) emit "$line" ;;
     *) printf '%s\n' "$line" ;;
   esac
-done < <(python3 "$W/tardiff.py" "$BIN" "$W" || echo "FAIL: tar-diff/harness (python exited $?)")
+done < <(python3 "$W/tardiff.py" "$BIN" "$W" "$BASE_TAR" || echo "FAIL: tar-diff/harness (python exited $?)")
 
 passed=$(grep -c '^PASS:' "$RESULTS" || true)
 failed=$(grep -c '^FAIL:' "$RESULTS" || true)

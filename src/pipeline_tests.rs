@@ -73,7 +73,12 @@ path = "/usr/share/doc/b"
 dest = "/opt/app"
 "#;
 
-pub(crate) fn opts(base: &str, out: &str, mode: PurgeMode, artifacts: Option<&Path>) -> BuildOptions {
+pub(crate) fn opts(
+    base: &str,
+    out: &str,
+    mode: PurgeMode,
+    artifacts: Option<&Path>,
+) -> BuildOptions {
     BuildOptions {
         base: ImageRef::parse(base).unwrap(),
         output: ImageRef::parse(out).unwrap(),

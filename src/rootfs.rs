@@ -533,8 +533,7 @@ impl Rootfs {
                     )));
                 }
             }
-            if e.kind != Kind::Dir && self.descendants(&key).any(|(_, n)| n.layer == Some(layer))
-            {
+            if e.kind != Kind::Dir && self.descendants(&key).any(|(_, n)| n.layer == Some(layer)) {
                 return Err(fail(format!(
                     "a {:?} replacing a directory that has entries earlier in the same layer",
                     e.kind

@@ -49,7 +49,10 @@ fn non_files_with_data_are_refused() {
         (b'4', "block device"),
     ] {
         let l = TarBuilder::new()
-            .raw(Raw::new(t, b"usr/share/x", 1024).link(b"target"), &smuggled_member())
+            .raw(
+                Raw::new(t, b"usr/share/x", 1024).link(b"target"),
+                &smuggled_member(),
+            )
             .build();
         refused(
             &[l],
@@ -100,7 +103,10 @@ fn gnu_long_name_and_pax_path_together_are_refused() {
         .pax(&[("path", b"usr/bin/true")])
         .file("short", b"x", 0o755)
         .build();
-    refused(&[l], &["entry 'short'", "both a GNU long name and a PAX path"]);
+    refused(
+        &[l],
+        &["entry 'short'", "both a GNU long name and a PAX path"],
+    );
 }
 
 #[test]
@@ -129,7 +135,10 @@ fn lenient_pax_numbers_are_refused() {
 fn global_pax_records_are_refused() {
     // Python renames every later entry, containerd ignores the header.
     let l = TarBuilder::new()
-        .pax_data(b'g', &crate::testutil::pax_records(&[("path", b"usr/bin/gcc")]))
+        .pax_data(
+            b'g',
+            &crate::testutil::pax_records(&[("path", b"usr/bin/gcc")]),
+        )
         .file("f", b"x", 0o644)
         .build();
     refused(&[l], &["layer 1 (test): global PAX header", "sets 'path'"]);
@@ -150,7 +159,10 @@ fn regular_file_named_like_a_directory_is_refused() {
     let l = TarBuilder::new()
         .raw(Raw::new(b'\0', b"etc/x/", 0), &[])
         .build();
-    refused(&[l], &["entry 'etc/x/'", "regular file whose name ends with '/'"]);
+    refused(
+        &[l],
+        &["entry 'etc/x/'", "regular file whose name ends with '/'"],
+    );
 }
 
 #[test]
@@ -189,7 +201,10 @@ fn unknown_types_are_refused() {
     refused(&[l], &["unknown entry type 'Z'"]);
     // A GNU long name header without GNU magic: the tar crate passed it on as an entry.
     let l = TarBuilder::new()
-        .raw(Raw::new(b'L', b"././@LongLink", 12).ustar(), b"usr/bin/gcc\0")
+        .raw(
+            Raw::new(b'L', b"././@LongLink", 12).ustar(),
+            b"usr/bin/gcc\0",
+        )
         .file("x", b"x", 0o644)
         .build();
     refused(&[l], &["GNU long name", "not in a GNU header"]);
@@ -250,15 +265,23 @@ fn same_layer_whiteouts_are_reported_by_audit() {
         .map(|f| (f.path.as_str(), f.message.as_str()))
         .collect();
     assert_eq!(same.len(), 2, "{same:?}");
-    assert!(same[0].0 == "/etc/a" && same[0].1.contains("layer 2"), "{same:?}");
-    assert!(same[1].0 == "/etc/b" && same[1].1.contains("/etc/.wh.b"), "{same:?}");
+    assert!(
+        same[0].0 == "/etc/a" && same[0].1.contains("layer 2"),
+        "{same:?}"
+    );
+    assert!(
+        same[1].0 == "/etc/b" && same[1].1.contains("/etc/.wh.b"),
+        "{same:?}"
+    );
 }
 
 #[test]
 fn entry_limit_counts_all_layers() {
     let layer = |p: &str| {
         (0..4)
-            .fold(TarBuilder::new(), |b, i| b.file(&format!("{p}{i}"), b"", 0o644))
+            .fold(TarBuilder::new(), |b, i| {
+                b.file(&format!("{p}{i}"), b"", 0o644)
+            })
             .build()
     };
     let mut fs = Rootfs::new();
@@ -272,7 +295,8 @@ fn entry_limit_counts_all_layers() {
         .apply_layer(1, "layer 2 (test)", &layer("b")[..], &o)
         .unwrap_err();
     assert!(
-        format!("{err:#}").contains("layer 2 (test): the image has more than 6 tar entries (--max-entries)"),
+        format!("{err:#}")
+            .contains("layer 2 (test): the image has more than 6 tar entries (--max-entries)"),
         "{err:#}"
     );
 }
@@ -293,7 +317,10 @@ fn non_utf8_names_are_refused() {
         .raw(Raw::new(b'0', b"caf\xe9", 1), b"1")
         .raw(Raw::new(b'0', b"caf\xe8", 1), b"2")
         .build();
-    refused(&[l], &["layer 1 (test): entry 'caf\\xe9'", "not valid UTF-8"]);
+    refused(
+        &[l],
+        &["layer 1 (test): entry 'caf\\xe9'", "not valid UTF-8"],
+    );
     let l = TarBuilder::new()
         .raw(Raw::new(b'2', b"link", 0).link(b"caf\xe9"), &[])
         .build();
@@ -397,7 +424,11 @@ fn trailing_data_after_the_archive_is_refused() {
     l.extend_from_slice(&[0u8; 4096]);
     index(std::slice::from_ref(&l)).expect("zeros after the end are padding");
     // Entries hidden after the end marker (found by `tar -i`).
-    l.extend(TarBuilder::new().file("usr/bin/gcc", b"\x7fELF", 0o755).build());
+    l.extend(
+        TarBuilder::new()
+            .file("usr/bin/gcc", b"\x7fELF", 0o755)
+            .build(),
+    );
     refused(&[l], &["layer 1 (test): non-zero data at byte"]);
 }
 

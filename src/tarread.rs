@@ -280,7 +280,10 @@ impl<R: Read> TarReader<R> {
                     }
                     let data = self.read_meta(size, "global PAX header")?;
                     let recs = parse_pax(&data).map_err(|e| {
-                        anyhow!("{}: malformed global PAX header at byte {at}: {e}", self.label)
+                        anyhow!(
+                            "{}: malformed global PAX header at byte {at}: {e}",
+                            self.label
+                        )
                     })?;
                     // Python applies global records to every later entry, Go and
                     // containerd ignore them: only a comment means the same to all.
@@ -304,7 +307,10 @@ impl<R: Read> TarReader<R> {
                         &pending.long_link
                     };
                     if slot.is_some() {
-                        bail!("{}: two {what} headers for one entry at byte {at}", self.label);
+                        bail!(
+                            "{}: two {what} headers for one entry at byte {at}",
+                            self.label
+                        );
                     }
                     let data = self.read_meta(size, what)?;
                     let name = long_name_bytes(&data).ok_or_else(|| {
@@ -431,12 +437,10 @@ impl<R: Read> TarReader<R> {
         };
         let link = if matches!(kind, Kind::Symlink | Kind::Hardlink) {
             let raw = match (&p.long_link, &pax.linkpath) {
-                (Some(_), Some(_)) => {
-                    return Err(err(
-                        "has both a GNU long link name and a PAX linkpath; readers pick different ones"
-                            .into(),
-                    ))
-                }
+                (Some(_), Some(_)) => return Err(err(
+                    "has both a GNU long link name and a PAX linkpath; readers pick different ones"
+                        .into(),
+                )),
                 (Some(l), None) | (None, Some(l)) => l.clone(),
                 (None, None) => cstr(&hdr.b[157..257]).to_vec(),
             };
@@ -517,7 +521,9 @@ impl<R: Read> Read for TarReader<R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.raw_read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -714,7 +720,9 @@ fn parse_pax(data: &[u8]) -> std::result::Result<Vec<(String, Vec<u8>)>, String>
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| format!("bad record length at offset {pos}"))?;
         if len < digits + 4 || len > rest.len() || rest[len - 1] != b'\n' {
-            return Err(format!("record at offset {pos} does not end where its length says"));
+            return Err(format!(
+                "record at offset {pos} does not end where its length says"
+            ));
         }
         let body = &rest[digits + 1..len - 1];
         let eq = body
@@ -871,9 +879,11 @@ fn url_decode(s: &str) -> Option<String> {
 fn base64_decode(v: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
     let e = base64::engine::general_purpose::STANDARD;
-    e.decode(v)
-        .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(v).ok())
+    e.decode(v).ok().or_else(|| {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(v)
+            .ok()
+    })
 }
 
 /// `debug list-layer FILE`: this reader's view of one layer tar (plain, gzip or
@@ -1019,10 +1029,7 @@ mod tests {
             (vec![("mtime", &b"-5"[..])], "not a non-negative decimal"),
             (vec![("uid", &b"0x10"[..])], "not a plain decimal"),
         ] {
-            let t = TarBuilder::new()
-                .pax(&recs)
-                .file("f", b"x", 0o644)
-                .build();
+            let t = TarBuilder::new().pax(&recs).file("f", b"x", 0o644).build();
             refused(&t, "layer 1: entry 'f'");
             refused(&t, needle);
         }

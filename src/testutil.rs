@@ -80,7 +80,10 @@ impl TarBuilder {
     /// A PAX extended header ('x', ustar magic) with well-formed records.
     pub fn pax(self, records: &[(&str, &[u8])]) -> Self {
         let data = pax_records(records);
-        self.raw(Raw::new(b'x', b"PaxHeader", data.len() as u64).ustar(), &data)
+        self.raw(
+            Raw::new(b'x', b"PaxHeader", data.len() as u64).ustar(),
+            &data,
+        )
     }
     /// A PAX header of type `t` ('x' or 'g') whose data is given verbatim.
     pub fn pax_data(self, t: u8, data: &[u8]) -> Self {
