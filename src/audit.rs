@@ -141,6 +141,18 @@ pub fn findings(fs: &Rootfs, config: &serde_json::Value, recipe: &Recipe) -> Res
             ));
         }
     }
+    for w in &fs.same_layer_whiteouts {
+        out.push(f(
+            "whiteout-same-layer",
+            Warning,
+            &format!("/{}", w.path),
+            format!(
+                "layer {} holds both this path and the whiteout /{} naming it; the OCI spec keeps the path (whiteouts apply to lower layers only), but some runtimes delete it or fail to unpack the layer",
+                w.layer + 1,
+                w.whiteout
+            ),
+        ));
+    }
     for m in scan::missing_required(fs, pk) {
         out.push(f(
             "required-command-missing",

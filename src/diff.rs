@@ -11,16 +11,16 @@ use crate::digest::{digest_hex, sha256_digest};
 use crate::imageref::ImageRef;
 use crate::pipeline::index_base;
 use crate::progress::Progress;
-use crate::rootfs::{default_capture, normalize, IndexOptions, Kind, Node, Rootfs};
+use crate::rootfs::{default_capture, IndexOptions, Kind, Node, Rootfs};
 use crate::source::oci::{ArchiveStore, BlobStore};
 use crate::source::{open_image, BaseImage, LayerBlob, OpenOptions};
+use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::process::ExitCode;
 
 pub const RECORD_ANNOTATION: &str = "dev.nemoclaw.build.record";
@@ -104,6 +104,7 @@ impl Loaded {
             let opts = IndexOptions {
                 capture: capture_for_inspection,
                 hash_contents: true,
+                ..Default::default()
             };
             self.fs = Some(index_base(&mut self.base, &opts, progress)?);
         }
@@ -327,21 +328,16 @@ pub fn fs_entries(fs: &Rootfs) -> BTreeMap<String, Meta> {
 /// "whiteout"), with content hashes.
 pub fn layer_entries(layer: &LayerBlob) -> Result<BTreeMap<String, Meta>> {
     let mut out = BTreeMap::new();
-    let mut ar = tar::Archive::new(layer.open_tar()?);
-    for e in ar
-        .entries()
-        .with_context(|| format!("{}: cannot read tar stream", layer.label))?
-    {
-        let mut e = e.with_context(|| format!("{}: corrupt tar stream", layer.label))?;
-        let raw = e.path()?.to_string_lossy().into_owned();
-        let key = normalize(&raw).with_context(|| format!("{}: unsafe entry", layer.label))?;
-        if key.is_empty() {
+    let mut tar = TarReader::new(layer.open_tar()?, &layer.label);
+    while let Some(e) = tar.next_entry()? {
+        if e.path.is_empty() {
             continue;
         }
-        let name = key.rsplit('/').next().unwrap_or_default();
-        if name.starts_with(".wh.") {
+        let whiteout = crate::rootfs::whiteout_of(&e.path)
+            .map_err(|m| anyhow::anyhow!("{}: entry '{}': {m}", layer.label, e.name))?;
+        if whiteout.is_some() {
             out.insert(
-                key,
+                e.path,
                 Meta {
                     kind: "whiteout".into(),
                     mode: 0,
@@ -357,71 +353,35 @@ pub fn layer_entries(layer: &LayerBlob) -> Result<BTreeMap<String, Meta>> {
             );
             continue;
         }
-        let h = e.header().clone();
-        let et = h.entry_type();
-        if et.is_pax_global_extensions()
-            || et.is_pax_local_extensions()
-            || et.is_gnu_longname()
-            || et.is_gnu_longlink()
-        {
-            continue;
-        }
-        let kind = crate::rootfs::kind_of(et).unwrap_or(Kind::File);
-        let xattrs: BTreeMap<String, String> = crate::rootfs::entry_xattrs(&mut e)?
-            .into_iter()
-            .map(|(k, v)| (k, hex::encode(v)))
-            .collect();
-        let link = match kind {
-            Kind::Symlink | Kind::Hardlink => e
-                .link_name()?
-                .map(|l| l.to_string_lossy().into_owned())
-                .map(|l| {
-                    if kind == Kind::Hardlink {
-                        normalize(&l).unwrap_or(l)
-                    } else {
-                        l
-                    }
-                }),
-            _ => None,
-        };
-        let (size, sha256) = if kind == Kind::File {
+        let sha256 = if e.kind == Kind::File {
             let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut n_total = 0u64;
-            loop {
-                let n = e.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                n_total += n as u64;
-                hasher.update(&buf[..n]);
-            }
-            (
-                n_total,
-                Some(format!("sha256:{}", hex::encode(hasher.finalize()))),
-            )
+            std::io::copy(&mut tar, &mut hasher)
+                .with_context(|| format!("{}: entry '{}'", layer.label, e.name))?;
+            Some(format!("sha256:{}", hex::encode(hasher.finalize())))
         } else {
-            (0, None)
+            None
         };
         out.insert(
-            key,
+            e.path,
             Meta {
-                kind: kind_name(kind),
-                mode: h.mode().unwrap_or(0) & 0o7777,
-                uid: h.uid().unwrap_or(0),
-                gid: h.gid().unwrap_or(0),
-                size,
+                kind: kind_name(e.kind),
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                size: e.size,
                 sha256,
-                link,
-                xattrs,
-                dev: (
-                    h.device_major().ok().flatten().unwrap_or(0),
-                    h.device_minor().ok().flatten().unwrap_or(0),
-                ),
-                mtime: h.mtime().unwrap_or(0),
+                link: e.link,
+                xattrs: e
+                    .xattrs
+                    .into_iter()
+                    .map(|(k, v)| (k, hex::encode(v)))
+                    .collect(),
+                dev: e.dev,
+                mtime: e.mtime,
             },
         );
     }
+    tar.finish()?;
     Ok(out)
 }
 

@@ -36,5 +36,8 @@ pub mod source;
 pub mod spill;
 pub mod steps;
 #[cfg(test)]
+mod tar_tests;
+pub mod tarread;
+#[cfg(test)]
 pub mod testutil;
 pub mod verify;

@@ -18,6 +18,12 @@ use std::process::ExitCode;
     about = "Build the hardened NemoClaw sandbox as an OCI image, without a container daemon"
 )]
 struct Cli {
+    /// Refuse images with more tar entries than this, all layers together (the
+    /// model costs ~420 bytes of memory per entry; real bases have up to ~1 million).
+    #[arg(long, global = true, env = "NEMOCLAW_MAX_ENTRIES", value_name = "N",
+          default_value_t = nemoclaw_build::tarread::DEFAULT_MAX_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_entries: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -42,6 +48,16 @@ enum Cmd {
     /// Manage the local cache (pulled blobs, derived layers).
     #[command(subcommand)]
     Cache(CacheCmd),
+    /// Debugging aids.
+    #[command(subcommand)]
+    Debug(DebugCmd),
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// Print how nemoclaw-build reads one layer tar (plain, gzip or zstd): one JSON
+    /// object per entry, in stream order; exit 1 with the reason if it refuses the layer.
+    ListLayer { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +301,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    nemoclaw_build::tarread::set_max_entries(cli.max_entries);
     let res = match cli.cmd {
         Cmd::Build(a) => run_build(*a).map(|_| ExitCode::SUCCESS),
         Cmd::Audit(a) => nemoclaw_build::audit::run_audit(a),
@@ -304,6 +321,10 @@ fn main() -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }),
+        Cmd::Debug(DebugCmd::ListLayer { file }) => {
+            nemoclaw_build::tarread::list_layer(&file, &mut std::io::stdout().lock())
+                .map(|_| ExitCode::SUCCESS)
+        }
         Cmd::Recipe => {
             print!("{}", nemoclaw_build::recipe::DEFAULT_RECIPE);
             Ok(ExitCode::SUCCESS)

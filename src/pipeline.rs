@@ -14,6 +14,7 @@ use crate::source::{
     MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
 };
 use crate::steps::{self, StepOptions, StepsReport};
+use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,9 +125,13 @@ pub fn index_base_spilling(
             Some((f, p)) => (Some(f), Some(p)),
             None => (None, None),
         };
-        let mut dec = crate::source::ThreadedDecoder::spawn(&layer, bar.clone(), spill_file)?;
+        let mut dec = crate::source::ThreadedDecoder::spawn(&layer, bar.clone(), None)?;
         let mut tar_hash = HashingReader::new(&mut dec);
-        let stats = fs.apply_layer(i, &layer.label, &mut tar_hash, opts)?;
+        let mut tar = TarReader::new(&mut tar_hash, &layer.label).max_entries(opts.max_entries);
+        if let Some(f) = spill_file {
+            tar = tar.spill_to(f); // the archive only: never the trailer after its end
+        }
+        let stats = fs.apply_tar(i, &layer.label, tar, opts)?;
         let (diff_id, _) = tar_hash.finish();
         let raw_digest = dec.finish().with_context(|| layer.label.clone())?;
         if let Some(expected) = &layer.diff_id {
@@ -172,16 +177,17 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         .filter_map(|(k, n)| n.link.clone().map(|t| (k.clone(), t)))
         .collect();
     for (k, t) in links {
-        if let Some(target) = fs.nodes.get(&t).cloned() {
-            if !target.modified {
-                let mut copy = target;
-                copy.modified = true;
-                if let Some(n) = fs.nodes.get(&k) {
-                    copy.uid = n.uid;
-                    copy.gid = n.gid;
-                }
-                fs.nodes.insert(k, copy);
+        let Some(target) = fs.link_file(&k).cloned() else {
+            bail!("cannot write /{k}: it is a hardlink to /{t}, which the build removed");
+        };
+        if !target.modified {
+            let mut copy = target;
+            copy.modified = true;
+            if let Some(n) = fs.nodes.get(&k) {
+                copy.uid = n.uid;
+                copy.gid = n.gid;
             }
+            fs.nodes.insert(k, copy);
         }
     }
     let mut wanted: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
@@ -192,17 +198,17 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
     }
     for (l, keys) in wanted {
         let layer = &base.layers[l];
-        let mut ar = tar::Archive::new(layer.open_tar()?);
+        let mut tar = TarReader::new(layer.open_tar()?, &layer.label);
         let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for e in ar.entries()? {
-            let mut e = e.with_context(|| format!("{}: corrupt tar stream", layer.label))?;
-            let p = crate::rootfs::normalize(&e.path()?.to_string_lossy())?;
-            if keys.contains(&p) {
+        while let Some(e) = tar.next_entry()? {
+            if e.kind == Kind::File && keys.contains(&e.path) {
                 let mut buf = Vec::new();
-                e.read_to_end(&mut buf)?;
-                got.insert(p, buf); // a later duplicate entry wins, as in the model
+                tar.read_to_end(&mut buf)
+                    .with_context(|| format!("{}: entry '{}'", layer.label, e.name))?;
+                got.insert(e.path, buf); // a later duplicate entry wins, as in the model
             }
         }
+        tar.finish()?;
         for (k, bytes) in got {
             if let Some(n) = fs.nodes.get_mut(&k) {
                 n.content = Content::Bytes(Arc::new(bytes));
@@ -212,7 +218,26 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
     Ok(())
 }
 
-/// Rewrites one base layer without the removed paths.
+/// What a dropped hardlink target leaves for the links that stay: its bytes, or
+/// (when it was itself a link to a kept file) that file's path.
+#[derive(Clone)]
+enum Carried {
+    Bytes(Arc<Vec<u8>>),
+    Link(String),
+}
+
+/// The base layers a rewrite must touch: those holding removed paths, and those
+/// with a hardlink to a removed path (the link must carry the bytes instead).
+fn rewrite_mask(fs: &Rootfs) -> u128 {
+    fs.links
+        .iter()
+        .filter(|l| fs.removed.contains(&l.target))
+        .fold(fs.removed_mask, |m, l| m | 1u128 << l.layer.min(127))
+}
+
+/// Rewrites one base layer without the removed paths. Layers are rewritten in
+/// order with one `carried` map, so a hardlink gets the bytes its target had when
+/// the link was made, even when the target lived in a lower layer.
 fn rewrite_layer(
     fs: &Rootfs,
     base: &BaseImage,
@@ -220,92 +245,69 @@ fn rewrite_layer(
     staging: &Staging,
     settings: &Settings,
     epoch: u64,
+    carried: &mut BTreeMap<String, Carried>,
 ) -> Result<LayerOutput> {
     let layer = &base.layers[i];
     let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
-    let mut ar = tar::Archive::new(layer.open_tar()?);
-    // Removed files that a kept hardlink still points to: their bytes are kept
-    // (computed once, not per entry) and the link becomes a regular file.
+    let mut tar = TarReader::new(layer.open_tar()?, &layer.label);
+    // Removed paths that a kept hardlink (in any layer) points to.
     let link_targets: BTreeSet<&str> = fs
-        .nodes
-        .values()
-        .filter(|n| n.kind == Kind::Hardlink)
-        .filter_map(|n| n.link.as_deref())
+        .links
+        .iter()
+        .map(|l| l.target.as_str())
         .filter(|t| fs.removed.contains(*t))
         .collect();
-    let mut dropped: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for e in ar
-        .entries()
-        .with_context(|| format!("{}: cannot read tar stream", layer.label))?
-    {
-        let mut e = e.with_context(|| format!("{}: corrupt tar stream", layer.label))?;
-        let raw = e.path()?.to_string_lossy().into_owned();
-        let key = crate::rootfs::normalize(&raw)?;
+    while let Some(e) = tar.next_entry()? {
+        let key = e.path.clone();
         if key.is_empty() {
             continue;
         }
         if fs.removed.contains(&key) {
-            if e.header().entry_type().is_file() && link_targets.contains(key.as_str()) {
-                let mut buf = Vec::new();
-                e.read_to_end(&mut buf)?;
-                dropped.insert(key, buf);
+            if link_targets.contains(key.as_str()) {
+                let c = match (&e.kind, &e.link) {
+                    (Kind::File, _) => {
+                        let mut buf = Vec::new();
+                        tar.read_to_end(&mut buf)
+                            .with_context(|| format!("{}: entry '{}'", layer.label, e.name))?;
+                        Some(Carried::Bytes(Arc::new(buf)))
+                    }
+                    (Kind::Hardlink, Some(t)) => Some(
+                        carried
+                            .get(t)
+                            .cloned()
+                            .unwrap_or_else(|| Carried::Link(t.clone())),
+                    ),
+                    _ => None,
+                };
+                if let Some(c) = c {
+                    carried.insert(key, c);
+                }
             }
             continue;
         }
-        let h = e.header().clone();
-        let mut node = header_node(&h, &mut e, i)?;
-        if let Some(bytes) = node
+        let mut node = e.node(i);
+        let via = node
             .link
             .as_ref()
-            .and_then(|t| dropped.get(t))
             .filter(|_| node.kind == Kind::Hardlink)
-        {
-            let bytes = bytes.clone();
-            node.kind = Kind::File;
-            node.size = bytes.len() as u64;
-            node.link = None;
-            w.append(&key, &node, &mut &bytes[..])?;
-            continue;
+            .and_then(|t| carried.get(t))
+            .cloned();
+        match via {
+            Some(Carried::Bytes(bytes)) => {
+                node.kind = Kind::File;
+                node.size = bytes.len() as u64;
+                node.link = None;
+                w.append(&key, &node, &mut &bytes[..])?;
+            }
+            Some(Carried::Link(t)) => {
+                node.link = Some(t);
+                w.append(&key, &node, &mut std::io::empty())?;
+            }
+            None => w.append(&key, &node, &mut tar)?,
         }
-        w.append(&key, &node, &mut e)?;
     }
-    let mut inner = ar.into_inner();
-    std::io::copy(&mut inner, &mut std::io::sink())?;
+    tar.finish()?;
     w.finish()
-}
-
-/// Metadata of a raw tar entry as a model node (for rewriting layers).
-fn header_node(
-    h: &tar::Header,
-    e: &mut tar::Entry<'_, impl Read>,
-    layer: usize,
-) -> Result<crate::rootfs::Node> {
-    use crate::rootfs::Node;
-    let et = h.entry_type();
-    let kind = crate::rootfs::kind_of(et).unwrap_or(Kind::File);
-    let mut n = Node::dir(h.mode()? & 0o7777, h.uid()?, h.gid()?);
-    n.kind = kind;
-    n.mtime = h.mtime().unwrap_or(0);
-    n.layer = Some(layer);
-    n.modified = false;
-    n.size = if kind == Kind::File { e.size() } else { 0 };
-    n.dev = (
-        h.device_major().ok().flatten().unwrap_or(0),
-        h.device_minor().ok().flatten().unwrap_or(0),
-    );
-    if matches!(kind, Kind::Symlink | Kind::Hardlink) {
-        let l = e
-            .link_name()?
-            .map(|l| l.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        n.link = Some(if kind == Kind::Hardlink {
-            crate::rootfs::normalize(&l)?
-        } else {
-            l
-        });
-    }
-    n.xattrs = crate::rootfs::entry_xattrs(e)?;
-    Ok(n)
 }
 
 /// The new top layer: every added or modified node, its parent directories, and
@@ -623,9 +625,10 @@ fn prepare(
     materialize(&mut fs, base)?;
     let settings = &opts.compression;
     let mut layers = Vec::new();
+    let mask = rewrite_mask(&fs);
+    let mut carried = BTreeMap::new();
     for (i, l) in base.layers.iter().enumerate() {
-        let touched =
-            opts.purge_mode == PurgeMode::Rewrite && (fs.removed_mask >> i.min(127)) & 1 == 1;
+        let touched = opts.purge_mode == PurgeMode::Rewrite && (mask >> i.min(127)) & 1 == 1;
         let bar = p.bytes(
             &format!(
                 "{} {}",
@@ -636,7 +639,7 @@ fn prepare(
         );
         let (out, action) = if touched {
             (
-                rewrite_layer(&fs, base, i, staging, settings, opts.epoch)?,
+                rewrite_layer(&fs, base, i, staging, settings, opts.epoch, &mut carried)?,
                 "rewritten",
             )
         } else if l.compression == Compression::None

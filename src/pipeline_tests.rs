@@ -13,14 +13,14 @@ use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-fn gz(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
 /// Writes an OCI layout with the given uncompressed layers (stored gzip'd).
-fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
+pub(crate) fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
     write_layout_with(dir, layers, |z| z)
 }
 
@@ -73,7 +73,12 @@ path = "/usr/share/doc/b"
 dest = "/opt/app"
 "#;
 
-fn opts(base: &str, out: &str, mode: PurgeMode, artifacts: Option<&Path>) -> BuildOptions {
+pub(crate) fn opts(
+    base: &str,
+    out: &str,
+    mode: PurgeMode,
+    artifacts: Option<&Path>,
+) -> BuildOptions {
     BuildOptions {
         base: ImageRef::parse(base).unwrap(),
         output: ImageRef::parse(out).unwrap(),
@@ -116,7 +121,7 @@ fn two_layer_base(dir: &Path) {
     write_layout(dir, &[l0, l1]);
 }
 
-fn final_fs(image: &str) -> crate::rootfs::Rootfs {
+pub(crate) fn final_fs(image: &str) -> crate::rootfs::Rootfs {
     let mut img = open_image(&ImageRef::parse(image).unwrap(), &OpenOptions::default()).unwrap();
     index_base(&mut img, &IndexOptions::default(), &Progress::new(true)).unwrap()
 }

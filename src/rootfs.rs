@@ -4,6 +4,7 @@
 //! can't touch the machine. Small files the steps need (`/etc`, the dpkg database)
 //! are captured in memory while indexing; everything else stays a reference into
 //! its layer, so memory grows with the number of files, not their bytes.
+use crate::tarread::TarReader;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,6 +122,9 @@ pub struct IndexOptions {
     pub capture: fn(&str, u64) -> bool,
     /// Hash every regular file's content (for `diff`).
     pub hash_contents: bool,
+    /// Refuse images with more tar entries than this, over all layers (`--max-entries`):
+    /// the model costs memory per entry, and a small layer can hold millions.
+    pub max_entries: u64,
 }
 
 impl Default for IndexOptions {
@@ -128,6 +132,7 @@ impl Default for IndexOptions {
         IndexOptions {
             capture: default_capture,
             hash_contents: false,
+            max_entries: crate::tarread::max_entries(),
         }
     }
 }
@@ -151,6 +156,67 @@ pub struct Rootfs {
     pub layers: usize,
     /// Union of `in_layers` of removed paths: the base layers a rewrite must touch.
     pub removed_mask: u128,
+    /// Every hardlink entry of the base layers, shadowed ones included: a rewrite
+    /// that drops a target must carry its bytes into the links.
+    pub links: Vec<LinkEntry>,
+    /// Whiteouts next to an entry they name in the same layer (see [`SameLayerWhiteout`]).
+    pub same_layer_whiteouts: Vec<SameLayerWhiteout>,
+    /// Tar entries read so far, over all layers.
+    pub entries: u64,
+}
+
+/// A hardlink entry of base layer `layer`: `path` -> `target` (model keys).
+#[derive(Debug, Clone)]
+pub struct LinkEntry {
+    pub layer: usize,
+    pub path: String,
+    pub target: String,
+}
+
+/// A whiteout and an entry it names in the same layer. The OCI spec applies
+/// whiteouts to lower layers only, so the entry stays visible (and the model keeps
+/// it); runtimes differ (overlayfs unpacking fails, naive unpacking deletes it), so
+/// `audit` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SameLayerWhiteout {
+    pub layer: usize,
+    /// The whiteout entry (`etc/.wh.passwd`).
+    pub whiteout: String,
+    /// The same-layer entry at or below the path it names.
+    pub path: String,
+}
+
+/// What an OCI whiteout entry does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Whiteout {
+    /// `DIR/.wh..wh..opq`: hide everything lower layers have below DIR.
+    Opaque(String),
+    /// `DIR/.wh.NAME`: hide DIR/NAME (and below) of lower layers.
+    Path(String),
+}
+
+/// The whiteout meaning of a model key, if its last component is a whiteout name.
+/// `.wh.`, `.wh..` and `.wh...` are refused: a runtime would remove nothing, the
+/// directory itself, or its parent.
+pub fn whiteout_of(key: &str) -> std::result::Result<Option<Whiteout>, String> {
+    let (dir, name) = match key.rfind('/') {
+        Some(i) => (&key[..i], &key[i + 1..]),
+        None => ("", key),
+    };
+    if name == ".wh..wh..opq" {
+        return Ok(Some(Whiteout::Opaque(dir.to_string())));
+    }
+    let Some(target) = name.strip_prefix(".wh.") else {
+        return Ok(None);
+    };
+    if matches!(target, "" | "." | "..") {
+        return Err(format!("invalid whiteout name '{name}'"));
+    }
+    Ok(Some(Whiteout::Path(if dir.is_empty() {
+        target.to_string()
+    } else {
+        format!("{dir}/{target}")
+    })))
 }
 
 /// Normalizes a path from a tar entry or recipe to the model's key form
@@ -167,47 +233,17 @@ pub fn normalize(path: &str) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-/// The model's kind for a tar entry type; None for PAX/GNU meta entries and sparse files.
-pub fn kind_of(et: tar::EntryType) -> Option<Kind> {
-    Some(if et.is_dir() {
-        Kind::Dir
-    } else if et.is_symlink() {
-        Kind::Symlink
-    } else if et.is_hard_link() {
-        Kind::Hardlink
-    } else if et.is_character_special() {
-        Kind::Char
-    } else if et.is_block_special() {
-        Kind::Block
-    } else if et.is_fifo() {
-        Kind::Fifo
-    } else if et.is_file() || et == tar::EntryType::Continuous {
-        Kind::File
-    } else {
-        return None;
-    })
-}
-
-/// Extended attributes carried as `SCHILY.xattr.*` PAX records.
-pub fn entry_xattrs<R: Read>(
-    e: &mut tar::Entry<'_, R>,
-) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut xattrs = BTreeMap::new();
-    if let Some(exts) = e.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
-            }
-        }
-    }
-    Ok(xattrs)
-}
-
 pub fn parent_of(path: &str) -> Option<&str> {
     path.rfind('/')
         .map(|i| &path[..i])
         .or(if path.is_empty() { None } else { Some("") })
+}
+
+/// `a/b/c`, `a/b`, `a` (the key itself first, the root excluded).
+fn ancestors_and_self(key: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(key).filter(|k| !k.is_empty()), |k| {
+        parent_of(k).filter(|p| !p.is_empty())
+    })
 }
 
 fn under(dir: &str) -> String {
@@ -392,178 +428,136 @@ impl Rootfs {
         reader: impl Read,
         opts: &IndexOptions,
     ) -> Result<LayerStats> {
-        let mut ar = tar::Archive::new(reader);
+        let tar = TarReader::new(reader, label).max_entries(opts.max_entries);
+        self.apply_tar(layer, label, tar, opts)
+    }
+
+    /// Like [`Rootfs::apply_layer`], from a reader set up by the caller (spill file).
+    /// The entries come from [`TarReader`], which refuses what readers disagree on;
+    /// this adds the rules that need the model: whiteouts, parents, hardlinks.
+    pub fn apply_tar<R: Read>(
+        &mut self,
+        layer: usize,
+        label: &str,
+        mut tar: TarReader<R>,
+        opts: &IndexOptions,
+    ) -> Result<LayerStats> {
         let mut stats = LayerStats::default();
-        let mut seen: BTreeSet<String> = BTreeSet::new();
-        let entries = ar
-            .entries()
-            .with_context(|| format!("{label}: cannot read tar stream"))?;
-        for entry in entries {
-            let mut entry = entry.with_context(|| format!("{label}: corrupt tar stream"))?;
-            let raw_path = entry
-                .path()
-                .with_context(|| format!("{label}: bad entry name"))?
-                .to_string_lossy()
-                .into_owned();
-            let key = normalize(&raw_path)
-                .with_context(|| format!("{label}: unsafe entry '{raw_path}'"))?;
+        // Paths named by this layer's whiteouts, and hardlinked by this layer.
+        let mut whited: BTreeSet<String> = BTreeSet::new();
+        let mut linked: BTreeSet<String> = BTreeSet::new();
+        while let Some(e) = tar.next_entry()? {
             stats.entries += 1;
-            let (dir, name) = match key.rfind('/') {
-                Some(i) => (&key[..i], &key[i + 1..]),
-                None => ("", key.as_str()),
-            };
-            if name == ".wh..wh..opq" {
-                let lower: Vec<String> = self
-                    .descendants(dir)
-                    .filter(|(_, n)| n.layer.is_some_and(|l| l < layer))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in lower {
-                    self.hide(&k, layer);
-                }
-                stats.whiteouts += 1;
-                continue;
+            self.entries += 1;
+            if self.entries > opts.max_entries {
+                bail!(
+                    "{label}: the image has more than {} tar entries (--max-entries); refusing to index it",
+                    opts.max_entries
+                );
             }
-            if let Some(target) = name.strip_prefix(".wh.") {
-                if target.is_empty() {
-                    bail!("{label}: invalid whiteout entry '{raw_path}'");
+            let key = e.path.clone();
+            let fail = |msg: String| anyhow!("{label}: entry '{}': {msg}", e.name);
+            // Nothing may be written through a symlink or below a non-directory.
+            if let Some((p, n)) = self.non_dir_ancestor(&key) {
+                if n.kind == Kind::Symlink {
+                    bail!(
+                        "{label}: entry '{}' lies below '/{p}', which is a symlink",
+                        e.name
+                    );
                 }
-                let victim = if dir.is_empty() {
-                    target.to_string()
-                } else {
-                    format!("{dir}/{target}")
-                };
-                let mut keys = self.descendant_keys(&victim);
-                keys.push(victim);
-                for k in keys {
-                    self.hide(&k, layer);
+                return Err(fail(format!(
+                    "lies below '/{p}', which is a {:?}, not a directory",
+                    n.kind
+                )));
+            }
+            match whiteout_of(&key).map_err(&fail)? {
+                Some(Whiteout::Opaque(dir)) => {
+                    let lower: Vec<String> = self
+                        .descendants(&dir)
+                        .filter(|(_, n)| n.layer.is_some_and(|l| l < layer))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in lower {
+                        self.hide(&k, layer);
+                    }
+                    stats.whiteouts += 1;
+                    continue;
                 }
-                stats.whiteouts += 1;
-                continue;
+                Some(Whiteout::Path(victim)) => {
+                    let mut keys = vec![victim.clone()];
+                    keys.extend(self.descendant_keys(&victim));
+                    for k in keys {
+                        match self.nodes.get(&k).and_then(|n| n.layer) {
+                            Some(l) if l < layer => self.hide(&k, layer),
+                            Some(l) if l == layer => self.same_layer(layer, &key, &k),
+                            _ => {}
+                        }
+                    }
+                    whited.insert(victim);
+                    stats.whiteouts += 1;
+                    continue;
+                }
+                None => {}
             }
             if key.is_empty() {
-                continue; // the root directory itself
+                if e.kind != Kind::Dir {
+                    return Err(fail(format!(
+                        "replaces the root directory with a {:?}",
+                        e.kind
+                    )));
+                }
+                continue;
             }
-            if !seen.insert(key.clone()) {
+            if !whited.is_empty() {
+                if let Some(w) = ancestors_and_self(&key).find(|p| whited.contains(*p)) {
+                    let wh = match parent_of(w) {
+                        Some("") | None => format!(".wh.{w}"),
+                        Some(d) => format!("{d}/.wh.{}", &w[d.len() + 1..]),
+                    };
+                    self.same_layer(layer, &wh, &key);
+                }
+            }
+            if linked.contains(&key) {
+                return Err(fail(format!(
+                    "replaces '/{key}', which a hardlink earlier in this layer shares (Python rewrites the shared file, GNU tar and containerd replace it)"
+                )));
+            }
+            let old = self.nodes.get(&key);
+            if let Some(o) = old.filter(|o| o.layer == Some(layer)) {
                 stats.duplicates += 1;
-            }
-            // Refuse entries that would be written through a symlink of the image.
-            if let Some(p) = parent_of(&key) {
-                if let Some(pn) = self.nodes.get(p) {
-                    if pn.kind == Kind::Symlink {
-                        bail!("{label}: entry '{raw_path}' lies below '/{p}', which is a symlink");
-                    }
+                if o.is_dir() != (e.kind == Kind::Dir) {
+                    return Err(fail(format!(
+                        "a {:?} replacing a {:?} earlier in the same layer (GNU tar and Python fail, containerd replaces it)",
+                        e.kind, o.kind
+                    )));
                 }
             }
-            let h = entry.header();
-            let et = h.entry_type();
-            if et.is_gnu_sparse() {
-                bail!("{label}: entry '{raw_path}' is a sparse file, which is not supported");
+            if e.kind != Kind::Dir && self.descendants(&key).any(|(_, n)| n.layer == Some(layer)) {
+                return Err(fail(format!(
+                    "a {:?} replacing a directory that has entries earlier in the same layer",
+                    e.kind
+                )));
             }
-            let Some(kind) = kind_of(et) else {
-                continue; // pax/gnu meta headers are consumed by the reader
-            };
-            let mode = h
-                .mode()
-                .with_context(|| format!("{label}: entry '{raw_path}': bad mode"))?
-                & 0o7777;
-            let uid = h
-                .uid()
-                .with_context(|| format!("{label}: entry '{raw_path}': bad uid"))?;
-            let gid = h
-                .gid()
-                .with_context(|| format!("{label}: entry '{raw_path}': bad gid"))?;
-            let mtime = h.mtime().unwrap_or(0);
-            let dev = (
-                h.device_major().ok().flatten().unwrap_or(0),
-                h.device_minor().ok().flatten().unwrap_or(0),
-            );
-            let size = if kind == Kind::File { entry.size() } else { 0 };
-            let link = match kind {
-                Kind::Symlink => Some(
-                    entry
-                        .link_name()
-                        .with_context(|| format!("{label}: entry '{raw_path}': bad link name"))?
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                ),
-                Kind::Hardlink => {
-                    let l = entry
-                        .link_name()?
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let t = normalize(&l).with_context(|| {
-                        format!("{label}: hardlink '{raw_path}' has unsafe target")
-                    })?;
-                    if !self.nodes.contains_key(&t) {
-                        bail!(
-                            "{label}: hardlink '{raw_path}' points to '{l}', which does not exist"
-                        );
-                    }
-                    Some(t)
-                }
-                _ => None,
-            };
-            let xattrs = entry_xattrs(&mut entry)
-                .with_context(|| format!("{label}: entry '{raw_path}': bad PAX header"))?;
-            let bit = 1u128 << layer.min(127);
-            let in_layers = bit | self.nodes.get(&key).map(|o| o.in_layers).unwrap_or(0);
-            let mut node = Node {
-                kind,
-                mode,
-                uid,
-                gid,
-                mtime,
-                size,
-                link,
-                xattrs,
-                dev,
-                content: Content::Empty,
-                layer: Some(layer),
-                modified: false,
-                elf: false,
-                sha256: None,
-                in_layers,
-            };
-            if kind == Kind::File {
-                node.content = Content::Layer(layer);
-                let capture = (opts.capture)(&key, size);
-                if capture || opts.hash_contents {
-                    let mut buf = Vec::with_capacity(if capture { size as usize } else { 0 });
-                    let mut hasher = Sha256::new();
-                    let mut chunk = vec![0u8; 64 * 1024];
-                    let mut first = true;
-                    loop {
-                        let n = entry.read(&mut chunk).with_context(|| {
-                            format!("{label}: entry '{raw_path}': truncated data")
-                        })?;
-                        if n == 0 {
-                            break;
-                        }
-                        if first {
-                            node.elf = chunk[..n].starts_with(b"\x7fELF");
-                            first = false;
-                        }
-                        hasher.update(&chunk[..n]);
-                        if capture {
-                            buf.extend_from_slice(&chunk[..n]);
-                        }
-                    }
-                    node.sha256 = Some(format!("sha256:{}", hex::encode(hasher.finalize())));
-                    if capture {
-                        node.content = Content::Bytes(Arc::new(buf));
-                    }
-                } else if size >= 4 {
-                    let mut magic = [0u8; 4];
-                    entry
-                        .read_exact(&mut magic)
-                        .with_context(|| format!("{label}: entry '{raw_path}': truncated data"))?;
-                    node.elf = &magic == b"\x7fELF";
-                }
-                stats.bytes += size;
+            let mut node = e.node(layer);
+            node.in_layers |= old.map(|o| o.in_layers).unwrap_or(0);
+            if let (Kind::Hardlink, Some(t)) = (e.kind, &e.link) {
+                let (file, target) = self.hardlink_target(&key, t).map_err(&fail)?;
+                node.elf = target.elf;
+                node.sha256 = target.sha256.clone();
+                linked.insert(t.clone());
+                linked.insert(file);
+                self.links.push(LinkEntry {
+                    layer,
+                    path: key.clone(),
+                    target: t.clone(),
+                });
+            }
+            if e.kind == Kind::File {
+                self.read_content(&mut node, &key, &e.name, &mut tar, label, opts)?;
+                stats.bytes += node.size;
             }
             // A non-directory replaces a directory together with its lower children.
-            if kind != Kind::Dir {
+            if e.kind != Kind::Dir {
                 for k in self.descendant_keys(&key) {
                     self.hide(&k, layer);
                 }
@@ -571,11 +565,115 @@ impl Rootfs {
             self.nodes.insert(key, node);
         }
         // Drain to EOF so compressed-stream trailers and blob digests get verified.
-        let mut inner = ar.into_inner();
-        std::io::copy(&mut inner, &mut std::io::sink())
-            .with_context(|| format!("{label}: error after the last tar entry"))?;
+        tar.finish()?;
         self.layers = self.layers.max(layer + 1);
         Ok(stats)
+    }
+
+    /// Captures, hashes or sniffs (ELF magic) a regular file's data, as `opts` asks.
+    fn read_content(
+        &self,
+        node: &mut Node,
+        key: &str,
+        name: &str,
+        data: &mut impl Read,
+        label: &str,
+        opts: &IndexOptions,
+    ) -> Result<()> {
+        let size = node.size;
+        let capture = (opts.capture)(key, size);
+        let truncated = || format!("{label}: entry '{name}': truncated data");
+        if capture || opts.hash_contents {
+            let mut buf = Vec::with_capacity(if capture { size as usize } else { 0 });
+            let mut hasher = Sha256::new();
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut first = true;
+            loop {
+                let n = data.read(&mut chunk).with_context(truncated)?;
+                if n == 0 {
+                    break;
+                }
+                if first {
+                    node.elf = chunk[..n].starts_with(b"\x7fELF");
+                    first = false;
+                }
+                hasher.update(&chunk[..n]);
+                if capture {
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+            node.sha256 = Some(format!("sha256:{}", hex::encode(hasher.finalize())));
+            if capture {
+                node.content = Content::Bytes(Arc::new(buf));
+            }
+        } else if size >= 4 {
+            let mut magic = [0u8; 4];
+            data.read_exact(&mut magic).with_context(truncated)?;
+            node.elf = &magic == b"\x7fELF";
+        }
+        Ok(())
+    }
+
+    /// The topmost ancestor of `key` in the model that is not a directory.
+    fn non_dir_ancestor<'k>(&self, key: &'k str) -> Option<(&'k str, &Node)> {
+        ancestors_and_self(key)
+            .skip(1)
+            .filter_map(|p| self.nodes.get(p).filter(|n| !n.is_dir()).map(|n| (p, n)))
+            .last()
+    }
+
+    /// The regular file a new hardlink `key -> target` shares, following chains of
+    /// hardlinks. Refused: missing targets, itself, directories (a runtime cannot
+    /// link them) and anything but regular files (a hardlinked symlink would be
+    /// followed by a runtime but not by the model).
+    pub fn hardlink_target(
+        &self,
+        key: &str,
+        target: &str,
+    ) -> std::result::Result<(String, &Node), String> {
+        if target == key {
+            return Err("hardlink to itself".into());
+        }
+        let mut cur = target.to_string();
+        for _ in 0..64 {
+            let Some(n) = self.nodes.get(&cur) else {
+                return Err(format!(
+                    "hardlink to '/{target}', which does not exist in this or a lower layer"
+                ));
+            };
+            match (n.kind, &n.link) {
+                (Kind::File, _) => return Ok((cur, n)),
+                (Kind::Hardlink, Some(next)) => cur = next.clone(),
+                (Kind::Dir, _) => return Err(format!("hardlink to '/{target}', a directory")),
+                (k, _) => {
+                    return Err(format!(
+                        "hardlink to '/{target}', a {k:?}, not a regular file"
+                    ))
+                }
+            }
+        }
+        Err(format!("hardlink chain from '/{target}' is too long"))
+    }
+
+    /// The regular file a hardlink node ultimately shares, if it is still in the model.
+    pub fn link_file(&self, key: &str) -> Option<&Node> {
+        let mut n = self.nodes.get(key)?;
+        for _ in 0..64 {
+            match (n.kind, &n.link) {
+                (Kind::Hardlink, Some(t)) => n = self.nodes.get(t)?,
+                (Kind::File, _) => return Some(n),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    fn same_layer(&mut self, layer: usize, whiteout: &str, path: &str) {
+        self.same_layer_whiteouts.push(SameLayerWhiteout {
+            layer,
+            whiteout: whiteout.to_string(),
+            path: path.to_string(),
+        });
     }
 
     fn hide(&mut self, key: &str, by_layer: usize) {

@@ -745,6 +745,7 @@ pub fn for_staged_image(
     let opts = IndexOptions {
         capture: crate::diff::capture_for_inspection,
         hash_contents: false,
+        ..Default::default()
     };
     let fs = index_base(&mut img, &opts, progress)?;
     for_build(&fs, config, recipe, epoch)
@@ -817,6 +818,7 @@ pub fn run_sbom(a: SbomArgs) -> Result<ExitCode> {
     let opts = IndexOptions {
         capture: crate::diff::capture_for_inspection,
         hash_contents: false,
+        ..Default::default()
     };
     let fs = index_base(&mut base, &opts, &Progress::new(a.quiet))?;
     let created = match a.source_date_epoch {

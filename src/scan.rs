@@ -84,14 +84,10 @@ pub fn forbidden(fs: &Rootfs, p: &Packages) -> Result<Vec<Hit>> {
             .map(|r| Regex::new(r))
             .collect::<std::result::Result<_, _>>()?;
         for (path, node) in &fs.nodes {
-            // A hardlink is the same file under another name: judge it by its bytes.
+            // A hardlink shares its target's bytes: named `gcc`, it is a gcc.
             let elf = match node.kind {
                 Kind::File => node.elf,
-                Kind::Hardlink => node
-                    .link
-                    .as_ref()
-                    .and_then(|t| fs.nodes.get(t))
-                    .is_some_and(|t| t.kind == Kind::File && t.elf),
+                Kind::Hardlink => node.elf || fs.link_file(path).is_some_and(|f| f.elf),
                 _ => false,
             };
             if elf {
@@ -118,8 +114,8 @@ pub fn missing_required(fs: &Rootfs, p: &Packages) -> Vec<String> {
         .filter(|c| {
             !PATH_DIRS.iter().any(|d| {
                 fs.resolve(&format!("{d}/{c}"))
-                    .and_then(|r| fs.nodes.get(&r))
-                    .is_some_and(|n| n.kind == Kind::File && n.mode & 0o111 != 0)
+                    .and_then(|r| fs.link_file(&r))
+                    .is_some_and(|n| n.mode & 0o111 != 0)
             })
         })
         .cloned()
