@@ -11,19 +11,38 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))
 }
 
-/// Validates `sha256:<64 hex>` and returns the hex part.
+/// Validates `sha256:<64 lowercase hex>` and returns the hex part. A digest is used as
+/// a file name (`blobs/sha256/<hex>`), so nothing else may pass: `sha256:../../x`
+/// would walk out of the layout. Other registered algorithms (sha512) are well
+/// formed but unsupported, and say so.
 pub fn digest_hex(digest: &str) -> anyhow::Result<&str> {
-    let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
-        anyhow::anyhow!("unsupported digest '{digest}': only sha256 is supported")
-    })?;
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        anyhow::bail!("malformed digest '{digest}'");
+    if let Some(hex) = digest.strip_prefix("sha256:") {
+        if hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Ok(hex);
+        }
     }
-    Ok(hex)
+    if let Some(("sha512", hex)) = digest.split_once(':') {
+        if hex.len() == 128 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            anyhow::bail!(
+                "unsupported digest algorithm in {} (only sha256 is supported)",
+                quoted(digest)
+            );
+        }
+    }
+    anyhow::bail!(
+        "invalid digest {} (expected sha256:<64 hex>)",
+        quoted(digest)
+    )
+}
+
+/// An untrusted string for an error message: quoted, control characters escaped
+/// (no terminal escapes from an image reach the user's terminal), and cut short.
+pub fn quoted(s: &str) -> String {
+    const MAX: usize = 100;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{:?}...", &s[..i]),
+        None => format!("{s:?}"),
+    }
 }
 
 /// A writer that counts and hashes everything passing through it.
@@ -191,5 +210,34 @@ mod tests {
         assert!(digest_hex(&sha256_digest(b"")).is_ok());
         assert!(digest_hex("sha256:../../etc").is_err());
         assert!(digest_hex("md5:abc").is_err());
+    }
+
+    #[test]
+    fn digest_errors_say_what_is_expected() {
+        let e = digest_hex("sha256:../../../../etc/passwd").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"invalid digest "sha256:../../../../etc/passwd" (expected sha256:<64 hex>)"#
+        );
+        // Upper case hex is not the canonical form (the file name would differ).
+        let upper = sha256_digest(b"")
+            .to_uppercase()
+            .replace("SHA256", "sha256");
+        assert!(digest_hex(&upper)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid digest"));
+        let long = format!("sha512:{}", "a".repeat(128));
+        assert!(digest_hex(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("only sha256 is supported"));
+        // Control characters are escaped and long values cut.
+        let e = digest_hex(&format!("sha256:\x1b[31m{}", "x".repeat(500))).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            !msg.contains('\x1b') && msg.contains("\\u{1b}") && msg.len() < 200,
+            "{msg}"
+        );
     }
 }

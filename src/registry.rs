@@ -21,7 +21,8 @@ pub use reference::{plain_http_allowed, RegRef};
 
 use crate::cache::Cache;
 use crate::digest::{digest_hex, sha256_digest};
-use crate::source::oci::{diff_ids_of, select_platform};
+use crate::source::oci::{check_layer_count, select_platform};
+use crate::source::spec;
 use crate::source::{
     BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_DOCKER_LIST, MT_DOCKER_MANIFEST,
     MT_OCI_INDEX, MT_OCI_MANIFEST,
@@ -583,22 +584,33 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
     };
     let (mut bytes, mut digest) = s.manifest(&s.r, &top_what).await?;
     let top_digest = digest.clone();
-    let mut v: Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{top_what} from {}: invalid JSON", s.r.name()))?;
-    for _ in 0..4 {
-        let mt = media_type_of(&v);
-        if mt != MT_OCI_INDEX && mt != MT_DOCKER_LIST {
-            break;
+    let mut what = format!("{top_what} from {}", s.r.name());
+    let mut mt = media_type_of(&spec::parse_json(&bytes, &what, spec::MAX_MANIFEST_BYTES)?);
+    let mut depth = 0;
+    while spec::is_index(&mt) {
+        depth += 1;
+        if depth > spec::MAX_INDEX_NESTING {
+            bail!(
+                "{what}: image indexes nested more than {} deep",
+                spec::MAX_INDEX_NESTING
+            );
         }
-        let what = format!("image index {digest} from {}", s.r.name());
-        let idx = oci_spec::image::ImageIndex::from_reader(&bytes[..])
-            .map_err(|e| anyhow!("{what}: invalid image index: {e}"))?;
-        let d = select_platform(idx.manifests(), opts.platform.as_deref(), &what)?;
-        let child = s.r.with_digest(d.digest().as_ref());
-        let child_what = format!("manifest {}", d.digest());
-        (bytes, digest) = s.manifest(&child, &child_what).await?;
-        v = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{child_what} from {}: invalid JSON", s.r.name()))?;
+        let iwhat = format!("image index {digest} from {}", s.r.name());
+        let idx = spec::parse_index(&bytes, &iwhat, &mt)?;
+        let d = select_platform(&idx.manifests, opts.platform.as_deref(), &iwhat)?;
+        let child = s.r.with_digest(&d.digest);
+        what = format!("manifest {} from {}", d.digest, s.r.name());
+        (bytes, digest) = s
+            .manifest(&child, &format!("manifest {}", d.digest))
+            .await?;
+        if bytes.len() as u64 != d.size {
+            bail!(
+                "{what}: size mismatch: the index says {} bytes, the registry sent {}",
+                d.size,
+                bytes.len()
+            );
+        }
+        mt = d.media_type.clone();
     }
     if s.r.digest.is_none() {
         s.out.warn(&format!(
@@ -606,56 +618,25 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
             s.r.name()
         ));
     }
-    if v.get("schemaVersion").and_then(Value::as_i64) != Some(2) {
-        bail!(
-            "manifest {digest} from {}: only schemaVersion 2 manifests are supported",
-            s.r.name()
-        );
-    }
-    let mt = media_type_of(&v);
-    if mt != MT_OCI_MANIFEST && mt != MT_DOCKER_MANIFEST {
-        bail!(
-            "manifest {digest} from {}: unsupported media type {mt}",
-            s.r.name()
-        );
-    }
-    let manifest = oci_spec::image::ImageManifest::from_reader(&bytes[..])
-        .map_err(|e| anyhow!("manifest {digest} from {}: invalid: {e}", s.r.name()))?;
-    let cfg = manifest.config();
-    let config_digest = cfg.digest().to_string();
-    if cfg.size() > JSON_LIMIT {
-        bail!(
-            "config {config_digest} from {} is {} bytes, more than {JSON_LIMIT} allowed",
-            s.r.name(),
-            cfg.size()
-        );
-    }
+    let what = format!("manifest {digest} from {}", s.r.name());
+    let manifest = spec::parse_manifest(&bytes, &what, &mt)?;
+    let cfg = &manifest.config;
+    let config_digest = cfg.digest.clone();
     let config_path = s
-        .fetch_blob(&cache, &config_digest, cfg.size(), "config")
+        .fetch_blob(&cache, &config_digest, cfg.size, "config")
         .await?;
-    let config_bytes = BlobLocation::whole(&config_path)?.read_all(JSON_LIMIT, "config")?;
-    let config: Value = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("config {config_digest}: invalid JSON"))?;
-    let diff_ids = diff_ids_of(&config);
-    if !diff_ids.is_empty() && diff_ids.len() != manifest.layers().len() {
-        bail!(
-            "config {config_digest} lists {} diff_ids for {} layers",
-            diff_ids.len(),
-            manifest.layers().len()
-        );
-    }
+    let config_bytes =
+        BlobLocation::whole(&config_path)?.read_all(spec::MAX_CONFIG_BYTES, "config")?;
+    let config_what = format!("config {config_digest}");
+    let config = spec::parse_config(&config_bytes, &config_what)?;
+    check_layer_count(&config, manifest.layers.len(), &config_what)?;
+    let diff_ids = config.diff_ids.clone();
+    let config = config.value;
     let descs: Vec<(usize, String, u64, String)> = manifest
-        .layers()
+        .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            (
-                i,
-                l.digest().to_string(),
-                l.size(),
-                l.media_type().to_string(),
-            )
-        })
+        .map(|(i, l)| (i, l.digest.clone(), l.size, l.media_type.clone()))
         .collect();
     let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter())
         .map(|(i, d, size, _)| {

@@ -3,6 +3,9 @@
 //! already are (a file, or a byte range inside an archive). Nothing is extracted.
 pub mod docker_archive;
 pub mod oci;
+pub mod spec;
+#[cfg(test)]
+mod tests;
 
 use crate::digest::VerifyingReader;
 use crate::imageref::ImageRef;
@@ -20,6 +23,18 @@ pub const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd
 pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MT_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Uncompressed Docker layers (containers/image writes them for docker-archive sources).
+pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const MT_DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
+pub const MT_DOCKER_LAYER_FOREIGN_GZIP: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+/// Deprecated in image-spec 1.1 but still valid: readable when the blob is present.
+pub const MT_OCI_LAYER_ND: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
+pub const MT_OCI_LAYER_ND_GZIP: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+pub const MT_OCI_LAYER_ND_ZSTD: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
 
 /// A byte range of a file on the host holding one blob.
 #[derive(Debug, Clone)]

@@ -1,18 +1,14 @@
 //! OCI image layout (directory, or packed as an `oci-archive` tar): index.json ->
 //! manifest -> config + layers. Archives are indexed once and their blobs are read
 //! in place as byte ranges, never unpacked.
-use super::{
-    host_arch, BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_DOCKER_LIST, MT_OCI_INDEX,
-};
-use crate::digest::{digest_hex, sha256_digest};
+use super::spec::{self, Descriptor};
+use super::{host_arch, BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_OCI_INDEX};
+use crate::digest::{digest_hex, quoted, sha256_digest};
 use anyhow::{anyhow, bail, Context, Result};
-use oci_spec::image::{ImageIndex, ImageManifest};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-
-const JSON_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Where the layout's files live.
 pub trait BlobStore {
@@ -41,32 +37,75 @@ impl BlobStore for DirStore {
 
 pub struct ArchiveStore {
     path: PathBuf,
+    /// Regular files: normalized path -> byte range.
     entries: HashMap<String, (u64, u64)>,
+    /// Everything else by name ("symlink", "directory", ...), for clear errors.
+    others: HashMap<String, &'static str>,
+}
+
+fn kind_name(t: tar::EntryType) -> &'static str {
+    match t {
+        tar::EntryType::Directory => "directory",
+        tar::EntryType::Symlink => "symlink",
+        tar::EntryType::Link => "hard link",
+        _ => "special file",
+    }
 }
 
 impl ArchiveStore {
-    /// Indexes the regular files of a tar archive (path -> byte range).
+    /// Indexes a tar archive (path -> byte range of each regular file). Names are
+    /// normalized as [`spec::archive_path`] does; an entry that leaves the archive
+    /// (`..`, absolute) or a file that appears twice is refused: extractors differ
+    /// on which copy wins, so the archive has no single meaning.
     pub fn index(path: &Path) -> Result<ArchiveStore> {
         let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut ar = tar::Archive::new(BufReader::new(f));
         let mut entries = HashMap::new();
+        let mut others: HashMap<String, &'static str> = HashMap::new();
         for e in ar
             .entries()
             .with_context(|| format!("{}: not a tar archive", path.display()))?
         {
             let e = e.with_context(|| format!("{}: corrupt tar archive", path.display()))?;
-            if e.header().entry_type().is_file() {
-                let name = e
-                    .path()?
-                    .to_string_lossy()
-                    .trim_start_matches("./")
-                    .to_string();
+            let raw = e
+                .path()
+                .with_context(|| format!("{}: bad entry name", path.display()))?
+                .to_string_lossy()
+                .into_owned();
+            let et = e.header().entry_type();
+            let name = match spec::archive_path(&raw) {
+                Ok(n) => n,
+                // The archive root itself ("./"), as `tar -C dir .` writes it.
+                Err(_) if et.is_dir() && raw.split('/').all(|c| c.is_empty() || c == ".") => {
+                    continue
+                }
+                Err(err) => bail!("{}: entry {err}", path.display()),
+            };
+            let dup = if et.is_file() {
+                entries.contains_key(&name) || others.contains_key(&name)
+            } else {
+                entries.contains_key(&name)
+                    || others
+                        .get(&name)
+                        .is_some_and(|k| !(et.is_dir() && *k == "directory"))
+            };
+            if dup {
+                bail!(
+                    "{}: {} appears twice in the archive (readers disagree on which copy counts)",
+                    path.display(),
+                    quoted(&name)
+                );
+            }
+            if et.is_file() {
                 entries.insert(name, (e.raw_file_position(), e.size()));
+            } else {
+                others.insert(name, kind_name(et));
             }
         }
         Ok(ArchiveStore {
             path: path.to_path_buf(),
             entries,
+            others,
         })
     }
     pub fn has(&self, rel: &str) -> bool {
@@ -76,13 +115,16 @@ impl ArchiveStore {
 
 impl BlobStore for ArchiveStore {
     fn locate(&self, rel: &str) -> Result<BlobLocation> {
-        let (offset, len) = self.entries.get(rel).ok_or_else(|| {
-            anyhow!(
-                "{} is missing from the archive {}",
-                rel,
-                self.path.display()
-            )
-        })?;
+        let (offset, len) = self
+            .entries
+            .get(rel)
+            .ok_or_else(|| match self.others.get(rel) {
+                Some(kind) => anyhow!(
+                    "{rel} is a {kind} in the archive {}, not a regular file",
+                    self.path.display()
+                ),
+                None => anyhow!("{rel} is missing from the archive {}", self.path.display()),
+            })?;
         Ok(BlobLocation {
             path: self.path.clone(),
             offset: *offset,
@@ -98,18 +140,42 @@ fn blob_rel(digest: &str) -> Result<String> {
     Ok(format!("blobs/sha256/{}", digest_hex(digest)?))
 }
 
-/// Reads a small JSON blob and checks it hashes to its descriptor digest.
-fn read_verified(store: &dyn BlobStore, digest: &str, what: &str) -> Result<Vec<u8>> {
-    let loc = store.locate(&blob_rel(digest).with_context(|| format!("{what}: bad digest"))?)?;
-    let bytes = loc.read_all(JSON_LIMIT, what)?;
-    let got = sha256_digest(&bytes);
-    if got != digest {
+/// Reads a JSON blob (manifest, index, config) and checks it against its
+/// descriptor: size before reading, digest after.
+fn read_verified(store: &dyn BlobStore, d: &Descriptor, what: &str, limit: u64) -> Result<Vec<u8>> {
+    if d.size > limit {
         bail!(
-            "{what} in {}: digest mismatch: descriptor says {digest}, blob hashes to {got}",
-            store.describe()
+            "{what}: descriptor says {} bytes, more than the {limit} bytes allowed",
+            d.size
+        );
+    }
+    let loc = store.locate(&blob_rel(&d.digest)?)?;
+    if loc.len != d.size {
+        bail!(
+            "{what} in {}: size mismatch: descriptor says {} bytes, the blob has {}",
+            store.describe(),
+            d.size,
+            loc.len
+        );
+    }
+    let bytes = loc.read_all(limit, what)?;
+    let got = sha256_digest(&bytes);
+    if got != d.digest {
+        bail!(
+            "{what} in {}: digest mismatch: descriptor says {}, blob hashes to {got}",
+            store.describe(),
+            d.digest
         );
     }
     Ok(bytes)
+}
+
+/// Checks the `oci-layout` marker: JSON with imageLayoutVersion "1.0.0".
+fn check_layout_file(store: &dyn BlobStore) -> Result<()> {
+    let bytes = store
+        .locate("oci-layout")?
+        .read_all(spec::MAX_LAYOUT_FILE_BYTES, "oci-layout")?;
+    spec::parse_layout_file(&bytes)
 }
 
 pub fn open_layout_dir(path: &Path, tag: Option<&str>, opts: &OpenOptions) -> Result<BaseImage> {
@@ -120,6 +186,7 @@ pub fn open_layout_dir(path: &Path, tag: Option<&str>, opts: &OpenOptions) -> Re
         );
     }
     let store = DirStore(path.to_path_buf());
+    check_layout_file(&store)?;
     let name = match tag {
         Some(t) => format!("oci:{}:{t}", super::portable_name(path)),
         None => format!("oci:{}", super::portable_name(path)),
@@ -139,6 +206,7 @@ pub fn open_layout_archive(
             path.display()
         );
     }
+    check_layout_file(&store)?;
     let name = match tag {
         Some(t) => format!("oci-archive:{}:{t}", super::portable_name(path)),
         None => format!("oci-archive:{}", super::portable_name(path)),
@@ -146,16 +214,13 @@ pub fn open_layout_archive(
     open_from_store(&store, tag, opts, name)
 }
 
-fn parse_index(bytes: &[u8], what: &str) -> Result<ImageIndex> {
-    ImageIndex::from_reader(bytes).map_err(|e| anyhow!("{what}: invalid image index JSON: {e}"))
-}
-
-/// Picks the manifest for `os/arch[/variant]` from an index.
+/// Picks the manifest for `os/arch[/variant]` from an index. Entries that cannot
+/// lead to an image (artifacts, unknown media types) are ignored, as image-spec says.
 pub fn select_platform<'a>(
-    descs: &'a [oci_spec::image::Descriptor],
+    descs: &'a [Descriptor],
     platform: Option<&str>,
     what: &str,
-) -> Result<&'a oci_spec::image::Descriptor> {
+) -> Result<&'a Descriptor> {
     let want = platform
         .map(str::to_string)
         .unwrap_or_else(|| format!("linux/{}", host_arch()));
@@ -165,21 +230,21 @@ pub fn select_platform<'a>(
         parts.next().unwrap_or(host_arch()),
         parts.next(),
     );
+    let images: Vec<&Descriptor> = descs.iter().filter(|d| spec::is_image_entry(d)).collect();
     let mut seen = Vec::new();
-    for d in descs {
-        if let Some(p) = d.platform() {
-            let (pos, parch) = (p.os().to_string(), p.architecture().to_string());
-            seen.push(format!("{pos}/{parch}"));
-            if pos == os
-                && parch == arch
-                && (variant.is_none() || p.variant().as_deref() == variant)
+    for d in &images {
+        if let Some(p) = &d.platform {
+            seen.push(format!("{}/{}", p.os, p.architecture));
+            if p.os == os
+                && p.architecture == arch
+                && (variant.is_none() || p.variant.as_deref() == variant)
             {
                 return Ok(d);
             }
         }
     }
-    if descs.len() == 1 && descs[0].platform().is_none() {
-        return Ok(&descs[0]);
+    if images.len() == 1 && images[0].platform.is_none() {
+        return Ok(images[0]);
     }
     bail!(
         "{what}: no manifest for platform {want} (available: {})",
@@ -191,6 +256,63 @@ pub fn select_platform<'a>(
     )
 }
 
+/// The descriptor in index.json that `tag` names, or its only image.
+fn select_tag<'a>(index: &'a spec::Index, tag: Option<&str>) -> Result<&'a Descriptor> {
+    let manifests = &index.manifests;
+    let Some(t) = tag else {
+        // Artifacts attached to an image (an SBOM referrer) are not images.
+        let images: Vec<&Descriptor> = manifests
+            .iter()
+            .filter(|d| spec::is_image_entry(d))
+            .collect();
+        return match images.len() {
+            0 => bail!(
+                "index.json lists no images ({} other entries ignored)",
+                manifests.len()
+            ),
+            1 => Ok(images[0]),
+            n => bail!("index.json lists {n} images; select one with :TAG"),
+        };
+    };
+    let hits: Vec<usize> = (0..manifests.len())
+        .filter(|&i| manifests[i].ref_name() == Some(t))
+        .collect();
+    match hits[..] {
+        [i] => {
+            let d = &manifests[i];
+            if !(spec::is_index(&d.media_type) || spec::manifest_flavor(&d.media_type).is_some()) {
+                bail!(
+                    "index.json: manifests[{i}] (tag {}): media type {} is not an image manifest or index",
+                    quoted(t),
+                    quoted(&d.media_type)
+                );
+            }
+            Ok(d)
+        }
+        [] => {
+            let tags: Vec<&str> = manifests.iter().filter_map(|d| d.ref_name()).collect();
+            bail!(
+                "tag {} not found in index.json (tags: {})",
+                quoted(t),
+                if tags.is_empty() {
+                    "none".into()
+                } else {
+                    tags.join(", ")
+                }
+            )
+        }
+        _ => bail!(
+            "index.json: tag {} names {} manifests ({}); refusing to guess",
+            quoted(t),
+            hits.len(),
+            hits.iter()
+                .map(|i| format!("manifests[{i}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 fn open_from_store(
     store: &dyn BlobStore,
     tag: Option<&str>,
@@ -199,116 +321,77 @@ fn open_from_store(
 ) -> Result<BaseImage> {
     let index_bytes = store
         .locate("index.json")?
-        .read_all(JSON_LIMIT, "index.json")?;
-    let index = parse_index(&index_bytes, &format!("{}/index.json", store.describe()))?;
-    let manifests = index.manifests();
-    let desc = match tag {
-        Some(t) => manifests
-            .iter()
-            .find(|d| {
-                d.annotations()
-                    .as_ref()
-                    .and_then(|a| a.get("org.opencontainers.image.ref.name"))
-                    .map(|s| s.as_str())
-                    == Some(t)
-            })
-            .ok_or_else(|| {
-                let tags: Vec<String> = manifests
-                    .iter()
-                    .filter_map(|d| {
-                        d.annotations()
-                            .as_ref()
-                            .and_then(|a| a.get("org.opencontainers.image.ref.name"))
-                            .cloned()
-                    })
-                    .collect();
-                anyhow!(
-                    "tag '{t}' not found in {}/index.json (tags: {})",
-                    store.describe(),
-                    if tags.is_empty() {
-                        "none".into()
-                    } else {
-                        tags.join(", ")
-                    }
-                )
-            })?,
-        None => {
-            // Artifacts attached to an image (an SBOM referrer) are not images.
-            let images: Vec<&oci_spec::image::Descriptor> = manifests
-                .iter()
-                .filter(|d| d.artifact_type().is_none())
-                .collect();
-            match images.len() {
-                0 => bail!("{}/index.json lists no images", store.describe()),
-                1 => images[0],
-                n => bail!(
-                    "{}/index.json lists {n} images; select one with :TAG",
-                    store.describe()
-                ),
-            }
-        }
-    };
-    let mut digest = desc.digest().to_string();
-    let mut media_type = desc.media_type().to_string();
+        .read_all(spec::MAX_MANIFEST_BYTES, "index.json")?;
+    let index = spec::parse_index(&index_bytes, "index.json", MT_OCI_INDEX)?;
+    let mut desc = select_tag(&index, tag)?.clone();
     // Nested indexes (what skopeo/podman write for multi-arch images).
-    for _ in 0..4 {
-        if media_type != MT_OCI_INDEX && media_type != MT_DOCKER_LIST {
-            break;
-        }
-        let bytes = read_verified(store, &digest, "image index")?;
-        let idx = parse_index(&bytes, &format!("image index {digest}"))?;
-        let d = select_platform(
-            idx.manifests(),
-            opts.platform.as_deref(),
-            &format!("image index {digest}"),
-        )?;
-        digest = d.digest().to_string();
-        media_type = d.media_type().to_string();
-    }
-    let manifest_bytes = read_verified(store, &digest, "manifest")?;
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..])
-        .map_err(|e| anyhow!("manifest {digest}: invalid JSON: {e}"))?;
-    let config_digest = manifest.config().digest().to_string();
-    let config_bytes = read_verified(store, &config_digest, "config")?;
-    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("config {config_digest}: invalid JSON"))?;
-    let diff_ids = diff_ids_of(&config);
-    let mut layers = Vec::new();
-    for (i, l) in manifest.layers().iter().enumerate() {
-        let ld = l.digest().to_string();
-        let loc = store
-            .locate(&blob_rel(&ld)?)
-            .with_context(|| format!("layer {}", i + 1))?;
-        if loc.len != l.size() {
+    let mut depth = 0;
+    while spec::is_index(&desc.media_type) {
+        depth += 1;
+        if depth > spec::MAX_INDEX_NESTING {
             bail!(
-                "layer {} ({ld}): descriptor size {} but the blob has {} bytes",
+                "image indexes nested more than {} deep",
+                spec::MAX_INDEX_NESTING
+            );
+        }
+        let what = format!("image index {}", desc.digest);
+        let bytes = read_verified(store, &desc, &what, spec::MAX_MANIFEST_BYTES)?;
+        let idx = spec::parse_index(&bytes, &what, &desc.media_type)?;
+        desc = select_platform(&idx.manifests, opts.platform.as_deref(), &what)?.clone();
+    }
+    let what = format!("manifest {}", desc.digest);
+    let manifest_bytes = read_verified(store, &desc, &what, spec::MAX_MANIFEST_BYTES)?;
+    let manifest = spec::parse_manifest(&manifest_bytes, &what, &desc.media_type)?;
+    let config_what = format!("config {}", manifest.config.digest);
+    let config_bytes = read_verified(
+        store,
+        &manifest.config,
+        &config_what,
+        spec::MAX_CONFIG_BYTES,
+    )?;
+    let config = spec::parse_config(&config_bytes, &config_what)?;
+    check_layer_count(&config, manifest.layers.len(), &config_what)?;
+    let mut layers = Vec::new();
+    for (i, l) in manifest.layers.iter().enumerate() {
+        let loc = store
+            .locate(&blob_rel(&l.digest)?)
+            .with_context(|| format!("layer {}", i + 1))?;
+        if loc.len != l.size {
+            bail!(
+                "layer {} ({}): size mismatch: descriptor says {} bytes, the blob has {}",
                 i + 1,
-                l.size(),
+                l.digest,
+                l.size,
                 loc.len
             );
         }
         layers.push(LayerBlob::new(
             i,
             loc,
-            l.media_type().as_ref(),
-            Some(ld),
-            diff_ids.get(i).cloned(),
+            &l.media_type,
+            Some(l.digest.clone()),
+            config.diff_ids.get(i).cloned(),
         )?);
-    }
-    if !diff_ids.is_empty() && diff_ids.len() != layers.len() {
-        bail!(
-            "config {config_digest} lists {} diff_ids for {} layers",
-            diff_ids.len(),
-            layers.len()
-        );
     }
     Ok(BaseImage {
         name,
-        manifest_digest: Some(digest),
-        config,
+        manifest_digest: Some(desc.digest),
+        config: config.value,
         layers,
         _scratch: None,
     })
+}
+
+/// The config must list one diff_id per manifest layer (image-spec: rootfs.diff_ids
+/// runs base-first, in step with the layers).
+pub fn check_layer_count(config: &spec::Config, layers: usize, what: &str) -> Result<()> {
+    if config.diff_ids.len() != layers {
+        bail!(
+            "{what}: rootfs.diff_ids lists {} layers but the manifest has {layers}",
+            config.diff_ids.len()
+        );
+    }
+    Ok(())
 }
 
 pub fn diff_ids_of(config: &serde_json::Value) -> Vec<String> {
