@@ -40,9 +40,10 @@ pub fn open_root(path: &Path) -> Result<(OwnedFd, FileType)> {
     Ok((fd, FileType::from_raw_mode(st.st_mode)))
 }
 
-/// Names in a directory (without `.` and `..`), sorted bytewise. Names that are
-/// not UTF-8 are refused: a lossy conversion could make two names one.
-pub fn list(dir: BorrowedFd<'_>, label: &str) -> Result<Vec<String>> {
+/// Names in a directory (without `.` and `..`), sorted bytewise; more than `max`
+/// is an error. Names that are not UTF-8 are refused: a lossy conversion could
+/// make two names one.
+pub fn list(dir: BorrowedFd<'_>, label: &str, max: usize) -> Result<Vec<String>> {
     let mut d = Dir::read_from(dir).with_context(|| format!("cannot list {label}"))?;
     let mut names = Vec::new();
     for e in &mut d {
@@ -50,6 +51,9 @@ pub fn list(dir: BorrowedFd<'_>, label: &str) -> Result<Vec<String>> {
         let raw = e.file_name().to_bytes();
         if raw == b"." || raw == b".." {
             continue;
+        }
+        if names.len() >= max {
+            bail!("{label}: more than {max} entries");
         }
         match std::str::from_utf8(raw) {
             Ok(s) => names.push(s.to_string()),

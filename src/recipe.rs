@@ -603,16 +603,15 @@ fn refuse_decimal_modes(text: &str) -> Result<()> {
         None => Ok(()),
         Some((path, raw, start)) => {
             let line = text[..start].matches('\n').count() + 1;
-            let digits: String = raw.chars().filter(|c| c.is_ascii_digit()).collect();
-            let meaning = raw
-                .replace('_', "")
-                .parse::<u64>()
-                .map(|v| format!(" (= 0o{v:o})"))
-                .unwrap_or_default();
-            bail!(
-                "line {line}: {path} = {raw}: an integer mode must be written in octal{meaning}; \
-                 write mode = \"0{digits}\" or 0o{digits}"
-            )
+            let plain = raw.replace('_', "");
+            let hint = match plain.parse::<u32>() {
+                Ok(v) if plain.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+                    format!("{raw} is decimal (= 0o{v:o}); write mode = \"0{plain}\" or 0o{plain}")
+                }
+                Ok(v) => format!("{raw} is decimal (= 0o{v:o}); write mode = \"0755\" or 0o755"),
+                Err(_) => format!("{raw} is not octal; write mode = \"0755\" or 0o755"),
+            };
+            bail!("line {line}: {path} = {raw}: an integer mode must be written in octal: {hint}")
         }
     }
 }
@@ -941,7 +940,15 @@ mod tests {
         let e = err("fs = [{ op = 'dir', path = '/x', mode = 700 }]\n");
         assert!(e.contains("fs[0].mode = 700"), "{e}");
         let e = err("[[fs]]\nop = 'dir'\npath = '/x'\nmode = 0x1ed\n");
-        assert!(e.contains("fs[0].mode = 0x1ed"), "{e}");
+        assert!(
+            e.contains("fs[0].mode = 0x1ed") && e.contains("not octal; write mode = \"0755\""),
+            "{e}"
+        );
+        let e = err("[[fs]]\nop = 'dir'\npath = '/x'\nmode = 999\n");
+        assert!(
+            e.contains("999 is decimal (= 0o1747); write mode = \"0755\""),
+            "{e}"
+        );
         for bad in ["'+755'", "'0o0o755'", "' 755'", "'7_55'", "''", "'0x1ed'"] {
             let e = err(&format!("[[fs]]\nop = 'dir'\npath = '/x'\nmode = {bad}\n"));
             assert!(e.contains("is not an octal number"), "{bad}: {e}");

@@ -194,7 +194,7 @@ fn walk(c: &mut Collected, dir: BorrowedFd<'_>, rel: &str, depth: usize) -> Resu
         );
     }
     let here = format!("{}/{rel}", c.label);
-    for name in hostfs::list(dir, &here)? {
+    for name in hostfs::list(dir, &here, c.limits.max_entries)? {
         let r = if rel.is_empty() {
             name.clone()
         } else {

@@ -159,3 +159,45 @@ fn gate_report(note: &str, hits: &[Hit], missing: &[String], failed: &[String]) 
     }
     bail!(msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gates judge the artifacts the layer ships (read once, merged), and an
+    /// ELF among them is subject to `forbid_elf` like any base file.
+    #[test]
+    fn gates_judge_the_merged_artifacts() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("bin")).unwrap();
+        std::fs::write(d.path().join("bin/gcc"), b"\x7fELF\x02\x01\x01").unwrap();
+        let recipe = Recipe::from_str(
+            "[packages]\nforbid_elf = ['^gcc$']\n[artifacts]\ndest = '/opt/app'\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut fs = Rootfs::new();
+        fs.insert(
+            "etc/passwd",
+            Node::file(0o644, 0, 0, b"root:x:0:0::/:/bin/sh\n".to_vec()),
+        )
+        .unwrap();
+        fs.insert(
+            "etc/group",
+            Node::file(0o644, 0, 0, b"root:x:0:\n".to_vec()),
+        )
+        .unwrap();
+        let mut afs = Rootfs::new();
+        let spill = tempfile::tempdir().unwrap();
+        apply_artifacts(&mut afs, Some(&fs), &recipe, Some(d.path()), spill.path()).unwrap();
+        // The host tree changes after it was read: the gate still sees what ships.
+        std::fs::write(d.path().join("bin/gcc"), b"#!/bin/sh\n").unwrap();
+        merge_artifacts(&mut fs, &afs).unwrap();
+        let err = gates(&fs, &recipe).unwrap_err();
+        assert!(
+            err.to_string().contains("forbidden (toolchain ELF)")
+                && err.to_string().contains("opt/app/bin/gcc"),
+            "{err}"
+        );
+    }
+}
