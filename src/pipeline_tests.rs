@@ -595,6 +595,7 @@ fn listing(image: &str) -> Vec<String> {
     let all = IndexOptions {
         capture: |_, _| true,
         hash_contents: true,
+        ..Default::default()
     };
     let fs = index_base(&mut img, &all, &Progress::new(true)).unwrap();
     fs.nodes

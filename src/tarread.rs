@@ -87,10 +87,13 @@ impl TarEntry {
     }
 }
 
+/// PAX records of an extension header, or why they could not be parsed.
+type PaxRecords = std::result::Result<Vec<(String, Vec<u8>)>, String>;
+
 /// Extension records that apply to the next entry.
 #[derive(Default)]
 struct Pending {
-    pax: Option<std::result::Result<Vec<(String, Vec<u8>)>, String>>,
+    pax: Option<PaxRecords>,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
 }
