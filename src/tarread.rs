@@ -87,10 +87,13 @@ impl TarEntry {
     }
 }
 
+/// PAX records in order, or why they are malformed.
+type PaxRecords = std::result::Result<Vec<(String, Vec<u8>)>, String>;
+
 /// Extension records that apply to the next entry.
 #[derive(Default)]
 struct Pending {
-    pax: Option<std::result::Result<Vec<(String, Vec<u8>)>, String>>,
+    pax: Option<PaxRecords>,
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
 }
@@ -706,7 +709,7 @@ impl<'a> Header<'a> {
 /// Syntax of a PAX extended header: `LEN key=value\n` records, strictly. Malformed
 /// data, trailing bytes and duplicate keys are refused (readers stop, skip or keep
 /// the first or the last one differently).
-fn parse_pax(data: &[u8]) -> std::result::Result<Vec<(String, Vec<u8>)>, String> {
+fn parse_pax(data: &[u8]) -> PaxRecords {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     let mut pos = 0;
     while pos < data.len() {

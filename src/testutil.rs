@@ -135,7 +135,7 @@ impl Raw {
     }
     /// POSIX ustar magic and version.
     pub fn ustar(self) -> Raw {
-        self.field(257, b"ustar\000")
+        self.field(257, b"ustar\x0000")
     }
     /// Overwrites bytes at `offset`.
     pub fn field(mut self, offset: usize, bytes: &[u8]) -> Raw {
