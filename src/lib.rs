@@ -1,6 +1,7 @@
 //! nemoclaw-build: daemonless builder of the hardened NemoClaw sandbox image.
 //!
-//! Data flows one way: [`source`] (read the base) -> [`rootfs`] (layers with
+//! Data flows one way: [`source`] (read the base) -> [`tarread`] (each layer's tar
+//! entries, exactly as other readers see them) -> [`rootfs`] (layers with
 //! whiteouts applied, never extracted) -> [`steps`] (purge, accounts, files,
 //! artifacts, init) -> [`layer`] (deterministic tar, [`compress`], digests) ->
 //! [`sink`] (OCI layout / archive). `audit` and `policy` read images through the

@@ -87,7 +87,7 @@ impl TarEntry {
     }
 }
 
-/// PAX records of an extension header, or why they could not be parsed.
+/// PAX records in order, or why they are malformed.
 type PaxRecords = std::result::Result<Vec<(String, Vec<u8>)>, String>;
 
 /// Extension records that apply to the next entry.
@@ -709,7 +709,7 @@ impl<'a> Header<'a> {
 /// Syntax of a PAX extended header: `LEN key=value\n` records, strictly. Malformed
 /// data, trailing bytes and duplicate keys are refused (readers stop, skip or keep
 /// the first or the last one differently).
-fn parse_pax(data: &[u8]) -> std::result::Result<Vec<(String, Vec<u8>)>, String> {
+fn parse_pax(data: &[u8]) -> PaxRecords {
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     let mut pos = 0;
     while pos < data.len() {
@@ -772,10 +772,21 @@ const IGNORED_PAX: [&str; 11] = [
     "SCHILY.nlink",
 ];
 
+/// Vendor namespaces whose records GNU tar, libarchive or star interpret.
+const INTERPRETED_VENDORS: [&str; 5] = ["GNU.", "SCHILY.", "LIBARCHIVE.", "RHT.", "SUN."];
+
+/// A PAX key that some reader may give a meaning we would not see: POSIX-reserved
+/// keywords (all lowercase) we do not know, and the interpreted vendor namespaces
+/// (GNU.sparse.name renames the entry, SCHILY.devmajor changes a device,
+/// RHT.security.selinux sets a label, SUN.holesdata makes a sparse file, ...).
+fn reserved_or_interpreted(k: &str) -> bool {
+    k.bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.')
+        || INTERPRETED_VENDORS.iter().any(|v| k.starts_with(v))
+}
+
 impl Pax {
-    /// Meaning of the records; unknown keys are refused, because some reader may
-    /// give them a meaning we would not see (GNU.sparse.name renames the entry,
-    /// SCHILY.devmajor changes a device, RHT.security.selinux sets a label, ...).
+    /// Meaning of the records; unknown reserved or interpreted keys are refused.
     fn interpret(recs: Vec<(String, Vec<u8>)>) -> std::result::Result<Pax, String> {
         let mut p = Pax::default();
         let mut libarchive_xattrs = Vec::new();
@@ -829,11 +840,13 @@ impl Pax {
                     ))
                 }
                 _ if IGNORED_PAX.contains(&k.as_str()) => {}
-                _ => {
+                _ if reserved_or_interpreted(&k) => {
                     return Err(format!(
                         "unsupported PAX record '{k}' (some readers give it a meaning)"
                     ))
                 }
+                // Another vendor's record (APK-TOOLS.checksum.SHA1, ...): no reader applies it.
+                _ => {}
             }
         }
         // bsdtar writes each xattr twice; GNU tar reads the LIBARCHIVE form, Go the
@@ -1017,6 +1030,15 @@ mod tests {
             .build();
         let e = &entries(&t).unwrap()[0];
         assert_eq!(e.mtime, 1_700_000_000);
+        let t = TarBuilder::new()
+            .pax(&[("APK-TOOLS.checksum.SHA1", b"abc")])
+            .file("f", b"x", 0o644)
+            .build();
+        assert_eq!(
+            entries(&t).unwrap().len(),
+            1,
+            "other vendors' records are inert"
+        );
         assert_eq!(e.xattrs["security.capability"], b"\x01\x02");
         for (recs, needle) in [
             (
@@ -1028,6 +1050,11 @@ mod tests {
                 "unsupported PAX record 'RHT.security.selinux'",
             ),
             (vec![("SCHILY.devmajor", &b"1"[..])], "unsupported PAX"),
+            (vec![("SUN.holesdata", &b"0 1"[..])], "unsupported PAX"),
+            (
+                vec![("realtime.x", &b"1"[..])],
+                "unsupported PAX record 'realtime.x'",
+            ),
             (vec![("path", &b""[..])], "empty PAX 'path'"),
             (vec![("mtime", &b"-5"[..])], "not a non-negative decimal"),
             (vec![("uid", &b"0x10"[..])], "not a plain decimal"),
