@@ -472,7 +472,7 @@ mod tests {
         .unwrap();
         let staged = t.path().join("staged");
         let new3 = image(&staged, "v3", b"cfg3-new", &[b"shared", b"only-new-v3"]);
-        layout(&staged, &[new3.clone()]);
+        layout(&staged, std::slice::from_ref(&new3));
         update(&dest, &staged, "v3").unwrap();
         assert_eq!(manifests(&read_index(&dest).unwrap()), vec![v2, new3]);
         for kept in [
