@@ -242,18 +242,19 @@ fi
 # --- 12.19: a new tag in the base's own layout keeps the base -------------------------------
 cp -a "$W/base" "$W/L"
 if nb tag_v3 -- build --base "oci:$W/L:v1" --output "oci:$W/L:v3" --no-cache "${COMMON[@]}" &&
-  [[ "$(tag_of "$W/L" v1)" == "$BASE_DIGEST" && "$(tag_of "$W/L" v3)" == "$REF" ]]; then
+  [[ "$(tag_of "$W/L" v1)" == "$BASE_DIGEST" && "$(tag_of "$W/L" v3)" == "$(cat "$LOGS/tag_v3.out")" ]]; then
   pass faults.new_tag_keeps_base_tag
 else
   fail faults.new_tag_keeps_base_tag "tags: $(layout_check "$W/L" 2>&1 | tr '\n' ' ') $(tail_detail "$LOGS/tag_v3.err")"
 fi
 mkdir -p "$W/art2/dist" && printf 'console.log(2)\n' >"$W/art2/dist/app.js"
+V3_OLD="$(tag_of "$W/L" v3)"
 if nb tag_v3b -- build --base "oci:$W/L:v1" --output "oci:$W/L:v3" --no-cache \
   --recipe "$RECIPE" --artifacts "$W/art2" --source-date-epoch "$EPOCH"; then
   v3="$(tag_of "$W/L" v3)"
-  if [[ "$(tag_of "$W/L" v1)" != "$BASE_DIGEST" || -z "$v3" || "$v3" == "$REF" ]]; then
+  if [[ "$(tag_of "$W/L" v1)" != "$BASE_DIGEST" || -z "$v3" || "$v3" == "$V3_OLD" ]]; then
     fail faults.replaced_tag_keeps_others "tags: $(layout_check "$W/L" 2>&1 | tr '\n' ' ')"
-  elif [[ -e "$W/L/blobs/sha256/${REF#sha256:}" ]]; then
+  elif [[ -e "$W/L/blobs/sha256/${V3_OLD#sha256:}" ]]; then
     fail faults.replaced_tag_keeps_others "the old v3 manifest was not collected"
   else
     pass faults.replaced_tag_keeps_others
@@ -396,31 +397,49 @@ else
 fi
 
 # --- kill -9 at many points of a build into an existing layout -------------------------------
-# Whenever it dies, the layout holds the base tag and v3 is the old or the new image.
+# Whenever it dies, the layout holds the base tag and v3 is the old or the new image, whole.
+# Kills at fractions of a full build's time, then at short delays after the last layer is
+# written (the window of the publish). Every attempt has its own artifacts (its own digest).
 C="$W/crash"
 cp -a "$W/base" "$C"
 nb crash_old -- build --base "oci:$C:v1" --output "oci:$C:v3" --no-cache "${COMMON[@]}" || true
 full="$(cat "$LOGS/crash_old.ms")"
 bad=""
-for pct in 10 30 50 70 85 90 93 96 98 99; do
-  nb_bg "crash$pct" -- build --base "oci:$C:v1" --output "oci:$C:v3" --no-cache \
-    --recipe "$RECIPE" --artifacts "$W/art2" --source-date-epoch "$EPOCH"
+n_old=0
+n_new=0
+for at in 30% 60% 90% +0 +2 +5 +10 +20 +40; do
+  name="crash${at//[%+]/_}"
+  mkdir -p "$W/art-$name/dist" && printf 'console.log("%s")\n' "$name" >"$W/art-$name/dist/app.js"
+  prev="$(tag_of "$C" v3)"
+  nb_bg "$name" -- build --base "oci:$C:v1" --output "oci:$C:v3" --no-cache \
+    --recipe "$RECIPE" --artifacts "$W/art-$name" --source-date-epoch "$EPOCH"
   pid=$BGPID
-  sleep "$(awk -v ms="$full" -v p="$pct" 'BEGIN { printf "%.3f", ms * p / 100000 }')"
+  if [[ "$at" == *% ]]; then
+    sleep "$(awk -v ms="$full" -v p="${at%\%}" 'BEGIN { printf "%.3f", ms * p / 100000 }')"
+  else
+    wait_until 300 log_has "$name" '^artifacts layer' || true
+    sleep "$(awk -v ms="${at#+}" 'BEGIN { printf "%.3f", ms / 1000 }')"
+  fi
   kill -KILL "$pid" 2>/dev/null || true
   rc_of "$pid"
   v1="$(tag_of "$C" v1)"
   v3="$(tag_of "$C" v3)"
-  if ! layout_check "$C" >/dev/null 2>"$LOGS/crash$pct.check"; then
-    bad+="$pct%: $(tail_detail "$LOGS/crash$pct.check"); "
+  if ! layout_check "$C" >/dev/null 2>"$LOGS/$name.check"; then
+    bad+="$at: $(tail_detail "$LOGS/$name.check"); "
   elif [[ "$v1" != "$BASE_DIGEST" || -z "$v3" ]]; then
-    bad+="$pct%: tags v1=$v1 v3=$v3; "
+    bad+="$at: tags v1=$v1 v3=$v3; "
+  elif [[ "$v3" == "$prev" ]]; then
+    n_old=$((n_old + 1))
+  else
+    n_new=$((n_new + 1))
   fi
-  note "kill -9 at $pct%: v3=$v3"
+  note "kill -9 at $at (rc $RC): v3 is the $([[ "$v3" == "$prev" ]] && echo old || echo new) image"
 done
+note "kill -9 during a build into a layout: $n_old left the old image, $n_new the new one"
 if [[ -z "$bad" ]]; then pass faults.kill9_anywhere_keeps_a_whole_layout; else fail faults.kill9_anywhere_keeps_a_whole_layout "$bad"; fi
 if nb crash_next -- build --base "oci:$C:v1" --output "oci:$C:v3" --no-cache "${COMMON[@]}" &&
-  [[ "$(tag_of "$C" v3)" == "$REF" && -z "$(scratch_in "$W" | grep -v '^$' || true)" ]]; then
+  [[ "$(tag_of "$C" v3)" == "$(jq -Rr 'select(startswith("sha256:"))' "$LOGS/crash_old.out")" ]] &&
+  [[ -z "$(scratch_in "$W")" ]] && layout_check "$C" >/dev/null; then
   pass faults.build_after_crashes
 else
   fail faults.build_after_crashes "v3=$(tag_of "$C" v3) scratch=$(scratch_in "$W" | tr '\n' ' ') $(tail_detail "$LOGS/crash_next.err")"
@@ -431,10 +450,13 @@ F="$W/full"
 mkdir -p "$F"
 if mount -t tmpfs -o size=5m tmpfs "$F" 2>"$LOGS/mount.err"; then
   MOUNTS+=("$F")
-  for kind in oci oci-archive; do
-    name="full_$kind"
+  # rewrite mode fails while spilling the base, whiteout mode while copying it.
+  for variant in oci/rewrite oci/whiteout oci-archive/whiteout; do
+    kind="${variant%/*}"
+    name="full_${kind}_${variant#*/}"
     out="$F/out-$kind"
-    if nb "$name" -- build --base "$BASE" --output "$kind:$out" --cache-dir "$W/cache-full" "${COMMON[@]}"; then
+    if nb "$name" -- build --base "$BASE" --output "$kind:$out" --cache-dir "$W/cache-full" \
+      --purge-mode "${variant#*/}" "${COMMON[@]}"; then
       fail "faults.$name" "the build succeeded on a 5 MiB filesystem"
     elif ! grep -q 'No space left on device' "$LOGS/$name.err"; then
       fail "faults.$name" "unclear error: $(tail_detail "$LOGS/$name.err")"
@@ -487,15 +509,16 @@ else
 fi
 # Two builds at once into one layout, different tags: both tags end up there, whole.
 cp -a "$W/base" "$CC/L"
-nb_bg ccl1 -- build --base "oci:$CC/L:v1" --output "oci:$CC/L:a" --no-cache "${COMMON[@]}"
+nb_bg ccl1 -- build --base "oci:$CC/L:v1" --output "oci:$CC/L:a" --no-cache --json "${COMMON[@]}"
 p1=$BGPID
-nb_bg ccl2 -- build --base "oci:$CC/L:v1" --output "oci:$CC/L:b" --no-cache \
+nb_bg ccl2 -- build --base "oci:$CC/L:v1" --output "oci:$CC/L:b" --no-cache --json \
   --recipe "$RECIPE" --artifacts "$W/art2" --source-date-epoch "$EPOCH"
 p2=$BGPID
 rc_of "$p1"; r1=$RC
 rc_of "$p2"; r2=$RC
-if [[ "$r1/$r2" == 0/0 && "$(tag_of "$CC/L" a)" == "$REF" && -n "$(tag_of "$CC/L" b)" &&
-  "$(tag_of "$CC/L" v1)" == "$BASE_DIGEST" ]]; then
+if [[ "$r1/$r2" == 0/0 && "$(tag_of "$CC/L" a)" == "$(jq -r .digest "$LOGS/ccl1.out")" &&
+  "$(tag_of "$CC/L" b)" == "$(jq -r .digest "$LOGS/ccl2.out")" &&
+  "$(tag_of "$CC/L" v1)" == "$BASE_DIGEST" ]] && layout_check "$CC/L" >/dev/null; then
   pass faults.concurrent_tags_into_one_layout
 else
   fail faults.concurrent_tags_into_one_layout "rc $r1/$r2, tags: $(layout_check "$CC/L" 2>&1 | tr '\n' ' ')"

@@ -201,7 +201,10 @@ mod tests {
             .unwrap();
         assert_eq!(c.get_json("layer", "k1").unwrap()["a"], 1);
         assert!(c.get_json("layer", "k2").is_none());
+        // A live part in tmp/ is not pruned.
+        let part = c.tmp_file().unwrap();
         let (n, _) = c.prune(0).unwrap();
+        assert!(part.path().exists());
         assert!(n >= 2);
         assert!(c.blob(&digest).is_none());
     }
@@ -249,5 +252,20 @@ mod tests {
         assert!(c.blob_path(&newer).map(|p| !p.exists()).unwrap());
         assert!(c.blob_path(&oldest).map(|p| p.exists()).unwrap());
         assert!(c.get_json("prepared", "k").is_some());
+    }
+
+    #[test]
+    fn parts_of_dead_builds_are_swept_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(Some(d.path())).unwrap();
+        let tmp = d.path().join("tmp");
+        let dead = tmp.join("part-999999999-abcdef");
+        std::fs::write(&dead, b"half").unwrap();
+        let ours = c.tmp_file().unwrap();
+        let other = tmp.join("notes");
+        std::fs::write(&other, b"x").unwrap();
+        Cache::open(Some(d.path())).unwrap();
+        assert!(!dead.exists(), "a dead build's part was kept");
+        assert!(ours.path().exists() && other.exists());
     }
 }

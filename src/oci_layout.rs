@@ -431,6 +431,105 @@ mod tests {
         assert_eq!(manifests(&m).len(), 2, "{m}");
     }
 
+    /// Writes `blobs` into `dir` and an image manifest over them; returns its descriptor.
+    fn image(dir: &Path, tag: &str, config: &[u8], layers: &[&[u8]]) -> Value {
+        let b = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&b).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = crate::digest::sha256_digest(bytes);
+            std::fs::write(b.join(digest_hex(&d).unwrap()), bytes).unwrap();
+            json!({"mediaType": "application/octet-stream", "digest": d, "size": bytes.len()})
+        };
+        let m = json!({"schemaVersion": 2, "mediaType": MT_OCI_MANIFEST, "config": put(config),
+            "layers": layers.iter().map(|l| put(l)).collect::<Vec<_>>()});
+        let mut d = put(&canonical(&m));
+        d["mediaType"] = json!(MT_OCI_MANIFEST);
+        d["annotations"] = json!({ REF_NAME: tag });
+        d
+    }
+    fn layout(dir: &Path, descs: &[Value]) {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), LAYOUT_FILE).unwrap();
+        let index = json!({"schemaVersion": 2, "manifests": descs});
+        std::fs::write(dir.join("index.json"), canonical(&index)).unwrap();
+    }
+    fn has(dir: &Path, bytes: &[u8]) -> bool {
+        blob_path(dir, &crate::digest::sha256_digest(bytes)).is_some_and(|p| p.exists())
+    }
+
+    #[test]
+    fn update_collects_only_what_the_replaced_tag_alone_used() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("L");
+        let v2 = image(&dest, "v2", b"cfg2", &[b"shared", b"only-v2"]);
+        let v3 = image(&dest, "v3", b"cfg3", &[b"shared", b"only-old-v3"]);
+        layout(&dest, &[v2.clone(), v3]);
+        // A blob nothing references (another tool's, or a half-finished write).
+        std::fs::write(
+            blob_path(&dest, &crate::digest::sha256_digest(b"unknown")).unwrap(),
+            b"unknown",
+        )
+        .unwrap();
+        let staged = t.path().join("staged");
+        let new3 = image(&staged, "v3", b"cfg3-new", &[b"shared", b"only-new-v3"]);
+        layout(&staged, std::slice::from_ref(&new3));
+        update(&dest, &staged, "v3").unwrap();
+        assert_eq!(manifests(&read_index(&dest).unwrap()), vec![v2, new3]);
+        for kept in [
+            &b"cfg2"[..],
+            b"shared",
+            b"only-v2",
+            b"unknown",
+            b"cfg3-new",
+            b"only-new-v3",
+        ] {
+            assert!(
+                has(&dest, kept),
+                "{} was removed",
+                String::from_utf8_lossy(kept)
+            );
+        }
+        for gone in [&b"cfg3"[..], b"only-old-v3"] {
+            assert!(
+                !has(&dest, gone),
+                "{} was kept",
+                String::from_utf8_lossy(gone)
+            );
+        }
+    }
+
+    #[test]
+    fn failed_update_keeps_the_old_index_and_adds_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("L");
+        let v1 = image(&dest, "v1", b"cfg1", &[b"l1"]);
+        layout(&dest, &[v1]);
+        let before = std::fs::read(dest.join("index.json")).unwrap();
+        let staged = t.path().join("staged");
+        let new = image(&staged, "v2", b"cfg2", &[b"l2", b"l3"]);
+        layout(&staged, &[new]);
+        // One of the new blobs cannot be installed: a directory is in its place.
+        std::fs::create_dir(blob_path(&dest, &crate::digest::sha256_digest(b"l3")).unwrap())
+            .unwrap();
+        let e = format!("{:#}", update(&dest, &staged, "v2").unwrap_err());
+        assert!(e.contains("is not a regular file"), "{e}");
+        assert_eq!(std::fs::read(dest.join("index.json")).unwrap(), before);
+        for added in [&b"cfg2"[..], b"l2"] {
+            assert!(
+                !has(&dest, added),
+                "{} left behind",
+                String::from_utf8_lossy(added)
+            );
+        }
+        assert!(has(&dest, b"cfg1") && has(&dest, b"l1"));
+        let scratch: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".nemoclaw"))
+            .collect();
+        assert!(scratch.is_empty(), "{scratch:?}");
+    }
+
     #[test]
     fn inspect_refuses_what_is_not_a_layout() {
         let t = tempfile::tempdir().unwrap();
