@@ -817,7 +817,7 @@ mod tests {
             .map(|e| format!("{e:#}"));
         assert!(
             err.as_deref()
-                .is_some_and(|e| e.starts_with("layer 1: ") && e.contains("unexpected EOF")),
+                .is_some_and(|e| e.starts_with("layer 1: ") && e.contains("truncated tar stream")),
             "{err:?}"
         );
     }
