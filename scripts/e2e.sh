@@ -9,7 +9,7 @@
 # and only for a probe whose tool or network is missing, `SKIP: name (why)`; with CI=true
 # that is a FAIL), then `N passed, M failed, K skipped`; exit 1 if M > 0. Progress and
 # timings go to stderr as `# ...`. Each section declares how many probes it prints
-# (`plan N`; a sub-suite's own PLAN joins it): a shortfall is a FAIL `SECTION.plan`, so a
+# (`plan N`; a sub-suite's own PLAN joins it): a shortfall is a FAIL `section.NAME.plan`, so a
 # probe cannot vanish silently (see scripts/probe.sh).
 #
 # Sections: cli validate repro run init bomb purge whiteout audit policy peer oracle
@@ -1245,8 +1245,8 @@ for s in "${SECTIONS[@]}"; do
   set -e
   ((rc == 0)) || fail "$s.aborted" "section exited with status $rc (bug in e2e.sh or a tool)"
   n=$(( $(count_probes "$RESULTS" "$SHARED_PROBES") - n0 ))
-  if [[ ! -s "$RESULTS.plan" ]]; then fail "$s.plan" "the section declares no plan"
-  elif ((n != $(planned))); then fail "$s.plan" "planned $(planned) probes, printed $n"; fi
+  if [[ ! -s "$RESULTS.plan" ]]; then fail "section.$s.plan" "the section declares no plan"
+  elif ((n != $(planned))); then fail "section.$s.plan" "planned $(planned) probes, printed $n"; fi
   note "== $s done in $(( ($(now_ms) - t0) / 1000 ))s ($n probes)"
 done
 
