@@ -9,7 +9,7 @@
 # and only for a probe whose tool or network is missing, `SKIP: name (why)`; with CI=true
 # that is a FAIL), then `N passed, M failed, K skipped`; exit 1 if M > 0. Progress and
 # timings go to stderr as `# ...`. Each section declares how many probes it prints
-# (`plan N`; a sub-suite's own PLAN joins it): a shortfall is a FAIL `SECTION.plan`, so a
+# (`plan N`; a sub-suite's own PLAN joins it): a shortfall is a FAIL `section.NAME.plan`, so a
 # probe cannot vanish silently (see scripts/probe.sh).
 #
 # Sections: cli validate repro run init openshell bomb purge whiteout audit policy peer oracle
@@ -97,12 +97,16 @@ prun() { # podman run --rm with the flags that work here; timeout-bounded
   timeout --kill-after=10 "${E2E_RUN_TIMEOUT:-180}" \
     podman "${PODMAN_GLOBAL[@]}" run --rm --name "$CTR_PREFIX-r$CTR_N" "${PODMAN_RUN_FLAGS[@]}" "$@"
 }
-# load_image TRANSPORT_REF NAME: copy into podman storage as localhost/nemoclaw-e2e:NAME
+# Image names in the (shared) podman storage are unique to this run, and kept by a run that
+# reuses E2E_WORK: two suites on one host must never test each other's images.
+if [[ -s "$STATE/img-repo" ]]; then IMG_REPO="$(cat "$STATE/img-repo")"
+else IMG_REPO="localhost/nemoclaw-e2e-$$"; printf '%s' "$IMG_REPO" >"$STATE/img-repo"; fi
+# load_image TRANSPORT_REF NAME: copy into podman storage as $IMG_REPO:NAME
 load_image() {
-  timeout 600 skopeo copy --quiet "$1" "containers-storage:localhost/nemoclaw-e2e:$2" \
-    && printf '%s\n' "localhost/nemoclaw-e2e:$2" >>"$STATE/images"
+  timeout 600 skopeo copy --quiet "$1" "containers-storage:$IMG_REPO:$2" \
+    && printf '%s\n' "$IMG_REPO:$2" >>"$STATE/images"
 }
-img() { printf 'localhost/nemoclaw-e2e:%s' "$1"; }
+img() { printf '%s:%s' "$IMG_REPO" "$1"; }
 # track_loaded LOG: remember the names `podman load` reported, for cleanup
 track_loaded() { sed -nE 's/^Loaded image(\(s\)|s)?: *//p' "$1" | tr ',' '\n' | sed '/^$/d' >>"$STATE/images" || true; }
 # archives get a run-unique tag: `podman load` names images after it (never clobber a user's tag)
@@ -849,13 +853,14 @@ section_peer() {
   plan 11
   local rc=0 t0
   t0=$(now_ms)
-  "$NEMOCLAW_ROOT/scripts/peer-build.sh" "$BASE_TAR" "$ART" "$W/out/peer.oci.tar" \
+  printf '%s\n' "$(img peer)" >>"$STATE/images"
+  "$NEMOCLAW_ROOT/scripts/peer-build.sh" --tag "$(img peer)" "$BASE_TAR" "$ART" "$W/out/peer.oci.tar" \
     >"$LOGS/peer.build.out" 2>"$LOGS/peer.build.err" || rc=$?
   note "peer build rc=$rc in $(( ($(now_ms) - t0) / 1000 ))s ($(grep 'timings' "$LOGS/peer.build.err" || true))"
   if ((rc != 0)); then fail peer.build "exit $rc: $(tail_detail "$LOGS/peer.build.err")"; return 0; fi
   pass peer.build
   local surv
-  surv="$(prun --user root --entrypoint /bin/sh localhost/nemoclaw-peer:latest -c \
+  surv="$(prun --user root --entrypoint /bin/sh "$(img peer)" -c \
       'for c in x86_64-linux-gnu-as x86_64-linux-gnu-ld ld as; do command -v $c; done' 2>"$LOGS/peer.surv.err" | tr '\n' ' ' || true)"
   check_re peer.fixture_binutils_survive 'x86_64-linux-gnu-as' "$surv"
   prereq peer bin || return 0
@@ -959,7 +964,8 @@ EOF
 section_multilayer() {
   plan 8
   ensure_base_image || { prereq multilayer base-image; return 0; }
-  local ctx="$W/ml-ctx" ref=localhost/nemoclaw-e2e:ml2
+  local ctx="$W/ml-ctx" ref
+  ref="$(img ml2)"
   mkdir -p "$ctx"
   cat >"$ctx/Containerfile" <<'EOF'
 ARG BASE
@@ -1247,8 +1253,8 @@ for s in "${SECTIONS[@]}"; do
   set -e
   ((rc == 0)) || fail "$s.aborted" "section exited with status $rc (bug in e2e.sh or a tool)"
   n=$(( $(count_probes "$RESULTS" "$SHARED_PROBES") - n0 ))
-  if [[ ! -s "$RESULTS.plan" ]]; then fail "$s.plan" "the section declares no plan"
-  elif ((n != $(planned))); then fail "$s.plan" "planned $(planned) probes, printed $n"; fi
+  if [[ ! -s "$RESULTS.plan" ]]; then fail "section.$s.plan" "the section declares no plan"
+  elif ((n != $(planned))); then fail "section.$s.plan" "planned $(planned) probes, printed $n"; fi
   note "== $s done in $(( ($(now_ms) - t0) / 1000 ))s ($n probes)"
 done
 

@@ -13,7 +13,7 @@
 # early exit, an assignment failing under `set -e`, a condition that skips a block) shows
 # up as a plan shortfall, and an exit status that disagrees with the FAIL lines is a FAIL.
 #
-# The caller sets RESULTS (a file) before sourcing; `subsuite` also needs LOGS. A suite
+# The caller sets RESULTS (a file) before sourcing; `subsuite` also needs LOGS and W. A suite
 # that runs on its own calls `suite_begin NAME` after setting W and PIDS (its work dir and
 # the servers it started: both are cleaned up on exit) and ends with `suite_end`.
 
@@ -82,7 +82,9 @@ subsuite() {
   local name="$1" rc=0 out plans n nf
   shift
   out="$LOGS/$name.out"
-  "$@" >"$out" 2>"$LOGS/$name.err" </dev/null || rc=$?
+  # its own work dir (an inherited E2E_WORK would make it share, truncate and remove ours)
+  mkdir -p "$W/sub"
+  E2E_WORK="$W/sub/$name" E2E_RESULTS="" "$@" >"$out" 2>"$LOGS/$name.err" </dev/null || rc=$?
   local l
   while IFS= read -r l; do emit "$l"; done < <(grep -E '^(PASS|FAIL|SKIP): ' "$out" || true)
   plans="$(awk '/^PLAN: [0-9]+$/ { s += $2; n++ } END { print (n ? s : "none") }' "$out")"
