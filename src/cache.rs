@@ -82,6 +82,30 @@ impl Cache {
             None
         }
     }
+    /// The cached blob, re-hashed before use: a hit is published as-is (often hard-
+    /// linked), so a blob changed in place (disk fault, a stray edit) must not reach
+    /// an output. `Ok(None)` when absent; `Err` names the mismatch, and the bad
+    /// entry is removed so the next build fetches or rebuilds it.
+    pub fn verified_blob(&self, digest: &str) -> Result<Option<PathBuf>> {
+        let Some(p) = self.blob(digest) else {
+            return Ok(None);
+        };
+        let what = format!("cached blob {}", p.display());
+        let checked = std::fs::File::open(&p)
+            .with_context(|| format!("cannot read {what}"))
+            .and_then(|f| {
+                let mut r = crate::digest::VerifyingReader::new(f, digest, None, &what);
+                std::io::copy(&mut r, &mut std::io::sink())
+                    .with_context(|| format!("cannot read {what}"))
+            });
+        match checked {
+            Ok(_) => Ok(Some(p)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&p);
+                Err(e.context("removed it from the cache"))
+            }
+        }
+    }
     /// A partial entry, named after our pid and locked while it is written, so a
     /// concurrent build never takes it for a dead build's leftover.
     pub fn tmp_file(&self) -> Result<tempfile::NamedTempFile> {

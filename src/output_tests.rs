@@ -389,6 +389,42 @@ fn reused_base_blobs_share_no_inode_with_the_base() {
     );
 }
 
+/// A cached blob changed in place after it was stored is never published: the hit
+/// re-hashes it, warns, drops the bad entry and builds cold to the same digest.
+#[test]
+fn corrupted_cache_blob_is_a_miss_not_an_output() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    write_base_layout(&base, "v1");
+    let b = format!("oci:{}:v1", base.display());
+    let art = artifacts(t.path(), "1");
+    let cache = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
+    let with_cache = |out: &str| {
+        let mut o = opts(
+            &b,
+            &format!("oci:{}", t.path().join(out).display()),
+            PurgeMode::Rewrite,
+            &art,
+        );
+        o.cache = Some(cache.clone());
+        build(o)
+    };
+    let cold = with_cache("o1").unwrap();
+    assert!(!cold.cache_hit);
+    let first = cache.blob(&cold.layers[0].digest).expect("layer cached");
+    let len = std::fs::metadata(&first).unwrap().len() as usize;
+    std::fs::write(&first, vec![0u8; len]).unwrap();
+    let again = with_cache("o2").unwrap();
+    assert!(!again.cache_hit, "a corrupted blob was taken as a hit");
+    assert_eq!(again.digest, cold.digest);
+    for l in &again.layers {
+        let bytes = std::fs::read(blob(&t.path().join("o2"), &l.digest)).unwrap();
+        assert_eq!(sha256_digest(&bytes), l.digest, "published blob {}", l.digest);
+    }
+    // The bad entry was replaced by the rebuild: the next build is a hit again.
+    assert!(with_cache("o3").unwrap().cache_hit);
+}
+
 /// Two builds at once sharing one cache (and one output parent) both succeed with
 /// the same digest; the cache they leave serves a third build.
 #[test]

@@ -513,12 +513,20 @@ fn registry_cache_lookup(
             return None;
         }
     };
+    let mut srcs = Vec::with_capacity(prep.layers.len());
     for l in &prep.layers {
-        let linked = c
-            .blob(&l.digest)
-            .ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest))
-            .and_then(|src| staging.add_cached(&src, &l.digest));
-        if let Err(e) = linked {
+        match c.verified_blob(&l.digest).and_then(|p| {
+            p.ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest))
+        }) {
+            Ok(src) => srcs.push((src, &l.digest)),
+            Err(e) => {
+                eprintln!("warning: cache-from: {e:#}; building without it");
+                return None;
+            }
+        }
+    }
+    for (src, digest) in &srcs {
+        if let Err(e) = staging.add_cached(src, digest) {
             eprintln!("warning: cache-from: {e:#}; building without it");
             return None;
         }
@@ -843,16 +851,24 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
             .get_json("prepared", k)
             .and_then(|v| serde_json::from_value::<Prepared>(v).ok())
         {
-            let mut ok = true;
+            // Every blob is checked before any is staged: a partial hit must leave
+            // nothing in the staging layout.
+            let mut srcs = Vec::with_capacity(prep.layers.len());
             for l in &prep.layers {
-                match c.blob(&l.digest) {
-                    Some(src) => {
-                        staging.add_cached(&src, &l.digest)?;
+                match c.verified_blob(&l.digest) {
+                    Ok(Some(src)) => srcs.push((src, &l.digest)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("warning: local cache: {e:#}; building without it");
+                        break;
                     }
-                    None => ok = false,
                 }
             }
+            let ok = srcs.len() == prep.layers.len();
             if ok {
+                for (src, digest) in &srcs {
+                    staging.add_cached(src, digest)?;
+                }
                 p.log(&format!(
                     "cache hit: reusing {} base/recipe layer(s) from {}",
                     prep.layers.len(),
