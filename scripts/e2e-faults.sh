@@ -12,8 +12,8 @@
 # ones, wrapped as a one-layer gzip OCI layout, built with testdata/faults-recipe.toml (no
 # dpkg database needed). Nothing is downloaded.
 #
-# stdout: one `PASS: name` / `FAIL: name (detail)` line per probe, then `N passed, M failed`;
-# exit 1 if M > 0. Progress goes to stderr as `# ...`.
+# stdout: `PLAN: 26`, one `PASS: name` / `FAIL: name (detail)` line per probe, then the
+# summary; exit 1 on any FAIL (probe.sh suite contract). Progress goes to stderr as `# ...`.
 # Env:
 #   BIN                 nemoclaw-build binary (default target/release/nemoclaw-build)
 #   W / E2E_WORK        work dir (default /tmp/nemoclaw-e2e-faults-<pid>); E2E_KEEP=1 keeps it
@@ -43,14 +43,14 @@ T="${E2E_BUILD_TIMEOUT:-600}"
 
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
-# Unmount our tmpfs before probe.sh's cleanup removes the work dir.
-faults_cleanup() {
-  local rc=$? m
+# Unmount our tmpfs before suite_exit removes the work dir.
+suite_cleanup() {
+  local m
   for m in "${MOUNTS[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
-  (exit "$rc")
-  cleanup
 }
-trap faults_cleanup EXIT
+suite_begin faults
+# 9 output-safety probes, 6 signals, 2 kill -9, 2 crash loops, 4 full-fs, 3 concurrency
+plan 26
 
 # A private copy: cargo may replace the binary while we run.
 cp "$BIN" "$W/nemoclaw-build"
@@ -524,7 +524,4 @@ else
   fail faults.concurrent_tags_into_one_layout "rc $r1/$r2, tags: $(layout_check "$CC/L" 2>&1 | tr '\n' ' ')"
 fi
 
-passed=$(grep -c '^PASS: ' "$RESULTS" || true)
-failed=$(grep -c '^FAIL: ' "$RESULTS" || true)
-printf '%s passed, %s failed\n' "$passed" "$failed"
-((failed == 0))
+suite_end

@@ -11,8 +11,8 @@
 #
 #   BIN=target/release/nemoclaw-build W=/tmp/tardiff scripts/e2e-tar-differential.sh
 #
-# stdout: one `PASS: tar-diff/NAME` or `FAIL: tar-diff/NAME (detail)` line per case,
-# then `N passed, M failed`; exit 1 if M > 0. Needs GNU tar and python3.
+# stdout: `PLAN: N`, one `PASS: tar-diff/NAME` or `FAIL: tar-diff/NAME (detail)` line per
+# case, then `N passed, M failed, K skipped`; exit 1 on any FAIL (probe.sh suite contract). Needs GNU tar and python3.
 # Env: BIN (default target/release/nemoclaw-build), W (work dir, default a new temp
 # dir, removed at exit unless E2E_KEEP=1), TARDIFF_BASE (a real base tarball to
 # compare as well; default the newest $NEMOCLAW_CACHE/bases/*.tar, if any).
@@ -20,17 +20,18 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN="${BIN:-target/release/nemoclaw-build}"
-W="${W:-$(mktemp -d /tmp/nemoclaw-tardiff-XXXXXX)}"
+W="${W:-${E2E_WORK:-$(mktemp -d /tmp/nemoclaw-tardiff-XXXXXX)}}"
 mkdir -p "$W"
 RESULTS="$W/results.txt"
 : >"$RESULTS"
 PIDS=() # no servers here; probe.sh's cleanup reads it
 # shellcheck source=probe.sh
 . scripts/probe.sh
+suite_begin tar-diff
 
-[[ -x "$BIN" ]] || { echo "FAIL: tar-diff/setup (no binary at $BIN)"; exit 1; }
-tar --version 2>/dev/null | grep -q 'GNU tar' || { echo "FAIL: tar-diff/setup (GNU tar not found)"; exit 1; }
-command -v python3 >/dev/null || { echo "FAIL: tar-diff/setup (python3 not found)"; exit 1; }
+[[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
+tar --version 2>/dev/null | grep -q 'GNU tar' || { echo "GNU tar not found" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 1; }
 
 # A real base tarball (scripts/mk-base.sh) is compared too when there is one.
 BASE_TAR="${TARDIFF_BASE:-$(ls -t "${NEMOCLAW_CACHE:-.cache}"/bases/*.tar 2>/dev/null | head -n 1 || true)}"
@@ -275,6 +276,7 @@ def strip(lst, keys):
 
 GNUKEYS = ("type", "path", "link", "size", "mode", "uid", "gid", "dev")
 fails = 0
+print("PLAN: %d" % (len(cases) + 1), flush=True)  # every case, then max-entries
 for name, expect, data in cases:
     if isinstance(data, str):
         path = data
@@ -324,11 +326,8 @@ PY
 while IFS= read -r line; do
   case "$line" in
     PASS:*|FAIL:*) emit "$line" ;;
+    "PLAN: "*) plan "${line#PLAN: }" ;;
     *) printf '%s\n' "$line" ;;
   esac
 done < <(python3 "$W/tardiff.py" "$BIN" "$W" "$BASE_TAR" || echo "FAIL: tar-diff/harness (python exited $?)")
-
-passed=$(grep -c '^PASS:' "$RESULTS" || true)
-failed=$(grep -c '^FAIL:' "$RESULTS" || true)
-echo "$passed passed, $failed failed"
-[[ "$failed" == 0 ]]
+suite_end

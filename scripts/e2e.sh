@@ -38,7 +38,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer malformed registry verify cache sbom)
+SECTIONS=(cli validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer malformed tardiff faults registry verify cache sbom)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -1205,6 +1205,18 @@ registry_tests() {
   kill "$(cat "$STATE/registry.pid")" 2>/dev/null || true
   rm -f "$STATE/registry.pid"
 }
+# The layer reader against GNU tar and Python's tarfile (scripts/e2e-tar-differential.sh).
+section_tardiff() {
+  plan 0 # all in the sub-suite
+  BIN="$BIN" TARDIFF_BASE="$BASE_TAR" subsuite tar-diff bash "$NEMOCLAW_ROOT/scripts/e2e-tar-differential.sh"
+}
+
+# Output safety, signals, kill -9, a full filesystem, concurrency (scripts/e2e-faults.sh).
+section_faults() {
+  plan 0 # all in the sub-suite
+  BIN="$BIN" subsuite faults bash "$NEMOCLAW_ROOT/scripts/e2e-faults.sh"
+}
+
 section_registry() {
   plan 8
   registry_tests

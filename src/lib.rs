@@ -14,6 +14,8 @@ pub mod contract;
 pub mod diff;
 pub mod digest;
 pub mod dpkg;
+#[cfg(test)]
+mod golden_tests;
 pub mod hostfs;
 pub mod image;
 pub mod imageref;

@@ -419,7 +419,12 @@ fn corrupted_cache_blob_is_a_miss_not_an_output() {
     assert_eq!(again.digest, cold.digest);
     for l in &again.layers {
         let bytes = std::fs::read(blob(&t.path().join("o2"), &l.digest)).unwrap();
-        assert_eq!(sha256_digest(&bytes), l.digest, "published blob {}", l.digest);
+        assert_eq!(
+            sha256_digest(&bytes),
+            l.digest,
+            "published blob {}",
+            l.digest
+        );
     }
     // The bad entry was replaced by the rebuild: the next build is a hit again.
     assert!(with_cache("o3").unwrap().cache_hit);

@@ -336,7 +336,11 @@ fn write_upper(
     if whiteouts {
         for r in &fs.removed {
             let parent = parent_of(r).unwrap_or("");
-            let parent_exists = parent.is_empty() || fs.nodes.contains_key(parent);
+            // Skip only what a removed parent's whiteout covers. A parent that is in
+            // no layer as an entry (a layer names `usr/bin/x` but never `usr/`) still
+            // exists for runtimes, which create it: the child needs its own whiteout.
+            let parent_exists =
+                parent.is_empty() || fs.nodes.contains_key(parent) || !fs.removed.contains(parent);
             if parent_exists && !fs.nodes.contains_key(r) {
                 wh.insert(r.clone());
                 let mut p = parent;
@@ -515,9 +519,10 @@ fn registry_cache_lookup(
     };
     let mut srcs = Vec::with_capacity(prep.layers.len());
     for l in &prep.layers {
-        match c.verified_blob(&l.digest).and_then(|p| {
-            p.ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest))
-        }) {
+        match c
+            .verified_blob(&l.digest)
+            .and_then(|p| p.ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest)))
+        {
             Ok(src) => srcs.push((src, &l.digest)),
             Err(e) => {
                 eprintln!("warning: cache-from: {e:#}; building without it");

@@ -1049,3 +1049,45 @@ fn embedded_init_is_static() {
         assert!(types.contains(&PT_INTERP) && needed > 0, "{types:?}");
     }
 }
+
+/// A base whose layer names files but no directory entries (`usr/bin/gcc` without
+/// `usr/` or `usr/bin/`): runtimes create the parents, so in whiteout mode a removed
+/// file still needs its own whiteout. Before the fix the gate passed (the model had
+/// removed gcc) while the image shipped it. Checked on the image as a runtime reads it.
+#[test]
+fn whiteouts_cover_files_under_implicit_parent_dirs() {
+    let t = tempfile::tempdir().unwrap();
+    let l = TarBuilder::new()
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+            0o644,
+        )
+        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
+        .file("usr/bin/gcc", ELF, 0o755)
+        .file("usr/lib/gcc/x86_64-linux-gnu/12/cc1", ELF, 0o755)
+        .file("usr/bin/env", ELF, 0o755)
+        .build();
+    let base = t.path().join("base");
+    write_layout(&base, &[l]);
+    for mode in [PurgeMode::Whiteout, PurgeMode::Rewrite] {
+        let out = t.path().join(format!("out-{mode:?}"));
+        let mut o = gate_opts(&base, &out, mode, None);
+        o.recipe.fs = Recipe::parse(
+            b"name = \"x\"\n[[fs]]\nop = \"remove\"\npath = \"/usr/bin/gcc\"\n[[fs]]\nop = \"remove\"\npath = \"/usr/lib/gcc\"\n",
+            "x.toml",
+            Path::new("."),
+        )
+        .unwrap()
+        .fs;
+        build(o).unwrap_or_else(|e| panic!("{mode:?}: {e:#}"));
+        let fs = final_fs(&format!("oci:{}:v1", out.display()));
+        for gone in ["usr/bin/gcc", "usr/lib/gcc/x86_64-linux-gnu/12/cc1"] {
+            assert!(
+                fs.get(gone).is_none(),
+                "{mode:?}: the image still ships {gone}"
+            );
+        }
+        assert!(fs.get("usr/bin/env").is_some(), "{mode:?}: env lost");
+    }
+}

@@ -1,0 +1,240 @@
+//! Golden digests: a fixed small build (two-layer base with a dpkg database, a recipe
+//! that exercises purge, accounts, files, hooks, ownership, sanitize and artifacts) must
+//! produce these exact manifest digests. They pin every output byte (tar headers,
+//! compression, JSON), so a refactor provably changes nothing. If an output change is
+//! intended, update the constants and say so in CHANGELOG.md.
+use crate::compress::{Algorithm, Settings};
+use crate::imageref::ImageRef;
+use crate::pipeline::{build, BuildOptions, PurgeMode};
+use crate::pipeline_tests::write_layout;
+use crate::progress::Progress;
+use crate::recipe::Recipe;
+use crate::source::OpenOptions;
+use crate::testutil::TarBuilder;
+use std::path::Path;
+
+const RECIPE: &str = r##"
+name = "golden"
+[image]
+entrypoint = ["/bin/sh"]
+cmd = ["-c", "true"]
+user = "sandbox"
+workdir = "/sandbox"
+[image.env]
+PATH = "/usr/bin:/bin"
+[image.labels]
+"org.opencontainers.image.title" = "golden"
+[packages]
+purge = ["cc"]
+keep = ["keepme"]
+autoremove = true
+forbid = ["cc"]
+require = ["sh"]
+forbid_elf = ['^(cc|gcc)$']
+[sanitize]
+strip_setid = true
+remove_devices = true
+[[groups]]
+name = "sandbox"
+gid = 998
+[[users]]
+name = "sandbox"
+uid = 998
+gid = 998
+home = "/sandbox"
+shell = "/bin/sh"
+[[fs]]
+op = "dir"
+path = "/sandbox"
+owner = "sandbox"
+group = "sandbox"
+mode = "0755"
+[[fs]]
+op = "file"
+path = "/sandbox/.bashrc"
+content = "# locked\n"
+owner = "root"
+group = "root"
+mode = "0444"
+[[fs]]
+op = "file"
+path = "/etc/profile.d/hook.sh"
+content = "[ -f /tmp/env.sh ] && . /tmp/env.sh\n"
+mode = "0444"
+[[fs]]
+op = "prepend"
+path = "/etc/bash.bashrc"
+lines = ["[ -f /tmp/env.sh ] && . /tmp/env.sh"]
+[[fs]]
+op = "remove"
+path = "/usr/share/doc"
+[[fs]]
+op = "chown"
+path = "/sandbox"
+owner = "sandbox"
+group = "sandbox"
+recursive = true
+[artifacts]
+dest = "/opt/app"
+"##;
+
+/// `cc` depends on `libcc` (auto-installed, so autoremove takes it); `keepme` stays.
+fn base(dir: &Path) {
+    let stanza = |name: &str, extra: &str| {
+        format!(
+            "Package: {name}\nStatus: install ok installed\nPriority: optional\nSection: misc\nInstalled-Size: 1\nMaintainer: T <t@example.org>\nArchitecture: amd64\nVersion: 1.0\n{extra}Description: {name}\n"
+        )
+    };
+    let status = [
+        stanza("cc", "Depends: libcc\n"),
+        stanza("libcc", ""),
+        stanza("keepme", ""),
+    ]
+    .join("\n");
+    let list = |files: &[&str]| {
+        let mut s = String::from("/.\n/usr\n/usr/bin\n");
+        for f in files {
+            s.push_str(f);
+            s.push('\n');
+        }
+        s
+    };
+    let l0 = TarBuilder::new()
+        .dir("etc", 0o755)
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+            0o644,
+        )
+        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
+        .file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640)
+        .file("etc/bash.bashrc", b"# system bashrc\n", 0o644)
+        .dir("usr/bin", 0o755)
+        .file("usr/bin/sh", b"#!shell\n", 0o755)
+        .file("usr/bin/cc", b"#!cc\n", 0o755)
+        .file("usr/bin/keepme", b"#!k\n", 0o755)
+        .file_owned("usr/bin/su", b"#!su\n", 0o4755, 0, 0)
+        .dir("usr/lib", 0o755)
+        .file("usr/lib/libcc.so", b"lib", 0o644)
+        .dir("usr/share/doc", 0o755)
+        .file("usr/share/doc/readme", &[b'd'; 3000], 0o644)
+        .dir("var/lib/dpkg/info", 0o755)
+        .file("var/lib/dpkg/status", status.as_bytes(), 0o644)
+        .dir("var/lib/apt", 0o755)
+        .file(
+            "var/lib/apt/extended_states",
+            b"Package: libcc\nArchitecture: amd64\nAuto-Installed: 1\n",
+            0o644,
+        )
+        .file(
+            "var/lib/dpkg/info/cc.list",
+            list(&["/usr/bin/cc"]).as_bytes(),
+            0o644,
+        )
+        .file(
+            "var/lib/dpkg/info/libcc.list",
+            b"/.\n/usr\n/usr/lib\n/usr/lib/libcc.so\n",
+            0o644,
+        )
+        .file(
+            "var/lib/dpkg/info/keepme.list",
+            list(&["/usr/bin/keepme"]).as_bytes(),
+            0o644,
+        )
+        .build();
+    let l1 = TarBuilder::new()
+        .dir("usr/share/doc", 0o755)
+        .file("usr/share/doc/.wh.readme", b"", 0o644)
+        .file("usr/share/doc/new", b"n", 0o644)
+        .dir("etc", 0o755)
+        .file("etc/motd", b"hello\n", 0o644)
+        .build();
+    write_layout(dir, &[l0, l1]);
+}
+
+fn golden(mode: PurgeMode, algo: Algorithm) -> String {
+    let t = tempfile::tempdir().unwrap();
+    base(&t.path().join("base"));
+    let art = t.path().join("art");
+    std::fs::create_dir_all(art.join("dist")).unwrap();
+    std::fs::write(art.join("dist/index.js"), "console.log(1)\n").unwrap();
+    std::fs::write(art.join("package.json"), "{}\n").unwrap();
+    let o = BuildOptions {
+        base: ImageRef::parse(&format!("oci:{}:latest", t.path().join("base").display())).unwrap(),
+        output: ImageRef::parse(&format!("oci:{}", t.path().join("out").display())).unwrap(),
+        recipe: Recipe::parse(RECIPE.as_bytes(), "golden.toml", Path::new(".")).unwrap(),
+        artifacts: Some(art),
+        purge_mode: mode,
+        compression: Settings::new(algo, None, Some(2)).unwrap(),
+        epoch: 1_700_000_000,
+        build_args: Default::default(),
+        strict: false,
+        open: OpenOptions::default(),
+        progress: Progress::new(true),
+        cache: None,
+        remote_cache: Default::default(),
+        sbom: None,
+        record: None,
+    };
+    let digest = build(o).unwrap().digest;
+    if std::env::var_os("GOLDEN_KEEP").is_some() {
+        eprintln!("kept {}", t.keep().display());
+        return digest;
+    }
+    // What the digest pins is a build that did the work: purge with autoremove,
+    // sanitize, accounts, files, artifacts.
+    let fs = crate::pipeline_tests::final_fs(&format!("oci:{}", t.path().join("out").display()));
+    for gone in ["usr/bin/cc", "usr/lib/libcc.so", "usr/share/doc/new"] {
+        assert!(
+            fs.get(gone).is_none(),
+            "{gone} survived in {mode:?}: {:?}",
+            fs.get(gone)
+        );
+    }
+    for kept in [
+        "usr/bin/keepme",
+        "etc/motd",
+        "opt/app/dist/index.js",
+        "etc/profile.d/hook.sh",
+    ] {
+        assert!(fs.get(kept).is_some(), "{kept} missing");
+    }
+    assert_eq!(fs.get("usr/bin/su").unwrap().mode & 0o7777, 0o755);
+    assert_eq!(fs.get("sandbox").unwrap().uid, 998);
+    digest
+}
+
+fn check(case: &str, got: String, want: &str) {
+    assert_eq!(
+        got, want,
+        "golden digest of the {case} build changed: if the output change is intended, \
+         update the constant in src/golden_tests.rs and say so in CHANGELOG.md"
+    );
+}
+
+#[test]
+fn golden_rewrite_gzip() {
+    check(
+        "rewrite/gzip",
+        golden(PurgeMode::Rewrite, Algorithm::Gzip),
+        "sha256:4d0d058b9246337d5a36479e39cad7ce6c657691c5b04d8dc39d9db699baca2e",
+    );
+}
+
+#[test]
+fn golden_whiteout_gzip() {
+    check(
+        "whiteout/gzip",
+        golden(PurgeMode::Whiteout, Algorithm::Gzip),
+        "sha256:6706f8466959bfc0accb0b444281c9de1775a90f5e3b55591361d464144e534b",
+    );
+}
+
+#[test]
+fn golden_rewrite_zstd() {
+    check(
+        "rewrite/zstd",
+        golden(PurgeMode::Rewrite, Algorithm::Zstd),
+        "sha256:f5d5e27e749aea6e147615103f72db97a883a56b5dbbe34bc9ae06b349765d71",
+    );
+}
