@@ -38,7 +38,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer malformed tardiff faults registry verify cache sbom)
+SECTIONS=(cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer malformed tardiff faults registry verify cache sbom)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -362,6 +362,23 @@ section_cli() {
   nb cli.noart build --base "tar:$BASE_TAR" --artifacts "$W/does-not-exist" --output "oci:$W/out/cli-noart:$TAG" && rc=0 || rc=$?
   if ((rc != 0)) && no_panic cli.noart && [[ ! -e "$W/out/cli-noart" ]]; then pass cli.missing_artifacts_rejected
   else fail cli.missing_artifacts_rejected "rc=$rc: $(tail_detail "$LOGS/cli.noart.err")"; fi
+}
+
+# The README's first command, as a user runs it (set-up is a no-op here: tools, base and
+# binary are already in place), into a fresh output directory.
+section_quickstart() {
+  plan 4
+  local q="$W/quickstart" rc=0
+  mkdir -p "$q"
+  timeout 1800 bash "$NEMOCLAW_ROOT/scripts/quickstart.sh" --output "$q/out" \
+    >"$LOGS/quickstart.out" 2>"$LOGS/quickstart.err" </dev/null || rc=$?
+  check_eq quickstart.exit 0 "$rc"
+  check_grep quickstart.oci_image_tool_validates '^Validation succeeded' "$LOGS/quickstart.out"
+  check_grep quickstart.audit_clean '^0 error\(s\), 0 warning\(s\)' "$LOGS/quickstart.out"
+  local tagged printed
+  tagged="$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$q/out/index.json" 2>/dev/null || true)"
+  printed="$(grep -m1 -E '^sha256:[0-9a-f]{64}$' "$LOGS/quickstart.out" || true)"
+  check_eq quickstart.printed_digest_is_the_tag "${tagged:-no tag latest in $q/out}" "${printed:-no digest printed}"
 }
 
 section_validate() {
