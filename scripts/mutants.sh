@@ -10,7 +10,7 @@
 # incrementally in a private git worktree (.cache/mutants/tree, its own target/ dir) and judged
 # by the unit tests of its crate (`cargo test --lib`; init: `-p nemoclaw-init`).
 # Results: .cache/mutants/MODULE/mutants.out/{caught,missed,timeout,unviable}.txt
-# Env: MUTANTS_TIMEOUT (seconds per test run, default 300), MUTANTS_JOBS (default 1).
+# Env: MUTANTS_TIMEOUT (seconds per test run, default 300).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -35,6 +35,12 @@ else
   git -C "$tree" checkout --detach -f HEAD >/dev/null 2>&1 || git -C "$tree" checkout --detach -f "$(git rev-parse HEAD)"
 fi
 git -C "$tree" reset --hard -q "$(git rev-parse HEAD)"
+# Seed its target dir from ours: dependencies are then already built.
+if [[ ! -d "$tree/target/debug" && -d target/debug ]]; then
+  log "seeding $tree/target from target/debug"
+  mkdir -p "$tree/target"
+  cp -a --reflink=auto target/debug "$tree/target/"
+fi
 
 summary="$out/summary.txt"
 : >"$summary"
@@ -43,7 +49,7 @@ for m in "${modules[@]}"; do
   dir="$out/$name"
   rm -rf "$dir"
   mkdir -p "$dir"
-  args=(--in-place --no-shuffle --timeout "${MUTANTS_TIMEOUT:-300}" --jobs "${MUTANTS_JOBS:-1}" --output "$dir")
+  args=(--in-place --no-shuffle --timeout "${MUTANTS_TIMEOUT:-300}" --output "$dir")
   if [[ -d "$tree/$m" ]]; then args+=(--file "$m/**/*.rs"); else args+=(--file "$m"); fi
   if [[ "$m" == init/* ]]; then
     args+=(--package nemoclaw-init -- --lib)
@@ -51,7 +57,10 @@ for m in "${modules[@]}"; do
     args+=(--package nemoclaw-build -- --lib)
   fi
   log "$m: cargo mutants ${args[*]}"
-  (cd "$tree" && cargo mutants "${args[@]}" >"$dir/log.txt" 2>&1) || true
+  rc=0
+  (cd "$tree" && cargo mutants "${args[@]}" >"$dir/log.txt" 2>&1) || rc=$?
+  # 0: all caught, 2: some missed, 3: some timed out; anything else is no result
+  case "$rc" in 0|2|3) ;; *) die "$m: cargo mutants failed (exit $rc): $(tail -n 3 "$dir/log.txt")" ;; esac
   r="$dir/mutants.out"
   count() { [[ -f "$r/$1.txt" ]] && grep -c . "$r/$1.txt" || echo 0; }
   caught=$(count caught) missed=$(count missed) timeout=$(count timeout) unviable=$(count unviable)

@@ -217,7 +217,7 @@ fn golden_rewrite_gzip() {
     check(
         "rewrite/gzip",
         golden(PurgeMode::Rewrite, Algorithm::Gzip),
-        "sha256:4d0d058b9246337d5a36479e39cad7ce6c657691c5b04d8dc39d9db699baca2e",
+        "sha256:d7db2ce275d58ae7e38a17364f40b485c6de5eff631b6488fdc54d54189de986",
     );
 }
 
@@ -226,7 +226,7 @@ fn golden_whiteout_gzip() {
     check(
         "whiteout/gzip",
         golden(PurgeMode::Whiteout, Algorithm::Gzip),
-        "sha256:6706f8466959bfc0accb0b444281c9de1775a90f5e3b55591361d464144e534b",
+        "sha256:0c7a7b48cb278b6b14aef4ff5eb10801fabe138fcb32364f6353a34f3462a5ba",
     );
 }
 
@@ -235,6 +235,6 @@ fn golden_rewrite_zstd() {
     check(
         "rewrite/zstd",
         golden(PurgeMode::Rewrite, Algorithm::Zstd),
-        "sha256:f5d5e27e749aea6e147615103f72db97a883a56b5dbbe34bc9ae06b349765d71",
+        "sha256:2175b8ef959046fceba9421607e10201de2be28cdf2640c3016b5f23bed51698",
     );
 }
