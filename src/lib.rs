@@ -45,6 +45,7 @@ pub mod tarread;
 /// `testing` feature, for integration tests and other crates' tests.
 #[cfg(any(test, feature = "testing"))]
 pub mod testutil;
+pub mod transfer;
 #[cfg(any(test, feature = "testing"))]
 pub use testutil as testing;
 pub mod verify;

@@ -87,6 +87,8 @@ pub struct BuildSummary {
     pub cache_source: &'static str,
     pub seconds: f64,
     pub record: Value,
+    /// Bytes and blobs moved per registry (base pull, cache, push).
+    pub transfer: Vec<crate::transfer::RegistryTransfer>,
 }
 
 /// Streams every base layer into the model. Also learns digests that the source
@@ -1189,5 +1191,6 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
         cache_source,
         seconds: t0.elapsed().as_secs_f64(),
         record,
+        transfer: opts.open.registry.transfers.snapshot(),
     })
 }
