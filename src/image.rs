@@ -4,9 +4,7 @@
 use crate::layer::LayerOutput;
 use serde_json::{json, Value};
 
-pub fn canonical(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
-}
+pub use crate::oci::canonical;
 
 /// RFC 3339 UTC without fractions, from a Unix timestamp (no clock involved).
 pub fn rfc3339(epoch: u64) -> String {

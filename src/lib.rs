@@ -20,6 +20,7 @@ pub mod hostfs;
 pub mod image;
 pub mod imageref;
 pub mod layer;
+pub mod oci;
 pub mod oci_layout;
 #[cfg(test)]
 mod output_tests;
@@ -28,6 +29,7 @@ pub mod pipeline;
 mod pipeline_tests;
 pub mod progress;
 pub mod recipe;
+pub mod record;
 pub mod registry;
 pub mod remote_cache;
 pub mod rootfs;

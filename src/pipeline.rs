@@ -25,7 +25,9 @@ use std::time::Instant;
 
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PurgeMode {
     /// Rewrite base layers that contain removed files: the bytes are really gone.
