@@ -6,6 +6,7 @@
 //! artifacts, init) -> [`layer`] (deterministic tar, [`compress`], digests) ->
 //! [`sink`] (OCI layout / archive). `audit` and `policy` read images through the
 //! same source and rootfs model.
+pub mod assemble;
 pub mod audit;
 pub mod cache;
 pub mod checks;

@@ -1,22 +1,24 @@
 //! The build pipeline: source -> rootfs model -> steps -> layer writer -> sink.
 use crate::compress::Settings;
 use crate::digest::HashingReader;
-use crate::image::{canonical, descriptor, rfc3339};
+use crate::image::{canonical, rfc3339};
 use crate::imageref::ImageRef;
 use crate::layer::{compress_blob, LayerOutput, LayerWriter};
+use crate::oci::{Digest, MediaType};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::record::BuildRecord;
 use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
 use crate::scratch::{Purpose, ScratchDir};
 use crate::sink::{Built, SideOutput, Staging};
 use crate::source::{
-    open_image, BaseImage, Compression, OpenOptions, MT_OCI_CONFIG, MT_OCI_LAYER,
-    MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
+    open_image, BaseImage, Compression, OpenOptions, MT_OCI_LAYER, MT_OCI_LAYER_GZIP,
+    MT_OCI_LAYER_ZSTD,
 };
 use crate::steps::{self, StepOptions, StepsReport};
 use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
@@ -60,12 +62,25 @@ pub struct BuildOptions {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerSummary {
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub size: u64,
-    pub media_type: String,
+    pub media_type: MediaType,
     /// reused | recompressed | rewritten | new
     pub action: String,
+}
+
+impl LayerSummary {
+    /// A layer this build wrote (or copied), its digests checked here once.
+    fn new(out: LayerOutput, action: &str) -> Result<LayerSummary> {
+        Ok(LayerSummary {
+            digest: Digest::parse(&out.digest)?,
+            diff_id: Digest::parse(&out.diff_id)?,
+            size: out.size,
+            media_type: MediaType::from(out.media_type.as_str()),
+            action: action.into(),
+        })
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -88,7 +103,7 @@ pub struct BuildSummary {
     /// Where the cached part came from: none | local | registry.
     pub cache_source: &'static str,
     pub seconds: f64,
-    pub record: Value,
+    pub record: BuildRecord,
 }
 
 /// Streams every base layer into the model. Also learns digests that the source
@@ -569,11 +584,11 @@ fn registry_cache_push(
         for l in &prep.layers {
             layers.push((
                 crate::remote_cache::CacheLayer {
-                    media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
+                    media_type: l.media_type.to_string(),
+                    digest: l.digest.to_string(),
                     size: l.size,
                 },
-                staging.blobs().join(crate::digest::digest_hex(&l.digest)?),
+                staging.blobs().join(l.digest.hex()),
             ));
         }
         crate::remote_cache::push(
@@ -688,13 +703,7 @@ fn prepare(
                 l.label, out.digest, out.size
             ),
         );
-        layers.push(LayerSummary {
-            digest: out.digest,
-            diff_id: out.diff_id,
-            size: out.size,
-            media_type: out.media_type,
-            action: action.into(),
-        });
+        layers.push(LayerSummary::new(out, action)?);
     }
     if let Some(u) = write_upper(
         &fs,
@@ -707,13 +716,7 @@ fn prepare(
             "recipe layer {} ({} entries, {} bytes)",
             u.digest, u.entries, u.size
         ));
-        layers.push(LayerSummary {
-            digest: u.digest,
-            diff_id: u.diff_id,
-            size: u.size,
-            media_type: u.media_type,
-            action: "new".into(),
-        });
+        layers.push(LayerSummary::new(u, "new")?);
     }
     // The spilled copies go away with `spill` at the end of this function.
     for l in &mut base.layers {
@@ -920,178 +923,52 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
             "artifacts layer {} ({} entries, {} bytes)",
             a.digest, a.entries, a.size
         ));
-        layers.push(LayerSummary {
-            digest: a.digest.clone(),
-            diff_id: a.diff_id.clone(),
-            size: a.size,
-            media_type: a.media_type.clone(),
-            action: "new".into(),
-        });
+        layers.push(LayerSummary::new(a.clone(), "new")?);
     }
-    let settings = &opts.compression;
-
-    // Config.
+    // Config, record, manifest.
     let created = rfc3339(opts.epoch);
-    let mut config = base.config.clone();
-    if !config.is_object() {
-        bail!("base config is not a JSON object");
-    }
-    config["created"] = json!(created);
-    config["os"] = config.get("os").cloned().unwrap_or(json!("linux"));
-    config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()});
-    for k in [
-        "container",
-        "container_config",
-        "docker_version",
-        "id",
-        "parent",
-    ] {
-        if let Some(o) = config.as_object_mut() {
-            o.remove(k);
-        }
-    }
-    let mut cfg = config
-        .get("config")
-        .cloned()
-        .filter(|c| c.is_object())
-        .unwrap_or(json!({}));
-    let img = &opts.recipe.image;
-    if let Some(e) = &img.entrypoint {
-        cfg["Entrypoint"] = json!(e);
-    }
-    if let Some(c) = &img.cmd {
-        cfg["Cmd"] = json!(c);
-    }
-    if let Some(u) = &img.user {
-        cfg["User"] = json!(u);
-    }
-    if let Some(w) = &img.workdir {
-        cfg["WorkingDir"] = json!(w);
-    }
-    let mut env: Vec<String> = cfg
-        .get("Env")
-        .and_then(|e| e.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    for (k, v) in &img.env {
-        let kv = format!("{k}={v}");
-        match env
-            .iter()
-            .position(|e| e.split('=').next() == Some(k.as_str()))
-        {
-            Some(i) => env[i] = kv,
-            None => env.push(kv),
-        }
-    }
-    cfg["Env"] = json!(env);
-    let mut labels: BTreeMap<String, Value> = cfg
-        .get("Labels")
-        .and_then(|l| l.as_object())
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    for (k, v) in &img.labels {
-        labels.insert(k.clone(), json!(v));
-    }
-    for (k, v) in &opts.build_args {
-        if !img.build_args.contains(k) {
-            bail!(
-                "--build-arg {k}: the recipe does not accept it (accepted: {})",
-                if img.build_args.is_empty() {
-                    "none".into()
-                } else {
-                    img.build_args.join(", ")
-                }
-            );
-        }
-        labels.insert(format!("dev.nemoclaw.build-arg.{k}"), json!(v));
-    }
-    cfg["Labels"] = json!(labels);
-    config["config"] = cfg;
-    // History: keep the base's when it covers the base layers, then ours.
-    let base_layers = base.layers.len();
-    let mut history: Vec<Value> = config
-        .get("history")
-        .and_then(|h| h.as_array())
-        .cloned()
-        .unwrap_or_default();
-    let non_empty = history
-        .iter()
-        .filter(|h| {
-            !h.get("empty_layer")
-                .and_then(|e| e.as_bool())
-                .unwrap_or(false)
-        })
-        .count();
-    if non_empty != base_layers {
-        history = (0..base_layers)
-            .map(|i| json!({"created": created, "created_by": format!("base layer {}", i + 1)}))
-            .collect();
-    }
-    for h in &mut history {
-        if h.get("created").is_none() {
-            h["created"] = json!(created);
-        }
-    }
-    let recipe_name = opts.recipe.name.clone().unwrap_or_default();
-    if prep.layers.len() > base_layers {
-        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: recipe {recipe_name} ({}), purge-mode {}", opts.recipe.digest(), format!("{:?}", opts.purge_mode).to_lowercase()), "comment": "nemoclaw-build recipe layer"}));
-    }
-    if art_layer.is_some() {
-        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: artifacts {}", artifacts_digest.clone().unwrap_or_default()), "comment": "nemoclaw-build artifacts layer"}));
-    }
-    config["history"] = json!(history);
-
+    let mut config = crate::assemble::image_config(
+        &base.config,
+        &layers,
+        &opts.recipe,
+        &opts.build_args,
+        &created,
+    )?;
+    let artifacts_digest = artifacts_digest.as_deref().map(Digest::parse).transpose()?;
+    let new_layers = crate::assemble::NewLayers::describe(
+        &opts.recipe,
+        opts.purge_mode,
+        prep.layers.len() > base.layers.len(),
+        art_layer.as_ref().map(|_| artifacts_digest.as_ref()),
+    );
+    config.history = crate::assemble::history(
+        std::mem::take(&mut config.history),
+        base.layers.len(),
+        &created,
+        &new_layers,
+    );
     let base_digest = base
         .manifest_digest
         .clone()
         .or_else(|| base_id.clone())
         .or_else(|| base.layers.first().and_then(|l| l.digest.clone()));
-    let record = json!({
-        "tool": format!("nemoclaw-build {TOOL_VERSION}"),
-        "recipe_digest": opts.recipe.digest(),
-        "recipe": crate::source::portable_name(std::path::Path::new(&opts.recipe.source_name)),
-        "base": base.name,
-        "base_digest": base_digest,
-        "artifacts_digest": artifacts_digest,
-        "build_args": opts.build_args,
-        "source_date_epoch": opts.epoch,
-        "compression": settings.describe(),
-        "purge_mode": opts.purge_mode,
-        "init": {"target": prep.init_target, "digest": crate::digest::sha256_digest(steps::INIT_BINARY)},
-    });
-
+    let record = crate::assemble::record(
+        &opts,
+        crate::assemble::RecordInputs {
+            base_name: &base.name,
+            base_digest,
+            artifacts_digest,
+            init_target: &prep.init_target,
+        },
+    )?;
     let config_bytes = canonical(&config);
     let config_digest = staging.put_blob(&config_bytes)?;
-    let mut annotations = BTreeMap::new();
-    annotations.insert(
-        "org.opencontainers.image.created".to_string(),
-        created.clone(),
+    let manifest = crate::assemble::manifest(
+        crate::assemble::config_descriptor(&config_bytes),
+        &layers,
+        &created,
+        &record,
     );
-    annotations.insert(
-        "org.opencontainers.image.base.name".to_string(),
-        base.name.clone(),
-    );
-    if let Some(d) = base_digest.as_ref().filter(|d| d.starts_with("sha256:")) {
-        annotations.insert(
-            "org.opencontainers.image.base.digest".to_string(),
-            d.clone(),
-        );
-    }
-    annotations.insert(
-        "dev.nemoclaw.build.record".to_string(),
-        String::from_utf8_lossy(&canonical(&record)).into_owned(),
-    );
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MT_OCI_MANIFEST,
-        "config": descriptor(MT_OCI_CONFIG, &config_digest, config_bytes.len() as u64),
-        "layers": layers.iter().map(|l| descriptor(&l.media_type, &l.digest, l.size)).collect::<Vec<_>>(),
-        "annotations": annotations,
-    });
     let manifest_bytes = canonical(&manifest);
     let digest = staging.put_blob(&manifest_bytes)?;
     let total_size = layers.iter().map(|l| l.size).sum::<u64>()
@@ -1134,7 +1011,7 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
         Some(_) => Some(crate::sbom::for_staged_image(
             &staging.blobs(),
             &layers,
-            &config,
+            &config.to_value(),
             &opts.recipe,
             opts.epoch,
             p,
@@ -1149,10 +1026,7 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
         side.push(SideOutput::write(path, bytes)?);
     }
     if let Some(path) = &opts.record {
-        side.push(SideOutput::write(
-            path,
-            &serde_json::to_vec_pretty(&record)?,
-        )?);
+        side.push(SideOutput::write(path, &record.pretty()?)?);
     }
     let pending = crate::sink::finish(
         staging,

@@ -730,9 +730,9 @@ pub fn for_staged_image(
         ls.push(crate::source::LayerBlob::new(
             i,
             loc,
-            &l.media_type,
-            Some(l.digest.clone()),
-            Some(l.diff_id.clone()),
+            l.media_type.as_str(),
+            Some(l.digest.to_string()),
+            Some(l.diff_id.to_string()),
         )?);
     }
     let mut img = crate::source::BaseImage {

@@ -18,7 +18,7 @@ use crate::oci_layout::{self, LayoutState, REF_NAME};
 use crate::scratch::{self, parent_dir, Purpose, ScratchDir, ScratchFile};
 use crate::source::{BlobLocation, LayerBlob, MT_OCI_INDEX, MT_OCI_MANIFEST};
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -316,7 +316,7 @@ pub enum Pending {
 /// The image that [`finish`] publishes.
 pub struct Built<'a> {
     pub manifest_digest: &'a str,
-    pub manifest: &'a Value,
+    pub manifest: &'a crate::oci::Manifest,
     pub manifest_size: u64,
     pub epoch: u64,
     /// SPDX document to attach to an `oci:` layout as a referrer, with its creation time.
@@ -371,26 +371,18 @@ pub fn finish(
             // manifest.json only: with an OCI index.json beside it, podman loads the
             // archive as OCI and drops the tag.
             let manifest = img.manifest;
-            let config = manifest
-                .pointer("/config/digest")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
+            let config = manifest.config.digest.hex();
             let layers: Vec<String> = manifest
-                .get("layers")
-                .and_then(|l| l.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.get("digest").and_then(|x| x.as_str()))
-                        .map(|d| format!("blobs/sha256/{}", d.trim_start_matches("sha256:")))
-                        .collect()
-                })
-                .unwrap_or_default();
+                .layers
+                .iter()
+                .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
+                .collect();
             let repo_tag = match tag {
                 Some(t) if t.contains(':') || t.contains('/') => t.clone(),
                 Some(t) => format!("localhost/nemoclaw:{t}"),
                 None => "localhost/nemoclaw:latest".into(),
             };
-            let mf = json!([{"Config": format!("blobs/sha256/{}", config.trim_start_matches("sha256:")), "RepoTags": [repo_tag], "Layers": layers}]);
+            let mf = json!([{"Config": format!("blobs/sha256/{config}"), "RepoTags": [repo_tag], "Layers": layers}]);
             std::fs::write(
                 staging.path().join("manifest.json"),
                 crate::image::canonical(&mf),
