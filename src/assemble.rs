@@ -206,3 +206,142 @@ pub fn manifest(
 pub fn config_descriptor(bytes: &[u8]) -> Descriptor {
     Descriptor::new(MediaType::OciConfig, Digest::of(bytes), bytes.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn recipe(extra: &str) -> Recipe {
+        let text = format!("name = \"t\"\n[image]\n{extra}\n");
+        Recipe::parse(text.as_bytes(), "t.toml", std::path::Path::new(".")).unwrap()
+    }
+
+    fn layer(n: u8) -> LayerSummary {
+        LayerSummary {
+            digest: Digest::of(&[n]),
+            diff_id: Digest::of(&[n, n]),
+            size: n as u64,
+            media_type: MediaType::OciLayerGzip,
+            action: "new".into(),
+        }
+    }
+
+    fn base() -> Value {
+        json!({"architecture": "amd64", "os": "linux", "container": "c", "id": "i",
+            "config": {"Env": ["PATH=/bin", "A=1"], "Entrypoint": null, "Cmd": ["sh"],
+                       "Labels": {"keep": "k", "over": "base"}, "Volumes": null},
+            "rootfs": {"type": "layers", "diff_ids": [Digest::of(b"old")]},
+            "history": [{"created_by": "x", "created": null}, {"empty_layer": true}]})
+    }
+
+    #[test]
+    fn config_merges_runtime_settings_and_keeps_the_rest() {
+        let r = recipe(
+            "user = \"u\"\nbuild_args = [\"B\"]\n[image.env]\nPATH = \"/usr/bin\"\nNEW = \"n\"\n[image.labels]\nover = \"recipe\"",
+        );
+        let args = [("B".to_string(), "b".to_string())].into();
+        let c = image_config(&base(), &[layer(1), layer(2)], &r, &args, "T").unwrap();
+        let v = c.to_value();
+        assert_eq!(v["created"], "T");
+        assert_eq!(
+            v["rootfs"]["diff_ids"],
+            json!([Digest::of(&[1, 1]), Digest::of(&[2, 2])])
+        );
+        assert!(v.get("container").is_none() && v.get("id").is_none(), "{v}");
+        let run = &v["config"];
+        assert_eq!(run["Env"], json!(["PATH=/usr/bin", "A=1", "NEW=n"]));
+        assert_eq!(run["Entrypoint"], Value::Null, "the base's null stays");
+        assert_eq!(run["Cmd"], json!(["sh"]));
+        assert_eq!(run["User"], "u");
+        assert!(run.get("WorkingDir").is_none(), "absent stays absent");
+        assert_eq!(run["Volumes"], Value::Null);
+        assert_eq!(
+            run["Labels"],
+            json!({"keep": "k", "over": "recipe", "dev.nemoclaw.build-arg.B": "b"})
+        );
+    }
+
+    #[test]
+    fn an_unaccepted_build_arg_is_refused_by_name() {
+        let args = [("X".to_string(), "1".to_string())].into();
+        let e = image_config(&base(), &[], &recipe(""), &args, "T").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--build-arg X: the recipe does not accept it (accepted: none)"
+        );
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused() {
+        let e = image_config(&json!([1]), &[], &recipe(""), &BTreeMap::new(), "T").unwrap_err();
+        assert_eq!(e.to_string(), "base config is not a JSON object");
+    }
+
+    fn new_layers() -> NewLayers {
+        NewLayers {
+            recipe: Some("R".into()),
+            artifacts: Some("A".into()),
+        }
+    }
+
+    #[test]
+    fn history_is_kept_when_it_covers_the_base_layers() {
+        let c = ImageConfig::from_value(base()).unwrap();
+        let h = history(c.history, 1, "T", &new_layers());
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!(
+            v,
+            json!([
+                {"created_by": "x", "created": null},
+                {"empty_layer": true, "created": "T"},
+                {"created_by": "R", "created": "T", "comment": "nemoclaw-build recipe layer"},
+                {"created_by": "A", "created": "T", "comment": "nemoclaw-build artifacts layer"}
+            ])
+        );
+    }
+
+    #[test]
+    fn history_is_replaced_when_it_does_not_cover_the_base_layers() {
+        let c = ImageConfig::from_value(base()).unwrap();
+        let none = NewLayers {
+            recipe: None,
+            artifacts: None,
+        };
+        let v = serde_json::to_value(history(c.history, 2, "T", &none)).unwrap();
+        assert_eq!(
+            v,
+            json!([
+                {"created_by": "base layer 1", "created": "T"},
+                {"created_by": "base layer 2", "created": "T"}
+            ])
+        );
+    }
+
+    #[test]
+    fn manifest_names_base_digest_only_when_it_is_a_digest() {
+        let mut rec = BuildRecord {
+            base: Some("oci:b:latest".into()),
+            base_digest: Some("config:sha256:00".into()),
+            ..Default::default()
+        };
+        let cfg = config_descriptor(b"{}");
+        let m = manifest(cfg.clone(), &[layer(1)], "T", &rec);
+        assert!(!m
+            .annotations
+            .contains_key("org.opencontainers.image.base.digest"));
+        assert_eq!(
+            m.annotations["org.opencontainers.image.base.name"],
+            "oci:b:latest"
+        );
+        assert_eq!(m.annotations[RECORD_ANNOTATION], rec.annotation());
+        assert_eq!(m.layers[0].digest, Digest::of(&[1]));
+        assert_eq!(m.config, cfg);
+        rec.base_digest = Some(Digest::of(b"m").to_string());
+        let m = manifest(cfg, &[], "T", &rec);
+        assert_eq!(
+            m.annotations["org.opencontainers.image.base.digest"],
+            Digest::of(b"m").as_str()
+        );
+    }
+}
