@@ -8,6 +8,7 @@
 //! same source and rootfs model.
 pub mod assemble;
 pub mod audit;
+pub mod build_cache;
 pub mod cache;
 pub mod checks;
 pub mod compress;

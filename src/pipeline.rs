@@ -18,7 +18,6 @@ use crate::source::{
 use crate::steps::{self, StepOptions, StepsReport};
 use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
@@ -101,7 +100,7 @@ pub struct BuildSummary {
     /// The base and recipe layers came from the cache (nothing recompressed).
     pub cache_hit: bool,
     /// Where the cached part came from: none | local | registry.
-    pub cache_source: &'static str,
+    pub cache_source: CacheSource,
     pub seconds: f64,
     pub record: BuildRecord,
 }
@@ -417,62 +416,7 @@ fn write_upper(
     Ok(Some(w.finish()?))
 }
 
-/// What the cached part of a build (base layers + recipe layer) produced.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Prepared {
-    layers: Vec<LayerSummary>,
-    purged: Vec<String>,
-    not_installed: Vec<String>,
-    files_removed: u64,
-    bytes_removed: u64,
-    init_size: u64,
-    init_target: String,
-    landlock_warnings: Vec<String>,
-    /// /etc/passwd and /etc/group of the result, to resolve artifact owners.
-    passwd: String,
-    group: String,
-    /// Ancestors of the artifacts destination as they are in the result
-    /// (path, mode, uid, gid, mtime): the artifacts layer repeats them.
-    ancestors: Vec<(String, u32, u64, u64, u64)>,
-}
-
-/// Identity of the base: manifest digest, or a tarball's content digest
-/// (remembered per file identity so it is not rehashed on every build).
-fn file_identity(p: &std::path::Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    let abs = std::fs::canonicalize(p).ok()?;
-    Some(format!(
-        "{}:{}:{}:{}:{}",
-        abs.display(),
-        m.len(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ino()
-    ))
-}
-
-fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
-    key_for(
-        TOOL_VERSION,
-        &crate::digest::sha256_digest(steps::INIT_BINARY),
-        opts,
-        base_id,
-    )
-}
-
-/// The cache key from every input of the cached part (tool and init given explicitly,
-/// so a test can vary them).
-pub(crate) fn key_for(tool: &str, init: &str, opts: &BuildOptions, base_id: &str) -> String {
-    format!(
-        "v1|tool={tool}|init={init}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
-        opts.recipe.digest(),
-        opts.purge_mode,
-        opts.compression.describe(),
-        opts.epoch,
-        opts.strict
-    )
-}
+use crate::build_cache::{BaseIdentity, CacheLookup, CacheSource, Prepared};
 
 /// Removes what killed builds left beside this build's outputs (staging layouts,
 /// spill directories, temp files), never anything in use or not ours.
@@ -490,119 +434,6 @@ fn sweep_stale(opts: &BuildOptions) {
                 gone.display()
             ));
         }
-    }
-}
-
-/// On a local miss with `--cache-from`: learns a tarball base's digest if needed (one
-/// streaming hash, remembered), then asks the registries; a hit is staged exactly like
-/// a local hit. Never fails the build.
-fn registry_cache_lookup(
-    opts: &BuildOptions,
-    staging: &Staging,
-    tar_identity: Option<&str>,
-    base_id: &mut Option<String>,
-) -> Option<Prepared> {
-    let c = opts.cache.as_ref()?;
-    if base_id.is_none() {
-        if let (ImageRef::Tar(path), Some(fid)) = (&opts.base, tar_identity) {
-            match crate::remote_cache::file_digest(path) {
-                Ok(d) => {
-                    let _ = c.put_json("file-digest", fid, &json!(d));
-                    *base_id = Some(d);
-                }
-                Err(e) => eprintln!("warning: cache-from: {e:#}"),
-            }
-        }
-    }
-    let Some(id) = base_id.as_deref() else {
-        opts.progress
-            .log("cache-from: skipped (the base has no content digest to key the cache on)");
-        return None;
-    };
-    let key = cache_key(opts, id);
-    let v = crate::remote_cache::fetch(
-        &opts.remote_cache.from,
-        &key,
-        c,
-        &opts.open.registry,
-        &opts.progress,
-    )?;
-    let prep: Prepared = match serde_json::from_value(v) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("warning: cache-from: unreadable cache record ({e}); building without it");
-            return None;
-        }
-    };
-    let mut srcs = Vec::with_capacity(prep.layers.len());
-    for l in &prep.layers {
-        match c
-            .verified_blob(&l.digest)
-            .and_then(|p| p.ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest)))
-        {
-            Ok(src) => srcs.push((src, &l.digest)),
-            Err(e) => {
-                eprintln!("warning: cache-from: {e:#}; building without it");
-                return None;
-            }
-        }
-    }
-    for (src, digest) in &srcs {
-        if let Err(e) = staging.add_cached(src, digest) {
-            eprintln!("warning: cache-from: {e:#}; building without it");
-            return None;
-        }
-    }
-    Some(prep)
-}
-
-/// With `--cache-to`: pushes the prepared part (from the staged blobs) under its cache
-/// key. A failure is a warning: the image itself is not affected.
-fn registry_cache_push(
-    opts: &BuildOptions,
-    to: &str,
-    prep: &Prepared,
-    staging: &Staging,
-    base: &BaseImage,
-    base_id: Option<&str>,
-) {
-    let Some(c) = opts.cache.as_ref() else {
-        return;
-    };
-    // The identity the lookup keys on: manifest digest, or a tarball's file digest.
-    let id = base_id.map(str::to_string).or_else(|| match &opts.base {
-        ImageRef::Tar(_) => base.layers.first().and_then(|l| l.digest.clone()),
-        _ => None,
-    });
-    let Some(id) = id else {
-        opts.progress
-            .log("cache-to: skipped (the base has no content digest to key the cache on)");
-        return;
-    };
-    let res = (|| -> Result<()> {
-        let mut layers = Vec::new();
-        for l in &prep.layers {
-            layers.push((
-                crate::remote_cache::CacheLayer {
-                    media_type: l.media_type.to_string(),
-                    digest: l.digest.to_string(),
-                    size: l.size,
-                },
-                staging.blobs().join(l.digest.hex()),
-            ));
-        }
-        crate::remote_cache::push(
-            to,
-            &cache_key(opts, &id),
-            &serde_json::to_value(prep)?,
-            &layers,
-            c,
-            &opts.open.registry,
-            &opts.progress,
-        )
-    })();
-    if let Err(e) = res {
-        eprintln!("warning: cache-to registry://{to}: {e:#}; the image is not affected");
     }
 }
 
@@ -817,94 +648,86 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
 
 fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
     let t0 = Instant::now();
-    let p = &opts.progress;
-    // Before any work: the outputs must not be the user's other files.
+    check_outputs(&opts)?;
+    let mut base = open_image(&opts.base, &opts.open)?;
+    opts.progress.log(&format!(
+        "base {}: {} layer(s)",
+        base.name,
+        base.layers.len()
+    ));
+    let staging = Staging::for_output(&opts.output, opts.cache.as_ref().map(|c| c.root()))?;
+    let mut identity = BaseIdentity::resolve(&opts, &base);
+    let (prep, full_fs, cache_source) =
+        match crate::build_cache::lookup(&opts, &staging, &mut identity)? {
+            CacheLookup::Hit { prepared, source } => (prepared, None, source),
+            CacheLookup::Miss => {
+                let (prep, fs) = prepare(&opts, &mut base, &staging)?;
+                (prep, Some(fs), CacheSource::None)
+            }
+        };
+    let cache_hit = cache_source != CacheSource::None;
+    let art = artifacts_phase(&opts, &prep, &staging, full_fs)?;
+    let layers = result_layers(&opts, &prep, cache_hit, &art)?;
+    let done = assemble(&opts, &base, &identity, &prep, &layers, &art, &staging)?;
+    if !cache_hit {
+        crate::build_cache::store(&opts, &prep, &staging, &base, &identity)?;
+    }
+    if let Some(to) = &opts.remote_cache.to {
+        crate::build_cache::registry_push(&opts, to, &prep, &staging, &base, &identity);
+    }
+    publish(&opts, staging, &layers, &done)?;
+    let total_size = layers.iter().map(|l| l.size).sum::<u64>()
+        + done.config_bytes.len() as u64
+        + done.manifest_bytes.len() as u64;
+    Ok(BuildSummary {
+        output: opts.output.to_string(),
+        digest: done.digest.to_string(),
+        config_digest: done.manifest.config.digest.to_string(),
+        manifest_size: done.manifest_bytes.len() as u64,
+        layers,
+        total_size,
+        purged: prep.purged,
+        not_installed: prep.not_installed,
+        files_removed: prep.files_removed,
+        bytes_removed: prep.bytes_removed,
+        init_size: prep.init_size,
+        init_target: prep.init_target,
+        landlock_warnings: prep.landlock_warnings,
+        cache_hit,
+        cache_source,
+        seconds: t0.elapsed().as_secs_f64(),
+        record: done.record,
+    })
+}
+
+/// Before any work: the outputs must not be the user's other files; then what killed
+/// builds left beside them goes.
+fn check_outputs(opts: &BuildOptions) -> Result<()> {
     crate::sink::check_output(&opts.output)?;
     for (path, what) in [(&opts.sbom, "--sbom"), (&opts.record, "--record")] {
         if let Some(path) = path {
             crate::sink::check_side_output(path, what)?;
         }
     }
-    sweep_stale(&opts);
-    let mut base = open_image(&opts.base, &opts.open)?;
-    p.log(&format!(
-        "base {}: {} layer(s)",
-        base.name,
-        base.layers.len()
-    ));
-    let cache = opts.cache.as_ref();
-    let staging = Staging::for_output(&opts.output, cache.map(|c| c.root()))?;
-    let tar_identity = match &opts.base {
-        ImageRef::Tar(path) => file_identity(path),
-        _ => None,
-    };
-    // A docker-archive has no manifest digest; its config pins every layer by diff_id.
-    let config_identity = match &opts.base {
-        ImageRef::DockerArchive { .. } => Some(format!(
-            "config:{}",
-            crate::digest::sha256_digest(&canonical(&base.config))
-        )),
-        _ => None,
-    };
-    let mut base_id: Option<String> = match (&base.manifest_digest, &tar_identity, cache) {
-        (Some(d), _, _) => Some(d.clone()),
-        (None, _, _) if config_identity.is_some() => config_identity.clone(),
-        (None, Some(fid), Some(c)) => c
-            .get_json("file-digest", fid)
-            .and_then(|v| v.as_str().map(str::to_string)),
-        _ => None,
-    };
-    let key = base_id.as_ref().map(|b| cache_key(&opts, b));
-    let mut cached: Option<Prepared> = None;
-    if let (Some(k), Some(c)) = (&key, cache) {
-        if let Some(prep) = c
-            .get_json("prepared", k)
-            .and_then(|v| serde_json::from_value::<Prepared>(v).ok())
-        {
-            // Every blob is checked before any is staged: a partial hit must leave
-            // nothing in the staging layout.
-            let mut srcs = Vec::with_capacity(prep.layers.len());
-            for l in &prep.layers {
-                match c.verified_blob(&l.digest) {
-                    Ok(Some(src)) => srcs.push((src, &l.digest)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        eprintln!("warning: local cache: {e:#}; building without it");
-                        break;
-                    }
-                }
-            }
-            let ok = srcs.len() == prep.layers.len();
-            if ok {
-                for (src, digest) in &srcs {
-                    staging.add_cached(src, digest)?;
-                }
-                p.log(&format!(
-                    "cache hit: reusing {} base/recipe layer(s) from {}",
-                    prep.layers.len(),
-                    c.root().display()
-                ));
-                cached = Some(prep);
-            }
-        }
-    }
-    let mut cache_source = if cached.is_some() { "local" } else { "none" };
-    if cached.is_none() && !opts.remote_cache.from.is_empty() {
-        cached = registry_cache_lookup(&opts, &staging, tar_identity.as_deref(), &mut base_id);
-        if cached.is_some() {
-            cache_source = "registry";
-        }
-    }
-    let cache_hit = cached.is_some();
-    let (prep, full_fs) = match cached {
-        Some(prep) => (prep, None),
-        None => {
-            let (prep, fs) = prepare(&opts, &mut base, &staging)?;
-            (prep, Some(fs))
-        }
-    };
-    let (art_layer, artifacts_digest, afs) = artifacts_layer(&opts, &prep, &staging)?;
-    // The gate: on the complete result when we have it, else on what is new.
+    sweep_stale(opts);
+    Ok(())
+}
+
+/// The artifacts layer (if the recipe has artifacts), after the gates passed.
+struct ArtifactsLayer {
+    output: Option<LayerOutput>,
+    digest: Option<Digest>,
+}
+
+/// Writes the artifacts layer, then runs the gates: on the complete result when this
+/// build has it (a miss), else on what is new.
+fn artifacts_phase(
+    opts: &BuildOptions,
+    prep: &Prepared,
+    staging: &Staging,
+    full_fs: Option<Rootfs>,
+) -> Result<ArtifactsLayer> {
+    let (output, digest, afs) = artifacts_layer(opts, prep, staging)?;
     match full_fs {
         Some(mut fs) => {
             steps::merge_artifacts(&mut fs, &afs)?;
@@ -912,158 +735,152 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
         }
         None => steps::artifact_gates(&afs, &opts.recipe)?,
     }
+    Ok(ArtifactsLayer {
+        output,
+        digest: digest.as_deref().map(Digest::parse).transpose()?,
+    })
+}
+
+/// The layers of the result, in order: the prepared ones (marked when cached), then
+/// the artifacts layer.
+fn result_layers(
+    opts: &BuildOptions,
+    prep: &Prepared,
+    cache_hit: bool,
+    art: &ArtifactsLayer,
+) -> Result<Vec<LayerSummary>> {
     let mut layers: Vec<LayerSummary> = prep.layers.clone();
     if cache_hit {
         for l in &mut layers {
             l.action = format!("cached ({})", l.action);
         }
     }
-    if let Some(a) = &art_layer {
-        p.log(&format!(
+    if let Some(a) = &art.output {
+        opts.progress.log(&format!(
             "artifacts layer {} ({} entries, {} bytes)",
             a.digest, a.entries, a.size
         ));
         layers.push(LayerSummary::new(a.clone(), "new")?);
     }
-    // Config, record, manifest.
+    Ok(layers)
+}
+
+/// The image documents, staged as blobs.
+struct Assembled {
+    created: String,
+    config: crate::oci::ImageConfig,
+    config_bytes: Vec<u8>,
+    record: BuildRecord,
+    manifest: crate::oci::Manifest,
+    manifest_bytes: Vec<u8>,
+    digest: Digest,
+}
+
+/// Config, record and manifest (see [`crate::assemble`]), written to the staging blobs.
+fn assemble(
+    opts: &BuildOptions,
+    base: &BaseImage,
+    identity: &BaseIdentity,
+    prep: &Prepared,
+    layers: &[LayerSummary],
+    art: &ArtifactsLayer,
+    staging: &Staging,
+) -> Result<Assembled> {
+    use crate::assemble as a;
     let created = rfc3339(opts.epoch);
-    let mut config = crate::assemble::image_config(
+    let mut config = a::image_config(
         &base.config,
-        &layers,
+        layers,
         &opts.recipe,
         &opts.build_args,
         &created,
     )?;
-    let artifacts_digest = artifacts_digest.as_deref().map(Digest::parse).transpose()?;
-    let new_layers = crate::assemble::NewLayers::describe(
+    let new_layers = a::NewLayers::describe(
         &opts.recipe,
         opts.purge_mode,
         prep.layers.len() > base.layers.len(),
-        art_layer.as_ref().map(|_| artifacts_digest.as_ref()),
+        art.output.as_ref().map(|_| art.digest.as_ref()),
     );
-    config.history = crate::assemble::history(
+    config.history = a::history(
         std::mem::take(&mut config.history),
         base.layers.len(),
         &created,
         &new_layers,
     );
-    let base_digest = base
-        .manifest_digest
-        .clone()
-        .or_else(|| base_id.clone())
-        .or_else(|| base.layers.first().and_then(|l| l.digest.clone()));
-    let record = crate::assemble::record(
-        &opts,
-        crate::assemble::RecordInputs {
+    let record = a::record(
+        opts,
+        a::RecordInputs {
             base_name: &base.name,
-            base_digest,
-            artifacts_digest,
+            base_digest: identity.learned(base),
+            artifacts_digest: art.digest.clone(),
             init_target: &prep.init_target,
         },
     )?;
     let config_bytes = canonical(&config);
-    let config_digest = staging.put_blob(&config_bytes)?;
-    let manifest = crate::assemble::manifest(
-        crate::assemble::config_descriptor(&config_bytes),
-        &layers,
+    staging.put_blob(&config_bytes)?;
+    let manifest = a::manifest(
+        a::config_descriptor(&config_bytes),
+        layers,
         &created,
         &record,
     );
     let manifest_bytes = canonical(&manifest);
-    let digest = staging.put_blob(&manifest_bytes)?;
-    let total_size = layers.iter().map(|l| l.size).sum::<u64>()
-        + config_bytes.len() as u64
-        + manifest_bytes.len() as u64;
+    let digest = Digest::parse(&staging.put_blob(&manifest_bytes)?)?;
+    Ok(Assembled {
+        created,
+        config,
+        config_bytes,
+        record,
+        manifest,
+        manifest_bytes,
+        digest,
+    })
+}
 
-    // Remember the expensive part before publishing moves the staging dir away.
-    if let (Some(c), false) = (cache, cache_hit) {
-        let id = base
-            .manifest_digest
-            .clone()
-            .or(config_identity.clone())
-            .or_else(|| {
-                let d = base.layers.first().and_then(|l| l.digest.clone())?;
-                if let Some(fid) = &tar_identity {
-                    let _ = c.put_json("file-digest", fid, &json!(d));
-                }
-                Some(d)
-            });
-        if let Some(id) = id {
-            let mut stored = true;
-            for l in &prep.layers {
-                let src = staging.blobs().join(crate::digest::digest_hex(&l.digest)?);
-                stored &= c.insert_blob_file(&src, &l.digest).is_ok();
-            }
-            if stored {
-                c.put_json(
-                    "prepared",
-                    &cache_key(&opts, &id),
-                    &serde_json::to_value(&prep)?,
-                )?;
-            }
-        }
-    }
-    if let Some(to) = &opts.remote_cache.to {
-        registry_cache_push(&opts, to, &prep, &staging, &base, base_id.as_deref());
-    }
+/// Writes the side outputs (SBOM, record) in full, publishes the image (or pushes
+/// it), then renames everything into place together: a failure before the commit
+/// leaves the old image and files as they were.
+fn publish(
+    opts: &BuildOptions,
+    staging: Staging,
+    layers: &[LayerSummary],
+    done: &Assembled,
+) -> Result<()> {
     // SBOM of the final image, read back from the staged layers (cache hits included).
     let sbom = match &opts.sbom {
         Some(_) => Some(crate::sbom::for_staged_image(
             &staging.blobs(),
-            &layers,
-            &config.to_value(),
+            layers,
+            &done.config.to_value(),
             &opts.recipe,
             opts.epoch,
-            p,
+            &opts.progress,
         )?),
         None => None,
     };
-    // Side outputs are written in full before anything is published (or pushed), then
-    // renamed into place with the image: a failure leaves the old image and files as
-    // they were.
     let mut side = Vec::new();
     if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
         side.push(SideOutput::write(path, bytes)?);
     }
     if let Some(path) = &opts.record {
-        side.push(SideOutput::write(path, &record.pretty()?)?);
+        side.push(SideOutput::write(path, &done.record.pretty()?)?);
     }
     let pending = crate::sink::finish(
         staging,
         &opts.output,
         &Built {
-            manifest_digest: &digest,
-            manifest: &manifest,
-            manifest_size: manifest_bytes.len() as u64,
+            manifest_digest: &done.digest,
+            manifest: &done.manifest,
+            manifest_size: done.manifest_bytes.len() as u64,
             epoch: opts.epoch,
-            sbom: sbom.as_deref().map(|b| (b, created.as_str())),
+            sbom: sbom.as_deref().map(|b| (b, done.created.as_str())),
         },
         &opts.open.registry,
     )?;
-    {
-        let _commit = crate::scratch::commit_section();
-        pending.commit()?;
-        for s in side {
-            s.commit()?;
-        }
+    let _commit = crate::scratch::commit_section();
+    pending.commit()?;
+    for s in side {
+        s.commit()?;
     }
-    Ok(BuildSummary {
-        output: opts.output.to_string(),
-        digest,
-        config_digest,
-        manifest_size: manifest_bytes.len() as u64,
-        layers,
-        total_size,
-        purged: prep.purged.clone(),
-        not_installed: prep.not_installed.clone(),
-        files_removed: prep.files_removed,
-        bytes_removed: prep.bytes_removed,
-        init_size: prep.init_size,
-        init_target: prep.init_target.clone(),
-        landlock_warnings: prep.landlock_warnings.clone(),
-        cache_hit,
-        cache_source,
-        seconds: t0.elapsed().as_secs_f64(),
-        record,
-    })
+    Ok(())
 }

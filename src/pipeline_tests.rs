@@ -897,7 +897,7 @@ fn audit_reports_toolchain_elves_hidden_by_whiteouts() {
 
 #[test]
 fn cache_key_covers_every_input_of_the_cached_part() {
-    use crate::pipeline::key_for;
+    use crate::build_cache::key_for;
     let t = tempfile::tempdir().unwrap();
     let o = || {
         opts(
