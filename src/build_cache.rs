@@ -136,7 +136,7 @@ pub enum CacheSource {
 /// The outcome of the cache phase. A hit's layers are already staged.
 pub(crate) enum CacheLookup {
     Hit {
-        prepared: Prepared,
+        prepared: Box<Prepared>,
         source: CacheSource,
     },
     Miss,
@@ -154,14 +154,14 @@ pub(crate) fn lookup(
     };
     if let Some(prepared) = local_lookup(opts, c, staging, identity)? {
         return Ok(CacheLookup::Hit {
-            prepared,
+            prepared: Box::new(prepared),
             source: CacheSource::Local,
         });
     }
     if !opts.remote_cache.from.is_empty() {
         if let Some(prepared) = registry_lookup(opts, c, staging, identity) {
             return Ok(CacheLookup::Hit {
-                prepared,
+                prepared: Box::new(prepared),
                 source: CacheSource::Registry,
             });
         }

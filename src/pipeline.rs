@@ -659,7 +659,7 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
     let mut identity = BaseIdentity::resolve(&opts, &base);
     let (prep, full_fs, cache_source) =
         match crate::build_cache::lookup(&opts, &staging, &mut identity)? {
-            CacheLookup::Hit { prepared, source } => (prepared, None, source),
+            CacheLookup::Hit { prepared, source } => (*prepared, None, source),
             CacheLookup::Miss => {
                 let (prep, fs) = prepare(&opts, &mut base, &staging)?;
                 (prep, Some(fs), CacheSource::None)
