@@ -25,10 +25,14 @@ pub(crate) struct Prepared {
     /// /etc/passwd and /etc/group of the result, to resolve artifact owners.
     pub passwd: String,
     pub group: String,
-    /// Ancestors of the artifacts destination as they are in the result
-    /// (path, mode, uid, gid, mtime): the artifacts layer repeats them.
-    pub ancestors: Vec<(String, u32, u64, u64, u64)>,
+    /// Ancestors of the artifacts destination as they are in the result: the
+    /// artifacts layer repeats them.
+    pub ancestors: Vec<Ancestor>,
 }
+
+/// A directory as it is in the result: (path, mode, uid, gid, mtime). A tuple, so
+/// cache records keep their on-disk form (a JSON array).
+pub(crate) type Ancestor = (String, u32, u64, u64, u64);
 
 /// Who the base is: the one identity the cache is keyed on and the record names.
 pub(crate) struct BaseIdentity {

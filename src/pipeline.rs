@@ -11,10 +11,7 @@ use crate::record::BuildRecord;
 use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
 use crate::scratch::{Purpose, ScratchDir};
 use crate::sink::{Built, SideOutput, Staging};
-use crate::source::{
-    open_image, BaseImage, Compression, OpenOptions, MT_OCI_LAYER, MT_OCI_LAYER_GZIP,
-    MT_OCI_LAYER_ZSTD,
-};
+use crate::source::{open_image, BaseImage, Compression, OpenOptions};
 use crate::steps::{self, StepOptions, StepsReport};
 use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
@@ -172,14 +169,6 @@ pub fn index_base_spilling(
         );
     }
     Ok(fs)
-}
-
-fn oci_media_type(c: Compression) -> &'static str {
-    match c {
-        Compression::None => MT_OCI_LAYER,
-        Compression::Gzip => MT_OCI_LAYER_GZIP,
-        Compression::Zstd => MT_OCI_LAYER_ZSTD,
-    }
 }
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
@@ -416,7 +405,7 @@ fn write_upper(
     Ok(Some(w.finish()?))
 }
 
-use crate::build_cache::{BaseIdentity, CacheLookup, CacheSource, Prepared};
+use crate::build_cache::{Ancestor, BaseIdentity, CacheLookup, CacheSource, Prepared};
 
 /// Removes what killed builds left beside this build's outputs (staging layouts,
 /// spill directories, temp files), never anything in use or not ours.
@@ -444,24 +433,11 @@ fn prepare(
     base: &mut BaseImage,
     staging: &Staging,
 ) -> Result<(Prepared, Rootfs)> {
-    let p = &opts.progress;
-    // Rewrite mode reads purged layers twice: keep them uncompressed after the first pass.
-    // Beside the staging dir: removed on a signal, swept when a killed build left it.
-    let spill = match opts.purge_mode {
-        PurgeMode::Rewrite => {
-            let parent = crate::scratch::parent_dir(staging.path());
-            Some(
-                ScratchDir::create_in(&parent, Purpose::Spill, true).with_context(|| {
-                    format!("cannot create a spill directory in {}", parent.display())
-                })?,
-            )
-        }
-        PurgeMode::Whiteout => None,
-    };
+    let spill = spill_dir(opts, staging)?;
     let mut fs = index_base_spilling(
         base,
         &IndexOptions::default(),
-        p,
+        &opts.progress,
         spill.as_ref().map(|d| d.path()),
     )?;
     let step_opts = StepOptions {
@@ -470,6 +446,39 @@ fn prepare(
         epoch: opts.epoch,
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
+    log_purge(&opts.progress, &rep);
+    materialize(&mut fs, base)?;
+    let mut layers = write_base_layers(opts, base, &fs, staging)?;
+    let whiteouts = opts.purge_mode == PurgeMode::Whiteout;
+    if let Some(u) = write_upper(&fs, staging, &opts.compression, opts.epoch, whiteouts)? {
+        opts.progress.log(&format!(
+            "recipe layer {} ({} entries, {} bytes)",
+            u.digest, u.entries, u.size
+        ));
+        layers.push(LayerSummary::new(u, "new")?);
+    }
+    // The spilled copies go away with `spill` here.
+    for l in &mut base.layers {
+        l.spill = None;
+    }
+    drop(spill);
+    let ancestors = artifact_ancestors(&fs, &opts.recipe, opts.epoch)?;
+    Ok((prepared(layers, &rep, &fs, ancestors), fs))
+}
+
+/// Rewrite mode reads purged layers twice: keep them uncompressed after the first
+/// pass, beside the staging dir (removed on a signal, swept when a killed build left it).
+fn spill_dir(opts: &BuildOptions, staging: &Staging) -> Result<Option<ScratchDir>> {
+    if opts.purge_mode != PurgeMode::Rewrite {
+        return Ok(None);
+    }
+    let parent = crate::scratch::parent_dir(staging.path());
+    let dir = ScratchDir::create_in(&parent, Purpose::Spill, true)
+        .with_context(|| format!("cannot create a spill directory in {}", parent.display()))?;
+    Ok(Some(dir))
+}
+
+fn log_purge(p: &Progress, rep: &StepsReport) {
     if let Some(pr) = &rep.purge {
         p.log(&format!(
             "purged {} package(s) ({} files, {:.1} MiB){}",
@@ -483,26 +492,28 @@ fn prepare(
             }
         ));
     }
-    materialize(&mut fs, base)?;
+}
+
+/// Every base layer into the staging layout: rewritten (rewrite mode, when it holds
+/// removed paths), recompressed (an uncompressed base layer), or copied as it is.
+fn write_base_layers(
+    opts: &BuildOptions,
+    base: &BaseImage,
+    fs: &Rootfs,
+    staging: &Staging,
+) -> Result<Vec<LayerSummary>> {
+    let p = &opts.progress;
     let settings = &opts.compression;
-    let mut layers = Vec::new();
-    let mask = rewrite_mask(&fs);
+    let mask = rewrite_mask(fs);
     let mut carried = BTreeMap::new();
+    let mut layers = Vec::new();
     for (i, l) in base.layers.iter().enumerate() {
         let touched = opts.purge_mode == PurgeMode::Rewrite && (mask >> i.min(127)) & 1 == 1;
-        let bar = p.bytes(
-            &format!(
-                "{} {}",
-                if touched { "rewriting" } else { "copying" },
-                l.label
-            ),
-            l.size,
-        );
+        let verb = if touched { "rewriting" } else { "copying" };
+        let bar = p.bytes(&format!("{verb} {}", l.label), l.size);
         let (out, action) = if touched {
-            (
-                rewrite_layer(&fs, base, i, staging, settings, opts.epoch, &mut carried)?,
-                "rewritten",
-            )
+            let out = rewrite_layer(fs, base, i, staging, settings, opts.epoch, &mut carried)?;
+            (out, "rewritten")
         } else if l.compression == Compression::None
             && settings.algorithm != crate::compress::Algorithm::None
         {
@@ -512,20 +523,7 @@ fn prepare(
                 "recompressed",
             )
         } else {
-            staging.copy_layer(l)?;
-            let digest = l.digest.clone().unwrap_or_default();
-            let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
-            (
-                LayerOutput {
-                    digest,
-                    size: l.size,
-                    diff_id: l.diff_id.clone().unwrap_or_default(),
-                    media_type: oci_media_type(l.compression).into(),
-                    path,
-                    entries: 0,
-                },
-                "reused",
-            )
+            (reuse_layer(l, staging)?, "reused")
         };
         p.done(
             bar,
@@ -536,53 +534,67 @@ fn prepare(
         );
         layers.push(LayerSummary::new(out, action)?);
     }
-    if let Some(u) = write_upper(
-        &fs,
-        staging,
-        settings,
-        opts.epoch,
-        opts.purge_mode == PurgeMode::Whiteout,
-    )? {
-        p.log(&format!(
-            "recipe layer {} ({} entries, {} bytes)",
-            u.digest, u.entries, u.size
-        ));
-        layers.push(LayerSummary::new(u, "new")?);
-    }
-    // The spilled copies go away with `spill` at the end of this function.
-    for l in &mut base.layers {
-        l.spill = None;
-    }
-    drop(spill);
+    Ok(layers)
+}
+
+/// A base layer copied byte for byte into the staging layout.
+fn reuse_layer(l: &crate::source::LayerBlob, staging: &Staging) -> Result<LayerOutput> {
+    staging.copy_layer(l)?;
+    let digest = l.digest.clone().unwrap_or_default();
+    let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
+    Ok(LayerOutput {
+        digest,
+        size: l.size,
+        diff_id: l.diff_id.clone().unwrap_or_default(),
+        media_type: MediaType::oci_layer(l.compression).to_string(),
+        path,
+        entries: 0,
+    })
+}
+
+/// Ancestors of the artifacts destination as they are in the result (path, mode,
+/// uid, gid, mtime): the artifacts layer repeats them, cached or not.
+fn artifact_ancestors(fs: &Rootfs, recipe: &Recipe, epoch: u64) -> Result<Vec<Ancestor>> {
     let mut ancestors = Vec::new();
-    if let Some(a) = &opts.recipe.artifacts {
-        let dest = crate::rootfs::normalize(&a.dest)?;
-        let mut cur = String::new();
-        for c in dest.split('/').filter(|c| !c.is_empty()) {
-            if !cur.is_empty() {
-                cur.push('/');
-            }
-            cur.push_str(c);
-            if cur == dest {
-                break;
-            }
-            if let Some(n) = fs.nodes.get(&cur) {
-                let mtime = if n.layer.is_some() && !n.modified {
-                    n.mtime.min(opts.epoch)
-                } else {
-                    opts.epoch
-                };
-                ancestors.push((cur.clone(), n.mode, n.uid, n.gid, mtime));
-            }
+    let Some(a) = &recipe.artifacts else {
+        return Ok(ancestors);
+    };
+    let dest = crate::rootfs::normalize(&a.dest)?;
+    let mut cur = String::new();
+    for c in dest.split('/').filter(|c| !c.is_empty()) {
+        if !cur.is_empty() {
+            cur.push('/');
+        }
+        cur.push_str(c);
+        if cur == dest {
+            break;
+        }
+        if let Some(n) = fs.nodes.get(&cur) {
+            let mtime = if n.layer.is_some() && !n.modified {
+                n.mtime.min(epoch)
+            } else {
+                epoch
+            };
+            ancestors.push((cur.clone(), n.mode, n.uid, n.gid, mtime));
         }
     }
+    Ok(ancestors)
+}
+
+/// What the cache keeps of an uncached build.
+fn prepared(
+    layers: Vec<LayerSummary>,
+    rep: &StepsReport,
+    fs: &Rootfs,
+    ancestors: Vec<Ancestor>,
+) -> Prepared {
     let text = |path: &str| {
         fs.read(path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
     let purge = rep.purge.as_ref();
-    let prepared = Prepared {
+    Prepared {
         layers,
         purged: purge
             .map(|p| p.plan.removed.iter().map(|r| r.name.clone()).collect())
@@ -598,8 +610,7 @@ fn prepare(
         passwd: text("etc/passwd"),
         group: text("etc/group"),
         ancestors,
-    };
-    Ok((prepared, fs))
+    }
 }
 
 /// The artifacts layer: the artifacts plus their ancestor directories as they are
