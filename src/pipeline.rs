@@ -315,15 +315,10 @@ fn rewrite_layer(
     w.finish()
 }
 
-/// The new top layer: every added or modified node, its parent directories, and
-/// (in whiteout mode) whiteouts for removed base paths.
-fn write_upper(
-    fs: &Rootfs,
-    staging: &Staging,
-    settings: &Settings,
-    epoch: u64,
-    whiteouts: bool,
-) -> Result<Option<LayerOutput>> {
+/// The entries of the new top layer in archive order, each with whether it is a
+/// whiteout (`dir/.wh.name`): modified nodes, their parents, and (with `whiteouts`)
+/// one whiteout per removed base path that no removed parent's whiteout covers.
+fn upper_entries(fs: &Rootfs, whiteouts: bool) -> Vec<(String, bool)> {
     let mut emit: BTreeSet<String> = BTreeSet::new();
     for (k, n) in &fs.nodes {
         if n.modified {
@@ -356,7 +351,7 @@ fn write_upper(
         }
     }
     if emit.is_empty() && wh.is_empty() {
-        return Ok(None);
+        return Vec::new();
     }
     // Whiteouts sort among the entries by their own names; merge both sets.
     let mut all: Vec<(String, bool)> = emit.into_iter().map(|k| (k, false)).collect();
@@ -368,6 +363,22 @@ fn write_upper(
         all.push((format!("{dir}.wh.{name}"), true));
     }
     all.sort();
+    all
+}
+
+/// The new top layer: every added or modified node, its parent directories, and
+/// (in whiteout mode) whiteouts for removed base paths.
+fn write_upper(
+    fs: &Rootfs,
+    staging: &Staging,
+    settings: &Settings,
+    epoch: u64,
+    whiteouts: bool,
+) -> Result<Option<LayerOutput>> {
+    let all = upper_entries(fs, whiteouts);
+    if all.is_empty() {
+        return Ok(None);
+    }
     let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
     for (k, is_wh) in all {
         if is_wh {
