@@ -519,112 +519,16 @@ pub fn compare(
         &skip,
         &mut report.config,
     );
-    // Annotations, with the build record compared field by field.
-    let (aa, ba) = (a.annotations(), b.annotations());
-    let keys: BTreeSet<&String> = aa.keys().chain(ba.keys()).collect();
-    for k in keys {
-        let (x, y) = (aa.get(k), ba.get(k));
-        if x == y || (ignore_timestamps && is_timestamp_field(k)) {
-            continue;
-        }
-        let parse = |s: Option<&String>| {
-            s.and_then(|s| BuildRecord::parse(s).ok())
-                .map(|r| r.to_value())
-        };
-        if k == RECORD_ANNOTATION {
-            if let (Some(px), Some(py)) = (parse(x), parse(y)) {
-                json_diff(k, Some(&px), Some(&py), &skip, &mut report.annotations);
-                continue;
-            }
-        }
-        json_diff(
-            k,
-            x.map(|s| Value::String(s.clone())).as_ref(),
-            y.map(|s| Value::String(s.clone())).as_ref(),
-            &|_| false,
-            &mut report.annotations,
-        );
-    }
+    report.annotations = annotation_changes(a, b, ignore_timestamps, &skip);
     a.index(progress)?;
     b.index(progress)?;
     let same_count = a.base.layers.len() == b.base.layers.len();
     let n = a.base.layers.len().max(b.base.layers.len());
     for i in 0..n {
         let (la, lb) = (a.base.layers.get(i), b.base.layers.get(i));
-        let mut lc = LayerChange {
-            index: i + 1,
-            status: String::new(),
-            message: String::new(),
-            a_digest: la.and_then(|l| l.digest.clone()),
-            b_digest: lb.and_then(|l| l.digest.clone()),
-            a_diff_id: la.and_then(|l| l.diff_id.clone()),
-            b_diff_id: lb.and_then(|l| l.diff_id.clone()),
-            files: vec![],
-        };
-        match (la, lb) {
-            (Some(_), None) => {
-                lc.status = "only-in-a".into();
-                lc.message = format!("layer {}: only in the first image", i + 1);
-            }
-            (None, Some(_)) => {
-                lc.status = "only-in-b".into();
-                lc.message = format!("layer {}: only in the second image", i + 1);
-            }
-            (Some(x), Some(y)) => {
-                if lc.a_digest.is_some() && lc.a_digest == lc.b_digest {
-                    lc.status = "same".into();
-                    lc.message = format!("layer {}: same ({})", i + 1, short_digest(&lc.a_digest));
-                } else if lc.a_diff_id.is_some() && lc.a_diff_id == lc.b_diff_id {
-                    lc.status = "recompressed".into();
-                    lc.message = format!(
-                        "layer {}: same files, different {} bytes ({} vs {})",
-                        i + 1,
-                        compression_name(y),
-                        short_digest(&lc.a_digest),
-                        short_digest(&lc.b_digest)
-                    );
-                } else {
-                    lc.status = "different".into();
-                    if same_count {
-                        let ea = layer_entries(x)?;
-                        let eb = layer_entries(y)?;
-                        lc.files = diff_entries(&ea, &eb, ignore_timestamps);
-                        if lc.files.is_empty() {
-                            lc.status = "equivalent".into();
-                            lc.message = format!(
-                                "layer {}: different tar bytes, same entries{}",
-                                i + 1,
-                                if ignore_timestamps {
-                                    " (timestamps ignored)"
-                                } else {
-                                    " (entry order or tar headers differ)"
-                                }
-                            );
-                        } else {
-                            lc.message = format!(
-                                "layer {}: different content ({} {})",
-                                i + 1,
-                                lc.files.len(),
-                                if lc.files.len() == 1 {
-                                    "entry differs"
-                                } else {
-                                    "entries differ"
-                                }
-                            );
-                        }
-                    } else {
-                        lc.message = format!(
-                            "layer {}: different content (diff_id {} vs {})",
-                            i + 1,
-                            short_digest(&lc.a_diff_id),
-                            short_digest(&lc.b_diff_id)
-                        );
-                    }
-                }
-            }
-            (None, None) => {}
-        }
-        report.layers.push(lc);
+        report
+            .layers
+            .push(compare_layer(i, la, lb, same_count, ignore_timestamps)?);
     }
     let (fa, fb) = (
         fs_entries(a.fs.as_ref().expect("indexed")),
@@ -641,6 +545,133 @@ pub fn compare(
         && report.files.is_empty()
         && !layers_differ;
     Ok(report)
+}
+
+/// Annotations that differ; the build record is compared field by field.
+fn annotation_changes(
+    a: &Loaded,
+    b: &Loaded,
+    ignore_timestamps: bool,
+    skip: &dyn Fn(&str) -> bool,
+) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let (aa, ba) = (a.annotations(), b.annotations());
+    let keys: BTreeSet<&String> = aa.keys().chain(ba.keys()).collect();
+    for k in keys {
+        let (x, y) = (aa.get(k), ba.get(k));
+        if x == y || (ignore_timestamps && is_timestamp_field(k)) {
+            continue;
+        }
+        let parse = |s: Option<&String>| {
+            s.and_then(|s| BuildRecord::parse(s).ok())
+                .map(|r| r.to_value())
+        };
+        if k == RECORD_ANNOTATION {
+            if let (Some(px), Some(py)) = (parse(x), parse(y)) {
+                json_diff(k, Some(&px), Some(&py), skip, &mut out);
+                continue;
+            }
+        }
+        json_diff(
+            k,
+            x.map(|s| Value::String(s.clone())).as_ref(),
+            y.map(|s| Value::String(s.clone())).as_ref(),
+            &|_| false,
+            &mut out,
+        );
+    }
+    out
+}
+
+/// Layer `i` (0-based) of both images: same, recompressed, different (with the
+/// entries that differ when the layer counts match), or only in one image.
+fn compare_layer(
+    i: usize,
+    la: Option<&LayerBlob>,
+    lb: Option<&LayerBlob>,
+    same_count: bool,
+    ignore_timestamps: bool,
+) -> Result<LayerChange> {
+    let mut lc = LayerChange {
+        index: i + 1,
+        status: String::new(),
+        message: String::new(),
+        a_digest: la.and_then(|l| l.digest.clone()),
+        b_digest: lb.and_then(|l| l.digest.clone()),
+        a_diff_id: la.and_then(|l| l.diff_id.clone()),
+        b_diff_id: lb.and_then(|l| l.diff_id.clone()),
+        files: vec![],
+    };
+    match (la, lb) {
+        (Some(_), None) => {
+            lc.status = "only-in-a".into();
+            lc.message = format!("layer {}: only in the first image", i + 1);
+        }
+        (None, Some(_)) => {
+            lc.status = "only-in-b".into();
+            lc.message = format!("layer {}: only in the second image", i + 1);
+        }
+        (Some(_), Some(_)) if lc.a_digest.is_some() && lc.a_digest == lc.b_digest => {
+            lc.status = "same".into();
+            lc.message = format!("layer {}: same ({})", i + 1, short_digest(&lc.a_digest));
+        }
+        (Some(_), Some(y)) if lc.a_diff_id.is_some() && lc.a_diff_id == lc.b_diff_id => {
+            lc.status = "recompressed".into();
+            lc.message = format!(
+                "layer {}: same files, different {} bytes ({} vs {})",
+                i + 1,
+                compression_name(y),
+                short_digest(&lc.a_digest),
+                short_digest(&lc.b_digest)
+            );
+        }
+        (Some(x), Some(y)) => different_layer(&mut lc, x, y, same_count, ignore_timestamps)?,
+        (None, None) => {}
+    }
+    Ok(lc)
+}
+
+/// A layer whose files differ: the entries that do, when the layers line up.
+fn different_layer(
+    lc: &mut LayerChange,
+    x: &LayerBlob,
+    y: &LayerBlob,
+    same_count: bool,
+    ignore_timestamps: bool,
+) -> Result<()> {
+    let i = lc.index;
+    lc.status = "different".into();
+    if !same_count {
+        lc.message = format!(
+            "layer {i}: different content (diff_id {} vs {})",
+            short_digest(&lc.a_diff_id),
+            short_digest(&lc.b_diff_id)
+        );
+        return Ok(());
+    }
+    lc.files = diff_entries(&layer_entries(x)?, &layer_entries(y)?, ignore_timestamps);
+    if lc.files.is_empty() {
+        lc.status = "equivalent".into();
+        lc.message = format!(
+            "layer {i}: different tar bytes, same entries{}",
+            if ignore_timestamps {
+                " (timestamps ignored)"
+            } else {
+                " (entry order or tar headers differ)"
+            }
+        );
+    } else {
+        lc.message = format!(
+            "layer {i}: different content ({} {})",
+            lc.files.len(),
+            if lc.files.len() == 1 {
+                "entry differs"
+            } else {
+                "entries differ"
+            }
+        );
+    }
+    Ok(())
 }
 
 fn compression_name(l: &LayerBlob) -> &'static str {
