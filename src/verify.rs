@@ -414,22 +414,80 @@ pub struct VerifyReport {
     pub kept: Option<PathBuf>,
 }
 
+/// The build record of the image to verify; none is an error saying why.
+fn image_record(l: &Loaded) -> Result<BuildRecord> {
+    l.record()?.ok_or_else(|| {
+        anyhow!(
+            "{} has no build record (annotation {}): not built by nemoclaw-build, or stored in a format without manifest annotations",
+            l.name,
+            diff::RECORD_ANNOTATION
+        )
+    })
+}
+
+/// `--twice`: two child builds in different environments (umask, TZ, locale,
+/// threads, artifact copies with other order, times and modes). Returns their
+/// manifest digests and output references.
+fn build_twice(
+    spec: &BuildSpec,
+    root: &Path,
+    progress: &Progress,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mutate = std::env::var(MUTATE_ENV).ok().filter(|s| !s.is_empty());
+    let (mut builds, mut outputs) = (Vec::new(), Vec::new());
+    for (i, c) in CHILDREN.iter().enumerate() {
+        let work = root.join(format!("build{}", i + 1));
+        std::fs::create_dir_all(&work)?;
+        let mut s = spec.clone();
+        if let Some(src) = &spec.artifacts {
+            let dst = work.join(if src.is_file() {
+                "artifacts.tar"
+            } else {
+                "artifacts"
+            });
+            copy_artifacts(&absolute(src)?, &dst, &perturbation(i, mutate.clone()))?;
+            s.artifacts = Some(dst);
+        }
+        let out = work.join("out");
+        s.output = format!("oci:{}:verify", out.display());
+        s.threads = Some(c.threads);
+        progress.log(&format!(
+            "build {}/2: umask {}, TZ={}, LC_ALL={}, {} thread(s), {}",
+            i + 1,
+            c.umask,
+            c.tz,
+            c.locale,
+            c.threads,
+            work.display()
+        ));
+        let d = run_child(&s, &work, c)?;
+        progress.log(&format!("build {}/2: {d}", i + 1));
+        builds.push(d);
+        outputs.push(s.output.clone());
+    }
+    Ok((builds, outputs))
+}
+
+/// How child `i` copies the artifacts (the second one differently in every way
+/// that must not matter; `mutate` is the self-test's deliberate content change).
+fn perturbation(i: usize, mutate: Option<String>) -> Perturb {
+    Perturb {
+        reverse: i == 1,
+        mtime: SystemTime::UNIX_EPOCH
+            + Duration::from_secs(if i == 0 { 1_000_000_000 } else { 1_600_000_000 }),
+        file_mode: if i == 0 { 0o664 } else { 0o600 },
+        dir_mode: if i == 0 { 0o775 } else { 0o700 },
+        mutate: if i == 1 { mutate } else { None },
+    }
+}
+
 fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     let progress = Progress::new(a.quiet || a.json);
     let mut image: Option<Loaded> = match &a.image {
         Some(i) => Some(diff::open(i, &OpenOptions::default())?),
         None => None,
     };
-    let record = match &image {
-        Some(l) => Some(l.record()?.ok_or_else(|| {
-            anyhow!(
-                "{} has no build record (annotation {}): not built by nemoclaw-build, or stored in a format without manifest annotations",
-                l.name,
-                diff::RECORD_ANNOTATION
-            )
-        })?),
-        None => None,
-    };
+    let record = image.as_ref().map(image_record).transpose()?;
     if image.is_none() && !a.twice {
         bail!("give an IMAGE to verify, or --twice with --base (and --artifacts/--recipe)");
     }
@@ -443,49 +501,10 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     if let Some(p) = &spec.recipe_path {
         spec.recipe_path = Some(absolute(p)?);
     }
-    let mut builds = Vec::new();
-    let mut outputs = Vec::new();
+    let (mut builds, mut outputs) = (Vec::new(), Vec::new());
     let mut mismatches = Vec::new();
     if a.twice {
-        let mutate = std::env::var(MUTATE_ENV).ok().filter(|s| !s.is_empty());
-        for (i, c) in CHILDREN.iter().enumerate() {
-            let work = root.join(format!("build{}", i + 1));
-            std::fs::create_dir_all(&work)?;
-            let mut s = spec.clone();
-            if let Some(src) = &spec.artifacts {
-                let dst = work.join(if src.is_file() {
-                    "artifacts.tar"
-                } else {
-                    "artifacts"
-                });
-                let perturb = Perturb {
-                    reverse: i == 1,
-                    mtime: SystemTime::UNIX_EPOCH
-                        + Duration::from_secs(if i == 0 { 1_000_000_000 } else { 1_600_000_000 }),
-                    file_mode: if i == 0 { 0o664 } else { 0o600 },
-                    dir_mode: if i == 0 { 0o775 } else { 0o700 },
-                    mutate: if i == 1 { mutate.clone() } else { None },
-                };
-                copy_artifacts(&absolute(src)?, &dst, &perturb)?;
-                s.artifacts = Some(dst);
-            }
-            let out = work.join("out");
-            s.output = format!("oci:{}:verify", out.display());
-            s.threads = Some(c.threads);
-            progress.log(&format!(
-                "build {}/2: umask {}, TZ={}, LC_ALL={}, {} thread(s), {}",
-                i + 1,
-                c.umask,
-                c.tz,
-                c.locale,
-                c.threads,
-                work.display()
-            ));
-            let d = run_child(&s, &work, c)?;
-            progress.log(&format!("build {}/2: {d}", i + 1));
-            builds.push(d);
-            outputs.push(s.output.clone());
-        }
+        (builds, outputs) = build_twice(&spec, &root, &progress)?;
     } else {
         let out = root.join("rebuild");
         let mut s = spec.clone();
