@@ -14,9 +14,10 @@
 //!    either the old image or the new one.
 use crate::digest::{digest_hex, sha256_digest, VerifyingReader};
 use crate::imageref::ImageRef;
+use crate::oci::{Descriptor, Digest, Index, MediaType};
 use crate::oci_layout::{self, LayoutState, REF_NAME};
 use crate::scratch::{self, parent_dir, Purpose, ScratchDir, ScratchFile};
-use crate::source::{BlobLocation, LayerBlob, MT_OCI_INDEX, MT_OCI_MANIFEST};
+use crate::source::{BlobLocation, LayerBlob};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::fs::File;
@@ -289,12 +290,15 @@ pub fn write_layout_index(
     tag: Option<&str>,
 ) -> Result<()> {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut desc =
-        json!({"mediaType": MT_OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size});
+    let mut desc = Descriptor::new(
+        MediaType::OciManifest,
+        Digest::parse(manifest_digest)?,
+        manifest_size,
+    );
     if let Some(t) = tag {
-        desc["annotations"] = json!({ REF_NAME: t });
+        desc.annotations.insert(REF_NAME.to_string(), t.to_string());
     }
-    let index = json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [desc]});
+    let index = Index::oci(vec![desc]);
     std::fs::write(dir.join("index.json"), crate::image::canonical(&index))?;
     Ok(())
 }

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// The empty config of an artifact (image-spec 1.1).
+pub const MT_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const EMPTY_JSON: &[u8] = b"{}";
+
 /// An image-spec descriptor. Fields this tool does not use (`urls`, `data`,
 /// `platform`) are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +51,18 @@ pub struct Manifest {
     pub schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<MediaType>,
+    /// Set on artifacts (an SBOM, a build cache), not on images.
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifact_type: Option<MediaType>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    /// The manifest an artifact refers to (referrers API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     #[serde(flatten)]
@@ -65,10 +79,29 @@ impl Manifest {
         Manifest {
             schema_version: 2,
             media_type: Some(MediaType::OciManifest),
+            artifact_type: None,
             config,
             layers,
+            subject: None,
             annotations,
             extra: BTreeMap::new(),
+        }
+    }
+
+    /// An OCI artifact manifest: `artifact_type`, an empty config, `layers`.
+    pub fn artifact(
+        artifact_type: MediaType,
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+    ) -> Manifest {
+        let empty = Descriptor::new(
+            MediaType::from(MT_EMPTY),
+            Digest::of(EMPTY_JSON),
+            EMPTY_JSON.len() as u64,
+        );
+        Manifest {
+            artifact_type: Some(artifact_type),
+            ..Manifest::oci(empty, layers, annotations)
         }
     }
 
