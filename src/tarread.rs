@@ -393,27 +393,7 @@ impl<R: Read> TarReader<R> {
         if name.contains('\0') {
             return Err(err("name contains a NUL byte".into()));
         }
-        let kind = match t {
-            b'0' | b'\0' => Kind::File,
-            b'1' => Kind::Hardlink,
-            b'2' => Kind::Symlink,
-            b'3' => Kind::Char,
-            b'4' => Kind::Block,
-            b'5' => Kind::Dir,
-            b'6' => Kind::Fifo,
-            b'7' => {
-                return Err(err(
-                    "contiguous file (type '7') is not supported by container runtimes".into(),
-                ))
-            }
-            b'S' => return Err(err("GNU sparse file (type 'S') is not supported".into())),
-            t => {
-                return Err(err(format!(
-                    "unknown entry type '{}'; readers disagree on what it is",
-                    (t as char).escape_default()
-                )))
-            }
-        };
+        let kind = entry_kind(t).map_err(err)?;
         // Python and Go turn an old-style ('\0') regular file ending in '/' into a
         // directory, Python judging by the header's own name field.
         if kind != Kind::Dir && (name.ends_with('/') || (t == b'\0' && hname.ends_with(b"/"))) {
@@ -463,25 +443,7 @@ impl<R: Read> TarReader<R> {
                 (Some(l), None) | (None, Some(l)) => l.clone(),
                 (None, None) => cstr(&hdr.b[157..257]).to_vec(),
             };
-            let l = std::str::from_utf8(&raw).map_err(|_| {
-                err(format!(
-                    "link target '{}' is not valid UTF-8",
-                    raw.escape_ascii()
-                ))
-            })?;
-            if l.is_empty() || l.contains('\0') {
-                return Err(err("empty link target or NUL in it".into()));
-            }
-            Some(if kind == Kind::Hardlink {
-                let t = normalize(l)
-                    .map_err(|e| err(format!("hardlink has unsafe target '{l}': {e}")))?;
-                if t.is_empty() {
-                    return Err(err("hardlink to the root directory".into()));
-                }
-                t
-            } else {
-                l.to_string()
-            })
+            Some(link_target(kind, &raw).map_err(err)?)
         } else {
             None
         };
@@ -956,6 +918,47 @@ pub fn list_layer(path: &std::path::Path, out: &mut dyn Write) -> Result<()> {
     }
     tar.finish()?;
     Ok(())
+}
+
+/// The kind of a tar type flag; the types readers disagree on are refused.
+fn entry_kind(t: u8) -> std::result::Result<Kind, String> {
+    Ok(match t {
+        b'0' | b'\0' => Kind::File,
+        b'1' => Kind::Hardlink,
+        b'2' => Kind::Symlink,
+        b'3' => Kind::Char,
+        b'4' => Kind::Block,
+        b'5' => Kind::Dir,
+        b'6' => Kind::Fifo,
+        b'7' => {
+            return Err("contiguous file (type '7') is not supported by container runtimes".into())
+        }
+        b'S' => return Err("GNU sparse file (type 'S') is not supported".into()),
+        t => {
+            return Err(format!(
+                "unknown entry type '{}'; readers disagree on what it is",
+                (t as char).escape_default()
+            ))
+        }
+    })
+}
+
+/// A link's target: UTF-8, not empty, no NUL; a hardlink's normalized like a path
+/// (and never the root).
+fn link_target(kind: Kind, raw: &[u8]) -> std::result::Result<String, String> {
+    let l = std::str::from_utf8(raw)
+        .map_err(|_| format!("link target '{}' is not valid UTF-8", raw.escape_ascii()))?;
+    if l.is_empty() || l.contains('\0') {
+        return Err("empty link target or NUL in it".into());
+    }
+    if kind != Kind::Hardlink {
+        return Ok(l.to_string());
+    }
+    let t = normalize(l).map_err(|e| format!("hardlink has unsafe target '{l}': {e}"))?;
+    if t.is_empty() {
+        return Err("hardlink to the root directory".into());
+    }
+    Ok(t)
 }
 
 /// The name of a GNU long name (`L`) or long link name (`K`) header, for errors.
