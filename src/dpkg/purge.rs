@@ -667,39 +667,91 @@ fn apply_files(
     layout: &Layout,
     plan: &mut PurgePlan,
 ) -> Result<()> {
-    // Where a listed path of package `name` really is, honouring diversions (matched
-    // by name, like dpkg does; both sides are normalized).
-    let divs: HashMap<&str, &super::Diversion> =
-        db.diversions.iter().map(|d| (d.from.as_str(), d)).collect();
-    let real = |name: &str, path: &str| -> String {
-        match divs.get(path) {
+    let divs = Diverted::new(db);
+    let mut nodes = Nodes::new(layout);
+    let survivors = survivors(db, removed, &divs, &mut nodes);
+    let mut rm = removed_files(db, files, removed, &divs, &survivors, &mut nodes)?;
+    let gone = gone_names(db, removed, all_by_name);
+    drop_diversions(db, &gone, plan)?;
+
+    // Alternatives: a choice is gone when the node it names is removed.
+    let mut removed_nodes: HashSet<String> = HashSet::new();
+    for p in &rm {
+        if let Some((node, _)) = nodes.node(p) {
+            removed_nodes.insert(node);
+        }
+    }
+    let mut alts = AltCtx {
+        files,
+        removed_nodes: &removed_nodes,
+        survivors: &survivors,
+        nodes: &mut nodes,
+        rm: &mut rm,
+        plan,
+    };
+    for alt in &db.alternatives {
+        alts.apply(alt)?;
+    }
+
+    drop_triggers(db, files, removed, &gone, &mut rm, plan);
+    plan.remove_paths.extend(rm);
+    Ok(())
+}
+
+/// Where a listed path of a package really is, honouring diversions (matched by
+/// name, like dpkg does; both sides are normalized).
+struct Diverted<'a>(HashMap<&'a str, &'a super::Diversion>);
+
+impl<'a> Diverted<'a> {
+    fn new(db: &'a DpkgDb) -> Diverted<'a> {
+        Diverted(db.diversions.iter().map(|d| (d.from.as_str(), d)).collect())
+    }
+    fn real(&self, name: &str, path: &str) -> String {
+        match self.0.get(path) {
             Some(d) if d.package.as_deref() != Some(name) => d.to.clone(),
             _ => path.to_string(),
         }
-    };
-    let paths_of = |i: usize| -> Vec<&str> {
-        let p = &db.packages[i];
-        let mut v: Vec<&str> = db.lists[i].iter().flatten().map(String::as_str).collect();
-        v.extend(p.conffiles.iter().map(String::as_str));
-        tick(v.len());
-        v
-    };
+    }
+}
 
-    let mut nodes = Nodes::new(layout);
+/// Every path package `i` lists (files and conffiles).
+fn package_paths(db: &DpkgDb, i: usize) -> Vec<&str> {
+    let p = &db.packages[i];
+    let mut v: Vec<&str> = db.lists[i].iter().flatten().map(String::as_str).collect();
+    v.extend(p.conffiles.iter().map(String::as_str));
+    tick(v.len());
+    v
+}
+
+/// The nodes (and the symlinks leading to them) that surviving packages own.
+fn survivors(
+    db: &DpkgDb,
+    removed: &HashSet<usize>,
+    divs: &Diverted,
+    nodes: &mut Nodes,
+) -> Survivors {
     let mut survivors = Survivors::default();
-    for i in 0..db.packages.len() {
-        if removed.contains(&i) {
-            continue;
-        }
+    for i in (0..db.packages.len()).filter(|i| !removed.contains(i)) {
         let name = &db.packages[i].name;
-        for path in paths_of(i) {
-            if let Some((node, trace)) = nodes.node(&real(name, path)) {
+        for path in package_paths(db, i) {
+            if let Some((node, trace)) = nodes.node(&divs.real(name, path)) {
                 survivors.links.extend(trace.iter().cloned());
                 survivors.nodes.insert(node);
             }
         }
     }
+    survivors
+}
 
+/// The files of removed packages that no survivor needs, and their info files.
+fn removed_files(
+    db: &DpkgDb,
+    files: &DbFiles,
+    removed: &HashSet<usize>,
+    divs: &Diverted,
+    survivors: &Survivors,
+    nodes: &mut Nodes,
+) -> Result<BTreeSet<String>> {
     let mut rm: BTreeSet<String> = BTreeSet::new();
     for &i in removed {
         let p = &db.packages[i];
@@ -711,9 +763,9 @@ fn apply_files(
                 p.arch
             );
         }
-        for path in paths_of(i) {
-            let r = real(&p.name, path);
-            if survivors.conflict(&mut nodes, &r).is_none() {
+        for path in package_paths(db, i) {
+            let r = divs.real(&p.name, path);
+            if survivors.conflict(nodes, &r).is_none() {
                 rm.insert(r);
             }
         }
@@ -729,30 +781,40 @@ fn apply_files(
             }
         }
     }
+    Ok(rm)
+}
 
-    // Diversions set up by removed packages go away with them (their postrm would run
-    // dpkg-divert --remove). Renaming a surviving package's diverted file back is not
-    // something a plan can express: refuse.
-    let removed_names: HashSet<&str> = removed
+/// Package names with no surviving instance (any architecture).
+fn gone_names<'a>(
+    db: &'a DpkgDb,
+    removed: &HashSet<usize>,
+    all_by_name: &HashMap<&str, Vec<usize>>,
+) -> HashSet<&'a str> {
+    removed
         .iter()
         .map(|&i| db.packages[i].name.as_str())
         .filter(|name| {
-            // a name is gone only if no instance of it survives
             let all = all_by_name.get(name).map(Vec::as_slice).unwrap_or(&[]);
             tick(all.len());
             all.iter().all(|j| removed.contains(j))
         })
-        .collect();
+        .collect()
+}
+
+/// Diversions set up by removed packages go away with them (their postrm would run
+/// dpkg-divert --remove). Renaming a surviving package's diverted file back is not
+/// something a plan can express: refuse.
+fn drop_diversions(db: &DpkgDb, gone: &HashSet<&str>, plan: &mut PurgePlan) -> Result<()> {
     let mut div_changed = false;
     let mut kept_divs = Vec::new();
     for d in &db.diversions {
         match d.package.as_deref() {
-            Some(pkg) if removed_names.contains(pkg) => {
+            Some(pkg) if gone.contains(pkg) => {
                 let others: Vec<&str> = db
                     .owner_of(&d.from)
                     .into_iter()
                     .filter(|o| *o != pkg)
-                    .filter(|o| !removed_names.contains(o))
+                    .filter(|o| !gone.contains(o))
                     .collect();
                 if !others.is_empty() {
                     bail!(
@@ -780,32 +842,24 @@ fn apply_files(
         plan.write_files
             .insert(DIVERSIONS_PATH.to_string(), out.into_bytes());
     }
+    Ok(())
+}
 
-    // Alternatives: a choice is gone when the node it names is removed.
-    let mut removed_nodes: HashSet<String> = HashSet::new();
-    for p in &rm {
-        if let Some((node, _)) = nodes.node(p) {
-            removed_nodes.insert(node);
-        }
-    }
-    let mut alts = AltCtx {
-        files,
-        removed_nodes: &removed_nodes,
-        survivors: &survivors,
-        nodes: &mut nodes,
-        rm: &mut rm,
-        plan,
-    };
-    for alt in &db.alternatives {
-        alts.apply(alt)?;
-    }
-
-    // Trigger interests name a package as `name` or `name:arch`.
+/// Trigger interests of removed packages go; a trigger file left empty goes too.
+/// Interests name a package as `name` or `name:arch`.
+fn drop_triggers(
+    db: &DpkgDb,
+    files: &DbFiles,
+    removed: &HashSet<usize>,
+    gone: &HashSet<&str>,
+    rm: &mut BTreeSet<String>,
+    plan: &mut PurgePlan,
+) {
     let mut removed_db_names: HashSet<String> = HashSet::new();
     for &i in removed {
         let p = &db.packages[i];
         removed_db_names.insert(format!("{}:{}", p.name, p.arch));
-        if removed_names.contains(p.name.as_str()) {
+        if gone.contains(p.name.as_str()) {
             removed_db_names.insert(p.name.clone());
         }
     }
@@ -845,9 +899,6 @@ fn apply_files(
             }
         }
     }
-
-    plan.remove_paths.extend(rm);
-    Ok(())
 }
 
 /// Rewrites of update-alternatives link groups whose choices lose files.
