@@ -182,11 +182,15 @@ fn local_lookup(
     let Some(id) = &identity.known else {
         return Ok(None);
     };
-    let Some(prep) = c
-        .get_json("prepared", &cache_key(opts, id))
-        .and_then(|v| serde_json::from_value::<Prepared>(v).ok())
-    else {
+    let Some(v) = c.get_json("prepared", &cache_key(opts, id)) else {
         return Ok(None);
+    };
+    let prep: Prepared = match serde_json::from_value(v) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: local cache: unreadable cache record ({e}); building without it");
+            return Ok(None);
+        }
     };
     // Every blob is checked before any is staged: a partial hit must leave
     // nothing in the staging layout.
@@ -339,5 +343,45 @@ pub(crate) fn registry_push(
     })();
     if let Err(e) = res {
         eprintln!("warning: cache-to registry://{to}: {e:#}; the image is not affected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache record as earlier versions wrote it (digests and media types as plain
+    /// strings, ancestors as arrays): still read, and written back the same.
+    #[test]
+    fn earlier_prepared_records_stay_readable() {
+        let d = crate::digest::sha256_digest(b"layer");
+        let i = crate::digest::sha256_digest(b"tar");
+        let old = serde_json::json!({
+            "layers": [{"digest": d, "diff_id": i, "size": 5,
+                        "media_type": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "action": "rewritten"}],
+            "purged": ["cc"], "not_installed": [], "files_removed": 3, "bytes_removed": 9,
+            "init_size": 1, "init_target": "/init", "landlock_warnings": [],
+            "passwd": "root:x:0:0::/root:/bin/sh\n", "group": "root:x:0:\n",
+            "ancestors": [["opt", 493, 0, 0, 1700000000]]
+        });
+        let p: Prepared = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(p.layers[0].digest, d);
+        assert_eq!(p.ancestors[0].0, "opt");
+        assert_eq!(serde_json::to_value(&p).unwrap(), old);
+    }
+
+    /// A record naming a digest that is not one is no hit (and names nothing on disk).
+    #[test]
+    fn a_record_with_a_bad_digest_is_refused() {
+        let bad = serde_json::json!({
+            "layers": [{"digest": "sha256:../../x", "diff_id": "sha256:00", "size": 5,
+                        "media_type": "x/y", "action": "new"}],
+            "purged": [], "not_installed": [], "files_removed": 0, "bytes_removed": 0,
+            "init_size": 0, "init_target": "", "landlock_warnings": [], "passwd": "",
+            "group": "", "ancestors": []
+        });
+        let e = serde_json::from_value::<Prepared>(bad).unwrap_err();
+        assert!(e.to_string().contains("invalid digest"), "{e}");
     }
 }

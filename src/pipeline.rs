@@ -906,3 +906,49 @@ fn publish(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::Node;
+
+    /// The recipe layer's plan: modified nodes with their parents, and one whiteout
+    /// per removed path that no removed parent's whiteout covers.
+    #[test]
+    fn upper_entries_plan_parents_and_whiteouts() {
+        let mut fs = Rootfs::new();
+        fs.insert("usr/bin/keep", Node::file(0o755, 0, 0, b"k".to_vec()))
+            .unwrap();
+        fs.insert("etc/new", Node::file(0o644, 0, 0, b"n".to_vec()))
+            .unwrap();
+        for n in fs.nodes.values_mut() {
+            n.modified = false;
+        }
+        fs.nodes.get_mut("etc/new").unwrap().modified = true;
+        // usr/bin/a and a whole opt/ tree were removed; srv/ was never an entry of
+        // any layer, only srv/y was.
+        for r in ["usr/bin/a", "opt", "opt/x", "srv/y"] {
+            fs.removed.insert(r.to_string());
+        }
+        let got = upper_entries(&fs, true);
+        let want: Vec<(String, bool)> = [
+            (".wh.opt", true),
+            ("etc", false),
+            ("etc/new", false),
+            ("srv", false),
+            ("srv/.wh.y", true),
+            ("usr", false),
+            ("usr/bin", false),
+            ("usr/bin/.wh.a", true),
+        ]
+        .iter()
+        .map(|(k, w)| (k.to_string(), *w))
+        .collect();
+        assert_eq!(got, want);
+        let plain = upper_entries(&fs, false);
+        assert_eq!(
+            plain,
+            vec![("etc".to_string(), false), ("etc/new".to_string(), false)]
+        );
+    }
+}
