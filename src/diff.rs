@@ -9,8 +9,10 @@
 //! Differences in compressed bytes alone do not make images different.
 use crate::digest::{digest_hex, sha256_digest};
 use crate::imageref::ImageRef;
+use crate::oci::Manifest;
 use crate::pipeline::index_base;
 use crate::progress::Progress;
+use crate::record::BuildRecord;
 use crate::rootfs::{default_capture, IndexOptions, Kind, Node, Rootfs};
 use crate::source::oci::{ArchiveStore, BlobStore};
 use crate::source::{open_image, BaseImage, LayerBlob, OpenOptions};
@@ -23,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
-pub const RECORD_ANNOTATION: &str = "dev.nemoclaw.build.record";
+pub use crate::record::RECORD_ANNOTATION;
 
 #[derive(Args)]
 pub struct DiffArgs {
@@ -51,7 +53,7 @@ pub struct DiffArgs {
 pub struct Loaded {
     pub name: String,
     pub base: BaseImage,
-    pub manifest: Option<Value>,
+    pub manifest: Option<Manifest>,
     pub fs: Option<Rootfs>,
 }
 
@@ -62,8 +64,8 @@ pub fn capture_for_inspection(path: &str, size: u64) -> bool {
             && (path.ends_with("/package.json") || path.ends_with("/package-lock.json")))
 }
 
-/// Reads the manifest JSON of an OCI image (dir or archive) by digest.
-pub fn read_manifest(r: &ImageRef, digest: &str) -> Result<Option<Value>> {
+/// Reads the manifest of an OCI image (dir or archive) by digest.
+pub fn read_manifest(r: &ImageRef, digest: &str) -> Result<Option<Manifest>> {
     let rel = format!("blobs/sha256/{}", digest_hex(digest)?);
     let bytes = match r {
         ImageRef::OciDir { path, .. } => std::fs::read(path.join(&rel))
@@ -76,9 +78,10 @@ pub fn read_manifest(r: &ImageRef, digest: &str) -> Result<Option<Value>> {
     if sha256_digest(&bytes) != digest {
         bail!("manifest {digest}: blob does not hash to its digest");
     }
-    Ok(Some(
-        serde_json::from_slice(&bytes).with_context(|| format!("manifest {digest}: bad JSON"))?,
-    ))
+    Ok(Some(Manifest::from_slice(
+        &bytes,
+        &format!("manifest {digest}"),
+    )?))
 }
 
 /// Opens an image (blobs and manifest only; call [`Loaded::index`] for files).
@@ -113,20 +116,19 @@ impl Loaded {
     pub fn annotations(&self) -> BTreeMap<String, String> {
         self.manifest
             .as_ref()
-            .and_then(|m| m.get("annotations"))
-            .and_then(|a| a.as_object())
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
+            .map(|m| m.annotations.clone())
             .unwrap_or_default()
     }
-    /// The build record of a nemoclaw-build image.
-    pub fn record(&self) -> Option<Value> {
-        self.annotations()
+    /// The build record of a nemoclaw-build image (None: the image has none); a
+    /// record that is there but malformed is an error naming the field.
+    pub fn record(&self) -> Result<Option<BuildRecord>> {
+        let Some(m) = &self.manifest else {
+            return Ok(None);
+        };
+        m.annotations
             .get(RECORD_ANNOTATION)
-            .and_then(|s| serde_json::from_str(s).ok())
+            .map(|s| BuildRecord::parse(s).with_context(|| self.name.clone()))
+            .transpose()
     }
 }
 
@@ -517,109 +519,16 @@ pub fn compare(
         &skip,
         &mut report.config,
     );
-    // Annotations, with the build record compared field by field.
-    let (aa, ba) = (a.annotations(), b.annotations());
-    let keys: BTreeSet<&String> = aa.keys().chain(ba.keys()).collect();
-    for k in keys {
-        let (x, y) = (aa.get(k), ba.get(k));
-        if x == y || (ignore_timestamps && is_timestamp_field(k)) {
-            continue;
-        }
-        let parse = |s: Option<&String>| s.and_then(|s| serde_json::from_str::<Value>(s).ok());
-        if k == RECORD_ANNOTATION {
-            if let (Some(px), Some(py)) = (parse(x), parse(y)) {
-                json_diff(k, Some(&px), Some(&py), &skip, &mut report.annotations);
-                continue;
-            }
-        }
-        json_diff(
-            k,
-            x.map(|s| Value::String(s.clone())).as_ref(),
-            y.map(|s| Value::String(s.clone())).as_ref(),
-            &|_| false,
-            &mut report.annotations,
-        );
-    }
+    report.annotations = annotation_changes(a, b, ignore_timestamps, &skip);
     a.index(progress)?;
     b.index(progress)?;
     let same_count = a.base.layers.len() == b.base.layers.len();
     let n = a.base.layers.len().max(b.base.layers.len());
     for i in 0..n {
         let (la, lb) = (a.base.layers.get(i), b.base.layers.get(i));
-        let mut lc = LayerChange {
-            index: i + 1,
-            status: String::new(),
-            message: String::new(),
-            a_digest: la.and_then(|l| l.digest.clone()),
-            b_digest: lb.and_then(|l| l.digest.clone()),
-            a_diff_id: la.and_then(|l| l.diff_id.clone()),
-            b_diff_id: lb.and_then(|l| l.diff_id.clone()),
-            files: vec![],
-        };
-        match (la, lb) {
-            (Some(_), None) => {
-                lc.status = "only-in-a".into();
-                lc.message = format!("layer {}: only in the first image", i + 1);
-            }
-            (None, Some(_)) => {
-                lc.status = "only-in-b".into();
-                lc.message = format!("layer {}: only in the second image", i + 1);
-            }
-            (Some(x), Some(y)) => {
-                if lc.a_digest.is_some() && lc.a_digest == lc.b_digest {
-                    lc.status = "same".into();
-                    lc.message = format!("layer {}: same ({})", i + 1, short_digest(&lc.a_digest));
-                } else if lc.a_diff_id.is_some() && lc.a_diff_id == lc.b_diff_id {
-                    lc.status = "recompressed".into();
-                    lc.message = format!(
-                        "layer {}: same files, different {} bytes ({} vs {})",
-                        i + 1,
-                        compression_name(y),
-                        short_digest(&lc.a_digest),
-                        short_digest(&lc.b_digest)
-                    );
-                } else {
-                    lc.status = "different".into();
-                    if same_count {
-                        let ea = layer_entries(x)?;
-                        let eb = layer_entries(y)?;
-                        lc.files = diff_entries(&ea, &eb, ignore_timestamps);
-                        if lc.files.is_empty() {
-                            lc.status = "equivalent".into();
-                            lc.message = format!(
-                                "layer {}: different tar bytes, same entries{}",
-                                i + 1,
-                                if ignore_timestamps {
-                                    " (timestamps ignored)"
-                                } else {
-                                    " (entry order or tar headers differ)"
-                                }
-                            );
-                        } else {
-                            lc.message = format!(
-                                "layer {}: different content ({} {})",
-                                i + 1,
-                                lc.files.len(),
-                                if lc.files.len() == 1 {
-                                    "entry differs"
-                                } else {
-                                    "entries differ"
-                                }
-                            );
-                        }
-                    } else {
-                        lc.message = format!(
-                            "layer {}: different content (diff_id {} vs {})",
-                            i + 1,
-                            short_digest(&lc.a_diff_id),
-                            short_digest(&lc.b_diff_id)
-                        );
-                    }
-                }
-            }
-            (None, None) => {}
-        }
-        report.layers.push(lc);
+        report
+            .layers
+            .push(compare_layer(i, la, lb, same_count, ignore_timestamps)?);
     }
     let (fa, fb) = (
         fs_entries(a.fs.as_ref().expect("indexed")),
@@ -636,6 +545,133 @@ pub fn compare(
         && report.files.is_empty()
         && !layers_differ;
     Ok(report)
+}
+
+/// Annotations that differ; the build record is compared field by field.
+fn annotation_changes(
+    a: &Loaded,
+    b: &Loaded,
+    ignore_timestamps: bool,
+    skip: &dyn Fn(&str) -> bool,
+) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let (aa, ba) = (a.annotations(), b.annotations());
+    let keys: BTreeSet<&String> = aa.keys().chain(ba.keys()).collect();
+    for k in keys {
+        let (x, y) = (aa.get(k), ba.get(k));
+        if x == y || (ignore_timestamps && is_timestamp_field(k)) {
+            continue;
+        }
+        let parse = |s: Option<&String>| {
+            s.and_then(|s| BuildRecord::parse(s).ok())
+                .map(|r| r.to_value())
+        };
+        if k == RECORD_ANNOTATION {
+            if let (Some(px), Some(py)) = (parse(x), parse(y)) {
+                json_diff(k, Some(&px), Some(&py), skip, &mut out);
+                continue;
+            }
+        }
+        json_diff(
+            k,
+            x.map(|s| Value::String(s.clone())).as_ref(),
+            y.map(|s| Value::String(s.clone())).as_ref(),
+            &|_| false,
+            &mut out,
+        );
+    }
+    out
+}
+
+/// Layer `i` (0-based) of both images: same, recompressed, different (with the
+/// entries that differ when the layer counts match), or only in one image.
+fn compare_layer(
+    i: usize,
+    la: Option<&LayerBlob>,
+    lb: Option<&LayerBlob>,
+    same_count: bool,
+    ignore_timestamps: bool,
+) -> Result<LayerChange> {
+    let mut lc = LayerChange {
+        index: i + 1,
+        status: String::new(),
+        message: String::new(),
+        a_digest: la.and_then(|l| l.digest.clone()),
+        b_digest: lb.and_then(|l| l.digest.clone()),
+        a_diff_id: la.and_then(|l| l.diff_id.clone()),
+        b_diff_id: lb.and_then(|l| l.diff_id.clone()),
+        files: vec![],
+    };
+    match (la, lb) {
+        (Some(_), None) => {
+            lc.status = "only-in-a".into();
+            lc.message = format!("layer {}: only in the first image", i + 1);
+        }
+        (None, Some(_)) => {
+            lc.status = "only-in-b".into();
+            lc.message = format!("layer {}: only in the second image", i + 1);
+        }
+        (Some(_), Some(_)) if lc.a_digest.is_some() && lc.a_digest == lc.b_digest => {
+            lc.status = "same".into();
+            lc.message = format!("layer {}: same ({})", i + 1, short_digest(&lc.a_digest));
+        }
+        (Some(_), Some(y)) if lc.a_diff_id.is_some() && lc.a_diff_id == lc.b_diff_id => {
+            lc.status = "recompressed".into();
+            lc.message = format!(
+                "layer {}: same files, different {} bytes ({} vs {})",
+                i + 1,
+                compression_name(y),
+                short_digest(&lc.a_digest),
+                short_digest(&lc.b_digest)
+            );
+        }
+        (Some(x), Some(y)) => different_layer(&mut lc, x, y, same_count, ignore_timestamps)?,
+        (None, None) => {}
+    }
+    Ok(lc)
+}
+
+/// A layer whose files differ: the entries that do, when the layers line up.
+fn different_layer(
+    lc: &mut LayerChange,
+    x: &LayerBlob,
+    y: &LayerBlob,
+    same_count: bool,
+    ignore_timestamps: bool,
+) -> Result<()> {
+    let i = lc.index;
+    lc.status = "different".into();
+    if !same_count {
+        lc.message = format!(
+            "layer {i}: different content (diff_id {} vs {})",
+            short_digest(&lc.a_diff_id),
+            short_digest(&lc.b_diff_id)
+        );
+        return Ok(());
+    }
+    lc.files = diff_entries(&layer_entries(x)?, &layer_entries(y)?, ignore_timestamps);
+    if lc.files.is_empty() {
+        lc.status = "equivalent".into();
+        lc.message = format!(
+            "layer {i}: different tar bytes, same entries{}",
+            if ignore_timestamps {
+                " (timestamps ignored)"
+            } else {
+                " (entry order or tar headers differ)"
+            }
+        );
+    } else {
+        lc.message = format!(
+            "layer {i}: different content ({} {})",
+            lc.files.len(),
+            if lc.files.len() == 1 {
+                "entry differs"
+            } else {
+                "entries differ"
+            }
+        );
+    }
+    Ok(())
 }
 
 fn compression_name(l: &LayerBlob) -> &'static str {
@@ -960,8 +996,9 @@ pub(crate) mod tests {
         let (a, b) = (t.path().join("a"), t.path().join("b"));
         let l = base_layer();
         let rec = |d: &str| json!({RECORD_ANNOTATION: format!("{{\"artifacts_digest\":\"{d}\",\"tool\":\"x\"}}")});
-        write_layout(&a, std::slice::from_ref(&l), 6, json!({}), rec("sha256:aa"));
-        write_layout(&b, &[l], 6, json!({}), rec("sha256:bb"));
+        let (da, db) = (sha256_digest(b"a"), sha256_digest(b"b"));
+        write_layout(&a, std::slice::from_ref(&l), 6, json!({}), rec(&da));
+        write_layout(&b, &[l], 6, json!({}), rec(&db));
         let r = diff_images(
             &format!("oci:{}", a.display()),
             &format!("oci:{}", b.display()),
@@ -976,7 +1013,25 @@ pub(crate) mod tests {
             "dev.nemoclaw.build.record.artifacts_digest"
         );
         let lo = open(&format!("oci:{}", a.display()), &OpenOptions::default()).unwrap();
-        assert_eq!(lo.record().unwrap()["tool"], "x");
+        assert_eq!(lo.record().unwrap().unwrap().tool.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_malformed_record_is_an_error_naming_the_field() {
+        let t = tempfile::tempdir().unwrap();
+        let a = t.path().join("a");
+        let rec = json!({RECORD_ANNOTATION: r#"{"artifacts_digest":"sha256:../../x","tool":"x"}"#});
+        write_layout(&a, &[base_layer()], 6, json!({}), rec);
+        let lo = open(&format!("oci:{}", a.display()), &OpenOptions::default()).unwrap();
+        let e = format!("{:#}", lo.record().unwrap_err());
+        assert!(
+            e.contains("invalid digest") && e.contains(RECORD_ANNOTATION),
+            "{e}"
+        );
+        let none = t.path().join("none");
+        write_layout(&none, &[base_layer()], 6, json!({}), json!({}));
+        let lo = open(&format!("oci:{}", none.display()), &OpenOptions::default()).unwrap();
+        assert!(lo.record().unwrap().is_none());
     }
 
     #[test]

@@ -238,3 +238,113 @@ fn golden_rewrite_zstd() {
         "sha256:2175b8ef959046fceba9421607e10201de2be28cdf2640c3016b5f23bed51698",
     );
 }
+
+/// A Docker-style base config: nulls, Docker-only fields, unknown fields, a history
+/// that covers the layers (`covering`) or not. The build must keep what it does not
+/// own byte for byte (nulls stay null, unknown fields stay), drop the Docker-only
+/// fields, and merge Env/Labels; the typed config model must reproduce it exactly.
+fn docker_style(covering: bool) -> (String, String) {
+    use serde_json::json;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("base");
+    let layer = TarBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/motd", b"hello\n", 0o644)
+        .build();
+    let history = if covering {
+        json!([
+            {"created": null, "created_by": "/bin/sh -c #(nop) ADD file:abc in /", "author": "x", "empty_layer": null},
+            {"created": "2020-01-01T00:00:00Z", "created_by": "/bin/sh -c #(nop) CMD [\"sh\"]", "empty_layer": true},
+            {"created_by": "ENV A=1", "empty_layer": true, "comment": "buildkit", "x": 1}
+        ])
+    } else {
+        json!([{"created_by": "a"}, {"created_by": "b"}])
+    };
+    let diff_id = crate::digest::sha256_digest(&layer);
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "variant": "v8", "os.version": "1",
+        "author": "someone", "created": "2021-02-03T04:05:06.123456789Z",
+        "container": "0123abcd", "docker_version": "20.10.7", "id": "ab", "parent": "cd",
+        "container_config": {"Cmd": ["/bin/sh"], "Image": "sha256:00"},
+        "size": 12345, "weird": {"z": [1, 2.5, -3, null, true], "a": "\u{1}\u{e9}<>&"},
+        "config": {
+            "Hostname": "", "User": "", "Entrypoint": null, "Cmd": ["sh"], "WorkingDir": null,
+            "Env": ["PATH=/usr/local/bin:/usr/bin", "LANG=C.UTF-8"],
+            "Labels": {"maintainer": "m", "org.opencontainers.image.title": "base"},
+            "OnBuild": null, "Volumes": null, "ExposedPorts": {"80/tcp": {}},
+            "Healthcheck": {"Test": ["NONE"]}, "StopSignal": "SIGTERM"
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": history,
+    });
+    crate::pipeline_tests::write_layout_config(&dir, &[layer], config);
+    let recipe = r#"
+name = "docker-style"
+[image]
+entrypoint = ["/bin/sh"]
+build_args = ["REV"]
+[image.env]
+PATH = "/usr/bin:/bin"
+NEW = "1"
+[image.labels]
+"org.opencontainers.image.title" = "golden"
+[[fs]]
+op = "file"
+path = "/etc/motd"
+content = "hi\n"
+"#;
+    let record = t.path().join("record.json");
+    let o = BuildOptions {
+        base: ImageRef::parse(&format!("oci:{}:latest", dir.display())).unwrap(),
+        output: ImageRef::parse(&format!("oci:{}", t.path().join("out").display())).unwrap(),
+        recipe: Recipe::parse(recipe.as_bytes(), "docker-style.toml", Path::new(".")).unwrap(),
+        artifacts: None,
+        purge_mode: PurgeMode::Whiteout,
+        compression: Settings::new(Algorithm::Gzip, None, Some(2)).unwrap(),
+        epoch: 1_700_000_000,
+        build_args: [("REV".to_string(), "r1".to_string())].into(),
+        strict: false,
+        open: OpenOptions::default(),
+        progress: Progress::new(true),
+        cache: None,
+        remote_cache: Default::default(),
+        sbom: None,
+        record: Some(record.clone()),
+    };
+    let digest = build(o).unwrap().digest;
+    let rec = crate::digest::sha256_digest(&std::fs::read(&record).unwrap());
+    if std::env::var_os("GOLDEN_KEEP").is_some() {
+        eprintln!("kept {}", t.keep().display());
+    }
+    (digest, rec)
+}
+
+#[test]
+fn golden_docker_style_config_history_kept() {
+    let (digest, record) = docker_style(true);
+    check(
+        "docker-style/history kept",
+        digest,
+        "sha256:9d666f721fb993ab8b958f1d4ac599ddf9590457253c85f477d30b6e52d313a9",
+    );
+    check(
+        "docker-style/history kept record file",
+        record,
+        "sha256:9f2910599f1ed2326aa280837955c1a94fca3b6957b7d3f8be03d30e72145e11",
+    );
+}
+
+#[test]
+fn golden_docker_style_config_history_replaced() {
+    let (digest, record) = docker_style(false);
+    check(
+        "docker-style/history replaced",
+        digest,
+        "sha256:26e85d2202744228033eb4d393f414b5ab9fa510fd13f0d9c69214820bab97d7",
+    );
+    check(
+        "docker-style/history replaced record file",
+        record,
+        "sha256:d425cfdf7cd31c31ceafdfe1764e6a5be4b1489e9baae5be4e3117e40a7f5684",
+    );
+}

@@ -1,12 +1,7 @@
-//! Image JSON (config, manifest, index) built as `serde_json::Value` and serialized
-//! canonically: serde_json's default map is a BTreeMap, so keys come out sorted
-//! and the same content always has the same digest (oci-spec's HashMaps do not).
-use crate::layer::LayerOutput;
-use serde_json::{json, Value};
+//! Image JSON helpers: canonical serialization (see [`crate::oci::canonical`]; the
+//! typed documents live in `crate::oci`) and RFC 3339 timestamps.
 
-pub fn canonical(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
-}
+pub use crate::oci::canonical;
 
 /// RFC 3339 UTC without fractions, from a Unix timestamp (no clock involved).
 pub fn rfc3339(epoch: u64) -> String {
@@ -31,17 +26,16 @@ pub fn rfc3339(epoch: u64) -> String {
     )
 }
 
-pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
-    json!({"mediaType": media_type, "digest": digest, "size": size})
-}
-
-pub fn layer_descriptor(l: &LayerOutput) -> Value {
-    descriptor(&l.media_type, &l.digest, l.size)
+/// A descriptor as JSON, for tests that write image layouts by hand.
+#[cfg(test)]
+pub fn descriptor(media_type: &str, digest: &str, size: u64) -> serde_json::Value {
+    serde_json::json!({"mediaType": media_type, "digest": digest, "size": size})
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn rfc3339_known_values() {

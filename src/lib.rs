@@ -6,7 +6,9 @@
 //! artifacts, init) -> [`layer`] (deterministic tar, [`compress`], digests) ->
 //! [`sink`] (OCI layout / archive). `audit` and `policy` read images through the
 //! same source and rootfs model.
+pub mod assemble;
 pub mod audit;
+pub mod build_cache;
 pub mod cache;
 pub mod checks;
 pub mod compress;
@@ -20,6 +22,7 @@ pub mod hostfs;
 pub mod image;
 pub mod imageref;
 pub mod layer;
+pub mod oci;
 pub mod oci_layout;
 #[cfg(test)]
 mod output_tests;
@@ -28,6 +31,7 @@ pub mod pipeline;
 mod pipeline_tests;
 pub mod progress;
 pub mod recipe;
+pub mod record;
 pub mod registry;
 pub mod remote_cache;
 pub mod rootfs;

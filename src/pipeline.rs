@@ -1,22 +1,20 @@
 //! The build pipeline: source -> rootfs model -> steps -> layer writer -> sink.
 use crate::compress::Settings;
 use crate::digest::HashingReader;
-use crate::image::{canonical, descriptor, rfc3339};
+use crate::image::{canonical, rfc3339};
 use crate::imageref::ImageRef;
 use crate::layer::{compress_blob, LayerOutput, LayerWriter};
+use crate::oci::{Digest, MediaType};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::record::BuildRecord;
 use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
 use crate::scratch::{Purpose, ScratchDir};
 use crate::sink::{Built, SideOutput, Staging};
-use crate::source::{
-    open_image, BaseImage, Compression, OpenOptions, MT_OCI_CONFIG, MT_OCI_LAYER,
-    MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
-};
+use crate::source::{open_image, BaseImage, Compression, OpenOptions};
 use crate::steps::{self, StepOptions, StepsReport};
 use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
@@ -25,7 +23,9 @@ use std::time::Instant;
 
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PurgeMode {
     /// Rewrite base layers that contain removed files: the bytes are really gone.
@@ -58,12 +58,25 @@ pub struct BuildOptions {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerSummary {
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub size: u64,
-    pub media_type: String,
+    pub media_type: MediaType,
     /// reused | recompressed | rewritten | new
     pub action: String,
+}
+
+impl LayerSummary {
+    /// A layer this build wrote (or copied), its digests checked here once.
+    fn new(out: LayerOutput, action: &str) -> Result<LayerSummary> {
+        Ok(LayerSummary {
+            digest: Digest::parse(&out.digest)?,
+            diff_id: Digest::parse(&out.diff_id)?,
+            size: out.size,
+            media_type: MediaType::from(out.media_type.as_str()),
+            action: action.into(),
+        })
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -84,9 +97,9 @@ pub struct BuildSummary {
     /// The base and recipe layers came from the cache (nothing recompressed).
     pub cache_hit: bool,
     /// Where the cached part came from: none | local | registry.
-    pub cache_source: &'static str,
+    pub cache_source: CacheSource,
     pub seconds: f64,
-    pub record: Value,
+    pub record: BuildRecord,
     /// Bytes and blobs moved per registry (base pull, cache, push).
     pub transfer: Vec<crate::transfer::RegistryTransfer>,
 }
@@ -158,14 +171,6 @@ pub fn index_base_spilling(
         );
     }
     Ok(fs)
-}
-
-fn oci_media_type(c: Compression) -> &'static str {
-    match c {
-        Compression::None => MT_OCI_LAYER,
-        Compression::Gzip => MT_OCI_LAYER_GZIP,
-        Compression::Zstd => MT_OCI_LAYER_ZSTD,
-    }
 }
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
@@ -312,15 +317,10 @@ fn rewrite_layer(
     w.finish()
 }
 
-/// The new top layer: every added or modified node, its parent directories, and
-/// (in whiteout mode) whiteouts for removed base paths.
-fn write_upper(
-    fs: &Rootfs,
-    staging: &Staging,
-    settings: &Settings,
-    epoch: u64,
-    whiteouts: bool,
-) -> Result<Option<LayerOutput>> {
+/// The entries of the new top layer in archive order, each with whether it is a
+/// whiteout (`dir/.wh.name`): modified nodes, their parents, and (with `whiteouts`)
+/// one whiteout per removed base path that no removed parent's whiteout covers.
+fn upper_entries(fs: &Rootfs, whiteouts: bool) -> Vec<(String, bool)> {
     let mut emit: BTreeSet<String> = BTreeSet::new();
     for (k, n) in &fs.nodes {
         if n.modified {
@@ -353,7 +353,7 @@ fn write_upper(
         }
     }
     if emit.is_empty() && wh.is_empty() {
-        return Ok(None);
+        return Vec::new();
     }
     // Whiteouts sort among the entries by their own names; merge both sets.
     let mut all: Vec<(String, bool)> = emit.into_iter().map(|k| (k, false)).collect();
@@ -365,6 +365,22 @@ fn write_upper(
         all.push((format!("{dir}.wh.{name}"), true));
     }
     all.sort();
+    all
+}
+
+/// The new top layer: every added or modified node, its parent directories, and
+/// (in whiteout mode) whiteouts for removed base paths.
+fn write_upper(
+    fs: &Rootfs,
+    staging: &Staging,
+    settings: &Settings,
+    epoch: u64,
+    whiteouts: bool,
+) -> Result<Option<LayerOutput>> {
+    let all = upper_entries(fs, whiteouts);
+    if all.is_empty() {
+        return Ok(None);
+    }
     let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
     for (k, is_wh) in all {
         if is_wh {
@@ -402,62 +418,7 @@ fn write_upper(
     Ok(Some(w.finish()?))
 }
 
-/// What the cached part of a build (base layers + recipe layer) produced.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Prepared {
-    layers: Vec<LayerSummary>,
-    purged: Vec<String>,
-    not_installed: Vec<String>,
-    files_removed: u64,
-    bytes_removed: u64,
-    init_size: u64,
-    init_target: String,
-    landlock_warnings: Vec<String>,
-    /// /etc/passwd and /etc/group of the result, to resolve artifact owners.
-    passwd: String,
-    group: String,
-    /// Ancestors of the artifacts destination as they are in the result
-    /// (path, mode, uid, gid, mtime): the artifacts layer repeats them.
-    ancestors: Vec<(String, u32, u64, u64, u64)>,
-}
-
-/// Identity of the base: manifest digest, or a tarball's content digest
-/// (remembered per file identity so it is not rehashed on every build).
-fn file_identity(p: &std::path::Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(p).ok()?;
-    let abs = std::fs::canonicalize(p).ok()?;
-    Some(format!(
-        "{}:{}:{}:{}:{}",
-        abs.display(),
-        m.len(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ino()
-    ))
-}
-
-fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
-    key_for(
-        TOOL_VERSION,
-        &crate::digest::sha256_digest(steps::INIT_BINARY),
-        opts,
-        base_id,
-    )
-}
-
-/// The cache key from every input of the cached part (tool and init given explicitly,
-/// so a test can vary them).
-pub(crate) fn key_for(tool: &str, init: &str, opts: &BuildOptions, base_id: &str) -> String {
-    format!(
-        "v1|tool={tool}|init={init}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
-        opts.recipe.digest(),
-        opts.purge_mode,
-        opts.compression.describe(),
-        opts.epoch,
-        opts.strict
-    )
-}
+use crate::build_cache::{Ancestor, BaseIdentity, CacheLookup, CacheSource, Prepared};
 
 /// Removes what killed builds left beside this build's outputs (staging layouts,
 /// spill directories, temp files), never anything in use or not ours.
@@ -478,119 +439,6 @@ fn sweep_stale(opts: &BuildOptions) {
     }
 }
 
-/// On a local miss with `--cache-from`: learns a tarball base's digest if needed (one
-/// streaming hash, remembered), then asks the registries; a hit is staged exactly like
-/// a local hit. Never fails the build.
-fn registry_cache_lookup(
-    opts: &BuildOptions,
-    staging: &Staging,
-    tar_identity: Option<&str>,
-    base_id: &mut Option<String>,
-) -> Option<Prepared> {
-    let c = opts.cache.as_ref()?;
-    if base_id.is_none() {
-        if let (ImageRef::Tar(path), Some(fid)) = (&opts.base, tar_identity) {
-            match crate::remote_cache::file_digest(path) {
-                Ok(d) => {
-                    let _ = c.put_json("file-digest", fid, &json!(d));
-                    *base_id = Some(d);
-                }
-                Err(e) => eprintln!("warning: cache-from: {e:#}"),
-            }
-        }
-    }
-    let Some(id) = base_id.as_deref() else {
-        opts.progress
-            .log("cache-from: skipped (the base has no content digest to key the cache on)");
-        return None;
-    };
-    let key = cache_key(opts, id);
-    let v = crate::remote_cache::fetch(
-        &opts.remote_cache.from,
-        &key,
-        c,
-        &opts.open.registry,
-        &opts.progress,
-    )?;
-    let prep: Prepared = match serde_json::from_value(v) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("warning: cache-from: unreadable cache record ({e}); building without it");
-            return None;
-        }
-    };
-    let mut srcs = Vec::with_capacity(prep.layers.len());
-    for l in &prep.layers {
-        match c
-            .verified_blob(&l.digest)
-            .and_then(|p| p.ok_or_else(|| anyhow::anyhow!("{} vanished from the cache", l.digest)))
-        {
-            Ok(src) => srcs.push((src, &l.digest)),
-            Err(e) => {
-                eprintln!("warning: cache-from: {e:#}; building without it");
-                return None;
-            }
-        }
-    }
-    for (src, digest) in &srcs {
-        if let Err(e) = staging.add_cached(src, digest) {
-            eprintln!("warning: cache-from: {e:#}; building without it");
-            return None;
-        }
-    }
-    Some(prep)
-}
-
-/// With `--cache-to`: pushes the prepared part (from the staged blobs) under its cache
-/// key. A failure is a warning: the image itself is not affected.
-fn registry_cache_push(
-    opts: &BuildOptions,
-    to: &str,
-    prep: &Prepared,
-    staging: &Staging,
-    base: &BaseImage,
-    base_id: Option<&str>,
-) {
-    let Some(c) = opts.cache.as_ref() else {
-        return;
-    };
-    // The identity the lookup keys on: manifest digest, or a tarball's file digest.
-    let id = base_id.map(str::to_string).or_else(|| match &opts.base {
-        ImageRef::Tar(_) => base.layers.first().and_then(|l| l.digest.clone()),
-        _ => None,
-    });
-    let Some(id) = id else {
-        opts.progress
-            .log("cache-to: skipped (the base has no content digest to key the cache on)");
-        return;
-    };
-    let res = (|| -> Result<()> {
-        let mut layers = Vec::new();
-        for l in &prep.layers {
-            layers.push((
-                crate::remote_cache::CacheLayer {
-                    media_type: l.media_type.clone(),
-                    digest: l.digest.clone(),
-                    size: l.size,
-                },
-                staging.blobs().join(crate::digest::digest_hex(&l.digest)?),
-            ));
-        }
-        crate::remote_cache::push(
-            to,
-            &cache_key(opts, &id),
-            &serde_json::to_value(prep)?,
-            &layers,
-            c,
-            &opts.open.registry,
-            &opts.progress,
-        )
-    })();
-    if let Err(e) = res {
-        eprintln!("warning: cache-to registry://{to}: {e:#}; the image is not affected");
-    }
-}
-
 /// The full, uncached path: index the base, apply the steps, write base layers
 /// and the recipe layer. Returns the final rootfs too (for gates and SBOM).
 fn prepare(
@@ -598,24 +446,11 @@ fn prepare(
     base: &mut BaseImage,
     staging: &Staging,
 ) -> Result<(Prepared, Rootfs)> {
-    let p = &opts.progress;
-    // Rewrite mode reads purged layers twice: keep them uncompressed after the first pass.
-    // Beside the staging dir: removed on a signal, swept when a killed build left it.
-    let spill = match opts.purge_mode {
-        PurgeMode::Rewrite => {
-            let parent = crate::scratch::parent_dir(staging.path());
-            Some(
-                ScratchDir::create_in(&parent, Purpose::Spill, true).with_context(|| {
-                    format!("cannot create a spill directory in {}", parent.display())
-                })?,
-            )
-        }
-        PurgeMode::Whiteout => None,
-    };
+    let spill = spill_dir(opts, staging)?;
     let mut fs = index_base_spilling(
         base,
         &IndexOptions::default(),
-        p,
+        &opts.progress,
         spill.as_ref().map(|d| d.path()),
     )?;
     let step_opts = StepOptions {
@@ -624,6 +459,39 @@ fn prepare(
         epoch: opts.epoch,
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
+    log_purge(&opts.progress, &rep);
+    materialize(&mut fs, base)?;
+    let mut layers = write_base_layers(opts, base, &fs, staging)?;
+    let whiteouts = opts.purge_mode == PurgeMode::Whiteout;
+    if let Some(u) = write_upper(&fs, staging, &opts.compression, opts.epoch, whiteouts)? {
+        opts.progress.log(&format!(
+            "recipe layer {} ({} entries, {} bytes)",
+            u.digest, u.entries, u.size
+        ));
+        layers.push(LayerSummary::new(u, "new")?);
+    }
+    // The spilled copies go away with `spill` here.
+    for l in &mut base.layers {
+        l.spill = None;
+    }
+    drop(spill);
+    let ancestors = artifact_ancestors(&fs, &opts.recipe, opts.epoch)?;
+    Ok((prepared(layers, &rep, &fs, ancestors), fs))
+}
+
+/// Rewrite mode reads purged layers twice: keep them uncompressed after the first
+/// pass, beside the staging dir (removed on a signal, swept when a killed build left it).
+fn spill_dir(opts: &BuildOptions, staging: &Staging) -> Result<Option<ScratchDir>> {
+    if opts.purge_mode != PurgeMode::Rewrite {
+        return Ok(None);
+    }
+    let parent = crate::scratch::parent_dir(staging.path());
+    let dir = ScratchDir::create_in(&parent, Purpose::Spill, true)
+        .with_context(|| format!("cannot create a spill directory in {}", parent.display()))?;
+    Ok(Some(dir))
+}
+
+fn log_purge(p: &Progress, rep: &StepsReport) {
     if let Some(pr) = &rep.purge {
         p.log(&format!(
             "purged {} package(s) ({} files, {:.1} MiB){}",
@@ -637,26 +505,28 @@ fn prepare(
             }
         ));
     }
-    materialize(&mut fs, base)?;
+}
+
+/// Every base layer into the staging layout: rewritten (rewrite mode, when it holds
+/// removed paths), recompressed (an uncompressed base layer), or copied as it is.
+fn write_base_layers(
+    opts: &BuildOptions,
+    base: &BaseImage,
+    fs: &Rootfs,
+    staging: &Staging,
+) -> Result<Vec<LayerSummary>> {
+    let p = &opts.progress;
     let settings = &opts.compression;
-    let mut layers = Vec::new();
-    let mask = rewrite_mask(&fs);
+    let mask = rewrite_mask(fs);
     let mut carried = BTreeMap::new();
+    let mut layers = Vec::new();
     for (i, l) in base.layers.iter().enumerate() {
         let touched = opts.purge_mode == PurgeMode::Rewrite && (mask >> i.min(127)) & 1 == 1;
-        let bar = p.bytes(
-            &format!(
-                "{} {}",
-                if touched { "rewriting" } else { "copying" },
-                l.label
-            ),
-            l.size,
-        );
+        let verb = if touched { "rewriting" } else { "copying" };
+        let bar = p.bytes(&format!("{verb} {}", l.label), l.size);
         let (out, action) = if touched {
-            (
-                rewrite_layer(&fs, base, i, staging, settings, opts.epoch, &mut carried)?,
-                "rewritten",
-            )
+            let out = rewrite_layer(fs, base, i, staging, settings, opts.epoch, &mut carried)?;
+            (out, "rewritten")
         } else if l.compression == Compression::None
             && settings.algorithm != crate::compress::Algorithm::None
         {
@@ -666,20 +536,7 @@ fn prepare(
                 "recompressed",
             )
         } else {
-            staging.copy_layer(l)?;
-            let digest = l.digest.clone().unwrap_or_default();
-            let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
-            (
-                LayerOutput {
-                    digest,
-                    size: l.size,
-                    diff_id: l.diff_id.clone().unwrap_or_default(),
-                    media_type: oci_media_type(l.compression).into(),
-                    path,
-                    entries: 0,
-                },
-                "reused",
-            )
+            (reuse_layer(l, staging)?, "reused")
         };
         p.done(
             bar,
@@ -688,67 +545,69 @@ fn prepare(
                 l.label, out.digest, out.size
             ),
         );
-        layers.push(LayerSummary {
-            digest: out.digest,
-            diff_id: out.diff_id,
-            size: out.size,
-            media_type: out.media_type,
-            action: action.into(),
-        });
+        layers.push(LayerSummary::new(out, action)?);
     }
-    if let Some(u) = write_upper(
-        &fs,
-        staging,
-        settings,
-        opts.epoch,
-        opts.purge_mode == PurgeMode::Whiteout,
-    )? {
-        p.log(&format!(
-            "recipe layer {} ({} entries, {} bytes)",
-            u.digest, u.entries, u.size
-        ));
-        layers.push(LayerSummary {
-            digest: u.digest,
-            diff_id: u.diff_id,
-            size: u.size,
-            media_type: u.media_type,
-            action: "new".into(),
-        });
-    }
-    // The spilled copies go away with `spill` at the end of this function.
-    for l in &mut base.layers {
-        l.spill = None;
-    }
-    drop(spill);
+    Ok(layers)
+}
+
+/// A base layer copied byte for byte into the staging layout.
+fn reuse_layer(l: &crate::source::LayerBlob, staging: &Staging) -> Result<LayerOutput> {
+    staging.copy_layer(l)?;
+    let digest = l.digest.clone().unwrap_or_default();
+    let path = staging.blobs().join(digest.trim_start_matches("sha256:"));
+    Ok(LayerOutput {
+        digest,
+        size: l.size,
+        diff_id: l.diff_id.clone().unwrap_or_default(),
+        media_type: MediaType::oci_layer(l.compression).to_string(),
+        path,
+        entries: 0,
+    })
+}
+
+/// Ancestors of the artifacts destination as they are in the result (path, mode,
+/// uid, gid, mtime): the artifacts layer repeats them, cached or not.
+fn artifact_ancestors(fs: &Rootfs, recipe: &Recipe, epoch: u64) -> Result<Vec<Ancestor>> {
     let mut ancestors = Vec::new();
-    if let Some(a) = &opts.recipe.artifacts {
-        let dest = crate::rootfs::normalize(&a.dest)?;
-        let mut cur = String::new();
-        for c in dest.split('/').filter(|c| !c.is_empty()) {
-            if !cur.is_empty() {
-                cur.push('/');
-            }
-            cur.push_str(c);
-            if cur == dest {
-                break;
-            }
-            if let Some(n) = fs.nodes.get(&cur) {
-                let mtime = if n.layer.is_some() && !n.modified {
-                    n.mtime.min(opts.epoch)
-                } else {
-                    opts.epoch
-                };
-                ancestors.push((cur.clone(), n.mode, n.uid, n.gid, mtime));
-            }
+    let Some(a) = &recipe.artifacts else {
+        return Ok(ancestors);
+    };
+    let dest = crate::rootfs::normalize(&a.dest)?;
+    let mut cur = String::new();
+    for c in dest.split('/').filter(|c| !c.is_empty()) {
+        if !cur.is_empty() {
+            cur.push('/');
+        }
+        cur.push_str(c);
+        if cur == dest {
+            break;
+        }
+        if let Some(n) = fs.nodes.get(&cur) {
+            let mtime = if n.layer.is_some() && !n.modified {
+                n.mtime.min(epoch)
+            } else {
+                epoch
+            };
+            ancestors.push((cur.clone(), n.mode, n.uid, n.gid, mtime));
         }
     }
+    Ok(ancestors)
+}
+
+/// What the cache keeps of an uncached build.
+fn prepared(
+    layers: Vec<LayerSummary>,
+    rep: &StepsReport,
+    fs: &Rootfs,
+    ancestors: Vec<Ancestor>,
+) -> Prepared {
     let text = |path: &str| {
         fs.read(path)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
     let purge = rep.purge.as_ref();
-    let prepared = Prepared {
+    Prepared {
         layers,
         purged: purge
             .map(|p| p.plan.removed.iter().map(|r| r.name.clone()).collect())
@@ -764,8 +623,7 @@ fn prepare(
         passwd: text("etc/passwd"),
         group: text("etc/group"),
         ancestors,
-    };
-    Ok((prepared, fs))
+    }
 }
 
 /// The artifacts layer: the artifacts plus their ancestor directories as they are
@@ -814,94 +672,87 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
 
 fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
     let t0 = Instant::now();
-    let p = &opts.progress;
-    // Before any work: the outputs must not be the user's other files.
+    check_outputs(&opts)?;
+    let mut base = open_image(&opts.base, &opts.open)?;
+    opts.progress.log(&format!(
+        "base {}: {} layer(s)",
+        base.name,
+        base.layers.len()
+    ));
+    let staging = Staging::for_output(&opts.output, opts.cache.as_ref().map(|c| c.root()))?;
+    let mut identity = BaseIdentity::resolve(&opts, &base);
+    let (prep, full_fs, cache_source) =
+        match crate::build_cache::lookup(&opts, &staging, &mut identity)? {
+            CacheLookup::Hit { prepared, source } => (*prepared, None, source),
+            CacheLookup::Miss => {
+                let (prep, fs) = prepare(&opts, &mut base, &staging)?;
+                (prep, Some(fs), CacheSource::None)
+            }
+        };
+    let cache_hit = cache_source != CacheSource::None;
+    let art = artifacts_phase(&opts, &prep, &staging, full_fs)?;
+    let layers = result_layers(&opts, &prep, cache_hit, &art)?;
+    let done = assemble(&opts, &base, &identity, &prep, &layers, &art, &staging)?;
+    if !cache_hit {
+        crate::build_cache::store(&opts, &prep, &staging, &base, &identity)?;
+    }
+    if let Some(to) = &opts.remote_cache.to {
+        crate::build_cache::registry_push(&opts, to, &prep, &staging, &base, &identity);
+    }
+    publish(&opts, staging, &layers, &done)?;
+    let total_size = layers.iter().map(|l| l.size).sum::<u64>()
+        + done.config_bytes.len() as u64
+        + done.manifest_bytes.len() as u64;
+    Ok(BuildSummary {
+        output: opts.output.to_string(),
+        digest: done.digest.to_string(),
+        config_digest: done.manifest.config.digest.to_string(),
+        manifest_size: done.manifest_bytes.len() as u64,
+        layers,
+        total_size,
+        purged: prep.purged,
+        not_installed: prep.not_installed,
+        files_removed: prep.files_removed,
+        bytes_removed: prep.bytes_removed,
+        init_size: prep.init_size,
+        init_target: prep.init_target,
+        landlock_warnings: prep.landlock_warnings,
+        cache_hit,
+        cache_source,
+        seconds: t0.elapsed().as_secs_f64(),
+        record: done.record,
+        transfer: opts.open.registry.transfers.snapshot(),
+    })
+}
+
+/// Before any work: the outputs must not be the user's other files; then what killed
+/// builds left beside them goes.
+fn check_outputs(opts: &BuildOptions) -> Result<()> {
     crate::sink::check_output(&opts.output)?;
     for (path, what) in [(&opts.sbom, "--sbom"), (&opts.record, "--record")] {
         if let Some(path) = path {
             crate::sink::check_side_output(path, what)?;
         }
     }
-    sweep_stale(&opts);
-    let mut base = open_image(&opts.base, &opts.open)?;
-    p.log(&format!(
-        "base {}: {} layer(s)",
-        base.name,
-        base.layers.len()
-    ));
-    let cache = opts.cache.as_ref();
-    let staging = Staging::for_output(&opts.output, cache.map(|c| c.root()))?;
-    let tar_identity = match &opts.base {
-        ImageRef::Tar(path) => file_identity(path),
-        _ => None,
-    };
-    // A docker-archive has no manifest digest; its config pins every layer by diff_id.
-    let config_identity = match &opts.base {
-        ImageRef::DockerArchive { .. } => Some(format!(
-            "config:{}",
-            crate::digest::sha256_digest(&canonical(&base.config))
-        )),
-        _ => None,
-    };
-    let mut base_id: Option<String> = match (&base.manifest_digest, &tar_identity, cache) {
-        (Some(d), _, _) => Some(d.clone()),
-        (None, _, _) if config_identity.is_some() => config_identity.clone(),
-        (None, Some(fid), Some(c)) => c
-            .get_json("file-digest", fid)
-            .and_then(|v| v.as_str().map(str::to_string)),
-        _ => None,
-    };
-    let key = base_id.as_ref().map(|b| cache_key(&opts, b));
-    let mut cached: Option<Prepared> = None;
-    if let (Some(k), Some(c)) = (&key, cache) {
-        if let Some(prep) = c
-            .get_json("prepared", k)
-            .and_then(|v| serde_json::from_value::<Prepared>(v).ok())
-        {
-            // Every blob is checked before any is staged: a partial hit must leave
-            // nothing in the staging layout.
-            let mut srcs = Vec::with_capacity(prep.layers.len());
-            for l in &prep.layers {
-                match c.verified_blob(&l.digest) {
-                    Ok(Some(src)) => srcs.push((src, &l.digest)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        eprintln!("warning: local cache: {e:#}; building without it");
-                        break;
-                    }
-                }
-            }
-            let ok = srcs.len() == prep.layers.len();
-            if ok {
-                for (src, digest) in &srcs {
-                    staging.add_cached(src, digest)?;
-                }
-                p.log(&format!(
-                    "cache hit: reusing {} base/recipe layer(s) from {}",
-                    prep.layers.len(),
-                    c.root().display()
-                ));
-                cached = Some(prep);
-            }
-        }
-    }
-    let mut cache_source = if cached.is_some() { "local" } else { "none" };
-    if cached.is_none() && !opts.remote_cache.from.is_empty() {
-        cached = registry_cache_lookup(&opts, &staging, tar_identity.as_deref(), &mut base_id);
-        if cached.is_some() {
-            cache_source = "registry";
-        }
-    }
-    let cache_hit = cached.is_some();
-    let (prep, full_fs) = match cached {
-        Some(prep) => (prep, None),
-        None => {
-            let (prep, fs) = prepare(&opts, &mut base, &staging)?;
-            (prep, Some(fs))
-        }
-    };
-    let (art_layer, artifacts_digest, afs) = artifacts_layer(&opts, &prep, &staging)?;
-    // The gate: on the complete result when we have it, else on what is new.
+    sweep_stale(opts);
+    Ok(())
+}
+
+/// The artifacts layer (if the recipe has artifacts), after the gates passed.
+struct ArtifactsLayer {
+    output: Option<LayerOutput>,
+    digest: Option<Digest>,
+}
+
+/// Writes the artifacts layer, then runs the gates: on the complete result when this
+/// build has it (a miss), else on what is new.
+fn artifacts_phase(
+    opts: &BuildOptions,
+    prep: &Prepared,
+    staging: &Staging,
+    full_fs: Option<Rootfs>,
+) -> Result<ArtifactsLayer> {
+    let (output, digest, afs) = artifacts_layer(opts, prep, staging)?;
     match full_fs {
         Some(mut fs) => {
             steps::merge_artifacts(&mut fs, &afs)?;
@@ -909,288 +760,198 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
         }
         None => steps::artifact_gates(&afs, &opts.recipe)?,
     }
+    Ok(ArtifactsLayer {
+        output,
+        digest: digest.as_deref().map(Digest::parse).transpose()?,
+    })
+}
+
+/// The layers of the result, in order: the prepared ones (marked when cached), then
+/// the artifacts layer.
+fn result_layers(
+    opts: &BuildOptions,
+    prep: &Prepared,
+    cache_hit: bool,
+    art: &ArtifactsLayer,
+) -> Result<Vec<LayerSummary>> {
     let mut layers: Vec<LayerSummary> = prep.layers.clone();
     if cache_hit {
         for l in &mut layers {
             l.action = format!("cached ({})", l.action);
         }
     }
-    if let Some(a) = &art_layer {
-        p.log(&format!(
+    if let Some(a) = &art.output {
+        opts.progress.log(&format!(
             "artifacts layer {} ({} entries, {} bytes)",
             a.digest, a.entries, a.size
         ));
-        layers.push(LayerSummary {
-            digest: a.digest.clone(),
-            diff_id: a.diff_id.clone(),
-            size: a.size,
-            media_type: a.media_type.clone(),
-            action: "new".into(),
-        });
+        layers.push(LayerSummary::new(a.clone(), "new")?);
     }
-    let settings = &opts.compression;
+    Ok(layers)
+}
 
-    // Config.
+/// The image documents, staged as blobs.
+struct Assembled {
+    created: String,
+    config: crate::oci::ImageConfig,
+    config_bytes: Vec<u8>,
+    record: BuildRecord,
+    manifest: crate::oci::Manifest,
+    manifest_bytes: Vec<u8>,
+    digest: Digest,
+}
+
+/// Config, record and manifest (see [`crate::assemble`]), written to the staging blobs.
+fn assemble(
+    opts: &BuildOptions,
+    base: &BaseImage,
+    identity: &BaseIdentity,
+    prep: &Prepared,
+    layers: &[LayerSummary],
+    art: &ArtifactsLayer,
+    staging: &Staging,
+) -> Result<Assembled> {
+    use crate::assemble as a;
     let created = rfc3339(opts.epoch);
-    let mut config = base.config.clone();
-    if !config.is_object() {
-        bail!("base config is not a JSON object");
-    }
-    config["created"] = json!(created);
-    config["os"] = config.get("os").cloned().unwrap_or(json!("linux"));
-    config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()});
-    for k in [
-        "container",
-        "container_config",
-        "docker_version",
-        "id",
-        "parent",
-    ] {
-        if let Some(o) = config.as_object_mut() {
-            o.remove(k);
-        }
-    }
-    let mut cfg = config
-        .get("config")
-        .cloned()
-        .filter(|c| c.is_object())
-        .unwrap_or(json!({}));
-    let img = &opts.recipe.image;
-    if let Some(e) = &img.entrypoint {
-        cfg["Entrypoint"] = json!(e);
-    }
-    if let Some(c) = &img.cmd {
-        cfg["Cmd"] = json!(c);
-    }
-    if let Some(u) = &img.user {
-        cfg["User"] = json!(u);
-    }
-    if let Some(w) = &img.workdir {
-        cfg["WorkingDir"] = json!(w);
-    }
-    let mut env: Vec<String> = cfg
-        .get("Env")
-        .and_then(|e| e.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    for (k, v) in &img.env {
-        let kv = format!("{k}={v}");
-        match env
-            .iter()
-            .position(|e| e.split('=').next() == Some(k.as_str()))
-        {
-            Some(i) => env[i] = kv,
-            None => env.push(kv),
-        }
-    }
-    cfg["Env"] = json!(env);
-    let mut labels: BTreeMap<String, Value> = cfg
-        .get("Labels")
-        .and_then(|l| l.as_object())
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    for (k, v) in &img.labels {
-        labels.insert(k.clone(), json!(v));
-    }
-    for (k, v) in &opts.build_args {
-        if !img.build_args.contains(k) {
-            bail!(
-                "--build-arg {k}: the recipe does not accept it (accepted: {})",
-                if img.build_args.is_empty() {
-                    "none".into()
-                } else {
-                    img.build_args.join(", ")
-                }
-            );
-        }
-        labels.insert(format!("dev.nemoclaw.build-arg.{k}"), json!(v));
-    }
-    cfg["Labels"] = json!(labels);
-    config["config"] = cfg;
-    // History: keep the base's when it covers the base layers, then ours.
-    let base_layers = base.layers.len();
-    let mut history: Vec<Value> = config
-        .get("history")
-        .and_then(|h| h.as_array())
-        .cloned()
-        .unwrap_or_default();
-    let non_empty = history
-        .iter()
-        .filter(|h| {
-            !h.get("empty_layer")
-                .and_then(|e| e.as_bool())
-                .unwrap_or(false)
-        })
-        .count();
-    if non_empty != base_layers {
-        history = (0..base_layers)
-            .map(|i| json!({"created": created, "created_by": format!("base layer {}", i + 1)}))
-            .collect();
-    }
-    for h in &mut history {
-        if h.get("created").is_none() {
-            h["created"] = json!(created);
-        }
-    }
-    let recipe_name = opts.recipe.name.clone().unwrap_or_default();
-    if prep.layers.len() > base_layers {
-        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: recipe {recipe_name} ({}), purge-mode {}", opts.recipe.digest(), format!("{:?}", opts.purge_mode).to_lowercase()), "comment": "nemoclaw-build recipe layer"}));
-    }
-    if art_layer.is_some() {
-        history.push(json!({"created": created, "created_by": format!("nemoclaw-build {TOOL_VERSION}: artifacts {}", artifacts_digest.clone().unwrap_or_default()), "comment": "nemoclaw-build artifacts layer"}));
-    }
-    config["history"] = json!(history);
-
-    let base_digest = base
-        .manifest_digest
-        .clone()
-        .or_else(|| base_id.clone())
-        .or_else(|| base.layers.first().and_then(|l| l.digest.clone()));
-    let record = json!({
-        "tool": format!("nemoclaw-build {TOOL_VERSION}"),
-        "recipe_digest": opts.recipe.digest(),
-        "recipe": crate::source::portable_name(std::path::Path::new(&opts.recipe.source_name)),
-        "base": base.name,
-        "base_digest": base_digest,
-        "artifacts_digest": artifacts_digest,
-        "build_args": opts.build_args,
-        "source_date_epoch": opts.epoch,
-        "compression": settings.describe(),
-        "purge_mode": opts.purge_mode,
-        "init": {"target": prep.init_target, "digest": crate::digest::sha256_digest(steps::INIT_BINARY)},
-    });
-
+    let mut config = a::image_config(
+        &base.config,
+        layers,
+        &opts.recipe,
+        &opts.build_args,
+        &created,
+    )?;
+    let new_layers = a::NewLayers::describe(
+        &opts.recipe,
+        opts.purge_mode,
+        prep.layers.len() > base.layers.len(),
+        art.output.as_ref().map(|_| art.digest.as_ref()),
+    );
+    config.history = a::history(
+        std::mem::take(&mut config.history),
+        base.layers.len(),
+        &created,
+        &new_layers,
+    );
+    let record = a::record(
+        opts,
+        a::RecordInputs {
+            base_name: &base.name,
+            base_digest: identity.learned(base),
+            artifacts_digest: art.digest.clone(),
+            init_target: &prep.init_target,
+        },
+    )?;
     let config_bytes = canonical(&config);
-    let config_digest = staging.put_blob(&config_bytes)?;
-    let mut annotations = BTreeMap::new();
-    annotations.insert(
-        "org.opencontainers.image.created".to_string(),
-        created.clone(),
+    staging.put_blob(&config_bytes)?;
+    let manifest = a::manifest(
+        a::config_descriptor(&config_bytes),
+        layers,
+        &created,
+        &record,
     );
-    annotations.insert(
-        "org.opencontainers.image.base.name".to_string(),
-        base.name.clone(),
-    );
-    if let Some(d) = base_digest.as_ref().filter(|d| d.starts_with("sha256:")) {
-        annotations.insert(
-            "org.opencontainers.image.base.digest".to_string(),
-            d.clone(),
-        );
-    }
-    annotations.insert(
-        "dev.nemoclaw.build.record".to_string(),
-        String::from_utf8_lossy(&canonical(&record)).into_owned(),
-    );
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MT_OCI_MANIFEST,
-        "config": descriptor(MT_OCI_CONFIG, &config_digest, config_bytes.len() as u64),
-        "layers": layers.iter().map(|l| descriptor(&l.media_type, &l.digest, l.size)).collect::<Vec<_>>(),
-        "annotations": annotations,
-    });
     let manifest_bytes = canonical(&manifest);
-    let digest = staging.put_blob(&manifest_bytes)?;
-    let total_size = layers.iter().map(|l| l.size).sum::<u64>()
-        + config_bytes.len() as u64
-        + manifest_bytes.len() as u64;
+    let digest = Digest::parse(&staging.put_blob(&manifest_bytes)?)?;
+    Ok(Assembled {
+        created,
+        config,
+        config_bytes,
+        record,
+        manifest,
+        manifest_bytes,
+        digest,
+    })
+}
 
-    // Remember the expensive part before publishing moves the staging dir away.
-    if let (Some(c), false) = (cache, cache_hit) {
-        let id = base
-            .manifest_digest
-            .clone()
-            .or(config_identity.clone())
-            .or_else(|| {
-                let d = base.layers.first().and_then(|l| l.digest.clone())?;
-                if let Some(fid) = &tar_identity {
-                    let _ = c.put_json("file-digest", fid, &json!(d));
-                }
-                Some(d)
-            });
-        if let Some(id) = id {
-            let mut stored = true;
-            for l in &prep.layers {
-                let src = staging.blobs().join(crate::digest::digest_hex(&l.digest)?);
-                stored &= c.insert_blob_file(&src, &l.digest).is_ok();
-            }
-            if stored {
-                c.put_json(
-                    "prepared",
-                    &cache_key(&opts, &id),
-                    &serde_json::to_value(&prep)?,
-                )?;
-            }
-        }
-    }
-    if let Some(to) = &opts.remote_cache.to {
-        registry_cache_push(&opts, to, &prep, &staging, &base, base_id.as_deref());
-    }
+/// Writes the side outputs (SBOM, record) in full, publishes the image (or pushes
+/// it), then renames everything into place together: a failure before the commit
+/// leaves the old image and files as they were.
+fn publish(
+    opts: &BuildOptions,
+    staging: Staging,
+    layers: &[LayerSummary],
+    done: &Assembled,
+) -> Result<()> {
     // SBOM of the final image, read back from the staged layers (cache hits included).
     let sbom = match &opts.sbom {
         Some(_) => Some(crate::sbom::for_staged_image(
             &staging.blobs(),
-            &layers,
-            &config,
+            layers,
+            &done.config.to_value(),
             &opts.recipe,
             opts.epoch,
-            p,
+            &opts.progress,
         )?),
         None => None,
     };
-    // Side outputs are written in full before anything is published (or pushed), then
-    // renamed into place with the image: a failure leaves the old image and files as
-    // they were.
     let mut side = Vec::new();
     if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
         side.push(SideOutput::write(path, bytes)?);
     }
     if let Some(path) = &opts.record {
-        side.push(SideOutput::write(
-            path,
-            &serde_json::to_vec_pretty(&record)?,
-        )?);
+        side.push(SideOutput::write(path, &done.record.pretty()?)?);
     }
     let pending = crate::sink::finish(
         staging,
         &opts.output,
         &Built {
-            manifest_digest: &digest,
-            manifest: &manifest,
-            manifest_size: manifest_bytes.len() as u64,
+            manifest_digest: &done.digest,
+            manifest: &done.manifest,
+            manifest_size: done.manifest_bytes.len() as u64,
             epoch: opts.epoch,
-            sbom: sbom.as_deref().map(|b| (b, created.as_str())),
+            sbom: sbom.as_deref().map(|b| (b, done.created.as_str())),
         },
         &opts.open.registry,
     )?;
-    {
-        let _commit = crate::scratch::commit_section();
-        pending.commit()?;
-        for s in side {
-            s.commit()?;
-        }
+    let _commit = crate::scratch::commit_section();
+    pending.commit()?;
+    for s in side {
+        s.commit()?;
     }
-    Ok(BuildSummary {
-        output: opts.output.to_string(),
-        digest,
-        config_digest,
-        manifest_size: manifest_bytes.len() as u64,
-        layers,
-        total_size,
-        purged: prep.purged.clone(),
-        not_installed: prep.not_installed.clone(),
-        files_removed: prep.files_removed,
-        bytes_removed: prep.bytes_removed,
-        init_size: prep.init_size,
-        init_target: prep.init_target.clone(),
-        landlock_warnings: prep.landlock_warnings.clone(),
-        cache_hit,
-        cache_source,
-        seconds: t0.elapsed().as_secs_f64(),
-        record,
-        transfer: opts.open.registry.transfers.snapshot(),
-    })
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::Node;
+
+    /// The recipe layer's plan: modified nodes with their parents, and one whiteout
+    /// per removed path that no removed parent's whiteout covers.
+    #[test]
+    fn upper_entries_plan_parents_and_whiteouts() {
+        let mut fs = Rootfs::new();
+        fs.insert("usr/bin/keep", Node::file(0o755, 0, 0, b"k".to_vec()))
+            .unwrap();
+        fs.insert("etc/new", Node::file(0o644, 0, 0, b"n".to_vec()))
+            .unwrap();
+        for n in fs.nodes.values_mut() {
+            n.modified = false;
+        }
+        fs.nodes.get_mut("etc/new").unwrap().modified = true;
+        // usr/bin/a and a whole opt/ tree were removed; srv/ was never an entry of
+        // any layer, only srv/y was.
+        for r in ["usr/bin/a", "opt", "opt/x", "srv/y"] {
+            fs.removed.insert(r.to_string());
+        }
+        let got = upper_entries(&fs, true);
+        let want: Vec<(String, bool)> = [
+            (".wh.opt", true),
+            ("etc", false),
+            ("etc/new", false),
+            ("srv", false),
+            ("srv/.wh.y", true),
+            ("usr", false),
+            ("usr/bin", false),
+            ("usr/bin/.wh.a", true),
+        ]
+        .iter()
+        .map(|(k, w)| (k.to_string(), *w))
+        .collect();
+        assert_eq!(got, want);
+        let plain = upper_entries(&fs, false);
+        assert_eq!(
+            plain,
+            vec![("etc".to_string(), false), ("etc/new".to_string(), false)]
+        );
+    }
 }

@@ -27,6 +27,22 @@ pub(crate) fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
 /// Like `write_layout`, with `mangle` applied to each compressed blob *before* it
 /// is hashed: descriptors stay consistent, only the stream itself is broken.
 fn write_layout_with(dir: &Path, layers: &[Vec<u8>], mangle: impl Fn(Vec<u8>) -> Vec<u8>) {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256_digest(l)).collect();
+    let config = json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/bin:/bin"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    write_layout_full(dir, layers, &config, mangle)
+}
+
+/// Like `write_layout`, with the given image config (its diff_ids must match).
+pub(crate) fn write_layout_config(dir: &Path, layers: &[Vec<u8>], config: serde_json::Value) {
+    write_layout_full(dir, layers, &config, |z| z)
+}
+
+fn write_layout_full(
+    dir: &Path,
+    layers: &[Vec<u8>],
+    config: &serde_json::Value,
+    mangle: impl Fn(Vec<u8>) -> Vec<u8>,
+) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let put = |bytes: &[u8]| {
         let d = sha256_digest(bytes);
@@ -39,14 +55,12 @@ fn write_layout_with(dir: &Path, layers: &[Vec<u8>], mangle: impl Fn(Vec<u8>) ->
         d
     };
     let mut descs = vec![];
-    let mut diff_ids = vec![];
     for l in layers {
-        diff_ids.push(sha256_digest(l));
         let z = mangle(gz(l));
         let d = put(&z);
         descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": z.len()}));
     }
-    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/bin:/bin"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}})).unwrap();
+    let config = serde_json::to_vec(config).unwrap();
     let cd = put(&config);
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()}, "layers": descs})).unwrap();
     let md = put(&manifest);
@@ -654,7 +668,7 @@ fn tar_bases_plain_gzip_and_zstd_give_the_same_image_content() {
             );
             // The record names the exact input: the digest of the file as given.
             assert_eq!(
-                s.record["base_digest"],
+                s.record.base_digest.clone().unwrap_or_default(),
                 sha256_digest(&std::fs::read(base).unwrap()),
                 "{}",
                 base.display()
@@ -739,7 +753,7 @@ fn build_args_outside_the_allow_list_are_refused() {
         config_json(&ok)["config"]["Labels"]["dev.nemoclaw.build-arg.NEMOCLAW_BUILD_ID"],
         "42"
     );
-    assert_eq!(s.record["build_args"]["NEMOCLAW_BUILD_ID"], "42");
+    assert_eq!(s.record.build_args["NEMOCLAW_BUILD_ID"], "42");
     for (recipe, args, needle) in [
         (
             BUILD_ARG_RECIPE,
@@ -883,7 +897,7 @@ fn audit_reports_toolchain_elves_hidden_by_whiteouts() {
 
 #[test]
 fn cache_key_covers_every_input_of_the_cached_part() {
-    use crate::pipeline::key_for;
+    use crate::build_cache::key_for;
     let t = tempfile::tempdir().unwrap();
     let o = || {
         opts(

@@ -649,7 +649,7 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| (i, l.digest.clone(), l.size, l.media_type.clone()))
+        .map(|(i, l)| (i, l.digest.to_string(), l.size, l.media_type.clone()))
         .collect();
     let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter())
         .map(|(i, d, size, _)| {

@@ -16,24 +16,24 @@
 //! a miss; any other registry error is a warning: the cache never fails a build.
 use crate::cache::Cache;
 use crate::digest::{sha256_digest, sha256_hex, HashingReader};
-use crate::image::{canonical, descriptor};
+use crate::image::canonical;
+use crate::oci::{Descriptor, Digest, Manifest, MediaType};
 use crate::progress::Progress;
 use crate::registry::{
     is_not_found, runtime, short, Out, PushBlob, RegRef, RegistryOptions, Sent, Session,
     CONCURRENCY, JSON_LIMIT,
 };
-use crate::source::MT_OCI_MANIFEST;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// artifactType of the cache manifest, and media type of its record blob.
 pub const MT_CACHE: &str = "application/vnd.nemoclaw.build-cache.v1+json";
-pub const MT_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub use crate::oci::manifest::MT_EMPTY;
 pub const KEY_ANNOTATION: &str = "dev.nemoclaw.cache.key";
-const EMPTY: &[u8] = b"{}";
+use crate::oci::manifest::EMPTY_JSON as EMPTY;
 
 #[derive(Debug, Clone, Default)]
 pub struct RemoteCacheOptions {
@@ -71,25 +71,24 @@ pub fn tag_for(key: &str) -> String {
 }
 
 /// The cache manifest (canonical JSON) for a record blob and the prepared layers.
-pub fn manifest_bytes(key: &str, record: &[u8], layers: &[CacheLayer]) -> Vec<u8> {
-    let mut ls = vec![descriptor(
-        MT_CACHE,
-        &sha256_digest(record),
-        record.len() as u64,
-    )];
-    ls.extend(
-        layers
-            .iter()
-            .map(|l| descriptor(&l.media_type, &l.digest, l.size)),
-    );
-    canonical(&json!({
-        "schemaVersion": 2,
-        "mediaType": MT_OCI_MANIFEST,
-        "artifactType": MT_CACHE,
-        "config": descriptor(MT_EMPTY, &sha256_digest(EMPTY), EMPTY.len() as u64),
-        "layers": ls,
-        "annotations": {KEY_ANNOTATION: key},
-    }))
+pub fn manifest_bytes(key: &str, record: &[u8], layers: &[CacheLayer]) -> Result<Vec<u8>> {
+    let desc = |mt: &str, digest: &str, size| -> Result<Descriptor> {
+        Ok(Descriptor::new(
+            MediaType::from(mt),
+            Digest::parse(digest)?,
+            size,
+        ))
+    };
+    let mut ls = vec![desc(MT_CACHE, &sha256_digest(record), record.len() as u64)?];
+    for l in layers {
+        ls.push(desc(&l.media_type, &l.digest, l.size)?);
+    }
+    let annotations = [(KEY_ANNOTATION.to_string(), key.to_string())].into();
+    Ok(canonical(&Manifest::artifact(
+        MediaType::from(MT_CACHE),
+        ls,
+        annotations,
+    )))
 }
 
 fn desc_of(v: &Value, mt_field: &str) -> Result<CacheLayer> {
@@ -299,7 +298,7 @@ async fn push_async(
     let at = format!("registry://{to}:{tag}");
     let rec_bytes = canonical(record);
     let descs: Vec<CacheLayer> = layers.iter().map(|(l, _)| l.clone()).collect();
-    let manifest = manifest_bytes(key, &rec_bytes, &descs);
+    let manifest = manifest_bytes(key, &rec_bytes, &descs)?;
     let s = Session::open(to, ropts, Out::new(ropts.quiet)).await?;
     let r = RegRef {
         tag: Some(tag.clone()),
@@ -368,6 +367,8 @@ async fn push_async(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::MT_OCI_MANIFEST;
+    use serde_json::json;
 
     fn layers() -> Vec<CacheLayer> {
         vec![
@@ -407,7 +408,7 @@ mod tests {
     #[test]
     fn manifest_is_canonical_and_round_trips() {
         let rec = br#"{"layers":[]}"#;
-        let m = manifest_bytes("KEY", rec, &layers());
+        let m = manifest_bytes("KEY", rec, &layers()).unwrap();
         // The exact bytes (a registry addresses the manifest by their digest): sorted keys,
         // no whitespace, the record first, then the layers in order.
         let expected = format!(
@@ -447,7 +448,7 @@ mod tests {
 
     #[test]
     fn other_key_is_a_miss_and_garbage_an_error() {
-        let m = manifest_bytes("KEY", b"{}", &layers());
+        let m = manifest_bytes("KEY", b"{}", &layers()).unwrap();
         assert!(check_manifest(&m, "OTHER").unwrap().is_none());
         assert!(check_manifest(b"not json", "KEY").is_err());
         let mut v: Value = serde_json::from_slice(&m).unwrap();

@@ -10,15 +10,17 @@
 //! manifest whose `subject` is the image (OCI 1.1 referrers, index fallback).
 use crate::digest::{digest_hex, sha256_digest};
 use crate::dpkg::DpkgDb;
-use crate::image::{canonical, descriptor, rfc3339};
+use crate::image::{canonical, rfc3339};
 use crate::imageref::ImageRef;
+use crate::oci::manifest::EMPTY_JSON;
+use crate::oci::{Descriptor, Digest, Index, Manifest, MediaType};
 use crate::pipeline::{index_base, TOOL_VERSION};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::rootfs::{normalize, IndexOptions, Kind, Rootfs};
-use crate::source::{open_image, OpenOptions, MT_OCI_MANIFEST};
+use crate::source::{open_image, OpenOptions};
 use crate::steps::purge::db_files;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use base64::Engine;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -29,7 +31,7 @@ use std::process::ExitCode;
 
 pub const MT_SPDX: &str = "application/spdx+json";
 pub const MT_CYCLONEDX: &str = "application/vnd.cyclonedx+json";
-pub const MT_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub use crate::oci::manifest::MT_EMPTY;
 /// Namespace prefix of our SPDX documents (`.invalid`: a name, never fetched).
 const NAMESPACE_BASE: &str = "https://nemoclaw.invalid/spdx/";
 
@@ -730,9 +732,9 @@ pub fn for_staged_image(
         ls.push(crate::source::LayerBlob::new(
             i,
             loc,
-            &l.media_type,
-            Some(l.digest.clone()),
-            Some(l.diff_id.clone()),
+            l.media_type.as_str(),
+            Some(l.digest.to_string()),
+            Some(l.diff_id.to_string()),
         )?);
     }
     let mut img = crate::source::BaseImage {
@@ -772,33 +774,41 @@ pub fn attach_to_layout(
         }
         Ok(d)
     };
-    let empty = put(b"{}")?;
-    let sbom_digest = put(sbom)?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MT_OCI_MANIFEST,
-        "artifactType": MT_SPDX,
-        "config": descriptor(MT_EMPTY, &empty, 2),
-        "layers": [descriptor(MT_SPDX, &sbom_digest, sbom.len() as u64)],
-        "subject": descriptor(MT_OCI_MANIFEST, subject_digest, subject_size),
-        "annotations": {"org.opencontainers.image.created": created},
-    });
+    put(EMPTY_JSON)?;
+    let sbom_digest = Digest::parse(&put(sbom)?)?;
+    let mut manifest = Manifest::artifact(
+        MediaType::from(MT_SPDX),
+        vec![Descriptor::new(
+            MediaType::from(MT_SPDX),
+            sbom_digest,
+            sbom.len() as u64,
+        )],
+        [(
+            "org.opencontainers.image.created".to_string(),
+            created.to_string(),
+        )]
+        .into(),
+    );
+    manifest.subject = Some(Descriptor::new(
+        MediaType::OciManifest,
+        Digest::parse(subject_digest)?,
+        subject_size,
+    ));
     let mb = canonical(&manifest);
     let md = put(&mb)?;
     let index_path = dir.join("index.json");
-    let mut index: Value = serde_json::from_slice(
-        &std::fs::read(&index_path)
-            .with_context(|| format!("cannot read {}", index_path.display()))?,
-    )
-    .with_context(|| format!("{}: invalid JSON", index_path.display()))?;
-    let Some(list) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) else {
-        bail!("{}: no manifests array", index_path.display());
-    };
+    let bytes = std::fs::read(&index_path)
+        .with_context(|| format!("cannot read {}", index_path.display()))?;
+    let mut index: Index = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not an image index", index_path.display()))?;
     // Replace an SBOM attached earlier to the same subject.
-    list.retain(|d| d.get("artifactType").and_then(|a| a.as_str()) != Some(MT_SPDX));
-    let mut desc = descriptor(MT_OCI_MANIFEST, &md, mb.len() as u64);
-    desc["artifactType"] = json!(MT_SPDX);
-    list.push(desc);
+    let spdx = MediaType::from(MT_SPDX);
+    index
+        .manifests
+        .retain(|d| d.artifact_type.as_ref() != Some(&spdx));
+    let mut desc = Descriptor::new(MediaType::OciManifest, Digest::parse(&md)?, mb.len() as u64);
+    desc.artifact_type = Some(spdx);
+    index.manifests.push(desc);
     let tmp = dir.join(".index.json.tmp");
     std::fs::write(&tmp, canonical(&index))?;
     std::fs::rename(&tmp, &index_path)?;
@@ -1058,12 +1068,23 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path();
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        let idx = json!({"schemaVersion": 2, "manifests": [{"mediaType": MT_OCI_MANIFEST, "digest": "sha256:aa", "size": 3, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+        let subject = sha256_digest(b"subject");
+        let idx = json!({"schemaVersion": 2, "manifests": [{"mediaType": crate::source::MT_OCI_MANIFEST, "digest": subject, "size": 3, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
         std::fs::write(dir.join("index.json"), canonical(&idx)).unwrap();
-        let md = attach_to_layout(dir, "sha256:aa", 3, b"{}\n", "2023-11-14T22:13:20Z").unwrap();
+        let md = attach_to_layout(dir, &subject, 3, b"{}\n", "2023-11-14T22:13:20Z").unwrap();
         // Twice: replaced, not duplicated.
-        let md2 = attach_to_layout(dir, "sha256:aa", 3, b"{}\n", "2023-11-14T22:13:20Z").unwrap();
+        let md2 = attach_to_layout(dir, &subject, 3, b"{}\n", "2023-11-14T22:13:20Z").unwrap();
         assert_eq!(md, md2);
+        // The exact bytes of the referrer manifest and the index.
+        assert_eq!(
+            md,
+            "sha256:a81f557bda23ab69cc2296b430dd129b2cfcd8422f08075c909d2734183ddc77"
+        );
+        let index = std::fs::read(dir.join("index.json")).unwrap();
+        assert_eq!(
+            sha256_digest(&index),
+            "sha256:c8b1f65344065fe711a01dff3d86930c19be2cf3079fd8600181053692fe1a3e"
+        );
         let idx: Value =
             serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
         let m = idx["manifests"].as_array().unwrap();
@@ -1073,7 +1094,7 @@ mod tests {
             &std::fs::read(dir.join("blobs/sha256").join(digest_hex(&md).unwrap())).unwrap(),
         )
         .unwrap();
-        assert_eq!(man["subject"]["digest"], "sha256:aa");
+        assert_eq!(man["subject"]["digest"], subject.as_str());
         assert_eq!(
             man["config"]["digest"],
             "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"

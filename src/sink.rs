@@ -14,11 +14,12 @@
 //!    either the old image or the new one.
 use crate::digest::{digest_hex, sha256_digest, VerifyingReader};
 use crate::imageref::ImageRef;
+use crate::oci::{Descriptor, Digest, Index, MediaType};
 use crate::oci_layout::{self, LayoutState, REF_NAME};
 use crate::scratch::{self, parent_dir, Purpose, ScratchDir, ScratchFile};
-use crate::source::{BlobLocation, LayerBlob, MT_OCI_INDEX, MT_OCI_MANIFEST};
+use crate::source::{BlobLocation, LayerBlob};
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -289,12 +290,15 @@ pub fn write_layout_index(
     tag: Option<&str>,
 ) -> Result<()> {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut desc =
-        json!({"mediaType": MT_OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size});
+    let mut desc = Descriptor::new(
+        MediaType::OciManifest,
+        Digest::parse(manifest_digest)?,
+        manifest_size,
+    );
     if let Some(t) = tag {
-        desc["annotations"] = json!({ REF_NAME: t });
+        desc.annotations.insert(REF_NAME.to_string(), t.to_string());
     }
-    let index = json!({"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": [desc]});
+    let index = Index::oci(vec![desc]);
     std::fs::write(dir.join("index.json"), crate::image::canonical(&index))?;
     Ok(())
 }
@@ -316,7 +320,7 @@ pub enum Pending {
 /// The image that [`finish`] publishes.
 pub struct Built<'a> {
     pub manifest_digest: &'a str,
-    pub manifest: &'a Value,
+    pub manifest: &'a crate::oci::Manifest,
     pub manifest_size: u64,
     pub epoch: u64,
     /// SPDX document to attach to an `oci:` layout as a referrer, with its creation time.
@@ -371,26 +375,18 @@ pub fn finish(
             // manifest.json only: with an OCI index.json beside it, podman loads the
             // archive as OCI and drops the tag.
             let manifest = img.manifest;
-            let config = manifest
-                .pointer("/config/digest")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
+            let config = manifest.config.digest.hex();
             let layers: Vec<String> = manifest
-                .get("layers")
-                .and_then(|l| l.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.get("digest").and_then(|x| x.as_str()))
-                        .map(|d| format!("blobs/sha256/{}", d.trim_start_matches("sha256:")))
-                        .collect()
-                })
-                .unwrap_or_default();
+                .layers
+                .iter()
+                .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
+                .collect();
             let repo_tag = match tag {
                 Some(t) if t.contains(':') || t.contains('/') => t.clone(),
                 Some(t) => format!("localhost/nemoclaw:{t}"),
                 None => "localhost/nemoclaw:latest".into(),
             };
-            let mf = json!([{"Config": format!("blobs/sha256/{}", config.trim_start_matches("sha256:")), "RepoTags": [repo_tag], "Layers": layers}]);
+            let mf = json!([{"Config": format!("blobs/sha256/{config}"), "RepoTags": [repo_tag], "Layers": layers}]);
             std::fs::write(
                 staging.path().join("manifest.json"),
                 crate::image::canonical(&mf),

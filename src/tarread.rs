@@ -231,28 +231,11 @@ impl<R: Read> TarReader<R> {
             let mut h = [0u8; BLOCK];
             if !self.read_full(&mut h)? {
                 // A stream may end without the two zero blocks; every reader accepts that.
-                if !pending.is_empty() {
-                    bail!(
-                        "{}: extension header at the end of the archive describes no entry",
-                        self.label
-                    );
-                }
-                self.ended = true;
-                self.stop_spill()?;
+                self.end(&pending, None)?;
                 return Ok(None);
             }
             if h.iter().all(|b| *b == 0) {
-                if !pending.is_empty() {
-                    bail!(
-                        "{}: extension header at byte {at} is followed by the end of the archive",
-                        self.label
-                    );
-                }
-                self.ended = true;
-                if let Some(s) = self.spill.as_mut() {
-                    s.write_all(&[0u8; BLOCK])?; // a well-formed two-block end marker
-                }
-                self.stop_spill()?;
+                self.end(&pending, Some(at))?;
                 return Ok(None);
             }
             let hdr = Header::new(&h, &self.label, at)?;
@@ -262,72 +245,15 @@ impl<R: Read> TarReader<R> {
             match h[156] {
                 b'x' => {
                     hdr.require_ustar("PAX header")?;
-                    if pending.pax.is_some() {
-                        bail!("{}: two PAX headers for one entry at byte {at}", self.label);
-                    }
-                    let data = self.read_meta(size, "PAX header")?;
-                    // Reported with the entry's name; the framing stays defined by
-                    // the header sizes, so the entry header can still be read.
-                    pending.pax = Some(
-                        parse_pax(&data)
-                            .map_err(|e| format!("malformed PAX header at byte {at}: {e}")),
-                    );
+                    self.pax_header(size, at, &mut pending)?
                 }
                 b'g' => {
                     hdr.require_ustar("global PAX header")?;
-                    if !pending.is_empty() {
-                        bail!(
-                            "{}: global PAX header at byte {at} between an extension header and its entry",
-                            self.label
-                        );
-                    }
-                    let data = self.read_meta(size, "global PAX header")?;
-                    let recs = parse_pax(&data).map_err(|e| {
-                        anyhow!(
-                            "{}: malformed global PAX header at byte {at}: {e}",
-                            self.label
-                        )
-                    })?;
-                    // Python applies global records to every later entry, Go and
-                    // containerd ignore them: only a comment means the same to all.
-                    if let Some((k, _)) = recs.iter().find(|(k, _)| k != "comment") {
-                        bail!(
-                            "{}: global PAX header at byte {at} sets '{k}' for all later entries, which readers apply differently",
-                            self.label
-                        );
-                    }
+                    self.global_pax_header(size, at, &pending)?
                 }
-                b'L' | b'K' => {
-                    let what = if h[156] == b'L' {
-                        "GNU long name"
-                    } else {
-                        "GNU long link name"
-                    };
-                    hdr.require_gnu(what)?;
-                    let slot = if h[156] == b'L' {
-                        &pending.long_name
-                    } else {
-                        &pending.long_link
-                    };
-                    if slot.is_some() {
-                        bail!(
-                            "{}: two {what} headers for one entry at byte {at}",
-                            self.label
-                        );
-                    }
-                    let data = self.read_meta(size, what)?;
-                    let name = long_name_bytes(&data).ok_or_else(|| {
-                        anyhow!(
-                            "{}: {what} '{}' at byte {at} has bytes after its terminating NUL",
-                            self.label,
-                            show(&data)
-                        )
-                    })?;
-                    if h[156] == b'L' {
-                        pending.long_name = Some(name);
-                    } else {
-                        pending.long_link = Some(name);
-                    }
+                t @ (b'L' | b'K') => {
+                    hdr.require_gnu(long_header_name(t))?;
+                    self.gnu_long_header(t, size, at, &mut pending)?
                 }
                 t => {
                     let e = self.entry(&hdr, t, size, pending)?;
@@ -345,6 +271,96 @@ impl<R: Read> TarReader<R> {
                 }
             }
         }
+    }
+
+    /// The end of the archive: the stream ended (`zero_block` None) or a zero block
+    /// at that byte. Extension headers must not be left describing no entry.
+    fn end(&mut self, pending: &Pending, zero_block: Option<u64>) -> Result<()> {
+        match zero_block {
+            None if !pending.is_empty() => bail!(
+                "{}: extension header at the end of the archive describes no entry",
+                self.label
+            ),
+            Some(at) if !pending.is_empty() => bail!(
+                "{}: extension header at byte {at} is followed by the end of the archive",
+                self.label
+            ),
+            _ => {}
+        }
+        self.ended = true;
+        if let (Some(_), Some(s)) = (zero_block, self.spill.as_mut()) {
+            s.write_all(&[0u8; BLOCK])?; // a well-formed two-block end marker
+        }
+        self.stop_spill()
+    }
+
+    /// A PAX extended header (`x`) for the next entry.
+    fn pax_header(&mut self, size: u64, at: u64, pending: &mut Pending) -> Result<()> {
+        if pending.pax.is_some() {
+            bail!("{}: two PAX headers for one entry at byte {at}", self.label);
+        }
+        let data = self.read_meta(size, "PAX header")?;
+        // Reported with the entry's name; the framing stays defined by
+        // the header sizes, so the entry header can still be read.
+        pending.pax =
+            Some(parse_pax(&data).map_err(|e| format!("malformed PAX header at byte {at}: {e}")));
+        Ok(())
+    }
+
+    /// A global PAX header (`g`): only a comment is accepted.
+    fn global_pax_header(&mut self, size: u64, at: u64, pending: &Pending) -> Result<()> {
+        if !pending.is_empty() {
+            bail!(
+                "{}: global PAX header at byte {at} between an extension header and its entry",
+                self.label
+            );
+        }
+        let data = self.read_meta(size, "global PAX header")?;
+        let recs = parse_pax(&data).map_err(|e| {
+            anyhow!(
+                "{}: malformed global PAX header at byte {at}: {e}",
+                self.label
+            )
+        })?;
+        // Python applies global records to every later entry, Go and
+        // containerd ignore them: only a comment means the same to all.
+        if let Some((k, _)) = recs.iter().find(|(k, _)| k != "comment") {
+            bail!(
+                "{}: global PAX header at byte {at} sets '{k}' for all later entries, which readers apply differently",
+                self.label
+            );
+        }
+        Ok(())
+    }
+
+    /// A GNU long name (`L`) or long link name (`K`) for the next entry.
+    fn gnu_long_header(&mut self, t: u8, size: u64, at: u64, pending: &mut Pending) -> Result<()> {
+        let what = long_header_name(t);
+        let slot = if t == b'L' {
+            &pending.long_name
+        } else {
+            &pending.long_link
+        };
+        if slot.is_some() {
+            bail!(
+                "{}: two {what} headers for one entry at byte {at}",
+                self.label
+            );
+        }
+        let data = self.read_meta(size, what)?;
+        let name = long_name_bytes(&data).ok_or_else(|| {
+            anyhow!(
+                "{}: {what} '{}' at byte {at} has bytes after its terminating NUL",
+                self.label,
+                show(&data)
+            )
+        })?;
+        if t == b'L' {
+            pending.long_name = Some(name);
+        } else {
+            pending.long_link = Some(name);
+        }
+        Ok(())
     }
 
     /// Builds the entry of header `hdr` with the pending extensions applied.
@@ -377,27 +393,7 @@ impl<R: Read> TarReader<R> {
         if name.contains('\0') {
             return Err(err("name contains a NUL byte".into()));
         }
-        let kind = match t {
-            b'0' | b'\0' => Kind::File,
-            b'1' => Kind::Hardlink,
-            b'2' => Kind::Symlink,
-            b'3' => Kind::Char,
-            b'4' => Kind::Block,
-            b'5' => Kind::Dir,
-            b'6' => Kind::Fifo,
-            b'7' => {
-                return Err(err(
-                    "contiguous file (type '7') is not supported by container runtimes".into(),
-                ))
-            }
-            b'S' => return Err(err("GNU sparse file (type 'S') is not supported".into())),
-            t => {
-                return Err(err(format!(
-                    "unknown entry type '{}'; readers disagree on what it is",
-                    (t as char).escape_default()
-                )))
-            }
-        };
+        let kind = entry_kind(t).map_err(err)?;
         // Python and Go turn an old-style ('\0') regular file ending in '/' into a
         // directory, Python judging by the header's own name field.
         if kind != Kind::Dir && (name.ends_with('/') || (t == b'\0' && hname.ends_with(b"/"))) {
@@ -447,25 +443,7 @@ impl<R: Read> TarReader<R> {
                 (Some(l), None) | (None, Some(l)) => l.clone(),
                 (None, None) => cstr(&hdr.b[157..257]).to_vec(),
             };
-            let l = std::str::from_utf8(&raw).map_err(|_| {
-                err(format!(
-                    "link target '{}' is not valid UTF-8",
-                    raw.escape_ascii()
-                ))
-            })?;
-            if l.is_empty() || l.contains('\0') {
-                return Err(err("empty link target or NUL in it".into()));
-            }
-            Some(if kind == Kind::Hardlink {
-                let t = normalize(l)
-                    .map_err(|e| err(format!("hardlink has unsafe target '{l}': {e}")))?;
-                if t.is_empty() {
-                    return Err(err("hardlink to the root directory".into()));
-                }
-                t
-            } else {
-                l.to_string()
-            })
+            Some(link_target(kind, &raw).map_err(err)?)
         } else {
             None
         };
@@ -940,6 +918,56 @@ pub fn list_layer(path: &std::path::Path, out: &mut dyn Write) -> Result<()> {
     }
     tar.finish()?;
     Ok(())
+}
+
+/// The kind of a tar type flag; the types readers disagree on are refused.
+fn entry_kind(t: u8) -> std::result::Result<Kind, String> {
+    Ok(match t {
+        b'0' | b'\0' => Kind::File,
+        b'1' => Kind::Hardlink,
+        b'2' => Kind::Symlink,
+        b'3' => Kind::Char,
+        b'4' => Kind::Block,
+        b'5' => Kind::Dir,
+        b'6' => Kind::Fifo,
+        b'7' => {
+            return Err("contiguous file (type '7') is not supported by container runtimes".into())
+        }
+        b'S' => return Err("GNU sparse file (type 'S') is not supported".into()),
+        t => {
+            return Err(format!(
+                "unknown entry type '{}'; readers disagree on what it is",
+                (t as char).escape_default()
+            ))
+        }
+    })
+}
+
+/// A link's target: UTF-8, not empty, no NUL; a hardlink's normalized like a path
+/// (and never the root).
+fn link_target(kind: Kind, raw: &[u8]) -> std::result::Result<String, String> {
+    let l = std::str::from_utf8(raw)
+        .map_err(|_| format!("link target '{}' is not valid UTF-8", raw.escape_ascii()))?;
+    if l.is_empty() || l.contains('\0') {
+        return Err("empty link target or NUL in it".into());
+    }
+    if kind != Kind::Hardlink {
+        return Ok(l.to_string());
+    }
+    let t = normalize(l).map_err(|e| format!("hardlink has unsafe target '{l}': {e}"))?;
+    if t.is_empty() {
+        return Err("hardlink to the root directory".into());
+    }
+    Ok(t)
+}
+
+/// The name of a GNU long name (`L`) or long link name (`K`) header, for errors.
+fn long_header_name(t: u8) -> &'static str {
+    if t == b'L' {
+        "GNU long name"
+    } else {
+        "GNU long link name"
+    }
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use crate::imageref::ImageRef;
 use crate::pipeline::{build, BuildOptions, PurgeMode};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+use crate::record::BuildRecord;
 use crate::source::OpenOptions;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -124,7 +124,7 @@ fn load_recipe(spec: &BuildSpec) -> Result<Recipe> {
 }
 
 /// Runs one build in this process; returns (manifest digest, build record).
-pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Value)> {
+pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, BuildRecord)> {
     let purge_mode = PurgeMode::from_str(&spec.purge_mode, true)
         .map_err(|e| anyhow!("purge mode '{}': {e}", spec.purge_mode))?;
     let s = build(BuildOptions {
@@ -147,20 +147,16 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Valu
     Ok((s.digest, s.record))
 }
 
-fn rec_str(rec: &Value, k: &str) -> Option<String> {
-    rec.get(k).and_then(|v| v.as_str()).map(str::to_string)
-}
-
 /// The inputs to rebuild with: the record's, overridden by the command line.
-fn spec_from(a: &VerifyArgs, record: Option<&Value>, output: String) -> Result<BuildSpec> {
-    let empty = json!({});
+fn spec_from(a: &VerifyArgs, record: Option<&BuildRecord>, output: String) -> Result<BuildSpec> {
+    let empty = BuildRecord::default();
     let rec = record.unwrap_or(&empty);
     let base = a
         .base
         .clone()
-        .or_else(|| rec_str(rec, "base"))
+        .or_else(|| rec.base.clone())
         .ok_or_else(|| anyhow!("no base: give --base"))?;
-    let recorded_recipe = rec_str(rec, "recipe");
+    let recorded_recipe = rec.recipe.clone();
     let (recipe_path, recipe_name) = match (&a.recipe, &recorded_recipe) {
         (Some(p), Some(n)) => (Some(p.clone()), Some(n.clone())),
         (Some(p), None) => (Some(p.clone()), None),
@@ -168,17 +164,14 @@ fn spec_from(a: &VerifyArgs, record: Option<&Value>, output: String) -> Result<B
         (None, Some(n)) => (Some(PathBuf::from(n)), Some(n.clone())),
         (None, None) => (None, None),
     };
-    let had_artifacts = rec.get("artifacts_digest").is_some_and(|d| !d.is_null());
-    if record.is_some() && had_artifacts && a.artifacts.is_none() {
+    if let (Some(d), None) = (&rec.artifacts_digest, &a.artifacts) {
         bail!(
-            "the image was built with artifacts ({}); the record holds only their digest: pass --artifacts PATH",
-            rec_str(rec, "artifacts_digest").unwrap_or_default()
+            "the image was built with artifacts ({d}); the record holds only their digest: pass --artifacts PATH"
         );
     }
     let epoch = match record {
         Some(r) => r
-            .get("source_date_epoch")
-            .and_then(|e| e.as_u64())
+            .source_date_epoch
             .ok_or_else(|| anyhow!("the build record has no source_date_epoch"))?,
         None => a.source_date_epoch.unwrap_or(0),
     };
@@ -190,23 +183,16 @@ fn spec_from(a: &VerifyArgs, record: Option<&Value>, output: String) -> Result<B
         recipe_name,
         artifacts: a.artifacts.clone(),
         epoch,
-        compression: rec_str(rec, "compression").unwrap_or(default_compression),
+        compression: rec.compression.clone().unwrap_or(default_compression),
         threads: None,
-        purge_mode: rec_str(rec, "purge_mode").unwrap_or_else(|| "rewrite".into()),
-        build_args: rec
-            .get("build_args")
-            .and_then(|b| b.as_object())
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        purge_mode: format!("{:?}", rec.purge_mode.unwrap_or(PurgeMode::Rewrite)).to_lowercase(),
+        build_args: rec.build_args.clone(),
     })
 }
 
 /// Which recorded inputs the rebuild saw differently.
-pub fn input_mismatches(recorded: &Value, rebuilt: &Value) -> Vec<String> {
+pub fn input_mismatches(recorded: &BuildRecord, rebuilt: &BuildRecord) -> Vec<String> {
+    let (recorded, rebuilt) = (recorded.to_value(), rebuilt.to_value());
     let fields = [
         ("recipe_digest", "recipe"),
         ("base_digest", "base image"),
@@ -428,22 +414,80 @@ pub struct VerifyReport {
     pub kept: Option<PathBuf>,
 }
 
+/// The build record of the image to verify; none is an error saying why.
+fn image_record(l: &Loaded) -> Result<BuildRecord> {
+    l.record()?.ok_or_else(|| {
+        anyhow!(
+            "{} has no build record (annotation {}): not built by nemoclaw-build, or stored in a format without manifest annotations",
+            l.name,
+            diff::RECORD_ANNOTATION
+        )
+    })
+}
+
+/// `--twice`: two child builds in different environments (umask, TZ, locale,
+/// threads, artifact copies with other order, times and modes). Returns their
+/// manifest digests and output references.
+fn build_twice(
+    spec: &BuildSpec,
+    root: &Path,
+    progress: &Progress,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mutate = std::env::var(MUTATE_ENV).ok().filter(|s| !s.is_empty());
+    let (mut builds, mut outputs) = (Vec::new(), Vec::new());
+    for (i, c) in CHILDREN.iter().enumerate() {
+        let work = root.join(format!("build{}", i + 1));
+        std::fs::create_dir_all(&work)?;
+        let mut s = spec.clone();
+        if let Some(src) = &spec.artifacts {
+            let dst = work.join(if src.is_file() {
+                "artifacts.tar"
+            } else {
+                "artifacts"
+            });
+            copy_artifacts(&absolute(src)?, &dst, &perturbation(i, mutate.clone()))?;
+            s.artifacts = Some(dst);
+        }
+        let out = work.join("out");
+        s.output = format!("oci:{}:verify", out.display());
+        s.threads = Some(c.threads);
+        progress.log(&format!(
+            "build {}/2: umask {}, TZ={}, LC_ALL={}, {} thread(s), {}",
+            i + 1,
+            c.umask,
+            c.tz,
+            c.locale,
+            c.threads,
+            work.display()
+        ));
+        let d = run_child(&s, &work, c)?;
+        progress.log(&format!("build {}/2: {d}", i + 1));
+        builds.push(d);
+        outputs.push(s.output.clone());
+    }
+    Ok((builds, outputs))
+}
+
+/// How child `i` copies the artifacts (the second one differently in every way
+/// that must not matter; `mutate` is the self-test's deliberate content change).
+fn perturbation(i: usize, mutate: Option<String>) -> Perturb {
+    Perturb {
+        reverse: i == 1,
+        mtime: SystemTime::UNIX_EPOCH
+            + Duration::from_secs(if i == 0 { 1_000_000_000 } else { 1_600_000_000 }),
+        file_mode: if i == 0 { 0o664 } else { 0o600 },
+        dir_mode: if i == 0 { 0o775 } else { 0o700 },
+        mutate: if i == 1 { mutate } else { None },
+    }
+}
+
 fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     let progress = Progress::new(a.quiet || a.json);
     let mut image: Option<Loaded> = match &a.image {
         Some(i) => Some(diff::open(i, &OpenOptions::default())?),
         None => None,
     };
-    let record = match &image {
-        Some(l) => Some(l.record().ok_or_else(|| {
-            anyhow!(
-                "{} has no build record (annotation {}): not built by nemoclaw-build, or stored in a format without manifest annotations",
-                l.name,
-                diff::RECORD_ANNOTATION
-            )
-        })?),
-        None => None,
-    };
+    let record = image.as_ref().map(image_record).transpose()?;
     if image.is_none() && !a.twice {
         bail!("give an IMAGE to verify, or --twice with --base (and --artifacts/--recipe)");
     }
@@ -457,49 +501,10 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     if let Some(p) = &spec.recipe_path {
         spec.recipe_path = Some(absolute(p)?);
     }
-    let mut builds = Vec::new();
-    let mut outputs = Vec::new();
+    let (mut builds, mut outputs) = (Vec::new(), Vec::new());
     let mut mismatches = Vec::new();
     if a.twice {
-        let mutate = std::env::var(MUTATE_ENV).ok().filter(|s| !s.is_empty());
-        for (i, c) in CHILDREN.iter().enumerate() {
-            let work = root.join(format!("build{}", i + 1));
-            std::fs::create_dir_all(&work)?;
-            let mut s = spec.clone();
-            if let Some(src) = &spec.artifacts {
-                let dst = work.join(if src.is_file() {
-                    "artifacts.tar"
-                } else {
-                    "artifacts"
-                });
-                let perturb = Perturb {
-                    reverse: i == 1,
-                    mtime: SystemTime::UNIX_EPOCH
-                        + Duration::from_secs(if i == 0 { 1_000_000_000 } else { 1_600_000_000 }),
-                    file_mode: if i == 0 { 0o664 } else { 0o600 },
-                    dir_mode: if i == 0 { 0o775 } else { 0o700 },
-                    mutate: if i == 1 { mutate.clone() } else { None },
-                };
-                copy_artifacts(&absolute(src)?, &dst, &perturb)?;
-                s.artifacts = Some(dst);
-            }
-            let out = work.join("out");
-            s.output = format!("oci:{}:verify", out.display());
-            s.threads = Some(c.threads);
-            progress.log(&format!(
-                "build {}/2: umask {}, TZ={}, LC_ALL={}, {} thread(s), {}",
-                i + 1,
-                c.umask,
-                c.tz,
-                c.locale,
-                c.threads,
-                work.display()
-            ));
-            let d = run_child(&s, &work, c)?;
-            progress.log(&format!("build {}/2: {d}", i + 1));
-            builds.push(d);
-            outputs.push(s.output.clone());
-        }
+        (builds, outputs) = build_twice(&spec, &root, &progress)?;
     } else {
         let out = root.join("rebuild");
         let mut s = spec.clone();
@@ -532,7 +537,7 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
             if a.twice && record.is_some() {
                 // The children do not report their records; compare them from the output.
                 let rebuilt = diff::open(&outputs[0], &OpenOptions::default())?;
-                if let (Some(r), Some(rr)) = (&record, rebuilt.record()) {
+                if let (Some(r), Some(rr)) = (&record, rebuilt.record()?) {
                     mismatches = input_mismatches(r, &rr);
                 }
             }
@@ -614,6 +619,7 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::Digest;
     use crate::testutil::TarBuilder;
 
     #[test]
@@ -632,8 +638,12 @@ mod tests {
 
     #[test]
     fn mismatches_name_the_input() {
-        let a = json!({"recipe_digest": "sha256:a", "artifacts_digest": "sha256:x", "init": {"digest": "sha256:i"}});
-        let b = json!({"recipe_digest": "sha256:a", "artifacts_digest": "sha256:y", "init": {"digest": "sha256:i"}});
+        let rec = |art: &[u8]| BuildRecord {
+            recipe_digest: Some(Digest::of(b"a")),
+            artifacts_digest: Some(Digest::of(art)),
+            ..Default::default()
+        };
+        let (a, b) = (rec(b"x"), rec(b"y"));
         let m = input_mismatches(&a, &b);
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(m[0].starts_with("artifacts: recorded"), "{m:?}");

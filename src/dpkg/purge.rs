@@ -330,7 +330,6 @@ pub fn plan_purge(files: &DbFiles, req: &PurgeRequest) -> Result<PurgePlan> {
 pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Result<PurgePlan> {
     let db = DpkgDb::parse(files)?;
     let ctx = Ctx::new(&db);
-    let n = db.packages.len();
     let mut plan = PurgePlan::default();
     let mut all_by_name: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, p) in db.packages.iter().enumerate() {
@@ -338,9 +337,52 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
     }
 
     // 1. requested packages
+    let (mut why, keep) = requested(&db, &all_by_name, req, &mut plan);
+    // 2. packages whose Depends/Pre-Depends break
+    let installed: Vec<bool> = db.packages.iter().map(Package::is_installed).collect();
+    let mut sets = SatSets::default();
+    let groups = dependency_groups(&db, &ctx, &installed, &mut sets);
+    break_dependents(db.packages.len(), &sets, &groups, &mut why);
+    check_closure(&db, &keep, &why, req.strict)?;
+    // 3. autoremove (apt's mark and sweep)
+    if req.autoremove {
+        autoremove(&db, &ctx, &mut sets, &installed, &keep, &mut why);
+    }
+    plan.removed = removed_packages(&db, &why);
+
+    // Extended states: apt-mark manual for keep packages even if nothing is removed.
+    let keep_auto: Vec<usize> = keep
+        .iter()
+        .copied()
+        .filter(|&k| db.packages[k].auto_installed)
+        .collect();
+    if why.is_empty() && keep_auto.is_empty() {
+        return Ok(plan);
+    }
+
+    // 4. contents
+    let removed_set: HashSet<usize> = why.keys().copied().collect();
+    apply_files(&db, files, &removed_set, &all_by_name, layout, &mut plan)?;
+    if !why.is_empty() {
+        tick(db.status.stanzas.len());
+        let status = db.status.without(|i, _| removed_set.contains(&i));
+        plan.write_files.insert(STATUS_PATH.to_string(), status);
+    }
+    extended_states(&db, &ctx, &removed_set, &keep_auto, &mut plan);
+    Ok(plan)
+}
+
+/// The packages the request names (purge, with what is not installed noted in the
+/// plan) and the ones it keeps.
+fn requested(
+    db: &DpkgDb,
+    all_by_name: &HashMap<&str, Vec<usize>>,
+    req: &PurgeRequest,
+    plan: &mut PurgePlan,
+) -> (BTreeMap<usize, Why>, BTreeSet<usize>) {
     let mut why: BTreeMap<usize, Why> = BTreeMap::new();
     for spec in &req.purge {
-        let idx = resolve(&db, &all_by_name, spec, true);
+        let idx = resolve(db, all_by_name, spec, true);
         if idx.is_empty() && !plan.not_installed.contains(spec) {
             plan.not_installed.push(spec.clone());
         }
@@ -350,13 +392,19 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
     }
     let mut keep: BTreeSet<usize> = BTreeSet::new();
     for spec in &req.keep {
-        keep.extend(resolve(&db, &all_by_name, spec, false));
+        keep.extend(resolve(db, all_by_name, spec, false));
     }
+    (why, keep)
+}
 
-    // 2. packages whose Depends/Pre-Depends break: a worklist over reverse indices.
-    // A group breaks when the last live member of its satisfier sets goes.
-    let installed: Vec<bool> = db.packages.iter().map(Package::is_installed).collect();
-    let mut sets = SatSets::default();
+/// The Depends/Pre-Depends groups of installed packages that can break: not
+/// satisfied by the package itself, and satisfied by something now.
+fn dependency_groups<'a>(
+    db: &'a DpkgDb,
+    ctx: &Ctx<'a>,
+    installed: &[bool],
+    sets: &mut SatSets<'a>,
+) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, p) in db.packages.iter().enumerate() {
         if !installed[i] {
@@ -369,7 +417,7 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
                 if group.iter().any(|rel| ctx.satisfies_itself(p, rel)) {
                     continue;
                 }
-                let ids: Vec<usize> = group.iter().map(|rel| sets.id(&ctx, p, rel)).collect();
+                let ids: Vec<usize> = group.iter().map(|rel| sets.id(ctx, p, rel)).collect();
                 // A group satisfied by nothing before cannot break either.
                 if ids.iter().any(|&s| !sets.members[s].is_empty()) {
                     groups.push(Group {
@@ -381,6 +429,12 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
             }
         }
     }
+    groups
+}
+
+/// A worklist over reverse indices: a group breaks when the last live member of its
+/// satisfier sets goes, and its package goes with it.
+fn break_dependents(n: usize, sets: &SatSets, groups: &[Group], why: &mut BTreeMap<usize, Why>) {
     // Groups using each set, sets containing each package, live members per set.
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); sets.members.len()];
     for (g, group) in groups.iter().enumerate() {
@@ -427,19 +481,27 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
             }
         }
     }
+}
 
-    // Safety checks on the closure.
+/// Safety checks on the closure: keep, essential and protected packages stay; in
+/// strict mode nothing beyond the request goes.
+fn check_closure(
+    db: &DpkgDb,
+    keep: &BTreeSet<usize>,
+    why: &BTreeMap<usize, Why>,
+    strict: bool,
+) -> Result<()> {
     let mut errors = Vec::new();
-    for &k in &keep {
+    for &k in keep {
         if why.contains_key(&k) {
             errors.push(format!(
                 "keep package {} would be removed: {}",
                 db.packages[k].name,
-                chain(&db, &why, k)
+                chain(db, why, k)
             ));
         }
     }
-    for (&i, _) in why.iter() {
+    for &i in why.keys() {
         let p = &db.packages[i];
         if p.is_installed() && (p.essential || p.protected) {
             let kind = if p.essential {
@@ -450,18 +512,18 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
             errors.push(format!(
                 "{kind} package {} would be removed: {}",
                 p.name,
-                chain(&db, &why, i)
+                chain(db, why, i)
             ));
         }
     }
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
     }
-    if req.strict {
+    if strict {
         let deps: Vec<String> = why
             .iter()
             .filter(|(_, w)| matches!(w, Why::Dep { .. }))
-            .map(|(&i, _)| chain(&db, &why, i))
+            .map(|(&i, _)| chain(db, why, i))
             .collect();
         if !deps.is_empty() {
             bail!(
@@ -470,82 +532,102 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
             );
         }
     }
+    Ok(())
+}
 
-    // 3. autoremove (apt's mark and sweep)
-    if req.autoremove {
-        let alive = |i: usize| installed[i] && !why.contains_key(&i);
-        let mut marked = vec![false; n];
-        let mut stack: Vec<usize> = Vec::new();
-        for (i, p) in db.packages.iter().enumerate() {
-            if !alive(i) {
-                continue;
-            }
-            let root = !p.auto_installed
-                || keep.contains(&i)
-                || p.essential
-                || p.protected
-                || p.priority.as_deref() == Some("required")
-                || p.want == "hold"
-                || never_autoremove(&p.name);
-            if root {
-                marked[i] = true;
-                stack.push(i);
-            }
-        }
-        // What marking does for an atom depends only on its satisfier set (liveness is
-        // fixed in this phase): each set is expanded once.
-        let mut expanded: HashSet<usize> = HashSet::new();
-        while let Some(i) = stack.pop() {
-            let p = &db.packages[i];
-            let lists: [&RelationList; 4] =
-                [&p.pre_depends, &p.depends, &p.recommends, &p.suggests];
-            for rel in lists.into_iter().flatten().flatten() {
-                let s = sets.id(&ctx, p, rel);
-                if !expanded.insert(s) {
-                    continue;
-                }
-                let members = &sets.members[s];
-                tick(members.len());
-                let mut provs: Vec<usize> = Vec::new();
-                for &(m, via) in members {
-                    if !alive(m) {
-                        continue;
-                    }
-                    if via {
-                        provs.push(m);
-                    } else if !marked[m] {
-                        marked[m] = true;
-                        stack.push(m);
-                    }
-                }
-                // apt marks, per source package, only the providers of the newest
-                // source version.
-                let mut newest: HashMap<&str, &str> = HashMap::new();
-                for &m in &provs {
-                    let q = &db.packages[m];
-                    let e = newest.entry(q.source.as_str()).or_insert(&q.source_version);
-                    if compare_versions(&q.source_version, e).is_gt() {
-                        *e = &q.source_version;
-                    }
-                }
-                for m in provs {
-                    let q = &db.packages[m];
-                    let top = newest.get(q.source.as_str()).copied().unwrap_or("");
-                    if compare_versions(&q.source_version, top).is_eq() && !marked[m] {
-                        marked[m] = true;
-                        stack.push(m);
-                    }
-                }
-            }
-        }
-        tick(n);
-        let garbage: Vec<usize> = (0..n).filter(|&i| alive(i) && !marked[i]).collect();
-        for i in garbage {
-            why.insert(i, Why::Auto);
+/// apt's mark and sweep: automatically installed packages that no root (manual,
+/// kept, essential, protected, required, held) reaches go.
+fn autoremove<'a>(
+    db: &'a DpkgDb,
+    ctx: &Ctx<'a>,
+    sets: &mut SatSets<'a>,
+    installed: &[bool],
+    keep: &BTreeSet<usize>,
+    why: &mut BTreeMap<usize, Why>,
+) {
+    let n = db.packages.len();
+    let alive = |i: usize| installed[i] && !why.contains_key(&i);
+    let mut marked = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    for (i, p) in db.packages.iter().enumerate() {
+        if alive(i) && autoremove_root(p, keep.contains(&i)) {
+            marked[i] = true;
+            stack.push(i);
         }
     }
+    // What marking does for an atom depends only on its satisfier set (liveness is
+    // fixed in this phase): each set is expanded once.
+    let mut expanded: HashSet<usize> = HashSet::new();
+    while let Some(i) = stack.pop() {
+        let p = &db.packages[i];
+        let lists: [&RelationList; 4] = [&p.pre_depends, &p.depends, &p.recommends, &p.suggests];
+        for rel in lists.into_iter().flatten().flatten() {
+            let s = sets.id(ctx, p, rel);
+            if !expanded.insert(s) {
+                continue;
+            }
+            let members = &sets.members[s];
+            tick(members.len());
+            let mut provs: Vec<usize> = Vec::new();
+            for &(m, via) in members {
+                if !alive(m) {
+                    continue;
+                }
+                if via {
+                    provs.push(m);
+                } else if !marked[m] {
+                    marked[m] = true;
+                    stack.push(m);
+                }
+            }
+            for m in newest_providers(db, provs) {
+                if !marked[m] {
+                    marked[m] = true;
+                    stack.push(m);
+                }
+            }
+        }
+    }
+    tick(n);
+    let garbage: Vec<usize> = (0..n).filter(|&i| alive(i) && !marked[i]).collect();
+    for i in garbage {
+        why.insert(i, Why::Auto);
+    }
+}
 
-    // Removed packages list.
+/// Whether a live package is a root of autoremove's marking.
+fn autoremove_root(p: &Package, kept: bool) -> bool {
+    !p.auto_installed
+        || kept
+        || p.essential
+        || p.protected
+        || p.priority.as_deref() == Some("required")
+        || p.want == "hold"
+        || never_autoremove(&p.name)
+}
+
+/// apt marks, per source package, only the providers of the newest source version.
+fn newest_providers(db: &DpkgDb, provs: Vec<usize>) -> Vec<usize> {
+    let mut newest: HashMap<&str, &str> = HashMap::new();
+    for &m in &provs {
+        let q = &db.packages[m];
+        let e = newest.entry(q.source.as_str()).or_insert(&q.source_version);
+        if compare_versions(&q.source_version, e).is_gt() {
+            *e = &q.source_version;
+        }
+    }
+    provs
+        .into_iter()
+        .filter(|&m| {
+            let q = &db.packages[m];
+            let top = newest.get(q.source.as_str()).copied().unwrap_or("");
+            compare_versions(&q.source_version, top).is_eq()
+        })
+        .collect()
+}
+
+/// The removed packages, by name and architecture, with the reason of each.
+fn removed_packages(db: &DpkgDb, why: &BTreeMap<usize, Why>) -> Vec<RemovedPackage> {
     tick(why.len());
     let mut removed: Vec<RemovedPackage> = why
         .iter()
@@ -565,60 +647,47 @@ pub fn plan_purge_in(files: &DbFiles, req: &PurgeRequest, layout: &Layout) -> Re
         })
         .collect();
     removed.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.arch.cmp(&b.arch)));
-    plan.removed = removed;
+    removed
+}
 
-    // Extended states: apt-mark manual for keep packages even if nothing is removed.
-    let keep_auto: Vec<usize> = keep
-        .iter()
-        .copied()
-        .filter(|&k| db.packages[k].auto_installed)
-        .collect();
-    if why.is_empty() && keep_auto.is_empty() {
-        return Ok(plan);
+/// apt's extended_states without the stanzas of removed packages and of keep
+/// packages that become manually installed (matched by name and architecture).
+fn extended_states(
+    db: &DpkgDb,
+    ctx: &Ctx,
+    removed_set: &HashSet<usize>,
+    keep_auto: &[usize],
+    plan: &mut PurgePlan,
+) {
+    let Some(ext) = &db.extended else {
+        return;
+    };
+    let mut dropped_by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+    for &i in removed_set.iter().chain(keep_auto.iter()) {
+        dropped_by_name
+            .entry(db.packages[i].name.as_str())
+            .or_default()
+            .push(i);
     }
-
-    // 4. contents
-    let removed_set: HashSet<usize> = why.keys().copied().collect();
-    apply_files(&db, files, &removed_set, &all_by_name, layout, &mut plan)?;
-
-    if !why.is_empty() {
-        tick(db.status.stanzas.len());
-        let status = db.status.without(|i, _| removed_set.contains(&i));
-        plan.write_files.insert(STATUS_PATH.to_string(), status);
+    let matches = |k: usize| -> bool {
+        let (name, arch, auto) = &db.extended_entries[k];
+        let cands = dropped_by_name
+            .get(name.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        tick(cands.len() + 1);
+        cands.iter().any(|&i| {
+            let p = &db.packages[i];
+            arch.as_deref().is_none_or(|a| a == ctx.eff_arch(&p.arch))
+                && (removed_set.contains(&i) || *auto)
+        })
+    };
+    if (0..ext.stanzas.len()).any(matches) {
+        plan.write_files.insert(
+            EXTENDED_STATES_PATH.to_string(),
+            ext.without(|k, _| matches(k)),
+        );
     }
-
-    if let Some(ext) = &db.extended {
-        // Packages whose extended_states stanzas go, by name: removed ones, and keep
-        // packages that become manually installed.
-        let mut dropped_by_name: HashMap<&str, Vec<usize>> = HashMap::new();
-        for &i in removed_set.iter().chain(keep_auto.iter()) {
-            dropped_by_name
-                .entry(db.packages[i].name.as_str())
-                .or_default()
-                .push(i);
-        }
-        let matches = |k: usize| -> bool {
-            let (name, arch, auto) = &db.extended_entries[k];
-            let cands = dropped_by_name
-                .get(name.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            tick(cands.len() + 1);
-            cands.iter().any(|&i| {
-                let p = &db.packages[i];
-                arch.as_deref().is_none_or(|a| a == ctx.eff_arch(&p.arch))
-                    && (removed_set.contains(&i) || *auto)
-            })
-        };
-        let dropped = (0..ext.stanzas.len()).any(matches);
-        if dropped {
-            plan.write_files.insert(
-                EXTENDED_STATES_PATH.to_string(),
-                ext.without(|k, _| matches(k)),
-            );
-        }
-    }
-    Ok(plan)
 }
 
 /// Whether `node` (a physical path) belongs to the dpkg/apt database, which only the
@@ -667,39 +736,91 @@ fn apply_files(
     layout: &Layout,
     plan: &mut PurgePlan,
 ) -> Result<()> {
-    // Where a listed path of package `name` really is, honouring diversions (matched
-    // by name, like dpkg does; both sides are normalized).
-    let divs: HashMap<&str, &super::Diversion> =
-        db.diversions.iter().map(|d| (d.from.as_str(), d)).collect();
-    let real = |name: &str, path: &str| -> String {
-        match divs.get(path) {
+    let divs = Diverted::new(db);
+    let mut nodes = Nodes::new(layout);
+    let survivors = survivors(db, removed, &divs, &mut nodes);
+    let mut rm = removed_files(db, files, removed, &divs, &survivors, &mut nodes)?;
+    let gone = gone_names(db, removed, all_by_name);
+    drop_diversions(db, &gone, plan)?;
+
+    // Alternatives: a choice is gone when the node it names is removed.
+    let mut removed_nodes: HashSet<String> = HashSet::new();
+    for p in &rm {
+        if let Some((node, _)) = nodes.node(p) {
+            removed_nodes.insert(node);
+        }
+    }
+    let mut alts = AltCtx {
+        files,
+        removed_nodes: &removed_nodes,
+        survivors: &survivors,
+        nodes: &mut nodes,
+        rm: &mut rm,
+        plan,
+    };
+    for alt in &db.alternatives {
+        alts.apply(alt)?;
+    }
+
+    drop_triggers(db, files, removed, &gone, &mut rm, plan);
+    plan.remove_paths.extend(rm);
+    Ok(())
+}
+
+/// Where a listed path of a package really is, honouring diversions (matched by
+/// name, like dpkg does; both sides are normalized).
+struct Diverted<'a>(HashMap<&'a str, &'a super::Diversion>);
+
+impl<'a> Diverted<'a> {
+    fn new(db: &'a DpkgDb) -> Diverted<'a> {
+        Diverted(db.diversions.iter().map(|d| (d.from.as_str(), d)).collect())
+    }
+    fn real(&self, name: &str, path: &str) -> String {
+        match self.0.get(path) {
             Some(d) if d.package.as_deref() != Some(name) => d.to.clone(),
             _ => path.to_string(),
         }
-    };
-    let paths_of = |i: usize| -> Vec<&str> {
-        let p = &db.packages[i];
-        let mut v: Vec<&str> = db.lists[i].iter().flatten().map(String::as_str).collect();
-        v.extend(p.conffiles.iter().map(String::as_str));
-        tick(v.len());
-        v
-    };
+    }
+}
 
-    let mut nodes = Nodes::new(layout);
+/// Every path package `i` lists (files and conffiles).
+fn package_paths(db: &DpkgDb, i: usize) -> Vec<&str> {
+    let p = &db.packages[i];
+    let mut v: Vec<&str> = db.lists[i].iter().flatten().map(String::as_str).collect();
+    v.extend(p.conffiles.iter().map(String::as_str));
+    tick(v.len());
+    v
+}
+
+/// The nodes (and the symlinks leading to them) that surviving packages own.
+fn survivors(
+    db: &DpkgDb,
+    removed: &HashSet<usize>,
+    divs: &Diverted,
+    nodes: &mut Nodes,
+) -> Survivors {
     let mut survivors = Survivors::default();
-    for i in 0..db.packages.len() {
-        if removed.contains(&i) {
-            continue;
-        }
+    for i in (0..db.packages.len()).filter(|i| !removed.contains(i)) {
         let name = &db.packages[i].name;
-        for path in paths_of(i) {
-            if let Some((node, trace)) = nodes.node(&real(name, path)) {
+        for path in package_paths(db, i) {
+            if let Some((node, trace)) = nodes.node(&divs.real(name, path)) {
                 survivors.links.extend(trace.iter().cloned());
                 survivors.nodes.insert(node);
             }
         }
     }
+    survivors
+}
 
+/// The files of removed packages that no survivor needs, and their info files.
+fn removed_files(
+    db: &DpkgDb,
+    files: &DbFiles,
+    removed: &HashSet<usize>,
+    divs: &Diverted,
+    survivors: &Survivors,
+    nodes: &mut Nodes,
+) -> Result<BTreeSet<String>> {
     let mut rm: BTreeSet<String> = BTreeSet::new();
     for &i in removed {
         let p = &db.packages[i];
@@ -711,9 +832,9 @@ fn apply_files(
                 p.arch
             );
         }
-        for path in paths_of(i) {
-            let r = real(&p.name, path);
-            if survivors.conflict(&mut nodes, &r).is_none() {
+        for path in package_paths(db, i) {
+            let r = divs.real(&p.name, path);
+            if survivors.conflict(nodes, &r).is_none() {
                 rm.insert(r);
             }
         }
@@ -729,30 +850,40 @@ fn apply_files(
             }
         }
     }
+    Ok(rm)
+}
 
-    // Diversions set up by removed packages go away with them (their postrm would run
-    // dpkg-divert --remove). Renaming a surviving package's diverted file back is not
-    // something a plan can express: refuse.
-    let removed_names: HashSet<&str> = removed
+/// Package names with no surviving instance (any architecture).
+fn gone_names<'a>(
+    db: &'a DpkgDb,
+    removed: &HashSet<usize>,
+    all_by_name: &HashMap<&str, Vec<usize>>,
+) -> HashSet<&'a str> {
+    removed
         .iter()
         .map(|&i| db.packages[i].name.as_str())
         .filter(|name| {
-            // a name is gone only if no instance of it survives
             let all = all_by_name.get(name).map(Vec::as_slice).unwrap_or(&[]);
             tick(all.len());
             all.iter().all(|j| removed.contains(j))
         })
-        .collect();
+        .collect()
+}
+
+/// Diversions set up by removed packages go away with them (their postrm would run
+/// dpkg-divert --remove). Renaming a surviving package's diverted file back is not
+/// something a plan can express: refuse.
+fn drop_diversions(db: &DpkgDb, gone: &HashSet<&str>, plan: &mut PurgePlan) -> Result<()> {
     let mut div_changed = false;
     let mut kept_divs = Vec::new();
     for d in &db.diversions {
         match d.package.as_deref() {
-            Some(pkg) if removed_names.contains(pkg) => {
+            Some(pkg) if gone.contains(pkg) => {
                 let others: Vec<&str> = db
                     .owner_of(&d.from)
                     .into_iter()
                     .filter(|o| *o != pkg)
-                    .filter(|o| !removed_names.contains(o))
+                    .filter(|o| !gone.contains(o))
                     .collect();
                 if !others.is_empty() {
                     bail!(
@@ -780,32 +911,24 @@ fn apply_files(
         plan.write_files
             .insert(DIVERSIONS_PATH.to_string(), out.into_bytes());
     }
+    Ok(())
+}
 
-    // Alternatives: a choice is gone when the node it names is removed.
-    let mut removed_nodes: HashSet<String> = HashSet::new();
-    for p in &rm {
-        if let Some((node, _)) = nodes.node(p) {
-            removed_nodes.insert(node);
-        }
-    }
-    let mut alts = AltCtx {
-        files,
-        removed_nodes: &removed_nodes,
-        survivors: &survivors,
-        nodes: &mut nodes,
-        rm: &mut rm,
-        plan,
-    };
-    for alt in &db.alternatives {
-        alts.apply(alt)?;
-    }
-
-    // Trigger interests name a package as `name` or `name:arch`.
+/// Trigger interests of removed packages go; a trigger file left empty goes too.
+/// Interests name a package as `name` or `name:arch`.
+fn drop_triggers(
+    db: &DpkgDb,
+    files: &DbFiles,
+    removed: &HashSet<usize>,
+    gone: &HashSet<&str>,
+    rm: &mut BTreeSet<String>,
+    plan: &mut PurgePlan,
+) {
     let mut removed_db_names: HashSet<String> = HashSet::new();
     for &i in removed {
         let p = &db.packages[i];
         removed_db_names.insert(format!("{}:{}", p.name, p.arch));
-        if removed_names.contains(p.name.as_str()) {
+        if gone.contains(p.name.as_str()) {
             removed_db_names.insert(p.name.clone());
         }
     }
@@ -845,9 +968,6 @@ fn apply_files(
             }
         }
     }
-
-    plan.remove_paths.extend(rm);
-    Ok(())
 }
 
 /// Rewrites of update-alternatives link groups whose choices lose files.

@@ -160,7 +160,7 @@ fn read_verified(store: &dyn BlobStore, d: &Descriptor, what: &str, limit: u64) 
     }
     let bytes = loc.read_all(limit, what)?;
     let got = sha256_digest(&bytes);
-    if got != d.digest {
+    if d.digest != got {
         bail!(
             "{what} in {}: digest mismatch: descriptor says {}, blob hashes to {got}",
             store.describe(),
@@ -369,13 +369,13 @@ fn open_from_store(
             i,
             loc,
             &l.media_type,
-            Some(l.digest.clone()),
+            Some(l.digest.to_string()),
             config.diff_ids.get(i).cloned(),
         )?);
     }
     Ok(BaseImage {
         name,
-        manifest_digest: Some(desc.digest),
+        manifest_digest: Some(desc.digest.into()),
         config: config.value,
         layers,
         _scratch: None,

@@ -13,7 +13,8 @@ use super::{
     MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ND, MT_OCI_LAYER_ND_GZIP, MT_OCI_LAYER_ND_ZSTD,
     MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
 };
-use crate::digest::{digest_hex, quoted, sha256_digest};
+use crate::digest::{quoted, sha256_digest};
+use crate::oci::Digest;
 use anyhow::{anyhow, bail, Result};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -263,11 +264,9 @@ fn parse_media_type(v: &Value, at: &At) -> Result<String> {
     Ok(s.to_string())
 }
 
-/// A digest usable as a blob name (see [`digest_hex`]).
-fn parse_digest(v: &Value, at: &At) -> Result<String> {
-    let s = string(v, at)?;
-    digest_hex(s).map_err(|e| anyhow!("{at}: {e}"))?;
-    Ok(s.to_string())
+/// A digest usable as a blob name (see [`crate::digest::digest_hex`]), validated here once.
+fn parse_digest(v: &Value, at: &At) -> Result<Digest> {
+    Digest::parse(string(v, at)?).map_err(|e| anyhow!("{at}: {e}"))
 }
 
 /// A size: a JSON integer in 0..=i64::MAX (image-spec: int64, and negative sizes mean nothing).
@@ -374,8 +373,8 @@ pub struct Platform {
 #[derive(Debug, Clone)]
 pub struct Descriptor {
     pub media_type: String,
-    /// `sha256:<64 hex>`: safe to use as `blobs/sha256/<hex>`.
-    pub digest: String,
+    /// Validated once here: safe to use as `blobs/sha256/<hex>`.
+    pub digest: Digest,
     pub size: u64,
     pub platform: Option<Platform>,
     pub annotations: BTreeMap<String, String>,
@@ -431,7 +430,7 @@ fn parse_descriptor(v: &Value, at: &At) -> Result<Descriptor> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(string(d, &at)?)
             .map_err(|e| anyhow!("{at}: not base64: {e}"))?;
-        if raw.len() as u64 != size || sha256_digest(&raw) != digest {
+        if raw.len() as u64 != size || digest != sha256_digest(&raw) {
             bail!("{at}: embedded data does not match the descriptor's digest and size");
         }
     }
@@ -616,7 +615,7 @@ pub fn parse_config(bytes: &[u8], doc: &str) -> Result<Config> {
     let diff_ids = array(required(rootfs, "diff_ids", &rat)?, &dat)?
         .iter()
         .enumerate()
-        .map(|(i, d)| parse_digest(d, &dat.item(i)))
+        .map(|(i, d)| parse_digest(d, &dat.item(i)).map(String::from))
         .collect::<Result<Vec<_>>>()?;
     // The runtime settings the build reads and rewrites.
     if let Some(c) = optional(m, "config") {
