@@ -333,7 +333,7 @@ pub fn findings(fs: &Rootfs, config: &serde_json::Value, recipe: &Recipe) -> Res
                 format!("setgid file (group gid {})", n.gid),
             ));
         }
-        if n.xattrs.contains_key("security.capability") {
+        if n.xattrs().contains_key("security.capability") {
             out.push(f(
                 "file-capability",
                 Warning,
@@ -375,7 +375,7 @@ pub fn findings(fs: &Rootfs, config: &serde_json::Value, recipe: &Recipe) -> Res
                 "device-node",
                 Warning,
                 &p,
-                format!("device node {}:{}", n.dev.0, n.dev.1),
+                format!("device node {}:{}", n.dev().0, n.dev().1),
             ));
         }
     }

@@ -210,7 +210,7 @@ fn check_root_tool(fs: &Rootfs, name: &str, paths: &[&str], out: &mut Vec<Findin
         return;
     };
     let target = if n.kind == Kind::Hardlink {
-        n.link.as_deref().and_then(|l| fs.nodes.get(l)).unwrap_or(n)
+        n.link().and_then(|l| fs.nodes.get(l)).unwrap_or(n)
     } else {
         n
     };
@@ -456,7 +456,7 @@ mod tests {
         // Found through the usrmerge symlink too (/sbin -> usr/sbin).
         let mut fs = image();
         let node = fs.nodes.remove("usr/bin/nsenter").expect("ns");
-        fs.insert("usr/sbin/nsenter", node).expect("moved");
+        fs.insert("usr/sbin/nsenter", *node).expect("moved");
         assert_eq!(ids(&fs, &cfg("sandbox", "/sandbox")), Vec::<String>::new());
     }
 

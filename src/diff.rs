@@ -157,14 +157,14 @@ impl From<&Node> for Meta {
             uid: n.uid,
             gid: n.gid,
             size: n.size,
-            sha256: n.sha256.clone(),
-            link: n.link.clone(),
+            sha256: n.sha256(),
+            link: n.link().map(str::to_string),
             xattrs: n
-                .xattrs
+                .xattrs()
                 .iter()
                 .map(|(k, v)| (k.clone(), hex::encode(v)))
                 .collect(),
-            dev: n.dev,
+            dev: n.dev(),
             mtime: n.mtime,
         }
     }
@@ -320,7 +320,7 @@ fn describe(m: &Meta) -> String {
 pub fn fs_entries(fs: &Rootfs) -> BTreeMap<String, Meta> {
     fs.nodes
         .iter()
-        .map(|(k, n)| (k.clone(), Meta::from(n)))
+        .map(|(k, n)| (k.clone(), Meta::from(&**n)))
         .collect()
 }
 

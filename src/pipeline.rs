@@ -174,7 +174,7 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         .nodes
         .iter()
         .filter(|(_, n)| n.modified && n.kind == Kind::Hardlink)
-        .filter_map(|(k, n)| n.link.clone().map(|t| (k.clone(), t)))
+        .filter_map(|(k, n)| n.link().map(|t| (k.clone(), t.to_string())))
         .collect();
     for (k, t) in links {
         let Some(target) = fs.link_file(&k).cloned() else {
@@ -187,7 +187,7 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
                 copy.uid = n.uid;
                 copy.gid = n.gid;
             }
-            fs.nodes.insert(k, copy);
+            fs.nodes.insert(k, Box::new(copy));
         }
     }
     let mut wanted: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
@@ -287,8 +287,7 @@ fn rewrite_layer(
         }
         let mut node = e.node(i);
         let via = node
-            .link
-            .as_ref()
+            .link()
             .filter(|_| node.kind == Kind::Hardlink)
             .and_then(|t| carried.get(t))
             .cloned();
@@ -296,11 +295,11 @@ fn rewrite_layer(
             Some(Carried::Bytes(bytes)) => {
                 node.kind = Kind::File;
                 node.size = bytes.len() as u64;
-                node.link = None;
+                node.set_link(None);
                 w.append(&key, &node, &mut &bytes[..])?;
             }
             Some(Carried::Link(t)) => {
-                node.link = Some(t);
+                node.set_link(Some(&t));
                 w.append(&key, &node, &mut std::io::empty())?;
             }
             None => w.append(&key, &node, &mut tar)?,
@@ -731,7 +730,7 @@ fn prepare(
                 break;
             }
             if let Some(n) = fs.nodes.get(&cur) {
-                let mtime = if n.layer.is_some() && !n.modified {
+                let mtime = if n.layer().is_some() && !n.modified {
                     n.mtime.min(opts.epoch)
                 } else {
                     opts.epoch
@@ -786,7 +785,7 @@ fn artifacts_layer(
     for (path, mode, uid, gid, mtime) in &prep.ancestors {
         let mut n = crate::rootfs::Node::dir(*mode, *uid, *gid);
         n.mtime = *mtime;
-        n.layer = Some(0);
+        n.set_layer(Some(0));
         n.modified = false;
         afs.insert(path, n)?;
     }

@@ -604,7 +604,7 @@ fn listing(image: &str) -> Vec<String> {
             let body = if n.kind == Kind::File {
                 sha256_digest(&fs.read(k).unwrap())
             } else {
-                n.link.clone().unwrap_or_default()
+                n.link().unwrap_or_default().to_string()
             };
             format!("{k} {:?} {:o} {}:{} {body}", n.kind, n.mode, n.uid, n.gid)
         })

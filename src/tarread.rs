@@ -63,27 +63,22 @@ pub struct TarEntry {
 impl TarEntry {
     /// The model node for this entry of base layer `layer` (content stays in the layer).
     pub fn node(&self, layer: usize) -> Node {
-        Node {
-            kind: self.kind,
-            mode: self.mode,
-            uid: self.uid,
-            gid: self.gid,
-            mtime: self.mtime,
-            size: self.size,
-            link: self.link.clone(),
-            xattrs: self.xattrs.clone(),
-            dev: self.dev,
-            content: if self.kind == Kind::File {
-                Content::Layer(layer)
-            } else {
-                Content::Empty
-            },
-            layer: Some(layer),
-            modified: false,
-            elf: false,
-            sha256: None,
-            in_layers: 1u128 << layer.min(127),
+        let content = if self.kind == Kind::File {
+            Content::Layer(layer)
+        } else {
+            Content::Empty
+        };
+        let mut n = Node::new(self.kind, self.mode, self.uid, self.gid, content, self.size);
+        n.mtime = self.mtime;
+        n.modified = false;
+        n.set_layer(Some(layer));
+        n.add_in_layers(1u128 << layer.min(127));
+        n.set_link(self.link.as_deref());
+        if !self.xattrs.is_empty() {
+            n.set_xattrs(self.xattrs.clone());
         }
+        n.set_dev(self.dev);
+        n
     }
 }
 

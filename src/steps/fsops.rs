@@ -214,7 +214,7 @@ mod tests {
         )
         .unwrap();
         let mut base = Node::file(0o600, 0, 0, b"x".to_vec());
-        base.layer = Some(0);
+        base.set_layer(Some(0));
         base.modified = false;
         fs.insert("sandbox/a/b", base).unwrap();
         let recipe = Recipe::parse(b"[[fs]]\nop='chown'\npath='/sandbox'\nowner='sandbox'\ngroup='sandbox'\nrecursive=true\n[[fs]]\nop='dir'\npath='/sandbox/x'\nmode='2770'\nowner='sandbox'\n", "t", std::path::Path::new(".")).unwrap();

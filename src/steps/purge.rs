@@ -34,7 +34,7 @@ fn layout(fs: &Rootfs) -> Layout {
     let mut l = Layout::new();
     for (path, node) in &fs.nodes {
         if node.kind == Kind::Symlink {
-            l.add_link(path, node.link.as_deref().unwrap_or(""));
+            l.add_link(path, node.link().unwrap_or(""));
         }
     }
     l
