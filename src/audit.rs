@@ -479,22 +479,7 @@ pub fn run_policy(a: PolicyArgs) -> Result<ExitCode> {
             )?
         );
     } else {
-        println!(
-            "{:<24} {:<8} {:<10} {:<18} {:<5} {:<6} REASON",
-            "PATH", "USER", "LANDLOCK", "OWNER", "MODE", "WRITE"
-        );
-        for r in &rows {
-            println!(
-                "{:<24} {:<8} {:<10} {:<18} {:<5} {:<6} {}",
-                r.path,
-                r.user,
-                r.declared,
-                r.owner,
-                r.mode,
-                if r.effective_write { "yes" } else { "no" },
-                r.reason
-            );
-        }
+        print!("{}", landlock::table(&rows));
         for w in &warnings {
             println!("warning: {w}");
         }
