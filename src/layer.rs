@@ -126,7 +126,7 @@ impl LayerWriter {
                 let mut h = self.header(et, mode, node.uid, node.gid, mtime, 0);
                 let target = node.link().unwrap_or_default();
                 self.tar
-                    .append_link(&mut h, path, &target)
+                    .append_link(&mut h, path, target)
                     .with_context(ctx)?;
             }
             Kind::Char | Kind::Block | Kind::Fifo => {

@@ -225,7 +225,7 @@ pub fn table(rows: &[Access]) -> String {
             } else {
                 let pad = width[i] - c.chars().count();
                 line.push_str(c);
-                line.extend(std::iter::repeat(' ').take(pad + 1));
+                line.extend(std::iter::repeat_n(' ', pad + 1));
             }
         }
         out.push_str(line.trim_end());
