@@ -69,7 +69,8 @@ pub struct Node {
 struct Extra {
     /// Symlink target, or hardlink target path (normalized, relative).
     link: Option<Box<str>>,
-    xattrs: BTreeMap<String, Vec<u8>>,
+    /// Never `Some` of an empty map (see [`Node::edit_extra`]).
+    xattrs: Option<Box<BTreeMap<String, Vec<u8>>>>,
     dev: (u32, u32),
     /// Content digest (captured or `hash_contents` files only).
     sha256: Option<[u8; 32]>,
@@ -150,14 +151,19 @@ impl Node {
         self.edit_extra(|x| x.link = link.map(Box::from));
     }
     pub fn xattrs(&self) -> &BTreeMap<String, Vec<u8>> {
-        self.extra.as_ref().map_or(&NO_XATTRS, |x| &x.xattrs)
+        match self.extra.as_ref().and_then(|x| x.xattrs.as_deref()) {
+            Some(m) => m,
+            None => &NO_XATTRS,
+        }
     }
     pub fn set_xattrs(&mut self, xattrs: BTreeMap<String, Vec<u8>>) {
-        self.edit_extra(|x| x.xattrs = xattrs);
+        self.edit_extra(|x| x.xattrs = Some(Box::new(xattrs)));
     }
     pub fn insert_xattr(&mut self, name: &str, value: Vec<u8>) {
         self.edit_extra(|x| {
-            x.xattrs.insert(name.to_string(), value);
+            x.xattrs
+                .get_or_insert_with(Default::default)
+                .insert(name.to_string(), value);
         });
     }
     pub fn remove_xattr(&mut self, name: &str) -> Option<Vec<u8>> {
@@ -165,7 +171,7 @@ impl Node {
             return None;
         }
         let mut old = None;
-        self.edit_extra(|x| old = x.xattrs.remove(name));
+        self.edit_extra(|x| old = x.xattrs.as_mut().and_then(|m| m.remove(name)));
         old
     }
     /// Device numbers (major, minor) of a character or block device.
@@ -189,6 +195,12 @@ impl Node {
 
     /// Changes the extra fields, dropping the box when they end up all empty.
     fn edit_extra(&mut self, f: impl FnOnce(&mut Extra)) {
+        let f = |x: &mut Extra| {
+            f(x);
+            if x.xattrs.as_ref().is_some_and(|m| m.is_empty()) {
+                x.xattrs = None;
+            }
+        };
         match &mut self.extra {
             Some(x) => {
                 f(x);
@@ -832,6 +844,35 @@ mod tests {
             std::mem::size_of::<Node>()
         );
         assert!(std::mem::size_of::<Content>() <= 16);
+        assert!(std::mem::size_of::<Extra>() <= 72);
+    }
+
+    #[test]
+    fn extra_fields_round_trip_and_drop_their_box() {
+        let mut n = Node::dir(0o755, 0, 0);
+        assert!(n.extra.is_none() && n.link().is_none() && n.xattrs().is_empty());
+        n.insert_xattr("user.a", vec![1]);
+        n.set_dev((1, 3));
+        n.set_sha256(Some([0xab; 32]));
+        n.set_link(Some("t"));
+        assert_eq!(n.xattrs().get("user.a"), Some(&vec![1]));
+        assert_eq!(n.dev(), (1, 3));
+        assert_eq!(
+            n.sha256().as_deref(),
+            Some(&*format!("sha256:{}", "ab".repeat(32)))
+        );
+        assert_eq!(n.link(), Some("t"));
+        assert_eq!(n.remove_xattr("user.a"), Some(vec![1]));
+        assert_eq!(n.remove_xattr("user.a"), None);
+        n.set_dev((0, 0));
+        n.set_sha256(None);
+        n.set_link(None);
+        assert!(n.extra.is_none(), "all empty again: no box kept");
+        n.set_layer(Some(3));
+        n.add_in_layers(1 << 3 | 1 << 100);
+        assert_eq!((n.layer(), n.in_layers()), (Some(3), 1 << 3 | 1 << 100));
+        n.set_layer(None);
+        assert_eq!(n.layer(), None);
     }
 
     #[test]
