@@ -69,7 +69,9 @@ pub struct Node {
 struct Extra {
     /// Symlink target, or hardlink target path (normalized, relative).
     link: Option<Box<str>>,
-    /// Never `Some` of an empty map (see [`Node::edit_extra`]).
+    /// Never `Some` of an empty map (see [`Node::edit_extra`]). Boxed on purpose: 8
+    /// bytes instead of 24 in every extra, for a field that few files set.
+    #[allow(clippy::box_collection)]
     xattrs: Option<Box<BTreeMap<String, Vec<u8>>>>,
     dev: (u32, u32),
     /// Content digest (captured or `hash_contents` files only).
