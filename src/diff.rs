@@ -356,7 +356,7 @@ pub fn fs_entries(fs: &Rootfs) -> BTreeMap<String, Meta> {
 
 /// The model's paths in order with their metadata, built one at a time.
 pub fn fs_metas(fs: &Rootfs) -> impl Iterator<Item = (&str, Meta)> {
-    fs.nodes.iter().map(|(k, n)| (k.as_str(), Meta::from(&**n)))
+    fs.nodes.iter().map(|(k, n)| (&**k, Meta::from(&**n)))
 }
 
 /// The raw entries of one layer tar (later duplicates win; whiteouts are entries of kind

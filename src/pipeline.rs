@@ -174,7 +174,7 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         .nodes
         .iter()
         .filter(|(_, n)| n.modified && n.kind == Kind::Hardlink)
-        .filter_map(|(k, n)| n.link().map(|t| (k.clone(), t.to_string())))
+        .filter_map(|(k, n)| n.link().map(|t| (k.to_string(), t.to_string())))
         .collect();
     for (k, t) in links {
         let Some(target) = fs.link_file(&k).cloned() else {
@@ -183,17 +183,17 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         if !target.modified {
             let mut copy = target;
             copy.modified = true;
-            if let Some(n) = fs.nodes.get(&k) {
+            if let Some(n) = fs.nodes.get(k.as_str()) {
                 copy.uid = n.uid;
                 copy.gid = n.gid;
             }
-            fs.nodes.insert(k, Box::new(copy));
+            fs.nodes.insert(k.into(), Box::new(copy));
         }
     }
     let mut wanted: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     for (k, n) in &fs.nodes {
         if let (true, Kind::File, Content::Layer(l)) = (n.modified, n.kind, &n.content) {
-            wanted.entry(*l).or_default().insert(k.clone());
+            wanted.entry(*l).or_default().insert(k.to_string());
         }
     }
     for (l, keys) in wanted {
@@ -210,7 +210,7 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         }
         tar.finish()?;
         for (k, bytes) in got {
-            if let Some(n) = fs.nodes.get_mut(&k) {
+            if let Some(n) = fs.nodes.get_mut(k.as_str()) {
                 n.content = Content::Bytes(Arc::new(bytes));
             }
         }
@@ -321,8 +321,8 @@ fn write_upper(
     let mut emit: BTreeSet<String> = BTreeSet::new();
     for (k, n) in &fs.nodes {
         if n.modified {
-            let mut p = k.as_str();
-            emit.insert(k.clone());
+            let mut p: &str = k;
+            emit.insert(k.to_string());
             while let Some(parent) = parent_of(p) {
                 if parent.is_empty() || !emit.insert(parent.to_string()) {
                     break;
@@ -340,7 +340,7 @@ fn write_upper(
             // exists for runtimes, which create it: the child needs its own whiteout.
             let parent_exists =
                 parent.is_empty() || fs.nodes.contains_key(parent) || !fs.removed.contains(parent);
-            if parent_exists && !fs.nodes.contains_key(r) {
+            if parent_exists && !fs.nodes.contains_key(r.as_str()) {
                 wh.insert(r.clone());
                 let mut p = parent;
                 while !p.is_empty() && emit.insert(p.to_string()) {
@@ -372,7 +372,9 @@ fn write_upper(
             w.append_whiteout(&format!("{dir}{}", name.trim_start_matches(".wh.")))?;
             continue;
         }
-        let Some(n) = fs.nodes.get(&k) else { continue };
+        let Some(n) = fs.nodes.get(k.as_str()) else {
+            continue;
+        };
         let mut node = n.clone();
         if !n.modified {
             node.modified = false; // unchanged parent dir: keep its base metadata (mtime clamped)
@@ -729,7 +731,7 @@ fn prepare(
             if cur == dest {
                 break;
             }
-            if let Some(n) = fs.nodes.get(&cur) {
+            if let Some(n) = fs.nodes.get(cur.as_str()) {
                 let mtime = if n.layer().is_some() && !n.modified {
                     n.mtime.min(opts.epoch)
                 } else {

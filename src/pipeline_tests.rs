@@ -148,7 +148,7 @@ fn multilayer_whiteouts_in_both_modes() {
             fs.get("etc/issue").is_none(),
             "{mode:?}: whited-out file reappeared"
         );
-        let doc: Vec<&String> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
+        let doc: Vec<&str> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
         assert_eq!(
             doc,
             vec!["usr/share/doc/new"],

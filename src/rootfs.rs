@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::ops::Bound;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -264,9 +265,10 @@ pub fn default_capture(path: &str, size: u64) -> bool {
 
 #[derive(Debug, Default, Clone)]
 pub struct Rootfs {
-    /// Boxed values: a B-tree leaf holds 11 slots and sorted inserts leave it about
-    /// half full, so inline nodes would cost nearly twice their size.
-    pub nodes: BTreeMap<String, Box<Node>>,
+    /// Boxed values and `Box<str>` keys (16 bytes, not 24): a B-tree leaf holds 11
+    /// slots and sorted inserts leave it about half full, so each byte of a slot costs
+    /// nearly two.
+    pub nodes: BTreeMap<Box<str>, Box<Node>>,
     /// Paths present in the base that the build removed.
     pub removed: BTreeSet<String>,
     pub hidden: Vec<Hidden>,
@@ -382,23 +384,20 @@ impl Rootfs {
     }
 
     /// Paths strictly below `dir` (sorted).
-    pub fn descendants<'a>(
-        &'a self,
-        dir: &str,
-    ) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+    pub fn descendants<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
         let prefix = if dir.is_empty() {
             String::new()
         } else {
             under(dir)
         };
         self.nodes
-            .range(prefix.clone()..)
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(&prefix))
-            .map(|(k, n)| (k, &**n))
+            .map(|(k, n)| (&**k, &**n))
     }
 
     fn descendant_keys(&self, dir: &str) -> Vec<String> {
-        self.descendants(dir).map(|(k, _)| k.clone()).collect()
+        self.descendants(dir).map(|(k, _)| k.to_string()).collect()
     }
 
     /// Removes a path and everything below it; records base paths as removed.
@@ -408,7 +407,7 @@ impl Rootfs {
         keys.push(key);
         let mut n = 0;
         for k in keys {
-            if let Some(node) = self.nodes.remove(&k) {
+            if let Some(node) = self.nodes.remove(k.as_str()) {
                 n += 1;
                 if node.layer().is_some() {
                     self.removed_mask |= node.in_layers();
@@ -426,13 +425,13 @@ impl Rootfs {
             bail!("cannot replace the root directory");
         }
         self.ensure_parents(&key)?;
-        if let Some(old) = self.nodes.get(&key) {
+        if let Some(old) = self.nodes.get(key.as_str()) {
             if old.is_dir() && !node.is_dir() {
                 self.remove(&key);
             }
         }
         self.removed.remove(&key);
-        self.nodes.insert(key, Box::new(node));
+        self.nodes.insert(key.into(), Box::new(node));
         Ok(())
     }
 
@@ -444,7 +443,7 @@ impl Rootfs {
                 acc.push('/');
             }
             acc.push_str(c);
-            match self.nodes.get(&acc) {
+            match self.nodes.get(acc.as_str()) {
                 Some(n) if n.is_dir() => {}
                 Some(n) => bail!(
                     "cannot create '/{key}': '/{acc}' is a {:?}, not a directory",
@@ -453,7 +452,7 @@ impl Rootfs {
                 None => {
                     self.removed.remove(&acc);
                     self.nodes
-                        .insert(acc.clone(), Box::new(Node::dir(0o755, 0, 0)));
+                        .insert(acc.as_str().into(), Box::new(Node::dir(0o755, 0, 0)));
                 }
             }
         }
@@ -465,7 +464,7 @@ impl Rootfs {
         let key = normalize(path)?;
         let node = self
             .nodes
-            .get(&key)
+            .get(key.as_str())
             .ok_or_else(|| anyhow!("/{key} does not exist in the image"))?;
         match (&node.kind, &node.content) {
             (Kind::File, Content::Bytes(b)) => Ok(b.as_ref().clone()),
@@ -483,7 +482,7 @@ impl Rootfs {
     /// Replaces a regular file's content, keeping its metadata (or creating it 0644 root).
     pub fn write(&mut self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let key = normalize(path)?;
-        match self.nodes.get_mut(&key) {
+        match self.nodes.get_mut(key.as_str()) {
             Some(n) if n.kind == Kind::File => {
                 n.size = bytes.len() as u64;
                 n.elf = bytes.starts_with(b"\x7fELF");
@@ -515,7 +514,7 @@ impl Rootfs {
             }
             cur.push(c);
             let key = cur.join("/");
-            if let Some(n) = self.nodes.get(&key) {
+            if let Some(n) = self.nodes.get(key.as_str()) {
                 if n.kind == Kind::Symlink {
                     hops += 1;
                     if hops > 40 {
@@ -594,7 +593,7 @@ impl Rootfs {
                     let lower: Vec<String> = self
                         .descendants(&dir)
                         .filter(|(_, n)| n.layer().is_some_and(|l| l < layer))
-                        .map(|(k, _)| k.clone())
+                        .map(|(k, _)| k.to_string())
                         .collect();
                     for k in lower {
                         self.hide(&k, layer);
@@ -606,7 +605,7 @@ impl Rootfs {
                     let mut keys = vec![victim.clone()];
                     keys.extend(self.descendant_keys(&victim));
                     for k in keys {
-                        match self.nodes.get(&k).and_then(|n| n.layer()) {
+                        match self.nodes.get(k.as_str()).and_then(|n| n.layer()) {
                             Some(l) if l < layer => self.hide(&k, layer),
                             Some(l) if l == layer => self.same_layer(layer, &key, &k),
                             _ => {}
@@ -641,7 +640,7 @@ impl Rootfs {
                     "replaces '/{key}', which a hardlink earlier in this layer shares (Python rewrites the shared file, GNU tar and containerd replace it)"
                 )));
             }
-            let old = self.nodes.get(&key);
+            let old = self.nodes.get(key.as_str());
             if let Some(o) = old.filter(|o| o.layer() == Some(layer)) {
                 stats.duplicates += 1;
                 if o.is_dir() != (e.kind == Kind::Dir) {
@@ -685,7 +684,7 @@ impl Rootfs {
                     self.hide(&k, layer);
                 }
             }
-            self.nodes.insert(key, Box::new(node));
+            self.nodes.insert(key.into(), Box::new(node));
         }
         // Drain to EOF so compressed-stream trailers and blob digests get verified.
         tar.finish()?;
@@ -759,7 +758,7 @@ impl Rootfs {
         }
         let mut cur = target.to_string();
         for _ in 0..64 {
-            let Some(n) = self.nodes.get(&cur) else {
+            let Some(n) = self.nodes.get(cur.as_str()) else {
                 return Err(format!(
                     "hardlink to '/{target}', which does not exist in this or a lower layer"
                 ));
@@ -907,7 +906,7 @@ mod tests {
         fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
         assert!(fs.get("/etc/issue").is_none());
         assert!(fs.get("/etc/keep").is_some());
-        let doc: Vec<&String> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
+        let doc: Vec<&str> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
         assert_eq!(doc, vec!["usr/share/doc/new"]);
         assert_eq!(fs.hidden.len(), 3);
         assert_eq!(fs.read("/etc/keep").unwrap(), b"k");

@@ -130,7 +130,7 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
         let who = ident(fs, user);
         for (path, decl, inherited) in &declared {
             let key = fs.resolve(path).unwrap_or_default();
-            let node = fs.nodes.get(&key);
+            let node = fs.nodes.get(key.as_str());
             let (owner, mode) = match node {
                 Some(n) => (
                     format!(
@@ -261,7 +261,7 @@ pub fn lint(fs: &Rootfs, recipe: &Recipe) -> Vec<String> {
         if !runtime
             && fs
                 .resolve(p)
-                .and_then(|k| fs.nodes.get(&k).map(|_| ()))
+                .and_then(|k| fs.nodes.get(k.as_str()).map(|_| ()))
                 .is_none()
         {
             w.push(format!("read_write path {p} does not exist in the image"));

@@ -36,7 +36,7 @@ pub fn apply(fs: &mut Rootfs, s: &Sanitize) -> SanitizeReport {
             n.mode &= !0o6000;
             n.modified = true;
             rep.setid_stripped.push(format!("/{path}"));
-            changed.insert(path.clone());
+            changed.insert(path.to_string());
         }
         if s.strip_file_caps
             && n.xattrs().contains_key("security.capability")
@@ -45,7 +45,7 @@ pub fn apply(fs: &mut Rootfs, s: &Sanitize) -> SanitizeReport {
             n.remove_xattr("security.capability");
             n.modified = true;
             rep.file_caps_removed.push(format!("/{path}"));
-            changed.insert(path.clone());
+            changed.insert(path.to_string());
         }
     }
     // Links sharing an inode with a changed file: same bits, emitted in the same layer.
@@ -55,7 +55,7 @@ pub fn apply(fs: &mut Rootfs, s: &Sanitize) -> SanitizeReport {
                 (Kind::Hardlink, Some(t)) => changed.contains(t),
                 _ => continue,
             };
-            if shares_changed && !changed.contains(path) {
+            if shares_changed && !changed.contains(&**path) {
                 if s.strip_setid {
                     n.mode &= !0o6000;
                 }
