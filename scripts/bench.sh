@@ -6,6 +6,7 @@
 #   (b) nemoclaw-build --purge-mode whiteout  (no cache; OCI layout base)
 #   (c) incremental rebuild: only an artifact changed, warm cache
 #   audit of the plain base (peak RSS)
+#   memory (MEMORY=1, the default): build and diff on a ~300k-file base, scripts/bench-memory.sh
 # Reports the median wall time of RUNS runs, the ratio to the peer, peak RSS (GNU time) and the
 # compressed output size, and writes BENCHMARKS.md.
 #
@@ -95,6 +96,13 @@ for b in $BASES; do
   done
 done
 
+# Memory bound of the model (issue 16.6): build and diff on a ~300k-file base.
+mem_table=""
+if [[ "${MEMORY:-1}" == 1 ]]; then
+  log "memory: build and diff on a ~300k-file base"
+  mem_table="$(RUNS="$RUNS" BIN="$BIN" bash scripts/bench-memory.sh)"
+fi
+
 {
   echo "# Benchmarks"
   echo
@@ -111,5 +119,13 @@ done
   echo "| base | variant | median wall (s) | vs peer | peak RSS (MiB) | output compressed (MiB) |"
   echo "|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  if [[ -n "$mem_table" ]]; then
+    echo
+    echo "## Memory: a base with ~300k files"
+    echo
+    echo "\`scripts/bench-memory.sh\`: the small base plus 300 dirs x 1000 small files (\`scripts/mk-bigbase.sh\`); build = \`--purge-mode rewrite\` from the tarball, no cache; diff = the base tarball against the built image. Targets (issue 16.6): build <= 128 MiB, diff <= 256 MiB."
+    echo
+    printf '%s\n' "$mem_table"
+  fi
 } >BENCHMARKS.md
 log "wrote BENCHMARKS.md"

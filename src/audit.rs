@@ -387,7 +387,9 @@ fn secrets(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
 
 /// Every node with its absolute path.
 fn nodes<'a>(s: &'a Subject) -> impl Iterator<Item = (String, &'a crate::rootfs::Node)> {
-    s.fs.nodes.iter().map(|(path, n)| (format!("/{path}"), n))
+    s.fs.nodes
+        .iter()
+        .map(|(path, n)| (format!("/{path}"), &**n))
 }
 
 fn setid(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
@@ -406,7 +408,7 @@ fn setid(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
 
 fn capabilities(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
     for (p, n) in nodes(s) {
-        if n.xattrs.contains_key("security.capability") {
+        if n.xattrs().contains_key("security.capability") {
             let msg = "file has capabilities (security.capability)".into();
             out.push(f("file-capability", Warning, &p, msg));
         }
@@ -452,7 +454,7 @@ fn unknown_uid(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
 fn device_nodes(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
     for (p, n) in nodes(s) {
         if matches!(n.kind, Kind::Char | Kind::Block) {
-            let msg = format!("device node {}:{}", n.dev.0, n.dev.1);
+            let msg = format!("device node {}:{}", n.dev().0, n.dev().1);
             out.push(f("device-node", Warning, &p, msg));
         }
     }
@@ -550,22 +552,7 @@ pub fn run_policy(a: PolicyArgs) -> Result<ExitCode> {
             )?
         );
     } else {
-        println!(
-            "{:<24} {:<8} {:<10} {:<18} {:<5} {:<6} REASON",
-            "PATH", "USER", "LANDLOCK", "OWNER", "MODE", "WRITE"
-        );
-        for r in &rows {
-            println!(
-                "{:<24} {:<8} {:<10} {:<18} {:<5} {:<6} {}",
-                r.path,
-                r.user,
-                r.declared,
-                r.owner,
-                r.mode,
-                if r.effective_write { "yes" } else { "no" },
-                r.reason
-            );
-        }
+        print!("{}", landlock::table(&rows));
         for w in &warnings {
             println!("warning: {w}");
         }

@@ -10,7 +10,7 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
         Some(k) => k,
         None => return vec![format!("{}: cannot resolve", c.path)],
     };
-    let Some(n) = fs.nodes.get(&key) else {
+    let Some(n) = fs.nodes.get(key.as_str()) else {
         return vec![format!("{}: missing", c.path)];
     };
     let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").unwrap_or_default()).into_owned();

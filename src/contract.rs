@@ -121,7 +121,11 @@ fn symlink_in_path(fs: &Rootfs, key: &str) -> Option<String> {
             acc.push('/');
         }
         acc.push_str(c);
-        if fs.nodes.get(&acc).is_some_and(|n| n.kind == Kind::Symlink) {
+        if fs
+            .nodes
+            .get(acc.as_str())
+            .is_some_and(|n| n.kind == Kind::Symlink)
+        {
             return Some(format!("/{acc}"));
         }
     }
@@ -198,7 +202,7 @@ fn check_workdir(fs: &Rootfs, cfg: &Value, who: Option<&Identity>, out: &mut Vec
 fn check_root_tool(fs: &Rootfs, name: &str, paths: &[&str], out: &mut Vec<Finding>) {
     let found = paths.iter().find_map(|p| {
         let key = fs.resolve(p)?;
-        let n = fs.nodes.get(&key)?;
+        let n = fs.nodes.get(key.as_str())?;
         Some((p, key, n))
     });
     let Some((p, key, n)) = found else {
@@ -210,7 +214,7 @@ fn check_root_tool(fs: &Rootfs, name: &str, paths: &[&str], out: &mut Vec<Findin
         return;
     };
     let target = if n.kind == Kind::Hardlink {
-        n.link.as_deref().and_then(|l| fs.nodes.get(l)).unwrap_or(n)
+        n.link().and_then(|l| fs.nodes.get(l)).unwrap_or(n)
     } else {
         n
     };
@@ -260,7 +264,7 @@ fn check_entrypoint(fs: &Rootfs, cfg: &Value, out: &mut Vec<Finding>) {
     }
     let ok = fs
         .resolve(&prog)
-        .and_then(|k| fs.nodes.get(&k))
+        .and_then(|k| fs.nodes.get(k.as_str()))
         .is_some_and(|n| matches!(n.kind, Kind::File | Kind::Hardlink) && n.mode & 0o111 != 0);
     if !ok {
         out.push(err(
@@ -456,7 +460,7 @@ mod tests {
         // Found through the usrmerge symlink too (/sbin -> usr/sbin).
         let mut fs = image();
         let node = fs.nodes.remove("usr/bin/nsenter").expect("ns");
-        fs.insert("usr/sbin/nsenter", node).expect("moved");
+        fs.insert("usr/sbin/nsenter", *node).expect("moved");
         assert_eq!(ids(&fs, &cfg("sandbox", "/sandbox")), Vec::<String>::new());
     }
 

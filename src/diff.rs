@@ -22,6 +22,8 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
@@ -159,14 +161,14 @@ impl From<&Node> for Meta {
             uid: n.uid,
             gid: n.gid,
             size: n.size,
-            sha256: n.sha256.clone(),
-            link: n.link.clone(),
+            sha256: n.sha256(),
+            link: n.link().map(str::to_string),
             xattrs: n
-                .xattrs
+                .xattrs()
                 .iter()
                 .map(|(k, v)| (k.clone(), hex::encode(v)))
                 .collect(),
-            dev: n.dev,
+            dev: n.dev(),
             mtime: n.mtime,
         }
     }
@@ -275,35 +277,66 @@ pub fn diff_entries(
     b: &BTreeMap<String, Meta>,
     ignore_timestamps: bool,
 ) -> Vec<FileChange> {
+    diff_sorted(
+        a.iter().map(|(k, m)| (k.as_str(), m)),
+        b.iter().map(|(k, m)| (k.as_str(), m)),
+        ignore_timestamps,
+    )
+}
+
+/// Compares two path-sorted streams of entries, one path at a time, so comparing two
+/// indexed images needs no second copy of their metadata (issue 16.6).
+pub fn diff_sorted<'a, M: Borrow<Meta>>(
+    a: impl Iterator<Item = (&'a str, M)>,
+    b: impl Iterator<Item = (&'a str, M)>,
+    ignore_timestamps: bool,
+) -> Vec<FileChange> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
     let mut out = Vec::new();
-    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    for k in keys {
-        let path = format!("/{k}");
-        match (a.get(k), b.get(k)) {
-            (Some(x), None) => out.push(FileChange {
-                path,
-                change: "removed".into(),
-                kind: x.kind.clone(),
-                reasons: vec![format!("only in the first image ({})", describe(x))],
-            }),
-            (None, Some(y)) => out.push(FileChange {
-                path,
-                change: "added".into(),
-                kind: y.kind.clone(),
-                reasons: vec![format!("only in the second image ({})", describe(y))],
-            }),
-            (Some(x), Some(y)) => {
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => break,
+        };
+        let (x, y) = match order {
+            Ordering::Less => (a.next(), None),
+            Ordering::Greater => (None, b.next()),
+            Ordering::Equal => (a.next(), b.next()),
+        };
+        match (x, y) {
+            (Some((k, x)), None) => {
+                let x = x.borrow();
+                out.push(FileChange {
+                    path: format!("/{k}"),
+                    change: "removed".into(),
+                    kind: x.kind.clone(),
+                    reasons: vec![format!("only in the first image ({})", describe(x))],
+                })
+            }
+            (None, Some((k, y))) => {
+                let y = y.borrow();
+                out.push(FileChange {
+                    path: format!("/{k}"),
+                    change: "added".into(),
+                    kind: y.kind.clone(),
+                    reasons: vec![format!("only in the second image ({})", describe(y))],
+                })
+            }
+            (Some((k, x)), Some((_, y))) => {
+                let (x, y) = (x.borrow(), y.borrow());
                 let reasons = meta_reasons(x, y, ignore_timestamps);
                 if !reasons.is_empty() {
                     out.push(FileChange {
-                        path,
+                        path: format!("/{k}"),
                         change: "changed".into(),
                         kind: y.kind.clone(),
                         reasons,
                     });
                 }
             }
-            (None, None) => {}
+            (None, None) => break,
         }
     }
     out
@@ -320,10 +353,12 @@ fn describe(m: &Meta) -> String {
 }
 
 pub fn fs_entries(fs: &Rootfs) -> BTreeMap<String, Meta> {
-    fs.nodes
-        .iter()
-        .map(|(k, n)| (k.clone(), Meta::from(n)))
-        .collect()
+    fs_metas(fs).map(|(k, m)| (k.to_string(), m)).collect()
+}
+
+/// The model's paths in order with their metadata, built one at a time.
+pub fn fs_metas(fs: &Rootfs) -> impl Iterator<Item = (&str, Meta)> {
+    fs.nodes.iter().map(|(k, n)| (&**k, Meta::from(&**n)))
 }
 
 /// The raw entries of one layer tar (later duplicates win; whiteouts are entries of kind
@@ -530,11 +565,11 @@ pub fn compare(
             .layers
             .push(compare_layer(i, la, lb, same_count, ignore_timestamps)?);
     }
-    let (fa, fb) = (
-        fs_entries(a.fs.as_ref().expect("indexed")),
-        fs_entries(b.fs.as_ref().expect("indexed")),
+    report.files = diff_sorted(
+        fs_metas(a.fs.as_ref().expect("indexed")),
+        fs_metas(b.fs.as_ref().expect("indexed")),
+        ignore_timestamps,
     );
-    report.files = diff_entries(&fa, &fb, ignore_timestamps);
     let layers_differ = !same_count
         || report
             .layers

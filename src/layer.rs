@@ -69,14 +69,14 @@ impl LayerWriter {
 
     /// Appends one node at `path` (model key form). `content` is read for regular files.
     pub fn append(&mut self, path: &str, node: &Node, content: &mut dyn Read) -> Result<()> {
-        let mtime = if node.layer.is_some() && !node.modified {
+        let mtime = if node.layer().is_some() && !node.modified {
             node.mtime
         } else {
             self.epoch
         };
-        if !node.xattrs.is_empty() {
+        if !node.xattrs().is_empty() {
             let pax: Vec<(String, &[u8])> = node
-                .xattrs
+                .xattrs()
                 .iter()
                 .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
                 .collect();
@@ -124,9 +124,9 @@ impl LayerWriter {
                     node.mode
                 };
                 let mut h = self.header(et, mode, node.uid, node.gid, mtime, 0);
-                let target = node.link.clone().unwrap_or_default();
+                let target = node.link().unwrap_or_default();
                 self.tar
-                    .append_link(&mut h, path, &target)
+                    .append_link(&mut h, path, target)
                     .with_context(ctx)?;
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
@@ -136,8 +136,8 @@ impl LayerWriter {
                     _ => tar::EntryType::Fifo,
                 };
                 let mut h = self.header(et, node.mode, node.uid, node.gid, mtime, 0);
-                h.set_device_major(node.dev.0)?;
-                h.set_device_minor(node.dev.1)?;
+                h.set_device_major(node.dev().0)?;
+                h.set_device_minor(node.dev().1)?;
                 self.tar
                     .append_data(&mut h, path, std::io::empty())
                     .with_context(ctx)?;

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Refuse images with more tar entries than this, all layers together (the
-    /// model costs ~420 bytes of memory per entry; real bases have up to ~1 million).
+    /// model costs ~200 bytes of memory per entry; real bases have up to ~1 million).
     #[arg(long, global = true, env = "NEMOCLAW_MAX_ENTRIES", value_name = "N",
           default_value_t = nemoclaw_build::tarread::DEFAULT_MAX_ENTRIES,
           value_parser = clap::value_parser!(u64).range(1..))]

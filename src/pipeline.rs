@@ -181,7 +181,7 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         .nodes
         .iter()
         .filter(|(_, n)| n.modified && n.kind == Kind::Hardlink)
-        .filter_map(|(k, n)| n.link.clone().map(|t| (k.clone(), t)))
+        .filter_map(|(k, n)| n.link().map(|t| (k.to_string(), t.to_string())))
         .collect();
     for (k, t) in links {
         let Some(target) = fs.link_file(&k).cloned() else {
@@ -190,17 +190,17 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         if !target.modified {
             let mut copy = target;
             copy.modified = true;
-            if let Some(n) = fs.nodes.get(&k) {
+            if let Some(n) = fs.nodes.get(k.as_str()) {
                 copy.uid = n.uid;
                 copy.gid = n.gid;
             }
-            fs.nodes.insert(k, copy);
+            fs.nodes.insert(k.into(), Box::new(copy));
         }
     }
     let mut wanted: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     for (k, n) in &fs.nodes {
         if let (true, Kind::File, Content::Layer(l)) = (n.modified, n.kind, &n.content) {
-            wanted.entry(*l).or_default().insert(k.clone());
+            wanted.entry(*l).or_default().insert(k.to_string());
         }
     }
     for (l, keys) in wanted {
@@ -217,7 +217,7 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         }
         tar.finish()?;
         for (k, bytes) in got {
-            if let Some(n) = fs.nodes.get_mut(&k) {
+            if let Some(n) = fs.nodes.get_mut(k.as_str()) {
                 n.content = Content::Bytes(Arc::new(bytes));
             }
         }
@@ -294,8 +294,7 @@ fn rewrite_layer(
         }
         let mut node = e.node(i);
         let via = node
-            .link
-            .as_ref()
+            .link()
             .filter(|_| node.kind == Kind::Hardlink)
             .and_then(|t| carried.get(t))
             .cloned();
@@ -303,11 +302,11 @@ fn rewrite_layer(
             Some(Carried::Bytes(bytes)) => {
                 node.kind = Kind::File;
                 node.size = bytes.len() as u64;
-                node.link = None;
+                node.set_link(None);
                 w.append(&key, &node, &mut &bytes[..])?;
             }
             Some(Carried::Link(t)) => {
-                node.link = Some(t);
+                node.set_link(Some(&t));
                 w.append(&key, &node, &mut std::io::empty())?;
             }
             None => w.append(&key, &node, &mut tar)?,
@@ -324,8 +323,8 @@ fn upper_entries(fs: &Rootfs, whiteouts: bool) -> Vec<(String, bool)> {
     let mut emit: BTreeSet<String> = BTreeSet::new();
     for (k, n) in &fs.nodes {
         if n.modified {
-            let mut p = k.as_str();
-            emit.insert(k.clone());
+            let mut p: &str = k;
+            emit.insert(k.to_string());
             while let Some(parent) = parent_of(p) {
                 if parent.is_empty() || !emit.insert(parent.to_string()) {
                     break;
@@ -343,7 +342,7 @@ fn upper_entries(fs: &Rootfs, whiteouts: bool) -> Vec<(String, bool)> {
             // exists for runtimes, which create it: the child needs its own whiteout.
             let parent_exists =
                 parent.is_empty() || fs.nodes.contains_key(parent) || !fs.removed.contains(parent);
-            if parent_exists && !fs.nodes.contains_key(r) {
+            if parent_exists && !fs.nodes.contains_key(r.as_str()) {
                 wh.insert(r.clone());
                 let mut p = parent;
                 while !p.is_empty() && emit.insert(p.to_string()) {
@@ -391,7 +390,9 @@ fn write_upper(
             w.append_whiteout(&format!("{dir}{}", name.trim_start_matches(".wh.")))?;
             continue;
         }
-        let Some(n) = fs.nodes.get(&k) else { continue };
+        let Some(n) = fs.nodes.get(k.as_str()) else {
+            continue;
+        };
         let mut node = n.clone();
         if !n.modified {
             node.modified = false; // unchanged parent dir: keep its base metadata (mtime clamped)
@@ -582,8 +583,8 @@ fn artifact_ancestors(fs: &Rootfs, recipe: &Recipe, epoch: u64) -> Result<Vec<An
         if cur == dest {
             break;
         }
-        if let Some(n) = fs.nodes.get(&cur) {
-            let mtime = if n.layer.is_some() && !n.modified {
+        if let Some(n) = fs.nodes.get(cur.as_str()) {
+            let mtime = if n.layer().is_some() && !n.modified {
                 n.mtime.min(epoch)
             } else {
                 epoch
@@ -646,7 +647,7 @@ fn artifacts_layer(
     for (path, mode, uid, gid, mtime) in &prep.ancestors {
         let mut n = crate::rootfs::Node::dir(*mode, *uid, *gid);
         n.mtime = *mtime;
-        n.layer = Some(0);
+        n.set_layer(Some(0));
         n.modified = false;
         afs.insert(path, n)?;
     }

@@ -162,7 +162,7 @@ fn multilayer_whiteouts_in_both_modes() {
             fs.get("etc/issue").is_none(),
             "{mode:?}: whited-out file reappeared"
         );
-        let doc: Vec<&String> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
+        let doc: Vec<&str> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
         assert_eq!(
             doc,
             vec!["usr/share/doc/new"],
@@ -618,7 +618,7 @@ fn listing(image: &str) -> Vec<String> {
             let body = if n.kind == Kind::File {
                 sha256_digest(&fs.read(k).unwrap())
             } else {
-                n.link.clone().unwrap_or_default()
+                n.link().unwrap_or_default().to_string()
             };
             format!("{k} {:?} {:o} {}:{} {body}", n.kind, n.mode, n.uid, n.gid)
         })

@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::ops::Bound;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -29,10 +30,18 @@ pub enum Content {
     /// Bytes live in base layer N (0-based) at this path.
     Layer(usize),
     Bytes(Arc<Vec<u8>>),
-    /// Builder artifact bytes, copied once from the host into a private spill file.
-    Host(crate::spill::Spilled),
+    /// Builder artifact bytes, copied once from the host into a private spill file
+    /// (boxed: rare, and it would double the size of every node).
+    Host(Box<crate::spill::Spilled>),
 }
 
+/// Sentinel of [`Node::layer`]: the build added the node.
+const NO_LAYER: u32 = u32::MAX;
+
+/// One path of the model. A base has up to a million of these, so the node is kept
+/// small (88 bytes): the fields most nodes leave empty (link target, xattrs, device
+/// numbers, content digest) live in one optional boxed [`Extra`], reached through
+/// accessors; the layer index and layer mask are packed.
 #[derive(Debug, Clone)]
 pub struct Node {
     pub kind: Kind,
@@ -42,22 +51,36 @@ pub struct Node {
     pub gid: u64,
     pub mtime: u64,
     pub size: u64,
-    /// Symlink target, or hardlink target path (normalized, relative).
-    pub link: Option<String>,
-    pub xattrs: BTreeMap<String, Vec<u8>>,
-    pub dev: (u32, u32),
     pub content: Content,
-    /// Base layer whose entry defines this node; None when the build added it.
-    pub layer: Option<usize>,
+    /// Base layer whose entry defines this node ([`NO_LAYER`]: the build added it).
+    layer: u32,
     /// Changed by a build step: must be written into the new layer.
     pub modified: bool,
     /// Starts with the ELF magic.
     pub elf: bool,
-    pub sha256: Option<String>,
     /// Bitmask of base layers that carry an entry at this path (shadowed copies
-    /// included): a rewrite must drop the path from all of them.
-    pub in_layers: u128,
+    /// included): a rewrite must drop the path from all of them. Two words rather
+    /// than a `u128`, whose 16-byte alignment would pad every node.
+    in_layers: [u64; 2],
+    extra: Option<Box<Extra>>,
 }
+
+/// The rarely set parts of a node; `None` in [`Node`] when all are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Extra {
+    /// Symlink target, or hardlink target path (normalized, relative).
+    link: Option<Box<str>>,
+    /// Never `Some` of an empty map (see [`Node::edit_extra`]). Boxed on purpose: 8
+    /// bytes instead of 24 in every extra, for a field that few files set.
+    #[allow(clippy::box_collection)]
+    xattrs: Option<Box<BTreeMap<String, Vec<u8>>>>,
+    dev: (u32, u32),
+    /// Content digest (captured or `hash_contents` files only).
+    sha256: Option<[u8; 32]>,
+}
+
+/// What [`Node::xattrs`] returns for a node without any.
+static NO_XATTRS: BTreeMap<String, Vec<u8>> = BTreeMap::new();
 
 impl Node {
     pub fn dir(mode: u32, uid: u64, gid: u64) -> Node {
@@ -79,10 +102,11 @@ impl Node {
     }
     pub fn symlink(target: &str) -> Node {
         let mut n = Node::new(Kind::Symlink, 0o777, 0, 0, Content::Empty, 0);
-        n.link = Some(target.to_string());
+        n.set_link(Some(target));
         n
     }
-    fn new(kind: Kind, mode: u32, uid: u64, gid: u64, content: Content, size: u64) -> Node {
+    /// A node the build adds (modified, in no base layer); mtime 0.
+    pub fn new(kind: Kind, mode: u32, uid: u64, gid: u64, content: Content, size: u64) -> Node {
         Node {
             kind,
             mode,
@@ -90,19 +114,111 @@ impl Node {
             gid,
             mtime: 0,
             size,
-            link: None,
-            xattrs: BTreeMap::new(),
-            dev: (0, 0),
             content,
-            layer: None,
+            layer: NO_LAYER,
             modified: true,
             elf: false,
-            sha256: None,
-            in_layers: 0,
+            in_layers: [0; 2],
+            extra: None,
         }
     }
     pub fn is_dir(&self) -> bool {
         self.kind == Kind::Dir
+    }
+
+    /// Base layer whose entry defines this node; None when the build added it.
+    pub fn layer(&self) -> Option<usize> {
+        (self.layer != NO_LAYER).then_some(self.layer as usize)
+    }
+    /// Sets [`Node::layer`] ([`Node::in_layers`] is left alone).
+    pub fn set_layer(&mut self, layer: Option<usize>) {
+        self.layer = match layer {
+            Some(l) => u32::try_from(l).unwrap_or(NO_LAYER - 1).min(NO_LAYER - 1),
+            None => NO_LAYER,
+        };
+    }
+    /// Bitmask of base layers with an entry at this path (layer 127 and up share a bit).
+    pub fn in_layers(&self) -> u128 {
+        u128::from(self.in_layers[0]) | u128::from(self.in_layers[1]) << 64
+    }
+    pub fn add_in_layers(&mut self, mask: u128) {
+        self.in_layers[0] |= mask as u64;
+        self.in_layers[1] |= (mask >> 64) as u64;
+    }
+
+    /// Symlink target, or hardlink target path (normalized, relative).
+    pub fn link(&self) -> Option<&str> {
+        self.extra.as_ref()?.link.as_deref()
+    }
+    pub fn set_link(&mut self, link: Option<&str>) {
+        self.edit_extra(|x| x.link = link.map(Box::from));
+    }
+    pub fn xattrs(&self) -> &BTreeMap<String, Vec<u8>> {
+        match self.extra.as_ref().and_then(|x| x.xattrs.as_deref()) {
+            Some(m) => m,
+            None => &NO_XATTRS,
+        }
+    }
+    pub fn set_xattrs(&mut self, xattrs: BTreeMap<String, Vec<u8>>) {
+        self.edit_extra(|x| x.xattrs = Some(Box::new(xattrs)));
+    }
+    pub fn insert_xattr(&mut self, name: &str, value: Vec<u8>) {
+        self.edit_extra(|x| {
+            x.xattrs
+                .get_or_insert_with(Default::default)
+                .insert(name.to_string(), value);
+        });
+    }
+    pub fn remove_xattr(&mut self, name: &str) -> Option<Vec<u8>> {
+        if !self.xattrs().contains_key(name) {
+            return None;
+        }
+        let mut old = None;
+        self.edit_extra(|x| old = x.xattrs.as_mut().and_then(|m| m.remove(name)));
+        old
+    }
+    /// Device numbers (major, minor) of a character or block device.
+    pub fn dev(&self) -> (u32, u32) {
+        self.extra.as_ref().map_or((0, 0), |x| x.dev)
+    }
+    pub fn set_dev(&mut self, dev: (u32, u32)) {
+        self.edit_extra(|x| x.dev = dev);
+    }
+    /// Content digest (`sha256:<hex>`), when the indexer hashed this file.
+    pub fn sha256(&self) -> Option<String> {
+        self.sha256_bytes()
+            .map(|d| format!("sha256:{}", hex::encode(d)))
+    }
+    pub fn sha256_bytes(&self) -> Option<&[u8; 32]> {
+        self.extra.as_ref()?.sha256.as_ref()
+    }
+    pub fn set_sha256(&mut self, digest: Option<[u8; 32]>) {
+        self.edit_extra(|x| x.sha256 = digest);
+    }
+
+    /// Changes the extra fields, dropping the box when they end up all empty.
+    fn edit_extra(&mut self, f: impl FnOnce(&mut Extra)) {
+        let f = |x: &mut Extra| {
+            f(x);
+            if x.xattrs.as_ref().is_some_and(|m| m.is_empty()) {
+                x.xattrs = None;
+            }
+        };
+        match &mut self.extra {
+            Some(x) => {
+                f(x);
+                if **x == Extra::default() {
+                    self.extra = None;
+                }
+            }
+            None => {
+                let mut x = Extra::default();
+                f(&mut x);
+                if x != Extra::default() {
+                    self.extra = Some(Box::new(x));
+                }
+            }
+        }
     }
 }
 
@@ -149,7 +265,10 @@ pub fn default_capture(path: &str, size: u64) -> bool {
 
 #[derive(Debug, Default, Clone)]
 pub struct Rootfs {
-    pub nodes: BTreeMap<String, Node>,
+    /// Boxed values and `Box<str>` keys (16 bytes, not 24): a B-tree leaf holds 11
+    /// slots and sorted inserts leave it about half full, so each byte of a slot costs
+    /// nearly two.
+    pub nodes: BTreeMap<Box<str>, Box<Node>>,
     /// Paths present in the base that the build removed.
     pub removed: BTreeSet<String>,
     pub hidden: Vec<Hidden>,
@@ -256,31 +375,29 @@ impl Rootfs {
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(normalize(path).ok()?.as_str())
+        self.nodes.get(normalize(path).ok()?.as_str()).map(|n| &**n)
     }
 
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
         let key = normalize(path).ok()?;
-        self.nodes.get_mut(key.as_str())
+        self.nodes.get_mut(key.as_str()).map(|n| &mut **n)
     }
 
     /// Paths strictly below `dir` (sorted).
-    pub fn descendants<'a>(
-        &'a self,
-        dir: &str,
-    ) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+    pub fn descendants<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
         let prefix = if dir.is_empty() {
             String::new()
         } else {
             under(dir)
         };
         self.nodes
-            .range(prefix.clone()..)
+            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(k, n)| (&**k, &**n))
     }
 
     fn descendant_keys(&self, dir: &str) -> Vec<String> {
-        self.descendants(dir).map(|(k, _)| k.clone()).collect()
+        self.descendants(dir).map(|(k, _)| k.to_string()).collect()
     }
 
     /// Removes a path and everything below it; records base paths as removed.
@@ -290,10 +407,10 @@ impl Rootfs {
         keys.push(key);
         let mut n = 0;
         for k in keys {
-            if let Some(node) = self.nodes.remove(&k) {
+            if let Some(node) = self.nodes.remove(k.as_str()) {
                 n += 1;
-                if node.layer.is_some() {
-                    self.removed_mask |= node.in_layers;
+                if node.layer().is_some() {
+                    self.removed_mask |= node.in_layers();
                     self.removed.insert(k);
                 }
             }
@@ -308,13 +425,13 @@ impl Rootfs {
             bail!("cannot replace the root directory");
         }
         self.ensure_parents(&key)?;
-        if let Some(old) = self.nodes.get(&key) {
+        if let Some(old) = self.nodes.get(key.as_str()) {
             if old.is_dir() && !node.is_dir() {
                 self.remove(&key);
             }
         }
         self.removed.remove(&key);
-        self.nodes.insert(key, node);
+        self.nodes.insert(key.into(), Box::new(node));
         Ok(())
     }
 
@@ -326,7 +443,7 @@ impl Rootfs {
                 acc.push('/');
             }
             acc.push_str(c);
-            match self.nodes.get(&acc) {
+            match self.nodes.get(acc.as_str()) {
                 Some(n) if n.is_dir() => {}
                 Some(n) => bail!(
                     "cannot create '/{key}': '/{acc}' is a {:?}, not a directory",
@@ -334,7 +451,8 @@ impl Rootfs {
                 ),
                 None => {
                     self.removed.remove(&acc);
-                    self.nodes.insert(acc.clone(), Node::dir(0o755, 0, 0));
+                    self.nodes
+                        .insert(acc.as_str().into(), Box::new(Node::dir(0o755, 0, 0)));
                 }
             }
         }
@@ -346,7 +464,7 @@ impl Rootfs {
         let key = normalize(path)?;
         let node = self
             .nodes
-            .get(&key)
+            .get(key.as_str())
             .ok_or_else(|| anyhow!("/{key} does not exist in the image"))?;
         match (&node.kind, &node.content) {
             (Kind::File, Content::Bytes(b)) => Ok(b.as_ref().clone()),
@@ -364,13 +482,13 @@ impl Rootfs {
     /// Replaces a regular file's content, keeping its metadata (or creating it 0644 root).
     pub fn write(&mut self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let key = normalize(path)?;
-        match self.nodes.get_mut(&key) {
+        match self.nodes.get_mut(key.as_str()) {
             Some(n) if n.kind == Kind::File => {
                 n.size = bytes.len() as u64;
                 n.elf = bytes.starts_with(b"\x7fELF");
                 n.content = Content::Bytes(Arc::new(bytes));
                 n.modified = true;
-                n.sha256 = None;
+                n.set_sha256(None);
                 Ok(())
             }
             Some(n) => bail!("cannot write /{key}: it is a {:?}", n.kind),
@@ -396,13 +514,13 @@ impl Rootfs {
             }
             cur.push(c);
             let key = cur.join("/");
-            if let Some(n) = self.nodes.get(&key) {
+            if let Some(n) = self.nodes.get(key.as_str()) {
                 if n.kind == Kind::Symlink {
                     hops += 1;
                     if hops > 40 {
                         return None;
                     }
-                    let target = n.link.clone().unwrap_or_default();
+                    let target = n.link().unwrap_or_default().to_string();
                     cur.pop();
                     if target.starts_with('/') {
                         cur.clear();
@@ -474,8 +592,8 @@ impl Rootfs {
                 Some(Whiteout::Opaque(dir)) => {
                     let lower: Vec<String> = self
                         .descendants(&dir)
-                        .filter(|(_, n)| n.layer.is_some_and(|l| l < layer))
-                        .map(|(k, _)| k.clone())
+                        .filter(|(_, n)| n.layer().is_some_and(|l| l < layer))
+                        .map(|(k, _)| k.to_string())
                         .collect();
                     for k in lower {
                         self.hide(&k, layer);
@@ -487,7 +605,7 @@ impl Rootfs {
                     let mut keys = vec![victim.clone()];
                     keys.extend(self.descendant_keys(&victim));
                     for k in keys {
-                        match self.nodes.get(&k).and_then(|n| n.layer) {
+                        match self.nodes.get(k.as_str()).and_then(|n| n.layer()) {
                             Some(l) if l < layer => self.hide(&k, layer),
                             Some(l) if l == layer => self.same_layer(layer, &key, &k),
                             _ => {}
@@ -522,8 +640,8 @@ impl Rootfs {
                     "replaces '/{key}', which a hardlink earlier in this layer shares (Python rewrites the shared file, GNU tar and containerd replace it)"
                 )));
             }
-            let old = self.nodes.get(&key);
-            if let Some(o) = old.filter(|o| o.layer == Some(layer)) {
+            let old = self.nodes.get(key.as_str());
+            if let Some(o) = old.filter(|o| o.layer() == Some(layer)) {
                 stats.duplicates += 1;
                 if o.is_dir() != (e.kind == Kind::Dir) {
                     return Err(fail(format!(
@@ -532,18 +650,22 @@ impl Rootfs {
                     )));
                 }
             }
-            if e.kind != Kind::Dir && self.descendants(&key).any(|(_, n)| n.layer == Some(layer)) {
+            if e.kind != Kind::Dir
+                && self
+                    .descendants(&key)
+                    .any(|(_, n)| n.layer() == Some(layer))
+            {
                 return Err(fail(format!(
                     "a {:?} replacing a directory that has entries earlier in the same layer",
                     e.kind
                 )));
             }
             let mut node = e.node(layer);
-            node.in_layers |= old.map(|o| o.in_layers).unwrap_or(0);
+            node.add_in_layers(old.map(|o| o.in_layers()).unwrap_or(0));
             if let (Kind::Hardlink, Some(t)) = (e.kind, &e.link) {
                 let (file, target) = self.hardlink_target(&key, t).map_err(&fail)?;
                 node.elf = target.elf;
-                node.sha256 = target.sha256.clone();
+                node.set_sha256(target.sha256_bytes().copied());
                 linked.insert(t.clone());
                 linked.insert(file);
                 self.links.push(LinkEntry {
@@ -562,7 +684,7 @@ impl Rootfs {
                     self.hide(&k, layer);
                 }
             }
-            self.nodes.insert(key, node);
+            self.nodes.insert(key.into(), Box::new(node));
         }
         // Drain to EOF so compressed-stream trailers and blob digests get verified.
         tar.finish()?;
@@ -602,7 +724,7 @@ impl Rootfs {
                     buf.extend_from_slice(&chunk[..n]);
                 }
             }
-            node.sha256 = Some(format!("sha256:{}", hex::encode(hasher.finalize())));
+            node.set_sha256(Some(hasher.finalize().into()));
             if capture {
                 node.content = Content::Bytes(Arc::new(buf));
             }
@@ -618,7 +740,7 @@ impl Rootfs {
     fn non_dir_ancestor<'k>(&self, key: &'k str) -> Option<(&'k str, &Node)> {
         ancestors_and_self(key)
             .skip(1)
-            .filter_map(|p| self.nodes.get(p).filter(|n| !n.is_dir()).map(|n| (p, n)))
+            .filter_map(|p| self.nodes.get(p).filter(|n| !n.is_dir()).map(|n| (p, &**n)))
             .last()
     }
 
@@ -636,14 +758,14 @@ impl Rootfs {
         }
         let mut cur = target.to_string();
         for _ in 0..64 {
-            let Some(n) = self.nodes.get(&cur) else {
+            let Some(n) = self.nodes.get(cur.as_str()) else {
                 return Err(format!(
                     "hardlink to '/{target}', which does not exist in this or a lower layer"
                 ));
             };
-            match (n.kind, &n.link) {
+            match (n.kind, n.link()) {
                 (Kind::File, _) => return Ok((cur, n)),
-                (Kind::Hardlink, Some(next)) => cur = next.clone(),
+                (Kind::Hardlink, Some(next)) => cur = next.to_string(),
                 (Kind::Dir, _) => return Err(format!("hardlink to '/{target}', a directory")),
                 (k, _) => {
                     return Err(format!(
@@ -659,7 +781,7 @@ impl Rootfs {
     pub fn link_file(&self, key: &str) -> Option<&Node> {
         let mut n = self.nodes.get(key)?;
         for _ in 0..64 {
-            match (n.kind, &n.link) {
+            match (n.kind, n.link()) {
                 (Kind::Hardlink, Some(t)) => n = self.nodes.get(t)?,
                 (Kind::File, _) => return Some(n),
                 _ => return None,
@@ -678,7 +800,7 @@ impl Rootfs {
 
     fn hide(&mut self, key: &str, by_layer: usize) {
         if let Some(n) = self.nodes.remove(key) {
-            if let Some(l) = n.layer {
+            if let Some(l) = n.layer() {
                 if l < by_layer && n.kind == Kind::File {
                     self.hidden.push(Hidden {
                         path: key.to_string(),
@@ -714,6 +836,46 @@ mod tests {
     use super::*;
     use crate::testutil::TarBuilder;
 
+    /// The model costs this per path; a base has up to a million (issue 16.6).
+    #[test]
+    fn node_stays_small() {
+        assert!(
+            std::mem::size_of::<Node>() <= 88,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
+        assert!(std::mem::size_of::<Content>() <= 16);
+        assert!(std::mem::size_of::<Extra>() <= 72);
+    }
+
+    #[test]
+    fn extra_fields_round_trip_and_drop_their_box() {
+        let mut n = Node::dir(0o755, 0, 0);
+        assert!(n.extra.is_none() && n.link().is_none() && n.xattrs().is_empty());
+        n.insert_xattr("user.a", vec![1]);
+        n.set_dev((1, 3));
+        n.set_sha256(Some([0xab; 32]));
+        n.set_link(Some("t"));
+        assert_eq!(n.xattrs().get("user.a"), Some(&vec![1]));
+        assert_eq!(n.dev(), (1, 3));
+        assert_eq!(
+            n.sha256().as_deref(),
+            Some(&*format!("sha256:{}", "ab".repeat(32)))
+        );
+        assert_eq!(n.link(), Some("t"));
+        assert_eq!(n.remove_xattr("user.a"), Some(vec![1]));
+        assert_eq!(n.remove_xattr("user.a"), None);
+        n.set_dev((0, 0));
+        n.set_sha256(None);
+        n.set_link(None);
+        assert!(n.extra.is_none(), "all empty again: no box kept");
+        n.set_layer(Some(3));
+        n.add_in_layers(1 << 3 | 1 << 100);
+        assert_eq!((n.layer(), n.in_layers()), (Some(3), 1 << 3 | 1 << 100));
+        n.set_layer(None);
+        assert_eq!(n.layer(), None);
+    }
+
     #[test]
     fn normalize_refuses_dotdot() {
         assert_eq!(normalize("./usr//bin/").unwrap(), "usr/bin");
@@ -744,7 +906,7 @@ mod tests {
         fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
         assert!(fs.get("/etc/issue").is_none());
         assert!(fs.get("/etc/keep").is_some());
-        let doc: Vec<&String> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
+        let doc: Vec<&str> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
         assert_eq!(doc, vec!["usr/share/doc/new"]);
         assert_eq!(fs.hidden.len(), 3);
         assert_eq!(fs.read("/etc/keep").unwrap(), b"k");

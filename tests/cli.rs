@@ -270,3 +270,65 @@ fn policy_strict_fails_on_declaration_problems() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("warning:"), "{out}");
 }
+
+/// `policy`: the table stays aligned whatever the path length, a directory name from
+/// the image cannot forge a row, and `--json` carries the same rows unescaped.
+#[test]
+fn policy_table_aligns_and_json_matches() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let long = "srv/a-directory-name-well-beyond-twenty-four-characters";
+    let forged = "srv/data/x\nforged                  nobody   read_write";
+    let base = base_tar(d, "base.tar", |b| {
+        b.dir(long, 0o755).dir("srv/data", 0o755).dir(forged, 0o755)
+    });
+    let recipe = write(
+        d,
+        "r.toml",
+        &format!(
+            "{MINIMAL}[landlock]\npath = \"/etc/ll.json\"\nread_only = [\"/usr\"]\nread_write = [\"/{long}\", \"/srv/data\"]\nusers = [\"nobody\", \"root\"]\n"
+        ),
+    );
+    let image = build_image(d, &base, &recipe, "img");
+    let r = recipe.to_str().unwrap();
+    let (code, out, err) = run(d, &["policy", &image, "--recipe", r, "-q"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // Header + 4 paths (/usr, the long one, /srv/data, its child) x 2 users.
+    assert_eq!(lines.len(), 9, "{out}");
+    assert!(!lines.iter().any(|l| l.starts_with("forged")), "{out}");
+    assert!(out.contains("/srv/data/x\\nforged "), "{out}");
+    // Where each header column starts, every row has a cell boundary.
+    let b = lines[0].as_bytes();
+    let starts: Vec<usize> = (1..b.len())
+        .filter(|&i| b[i] != b' ' && b[i - 1] == b' ')
+        .collect();
+    assert_eq!(starts.len(), 6, "{out}");
+    for l in &lines[1..] {
+        let b = l.as_bytes();
+        for &s in &starts {
+            assert!(
+                b.len() > s && b[s - 1] == b' ' && b[s] != b' ',
+                "column at {s} misaligned in {l:?}:\n{out}"
+            );
+        }
+    }
+    let (code, out, err) = run(d, &["policy", &image, "--recipe", r, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("policy --json is JSON");
+    let access = v["access"].as_array().expect("access rows");
+    assert_eq!(access.len(), 8, "{v}");
+    let paths: Vec<&str> = access.iter().filter_map(|a| a["path"].as_str()).collect();
+    assert!(paths.contains(&format!("/{long}").as_str()), "{v}");
+    assert!(paths.contains(&format!("/{forged}").as_str()), "{v}");
+    let row = access
+        .iter()
+        .find(|a| a["path"] == "/srv/data" && a["user"] == "root")
+        .expect("root row");
+    assert_eq!(row["declared"], "read_write", "{row}");
+    assert_eq!(row["effective_write"], true, "{row}");
+    assert!(
+        v["warnings"].as_array().is_some_and(|w| w.is_empty()),
+        "{v}"
+    );
+}

@@ -176,7 +176,7 @@ pub fn apply_with(
         if let Some(s) = e.data {
             n.size = s.bytes.len();
             n.elf = s.elf;
-            n.content = Content::Host(s.bytes);
+            n.content = Content::Host(Box::new(s.bytes));
         }
         fs.insert(&path, n)
             .with_context(|| format!("artifacts {}: cannot place '{rel}'", c.label))?;

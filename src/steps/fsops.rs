@@ -155,13 +155,13 @@ fn apply_one(fs: &mut Rootfs, recipe: &Recipe, index: usize, op: &FsOp) -> Resul
             let key = normalize(path)?;
             let mut keys = vec![key.clone()];
             if *recursive {
-                keys.extend(fs.descendants(&key).map(|(k, _)| k.clone()));
+                keys.extend(fs.descendants(&key).map(|(k, _)| k.to_string()));
             }
             if fs.get(&key).is_none() {
                 bail!("{path} does not exist");
             }
             for k in keys {
-                if let Some(n) = fs.nodes.get_mut(&k) {
+                if let Some(n) = fs.nodes.get_mut(k.as_str()) {
                     let (nu, ng) = (uid.unwrap_or(n.uid), gid.unwrap_or(n.gid));
                     if (nu, ng) != (n.uid, n.gid) {
                         n.uid = nu;
@@ -214,7 +214,7 @@ mod tests {
         )
         .unwrap();
         let mut base = Node::file(0o600, 0, 0, b"x".to_vec());
-        base.layer = Some(0);
+        base.set_layer(Some(0));
         base.modified = false;
         fs.insert("sandbox/a/b", base).unwrap();
         let recipe = Recipe::parse(b"[[fs]]\nop='chown'\npath='/sandbox'\nowner='sandbox'\ngroup='sandbox'\nrecursive=true\n[[fs]]\nop='dir'\npath='/sandbox/x'\nmode='2770'\nowner='sandbox'\n", "t", std::path::Path::new(".")).unwrap();

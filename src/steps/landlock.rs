@@ -125,7 +125,7 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
         let who = ident(fs, user);
         for (path, decl, inherited) in &declared {
             let key = fs.resolve(path).unwrap_or_default();
-            let node = fs.nodes.get(&key);
+            let node = fs.nodes.get(key.as_str());
             let (owner, mode) = match node {
                 Some(n) => (
                     format!(
@@ -182,6 +182,66 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
     rows
 }
 
+/// The `policy` text table. Every column is as wide as its longest cell, so rows stay
+/// aligned whatever the path or user name length; control characters in a cell are
+/// escaped (`\n`, `\u{1b}`), so a directory name from the image cannot break a row in
+/// two or forge one.
+pub fn table(rows: &[Access]) -> String {
+    const HEAD: [&str; 7] = [
+        "PATH", "USER", "LANDLOCK", "OWNER", "MODE", "WRITE", "REASON",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.path.as_str(),
+                &r.user,
+                &r.declared,
+                &r.owner,
+                &r.mode,
+                if r.effective_write { "yes" } else { "no" },
+                &r.reason,
+            ]
+            .map(escape_controls)
+        })
+        .collect();
+    let mut width = HEAD.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(HEAD.map(str::to_string)).chain(cells) {
+        let mut line = String::new();
+        for (i, c) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(c);
+            } else {
+                let pad = width[i] - c.chars().count();
+                line.push_str(c);
+                line.extend(std::iter::repeat_n(' ', pad + 1));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `s` with control characters written as Rust escapes; everything else as is.
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Declaration problems: read_write paths missing from the image, paths in both lists.
 pub fn lint(fs: &Rootfs, recipe: &Recipe) -> Vec<String> {
     let Some(l) = &recipe.landlock else {
@@ -196,11 +256,95 @@ pub fn lint(fs: &Rootfs, recipe: &Recipe) -> Vec<String> {
         if !runtime
             && fs
                 .resolve(p)
-                .and_then(|k| fs.nodes.get(&k).map(|_| ()))
+                .and_then(|k| fs.nodes.get(k.as_str()).map(|_| ()))
                 .is_none()
         {
             w.push(format!("read_write path {p} does not exist in the image"));
         }
     }
     w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image with accounts and the given directories (0755 root, or 1777 for /tmp).
+    fn image(dirs: &[&str]) -> Rootfs {
+        let mut fs = Rootfs::new();
+        let passwd = b"root:x:0:0::/root:/bin/sh\nsandbox:x:1000:1000::/sandbox:/bin/sh\n";
+        fs.insert("etc/passwd", Node::file(0o644, 0, 0, passwd.to_vec()))
+            .expect("passwd");
+        fs.insert(
+            "etc/group",
+            Node::file(0o644, 0, 0, b"root:x:0:\nsandbox:x:1000:\n".to_vec()),
+        )
+        .expect("group");
+        for d in dirs {
+            fs.insert(d, Node::dir(0o755, 1000, 1000)).expect("dir");
+        }
+        fs
+    }
+
+    fn recipe(read_write: &[&str], users: &[&str]) -> Recipe {
+        let list = |v: &[&str]| {
+            v.iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Recipe::from_str(
+            &format!(
+                "name = \"t\"\n[landlock]\npath = \"/etc/ll.json\"\nread_only = [\"/usr\"]\nread_write = [{}]\nusers = [{}]\n",
+                list(read_write),
+                list(users)
+            ),
+            "test",
+        )
+        .expect("recipe")
+    }
+
+    /// Byte offset of each column start (two or more spaces never occur inside a cell
+    /// here, so a column starts after a run of spaces).
+    fn column_starts(line: &str) -> Vec<usize> {
+        let b = line.as_bytes();
+        (1..b.len())
+            .filter(|&i| b[i] != b' ' && b[i - 1] == b' ')
+            .collect()
+    }
+
+    #[test]
+    fn table_columns_align_for_long_paths_and_users() {
+        let long = "/sandbox/a-directory-name-well-beyond-twenty-four-characters";
+        let fs = image(&["sandbox", &long[1..], "usr"]);
+        let r = recipe(&[long], &["sandbox", "a-rather-long-user-name"]);
+        let rows = effective(&fs, &r);
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[0].starts_with("PATH "), "{text}");
+        // USER, LANDLOCK, OWNER, MODE, WRITE and REASON start at the same offsets on
+        // every line: the first five columns of each row.
+        let head = column_starts(lines[0]);
+        assert_eq!(head.len(), 6, "{text}");
+        for l in &lines[1..] {
+            assert_eq!(column_starts(l)[..5], head[..5], "misaligned:\n{text}");
+            assert!(!l.ends_with(' '), "trailing space: {l:?}");
+        }
+        assert!(text.contains(long), "{text}");
+    }
+
+    #[test]
+    fn table_escapes_control_characters_of_image_names() {
+        // A directory below a read_write path is listed by its name in the image: a
+        // newline in it must not start a forged row.
+        let forged = "sandbox/x\nforged                     sandbox  read_write";
+        let fs = image(&["sandbox", forged]);
+        let r = recipe(&["/sandbox"], &["sandbox"]);
+        let text = table(&effective(&fs, &r));
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.contains("/sandbox/x\\nforged "), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("forged")), "{text}");
+    }
 }

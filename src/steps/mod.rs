@@ -104,7 +104,7 @@ pub fn apply_artifacts(
 /// bytes the artifacts layer ships.
 pub fn merge_artifacts(to: &mut Rootfs, from: &Rootfs) -> Result<()> {
     for (k, n) in from.nodes.iter().filter(|(_, n)| n.modified) {
-        to.insert(k, n.clone())?;
+        to.insert(k, (**n).clone())?;
     }
     Ok(())
 }

@@ -34,7 +34,7 @@ fn layout(fs: &Rootfs) -> Layout {
     let mut l = Layout::new();
     for (path, node) in &fs.nodes {
         if node.kind == Kind::Symlink {
-            l.add_link(path, node.link.as_deref().unwrap_or(""));
+            l.add_link(path, node.link().unwrap_or(""));
         }
     }
     l
@@ -78,7 +78,7 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
     paths.sort();
     paths.dedup();
     for key in paths.iter().rev() {
-        let Some(node) = fs.nodes.get(key) else {
+        let Some(node) = fs.nodes.get(key.as_str()) else {
             continue;
         };
         if node.kind == Kind::Dir && fs.descendants(key).next().is_some() {
@@ -91,7 +91,11 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
     }
     for (path, bytes) in &plan.write_files {
         let key = real_key(fs, path).unwrap_or_else(|| path.trim_start_matches('/').to_string());
-        if fs.nodes.get(&key).is_some_and(|n| n.kind == Kind::File) {
+        if fs
+            .nodes
+            .get(key.as_str())
+            .is_some_and(|n| n.kind == Kind::File)
+        {
             fs.write(&key, bytes.clone())?;
         } else {
             fs.insert(&key, Node::file(0o644, 0, 0, bytes.clone()))?;

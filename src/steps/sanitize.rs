@@ -36,31 +36,31 @@ pub fn apply(fs: &mut Rootfs, s: &Sanitize) -> SanitizeReport {
             n.mode &= !0o6000;
             n.modified = true;
             rep.setid_stripped.push(format!("/{path}"));
-            changed.insert(path.clone());
+            changed.insert(path.to_string());
         }
         if s.strip_file_caps
-            && n.xattrs.contains_key("security.capability")
+            && n.xattrs().contains_key("security.capability")
             && !allowed(&s.file_caps_allow, path)
         {
-            n.xattrs.remove("security.capability");
+            n.remove_xattr("security.capability");
             n.modified = true;
             rep.file_caps_removed.push(format!("/{path}"));
-            changed.insert(path.clone());
+            changed.insert(path.to_string());
         }
     }
     // Links sharing an inode with a changed file: same bits, emitted in the same layer.
     if !changed.is_empty() {
         for (path, n) in fs.nodes.iter_mut() {
-            let target = match (&n.kind, &n.link) {
-                (Kind::Hardlink, Some(t)) => t,
+            let shares_changed = match (n.kind, n.link()) {
+                (Kind::Hardlink, Some(t)) => changed.contains(t),
                 _ => continue,
             };
-            if changed.contains(target) && !changed.contains(path) {
+            if shares_changed && !changed.contains(&**path) {
                 if s.strip_setid {
                     n.mode &= !0o6000;
                 }
                 if s.strip_file_caps {
-                    n.xattrs.remove("security.capability");
+                    n.remove_xattr("security.capability");
                 }
                 n.modified = true;
             }
@@ -81,29 +81,28 @@ mod tests {
     fn image() -> Rootfs {
         let mut fs = Rootfs::new();
         let mut su = Node::file(0o4755, 0, 0, b"\x7fELF su".to_vec());
-        su.layer = Some(0);
+        su.set_layer(Some(0));
         fs.insert("usr/bin/su", su).expect("su");
         fs.insert("usr/bin/newgrp", Node::file(0o2755, 0, 0, b"x".to_vec()))
             .expect("newgrp");
         fs.insert("usr/bin/sudo", Node::file(0o4755, 0, 0, b"x".to_vec()))
             .expect("sudo");
         let mut ping = Node::file(0o755, 0, 0, b"x".to_vec());
-        ping.xattrs
-            .insert("security.capability".into(), vec![1, 2, 3]);
-        ping.xattrs.insert("user.keep".into(), vec![9]);
+        ping.insert_xattr("security.capability", vec![1, 2, 3]);
+        ping.insert_xattr("user.keep", vec![9]);
         fs.insert("usr/bin/ping", ping).expect("ping");
         let mut link = Node::file(0o4755, 0, 0, vec![]);
         link.kind = Kind::Hardlink;
-        link.link = Some("usr/bin/su".into());
+        link.set_link(Some("usr/bin/su"));
         fs.insert("usr/bin/su-link", link).expect("link");
         let mut null = Node::file(0o666, 0, 0, vec![]);
         null.kind = Kind::Char;
-        null.dev = (1, 3);
+        null.set_dev((1, 3));
         fs.insert("dev/null", null).expect("null");
         // As if read from a base layer: nothing changed yet.
         for n in fs.nodes.values_mut() {
             n.modified = false;
-            n.layer = Some(0);
+            n.set_layer(Some(0));
         }
         fs
     }
@@ -133,8 +132,8 @@ mod tests {
         assert_eq!(mode("usr/bin/sudo"), Some((0o4755, false)), "allow-listed");
         assert_eq!(mode("usr/bin/su-link"), Some((0o755, true)));
         let ping = fs.get("usr/bin/ping").expect("ping");
-        assert!(!ping.xattrs.contains_key("security.capability"));
-        assert!(ping.xattrs.contains_key("user.keep"), "other xattrs kept");
+        assert!(!ping.xattrs().contains_key("security.capability"));
+        assert!(ping.xattrs().contains_key("user.keep"), "other xattrs kept");
         assert!(fs.get("dev/null").is_none());
         assert!(fs.get("dev").is_some(), "the directory stays");
     }
@@ -153,11 +152,11 @@ mod tests {
         // Only caps on the target: the link must still be copied up with it.
         let mut fs = image();
         let mut t = Node::file(0o755, 0, 0, b"x".to_vec());
-        t.xattrs.insert("security.capability".into(), vec![1]);
+        t.insert_xattr("security.capability", vec![1]);
         fs.insert("usr/bin/cap", t).expect("cap");
         let mut l = Node::file(0o755, 0, 0, vec![]);
         l.kind = Kind::Hardlink;
-        l.link = Some("usr/bin/cap".into());
+        l.set_link(Some("usr/bin/cap"));
         fs.insert("usr/sbin/cap2", l).expect("link");
         apply(
             &mut fs,
