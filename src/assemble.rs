@@ -151,7 +151,7 @@ pub fn record(opts: &crate::pipeline::BuildOptions, inputs: RecordInputs) -> Res
         build_args: opts.build_args.clone(),
         compression: Some(opts.compression.describe()),
         init: Some(InitRecord {
-            digest: Digest::of(crate::steps::INIT_BINARY),
+            digest: Digest::of(crate::steps::init_binary()),
             target: inputs.init_target.to_string(),
         }),
         purge_mode: Some(opts.purge_mode),

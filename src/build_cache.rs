@@ -109,7 +109,7 @@ fn file_identity(p: &std::path::Path) -> Option<String> {
 fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
     key_for(
         TOOL_VERSION,
-        &crate::digest::sha256_digest(crate::steps::INIT_BINARY),
+        &crate::digest::sha256_digest(crate::steps::init_binary()),
         opts,
         base_id,
     )

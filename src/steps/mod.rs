@@ -18,6 +18,22 @@ use std::path::PathBuf;
 pub static INIT_BINARY: &[u8] = include_bytes!(env!("NEMOCLAW_INIT_PATH"));
 pub const INIT_TARGET: &str = env!("NEMOCLAW_INIT_TARGET");
 
+#[cfg(test)]
+thread_local! {
+    /// Tests that pin output bytes (golden digests) put a fixed stand-in here, so their
+    /// constants do not change with every init change or toolchain update.
+    pub static TEST_INIT: std::cell::Cell<Option<&'static [u8]>> = const { std::cell::Cell::new(None) };
+}
+
+/// The init binary a build embeds and records: `INIT_BINARY`, or a test's stand-in.
+pub fn init_binary() -> &'static [u8] {
+    #[cfg(test)]
+    if let Some(b) = TEST_INIT.with(|c| c.get()) {
+        return b;
+    }
+    INIT_BINARY
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct StepOptions {
     pub artifacts: Option<PathBuf>,
@@ -48,7 +64,7 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
     accounts::apply(fs, &recipe.groups, &recipe.users, opts.epoch)?;
     fsops::apply(fs, recipe)?;
     if let Some(init) = &recipe.init {
-        fs.insert(&init.path, Node::file(0o755, 0, 0, INIT_BINARY.to_vec()))?;
+        fs.insert(&init.path, Node::file(0o755, 0, 0, init_binary().to_vec()))?;
         if !init.env.is_empty() || !init.passthrough.is_empty() {
             let spec = recipe.init_spec(init)?;
             fs.insert(
@@ -57,7 +73,7 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
             )?;
         }
         rep.init_path = Some(init.path.clone());
-        rep.init_size = INIT_BINARY.len() as u64;
+        rep.init_size = init_binary().len() as u64;
         rep.init_target = INIT_TARGET.to_string();
     }
     landlock::write(fs, recipe)?;
