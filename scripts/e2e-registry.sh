@@ -41,7 +41,7 @@ PIDS=()
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin reg
-plan 35
+plan 37
 
 # nb NAME [ENV=VAL...] -- ARGS...: run the CLI with a private cache; stdout/stderr -> logs
 nb() {
@@ -150,6 +150,14 @@ check_re reg.first_push_uploads_counted '^[1-9][0-9]*$' "$(count_requests "$LOGS
 D1="$(jq -r .digest "$LOGS/build1.out" 2>/dev/null || true)"
 RD="$(skopeo inspect --tls-verify=false "docker://$PLAIN/nemoclaw:test" 2>/dev/null | jq -r .Digest || true)"
 check_eq reg.pushed_digest_matches_skopeo "$D1" "$RD"
+# the summary's transfer tally: every blob of the pushed manifest was uploaded, skipped or
+# mounted, and at least the base layer was downloaded
+PUSHED_BLOBS="$(skopeo inspect --raw --tls-verify=false "docker://$PLAIN/nemoclaw:test" 2>/dev/null | jq '.layers | length + 1' || echo none)"
+L0SIZE="$(skopeo inspect --raw --tls-verify=false "docker://$PLAIN/base@$BD" 2>/dev/null | jq '.layers[0].size' || echo 0)"
+check_eq reg.transfer_tally_first_build "$PUSHED_BLOBS blobs sent, base layer down" \
+  "$(jq -r --arg r "$PLAIN" --argjson l0 "${L0SIZE:-0}" '.transfer[] | select(.registry == $r)
+    | "\(.uploaded_blobs + .skipped_blobs + .mounted_blobs) blobs sent, \(if .downloaded_bytes >= $l0 and $l0 > 0 and .downloaded_blobs >= 2 then "base layer down" else "down \(.downloaded_bytes) B in \(.downloaded_blobs) blobs" end)"' \
+    "$LOGS/build1.out" 2>&1)"
 # what was pulled sits in the cache under its digest, verified
 if [[ -f "$W/cache1/nemoclaw-build/blobs/sha256/${LAYER0#sha256:}" ]]; then
   check_eq reg.pulled_layer_cached_and_verified "${LAYER0#sha256:}" \
@@ -173,6 +181,9 @@ if nb build2 XDG_CACHE_HOME="$W/cache1" -- build --base "$BASE_REF" --artifacts 
   check_re reg.second_push_uploads_no_blob '^0 uploads, [1-9][0-9]* blob HEADs$' \
     "$(count_requests "$LOGS/plain.log" "$MARK" "$UPLOAD_RE") uploads, $(count_requests "$LOGS/plain.log" "$MARK" "$BLOB_HEAD_RE") blob HEADs"
   check_grep reg.second_push_logs_already_present 'already present' "$LOGS/build2.err"
+  # the summary line says the same: nothing but manifests moved, every blob skipped
+  check_grep reg.second_build_transfer_line \
+    "^registry 0\.0 MiB down, 0\.0 MiB up \([0-9]+ blob\(s\) cached, $((${PUSHED_BLOBS:-0})) skipped, 0 mounted\)\$" "$LOGS/build2.err"
 else
   fail reg.second_build_same_digest "$(tail_detail "$LOGS/build2.err")"
 fi

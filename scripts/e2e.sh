@@ -12,8 +12,8 @@
 # (`plan N`; a sub-suite's own PLAN joins it): a shortfall is a FAIL `section.NAME.plan`, so a
 # probe cannot vanish silently (see scripts/probe.sh).
 #
-# Sections: cli validate repro run init openshell bomb purge whiteout audit policy peer oracle
-#           multilayer malformed registry verify cache sbom
+# Sections: cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle
+#           multilayer tardiff faults registry verify cache sbom
 # Env:
 #   E2E_ONLY=a,b        run only these sections (prerequisite builds happen as needed)
 #   E2E_KEEP=1          keep the work dir and the podman images/containers
@@ -38,7 +38,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer malformed tardiff faults registry verify cache sbom)
+SECTIONS=(cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer tardiff faults registry verify cache sbom)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -362,6 +362,23 @@ section_cli() {
   nb cli.noart build --base "tar:$BASE_TAR" --artifacts "$W/does-not-exist" --output "oci:$W/out/cli-noart:$TAG" && rc=0 || rc=$?
   if ((rc != 0)) && no_panic cli.noart && [[ ! -e "$W/out/cli-noart" ]]; then pass cli.missing_artifacts_rejected
   else fail cli.missing_artifacts_rejected "rc=$rc: $(tail_detail "$LOGS/cli.noart.err")"; fi
+}
+
+# The README's first command, as a user runs it (set-up is a no-op here: tools, base and
+# binary are already in place), into a fresh output directory.
+section_quickstart() {
+  plan 4
+  local q="$W/quickstart" rc=0
+  mkdir -p "$q"
+  timeout 1800 bash "$NEMOCLAW_ROOT/scripts/quickstart.sh" --output "$q/out" \
+    >"$LOGS/quickstart.out" 2>"$LOGS/quickstart.err" </dev/null || rc=$?
+  check_eq quickstart.exit 0 "$rc"
+  check_grep quickstart.oci_image_tool_validates '^Validation succeeded' "$LOGS/quickstart.out"
+  check_grep quickstart.audit_clean '^0 error\(s\), 0 warning\(s\)' "$LOGS/quickstart.out"
+  local tagged printed
+  tagged="$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$q/out/index.json" 2>/dev/null || true)"
+  printed="$(grep -m1 -E '^sha256:[0-9a-f]{64}$' "$LOGS/quickstart.out" || true)"
+  check_eq quickstart.printed_digest_is_the_tag "${tagged:-no tag latest in $q/out}" "${printed:-no digest printed}"
 }
 
 section_validate() {
@@ -1013,126 +1030,6 @@ EOF
       "$(jq -c .rootfs.diff_ids "$(config_of "$W/out/ml-docker-archive" "$TAG")")"
   fi
   rm -rf "$W/out/ml-oci-archive" "$W/out/ml-docker-archive" "$W/out/ml.oci.tar" "$W/out/ml.docker.tar"
-}
-
-# mk_layout DIR LAYER2_GZ [DIFF2]: two-layer OCI layout = real base layer + LAYER2_GZ
-mk_layout() {
-  local d="$1" l2="$2" diff2="${3:-}" l2d l2s cfgd cfgs mand mans
-  rm -rf "$d"; mkdir -p "$d/blobs/sha256"
-  ln "$BASE_OCI/blobs/sha256/${BASE_LAYER0#sha256:}" "$d/blobs/sha256/" 2>/dev/null \
-    || cp "$BASE_OCI/blobs/sha256/${BASE_LAYER0#sha256:}" "$d/blobs/sha256/"
-  l2d="$(sha256sum <"$l2" | cut -c1-64)"; l2s="$(stat -c %s "$l2")"
-  cp "$l2" "$d/blobs/sha256/$l2d"
-  [[ -n "$diff2" ]] || diff2="sha256:$(gzip -dc <"$l2" 2>/dev/null | sha256sum | cut -c1-64)"
-  jq -cS --arg d2 "$diff2" '.rootfs.diff_ids += [$d2] | .history += [{created: .created, created_by: "e2e fixture"}]' \
-    "$BASE_OCI/blobs/sha256/${BASE_CONFIG#sha256:}" | tr -d '\n' >"$d/cfg"
-  cfgd="$(sha256sum <"$d/cfg" | cut -c1-64)"; cfgs="$(stat -c %s "$d/cfg")"; mv "$d/cfg" "$d/blobs/sha256/$cfgd"
-  jq -cS --arg cd "sha256:$cfgd" --argjson cs "$cfgs" --arg ld "sha256:$l2d" --argjson ls "$l2s" \
-    '.config.digest = $cd | .config.size = $cs
-     | .layers += [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $ld, size: $ls}]' \
-    "$BASE_OCI/blobs/sha256/${BASE_MANIFEST#sha256:}" | tr -d '\n' >"$d/man"
-  mand="$(sha256sum <"$d/man" | cut -c1-64)"; mans="$(stat -c %s "$d/man")"; mv "$d/man" "$d/blobs/sha256/$mand"
-  printf '{"imageLayoutVersion":"1.0.0"}' >"$d/oci-layout"
-  jq -cn --arg md "sha256:$mand" --argjson ms "$mans" '{schemaVersion: 2,
-    mediaType: "application/vnd.oci.image.index.v1+json",
-    manifests: [{mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $md, size: $ms,
-                 annotations: {"org.opencontainers.image.ref.name": "latest"}}]}' >"$d/index.json"
-}
-
-# every path under the work dir but logs and results: what a build may have left behind
-work_tree() {
-  find "$W" \( -path "$LOGS" -o -path "$STATE" -o -path "$RESULTS" -o -path "$RESULTS.plan" \) -prune \
-    -o -print 2>/dev/null | sort
-}
-
-# malformed_case NAME LAYOUT_REF STDERR_ERE: must fail cleanly (MALFORMED_PROBES lines):
-# a non-zero exit that is not a signal, no panic, no output, the reason in the message,
-# and nothing new anywhere in the work dir (staging, spill dirs, files through a symlink
-# or a `..` path: the build runs in $W/mal/cwd/a/b).
-MALFORMED_PROBES=5
-malformed_case() {
-  local name="$1" ref="$2" ere="$3" out="$W/out/mal-$1" rc=0 before stray
-  rm -rf "$out"
-  before="$(work_tree)"
-  # --no-cache: the input itself must be read and checked
-  (cd "$W/mal/cwd/a/b" && nb "mal.$name" build --base "$ref" --artifacts "$ART" \
-      --output "oci:$out:$TAG" --source-date-epoch "$EPOCH" --no-cache) || rc=$?
-  stray="$(comm -13 <(printf '%s\n' "$before") <(work_tree) | head -n 3 | tr '\n' ' ')"
-  check_empty "malformed.$name.nothing_left_behind" "$stray" "new paths after the failed build"
-  if ((rc == 0)); then fail "malformed.$name.rejected" "exit 0"
-  elif ((rc >= 124)); then fail "malformed.$name.rejected" "exit $rc (timeout or signal)"
-  else pass "malformed.$name.rejected"; fi
-  if no_panic "mal.$name"; then pass "malformed.$name.no_panic"
-  else fail "malformed.$name.no_panic" "$(grep -m1 'panicked at' "$LOGS/mal.$name.err")"; fi
-  if [[ -e "$out" ]]; then fail "malformed.$name.no_output_left" "$out exists"; else pass "malformed.$name.no_output_left"; fi
-  # lowercase ERE against the lowercased stderr
-  check_re "malformed.$name.message" "$ere" "$(tr 'A-Z\n' 'a-z ' <"$LOGS/mal.$name.err")"
-}
-
-section_malformed() {
-  plan $((1 + 6 * MALFORMED_PROBES))
-  prereq malformed bin || return 0
-  local m="$W/mal"
-  rm -rf "$m"; mkdir -p "$m/cwd/a/b" "$m/src/etc" "$m/outside"
-  # control: a valid extra layer must build, or the cases below prove nothing
-  printf 'control\n' >"$m/src/etc/e2e-control"
-  tar --sort=name --owner=0 --group=0 --mtime=@$EPOCH -C "$m/src" -cf - ./etc/e2e-control | gzip -n >"$m/control.gz"
-  mk_layout "$m/control" "$m/control.gz"
-  build_into mal-control "$W/out/mal-control" --base "oci:$m/control:latest" --no-cache
-  if [[ -f "$STATE/mal-control.ok" ]]; then pass malformed.control_builds
-  else fail malformed.control_builds "$(cat "$STATE/mal-control.why")"; fi
-  rm -rf "$W/out/mal-control"
-
-  # truncated gzip layer (descriptor digest/size match the truncated bytes)
-  head -c "$(( $(stat -c %s "$m/control.gz") / 2 ))" "$m/control.gz" >"$m/trunc.gz"
-  mk_layout "$m/trunc" "$m/trunc.gz" "sha256:$(printf x | sha256sum | cut -c1-64)"
-  malformed_case truncated_gzip "oci:$m/trunc:latest" 'layer 2 \(sha256:[0-9a-f]{12}\): read error at byte [0-9]+: incomplete deflate stream'
-  # path traversal entry
-  python3 - "$m/trav.tar" <<'EOF'
-import io, sys, tarfile
-with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
-    for name in ["etc/ok", "../../etc/x"]:
-        data = b"evil\n"
-        ti = tarfile.TarInfo(name); ti.size = len(data); ti.mtime = 1700000000
-        t.addfile(ti, io.BytesIO(data))
-EOF
-  gzip -n -c "$m/trav.tar" >"$m/trav.gz"
-  mk_layout "$m/trav" "$m/trav.gz"
-  malformed_case path_traversal "oci:$m/trav:latest" "unsafe entry '\\.\\./\\.\\./etc/x'"
-  # symlink pointing outside, then a file through it: refused (nothing lands on the host)
-  python3 - "$m/sym.tar" "$m/outside" <<'EOF'
-import io, sys, tarfile
-with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
-    ti = tarfile.TarInfo("etc/e2e-link"); ti.type = tarfile.SYMTYPE; ti.linkname = sys.argv[2]; ti.mtime = 1700000000
-    t.addfile(ti)
-    data = b"pwned\n"
-    ti = tarfile.TarInfo("etc/e2e-link/pwned"); ti.size = len(data); ti.mtime = 1700000000
-    t.addfile(ti, io.BytesIO(data))
-EOF
-  gzip -n -c "$m/sym.tar" >"$m/sym.gz"
-  mk_layout "$m/sym" "$m/sym.gz"
-  malformed_case symlink_escape "oci:$m/sym:latest" "entry 'etc/e2e-link/pwned' lies below '/etc/e2e-link', which is a symlink"
-  # bad JSON index
-  cp -a "$m/control" "$m/badjson"
-  printf '{"schemaVersion": 2, "manifests": [' >"$m/badjson/index.json"
-  malformed_case bad_index_json "oci:$m/badjson:latest" 'badjson:latest: index\.json: invalid json'
-  # blob whose bytes do not match its digest
-  cp -a "$m/control" "$m/badblob"
-  local l2
-  l2="$(jq -r '.layers[-1].digest' "$(manifest_of "$m/badblob" latest)")"
-  # same size, one byte changed (inside the gzip CRC trailer)
-  python3 - "$m/badblob/blobs/sha256/${l2#sha256:}" <<'EOF'
-import sys
-p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[-6] ^= 0xFF
-open(p + ".new", "wb").write(b)
-EOF
-  rm -f "$m/badblob/blobs/sha256/${l2#sha256:}"
-  mv "$m/badblob/blobs/sha256/${l2#sha256:}.new" "$m/badblob/blobs/sha256/${l2#sha256:}"
-  malformed_case digest_mismatch "oci:$m/badblob:latest" 'layer 2 \(sha256:[0-9a-f]{12}\): .*(checksum|digest mismatch)'
-  # garbage rootfs tarball (text, so the message does not depend on chance)
-  yes garbage | head -c 100000 >"$m/garbage.tar" || true
-  malformed_case garbage_tar "tar:$m/garbage.tar" 'layer 1 \(.*garbage\.tar\): bad checksum field'
-  rm -rf "$m"
 }
 
 start_registry() {

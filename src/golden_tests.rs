@@ -217,7 +217,7 @@ fn golden_rewrite_gzip() {
     check(
         "rewrite/gzip",
         golden(PurgeMode::Rewrite, Algorithm::Gzip),
-        "sha256:4d0d058b9246337d5a36479e39cad7ce6c657691c5b04d8dc39d9db699baca2e",
+        "sha256:d7db2ce275d58ae7e38a17364f40b485c6de5eff631b6488fdc54d54189de986",
     );
 }
 
@@ -226,7 +226,7 @@ fn golden_whiteout_gzip() {
     check(
         "whiteout/gzip",
         golden(PurgeMode::Whiteout, Algorithm::Gzip),
-        "sha256:6706f8466959bfc0accb0b444281c9de1775a90f5e3b55591361d464144e534b",
+        "sha256:0c7a7b48cb278b6b14aef4ff5eb10801fabe138fcb32364f6353a34f3462a5ba",
     );
 }
 
@@ -235,7 +235,7 @@ fn golden_rewrite_zstd() {
     check(
         "rewrite/zstd",
         golden(PurgeMode::Rewrite, Algorithm::Zstd),
-        "sha256:f5d5e27e749aea6e147615103f72db97a883a56b5dbbe34bc9ae06b349765d71",
+        "sha256:2175b8ef959046fceba9421607e10201de2be28cdf2640c3016b5f23bed51698",
     );
 }
 
@@ -325,12 +325,12 @@ fn golden_docker_style_config_history_kept() {
     check(
         "docker-style/history kept",
         digest,
-        "sha256:d6361212172e8ee5144d6e9175967bc8da182d3b1e4cf1dc8980e72a22d34dc9",
+        "sha256:9d666f721fb993ab8b958f1d4ac599ddf9590457253c85f477d30b6e52d313a9",
     );
     check(
         "docker-style/history kept record file",
         record,
-        "sha256:8edc2036225926d36889dc21af2a7cdef91b79cb78477216e1ff7905d61fa136",
+        "sha256:9f2910599f1ed2326aa280837955c1a94fca3b6957b7d3f8be03d30e72145e11",
     );
 }
 
@@ -340,11 +340,11 @@ fn golden_docker_style_config_history_replaced() {
     check(
         "docker-style/history replaced",
         digest,
-        "sha256:29cf4ff3a8df0f34c7d0e1eb53a42a4d0c90dc98dc690ab6be56ef67ac5071b5",
+        "sha256:26e85d2202744228033eb4d393f414b5ab9fa510fd13f0d9c69214820bab97d7",
     );
     check(
         "docker-style/history replaced record file",
         record,
-        "sha256:0146d862a1023ea0f00b7b4cd36d8e03b2d7331cfeac2b76bc822f6fb3abc61b",
+        "sha256:d425cfdf7cd31c31ceafdfe1764e6a5be4b1489e9baae5be4e3117e40a7f5684",
     );
 }

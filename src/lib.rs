@@ -45,6 +45,11 @@ pub mod steps;
 #[cfg(test)]
 mod tar_tests;
 pub mod tarread;
-#[cfg(test)]
+/// Fixture builders (tar layers, OCI layouts) for this crate's tests and, with the
+/// `testing` feature, for integration tests and other crates' tests.
+#[cfg(any(test, feature = "testing"))]
 pub mod testutil;
+pub mod transfer;
+#[cfg(any(test, feature = "testing"))]
+pub use testutil as testing;
 pub mod verify;

@@ -138,6 +138,7 @@ impl RegistryArgs {
             password: password.filter(|_| self.registry_user.is_some()),
             cache_dir,
             quiet,
+            transfers: Default::default(),
         })
     }
 }
@@ -267,6 +268,9 @@ fn run_build(a: BuildArgs) -> Result<()> {
             s.init_target,
             s.seconds
         );
+        if let Some(t) = nemoclaw_build::transfer::describe(&s.transfer) {
+            eprintln!("{t}");
+        }
         println!("{}", s.digest);
     } else {
         println!("{}", s.digest);

@@ -100,6 +100,8 @@ pub struct BuildSummary {
     pub cache_source: CacheSource,
     pub seconds: f64,
     pub record: BuildRecord,
+    /// Bytes and blobs moved per registry (base pull, cache, push).
+    pub transfer: Vec<crate::transfer::RegistryTransfer>,
 }
 
 /// Streams every base layer into the model. Also learns digests that the source
@@ -719,6 +721,7 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
         cache_source,
         seconds: t0.elapsed().as_secs_f64(),
         record: done.record,
+        transfer: opts.open.registry.transfers.snapshot(),
     })
 }
 

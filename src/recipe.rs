@@ -288,6 +288,37 @@ pub struct Landlock {
     pub users: Vec<String>,
 }
 
+impl Landlock {
+    /// The policy file's content, checked with the init's own rules (the shared
+    /// `nemoclaw-runtime-spec` crate): a policy the init would refuse at container start
+    /// fails the build instead, naming the field.
+    pub fn policy(&self, workdir: Option<&str>) -> Result<nemoclaw_runtime_spec::landlock::Policy> {
+        use nemoclaw_runtime_spec::landlock::{Compat, Policy};
+        let compatibility = Compat::parse(&self.compatibility).ok_or_else(|| {
+            anyhow!(
+                "[landlock] compatibility = {:?}: expected one of {}",
+                self.compatibility,
+                Compat::NAMES.join(", ")
+            )
+        })?;
+        let mut read_write = self.read_write.clone();
+        if self.include_workdir {
+            if let Some(w) = workdir {
+                if !read_write.iter().any(|p| p == w) {
+                    read_write.push(w.to_string());
+                }
+            }
+        }
+        let p = Policy {
+            read_only: self.read_only.clone(),
+            read_write,
+            compatibility,
+        };
+        p.check().map_err(|e| anyhow!("[landlock] {e}"))?;
+        Ok(p)
+    }
+}
+
 fn best_effort() -> String {
     "best_effort".into()
 }
@@ -490,6 +521,9 @@ impl Recipe {
         }
         if let Some(init) = &self.init {
             self.init_spec(init)?;
+        }
+        if let Some(l) = &self.landlock {
+            l.policy(None)?;
         }
         self.validate_accounts()?;
         for re in self
@@ -921,6 +955,24 @@ mod tests {
     }
 
     /// Issue 12 #10: `mode = 755` became 0o1363 and `2541` setuid 04755.
+    /// A policy the init would refuse at container start fails the recipe load.
+    #[test]
+    fn landlock_policy_is_checked_with_the_inits_rules() {
+        let l = "[landlock]\npath = '/etc/l.json'\n";
+        let e = err(&format!("{l}compatibility = 'hard'\n"));
+        assert!(
+            e.contains("[landlock] compatibility = \"hard\": expected one of best_effort"),
+            "{e}"
+        );
+        let e = err(&format!("{l}read_only = ['usr']\n"));
+        assert!(
+            e.contains("[landlock] read_only: entries must be absolute"),
+            "{e}"
+        );
+        let e = err(&format!("{l}read_write = ['/ok', 'tmp']\n"));
+        assert!(e.contains("[landlock] read_write"), "{e}");
+    }
+
     #[test]
     fn decimal_integer_modes_are_refused() {
         let e = err("[[fs]]\nop = 'dir'\npath = '/x'\nmode = 755\n");

@@ -48,6 +48,8 @@ pub struct RegistryOptions {
     pub password: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub quiet: bool,
+    /// Where every session of the command tallies what it moved.
+    pub transfers: crate::transfer::Transfers,
 }
 
 /// Attempts per request on transient failures (5xx, 429, connection errors).
@@ -131,6 +133,7 @@ pub(crate) struct Session {
     auth: Resolved,
     scheme: &'static str,
     pub(crate) out: Out,
+    transfers: crate::transfer::Transfers,
 }
 
 /// How an oci-client error is treated.
@@ -237,6 +240,7 @@ impl Session {
             auth,
             scheme,
             out,
+            transfers: opts.transfers.clone(),
         };
         s.probe().await?;
         Ok(s)
@@ -275,6 +279,11 @@ impl Session {
 
     fn oci(&self) -> oci_client::Reference {
         self.r.to_oci()
+    }
+
+    /// Adds to this registry's row of the command's transfer tally.
+    fn tally(&self, f: impl FnOnce(&mut crate::transfer::RegistryTransfer)) {
+        self.transfers.add(&self.r.host, f);
     }
 
     /// Turns an oci-client error into one naming the registry, repository and object.
@@ -359,6 +368,7 @@ impl Session {
                 self.client.pull_manifest_raw(&oci, &auth, &accept)
             })
             .await?;
+        self.tally(|t| t.downloaded_bytes += bytes.len() as u64);
         if bytes.len() as u64 > JSON_LIMIT {
             bail!(
                 "{what} from {} is {} bytes, more than {JSON_LIMIT} allowed",
@@ -411,6 +421,7 @@ impl Session {
             match stream.next().await {
                 Some(Ok(chunk)) => {
                     n += chunk.len() as u64;
+                    self.tally(|t| t.downloaded_bytes += chunk.len() as u64);
                     if n > size {
                         return Err(DlError::Fatal(anyhow!(
                             "{label}: size mismatch for blob {digest} from {}: the registry sent more than the {size} bytes the descriptor says",
@@ -479,6 +490,7 @@ impl Session {
                 );
             }
             self.out.log(&format!("{label}: cached ({})", mib(size)));
+            self.tally(|t| t.cached_blobs += 1);
             return Ok(p);
         }
         let bar = self.out.bar(label, size);
@@ -507,6 +519,7 @@ impl Session {
         };
         bar.finish_and_clear();
         let p = res?;
+        self.tally(|t| t.downloaded_blobs += 1);
         // Remember where it came from, so a later push to this registry can mount it.
         let _ = cache.put_json(
             "registry-source",
@@ -831,9 +844,11 @@ impl Session {
                 self.r.name(),
                 mib(b.size)
             ));
+            self.tally(|t| t.skipped_blobs += 1);
             return Ok(Sent::Present);
         }
         if self.try_mount(cache, b).await {
+            self.tally(|t| t.mounted_blobs += 1);
             return Ok(Sent::Mounted);
         }
         let bar = self.out.bar(&b.label, b.size);
@@ -875,6 +890,10 @@ impl Session {
         };
         bar.finish_and_clear();
         res?;
+        self.tally(|t| {
+            t.uploaded_bytes += b.size;
+            t.uploaded_blobs += 1
+        });
         self.out.log(&format!(
             "{}: uploaded {} to {}",
             b.label,
@@ -914,6 +933,7 @@ impl Session {
                 .push_manifest_raw(&target, manifest.to_vec(), ct)
         })
         .await?;
+        self.tally(|t| t.uploaded_bytes += manifest.len() as u64);
         Ok(())
     }
 }
@@ -987,6 +1007,7 @@ async fn push_async(
             s.client.push_manifest_raw(&target, manifest.to_vec(), ct)
         })
         .await?;
+    s.tally(|t| t.uploaded_bytes += manifest.len() as u64);
     // distribution answers with Location: /v2/REPO/manifests/sha256:<digest>.
     let reported = location
         .rsplit('/')

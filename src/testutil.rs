@@ -1,5 +1,8 @@
-//! Small fixture builders shared by unit tests: tar layers made in memory.
+//! Small fixture builders shared by unit and integration tests: tar layers made in
+//! memory and OCI image layouts written from them. Panics on I/O errors (tests only).
+use serde_json::json;
 use std::io::Write;
+use std::path::Path;
 
 pub struct TarBuilder {
     b: tar::Builder<Vec<u8>>,
@@ -150,5 +153,96 @@ impl Raw {
         let sum: u32 = self.h.iter().map(|b| *b as u32).sum();
         self.h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         self.h
+    }
+}
+
+/// gzip (the crate's pinned flate2 backend, default level) of `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn digest(data: &[u8]) -> String {
+    crate::digest::sha256_digest(data)
+}
+
+/// An OCI image layout with one tagged image: gzip layers from uncompressed tars, a
+/// minimal amd64 config. `mangle` edits a layer blob before it is hashed, so a broken
+/// stream keeps consistent descriptors.
+pub struct LayoutBuilder {
+    layers: Vec<(Vec<u8>, String)>,
+    tag: String,
+    config: serde_json::Value,
+}
+
+impl Default for LayoutBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayoutBuilder {
+    pub fn new() -> Self {
+        LayoutBuilder {
+            layers: Vec::new(),
+            tag: "latest".into(),
+            config: json!({"Env": ["PATH=/usr/bin:/bin"]}),
+        }
+    }
+    /// A layer from an uncompressed tar, stored gzip'd.
+    pub fn layer(self, tar: &[u8]) -> Self {
+        self.layer_mangled(tar, |z| z)
+    }
+    /// Like `layer`, with `mangle` applied to the compressed blob before hashing.
+    pub fn layer_mangled(mut self, tar: &[u8], mangle: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Self {
+        self.layers.push((mangle(gzip(tar)), digest(tar)));
+        self
+    }
+    pub fn tag(mut self, tag: &str) -> Self {
+        self.tag = tag.into();
+        self
+    }
+    /// Writes the layout into `dir` (created); returns the manifest digest.
+    pub fn write(self, dir: &Path) -> String {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).expect("mkdir blobs");
+        let put = |bytes: &[u8]| {
+            let d = digest(bytes);
+            std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).expect("write blob");
+            d
+        };
+        let mut descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (blob, diff_id) in &self.layers {
+            descs.push(
+                json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": put(blob), "size": blob.len()}),
+            );
+            diff_ids.push(diff_id.clone());
+        }
+        let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux",
+            "config": self.config, "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
+        .expect("json");
+        let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": put(&config), "size": config.len()},
+            "layers": descs}))
+        .expect("json");
+        let md = put(&manifest);
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("write oci-layout");
+        let index = json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": self.tag}}]});
+        std::fs::write(
+            dir.join("index.json"),
+            serde_json::to_vec(&index).expect("json"),
+        )
+        .expect("write index.json");
+        md
     }
 }

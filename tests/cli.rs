@@ -4,10 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[allow(dead_code)]
-#[path = "../src/testutil.rs"]
-mod testutil;
-use testutil::TarBuilder;
+use nemoclaw_build::testing::TarBuilder;
 
 const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
 const GROUP: &[u8] = b"root:x:0:\nnogroup:x:65534:\n";

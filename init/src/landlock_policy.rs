@@ -10,10 +10,9 @@ use landlock::{
     path_beneath_rules, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, ABI,
 };
-use serde_json::Value;
 use std::path::Path;
 
-pub const DEFAULT_POLICY: &str = "/etc/nemoclaw/landlock.json";
+pub use nemoclaw_runtime_spec::landlock::{Compat, Policy, DEFAULT_POLICY};
 
 /// The fs access rights requested; the crate downgrades them to what the kernel supports
 /// when the policy is best effort.
@@ -45,76 +44,20 @@ impl Mode {
     }
 }
 
-/// `compatibility` of the policy file, as in the blueprint's `landlock.compatibility`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compat {
-    BestEffort,
-    SoftRequirement,
-    HardRequirement,
-}
-
-impl Compat {
-    fn level(self) -> CompatLevel {
-        match self {
-            Compat::BestEffort => CompatLevel::BestEffort,
-            Compat::SoftRequirement => CompatLevel::SoftRequirement,
-            Compat::HardRequirement => CompatLevel::HardRequirement,
-        }
+/// The crate's level for the policy's `compatibility`.
+fn level(c: Compat) -> CompatLevel {
+    match c {
+        Compat::BestEffort => CompatLevel::BestEffort,
+        Compat::SoftRequirement => CompatLevel::SoftRequirement,
+        Compat::HardRequirement => CompatLevel::HardRequirement,
     }
-}
-
-/// A parsed policy file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub read_only: Vec<String>,
-    pub read_write: Vec<String>,
-    pub compatibility: Compat,
-}
-
-fn path_list(v: &Value, key: &str) -> Result<Vec<String>, String> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| match i.as_str() {
-                Some(s) if s.starts_with('/') && !s.contains('\0') => Ok(s.to_string()),
-                _ => Err(format!(
-                    "{key}: entries must be absolute path strings, got {i}"
-                )),
-            })
-            .collect(),
-        Some(other) => Err(format!("{key}: expected an array, got {other}")),
-    }
-}
-
-/// Parses `{"read_only":[...],"read_write":[...],"compatibility":"best_effort"}`.
-pub fn parse(text: &str) -> Result<Policy, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    if !v.is_object() {
-        return Err("policy must be a JSON object".into());
-    }
-    let compatibility = match v.get("compatibility") {
-        None | Some(Value::Null) => Compat::BestEffort,
-        Some(Value::String(s)) => match s.as_str() {
-            "best_effort" => Compat::BestEffort,
-            "soft_requirement" => Compat::SoftRequirement,
-            "hard_requirement" => Compat::HardRequirement,
-            other => return Err(format!("unknown compatibility {other:?}")),
-        },
-        Some(other) => return Err(format!("compatibility: expected a string, got {other}")),
-    };
-    Ok(Policy {
-        read_only: path_list(&v, "read_only")?,
-        read_write: path_list(&v, "read_write")?,
-        compatibility,
-    })
 }
 
 /// Reads and parses the policy file.
 pub fn load(path: &Path) -> Result<Policy, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    Policy::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The kernel's Landlock ABI version, or `None` when unsupported/disabled.
@@ -154,7 +97,7 @@ pub fn apply(policy: &Policy) -> Result<(String, bool), String> {
         .collect();
     let abi = REQUESTED_ABI;
     let status = Ruleset::default()
-        .set_compatibility(policy.compatibility.level())
+        .set_compatibility(level(policy.compatibility))
         .handle_access(AccessFs::from_all(abi))
         .and_then(|r| r.create())
         .and_then(|r| {
@@ -186,37 +129,6 @@ pub fn apply(policy: &Policy) -> Result<(String, bool), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_blueprint_shaped_policy() {
-        let p = parse(
-            r#"{"read_only":["/usr","/lib","/proc","/dev/urandom","/etc"],
-                "read_write":["/sandbox","/tmp","/dev/null"],
-                "compatibility":"best_effort"}"#,
-        )
-        .expect("valid policy");
-        assert_eq!(p.read_only.len(), 5);
-        assert_eq!(p.read_write, vec!["/sandbox", "/tmp", "/dev/null"]);
-        assert_eq!(p.compatibility, Compat::BestEffort);
-        let p = parse(r#"{"compatibility":"hard_requirement"}"#).expect("empty lists");
-        assert!(p.read_only.is_empty() && p.read_write.is_empty());
-        assert_eq!(p.compatibility, Compat::HardRequirement);
-    }
-
-    #[test]
-    fn rejects_bad_policies() {
-        for bad in [
-            "",
-            "[]",
-            r#"{"read_only":"/usr"}"#,
-            r#"{"read_only":["usr"]}"#,
-            r#"{"read_write":[1]}"#,
-            r#"{"compatibility":"maybe"}"#,
-            r#"{"compatibility":1}"#,
-        ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn env_modes() {

@@ -10,6 +10,7 @@
 //! secret may go into it: such names are refused on both sides.
 
 pub mod accounts;
+pub mod landlock;
 
 use serde_json::{json, Value};
 

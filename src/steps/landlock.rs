@@ -6,26 +6,21 @@ use crate::recipe::{Landlock, Recipe};
 use crate::rootfs::{Kind, Node, Rootfs};
 use anyhow::Result;
 
-pub fn policy_json(l: &Landlock, workdir: Option<&str>) -> Vec<u8> {
-    let mut rw = l.read_write.clone();
-    if l.include_workdir {
-        if let Some(w) = workdir {
-            if !rw.iter().any(|p| p == w) {
-                rw.push(w.to_string());
-            }
-        }
-    }
-    let v = serde_json::json!({"read_only": l.read_only, "read_write": rw, "compatibility": l.compatibility});
-    let mut out = serde_json::to_vec_pretty(&v).unwrap_or_default();
-    out.push(b'\n');
-    out
+/// The policy file as written into the image (the recipe was validated at load).
+pub fn policy_json(l: &Landlock, workdir: Option<&str>) -> Result<Vec<u8>> {
+    Ok(l.policy(workdir)?.to_json())
 }
 
 pub fn write(fs: &mut Rootfs, recipe: &Recipe) -> Result<()> {
     if let Some(l) = &recipe.landlock {
         fs.insert(
             &l.path,
-            Node::file(0o444, 0, 0, policy_json(l, recipe.image.workdir.as_deref())),
+            Node::file(
+                0o444,
+                0,
+                0,
+                policy_json(l, recipe.image.workdir.as_deref())?,
+            ),
         )?;
     }
     Ok(())
