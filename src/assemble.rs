@@ -1,8 +1,8 @@
 //! The image documents of a build, assembled from what the earlier phases produced:
 //! config (runtime settings, history, diff_ids), build record and manifest. Pure
 //! functions, no I/O, so each rule is tested on its own.
+use crate::build_model::{BuildOptions, LayerSummary, PurgeMode, TOOL_VERSION};
 use crate::oci::{Descriptor, Digest, History, ImageConfig, Manifest, MediaType, RootFs};
-use crate::pipeline::{LayerSummary, PurgeMode, TOOL_VERSION};
 use crate::recipe::Recipe;
 use crate::record::{BuildRecord, InitRecord, RECORD_ANNOTATION};
 use anyhow::{bail, Result};
@@ -143,7 +143,7 @@ pub struct RecordInputs<'a> {
 }
 
 /// The build record: every input needed to rebuild the same bytes.
-pub fn record(opts: &crate::pipeline::BuildOptions, inputs: RecordInputs) -> Result<BuildRecord> {
+pub fn record(opts: &BuildOptions, inputs: RecordInputs) -> Result<BuildRecord> {
     Ok(BuildRecord {
         artifacts_digest: inputs.artifacts_digest,
         base: Some(inputs.base_name.to_string()),

@@ -4,8 +4,8 @@
 use crate::checks;
 use crate::dpkg::DpkgDb;
 use crate::imageref::ImageRef;
+use crate::index::index_base;
 use crate::oci::RunConfig;
-use crate::pipeline::index_base;
 use crate::progress::Progress;
 use crate::recipe::{Check, FsOp, Recipe};
 use crate::rootfs::{Kind, Rootfs};

@@ -1,9 +1,9 @@
 //! The cache phase of a build: who the base is (worked out once), whether the
 //! expensive part (base layers + recipe layer, [`Prepared`]) is already in the local
 //! cache or a `--cache-from` registry, and storing/pushing it after a miss.
+use crate::build_model::{BuildOptions, LayerSummary, TOOL_VERSION};
 use crate::cache::Cache;
 use crate::imageref::ImageRef;
-use crate::pipeline::{BuildOptions, LayerSummary, TOOL_VERSION};
 use crate::sink::Staging;
 use crate::source::BaseImage;
 use anyhow::Result;
@@ -349,7 +349,7 @@ pub(crate) fn registry_push(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::PurgeMode;
+    use crate::build_model::PurgeMode;
     use crate::pipeline_tests::opts;
     use crate::source::{BlobLocation, LayerBlob, MT_OCI_LAYER};
 
