@@ -70,11 +70,13 @@ pub struct NewLayers {
 }
 
 impl NewLayers {
+    /// `recipe_layer`: the build wrote a recipe layer; `artifacts`: the digest of the
+    /// artifacts when it wrote an artifacts layer.
     pub fn describe(
         recipe: &Recipe,
         purge_mode: PurgeMode,
         recipe_layer: bool,
-        artifacts: Option<Option<&Digest>>,
+        artifacts: Option<&Digest>,
     ) -> NewLayers {
         let name = recipe.name.clone().unwrap_or_default();
         NewLayers {
@@ -85,12 +87,7 @@ impl NewLayers {
                     format!("{purge_mode:?}").to_lowercase()
                 )
             }),
-            artifacts: artifacts.map(|d| {
-                format!(
-                    "nemoclaw-build {TOOL_VERSION}: artifacts {}",
-                    d.map(Digest::as_str).unwrap_or_default()
-                )
-            }),
+            artifacts: artifacts.map(|d| format!("nemoclaw-build {TOOL_VERSION}: artifacts {d}")),
         }
     }
 }

@@ -623,7 +623,9 @@ fn check_outputs(opts: &BuildOptions) -> Result<()> {
 
 /// The artifacts layer (if the recipe has artifacts), after the gates passed.
 struct ArtifactsLayer {
+    /// Some only together with `digest` (no artifacts, no layer).
     output: Option<LayerOutput>,
+    /// The digest of the artifacts as given (what the record names).
     digest: Option<Digest>,
 }
 
@@ -707,7 +709,7 @@ fn assemble(
         &opts.recipe,
         opts.purge_mode,
         prep.layers.len() > base.layers.len(),
-        art.output.as_ref().map(|_| art.digest.as_ref()),
+        art.output.as_ref().and(art.digest.as_ref()),
     );
     config.history = a::history(
         std::mem::take(&mut config.history),
