@@ -1,8 +1,8 @@
 //! The image documents of a build, assembled from what the earlier phases produced:
 //! config (runtime settings, history, diff_ids), build record and manifest. Pure
 //! functions, no I/O, so each rule is tested on its own.
+use crate::build_model::{BuildOptions, LayerSummary, PurgeMode, TOOL_VERSION};
 use crate::oci::{Descriptor, Digest, History, ImageConfig, Manifest, MediaType, RootFs};
-use crate::pipeline::{LayerSummary, PurgeMode, TOOL_VERSION};
 use crate::recipe::Recipe;
 use crate::record::{BuildRecord, InitRecord, RECORD_ANNOTATION};
 use anyhow::{bail, Result};
@@ -70,11 +70,13 @@ pub struct NewLayers {
 }
 
 impl NewLayers {
+    /// `recipe_layer`: the build wrote a recipe layer; `artifacts`: the digest of the
+    /// artifacts when it wrote an artifacts layer.
     pub fn describe(
         recipe: &Recipe,
         purge_mode: PurgeMode,
         recipe_layer: bool,
-        artifacts: Option<Option<&Digest>>,
+        artifacts: Option<&Digest>,
     ) -> NewLayers {
         let name = recipe.name.clone().unwrap_or_default();
         NewLayers {
@@ -85,12 +87,7 @@ impl NewLayers {
                     format!("{purge_mode:?}").to_lowercase()
                 )
             }),
-            artifacts: artifacts.map(|d| {
-                format!(
-                    "nemoclaw-build {TOOL_VERSION}: artifacts {}",
-                    d.map(Digest::as_str).unwrap_or_default()
-                )
-            }),
+            artifacts: artifacts.map(|d| format!("nemoclaw-build {TOOL_VERSION}: artifacts {d}")),
         }
     }
 }
@@ -143,7 +140,7 @@ pub struct RecordInputs<'a> {
 }
 
 /// The build record: every input needed to rebuild the same bytes.
-pub fn record(opts: &crate::pipeline::BuildOptions, inputs: RecordInputs) -> Result<BuildRecord> {
+pub fn record(opts: &BuildOptions, inputs: RecordInputs) -> Result<BuildRecord> {
     Ok(BuildRecord {
         artifacts_digest: inputs.artifacts_digest,
         base: Some(inputs.base_name.to_string()),

@@ -4,8 +4,8 @@
 use crate::checks;
 use crate::dpkg::DpkgDb;
 use crate::imageref::ImageRef;
+use crate::index::index_base;
 use crate::oci::RunConfig;
-use crate::pipeline::index_base;
 use crate::progress::Progress;
 use crate::recipe::{Check, FsOp, Recipe};
 use crate::rootfs::{Kind, Rootfs};
@@ -103,9 +103,7 @@ fn f(id: &str, sev: Severity, path: &str, msg: String) -> Finding {
 /// What every audit rule looks at.
 struct Subject<'a> {
     fs: &'a Rootfs,
-    /// The image config's `config` object as read (the contract checks take it so).
-    cfg: &'a serde_json::Value,
-    /// The same, typed.
+    /// The image config's `config` object (how a container runs).
     run: RunConfig,
     recipe: &'a Recipe,
 }
@@ -143,12 +141,7 @@ pub fn findings(fs: &Rootfs, config: &serde_json::Value, recipe: &Recipe) -> Res
         serde_json::Value::Null => RunConfig::default(),
         v => serde_json::from_value(v.clone()).context("image config: config")?,
     };
-    let subject = Subject {
-        fs,
-        cfg: &cfg,
-        run,
-        recipe,
-    };
+    let subject = Subject { fs, run, recipe };
     let mut out = Vec::new();
     for (_, rule) in RULES {
         rule(&subject, &mut out)?;
@@ -331,14 +324,14 @@ fn entrypoint(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
 
 fn openshell(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
     if s.recipe.audit.openshell {
-        out.extend(crate::contract::findings(s.fs, s.cfg));
+        out.extend(crate::contract::findings(s.fs, &s.run));
     }
     Ok(())
 }
 
 fn required_labels(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
     out.extend(crate::contract::missing_labels(
-        s.cfg,
+        &s.run,
         &s.recipe.audit.required_labels,
     ));
     Ok(())

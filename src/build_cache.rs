@@ -1,9 +1,9 @@
 //! The cache phase of a build: who the base is (worked out once), whether the
 //! expensive part (base layers + recipe layer, [`Prepared`]) is already in the local
 //! cache or a `--cache-from` registry, and storing/pushing it after a miss.
+use crate::build_model::{BuildOptions, LayerSummary, TOOL_VERSION};
 use crate::cache::Cache;
 use crate::imageref::ImageRef;
-use crate::pipeline::{BuildOptions, LayerSummary, TOOL_VERSION};
 use crate::sink::Staging;
 use crate::source::BaseImage;
 use anyhow::Result;
@@ -349,6 +349,62 @@ pub(crate) fn registry_push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build_model::PurgeMode;
+    use crate::pipeline_tests::opts;
+    use crate::source::{BlobLocation, LayerBlob, MT_OCI_LAYER};
+
+    fn image(manifest_digest: Option<String>, first_layer: Option<String>) -> BaseImage {
+        let blob = tempfile::NamedTempFile::new().unwrap();
+        let loc = BlobLocation::whole(blob.path()).unwrap();
+        BaseImage {
+            name: "b".into(),
+            manifest_digest,
+            config: serde_json::json!({"architecture": "amd64", "os": "linux"}),
+            layers: vec![LayerBlob::new(0, loc, MT_OCI_LAYER, first_layer, None).unwrap()],
+            _scratch: None,
+        }
+    }
+
+    /// One identity per kind of base: the manifest digest, a docker-archive's config
+    /// digest, a tarball's remembered file digest, else what reading it learned.
+    #[test]
+    fn base_identity_is_worked_out_once_per_kind() {
+        let t = tempfile::tempdir().unwrap();
+        let m = crate::digest::sha256_digest(b"manifest");
+        let l = crate::digest::sha256_digest(b"layer");
+        let o = opts("oci:/x:latest", "oci:/y", PurgeMode::Whiteout, None);
+        let id = BaseIdentity::resolve(&o, &image(Some(m.clone()), None));
+        assert_eq!(id.known.as_deref(), Some(m.as_str()));
+
+        let o = opts("docker-archive:/x.tar", "oci:/y", PurgeMode::Whiteout, None);
+        let img = image(None, None);
+        let id = BaseIdentity::resolve(&o, &img);
+        let want = format!(
+            "config:{}",
+            crate::digest::sha256_digest(&crate::oci::canonical(&img.config))
+        );
+        assert_eq!(id.known.as_deref(), Some(want.as_str()));
+
+        let tar = t.path().join("base.tar");
+        std::fs::write(&tar, b"tar bytes").unwrap();
+        let mut o = opts(
+            &format!("tar:{}", tar.display()),
+            "oci:/y",
+            PurgeMode::Whiteout,
+            None,
+        );
+        let id = BaseIdentity::resolve(&o, &image(None, None));
+        assert!(id.known.is_none() && id.tar_file.is_some());
+        assert_eq!(id.learned(&image(None, Some(l.clone()))), Some(l.clone()));
+        // Remembered under the file's identity: known before reading a layer.
+        let cache = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
+        cache
+            .put_json("file-digest", id.tar_file.as_ref().unwrap(), &json!(l))
+            .unwrap();
+        o.cache = Some(cache);
+        let id = BaseIdentity::resolve(&o, &image(None, None));
+        assert_eq!(id.known.as_deref(), Some(l.as_str()));
+    }
 
     /// A cache record as earlier versions wrote it (digests and media types as plain
     /// strings, ancestors as arrays): still read, and written back the same.

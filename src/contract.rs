@@ -7,6 +7,7 @@
 //! breaks one of these fails at `onboard --from-image`, long after our build said "done",
 //! so the rules live here and `audit` reports them with the field or path named.
 use crate::audit::{Finding, Severity};
+use crate::oci::RunConfig;
 use crate::rootfs::{Kind, Node, Rootfs};
 use nemoclaw_runtime_spec::accounts::Accounts;
 use serde_json::Value;
@@ -132,8 +133,9 @@ fn symlink_in_path(fs: &Rootfs, key: &str) -> Option<String> {
     None
 }
 
-fn check_workdir(fs: &Rootfs, cfg: &Value, who: Option<&Identity>, out: &mut Vec<Finding>) {
-    let wd = cfg.get("WorkingDir").and_then(Value::as_str).unwrap_or("");
+fn check_workdir(fs: &Rootfs, run: &RunConfig, who: Option<&Identity>, out: &mut Vec<Finding>) {
+    let wd = run.working_dir.clone().flatten().unwrap_or_default();
+    let wd = wd.as_str();
     if matches!(wd, "" | "/" | "/sandbox") {
         return; // OpenShell owns /sandbox and uses it for these
     }
@@ -181,7 +183,8 @@ fn check_workdir(fs: &Rootfs, cfg: &Value, who: Option<&Identity>, out: &mut Vec
             format!("WorkingDir {wd} does not exist in the image"),
         )),
     }
-    for v in cfg
+    for v in run
+        .extra
         .get("Volumes")
         .and_then(Value::as_object)
         .into_iter()
@@ -243,15 +246,9 @@ fn check_root_tool(fs: &Rootfs, name: &str, paths: &[&str], out: &mut Vec<Findin
     }
 }
 
-fn check_entrypoint(fs: &Rootfs, cfg: &Value, out: &mut Vec<Finding>) {
-    let first = |k: &str| {
-        cfg.get(k)
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let Some(prog) = first("Entrypoint").or_else(|| first("Cmd")) else {
+fn check_entrypoint(fs: &Rootfs, run: &RunConfig, out: &mut Vec<Finding>) {
+    let first = |v: &Option<Option<Vec<String>>>| v.clone().flatten()?.first().cloned();
+    let Some(prog) = first(&run.entrypoint).or_else(|| first(&run.cmd)) else {
         out.push(err(
             "openshell-entrypoint",
             "config.Entrypoint",
@@ -275,8 +272,8 @@ fn check_entrypoint(fs: &Rootfs, cfg: &Value, out: &mut Vec<Finding>) {
     }
 }
 
-/// All contract findings for an image (`cfg` is the config's `config` object).
-pub fn findings(fs: &Rootfs, cfg: &Value) -> Vec<Finding> {
+/// All contract findings for an image, from its runtime config.
+pub fn findings(fs: &Rootfs, run: &RunConfig) -> Vec<Finding> {
     let mut out = Vec::new();
     let text = |p: &str| {
         fs.read(p)
@@ -287,31 +284,26 @@ pub fn findings(fs: &Rootfs, cfg: &Value) -> Vec<Finding> {
         &text("etc/passwd").unwrap_or_default(),
         text("etc/group").as_deref(),
     );
-    let user = cfg.get("User").and_then(Value::as_str).unwrap_or("");
-    let who = match resolve_user(user, &acc) {
+    let user = run.user.clone().flatten().unwrap_or_default();
+    let who = match resolve_user(&user, &acc) {
         Ok(who) => Some(who),
         Err(e) => {
             out.push(err("openshell-user", "config.User", e));
             None
         }
     };
-    check_workdir(fs, cfg, who.as_ref(), &mut out);
+    check_workdir(fs, run, who.as_ref(), &mut out);
     check_root_tool(fs, "ip", &IP_PATHS, &mut out);
     check_root_tool(fs, "nsenter", &NSENTER_PATHS, &mut out);
-    check_entrypoint(fs, cfg, &mut out);
+    check_entrypoint(fs, run, &mut out);
     out
 }
 
 /// Labels a recipe requires (e.g. upstream's managed-image labels), present and non-empty.
-pub fn missing_labels(cfg: &Value, required_labels: &[String]) -> Vec<Finding> {
+pub fn missing_labels(run: &RunConfig, required_labels: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
-    let labels = cfg.get("Labels").and_then(Value::as_object);
     for l in required_labels {
-        if !labels.is_some_and(|m| {
-            m.get(l)
-                .and_then(Value::as_str)
-                .is_some_and(|v| !v.is_empty())
-        }) {
+        if run.labels.get(l).is_none_or(|v| v.is_empty()) {
             out.push(err(
                 "required-label",
                 &format!("config.Labels {l}"),
@@ -367,8 +359,12 @@ mod tests {
                "Labels": {"a": "1"}})
     }
 
+    fn run(c: &Value) -> RunConfig {
+        serde_json::from_value(c.clone()).expect("a runtime config")
+    }
+
     fn ids(fs: &Rootfs, c: &Value) -> Vec<String> {
-        findings(fs, c)
+        findings(fs, &run(c))
             .into_iter()
             .map(|f| format!("{}: {}", f.id, f.message))
             .collect()
@@ -481,7 +477,7 @@ mod tests {
             "{got:?}"
         );
         let got: Vec<String> =
-            missing_labels(&cfg("sandbox", "/sandbox"), &["a".into(), "b".into()])
+            missing_labels(&run(&cfg("sandbox", "/sandbox")), &["a".into(), "b".into()])
                 .into_iter()
                 .map(|f| f.path)
                 .collect();

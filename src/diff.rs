@@ -9,8 +9,8 @@
 //! Differences in compressed bytes alone do not make images different.
 use crate::digest::{digest_hex, sha256_digest};
 use crate::imageref::ImageRef;
+use crate::index::index_base;
 use crate::oci::Manifest;
-use crate::pipeline::index_base;
 use crate::progress::Progress;
 use crate::record::BuildRecord;
 use crate::rootfs::{default_capture, IndexOptions, Kind, Node, Rootfs};

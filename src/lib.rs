@@ -9,6 +9,7 @@
 pub mod assemble;
 pub mod audit;
 pub mod build_cache;
+pub mod build_model;
 pub mod cache;
 pub mod checks;
 pub mod compress;
@@ -21,6 +22,7 @@ mod golden_tests;
 pub mod hostfs;
 pub mod image;
 pub mod imageref;
+pub mod index;
 pub mod layer;
 pub mod oci;
 pub mod oci_layout;

@@ -1,8 +1,6 @@
 //! The build pipeline: source -> rootfs model -> steps -> layer writer -> sink.
 use crate::compress::Settings;
-use crate::digest::HashingReader;
 use crate::image::{canonical, rfc3339};
-use crate::imageref::ImageRef;
 use crate::layer::{compress_blob, LayerOutput, LayerWriter};
 use crate::oci::{Digest, MediaType};
 use crate::progress::Progress;
@@ -11,73 +9,16 @@ use crate::record::BuildRecord;
 use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
 use crate::scratch::{Purpose, ScratchDir};
 use crate::sink::{Built, SideOutput, Staging};
-use crate::source::{open_image, BaseImage, Compression, OpenOptions};
+use crate::source::{open_image, BaseImage, Compression};
 use crate::steps::{self, StepOptions, StepsReport};
 use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum PurgeMode {
-    /// Rewrite base layers that contain removed files: the bytes are really gone.
-    Rewrite,
-    /// Keep base layers byte for byte; hide removed files with whiteouts.
-    Whiteout,
-}
-
-pub struct BuildOptions {
-    pub base: ImageRef,
-    pub output: ImageRef,
-    pub recipe: Recipe,
-    pub artifacts: Option<PathBuf>,
-    pub purge_mode: PurgeMode,
-    pub compression: Settings,
-    pub epoch: u64,
-    pub build_args: BTreeMap<String, String>,
-    pub strict: bool,
-    pub open: OpenOptions,
-    pub progress: Progress,
-    /// Derived-results cache; None disables caching (`--no-cache`).
-    pub cache: Option<crate::cache::Cache>,
-    /// `--cache-from` / `--cache-to`: the cache shared through a registry.
-    pub remote_cache: crate::remote_cache::RemoteCacheOptions,
-    /// Write an SPDX 2.3 SBOM of the result here (and attach it to an oci: layout).
-    pub sbom: Option<PathBuf>,
-    /// Write the build record (the exact inputs) here.
-    pub record: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct LayerSummary {
-    pub digest: Digest,
-    pub diff_id: Digest,
-    pub size: u64,
-    pub media_type: MediaType,
-    /// reused | recompressed | rewritten | new
-    pub action: String,
-}
-
-impl LayerSummary {
-    /// A layer this build wrote (or copied), its digests checked here once.
-    fn new(out: LayerOutput, action: &str) -> Result<LayerSummary> {
-        Ok(LayerSummary {
-            digest: Digest::parse(&out.digest)?,
-            diff_id: Digest::parse(&out.diff_id)?,
-            size: out.size,
-            media_type: MediaType::from(out.media_type.as_str()),
-            action: action.into(),
-        })
-    }
-}
+pub use crate::build_model::{BuildOptions, LayerSummary, PurgeMode, TOOL_VERSION};
 
 #[derive(Debug, serde::Serialize)]
 pub struct BuildSummary {
@@ -104,74 +45,7 @@ pub struct BuildSummary {
     pub transfer: Vec<crate::transfer::RegistryTransfer>,
 }
 
-/// Streams every base layer into the model. Also learns digests that the source
-/// did not know (a plain tarball's), so the build record names the exact input.
-pub fn index_base(
-    base: &mut BaseImage,
-    opts: &IndexOptions,
-    progress: &Progress,
-) -> Result<Rootfs> {
-    index_base_spilling(base, opts, progress, None)
-}
-
-/// Like [`index_base`]; with `spill_dir`, compressed layers are also kept
-/// uncompressed there (for a rewrite that follows).
-pub fn index_base_spilling(
-    base: &mut BaseImage,
-    opts: &IndexOptions,
-    progress: &Progress,
-    spill_dir: Option<&std::path::Path>,
-) -> Result<Rootfs> {
-    let mut fs = Rootfs::new();
-    for i in 0..base.layers.len() {
-        let layer = base.layers[i].clone();
-        let bar = progress.bytes(&format!("reading {}", layer.label), layer.size);
-        let spill = match (spill_dir, layer.compression) {
-            (Some(d), c) if c != Compression::None => Some(
-                tempfile::Builder::new()
-                    .prefix("layer-")
-                    .tempfile_in(d)?
-                    .keep()
-                    .map_err(|e| e.error)?,
-            ),
-            _ => None,
-        };
-        let (spill_file, spill_path) = match spill {
-            Some((f, p)) => (Some(f), Some(p)),
-            None => (None, None),
-        };
-        let mut dec = crate::source::ThreadedDecoder::spawn(&layer, bar.clone(), None)?;
-        let mut tar_hash = HashingReader::new(&mut dec);
-        let mut tar = TarReader::new(&mut tar_hash, &layer.label).max_entries(opts.max_entries);
-        if let Some(f) = spill_file {
-            tar = tar.spill_to(f); // the archive only: never the trailer after its end
-        }
-        let stats = fs.apply_tar(i, &layer.label, tar, opts)?;
-        let (diff_id, _) = tar_hash.finish();
-        let raw_digest = dec.finish().with_context(|| layer.label.clone())?;
-        if let Some(expected) = &layer.diff_id {
-            if expected != &diff_id {
-                bail!("{}: uncompressed content hashes to {diff_id}, but the config's diff_id is {expected}", layer.label);
-            }
-        }
-        let l = &mut base.layers[i];
-        if l.digest.is_none() {
-            l.digest = Some(raw_digest);
-        }
-        if l.diff_id.is_none() {
-            l.diff_id = Some(diff_id);
-        }
-        l.spill = spill_path;
-        progress.done(
-            bar,
-            &format!(
-                "indexed {}: {} entries, {} whiteouts",
-                layer.label, stats.entries, stats.whiteouts
-            ),
-        );
-    }
-    Ok(fs)
-}
+pub use crate::index::{index_base, index_base_spilling};
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
 /// (one pass per layer that has any), so the new layer can carry them.
@@ -560,10 +434,19 @@ fn reuse_layer(l: &crate::source::LayerBlob, staging: &Staging) -> Result<LayerO
         digest,
         size: l.size,
         diff_id: l.diff_id.clone().unwrap_or_default(),
-        media_type: MediaType::oci_layer(l.compression).to_string(),
+        media_type: layer_media_type(l.compression).to_string(),
         path,
         entries: 0,
     })
+}
+
+/// The OCI layer type for a blob compressed with `c`.
+fn layer_media_type(c: Compression) -> MediaType {
+    match c {
+        Compression::None => MediaType::OciLayer,
+        Compression::Gzip => MediaType::OciLayerGzip,
+        Compression::Zstd => MediaType::OciLayerZstd,
+    }
 }
 
 /// Ancestors of the artifacts destination as they are in the result (path, mode,
@@ -741,7 +624,9 @@ fn check_outputs(opts: &BuildOptions) -> Result<()> {
 
 /// The artifacts layer (if the recipe has artifacts), after the gates passed.
 struct ArtifactsLayer {
+    /// Some only together with `digest` (no artifacts, no layer).
     output: Option<LayerOutput>,
+    /// The digest of the artifacts as given (what the record names).
     digest: Option<Digest>,
 }
 
@@ -825,7 +710,7 @@ fn assemble(
         &opts.recipe,
         opts.purge_mode,
         prep.layers.len() > base.layers.len(),
-        art.output.as_ref().map(|_| art.digest.as_ref()),
+        art.output.as_ref().and(art.digest.as_ref()),
     );
     config.history = a::history(
         std::mem::take(&mut config.history),

@@ -1,8 +1,8 @@
 //! The build record: the exact inputs of a build, written by the build (manifest
 //! annotation [`RECORD_ANNOTATION`] and `--record FILE`) and read back by `verify`
 //! (to rebuild) and `diff` (to name the input that differs).
+use crate::build_model::PurgeMode;
 use crate::oci::Digest;
-use crate::pipeline::PurgeMode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -8,13 +8,14 @@
 //!
 //! [`attach_to_layout`] stores the SPDX document in an OCI layout as an artifact
 //! manifest whose `subject` is the image (OCI 1.1 referrers, index fallback).
+use crate::build_model::TOOL_VERSION;
 use crate::digest::{digest_hex, sha256_digest};
 use crate::dpkg::DpkgDb;
 use crate::image::{canonical, rfc3339};
 use crate::imageref::ImageRef;
+use crate::index::index_base;
 use crate::oci::manifest::EMPTY_JSON;
 use crate::oci::{Descriptor, Digest, Index, Manifest, MediaType};
-use crate::pipeline::{index_base, TOOL_VERSION};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::rootfs::{normalize, IndexOptions, Kind, Rootfs};
@@ -720,7 +721,7 @@ pub fn for_build(fs: &Rootfs, config: &Value, recipe: &Recipe, epoch: u64) -> Re
 /// (so a cached build gets the same document as an uncached one).
 pub fn for_staged_image(
     blobs: &Path,
-    layers: &[crate::pipeline::LayerSummary],
+    layers: &[crate::build_model::LayerSummary],
     config: &Value,
     recipe: &Recipe,
     epoch: u64,

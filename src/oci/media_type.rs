@@ -1,8 +1,20 @@
 //! Media types as an enum: the ones this tool writes or tells apart by name, and
 //! any other kept verbatim (image-spec: unknown types must be carried, not refused).
-use crate::source::{self, Compression};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+
+pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MT_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Uncompressed Docker layers (containers/image writes them for docker-archive sources).
+pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MediaType {
@@ -23,17 +35,17 @@ pub enum MediaType {
 
 /// Each named variant and its string (one table, so parse and print agree).
 const KNOWN: &[(MediaType, &str)] = &[
-    (MediaType::OciManifest, source::MT_OCI_MANIFEST),
-    (MediaType::OciIndex, source::MT_OCI_INDEX),
-    (MediaType::OciConfig, source::MT_OCI_CONFIG),
-    (MediaType::OciLayer, source::MT_OCI_LAYER),
-    (MediaType::OciLayerGzip, source::MT_OCI_LAYER_GZIP),
-    (MediaType::OciLayerZstd, source::MT_OCI_LAYER_ZSTD),
-    (MediaType::DockerManifest, source::MT_DOCKER_MANIFEST),
-    (MediaType::DockerList, source::MT_DOCKER_LIST),
-    (MediaType::DockerConfig, source::MT_DOCKER_CONFIG),
-    (MediaType::DockerLayer, source::MT_DOCKER_LAYER),
-    (MediaType::DockerLayerGzip, source::MT_DOCKER_LAYER_GZIP),
+    (MediaType::OciManifest, MT_OCI_MANIFEST),
+    (MediaType::OciIndex, MT_OCI_INDEX),
+    (MediaType::OciConfig, MT_OCI_CONFIG),
+    (MediaType::OciLayer, MT_OCI_LAYER),
+    (MediaType::OciLayerGzip, MT_OCI_LAYER_GZIP),
+    (MediaType::OciLayerZstd, MT_OCI_LAYER_ZSTD),
+    (MediaType::DockerManifest, MT_DOCKER_MANIFEST),
+    (MediaType::DockerList, MT_DOCKER_LIST),
+    (MediaType::DockerConfig, MT_DOCKER_CONFIG),
+    (MediaType::DockerLayer, MT_DOCKER_LAYER),
+    (MediaType::DockerLayerGzip, MT_DOCKER_LAYER_GZIP),
 ];
 
 impl MediaType {
@@ -45,15 +57,6 @@ impl MediaType {
                 .find(|(k, _)| k == known)
                 .map(|(_, s)| *s)
                 .unwrap_or_default(),
-        }
-    }
-
-    /// The OCI layer type for a blob compressed with `c`.
-    pub fn oci_layer(c: Compression) -> MediaType {
-        match c {
-            Compression::None => MediaType::OciLayer,
-            Compression::Gzip => MediaType::OciLayerGzip,
-            Compression::Zstd => MediaType::OciLayerZstd,
         }
     }
 }
@@ -101,10 +104,6 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&other).unwrap(),
             "\"application/x-custom\""
-        );
-        assert_eq!(
-            MediaType::oci_layer(Compression::Zstd).as_str(),
-            source::MT_OCI_LAYER_ZSTD
         );
     }
 }
