@@ -181,4 +181,29 @@ mod tests {
         );
         assert_eq!(missing_required(&fs, &pk()), vec!["jq".to_string()]);
     }
+
+    /// Found by `cargo mutants`: a symlink named like a forbidden command that resolves
+    /// to a directory is no command; a required command that exists but is not
+    /// executable is missing.
+    #[test]
+    fn symlinks_to_directories_are_no_command_and_required_needs_exec_bits() {
+        let mut fs = Rootfs::new();
+        fs.insert("usr/lib/gcc", Node::dir(0o755, 0, 0)).unwrap();
+        fs.insert("usr/bin/gcc", Node::symlink("/usr/lib/gcc"))
+            .unwrap();
+        fs.insert("usr/bin/vi", Node::file(0o644, 0, 0, b"#!".to_vec()))
+            .unwrap();
+        fs.insert("usr/bin/jq", Node::file(0o755, 0, 0, b"#!".to_vec()))
+            .unwrap();
+        assert_eq!(forbidden(&fs, &pk()).unwrap(), Vec::<Hit>::new());
+        assert_eq!(missing_required(&fs, &pk()), vec!["vi".to_string()]);
+        // The control: the same link to a file is a hit naming its target.
+        fs.insert("usr/lib/gcc-real", Node::file(0o755, 0, 0, b"#!".to_vec()))
+            .unwrap();
+        fs.insert("usr/bin/gcc", Node::symlink("/usr/lib/gcc-real"))
+            .unwrap();
+        let hits = forbidden(&fs, &pk()).unwrap();
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].target.as_deref(), Some("/usr/lib/gcc-real"));
+    }
 }
