@@ -1,6 +1,7 @@
 //! `audit` and `policy`: judge any image (ours or not) against a recipe, reading
 //! it through the same sources and rootfs model as `build`, in one streaming pass
 //! per layer. Memory grows with the number of files, never with their bytes.
+use crate::account_fields::lookup_name;
 use crate::checks;
 use crate::dpkg::DpkgDb;
 use crate::imageref::ImageRef;
@@ -11,30 +12,14 @@ use crate::recipe::{Check, FsOp, Recipe};
 use crate::rootfs::{Kind, Rootfs};
 use crate::scan;
 use crate::source::{open_image, OpenOptions};
-use crate::steps::accounts::lookup_name;
 use crate::steps::{landlock, purge::db_files};
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
-use serde::Serialize;
+use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use Severity::{Error, Info, Warning};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Finding {
-    pub id: String,
-    pub severity: Severity,
-    pub path: String,
-    pub message: String,
-}
+pub use crate::finding::{Finding, Severity};
 
 #[derive(Args)]
 pub struct AuditArgs {

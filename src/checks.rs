@@ -1,8 +1,8 @@
 //! Evaluates the recipe's `[[checks]]` (owner, mode, content rules) on a rootfs.
 //! Used as a build gate and by `audit`, so both judge an image the same way.
+use crate::account_fields::lookup_name;
 use crate::recipe::Check;
 use crate::rootfs::{Kind, Rootfs};
-use crate::steps::accounts::lookup_name;
 
 pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
     let mut out = Vec::new();

@@ -6,7 +6,7 @@
 //! root, before the sandbox exists (shared/reference/upstream-2026.md A4, A6). An image that
 //! breaks one of these fails at `onboard --from-image`, long after our build said "done",
 //! so the rules live here and `audit` reports them with the field or path named.
-use crate::audit::{Finding, Severity};
+use crate::finding::{Finding, Severity};
 use crate::oci::RunConfig;
 use crate::rootfs::{Kind, Node, Rootfs};
 use nemoclaw_runtime_spec::accounts::Accounts;

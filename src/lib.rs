@@ -6,6 +6,7 @@
 //! artifacts, init) -> [`layer`] (deterministic tar, [`compress`], digests) ->
 //! [`sink`] (OCI layout / archive). `audit` and `policy` read images through the
 //! same source and rootfs model.
+pub mod account_fields;
 pub mod assemble;
 pub mod audit;
 pub mod build_cache;
@@ -17,6 +18,7 @@ pub mod contract;
 pub mod diff;
 pub mod digest;
 pub mod dpkg;
+pub mod finding;
 #[cfg(test)]
 mod golden_tests;
 pub mod hostfs;

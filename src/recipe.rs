@@ -575,7 +575,6 @@ impl Recipe {
     /// gshadow, so each is held to what useradd/groupadd accept; a field that could
     /// add a line or a field (newline, `:`) is an error naming it (`users[1].home`).
     fn validate_accounts(&self) -> Result<()> {
-        use crate::steps::accounts::{group_problem, user_problem};
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for (i, u) in self.users.iter().enumerate() {
             if let Some((field, why)) = user_problem(u) {
@@ -712,6 +711,69 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         }
         None => msg,
     }
+}
+
+/// Why a recipe user can't be written as given: `(field, reason)`.
+/// uid 0 is root's: only `name = "root"` may ask for it (anything else would be a
+/// second, silently created root). (uid_t)-1 means "no change" to chown(2).
+pub fn user_problem(u: &User) -> Option<(&'static str, String)> {
+    if let Some(why) = crate::account_fields::name_problem(&u.name) {
+        return Some(("name", why));
+    }
+    if u.uid == 0 && u.name != "root" {
+        return Some((
+            "uid",
+            format!(
+                "uid 0 is root's; {:?} would be a second root (only name = \"root\" may use uid 0)",
+                u.name
+            ),
+        ));
+    }
+    if u.uid == u32::MAX {
+        return Some(("uid", "4294967295 is (uid_t)-1, not a usable id".into()));
+    }
+    if u.gid == u32::MAX {
+        return Some(("gid", "4294967295 is (gid_t)-1, not a usable id".into()));
+    }
+    if let Some(why) = crate::account_fields::text_problem(&u.gecos) {
+        return Some(("gecos", why));
+    }
+    if let Some(why) = crate::account_fields::path_problem(&u.home) {
+        return Some(("home", why));
+    }
+    if let Some(why) = crate::account_fields::path_problem(&u.shell) {
+        return Some(("shell", why));
+    }
+    None
+}
+
+/// Why a recipe group can't be written as given: `(field, reason)`. gid 0 is the
+/// root group's, for the same reason as uid 0.
+pub fn group_problem(g: &Group) -> Option<(String, String)> {
+    if let Some(why) = crate::account_fields::name_problem(&g.name) {
+        return Some(("name".into(), why));
+    }
+    if g.gid == 0 && g.name != "root" {
+        return Some((
+            "gid".into(),
+            format!(
+                "gid 0 is the root group's; {:?} would be a second root group (only name = \"root\" may use gid 0)",
+                g.name
+            ),
+        ));
+    }
+    if g.gid == u32::MAX {
+        return Some((
+            "gid".into(),
+            "4294967295 is (gid_t)-1, not a usable id".into(),
+        ));
+    }
+    for (j, m) in g.members.iter().enumerate() {
+        if let Some(why) = crate::account_fields::name_problem(m) {
+            return Some((format!("members[{j}]"), why));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -5,117 +5,8 @@ use crate::recipe::{Group, User};
 use crate::rootfs::{Node, Rootfs};
 use anyhow::{bail, Result};
 
-/// Longest user or group name useradd/groupadd accept by default.
-pub const MAX_NAME_LEN: usize = 32;
-
-/// Why `name` can't be a user or group name, judged like useradd/groupadd without
-/// `--badname`: `[a-z_][a-z0-9_-]*[$]?`, at most 32 bytes. This also keeps out
-/// everything that has a meaning in the account files (`:`, `,`, newline) and
-/// names that read as numeric ids.
-pub fn name_problem(name: &str) -> Option<String> {
-    let b = name.as_bytes();
-    let body = b.strip_suffix(b"$").unwrap_or(b);
-    let ok_first = matches!(body.first(), Some(c) if c.is_ascii_lowercase() || *c == b'_');
-    let ok_rest = body
-        .iter()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
-    if name.is_empty() {
-        Some("must not be empty".into())
-    } else if name.len() > MAX_NAME_LEN {
-        Some(format!("{name:?} is longer than {MAX_NAME_LEN} bytes"))
-    } else if !ok_first || !ok_rest {
-        Some(format!(
-            "{name:?} is not a valid name: use [a-z_][a-z0-9_-]*, optionally ending in '$'"
-        ))
-    } else {
-        None
-    }
-}
-
-/// Control characters (newline, NUL, ...) would start a new line or cut the
-/// field; `:` would start a new field.
-fn text_problem(s: &str) -> Option<String> {
-    if s.chars().any(char::is_control) {
-        Some(format!(
-            "{s:?} must not contain a newline or other control character"
-        ))
-    } else if s.contains(':') {
-        Some(format!("{s:?} must not contain ':'"))
-    } else {
-        None
-    }
-}
-
-/// home and shell: absolute paths that stay one field of one line.
-pub fn path_problem(p: &str) -> Option<String> {
-    if !p.starts_with('/') {
-        return Some(format!("{p:?} must be an absolute path"));
-    }
-    text_problem(p)
-}
-
-/// Why a recipe user can't be written as given: `(field, reason)`.
-/// uid 0 is root's: only `name = "root"` may ask for it (anything else would be a
-/// second, silently created root). (uid_t)-1 means "no change" to chown(2).
-pub fn user_problem(u: &User) -> Option<(&'static str, String)> {
-    if let Some(why) = name_problem(&u.name) {
-        return Some(("name", why));
-    }
-    if u.uid == 0 && u.name != "root" {
-        return Some((
-            "uid",
-            format!(
-                "uid 0 is root's; {:?} would be a second root (only name = \"root\" may use uid 0)",
-                u.name
-            ),
-        ));
-    }
-    if u.uid == u32::MAX {
-        return Some(("uid", "4294967295 is (uid_t)-1, not a usable id".into()));
-    }
-    if u.gid == u32::MAX {
-        return Some(("gid", "4294967295 is (gid_t)-1, not a usable id".into()));
-    }
-    if let Some(why) = text_problem(&u.gecos) {
-        return Some(("gecos", why));
-    }
-    if let Some(why) = path_problem(&u.home) {
-        return Some(("home", why));
-    }
-    if let Some(why) = path_problem(&u.shell) {
-        return Some(("shell", why));
-    }
-    None
-}
-
-/// Why a recipe group can't be written as given: `(field, reason)`. gid 0 is the
-/// root group's, for the same reason as uid 0.
-pub fn group_problem(g: &Group) -> Option<(String, String)> {
-    if let Some(why) = name_problem(&g.name) {
-        return Some(("name".into(), why));
-    }
-    if g.gid == 0 && g.name != "root" {
-        return Some((
-            "gid".into(),
-            format!(
-                "gid 0 is the root group's; {:?} would be a second root group (only name = \"root\" may use gid 0)",
-                g.name
-            ),
-        ));
-    }
-    if g.gid == u32::MAX {
-        return Some((
-            "gid".into(),
-            "4294967295 is (gid_t)-1, not a usable id".into(),
-        ));
-    }
-    for (j, m) in g.members.iter().enumerate() {
-        if let Some(why) = name_problem(m) {
-            return Some((format!("members[{j}]"), why));
-        }
-    }
-    None
-}
+pub use crate::account_fields::{lookup_id, lookup_name, name_problem, path_problem, MAX_NAME_LEN};
+pub use crate::recipe::{group_problem, user_problem};
 
 /// One `name:x:id:...` line split into fields (passwd or group format).
 fn fields(line: &str) -> Vec<&str> {
@@ -132,24 +23,6 @@ fn join(lines: &[String]) -> Vec<u8> {
         s.push('\n');
     }
     s.into_bytes()
-}
-
-/// Looks up a name or numeric id in a passwd/group style file.
-pub fn lookup_id(text: &str, name: &str) -> Option<u64> {
-    if let Ok(n) = name.parse::<u64>() {
-        return Some(n);
-    }
-    text.lines()
-        .map(fields)
-        .find(|f| f.len() > 2 && f[0] == name)
-        .and_then(|f| f[2].parse().ok())
-}
-
-pub fn lookup_name(text: &str, id: u64) -> Option<String> {
-    text.lines()
-        .map(fields)
-        .find(|f| f.len() > 2 && f[2].parse::<u64>().ok() == Some(id))
-        .map(|f| f[0].to_string())
 }
 
 fn read_or_empty(fs: &Rootfs, path: &str) -> Result<String> {
