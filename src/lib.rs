@@ -19,6 +19,7 @@ pub mod diff;
 pub mod digest;
 pub mod dpkg;
 pub mod finding;
+pub mod fspath;
 #[cfg(test)]
 mod golden_tests;
 pub mod hostfs;

@@ -326,7 +326,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }),
         Cmd::Debug(DebugCmd::ListLayer { file }) => {
-            nemoclaw_build::tarread::list_layer(&file, &mut std::io::stdout().lock())
+            nemoclaw_build::rootfs::list_layer(&file, &mut std::io::stdout().lock())
                 .map(|_| ExitCode::SUCCESS)
         }
         Cmd::Recipe => {

@@ -4,25 +4,14 @@
 //! can't touch the machine. Small files the steps need (`/etc`, the dpkg database)
 //! are captured in memory while indexing; everything else stays a reference into
 //! its layer, so memory grows with the number of files, not their bytes.
-use crate::tarread::TarReader;
+pub use crate::fspath::{normalize, parent_of, Kind};
+use crate::tarread::{TarEntry, TarReader};
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::ops::Bound;
 use std::sync::Arc;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink,
-    Hardlink,
-    Char,
-    Block,
-    Fifo,
-}
 
 #[derive(Debug, Clone)]
 pub enum Content {
@@ -336,26 +325,6 @@ pub fn whiteout_of(key: &str) -> std::result::Result<Option<Whiteout>, String> {
     } else {
         format!("{dir}/{target}")
     })))
-}
-
-/// Normalizes a path from a tar entry or recipe to the model's key form
-/// (`usr/bin/gcc`). `..` is refused: it could only mean escaping the root.
-pub fn normalize(path: &str) -> Result<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => bail!("path '{path}' contains '..'"),
-            c => parts.push(c),
-        }
-    }
-    Ok(parts.join("/"))
-}
-
-pub fn parent_of(path: &str) -> Option<&str> {
-    path.rfind('/')
-        .map(|i| &path[..i])
-        .or(if path.is_empty() { None } else { Some("") })
 }
 
 /// `a/b/c`, `a/b`, `a` (the key itself first, the root excluded).
@@ -829,6 +798,69 @@ pub struct LayerStats {
     pub whiteouts: u64,
     pub duplicates: u64,
     pub bytes: u64,
+}
+
+/// The model node of a tar entry of base layer `layer` (content stays in the layer).
+impl TarEntry {
+    /// The model node for this entry of base layer `layer` (content stays in the layer).
+    pub fn node(&self, layer: usize) -> Node {
+        let content = if self.kind == Kind::File {
+            Content::Layer(layer)
+        } else {
+            Content::Empty
+        };
+        let mut n = Node::new(self.kind, self.mode, self.uid, self.gid, content, self.size);
+        n.mtime = self.mtime;
+        n.modified = false;
+        n.set_layer(Some(layer));
+        n.add_in_layers(1u128 << layer.min(127));
+        n.set_link(self.link.as_deref());
+        if !self.xattrs.is_empty() {
+            n.set_xattrs(self.xattrs.clone());
+        }
+        n.set_dev(self.dev);
+        n
+    }
+}
+
+/// `debug list-layer FILE`: this reader's view of one layer tar (plain, gzip or
+/// zstd), one JSON object per entry in stream order, once the model (whiteouts,
+/// parents, hardlinks) has accepted the layer as a single-layer image. Used by
+/// scripts/e2e-tar-differential.sh to compare with GNU tar and Python's tarfile.
+pub fn list_layer(path: &std::path::Path, out: &mut dyn std::io::Write) -> Result<()> {
+    let label = format!("layer 1 ({})", path.display());
+    let open = || -> Result<Box<dyn Read>> {
+        let mut f = std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        );
+        let magic = std::io::BufRead::fill_buf(&mut f)?.to_vec();
+        Ok(if magic.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::MultiGzDecoder::new(f))
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(zstd::stream::read::Decoder::new(f)?)
+        } else {
+            Box::new(f)
+        })
+    };
+    let mut fs = Rootfs::new();
+    fs.apply_layer(0, &label, open()?, &IndexOptions::default())?;
+    let mut tar = TarReader::new(open()?, &label);
+    while let Some(e) = tar.next_entry()? {
+        let v = serde_json::json!({
+            "path": e.path,
+            "type": serde_json::to_value(e.kind)?,
+            "mode": e.mode,
+            "uid": e.uid,
+            "gid": e.gid,
+            "size": e.size,
+            "mtime": e.mtime,
+            "link": e.link,
+            "dev": [e.dev.0, e.dev.1],
+        });
+        writeln!(out, "{v}")?;
+    }
+    tar.finish()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! as numbers, skips "data" of directories and links that other readers parse as
 //! headers, and hands over unknown types and sparse renames unchanged. The header
 //! format is small and fixed; parsing it here keeps every rule in one place.
-use crate::rootfs::{normalize, Content, Kind, Node};
+use crate::fspath::{normalize, Kind};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -59,28 +59,6 @@ pub struct TarEntry {
     pub link: Option<String>,
     pub xattrs: BTreeMap<String, Vec<u8>>,
     pub dev: (u32, u32),
-}
-
-impl TarEntry {
-    /// The model node for this entry of base layer `layer` (content stays in the layer).
-    pub fn node(&self, layer: usize) -> Node {
-        let content = if self.kind == Kind::File {
-            Content::Layer(layer)
-        } else {
-            Content::Empty
-        };
-        let mut n = Node::new(self.kind, self.mode, self.uid, self.gid, content, self.size);
-        n.mtime = self.mtime;
-        n.modified = false;
-        n.set_layer(Some(layer));
-        n.add_in_layers(1u128 << layer.min(127));
-        n.set_link(self.link.as_deref());
-        if !self.xattrs.is_empty() {
-            n.set_xattrs(self.xattrs.clone());
-        }
-        n.set_dev(self.dev);
-        n
-    }
 }
 
 /// PAX records in order, or why they are malformed.
@@ -874,46 +852,6 @@ fn base64_decode(v: &[u8]) -> Option<Vec<u8>> {
             .decode(v)
             .ok()
     })
-}
-
-/// `debug list-layer FILE`: this reader's view of one layer tar (plain, gzip or
-/// zstd), one JSON object per entry in stream order, once the model (whiteouts,
-/// parents, hardlinks) has accepted the layer as a single-layer image. Used by
-/// scripts/e2e-tar-differential.sh to compare with GNU tar and Python's tarfile.
-pub fn list_layer(path: &std::path::Path, out: &mut dyn Write) -> Result<()> {
-    let label = format!("layer 1 ({})", path.display());
-    let open = || -> Result<Box<dyn Read>> {
-        let mut f = std::io::BufReader::new(
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        );
-        let magic = std::io::BufRead::fill_buf(&mut f)?.to_vec();
-        Ok(if magic.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::MultiGzDecoder::new(f))
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(zstd::stream::read::Decoder::new(f)?)
-        } else {
-            Box::new(f)
-        })
-    };
-    let mut fs = crate::rootfs::Rootfs::new();
-    fs.apply_layer(0, &label, open()?, &crate::rootfs::IndexOptions::default())?;
-    let mut tar = TarReader::new(open()?, &label);
-    while let Some(e) = tar.next_entry()? {
-        let v = serde_json::json!({
-            "path": e.path,
-            "type": serde_json::to_value(e.kind)?,
-            "mode": e.mode,
-            "uid": e.uid,
-            "gid": e.gid,
-            "size": e.size,
-            "mtime": e.mtime,
-            "link": e.link,
-            "dev": [e.dev.0, e.dev.1],
-        });
-        writeln!(out, "{v}")?;
-    }
-    tar.finish()?;
-    Ok(())
 }
 
 /// The kind of a tar type flag; the types readers disagree on are refused.
