@@ -86,7 +86,7 @@ impl BaseIdentity {
                     let _ = c.put_json("file-digest", fid, &json!(d));
                     self.known = Some(d);
                 }
-                Err(e) => eprintln!("warning: cache-from: {e:#}"),
+                Err(e) => opts.progress.warn(&format!("cache-from: {e:#}")),
             }
         }
     }
@@ -188,7 +188,9 @@ fn local_lookup(
     let prep: Prepared = match serde_json::from_value(v) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("warning: local cache: unreadable cache record ({e}); building without it");
+            opts.progress.warn(&format!(
+                "local cache: unreadable cache record ({e}); building without it"
+            ));
             return Ok(None);
         }
     };
@@ -200,7 +202,8 @@ fn local_lookup(
             Ok(Some(src)) => srcs.push((src, &l.digest)),
             Ok(None) => return Ok(None),
             Err(e) => {
-                eprintln!("warning: local cache: {e:#}; building without it");
+                opts.progress
+                    .warn(&format!("local cache: {e:#}; building without it"));
                 return Ok(None);
             }
         }
@@ -241,7 +244,9 @@ fn registry_lookup(
     let prep: Prepared = match serde_json::from_value(v) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("warning: cache-from: unreadable cache record ({e}); building without it");
+            opts.progress.warn(&format!(
+                "cache-from: unreadable cache record ({e}); building without it"
+            ));
             return None;
         }
     };
@@ -253,14 +258,16 @@ fn registry_lookup(
         {
             Ok(src) => srcs.push((src, &l.digest)),
             Err(e) => {
-                eprintln!("warning: cache-from: {e:#}; building without it");
+                opts.progress
+                    .warn(&format!("cache-from: {e:#}; building without it"));
                 return None;
             }
         }
     }
     for (src, digest) in &srcs {
         if let Err(e) = staging.add_cached(src, digest) {
-            eprintln!("warning: cache-from: {e:#}; building without it");
+            opts.progress
+                .warn(&format!("cache-from: {e:#}; building without it"));
             return None;
         }
     }
@@ -342,7 +349,9 @@ pub(crate) fn registry_push(
         )
     })();
     if let Err(e) = res {
-        eprintln!("warning: cache-to registry://{to}: {e:#}; the image is not affected");
+        opts.progress.warn(&format!(
+            "cache-to registry://{to}: {e:#}; the image is not affected"
+        ));
     }
 }
 

@@ -92,17 +92,17 @@ impl Cache {
         };
         let what = format!("cached blob {}", p.display());
         let checked = std::fs::File::open(&p)
-            .with_context(|| format!("cannot read {what}"))
+            .map_err(|e| anyhow::anyhow!("cannot read {what}: {e}"))
             .and_then(|f| {
                 let mut r = crate::digest::VerifyingReader::new(f, digest, None, &what);
-                std::io::copy(&mut r, &mut std::io::sink())
-                    .with_context(|| format!("cannot read {what}"))
+                // The reader's error names the blob and the mismatch.
+                std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| anyhow::anyhow!("{e}"))
             });
         match checked {
             Ok(_) => Ok(Some(p)),
             Err(e) => {
                 let _ = std::fs::remove_file(&p);
-                Err(e.context("removed it from the cache"))
+                Err(anyhow::anyhow!("{e:#}; removed it from the cache"))
             }
         }
     }

@@ -138,6 +138,7 @@ impl RegistryArgs {
             password: password.filter(|_| self.registry_user.is_some()),
             cache_dir,
             quiet,
+            warnings: Default::default(),
             transfers: Default::default(),
         })
     }

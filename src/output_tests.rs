@@ -416,6 +416,15 @@ fn corrupted_cache_blob_is_a_miss_not_an_output() {
     std::fs::write(&first, vec![0u8; len]).unwrap();
     let again = with_cache("o2").unwrap();
     assert!(!again.cache_hit, "a corrupted blob was taken as a hit");
+    // The warning is in the summary (what `--json` prints), naming the blob and why.
+    let w = again.warnings.join("\n");
+    assert!(
+        w.contains("local cache: cached blob")
+            && w.contains("digest mismatch")
+            && w.contains("building without it"),
+        "warnings: {w:?}"
+    );
+    assert!(cold.warnings.is_empty(), "{:?}", cold.warnings);
     assert_eq!(again.digest, cold.digest);
     for l in &again.layers {
         let bytes = std::fs::read(blob(&t.path().join("o2"), &l.digest)).unwrap();

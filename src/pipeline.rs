@@ -43,6 +43,8 @@ pub struct BuildSummary {
     pub record: BuildRecord,
     /// Bytes and blobs moved per registry (base pull, cache, push).
     pub transfer: Vec<crate::transfer::RegistryTransfer>,
+    /// Every warning the build printed, in order.
+    pub warnings: Vec<String>,
 }
 
 pub use crate::index::{index_base, index_base_spilling};
@@ -554,7 +556,9 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
     build_inner(opts).map_err(|e| crate::sink::explain_no_space(e, &staged_in, cache.as_deref()))
 }
 
-fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
+fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
+    // One place for the build's warnings, whoever raises them (registry sessions too).
+    opts.open.registry.warnings = opts.progress.warnings().clone();
     let t0 = Instant::now();
     check_outputs(&opts)?;
     let mut base = open_image(&opts.base, &opts.open)?;
@@ -606,6 +610,7 @@ fn build_inner(opts: BuildOptions) -> Result<BuildSummary> {
         seconds: t0.elapsed().as_secs_f64(),
         record: done.record,
         transfer: opts.open.registry.transfers.snapshot(),
+        warnings: opts.progress.warnings().list(),
     })
 }
 

@@ -1,11 +1,36 @@
 //! Progress: indicatif bars on a terminal, plain log lines otherwise, nothing with --quiet.
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+
+/// The warnings of one command, in order: printed as they happen (even with --quiet)
+/// and kept for the `--json` summary, so a caller or a test can see them.
+#[derive(Clone, Debug, Default)]
+pub struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// Prints `warning: MSG` to stderr and keeps MSG.
+    pub fn warn(&self, msg: &str) {
+        eprintln!("warning: {msg}");
+        self.keep(msg);
+    }
+    /// Keeps MSG without printing it (the caller printed it its own way).
+    pub fn keep(&self, msg: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(msg.to_string());
+    }
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 #[derive(Clone)]
 pub struct Progress {
     quiet: bool,
     tty: bool,
+    warnings: Warnings,
 }
 
 impl Progress {
@@ -13,7 +38,16 @@ impl Progress {
         Progress {
             quiet,
             tty: std::io::stderr().is_terminal(),
+            warnings: Warnings::default(),
         }
+    }
+    /// A warning: printed even with --quiet, and kept for the summary.
+    pub fn warn(&self, msg: &str) {
+        self.warnings.warn(msg);
+    }
+    /// Where this command's warnings are kept (shared by its clones).
+    pub fn warnings(&self) -> &Warnings {
+        &self.warnings
     }
     pub fn log(&self, msg: &str) {
         if !self.quiet {

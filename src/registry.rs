@@ -48,6 +48,8 @@ pub struct RegistryOptions {
     pub password: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub quiet: bool,
+    /// Where the command's warnings are kept (the build's progress shares it).
+    pub warnings: crate::progress::Warnings,
     /// Where every session of the command tallies what it moved.
     pub transfers: crate::transfer::Transfers,
 }
@@ -72,13 +74,19 @@ enum Op {
 pub(crate) struct Out {
     multi: Option<MultiProgress>,
     quiet: bool,
+    warnings: crate::progress::Warnings,
 }
 
 impl Out {
-    pub(crate) fn new(quiet: bool) -> Out {
+    pub(crate) fn new(opts: &RegistryOptions) -> Out {
+        let quiet = opts.quiet;
         let multi = (!quiet && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Out { multi, quiet }
+        Out {
+            multi,
+            quiet,
+            warnings: opts.warnings.clone(),
+        }
     }
     pub(crate) fn log(&self, msg: &str) {
         if self.quiet {
@@ -93,6 +101,7 @@ impl Out {
     }
     /// Warnings are printed even with --quiet.
     pub(crate) fn warn(&self, msg: &str) {
+        self.warnings.keep(msg);
         match &self.multi {
             Some(m) => {
                 let _ = m.println(format!("warning: {msg}"));
@@ -588,7 +597,7 @@ pub fn pull(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
 
 async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
     let ro = &opts.registry;
-    let s = Session::open(reference, ro, Out::new(ro.quiet)).await?;
+    let s = Session::open(reference, ro, Out::new(ro)).await?;
     let cache = Cache::open(ro.cache_dir.as_deref())?;
     let top_what = match (&s.r.digest, &s.r.tag) {
         (Some(d), _) => format!("manifest {d}"),
@@ -967,7 +976,7 @@ async fn push_async(
     if got != manifest_digest {
         bail!("internal error: the manifest to push hashes to {got}, not {manifest_digest}");
     }
-    let s = Session::open(reference, opts, Out::new(opts.quiet)).await?;
+    let s = Session::open(reference, opts, Out::new(opts)).await?;
     if let Some(d) = &s.r.digest {
         if d != manifest_digest {
             bail!("registry://{reference}: the reference pins {d}, but the built manifest is {manifest_digest}");

@@ -171,10 +171,6 @@ pub fn file_digest(path: &Path) -> Result<String> {
     Ok(r.finish().0)
 }
 
-fn warn(msg: &str) {
-    eprintln!("warning: {msg}");
-}
-
 /// On a local miss: asks each repository of `from` in order for `key`. A hit leaves
 /// the verified blobs and the record (kind "prepared", under `key`) in `cache` and
 /// returns the record. Misses and errors return None; errors are printed as warnings.
@@ -188,7 +184,7 @@ pub fn fetch(
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            warn(&format!("cache-from: {e:#}; building without it"));
+            p.warn(&format!("cache-from: {e:#}; building without it"));
             return None;
         }
     };
@@ -203,7 +199,7 @@ pub fn fetch(
                 return Some(v);
             }
             Ok(Err(why)) => p.log(&format!("cache-from: miss {at} ({why})")),
-            Err(e) => warn(&format!(
+            Err(e) => p.warn(&format!(
                 "cache-from {at}: {e:#}; continuing without this cache"
             )),
         }
@@ -219,7 +215,7 @@ async fn fetch_one(
     cache: &Cache,
     ropts: &RegistryOptions,
 ) -> Result<Result<(Value, usize), String>> {
-    let s = Session::open(loc, ropts, Out::new(ropts.quiet)).await?;
+    let s = Session::open(loc, ropts, Out::new(ropts)).await?;
     let r = RegRef {
         tag: Some(tag.to_string()),
         digest: None,
@@ -299,7 +295,7 @@ async fn push_async(
     let rec_bytes = canonical(record);
     let descs: Vec<CacheLayer> = layers.iter().map(|(l, _)| l.clone()).collect();
     let manifest = manifest_bytes(key, &rec_bytes, &descs)?;
-    let s = Session::open(to, ropts, Out::new(ropts.quiet)).await?;
+    let s = Session::open(to, ropts, Out::new(ropts)).await?;
     let r = RegRef {
         tag: Some(tag.clone()),
         digest: None,
