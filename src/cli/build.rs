@@ -1,0 +1,210 @@
+//! `nemoclaw-build build`: its arguments, the registry options shared with other
+//! commands, the summary it prints, and the signal handling of a running build.
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use nemoclaw_build::compress::{Algorithm, Settings};
+use nemoclaw_build::imageref::ImageRef;
+use nemoclaw_build::pipeline::{build, BuildOptions, PurgeMode};
+use nemoclaw_build::progress::Progress;
+use nemoclaw_build::recipe::Recipe;
+use nemoclaw_build::source::OpenOptions;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `--registry-user` and friends, shared by the commands that talk to registries.
+#[derive(Args)]
+struct RegistryArgs {
+    /// Registry (HOST[:PORT]) that may be reached over plain HTTP; repeatable.
+    /// Loopback registries (localhost, 127.0.0.0/8, [::1]) always may.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Registry user for every registry of this command; the password comes from
+    /// $NEMOCLAW_REGISTRY_PASSWORD or --registry-password-stdin. Without it,
+    /// ~/.docker/config.json, $REGISTRY_AUTH_FILE and podman's auth.json are used.
+    #[arg(long)]
+    registry_user: Option<String>,
+    /// Read the registry password from stdin (first line).
+    #[arg(long, requires = "registry_user")]
+    registry_password_stdin: bool,
+}
+
+impl RegistryArgs {
+    fn options(
+        &self,
+        cache_dir: Option<PathBuf>,
+        quiet: bool,
+    ) -> Result<nemoclaw_build::registry::RegistryOptions> {
+        let password = if self.registry_password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the registry password from stdin")?;
+            Some(line.trim_end_matches(['\r', '\n']).to_string())
+        } else {
+            std::env::var("NEMOCLAW_REGISTRY_PASSWORD").ok()
+        };
+        Ok(nemoclaw_build::registry::RegistryOptions {
+            insecure: self.insecure_registry.clone(),
+            username: self.registry_user.clone(),
+            password: password.filter(|_| self.registry_user.is_some()),
+            cache_dir,
+            quiet,
+            warnings: Default::default(),
+            transfers: Default::default(),
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Base image: tar:PATH | oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | registry://HOST/REPO[:TAG|@sha256:...]
+    #[arg(long)]
+    base: String,
+    /// Output: oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | registry://HOST/REPO[:TAG]
+    #[arg(long)]
+    output: String,
+    /// Recipe TOML (default: the built-in recipes/nemoclaw-sandbox.toml).
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// Builder-stage artifacts: a directory or a tar(.gz) file.
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    /// rewrite: base layers holding purged files are rewritten without them;
+    /// whiteout: base layers are reused untouched and an upper layer hides the files.
+    #[arg(long, value_enum, default_value = "rewrite")]
+    purge_mode: PurgeMode,
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: Algorithm,
+    /// gzip 1-9 (default 6), zstd 1-19 (default 3).
+    #[arg(long)]
+    compression_level: Option<i32>,
+    /// Compression threads (output bytes do not depend on it).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timestamp for created/mtimes; defaults to $SOURCE_DATE_EPOCH, else 0. Never the clock.
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    source_date_epoch: Option<u64>,
+    /// KEY=VALUE accepted by the recipe's image.build_args; recorded as a label, never interpolated.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    build_args: Vec<String>,
+    /// Fail instead of removing packages that depend on purged ones; Landlock warnings become errors.
+    #[arg(long)]
+    strict: bool,
+    /// Platform for multi-arch bases (os/arch[/variant]).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Write the build record (the exact inputs) to this file.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// Write an SPDX 2.3 SBOM here; with an oci:DIR output it is also attached to the
+    /// layout as an artifact manifest whose subject is the image.
+    #[arg(long)]
+    sbom: Option<PathBuf>,
+    /// Cache directory for derived layers and pulled blobs
+    /// (default: $XDG_CACHE_HOME/nemoclaw-build or ~/.cache/nemoclaw-build).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Push the cached part of the build (base and recipe layers) to this repository,
+    /// tagged from the cache key (registry://HOST[:PORT]/REPO, no tag).
+    #[arg(long, value_name = "registry://HOST/REPO", value_parser = nemoclaw_build::remote_cache::parse_location, conflicts_with = "no_cache")]
+    cache_to: Option<String>,
+    /// On a local cache miss, look for the cached part in this repository (as pushed by
+    /// --cache-to); repeatable, asked in order. Registry errors never fail the build.
+    #[arg(long, value_name = "registry://HOST/REPO", value_parser = nemoclaw_build::remote_cache::parse_location, conflicts_with = "no_cache")]
+    cache_from: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run_build(a: BuildArgs) -> Result<()> {
+    let base = ImageRef::parse(&a.base).context("--base")?;
+    let output = ImageRef::parse(&a.output).context("--output")?;
+    let recipe = Recipe::load(a.recipe.as_deref())?;
+    let mut build_args = BTreeMap::new();
+    for kv in &a.build_args {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--build-arg '{kv}': expected KEY=VALUE"))?;
+        build_args.insert(k.to_string(), v.to_string());
+    }
+    let progress = Progress::new(a.quiet || a.json);
+    let opts = BuildOptions {
+        base,
+        output,
+        recipe,
+        artifacts: a.artifacts,
+        purge_mode: a.purge_mode,
+        compression: Settings::new(a.compression, a.compression_level, a.threads)?,
+        epoch: a.source_date_epoch.unwrap_or(0),
+        build_args,
+        strict: a.strict,
+        open: OpenOptions {
+            platform: a.platform,
+            registry: a.registry.options(a.cache_dir.clone(), a.quiet || a.json)?,
+        },
+        progress: progress.clone(),
+        cache: if a.no_cache {
+            None
+        } else {
+            Some(nemoclaw_build::cache::Cache::open(a.cache_dir.as_deref())?)
+        },
+        sbom: a.sbom,
+        record: a.record,
+        remote_cache: nemoclaw_build::remote_cache::RemoteCacheOptions {
+            from: a.cache_from,
+            to: a.cache_to,
+        },
+    };
+    let s = build(opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if !a.quiet {
+        eprintln!(
+            "built {} {} | {} layers, {:.1} MiB | purged {} pkgs ({:.1} MiB) | init {} KiB ({}) | {:.1}s",
+            s.output,
+            s.digest,
+            s.layers.len(),
+            s.total_size as f64 / 1048576.0,
+            s.purged.len(),
+            s.bytes_removed as f64 / 1048576.0,
+            s.init_size / 1024,
+            s.init_target,
+            s.seconds
+        );
+        if let Some(t) = nemoclaw_build::transfer::describe(&s.transfer) {
+            eprintln!("{t}");
+        }
+        println!("{}", s.digest);
+    } else {
+        println!("{}", s.digest);
+    }
+    Ok(())
+}
+
+/// SIGINT/SIGTERM/SIGHUP during a build: remove its scratch space (staging, spill,
+/// temp files) and exit 128 + signal. The handler only wakes a thread (signal-hook's
+/// self-pipe), which does the cleanup outside signal context; a publish already in
+/// progress finishes first, so the output is the old image or the new one.
+pub fn install_signal_cleanup() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                nemoclaw_build::scratch::cleanup_and_exit(sig);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
