@@ -123,16 +123,15 @@ fn rewrite_mask(fs: &Rootfs) -> u128 {
 /// the link was made, even when the target lived in a lower layer.
 fn rewrite_layer(
     fs: &Rootfs,
-    base: &BaseImage,
-    i: usize,
+    (i, layer): (usize, &crate::source::LayerBlob),
+    bar: &indicatif::ProgressBar,
     staging: &Staging,
     settings: &Settings,
     epoch: u64,
     carried: &mut BTreeMap<String, Carried>,
 ) -> Result<LayerOutput> {
-    let layer = &base.layers[i];
     let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
-    let mut tar = TarReader::new(layer.open_tar()?, &layer.label);
+    let mut tar = TarReader::new(layer.open_tar_progress(bar)?, &layer.label);
     // Removed paths that a kept hardlink (in any layer) points to.
     let link_targets: BTreeSet<&str> = fs
         .links
@@ -402,7 +401,15 @@ fn write_base_layers(
         let verb = if touched { "rewriting" } else { "copying" };
         let bar = p.bytes(&format!("{verb} {}", l.label), l.size);
         let (out, action) = if touched {
-            let out = rewrite_layer(fs, base, i, staging, settings, opts.epoch, &mut carried)?;
+            let out = rewrite_layer(
+                fs,
+                (i, l),
+                &bar,
+                staging,
+                settings,
+                opts.epoch,
+                &mut carried,
+            )?;
             (out, "rewritten")
         } else if l.compression == Compression::None
             && settings.algorithm != crate::compress::Algorithm::None

@@ -148,20 +148,28 @@ impl LayerBlob {
 
     /// The uncompressed tar stream.
     pub fn open_tar(&self) -> Result<Box<dyn Read + Send>> {
+        self.open_tar_progress(&indicatif::ProgressBar::hidden())
+    }
+
+    /// Like `open_tar`, advancing `bar` as the layer is read (its length becomes the
+    /// spilled tar's size when the uncompressed copy is read), so a long rewrite shows
+    /// progress instead of sitting at zero.
+    pub fn open_tar_progress(&self, bar: &indicatif::ProgressBar) -> Result<Box<dyn Read + Send>> {
         if let Some(p) = &self.spill {
             let f = File::open(p)
                 .with_context(|| format!("{}: cannot reopen {}", self.label, p.display()))?;
-            return Ok(Box::new(BufReader::with_capacity(1 << 20, f)));
+            if let Ok(m) = f.metadata() {
+                bar.set_length(m.len());
+            }
+            return Ok(Box::new(
+                bar.wrap_read(BufReader::with_capacity(1 << 20, f)),
+            ));
         }
         if self.compression == Compression::None {
-            return self.open_raw();
+            return Ok(Box::new(bar.wrap_read(self.open_raw()?)));
         }
         // Inflate on a thread of its own, overlapping whatever consumes the tar.
-        Ok(Box::new(ThreadedDecoder::spawn(
-            self,
-            indicatif::ProgressBar::hidden(),
-            None,
-        )?))
+        Ok(Box::new(ThreadedDecoder::spawn(self, bar.clone(), None)?))
     }
 }
 
