@@ -62,7 +62,7 @@ for m in "${modules[@]}"; do
   # 0: all caught, 2: some missed, 3: some timed out; anything else is no result
   case "$rc" in 0|2|3) ;; *) die "$m: cargo mutants failed (exit $rc): $(tail -n 3 "$dir/log.txt")" ;; esac
   r="$dir/mutants.out"
-  count() { [[ -f "$r/$1.txt" ]] && grep -c . "$r/$1.txt" || echo 0; }
+  count() { if [[ -s "$r/$1.txt" ]]; then grep -c . "$r/$1.txt"; else echo 0; fi; }
   caught=$(count caught) missed=$(count missed) timeout=$(count timeout) unviable=$(count unviable)
   viable=$((caught + missed + timeout))
   pct=$(awk -v c="$((caught + timeout))" -v v="$viable" 'BEGIN { printf "%.1f", v ? 100 * c / v : 0 }')
