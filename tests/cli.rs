@@ -332,3 +332,33 @@ fn policy_table_aligns_and_json_matches() {
         "{v}"
     );
 }
+
+/// `nemoclaw-build audit BIG | head -1`: the command ends quietly when its reader goes
+/// away (SIGPIPE), it does not panic in println!.
+#[test]
+fn output_into_a_closed_pipe_is_no_panic() {
+    use std::io::Read;
+    let t = tempfile::tempdir().unwrap();
+    // 4000 files of an unknown owner: one finding line each, far more than a pipe holds.
+    let tar = base_tar(t.path(), "big.tar", |mut b| {
+        for i in 0..4000 {
+            b = b.file_owned(&format!("usr/bin/f{i:05}"), b"x", 0o644, 4242, 0);
+        }
+        b
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nemoclaw-build"))
+        .arg("audit")
+        .arg(format!("tar:{}", tar.display()))
+        .arg("-q")
+        .env("XDG_CACHE_HOME", t.path().join("xdg-cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}

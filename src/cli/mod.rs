@@ -105,6 +105,15 @@ pub fn run() -> ExitCode {
             eprintln!("error: {e:#}");
             return ExitCode::from(1);
         }
+    } else {
+        // Report commands end quietly when their reader goes away (`... | head`), as
+        // Unix tools do, instead of panicking in println!. Builds keep Rust's default
+        // (EPIPE as an error) so their cleanup always runs.
+        // SAFETY: restoring the default disposition of one signal, before any thread
+        // exists; no handler is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     nemoclaw_build::tarread::set_max_entries(cli.max_entries);
     let res = match cli.cmd {
