@@ -362,3 +362,23 @@ fn output_into_a_closed_pipe_is_no_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+/// A file name with a newline cannot forge a line of the `audit` table.
+#[test]
+fn audit_table_escapes_control_characters_in_paths() {
+    let t = tempfile::tempdir().unwrap();
+    let name = "usr/bin/x\nerror    fake-rule                  /etc/shadow";
+    let tar = base_tar(t.path(), "nl.tar", |b| {
+        b.file_owned(name, b"x", 0o644, 4242, 0)
+    });
+    let (_, out, err) = run(
+        t.path(),
+        &["audit", &format!("tar:{}", tar.display()), "-q"],
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("fake-rule") && !l.contains("usr/bin/x")),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("usr/bin/x\\nerror"), "{out}\n{err}");
+}

@@ -64,13 +64,14 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{:<8} {:<26} {:<48} MESSAGE", "SEVERITY", "RULE", "PATH");
+        // Image paths are escaped: a name with a newline must not forge a finding line.
         for f in &fnd {
             println!(
                 "{:<8} {:<26} {:<48} {}",
                 format!("{:?}", f.severity).to_lowercase(),
                 f.id,
-                f.path,
-                f.message
+                landlock::escape_controls(&f.path),
+                landlock::escape_controls(&f.message)
             );
         }
         let count = |s: Severity| fnd.iter().filter(|f| f.severity == s).count();

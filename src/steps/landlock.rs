@@ -230,7 +230,7 @@ pub fn table(rows: &[Access]) -> String {
 }
 
 /// `s` with control characters written as Rust escapes; everything else as is.
-fn escape_controls(s: &str) -> String {
+pub fn escape_controls(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_control() {
