@@ -4,12 +4,9 @@
 //! compression, JSON), so a refactor provably changes nothing. If an output change is
 //! intended, update the constants and say so in CHANGELOG.md.
 use crate::compress::{Algorithm, Settings};
-use crate::imageref::ImageRef;
 use crate::pipeline::{build, BuildOptions, PurgeMode};
-use crate::pipeline_tests::write_layout;
-use crate::progress::Progress;
+use crate::pipeline_tests::{opts, write_layout};
 use crate::recipe::Recipe;
-use crate::source::OpenOptions;
 use crate::testutil::TarBuilder;
 use std::path::Path;
 
@@ -159,23 +156,16 @@ fn golden(mode: PurgeMode, algo: Algorithm) -> String {
     std::fs::create_dir_all(art.join("dist")).unwrap();
     std::fs::write(art.join("dist/index.js"), "console.log(1)\n").unwrap();
     std::fs::write(art.join("package.json"), "{}\n").unwrap();
-    let o = BuildOptions {
-        base: ImageRef::parse(&format!("oci:{}:latest", t.path().join("base").display())).unwrap(),
-        output: ImageRef::parse(&format!("oci:{}", t.path().join("out").display())).unwrap(),
-        recipe: Recipe::parse(RECIPE.as_bytes(), "golden.toml", Path::new(".")).unwrap(),
-        artifacts: Some(art),
-        purge_mode: mode,
-        compression: Settings::new(algo, None, Some(2)).unwrap(),
-        epoch: 1_700_000_000,
-        build_args: Default::default(),
-        strict: false,
-        open: OpenOptions::default(),
-        progress: Progress::new(true),
-        cache: None,
-        remote_cache: Default::default(),
-        sbom: None,
-        record: None,
-    };
+    // The shared test options (epoch 1700000000, quiet, no cache), with this build's
+    // recipe and compression.
+    let mut o = opts(
+        &format!("oci:{}:latest", t.path().join("base").display()),
+        &format!("oci:{}", t.path().join("out").display()),
+        mode,
+        Some(&art),
+    );
+    o.recipe = Recipe::parse(RECIPE.as_bytes(), "golden.toml", Path::new(".")).unwrap();
+    o.compression = Settings::new(algo, None, Some(2)).unwrap();
     let digest = build_with_stand_in_init(o);
     if std::env::var_os("GOLDEN_KEEP").is_some() {
         eprintln!("kept {}", t.keep().display());
@@ -305,23 +295,15 @@ path = "/etc/motd"
 content = "hi\n"
 "#;
     let record = t.path().join("record.json");
-    let o = BuildOptions {
-        base: ImageRef::parse(&format!("oci:{}:latest", dir.display())).unwrap(),
-        output: ImageRef::parse(&format!("oci:{}", t.path().join("out").display())).unwrap(),
-        recipe: Recipe::parse(recipe.as_bytes(), "docker-style.toml", Path::new(".")).unwrap(),
-        artifacts: None,
-        purge_mode: PurgeMode::Whiteout,
-        compression: Settings::new(Algorithm::Gzip, None, Some(2)).unwrap(),
-        epoch: 1_700_000_000,
-        build_args: [("REV".to_string(), "r1".to_string())].into(),
-        strict: false,
-        open: OpenOptions::default(),
-        progress: Progress::new(true),
-        cache: None,
-        remote_cache: Default::default(),
-        sbom: None,
-        record: Some(record.clone()),
-    };
+    let mut o = opts(
+        &format!("oci:{}:latest", dir.display()),
+        &format!("oci:{}", t.path().join("out").display()),
+        PurgeMode::Whiteout,
+        None,
+    );
+    o.recipe = Recipe::parse(recipe.as_bytes(), "docker-style.toml", Path::new(".")).unwrap();
+    o.build_args = [("REV".to_string(), "r1".to_string())].into();
+    o.record = Some(record.clone());
     let digest = build_with_stand_in_init(o);
     let rec = crate::digest::sha256_digest(&std::fs::read(&record).unwrap());
     if std::env::var_os("GOLDEN_KEEP").is_some() {

@@ -363,7 +363,7 @@ impl<R: Read> TarReader<R> {
                 raw_name.escape_ascii()
             ),
         };
-        let err = |msg: String| anyhow!("{label}: entry '{}': {msg}", show_str(&name));
+        let err = |msg: String| anyhow!("{label}: entry '{}': {msg}", escape_controls(&name));
         if name.contains('\0') {
             return Err(err("name contains a NUL byte".into()));
         }
@@ -377,7 +377,7 @@ impl<R: Read> TarReader<R> {
             )));
         }
         let path = normalize(&name)
-            .map_err(|e| anyhow!("{label}: unsafe entry '{}': {e}", show_str(&name)))?;
+            .map_err(|e| anyhow!("{label}: unsafe entry '{}': {e}", escape_controls(&name)))?;
         let size = pax.size.unwrap_or(hsize);
         if kind != Kind::File && size != 0 {
             return Err(err(format!(
@@ -522,8 +522,9 @@ fn kind_word(k: Kind) -> &'static str {
     }
 }
 
-/// A name for messages: control characters escaped.
-fn show_str(s: &str) -> String {
+/// A name for messages and tables: control characters written as Rust escapes
+/// (`\n`, `\u{1b}`), so a name from an image cannot break a line or forge one.
+pub fn escape_controls(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_control() {
@@ -537,7 +538,7 @@ fn show_str(s: &str) -> String {
 
 fn show(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
-        Ok(s) => show_str(s),
+        Ok(s) => escape_controls(s),
         Err(_) => b.escape_ascii().to_string(),
     }
 }

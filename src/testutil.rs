@@ -156,6 +156,19 @@ impl Raw {
     }
 }
 
+/// A layer's start with the accounts every test image needs: `/etc/passwd` and
+/// `/etc/group` with root and nobody/nogroup.
+pub fn accounts() -> TarBuilder {
+    TarBuilder::new()
+        .dir("etc", 0o755)
+        .file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+            0o644,
+        )
+        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
+}
+
 /// gzip (the crate's pinned flate2 backend, default level) of `data`.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

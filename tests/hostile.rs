@@ -2,19 +2,11 @@
 //! refused with an error naming the layer or file, a non-zero exit, no panic, no output,
 //! no scratch left next to the output and nothing written outside it. (These were bash
 //! probes with python fixtures in the e2e `malformed` section.)
-use nemoclaw_build::testing::{gzip, LayoutBuilder, TarBuilder};
+use nemoclaw_build::testing::{accounts, gzip, LayoutBuilder};
 use std::path::Path;
 use std::process::Command;
 
-const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
 const RECIPE: &str = "name = \"hostile\"\n[image]\nuser = \"nobody\"\n";
-
-fn accounts() -> TarBuilder {
-    TarBuilder::new()
-        .dir("etc", 0o755)
-        .file("etc/passwd", PASSWD, 0o644)
-        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
-}
 
 /// Builds `base` into DIR/out; returns (exit code, stderr).
 fn build(dir: &Path, base: &str) -> (i32, String) {

@@ -2,7 +2,7 @@
 //! whatever the output path, working directory, umask, time zone, locale, artifact
 //! mtimes, thread count, and whether the cache served the result. (The e2e `repro`
 //! section repeats the main case on a real Debian base.)
-use nemoclaw_build::testing::TarBuilder;
+use nemoclaw_build::testing::accounts;
 use std::path::Path;
 use std::process::Command;
 
@@ -21,14 +21,7 @@ dest = "/opt/app"
 "#;
 
 fn base() -> Vec<u8> {
-    TarBuilder::new()
-        .dir("etc", 0o755)
-        .file(
-            "etc/passwd",
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
-            0o644,
-        )
-        .file("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644)
+    accounts()
         .dir("usr/share/doc", 0o755)
         .file("usr/share/doc/big", &vec![b'x'; 3 << 20], 0o644)
         .build()

@@ -4,6 +4,7 @@ use clap::Args;
 use nemoclaw_build::audit::{self, Severity};
 use nemoclaw_build::recipe::Recipe;
 use nemoclaw_build::steps::landlock;
+use nemoclaw_build::tarread::escape_controls;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -70,8 +71,8 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
                 "{:<8} {:<26} {:<48} {}",
                 format!("{:?}", f.severity).to_lowercase(),
                 f.id,
-                landlock::escape_controls(&f.path),
-                landlock::escape_controls(&f.message)
+                escape_controls(&f.path),
+                escape_controls(&f.message)
             );
         }
         let count = |s: Severity| fnd.iter().filter(|f| f.severity == s).count();

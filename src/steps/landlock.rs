@@ -202,7 +202,7 @@ pub fn table(rows: &[Access]) -> String {
                 if r.effective_write { "yes" } else { "no" },
                 &r.reason,
             ]
-            .map(escape_controls)
+            .map(crate::tarread::escape_controls)
         })
         .collect();
     let mut width = HEAD.map(|h| h.chars().count());
@@ -227,19 +227,6 @@ pub fn table(rows: &[Access]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// `s` with control characters written as Rust escapes; everything else as is.
-pub fn escape_controls(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// Declaration problems: read_write paths missing from the image, paths in both lists.
