@@ -70,3 +70,17 @@ podman_base_ref() {
   pm tag "$ref" localhost/nemoclaw-base:latest >/dev/null
   printf '%s\n' "$ref"
 }
+
+# enable_foreign_arch ARCH: make this host run ARCH binaries through qemu-user (for mmdebstrap
+# of a foreign rootfs and `podman run --arch`): packages, binfmt_misc mount, interpreter on.
+enable_foreign_arch() {
+  local arch="$1" qemu
+  case "$arch" in arm64) qemu=qemu-aarch64 ;; amd64) qemu=qemu-x86_64 ;; *) die "no qemu for $arch" ;; esac
+  apt_ensure qemu-user-static binfmt-support arch-test
+  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null \
+      || die "cannot mount binfmt_misc (needed to run $arch binaries)"
+  fi
+  [[ -e "/proc/sys/fs/binfmt_misc/$qemu" ]] || update-binfmts --enable "$qemu" >/dev/null 2>&1 || true
+  arch-test "$arch" >/dev/null 2>&1 || die "this host cannot run $arch binaries (arch-test $arch failed)"
+}

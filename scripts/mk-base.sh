@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make (or reuse) a real Debian rootfs tarball to build the NemoClaw image from.
 #
-#   scripts/mk-base.sh [--suite bookworm] [--extra pkg,pkg] [--out PATH]
+#   scripts/mk-base.sh [--suite bookworm] [--arch amd64|arm64] [--extra pkg,pkg] [--out PATH]
 #                      [--mirror URL] [--oci] [--force]
 #
 # The tarball comes from `mmdebstrap --variant=minbase` with the packages the upstream image
@@ -12,6 +12,9 @@
 #   --oci     also wrap the tarball into a one-layer OCI image layout (tag "latest") next to
 #             it (<name>.oci/) with jq + gzip -n, and print that directory instead.
 #   --force   rebuild even if the cached file exists.
+#   --arch    Debian architecture of the rootfs (default: amd64). A foreign one runs the
+#             maintainer scripts under qemu-user (installs qemu-user-static, binfmt-support and
+#             arch-test, mounts binfmt_misc and enables the interpreter when missing); slower.
 # Env: SOURCE_DATE_EPOCH (default 1700000000) is passed to mmdebstrap, which clamps mtimes
 #      and makes the output reproducible for a given mirror state (two runs here gave
 #      byte-identical tarballs).
@@ -21,6 +24,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 suite=bookworm
+arch=amd64
 extra=""
 out=""
 oci=0
@@ -35,6 +39,8 @@ while (($#)); do
   case "$1" in
     --suite) suite="${2:?}"; shift 2 ;;
     --suite=*) suite="${1#*=}"; shift ;;
+    --arch) arch="${2:?}"; shift 2 ;;
+    --arch=*) arch="${1#*=}"; shift ;;
     --extra) extra="${2:?}"; shift 2 ;;
     --extra=*) extra="${1#*=}"; shift ;;
     --out) out="${2:?}"; shift 2 ;;
@@ -52,9 +58,17 @@ done
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
 include="$base_pkgs${extra:+,$extra}"
 variant=minbase
-key="$(printf '%s\n' "$suite" "$variant" "$include" "$mirror" "$SOURCE_DATE_EPOCH" | sha_stdin)"
+case "$arch" in amd64|arm64) ;; *) die "--arch: amd64 or arm64, not '$arch'" ;; esac
+# amd64 keeps the key it always had, so existing caches stay valid.
+if [[ "$arch" == amd64 ]]; then
+  key="$(printf '%s\n' "$suite" "$variant" "$include" "$mirror" "$SOURCE_DATE_EPOCH" | sha_stdin)"
+  name="$suite"
+else
+  key="$(printf '%s\n' "$suite" "$variant" "$include" "$mirror" "$SOURCE_DATE_EPOCH" "$arch" | sha_stdin)"
+  name="$suite-$arch"
+fi
 if [[ -z "$out" ]]; then
-  out="$NEMOCLAW_CACHE/bases/$suite-${key:0:16}.tar"
+  out="$NEMOCLAW_CACHE/bases/$name-${key:0:16}.tar"
 fi
 mkdir -p "$(dirname "$out")"
 out="$(cd "$(dirname "$out")" && pwd -P)/$(basename "$out")"
@@ -63,13 +77,14 @@ if [[ -f "$out" && $force -eq 0 ]]; then
   log "reusing $out ($(du -h "$out" | cut -f1))"
 else
   need_cmd mmdebstrap
+  if [[ "$arch" != "$(dpkg --print-architecture)" ]]; then enable_foreign_arch "$arch"; fi
   tmp="$out.tmp.$$"
   trap 'rm -f "$tmp"' EXIT
   log "mmdebstrap $suite ($include) -> $out"
   t0=$(now_ms)
   # The mirror is given explicitly: without it mmdebstrap reads sources from stdin when
   # stdin is not a terminal. stdin is closed for the same reason.
-  mmdebstrap --variant="$variant" --format=tar --quiet \
+  mmdebstrap --variant="$variant" --format=tar --quiet --architectures="$arch" \
     --include="$include" \
     --aptopt='APT::Install-Recommends "false"' \
     "$suite" "$tmp" "deb $mirror $suite main" </dev/null >&2
@@ -107,9 +122,9 @@ blob() { # write stdin as a blob, print "digest size"
   cat >"$f"; d="$(sha256sum <"$f" | cut -d' ' -f1)"
   mv "$f" "$tmpl/blobs/sha256/$d"; printf '%s %s\n' "$d" "$(stat -c %s "$tmpl/blobs/sha256/$d")"
 }
-read -r cfg_digest cfg_size < <(jq -cnS --arg c "$created" --arg d "sha256:$diff_id" \
+read -r cfg_digest cfg_size < <(jq -cnS --arg c "$created" --arg d "sha256:$diff_id" --arg arch "$arch" \
   --arg by "mmdebstrap --variant=$variant --include=$include $suite" '{
-    architecture: "amd64", os: "linux", created: $c,
+    architecture: $arch, os: "linux", created: $c,
     config: {Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
              Cmd: ["/bin/bash"]},
     rootfs: {type: "layers", diff_ids: [$d]},
