@@ -13,8 +13,9 @@
 #   BASE_OCI            OCI layout with tag `latest` (default: scripts/mk-base.sh --oci)
 #   BASE_TAR            rootfs tarball (default: scripts/mk-base.sh)
 #   ART                 artifacts dir (default: scripts/mk-artifacts.sh WORK/artifacts)
-#   E2E_CACHE_PORT      registry port; the next two ports must be free too: one plays a
-#                       registry that is down, one a proxy that corrupts blobs (default 5070)
+#   E2E_CACHE_PORT      registry port; the next three ports must be free too: one plays a
+#                       registry that is down, one a proxy that corrupts blobs, one a second
+#                       registry (default 5070)
 #   E2E_WORK            work dir (default /tmp/nemoclaw-e2e-cache-<pid>); E2E_KEEP=1 keeps it
 #   E2E_RESULTS         also append the PASS/FAIL lines to this file (for scripts/e2e.sh)
 #   E2E_BUILD_TIMEOUT   seconds per nemoclaw-build run (default 900)
@@ -29,6 +30,7 @@ P0="${E2E_CACHE_PORT:-5070}"
 REG="127.0.0.1:$P0"
 DOWN="127.0.0.1:$((P0 + 1))" # nothing listens here
 CORRUPT="127.0.0.1:$((P0 + 2))" # proxy to REG that flips one byte of blobs > 64 KiB
+OTHER="127.0.0.1:$((P0 + 3))" # a second registry (output elsewhere than the cache)
 EPOCH=1700000000
 W="${E2E_WORK:-/tmp/nemoclaw-e2e-cache-$$}"
 mkdir -p "$W"/{logs,out}
@@ -41,7 +43,7 @@ PIDS=()
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin cache
-plan 35
+plan 49
 jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
 
 
@@ -101,7 +103,7 @@ only_artifacts_new() {
 }
 
 # ------------------------------------------------------------------ prerequisites ----------
-for c in docker-registry jq curl timeout sha256sum python3; do
+for c in docker-registry jq curl timeout sha256sum python3 skopeo; do
   have "$c" || { fail cache.prereq "missing $c"; exit 1; }
 done
 [[ -x "$BIN" ]] || { fail cache.prereq "no $BIN (cargo build --release)"; exit 1; }
@@ -118,7 +120,7 @@ fi
   fail cache.prereq "no base OCI layout, base tarball or artifacts"
   exit 1
 }
-for p in "$P0" $((P0 + 1)) $((P0 + 2)); do
+for p in "$P0" $((P0 + 1)) $((P0 + 2)) $((P0 + 3)); do
   if port_busy "$p"; then fail cache.prereq "port $p is in use; set E2E_CACHE_PORT"; exit 1; fi
 done
 note "base $BASE_OCI and $BASE_TAR, artifacts $ART, work $W"
@@ -222,6 +224,82 @@ else
 fi
 only_artifacts_new cache.tar_registry_hit_only_artifacts_layer_new tar_warm
 note "timings (not checked): tar cold $(ms tar_cold) ms, tar registry hit $(ms tar_warm) ms"
+
+# ------------------------------------------------------------------ CI flow (issue 17) -----
+# Registry in, registry out, on empty runners (a fresh --cache-dir each): the second run
+# changes only the artifacts. Its cached layers must stay in the registry: mounted into the
+# output repository (or skipped), never downloaded; only the artifacts layer, the config and
+# the manifests move.
+tally() { # NAME REGISTRY FIELD: a transfer counter of the --json summary (0 when absent)
+  jq -r --arg r "$2" --arg f "$3" '[.transfer[] | select(.registry == $r) | .[$f]] | add // 0' "$LOGS/$1.out" 2>/dev/null || echo "?"
+}
+ART2="$W/artifacts-changed"
+rm -rf "$ART2"; cp -a "$ART" "$ART2"
+printf 'changed by the CI flow probe\n' >"$ART2/CHANGED.txt"
+BASE_REF=""
+if timeout 600 skopeo copy --quiet --dest-tls-verify=false "oci:$BASE_OCI:latest" "docker://$REG/ci-base:1" \
+  >"$LOGS/ci-base.log" 2>&1; then
+  BASE_REF="registry://$REG/ci-base@$(skopeo inspect --raw --tls-verify=false "docker://$REG/ci-base:1" 2>/dev/null | sha256sum | cut -d' ' -f1 | sed 's/^/sha256:/')"
+fi
+if [[ -n "$BASE_REF" ]] && nb ci_cold -- build --base "$BASE_REF" --output "registry://$REG/ci-app:1" \
+  --artifacts "$ART" --source-date-epoch "$EPOCH" --cache-dir "$W/ci1" --cache-to "registry://$REG/ci-cache" --json; then
+  pass cache.ci_cold_build
+else
+  fail cache.ci_cold_build "$(tail_detail "$LOGS/ci_cold.err") $(tail_detail "$LOGS/ci-base.log")"
+fi
+if nb ci_warm -- build --base "$BASE_REF" --output "registry://$REG/ci-app2:1" \
+  --artifacts "$ART2" --source-date-epoch "$EPOCH" --cache-dir "$W/ci2" --cache-from "registry://$REG/ci-cache" --json; then
+  check_eq cache.ci_warm_hit "true registry" "$(jqf '"\(.cache_hit) \(.cache_source)"' "$LOGS/ci_warm.out")"
+  only_artifacts_new cache.ci_warm_only_artifacts_layer_new ci_warm
+  CACHED_LAYERS="$(jqf '[.layers[] | select(.action | startswith("cached ("))] | length' "$LOGS/ci_warm.out")"
+  down="$(tally ci_warm "$REG" downloaded_bytes)"
+  if [[ "$down" =~ ^[0-9]+$ ]] && ((down < 1048576)); then pass cache.ci_warm_downloads_under_1mib
+  else fail cache.ci_warm_downloads_under_1mib "downloaded $down bytes"; fi
+  # the base config and the cache record: the only blobs fetched
+  check_eq cache.ci_warm_downloads_only_config_and_record 2 "$(tally ci_warm "$REG" downloaded_blobs)"
+  check_eq cache.ci_warm_cached_layers_mounted "$CACHED_LAYERS" "$(tally ci_warm "$REG" mounted_blobs)"
+  check_eq cache.ci_warm_uploads_artifacts_and_config 2 "$(tally ci_warm "$REG" uploaded_blobs)"
+  check_nogrep cache.ci_warm_reads_no_layer '^(reading|rewriting|copying|indexed|rewritten|recompressed) ' "$LOGS/ci_warm.err"
+else
+  fail cache.ci_warm_hit "$(tail_detail "$LOGS/ci_warm.err")"
+  CACHED_LAYERS=unknown
+fi
+# the pushed image is whole: skopeo copies every blob of it back out
+if timeout 300 skopeo copy --quiet --src-tls-verify=false "docker://$REG/ci-app2:1" "oci:$W/out/ci-back:t" \
+  >"$LOGS/ci-back.log" 2>&1; then pass cache.ci_warm_image_complete
+else fail cache.ci_warm_image_complete "$(tail_detail "$LOGS/ci-back.log")"; fi
+# the same inputs to an oci: layout (a hit that must download) give the same digest
+if nb ci_layout -- build --base "$BASE_REF" --output "oci:$W/out/ci-layout:t" \
+  --artifacts "$ART2" --source-date-epoch "$EPOCH" --cache-dir "$W/ci3" --cache-from "registry://$REG/ci-cache" --json; then
+  check_eq cache.ci_remote_and_downloaded_hits_agree "$(jqf .digest "$LOGS/ci_warm.out")" "$(jqf .digest "$LOGS/ci_layout.out")"
+else
+  fail cache.ci_remote_and_downloaded_hits_agree "$(tail_detail "$LOGS/ci_layout.err")"
+fi
+# output to another registry: the cached layers stream registry to registry, no local copy
+if start_registry other "$OTHER"; then
+  if nb ci_other -- build --base "$BASE_REF" --output "registry://$OTHER/app:1" \
+    --artifacts "$ART2" --source-date-epoch "$EPOCH" --cache-dir "$W/ci4" --cache-from "registry://$REG/ci-cache" --json; then
+    check_eq cache.ci_other_same_digest "$(jqf .digest "$LOGS/ci_warm.out")" "$(jqf .digest "$LOGS/ci_other.out")"
+    check_eq cache.ci_other_streams_cached_layers "$CACHED_LAYERS" \
+      "$(( $(tally ci_other "$OTHER" uploaded_blobs) - 2 ))"
+    kept=0
+    for d in $(jqf '.layers[] | select(.action != "new") | .digest' "$LOGS/ci_other.out"); do
+      [[ -e "$W/ci4/blobs/sha256/${d#sha256:}" ]] && kept=$((kept + 1))
+    done
+    check_eq cache.ci_other_no_local_copy 0 "$kept"
+    if timeout 300 skopeo copy --quiet --src-tls-verify=false "docker://$OTHER/app:1" "oci:$W/out/ci-other:t" \
+      >"$LOGS/ci-other-back.log" 2>&1; then pass cache.ci_other_image_complete
+    else fail cache.ci_other_image_complete "$(tail_detail "$LOGS/ci-other-back.log")"; fi
+  else
+    fail cache.ci_other_same_digest "$(tail_detail "$LOGS/ci_other.err")"
+    fail cache.ci_other_streams_cached_layers "build failed"
+    fail cache.ci_other_no_local_copy "build failed"
+    fail cache.ci_other_image_complete "build failed"
+  fi
+else
+  fail cache.ci_other_registry "second registry did not start: $(tail_detail "$LOGS/other.log")"
+fi
+note "timings (not checked): CI cold $(ms ci_cold) ms, CI warm (registry out) $(ms ci_warm) ms, other registry $(ms ci_other) ms"
 
 # ------------------------------------------------------------------ failures never fail ----
 # 9. the cache registry is down: one warning, the build succeeds (whiteout: a cheap cold

@@ -234,14 +234,16 @@ fn registry_lookup(
         return None;
     };
     let key = cache_key(opts, id);
-    let v = crate::remote_cache::fetch(
+    let remote = opts.may_leave_layers_remote();
+    let hit = crate::remote_cache::fetch(
         &opts.remote_cache.from,
         &key,
         c,
         &opts.open.registry,
         &opts.progress,
+        !remote,
     )?;
-    let prep: Prepared = match serde_json::from_value(v) {
+    let prep: Prepared = match serde_json::from_value(hit.record) {
         Ok(p) => p,
         Err(e) => {
             opts.progress.warn(&format!(
@@ -250,6 +252,20 @@ fn registry_lookup(
             return None;
         }
     };
+    if remote {
+        // Nothing downloaded: the push mounts, skips or streams them (the registry
+        // checks their digests; the cache is trusted as documented).
+        for l in &prep.layers {
+            staging.remote.add(
+                l.digest.as_ref(),
+                crate::registry::RemoteBlob {
+                    location: hit.location.clone(),
+                    size: l.size,
+                },
+            );
+        }
+        return Some(prep);
+    }
     let mut srcs = Vec::with_capacity(prep.layers.len());
     for l in &prep.layers {
         match c
@@ -335,7 +351,12 @@ pub(crate) fn registry_push(
                     digest: l.digest.to_string(),
                     size: l.size,
                 };
-                (layer, staging.blobs().join(l.digest.hex()))
+                let file = staging.blobs().join(l.digest.hex());
+                let source = match staging.remote.get(l.digest.as_ref()) {
+                    Some(r) if !file.exists() => crate::registry::BlobSource::Remote(r),
+                    _ => crate::registry::BlobSource::File(file),
+                };
+                (layer, source)
             })
             .collect::<Vec<_>>();
         crate::remote_cache::push(
@@ -370,6 +391,7 @@ mod tests {
             manifest_digest,
             config: serde_json::json!({"architecture": "amd64", "os": "linux"}),
             layers: vec![LayerBlob::new(0, loc, MT_OCI_LAYER, first_layer, None).unwrap()],
+            deferred: None,
             _scratch: None,
         }
     }

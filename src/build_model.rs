@@ -47,6 +47,15 @@ pub struct BuildOptions {
     pub record: Option<PathBuf>,
 }
 
+impl BuildOptions {
+    /// Whether layers of a registry cache hit may stay in the registry (issue 17): only
+    /// when the image goes to a registry and nothing of this build reads their bytes
+    /// (the SBOM reads every layer).
+    pub fn may_leave_layers_remote(&self) -> bool {
+        matches!(self.output, ImageRef::Registry(_)) && self.sbom.is_none()
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LayerSummary {
     pub digest: Digest,

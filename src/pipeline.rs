@@ -322,6 +322,7 @@ fn prepare(
     base: &mut BaseImage,
     staging: &Staging,
 ) -> Result<(Prepared, Rootfs)> {
+    base.ensure_layers()?;
     let spill = spill_dir(opts, staging)?;
     let mut fs = index_base_spilling(
         base,
@@ -568,11 +569,13 @@ fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
     opts.open.registry.warnings = opts.progress.warnings().clone();
     let t0 = Instant::now();
     check_outputs(&opts)?;
+    // A registry base's layers are fetched by `prepare`, so a cache hit never downloads them.
+    opts.open.lazy_layers = true;
     let mut base = open_image(&opts.base, &opts.open)?;
     opts.progress.log(&format!(
         "base {}: {} layer(s)",
         base.name,
-        base.layers.len()
+        base.layer_count()
     ));
     let staging = Staging::for_output(&opts.output, opts.cache.as_ref().map(|c| c.root()))?;
     let mut identity = BaseIdentity::resolve(&opts, &base);
@@ -721,12 +724,12 @@ fn assemble(
     let new_layers = a::NewLayers::describe(
         &opts.recipe,
         opts.purge_mode,
-        prep.layers.len() > base.layers.len(),
+        prep.layers.len() > base.layer_count(),
         art.output.as_ref().and(art.digest.as_ref()),
     );
     config.history = a::history(
         std::mem::take(&mut config.history),
-        base.layers.len(),
+        base.layer_count(),
         &created,
         &new_layers,
     );

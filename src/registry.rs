@@ -15,9 +15,11 @@
 //! exact bytes that were built.
 mod auth;
 mod reference;
+mod remote_blob;
 
 pub use auth::{Credential, Resolved};
 pub use reference::{plain_http_allowed, RegRef};
+pub use remote_blob::{RemoteBlob, RemoteBlobs};
 
 use crate::cache::Cache;
 use crate::digest::{digest_hex, sha256_digest};
@@ -654,38 +656,76 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
     check_layer_count(&config, manifest.layers.len(), &config_what)?;
     let diff_ids = config.diff_ids.clone();
     let config = config.value;
-    let descs: Vec<(usize, String, u64, String)> = manifest
+    let descs: Vec<LayerDesc> = manifest
         .layers
         .iter()
         .enumerate()
-        .map(|(i, l)| (i, l.digest.to_string(), l.size, l.media_type.clone()))
-        .collect();
-    let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter())
-        .map(|(i, d, size, _)| {
-            let label = format!("layer {} ({})", i + 1, short(d));
-            let (s, cache) = (&s, &cache);
-            async move { s.fetch_blob(cache, d, *size, &label).await }
+        .map(|(i, l)| LayerDesc {
+            index: i,
+            digest: l.digest.to_string(),
+            size: l.size,
+            media_type: l.media_type.clone(),
+            diff_id: diff_ids.get(i).cloned(),
         })
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    let mut layers = Vec::new();
-    for ((i, d, _, mt), p) in descs.into_iter().zip(paths) {
-        layers.push(LayerBlob::new(
-            i,
-            BlobLocation::whole(&p)?,
-            &mt,
-            Some(d),
-            diff_ids.get(i).cloned(),
-        )?);
-    }
+        .collect();
+    let (layers, deferred) = if opts.lazy_layers {
+        let (reference, ro) = (reference.to_string(), ro.clone());
+        let count = descs.len();
+        let fetch = move || -> Result<Vec<LayerBlob>> {
+            runtime()?.block_on(async {
+                let s = Session::open(&reference, &ro, Out::new(&ro)).await?;
+                let cache = Cache::open(ro.cache_dir.as_deref())?;
+                fetch_layers(&s, &cache, descs).await
+            })
+        };
+        let deferred = crate::source::DeferredLayers {
+            count,
+            fetch: Box::new(fetch),
+        };
+        (Vec::new(), Some(deferred))
+    } else {
+        (fetch_layers(&s, &cache, descs).await?, None)
+    };
     Ok(BaseImage {
         name: format!("registry://{reference}"),
         manifest_digest: Some(digest),
         config,
         layers,
+        deferred,
         _scratch: None,
     })
+}
+
+/// One layer descriptor of a pulled manifest.
+struct LayerDesc {
+    index: usize,
+    digest: String,
+    size: u64,
+    media_type: String,
+    diff_id: Option<String>,
+}
+
+/// Downloads (or finds cached) and verifies every layer, a few at a time.
+async fn fetch_layers(s: &Session, cache: &Cache, descs: Vec<LayerDesc>) -> Result<Vec<LayerBlob>> {
+    let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter())
+        .map(|d| {
+            let label = format!("layer {} ({})", d.index + 1, short(&d.digest));
+            async move { s.fetch_blob(cache, &d.digest, d.size, &label).await }
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut layers = Vec::new();
+    for (d, p) in descs.into_iter().zip(paths) {
+        layers.push(LayerBlob::new(
+            d.index,
+            BlobLocation::whole(&p)?,
+            &d.media_type,
+            Some(d.digest),
+            d.diff_id,
+        )?);
+    }
+    Ok(layers)
 }
 
 /// A blob of the manifest being pushed.
@@ -693,10 +733,18 @@ pub(crate) struct PushBlob {
     pub(crate) label: String,
     pub(crate) digest: String,
     pub(crate) size: u64,
-    pub(crate) path: PathBuf,
+    pub(crate) source: BlobSource,
 }
 
-fn manifest_blobs(layout: &Path, manifest: &Value) -> Result<Vec<PushBlob>> {
+/// Where the bytes of a blob to push are.
+pub enum BlobSource {
+    /// A staged or cached file.
+    File(PathBuf),
+    /// Never downloaded: in another repository (see [`RemoteBlob`]).
+    Remote(RemoteBlob),
+}
+
+fn manifest_blobs(layout: &Path, manifest: &Value, remote: &RemoteBlobs) -> Result<Vec<PushBlob>> {
     let desc = |d: &Value, label: String| -> Result<PushBlob> {
         let digest = d
             .get("digest")
@@ -708,6 +756,20 @@ fn manifest_blobs(layout: &Path, manifest: &Value) -> Result<Vec<PushBlob>> {
             .and_then(Value::as_u64)
             .ok_or_else(|| anyhow!("{label}: descriptor without size"))?;
         let path = layout.join("blobs/sha256").join(digest_hex(&digest)?);
+        if let (false, Some(r)) = (path.exists(), remote.get(&digest)) {
+            if r.size != size {
+                bail!(
+                    "{label} ({digest}): descriptor says {size} bytes, the cache says {}",
+                    r.size
+                );
+            }
+            return Ok(PushBlob {
+                label,
+                digest,
+                size,
+                source: BlobSource::Remote(r),
+            });
+        }
         let len = std::fs::metadata(&path)
             .with_context(|| format!("{label} ({digest}) is missing from {}", layout.display()))?
             .len();
@@ -718,7 +780,7 @@ fn manifest_blobs(layout: &Path, manifest: &Value) -> Result<Vec<PushBlob>> {
             label,
             digest,
             size,
-            path,
+            source: BlobSource::File(path),
         })
     };
     let mut v = Vec::new();
@@ -828,24 +890,17 @@ impl Session {
         else {
             return false;
         };
-        if src == self.r.repo {
-            return false;
-        }
-        let from = oci_client::Reference::with_digest(
-            self.r.api_host().to_string(),
-            src.clone(),
-            b.digest.clone(),
-        );
-        match self.client.mount_blob(&self.oci(), &from, &b.digest).await {
-            Ok(()) => {
-                self.out.log(&format!("{}: mounted from {src}", b.label));
-                true
-            }
-            Err(_) => false,
-        }
+        self.mount_from(&src, b).await
     }
 
-    pub(crate) async fn push_blob(&self, cache: Option<&Cache>, b: &PushBlob) -> Result<Sent> {
+    /// Pushes one blob: skipped when present, mounted when another repository of this
+    /// registry has it, else uploaded from its file or streamed from its registry.
+    pub(crate) async fn push_blob(
+        &self,
+        cache: Option<&Cache>,
+        b: &PushBlob,
+        opts: &RegistryOptions,
+    ) -> Result<Sent> {
         if self.blob_present(b).await? {
             self.out.log(&format!(
                 "{}: already present in {} ({})",
@@ -856,6 +911,20 @@ impl Session {
             self.tally(|t| t.skipped_blobs += 1);
             return Ok(Sent::Present);
         }
+        let path = match &b.source {
+            BlobSource::File(path) => path,
+            BlobSource::Remote(r) => {
+                let (host, repo) = RegRef::parse(&r.location)
+                    .map(|x| (x.api_host().to_string(), x.repo))
+                    .unwrap_or_default();
+                if host == self.r.api_host() && self.mount_from(&repo, b).await {
+                    self.tally(|t| t.mounted_blobs += 1);
+                    return Ok(Sent::Mounted);
+                }
+                self.copy_from(r, b, opts).await?;
+                return Ok(Sent::Uploaded);
+            }
+        };
         if self.try_mount(cache, b).await {
             self.tally(|t| t.mounted_blobs += 1);
             return Ok(Sent::Mounted);
@@ -869,7 +938,7 @@ impl Session {
             bar.set_position(0);
             let verdict = Arc::new(Mutex::new(None));
             let stream = file_stream(
-                b.path.clone(),
+                path.clone(),
                 b.digest.clone(),
                 b.size,
                 bar.clone(),
@@ -949,8 +1018,10 @@ impl Session {
 
 /// Pushes the OCI layout in `layout` (blobs + the manifest `manifest_digest`) to
 /// `reference`; returns the manifest digest the registry reports (else ours).
+/// Blobs of the manifest missing from `layout` must be in `remote`.
 pub fn push(
     layout: &Path,
+    remote: &RemoteBlobs,
     reference: &str,
     manifest_digest: &str,
     manifest: &[u8],
@@ -958,6 +1029,7 @@ pub fn push(
 ) -> Result<String> {
     runtime()?.block_on(push_async(
         layout,
+        remote,
         reference,
         manifest_digest,
         manifest,
@@ -967,6 +1039,7 @@ pub fn push(
 
 async fn push_async(
     layout: &Path,
+    remote: &RemoteBlobs,
     reference: &str,
     manifest_digest: &str,
     manifest: &[u8],
@@ -989,13 +1062,13 @@ async fn push_async(
         _ => s.oci(),
     };
     let v: Value = serde_json::from_slice(manifest).context("the manifest to push is not JSON")?;
-    let blobs = manifest_blobs(layout, &v)?;
+    let blobs = manifest_blobs(layout, &v, remote)?;
     // The cache only serves cross-repository mounts here; push works without it.
     let cache = Cache::open(opts.cache_dir.as_deref()).ok();
     let sent: Vec<Sent> = futures_util::stream::iter(blobs.iter())
         .map(|b| {
             let (s, cache) = (&s, cache.as_ref());
-            async move { s.push_blob(cache, b).await }
+            async move { s.push_blob(cache, b, opts).await }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -1109,12 +1182,49 @@ mod tests {
         let (c, l) = (put(b"{}"), put(b"layer"));
         let m = serde_json::json!({"schemaVersion": 2, "config": {"digest": c, "size": 2},
             "layers": [{"digest": l, "size": 5}]});
-        let v = manifest_blobs(d.path(), &m).unwrap();
+        let v = manifest_blobs(d.path(), &m, &RemoteBlobs::default()).unwrap();
         assert_eq!(v.len(), 2);
         assert_eq!(v[1].label, "config");
         assert!(v[0].label.starts_with("layer 1 (sha256:"));
         let bad = serde_json::json!({"config": {"digest": c, "size": 3}, "layers": []});
-        assert!(manifest_blobs(d.path(), &bad).is_err());
+        assert!(manifest_blobs(d.path(), &bad, &RemoteBlobs::default()).is_err());
+    }
+
+    /// A blob missing from the layout is pushed from the registry that holds it, and only
+    /// when that registry's size agrees with the descriptor; missing and unknown: an error.
+    #[test]
+    fn push_blob_list_takes_remote_blobs_only_where_the_layout_has_none() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("blobs/sha256")).unwrap();
+        let c = sha256_digest(b"{}");
+        std::fs::write(
+            d.path().join("blobs/sha256").join(digest_hex(&c).unwrap()),
+            b"{}",
+        )
+        .unwrap();
+        let l = sha256_digest(b"remote layer");
+        let m = serde_json::json!({"schemaVersion": 2, "config": {"digest": c, "size": 2},
+            "layers": [{"digest": l, "size": 12}]});
+        let none = RemoteBlobs::default();
+        let err = manifest_blobs(d.path(), &m, &none).err().unwrap();
+        assert!(format!("{err:#}").contains("is missing from"), "{err:#}");
+        let remote = RemoteBlobs::default();
+        let at = RemoteBlob {
+            location: "127.0.0.1:5000/cache".into(),
+            size: 12,
+        };
+        remote.add(&l, at.clone());
+        let v = manifest_blobs(d.path(), &m, &remote).unwrap();
+        assert!(matches!(&v[0].source, BlobSource::Remote(r) if *r == at));
+        assert!(matches!(&v[1].source, BlobSource::File(_)));
+        // A staged copy wins over the registry (it was verified here).
+        remote.add(&c, at.clone());
+        let v = manifest_blobs(d.path(), &m, &remote).unwrap();
+        assert!(matches!(&v[1].source, BlobSource::File(_)));
+        let wrong = RemoteBlobs::default();
+        wrong.add(&l, RemoteBlob { size: 13, ..at });
+        let err = manifest_blobs(d.path(), &m, &wrong).err().unwrap();
+        assert!(format!("{err:#}").contains("the cache says 13"), "{err:#}");
     }
 
     #[test]

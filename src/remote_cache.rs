@@ -20,8 +20,8 @@ use crate::image::canonical;
 use crate::oci::{Descriptor, Digest, Manifest, MediaType};
 use crate::progress::Progress;
 use crate::registry::{
-    is_not_found, runtime, short, Out, PushBlob, RegRef, RegistryOptions, Sent, Session,
-    CONCURRENCY, JSON_LIMIT,
+    is_not_found, runtime, short, BlobSource, Out, PushBlob, RegRef, RegistryOptions, Sent,
+    Session, CONCURRENCY, JSON_LIMIT,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
@@ -171,16 +171,26 @@ pub fn file_digest(path: &Path) -> Result<String> {
     Ok(r.finish().0)
 }
 
-/// On a local miss: asks each repository of `from` in order for `key`. A hit leaves
-/// the verified blobs and the record (kind "prepared", under `key`) in `cache` and
-/// returns the record. Misses and errors return None; errors are printed as warnings.
+/// A registry cache hit: the record, and the repository that holds its layers.
+pub struct Hit {
+    pub record: Value,
+    /// `HOST[:PORT]/REPO` of the cache that answered.
+    pub location: String,
+}
+
+/// On a local miss: asks each repository of `from` in order for `key`. A hit returns
+/// the record; with `download`, its verified blobs and the record (kind "prepared",
+/// under `key`) are also left in `cache`. Without, the layers stay in the registry
+/// (the caller pushes them by mount or registry-to-registry). Misses and errors
+/// return None; errors are printed as warnings.
 pub fn fetch(
     from: &[String],
     key: &str,
     cache: &Cache,
     ropts: &RegistryOptions,
     p: &Progress,
-) -> Option<Value> {
+    download: bool,
+) -> Option<Hit> {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -191,12 +201,20 @@ pub fn fetch(
     let tag = tag_for(key);
     for loc in from {
         let at = format!("registry://{loc}:{tag}");
-        match rt.block_on(fetch_one(loc, &tag, key, cache, ropts)) {
+        match rt.block_on(fetch_one(loc, &tag, key, cache, ropts, download)) {
             Ok(Ok((v, n))) => {
                 p.log(&format!(
-                    "cache-from: hit {at} ({n} layers, nothing recompressed)"
+                    "cache-from: hit {at} ({n} layers{}, nothing recompressed)",
+                    if download {
+                        ""
+                    } else {
+                        " left in the registry"
+                    }
                 ));
-                return Some(v);
+                return Some(Hit {
+                    record: v,
+                    location: loc.clone(),
+                });
             }
             Ok(Err(why)) => p.log(&format!("cache-from: miss {at} ({why})")),
             Err(e) => p.warn(&format!(
@@ -214,6 +232,7 @@ async fn fetch_one(
     key: &str,
     cache: &Cache,
     ropts: &RegistryOptions,
+    download: bool,
 ) -> Result<Result<(Value, usize), String>> {
     let s = Session::open(loc, ropts, Out::new(ropts)).await?;
     let r = RegRef {
@@ -242,6 +261,9 @@ async fn fetch_one(
             rec.digest
         );
     }
+    if !download {
+        return Ok(Ok((v, layers.len())));
+    }
     let _: Vec<PathBuf> = futures_util::stream::iter(layers.iter().enumerate())
         .map(|(i, l)| {
             let label = format!("cached layer {} ({})", i + 1, short(&l.digest));
@@ -266,14 +288,14 @@ fn small_blob(cache: &Cache, bytes: &[u8]) -> Result<PathBuf> {
     cache.insert_blob(t, &d)
 }
 
-/// With `--cache-to`: pushes the record and the layers (each `(descriptor, file)`)
+/// With `--cache-to`: pushes the record and the layers (each `(descriptor, bytes)`)
 /// under the tag of `key`, skipping blobs the registry has; nothing when the tag
 /// already holds this exact manifest.
 pub fn push(
     to: &str,
     key: &str,
     record: &Value,
-    layers: &[(CacheLayer, PathBuf)],
+    layers: &[(CacheLayer, BlobSource)],
     cache: &Cache,
     ropts: &RegistryOptions,
     p: &Progress,
@@ -285,7 +307,7 @@ async fn push_async(
     to: &str,
     key: &str,
     record: &Value,
-    layers: &[(CacheLayer, PathBuf)],
+    layers: &[(CacheLayer, BlobSource)],
     cache: &Cache,
     ropts: &RegistryOptions,
     p: &Progress,
@@ -315,37 +337,43 @@ async fn push_async(
             label: "cache config".into(),
             digest: sha256_digest(EMPTY),
             size: EMPTY.len() as u64,
-            path: small_blob(cache, EMPTY)?,
+            source: BlobSource::File(small_blob(cache, EMPTY)?),
         },
         PushBlob {
             label: "cache record".into(),
             digest: sha256_digest(&rec_bytes),
             size: rec_bytes.len() as u64,
-            path: small_blob(cache, &rec_bytes)?,
+            source: BlobSource::File(small_blob(cache, &rec_bytes)?),
         },
     ];
-    for (i, (l, path)) in layers.iter().enumerate() {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("cached layer {} is missing", l.digest))?
-            .len();
-        if len != l.size {
-            bail!(
-                "layer {} has {len} bytes, the record says {}",
-                l.digest,
-                l.size
-            );
-        }
+    for (i, (l, source)) in layers.iter().enumerate() {
+        let source = match source {
+            BlobSource::File(path) => {
+                let len = std::fs::metadata(path)
+                    .with_context(|| format!("cached layer {} is missing", l.digest))?
+                    .len();
+                if len != l.size {
+                    bail!(
+                        "layer {} has {len} bytes, the record says {}",
+                        l.digest,
+                        l.size
+                    );
+                }
+                BlobSource::File(path.clone())
+            }
+            BlobSource::Remote(r) => BlobSource::Remote(r.clone()),
+        };
         blobs.push(PushBlob {
             label: format!("cached layer {} ({})", i + 1, short(&l.digest)),
             digest: l.digest.clone(),
             size: l.size,
-            path: path.clone(),
+            source,
         });
     }
     let sent: Vec<Sent> = futures_util::stream::iter(blobs.iter())
         .map(|b| {
             let s = &s;
-            async move { s.push_blob(Some(cache), b).await }
+            async move { s.push_blob(Some(cache), b, ropts).await }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
@@ -484,6 +512,7 @@ mod tests {
                 ..Default::default()
             },
             &Progress::new(true),
+            true,
         );
         assert!(got.is_none());
     }

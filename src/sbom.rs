@@ -743,6 +743,7 @@ pub fn for_staged_image(
         manifest_digest: None,
         config: config.clone(),
         layers: ls,
+        deferred: None,
         _scratch: None,
     };
     let opts = IndexOptions {

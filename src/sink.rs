@@ -162,6 +162,8 @@ pub struct Staging {
     dir: ScratchDir,
     /// Blobs under this directory (our own cache), owned by us, may be hard-linked.
     trusted: Option<PathBuf>,
+    /// Blobs of the image that stay in a registry (a cache hit pushed to a registry).
+    pub remote: crate::registry::RemoteBlobs,
 }
 
 impl Staging {
@@ -179,6 +181,7 @@ impl Staging {
         Ok(Staging {
             dir,
             trusted: trusted.and_then(|t| std::fs::canonicalize(t).ok()),
+            remote: Default::default(),
         })
     }
     pub fn blobs(&self) -> PathBuf {
@@ -335,12 +338,24 @@ pub fn finish(
     registry: &crate::registry::RegistryOptions,
 ) -> Result<Pending> {
     let (digest, size) = (img.manifest_digest, img.manifest_size);
+    if !matches!(out, ImageRef::Registry(_)) && !staging.remote.is_empty() {
+        bail!(
+            "internal error: blobs {} were left in a registry, but {out} needs their bytes",
+            staging.remote.digests().join(", ")
+        );
+    }
     match out {
         ImageRef::Registry(reference) => {
             write_layout_index(staging.path(), digest, size, None)?;
             let bytes = std::fs::read(staging.blobs().join(digest_hex(digest)?))?;
-            let pushed =
-                crate::registry::push(staging.path(), reference, digest, &bytes, registry)?;
+            let pushed = crate::registry::push(
+                staging.path(),
+                &staging.remote,
+                reference,
+                digest,
+                &bytes,
+                registry,
+            )?;
             if pushed != digest {
                 bail!("registry://{reference} reports manifest digest {pushed}, but we built {digest}");
             }

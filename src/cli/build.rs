@@ -150,6 +150,7 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         open: OpenOptions {
             platform: a.platform,
             registry: a.registry.options(a.cache_dir.clone(), a.quiet || a.json)?,
+            lazy_layers: false,
         },
         progress: progress.clone(),
         cache: if a.no_cache {

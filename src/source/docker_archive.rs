@@ -119,6 +119,7 @@ pub fn open(path: &Path, tag: Option<&str>) -> Result<BaseImage> {
         manifest_digest: None,
         config: config.value,
         layers,
+        deferred: None,
         _scratch: None,
     })
 }

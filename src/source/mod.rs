@@ -290,8 +290,41 @@ pub struct BaseImage {
     /// The image config as JSON (OCI or Docker; the fields we touch are shared).
     pub config: serde_json::Value,
     pub layers: Vec<LayerBlob>,
+    /// Layers known by descriptor only, fetched when first read ([`BaseImage::ensure_layers`]):
+    /// a registry base opened with `lazy_layers`, so a cache hit never downloads them.
+    pub deferred: Option<DeferredLayers>,
     /// Keeps downloaded/unpacked temporary files alive as long as the image is used.
     pub _scratch: Option<tempfile::TempDir>,
+}
+
+/// The layers of a base that were not fetched yet.
+pub struct DeferredLayers {
+    pub count: usize,
+    pub fetch: Box<dyn FnOnce() -> Result<Vec<LayerBlob>> + Send>,
+}
+
+impl BaseImage {
+    /// How many layers the base has, fetched or not.
+    pub fn layer_count(&self) -> usize {
+        self.deferred
+            .as_ref()
+            .map_or(self.layers.len(), |d| d.count)
+    }
+    /// Fetches deferred layers (a no-op when there are none).
+    pub fn ensure_layers(&mut self) -> Result<()> {
+        if let Some(d) = self.deferred.take() {
+            self.layers = (d.fetch)()?;
+            if self.layers.len() != d.count {
+                bail!(
+                    "{}: expected {} layers, fetched {}",
+                    self.name,
+                    d.count,
+                    self.layers.len()
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Options for opening images.
@@ -300,6 +333,8 @@ pub struct OpenOptions {
     /// `os/arch[/variant]` for image indexes; defaults to linux and the host arch.
     pub platform: Option<String>,
     pub registry: crate::registry::RegistryOptions,
+    /// Registry bases: fetch only manifest and config now, layers on first read.
+    pub lazy_layers: bool,
 }
 
 /// The name recorded for a local image: its file name only, so the same inputs
@@ -344,6 +379,7 @@ fn open_rootfs_tar(path: &Path) -> Result<BaseImage> {
         manifest_digest: None,
         config,
         layers: vec![layer],
+        deferred: None,
         _scratch: None,
     })
 }

@@ -378,6 +378,7 @@ fn open_from_store(
         manifest_digest: Some(desc.digest.into()),
         config: config.value,
         layers,
+        deferred: None,
         _scratch: None,
     })
 }

@@ -1,7 +1,10 @@
 //! Hostile and malformed image layouts, OCI archives and docker-archives: each must
 //! fail with an error that names the document, the field and the reason.
 use super::spec::{self, parse_config, parse_docker_manifest, parse_index, parse_manifest};
-use super::{docker_archive, oci, OpenOptions, MT_OCI_INDEX, MT_OCI_MANIFEST};
+use super::{
+    docker_archive, oci, BaseImage, BlobLocation, DeferredLayers, LayerBlob, OpenOptions,
+    MT_OCI_INDEX, MT_OCI_LAYER, MT_OCI_MANIFEST,
+};
 use crate::digest::sha256_digest;
 use crate::testutil::TarBuilder;
 use serde_json::{json, Value};
@@ -810,4 +813,44 @@ fn archive_paths_normalize() {
     for bad in ["", "/", "..", "a/../b", "/etc/passwd", "a/\u{1b}[2J"] {
         assert!(spec::archive_path(bad).is_err(), "{bad:?}");
     }
+}
+
+/// A base with deferred layers reports their count before they are fetched, fetches once,
+/// and refuses a fetch that returns another number of layers than the manifest lists.
+#[test]
+fn deferred_layers_are_counted_then_fetched_once() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("layer.tar");
+    std::fs::write(&p, TarBuilder::new().dir("etc", 0o755).build()).unwrap();
+    let layer = |p: &Path| {
+        LayerBlob::new(0, BlobLocation::whole(p).unwrap(), MT_OCI_LAYER, None, None).unwrap()
+    };
+    let image = |count, n: usize| {
+        let p = p.clone();
+        BaseImage {
+            name: "registry://h/r@sha256:x".into(),
+            manifest_digest: None,
+            config: serde_json::json!({}),
+            layers: Vec::new(),
+            deferred: Some(DeferredLayers {
+                count,
+                fetch: Box::new(move || Ok((0..n).map(|_| layer(&p)).collect())),
+            }),
+            _scratch: None,
+        }
+    };
+    let mut ok = image(1, 1);
+    assert_eq!(ok.layer_count(), 1);
+    assert!(ok.layers.is_empty());
+    ok.ensure_layers().unwrap();
+    assert_eq!((ok.layers.len(), ok.layer_count()), (1, 1));
+    assert!(ok.deferred.is_none());
+    ok.ensure_layers().unwrap();
+    assert_eq!(ok.layers.len(), 1);
+    let mut short = image(2, 1);
+    let err = short.ensure_layers().err().unwrap();
+    assert!(
+        format!("{err:#}").contains("expected 2 layers, fetched 1"),
+        "{err:#}"
+    );
 }
