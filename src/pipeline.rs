@@ -628,6 +628,12 @@ fn open_builder(opts: &BuildOptions, base: &BaseImage) -> Result<Option<steps::b
     let Some(spec) = &opts.artifacts_image else {
         return Ok(None);
     };
+    if opts.recipe.artifacts.is_none() {
+        bail!(
+            "--artifacts-image {} given, but the recipe has no [artifacts] section saying where they go",
+            spec.reference
+        );
+    }
     let platform = opts
         .open
         .platform

@@ -309,6 +309,17 @@ fn references_and_paths_are_checked() {
     // --strict refuses a tag before asking the registry (nothing listens on port 9).
     let err = open(&tag, &OpenOptions::default(), true).err().unwrap();
     assert!(format!("{err:#}").contains("--strict refuses"), "{err:#}");
+    // A recipe without [artifacts]: refused before the builder is read.
+    let t = tempfile::tempdir().unwrap();
+    tar_base(&t.path().join("base.tar"));
+    let mut o = small_build(t.path(), "out", None, Some(tag));
+    o.recipe = crate::recipe::Recipe::parse(b"name = \"t\"\n", "t.toml", Path::new(".")).unwrap();
+    let err = format!("{:#}", build(o).unwrap_err());
+    assert!(
+        err.contains("the recipe has no [artifacts] section"),
+        "{err}"
+    );
+    assert!(!t.path().join("out").exists());
 }
 
 /// An image-index builder gives the build's platform its own manifest's subtree.
