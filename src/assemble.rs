@@ -136,6 +136,7 @@ pub struct RecordInputs<'a> {
     pub base_name: &'a str,
     pub base_digest: Option<String>,
     pub artifacts_digest: Option<Digest>,
+    pub artifacts_image: Option<crate::record::ArtifactsImageRecord>,
     pub init_target: &'a str,
 }
 
@@ -143,6 +144,7 @@ pub struct RecordInputs<'a> {
 pub fn record(opts: &BuildOptions, inputs: RecordInputs) -> Result<BuildRecord> {
     Ok(BuildRecord {
         artifacts_digest: inputs.artifacts_digest,
+        artifacts_image: inputs.artifacts_image,
         base: Some(inputs.base_name.to_string()),
         base_digest: inputs.base_digest,
         build_args: opts.build_args.clone(),

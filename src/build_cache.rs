@@ -116,7 +116,10 @@ fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
 }
 
 /// The cache key from every input of the cached part (tool and init given explicitly,
-/// so a test can vary them).
+/// so a test can vary them). Artifacts, from a directory or a builder image
+/// (`--artifacts-image`), are not cached: they are read and written on every build,
+/// so neither they nor the builder's digest and path belong in the key (a new builder
+/// still hits; `steps::builder` tests that the hit ships the new builder's files).
 pub(crate) fn key_for(tool: &str, init: &str, opts: &BuildOptions, base_id: &str) -> String {
     format!(
         "v1|tool={tool}|init={init}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",

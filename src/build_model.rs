@@ -30,6 +30,8 @@ pub struct BuildOptions {
     pub output: ImageRef,
     pub recipe: Recipe,
     pub artifacts: Option<PathBuf>,
+    /// `--artifacts-image`/`--artifacts-image-path`: artifacts from a builder image.
+    pub artifacts_image: Option<crate::steps::builder::BuilderSpec>,
     pub purge_mode: PurgeMode,
     pub compression: Settings,
     pub epoch: u64,

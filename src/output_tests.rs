@@ -90,6 +90,7 @@ fn opts(base: &str, out: &str, mode: PurgeMode, art: &Path) -> BuildOptions {
         output: ImageRef::parse(out).unwrap(),
         recipe: Recipe::parse(RECIPE.as_bytes(), "t.toml", Path::new(".")).unwrap(),
         artifacts: Some(art.to_path_buf()),
+        artifacts_image: None,
         purge_mode: mode,
         compression: Settings::new(Algorithm::Gzip, None, Some(1)).unwrap(),
         epoch: 1_700_000_000,

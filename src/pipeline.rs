@@ -526,6 +526,7 @@ fn artifacts_layer(
     opts: &BuildOptions,
     prep: &Prepared,
     staging: &Staging,
+    builder: Option<&steps::builder::Builder>,
 ) -> Result<(Option<LayerOutput>, Option<String>, Rootfs)> {
     let mut afs = Rootfs::new();
     let mut accounts = Rootfs::new();
@@ -544,13 +545,12 @@ fn artifacts_layer(
         n.modified = false;
         afs.insert(path, n)?;
     }
-    let digest = steps::apply_artifacts(
-        &mut afs,
-        Some(&accounts),
-        &opts.recipe,
-        opts.artifacts.as_deref(),
-        staging.path(),
-    )?;
+    let src = match builder {
+        Some(b) => Some(steps::ArtifactsSource::Builder(b)),
+        None => opts.artifacts.as_deref().map(steps::ArtifactsSource::Host),
+    };
+    let digest =
+        steps::apply_artifacts_from(&mut afs, Some(&accounts), &opts.recipe, src, staging.path())?;
     if digest.is_none() {
         return Ok((None, None, afs));
     }
@@ -577,6 +577,7 @@ fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
         base.name,
         base.layer_count()
     ));
+    let builder = open_builder(&opts, &base)?;
     let staging = Staging::for_output(&opts.output, opts.cache.as_ref().map(|c| c.root()))?;
     let mut identity = BaseIdentity::resolve(&opts, &base);
     let (prep, full_fs, cache_source) =
@@ -588,7 +589,7 @@ fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
             }
         };
     let cache_hit = cache_source != CacheSource::None;
-    let art = artifacts_phase(&opts, &prep, &staging, full_fs)?;
+    let art = artifacts_phase(&opts, &prep, &staging, full_fs, builder.as_ref())?;
     let layers = result_layers(&opts, &prep, cache_hit, &art)?;
     let done = assemble(&opts, &base, &identity, &prep, &layers, &art, &staging)?;
     if !cache_hit {
@@ -624,6 +625,49 @@ fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
     })
 }
 
+/// `--artifacts-image`, opened before any work (a pull error or a `--strict`
+/// refusal costs nothing) for the build's platform: `--platform`, else the base's.
+fn open_builder(opts: &BuildOptions, base: &BaseImage) -> Result<Option<steps::builder::Builder>> {
+    let Some(spec) = &opts.artifacts_image else {
+        return Ok(None);
+    };
+    if opts.recipe.artifacts.is_none() {
+        bail!(
+            "--artifacts-image {} given, but the recipe has no [artifacts] section saying where they go",
+            spec.reference
+        );
+    }
+    let platform = opts
+        .open
+        .platform
+        .clone()
+        .or_else(|| steps::builder::platform_of(&base.config));
+    // The builder's layers are read whole (the artifacts come from them): not lazily.
+    let open = crate::source::OpenOptions {
+        platform: platform.clone(),
+        registry: opts.open.registry.clone(),
+        lazy_layers: false,
+    };
+    let b = steps::builder::open(spec, &open, opts.strict)?;
+    opts.progress.log(&format!(
+        "builder {} ({}): {} layer(s), artifacts from {}",
+        b.record.name,
+        b.record.digest,
+        b.image.layers.len(),
+        spec.path
+    ));
+    let theirs = steps::builder::platform_of(&b.image.config);
+    if let (Some(want), Some(got)) = (&platform, &theirs) {
+        if !got.starts_with(want.as_str()) && !want.starts_with(got.as_str()) {
+            opts.progress.warn(&format!(
+                "builder {} is {got}, the build is {want}: native files in its artifacts may not run",
+                b.record.name
+            ));
+        }
+    }
+    Ok(Some(b))
+}
+
 /// Before any work: the outputs must not be the user's other files; then what killed
 /// builds left beside them goes.
 fn check_outputs(opts: &BuildOptions) -> Result<()> {
@@ -643,6 +687,8 @@ struct ArtifactsLayer {
     output: Option<LayerOutput>,
     /// The digest of the artifacts as given (what the record names).
     digest: Option<Digest>,
+    /// The builder image they were taken from (`--artifacts-image`).
+    image: Option<crate::record::ArtifactsImageRecord>,
 }
 
 /// Writes the artifacts layer, then runs the gates: on the complete result when this
@@ -652,8 +698,9 @@ fn artifacts_phase(
     prep: &Prepared,
     staging: &Staging,
     full_fs: Option<Rootfs>,
+    builder: Option<&steps::builder::Builder>,
 ) -> Result<ArtifactsLayer> {
-    let (output, digest, afs) = artifacts_layer(opts, prep, staging)?;
+    let (output, digest, afs) = artifacts_layer(opts, prep, staging, builder)?;
     match full_fs {
         Some(mut fs) => {
             steps::merge_artifacts(&mut fs, &afs)?;
@@ -664,6 +711,7 @@ fn artifacts_phase(
     Ok(ArtifactsLayer {
         output,
         digest: digest.as_deref().map(Digest::parse).transpose()?,
+        image: builder.map(|b| b.record.clone()),
     })
 }
 
@@ -739,6 +787,7 @@ fn assemble(
             base_name: &base.name,
             base_digest: identity.learned(base),
             artifacts_digest: art.digest.clone(),
+            artifacts_image: art.image.clone(),
             init_target: &prep.init_target,
         },
     )?;

@@ -98,6 +98,7 @@ pub(crate) fn opts(
         output: ImageRef::parse(out).unwrap(),
         recipe: Recipe::parse(RECIPE.as_bytes(), "t.toml", Path::new(".")).unwrap(),
         artifacts: artifacts.map(Path::to_path_buf),
+        artifacts_image: None,
         purge_mode: mode,
         compression: Settings::new(Algorithm::Gzip, None, Some(2)).unwrap(),
         epoch: 1_700_000_000,

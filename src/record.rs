@@ -18,6 +18,10 @@ pub const RECORD_ANNOTATION: &str = "dev.nemoclaw.build.record";
 pub struct BuildRecord {
     #[serde(default)]
     pub artifacts_digest: Option<Digest>,
+    /// The builder image the artifacts were taken from (`--artifacts-image`);
+    /// absent, not `null`, without one, so records of other builds are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts_image: Option<ArtifactsImageRecord>,
     /// The base as given (`oci:name:tag`, portable: no directories).
     #[serde(default)]
     pub base: Option<String>,
@@ -44,6 +48,18 @@ pub struct BuildRecord {
     pub tool: Option<String>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// The builder image of `--artifacts-image` (fields in sorted order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactsImageRecord {
+    /// Manifest digest (of the platform's manifest), or a docker-archive's
+    /// `config:sha256:...`.
+    pub digest: String,
+    /// The reference as given (portable: no directories).
+    pub name: String,
+    /// The directory copied out of it.
+    pub path: String,
 }
 
 /// The init binary the build embedded.
@@ -83,6 +99,7 @@ mod tests {
     fn full() -> BuildRecord {
         BuildRecord {
             artifacts_digest: None,
+            artifacts_image: None,
             base: Some("oci:base:latest".into()),
             base_digest: Some("config:sha256:00".into()),
             build_args: [("A".to_string(), "1".to_string())].into(),

@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::record::BuildRecord;
 use crate::source::OpenOptions;
+use crate::steps::builder::BuilderSpec;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,13 @@ pub struct VerifyArgs {
     /// digest is recorded, never the path).
     #[arg(long)]
     pub artifacts: Option<PathBuf>,
+    /// Builder image to take the artifacts from (default: the one the record names,
+    /// read at its recorded digest when it is a registry tag).
+    #[arg(long, value_name = "REF", conflicts_with = "artifacts")]
+    pub artifacts_image: Option<String>,
+    /// Directory inside the builder image (default: the recorded one).
+    #[arg(long, value_name = "/DIR", requires = "artifacts_image")]
+    pub artifacts_image_path: Option<String>,
     /// Recipe (default: the one named in the record, or the built-in one).
     #[arg(long)]
     pub recipe: Option<PathBuf>,
@@ -78,6 +86,8 @@ pub struct BuildSpec {
     /// Name to record for the recipe (the recorded one, so the record matches).
     pub recipe_name: Option<String>,
     pub artifacts: Option<PathBuf>,
+    #[serde(default)]
+    pub artifacts_image: Option<BuilderSpec>,
     pub epoch: u64,
     /// `Settings::describe()` form, as recorded.
     pub compression: String,
@@ -132,6 +142,7 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Buil
         output: ImageRef::parse(&spec.output).context("output")?,
         recipe: load_recipe(spec)?,
         artifacts: spec.artifacts.clone(),
+        artifacts_image: spec.artifacts_image.clone(),
         purge_mode,
         compression: parse_compression(&spec.compression, spec.threads)?,
         epoch: spec.epoch,
@@ -164,7 +175,8 @@ fn spec_from(a: &VerifyArgs, record: Option<&BuildRecord>, output: String) -> Re
         (None, Some(n)) => (Some(PathBuf::from(n)), Some(n.clone())),
         (None, None) => (None, None),
     };
-    if let (Some(d), None) = (&rec.artifacts_digest, &a.artifacts) {
+    let artifacts_image = builder_spec(a, rec)?;
+    if let (Some(d), None, None) = (&rec.artifacts_digest, &a.artifacts, &artifacts_image) {
         bail!(
             "the image was built with artifacts ({d}); the record holds only their digest: pass --artifacts PATH"
         );
@@ -182,12 +194,37 @@ fn spec_from(a: &VerifyArgs, record: Option<&BuildRecord>, output: String) -> Re
         recipe_path,
         recipe_name,
         artifacts: a.artifacts.clone(),
+        artifacts_image,
         epoch,
         compression: rec.compression.clone().unwrap_or(default_compression),
         threads: None,
         purge_mode: format!("{:?}", rec.purge_mode.unwrap_or(PurgeMode::Rewrite)).to_lowercase(),
         build_args: rec.build_args.clone(),
     })
+}
+
+/// The builder image to rebuild from: the command line's, else the recorded one
+/// (a registry tag pinned to the recorded digest).
+fn builder_spec(a: &VerifyArgs, rec: &BuildRecord) -> Result<Option<BuilderSpec>> {
+    if a.artifacts.is_some() {
+        return Ok(None);
+    }
+    let recorded = rec.artifacts_image.as_ref();
+    let reference = match (&a.artifacts_image, recorded) {
+        (Some(r), _) => r.clone(),
+        (None, Some(r)) => r.name.clone(),
+        (None, None) => return Ok(None),
+    };
+    let path = match (&a.artifacts_image_path, recorded) {
+        (Some(p), _) => p.clone(),
+        (None, Some(r)) => r.path.clone(),
+        (None, None) => bail!("--artifacts-image {reference}: give --artifacts-image-path too"),
+    };
+    let mut spec = BuilderSpec::new(&reference, &path)?;
+    spec.digest = recorded
+        .map(|r| r.digest.clone())
+        .filter(|d| d.starts_with("sha256:"));
+    Ok(Some(spec))
 }
 
 /// Which recorded inputs the rebuild saw differently.
@@ -197,6 +234,7 @@ pub fn input_mismatches(recorded: &BuildRecord, rebuilt: &BuildRecord) -> Vec<St
         ("recipe_digest", "recipe"),
         ("base_digest", "base image"),
         ("artifacts_digest", "artifacts"),
+        ("artifacts_image", "builder image"),
         ("tool", "tool version"),
         ("compression", "compression"),
         ("purge_mode", "purge mode"),
@@ -498,6 +536,9 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     let root = tmp.path().to_path_buf();
     let mut spec = spec_from(a, record.as_ref(), String::new())?;
     spec.base = absolute_ref(&spec.base)?;
+    if let Some(b) = &mut spec.artifacts_image {
+        b.reference = absolute_ref(&b.reference)?;
+    }
     if let Some(p) = &spec.recipe_path {
         spec.recipe_path = Some(absolute(p)?);
     }
@@ -730,6 +771,7 @@ mod tests {
             recipe_path: Some(recipe.clone()),
             recipe_name: None,
             artifacts: Some(art.clone()),
+            artifacts_image: None,
             epoch: 1_700_000_000,
             compression: "gzip-zlib-rs-l6-b1048576".into(),
             threads: Some(1),
@@ -742,6 +784,8 @@ mod tests {
             // The record names inputs portably (file names only): say where they are.
             base: Some(format!("tar:{}", base.display())),
             artifacts: Some(artifacts),
+            artifacts_image: None,
+            artifacts_image_path: None,
             recipe: Some(recipe.clone()),
             twice: false,
             source_date_epoch: None,
@@ -771,5 +815,81 @@ mod tests {
         no_art.artifacts = None;
         let err = do_verify(&no_art).unwrap_err();
         assert!(format!("{err:#}").contains("--artifacts"), "{err:#}");
+    }
+
+    /// An image built from a builder layout rebuilds from the recorded builder (named
+    /// by its portable name, so the test says where it is); another builder is named
+    /// as the input that differs.
+    #[test]
+    fn rebuild_from_the_recorded_builder_image() {
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().join("base.tar");
+        std::fs::write(
+            &base,
+            TarBuilder::new()
+                .dir("etc", 0o755)
+                .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+                .file("etc/group", b"root:x:0:\n", 0o644)
+                .build(),
+        )
+        .unwrap();
+        let recipe = t.path().join("r.toml");
+        std::fs::write(&recipe, "name = \"t\"\n[artifacts]\ndest = \"/opt/app\"\n").unwrap();
+        let layout = |name: &str, js: &[u8]| {
+            let l = TarBuilder::new()
+                .dir("srv/app", 0o755)
+                .file("srv/app/index.js", js, 0o644)
+                .build();
+            let dir = t.path().join(name);
+            crate::pipeline_tests::write_layout(&dir, &[l]);
+            format!("oci:{}:latest", dir.display())
+        };
+        let good = layout("builder", b"1");
+        let out = t.path().join("img");
+        let b = BuilderSpec::new(&good, "/srv/app").unwrap();
+        let spec = BuildSpec {
+            base: format!("tar:{}", base.display()),
+            output: format!("oci:{}:latest", out.display()),
+            recipe_path: Some(recipe.clone()),
+            recipe_name: None,
+            artifacts: None,
+            artifacts_image: Some(b),
+            epoch: 1_700_000_000,
+            compression: "gzip-zlib-rs-l6-b1048576".into(),
+            threads: Some(1),
+            purge_mode: "rewrite".into(),
+            build_args: BTreeMap::new(),
+        };
+        let (d, rec) = build_spec(&spec, &Progress::new(true)).unwrap();
+        assert_eq!(
+            rec.artifacts_image.as_ref().unwrap().name,
+            "oci:builder:latest"
+        );
+        let args = |image: String| VerifyArgs {
+            image: Some(format!("oci:{}:latest", out.display())),
+            base: Some(format!("tar:{}", base.display())),
+            artifacts: None,
+            artifacts_image: Some(image),
+            artifacts_image_path: None,
+            recipe: Some(recipe.clone()),
+            twice: false,
+            source_date_epoch: None,
+            keep: false,
+            ignore_timestamps: false,
+            json: false,
+            quiet: true,
+            build_spec: None,
+        };
+        let r = do_verify(&args(good)).unwrap();
+        assert!(r.verified, "{}", render(&r));
+        assert_eq!(r.builds, vec![d]);
+        let r = do_verify(&args(layout("other", b"2"))).unwrap();
+        let text = render(&r);
+        assert!(!r.verified);
+        assert!(text.contains("input: builder image: recorded"), "{text}");
+        assert!(
+            text.contains("/opt/app/index.js: content differs"),
+            "{text}"
+        );
     }
 }

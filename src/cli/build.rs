@@ -8,6 +8,7 @@ use nemoclaw_build::pipeline::{build, BuildOptions, PurgeMode};
 use nemoclaw_build::progress::Progress;
 use nemoclaw_build::recipe::Recipe;
 use nemoclaw_build::source::OpenOptions;
+use nemoclaw_build::steps::builder::BuilderSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -69,6 +70,18 @@ pub struct BuildArgs {
     /// Builder-stage artifacts: a directory or a tar(.gz) file.
     #[arg(long)]
     artifacts: Option<PathBuf>,
+    /// Builder-stage artifacts from a directory of a builder image (oci:, oci-archive:,
+    /// docker-archive:, registry://...@sha256:...), read for the build's platform.
+    #[arg(
+        long,
+        value_name = "REF",
+        conflicts_with = "artifacts",
+        requires = "artifacts_image_path"
+    )]
+    artifacts_image: Option<String>,
+    /// The directory inside --artifacts-image to copy (absolute, e.g. /opt/nemoclaw).
+    #[arg(long, value_name = "/DIR", requires = "artifacts_image")]
+    artifacts_image_path: Option<String>,
     /// rewrite: base layers holding purged files are rewritten without them;
     /// whiteout: base layers are reused untouched and an upper layer hides the files.
     #[arg(long, value_enum, default_value = "rewrite")]
@@ -142,6 +155,10 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         output,
         recipe,
         artifacts: a.artifacts,
+        artifacts_image: match (&a.artifacts_image, &a.artifacts_image_path) {
+            (Some(r), Some(p)) => Some(BuilderSpec::new(r, p)?),
+            _ => None,
+        },
         purge_mode: a.purge_mode,
         compression: Settings::new(a.compression, a.compression_level, a.threads)?,
         epoch: a.source_date_epoch.unwrap_or(0),

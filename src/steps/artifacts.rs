@@ -52,7 +52,7 @@ fn norm_mode(kind: Kind, mode: u32) -> u32 {
 }
 
 /// Symlinks may not point outside the artifact tree (absolute or `..`-escaping).
-fn check_link(rel: &str, target: &str) -> Result<()> {
+pub(crate) fn check_link(rel: &str, target: &str) -> Result<()> {
     if target.starts_with('/') {
         bail!("artifact symlink '{rel}' -> '{target}' is absolute and escapes the artifact tree");
     }
@@ -71,15 +71,15 @@ fn check_link(rel: &str, target: &str) -> Result<()> {
 }
 
 /// One artifact, read once; `data` is set for regular files.
-struct Entry {
-    kind: Kind,
-    mode: u32,
-    data: Option<Stored>,
-    link: Option<String>,
+pub(crate) struct Entry {
+    pub kind: Kind,
+    pub mode: u32,
+    pub data: Option<Stored>,
+    pub link: Option<String>,
 }
 
 impl Entry {
-    fn dir() -> Entry {
+    pub(crate) fn dir() -> Entry {
         Entry {
             kind: Kind::Dir,
             mode: 0o755,
@@ -89,16 +89,37 @@ impl Entry {
     }
 }
 
-/// Everything read so far, in placement order.
-struct Collected<'a> {
-    label: String,
-    spill: Spill,
+/// Everything read so far, in placement order (the walk order of a directory:
+/// pre-order, children sorted by name, see [`walk_order`]), whatever the source.
+pub(crate) struct Collected<'a> {
+    pub label: String,
+    pub spill: Spill,
     entries: Vec<(String, Entry)>,
-    limits: &'a Limits,
+    pub limits: &'a Limits,
 }
 
-impl Collected<'_> {
-    fn push(&mut self, rel: String, e: Entry) -> Result<()> {
+/// The order a directory is walked in: pre-order with children sorted bytewise,
+/// i.e. paths compared component by component (`a`, `a/b`, `a.txt`). Every source
+/// places (and hashes) its entries in this order, so the same tree gives the same
+/// artifacts digest as a directory, a tarball or a builder image.
+pub fn walk_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+impl<'a> Collected<'a> {
+    /// An empty tree (its root directory only) spilling into `spill_dir`.
+    pub(crate) fn new(label: String, spill_dir: &Path, limits: &'a Limits) -> Result<Self> {
+        let mut c = Collected {
+            label,
+            spill: Spill::new_in(spill_dir, limits.max_bytes)?,
+            entries: Vec::new(),
+            limits,
+        };
+        c.push(String::new(), Entry::dir())?;
+        Ok(c)
+    }
+
+    pub(crate) fn push(&mut self, rel: String, e: Entry) -> Result<()> {
         if self.entries.len() >= self.limits.max_entries {
             bail!(
                 "artifacts {}: more than {} entries",
@@ -128,19 +149,12 @@ pub fn apply_with(
     fs: &mut Rootfs,
     src: &Path,
     dest: &str,
-    (uid, gid): (u64, u64),
+    ids: (u64, u64),
     spill_dir: &Path,
     limits: &Limits,
 ) -> Result<String> {
-    let dest = normalize(dest)?;
     let (fd, ft) = hostfs::open_root(src).context("artifacts")?;
-    let mut c = Collected {
-        label: src.display().to_string(),
-        spill: Spill::new_in(spill_dir, limits.max_bytes)?,
-        entries: Vec::new(),
-        limits,
-    };
-    c.push(String::new(), Entry::dir())?;
+    let mut c = Collected::new(src.display().to_string(), spill_dir, limits)?;
     match ft {
         FileType::Directory => walk(&mut c, fd.as_fd(), "", 1)?,
         FileType::RegularFile => read_tar(&mut c, std::fs::File::from(fd))?,
@@ -149,6 +163,20 @@ pub fn apply_with(
             c.label
         ),
     }
+    place(fs, c, dest, ids)
+}
+
+/// The one normalization every source goes through: root of the tree at `dest`,
+/// owned by `uid:gid`, modes 0755/0644 (setuid/setgid/sticky and group/world write
+/// dropped), mtimes left to the layer writer. Returns the digest of the normalized
+/// tree (paths, kinds, modes, link targets, content digests, in walk order).
+pub(crate) fn place(
+    fs: &mut Rootfs,
+    c: Collected,
+    dest: &str,
+    (uid, gid): (u64, u64),
+) -> Result<String> {
+    let dest = normalize(dest)?;
     let mut hasher = Sha256::new();
     for (rel, e) in c.entries {
         let path = if rel.is_empty() {
@@ -270,8 +298,9 @@ impl<R: Read> Read for Metered<R> {
 }
 
 /// Streams a (gzip-compressed) tarball: entry data goes to the spill as it is
-/// inflated, so memory holds the index only. Entries are placed sorted by path;
-/// a path that appears twice is refused (tar readers disagree on which wins).
+/// inflated, so memory holds the index only. Entries are placed in walk order (as
+/// a directory is); a path that appears twice is refused (tar readers disagree on
+/// which wins).
 fn read_tar(c: &mut Collected, f: std::fs::File) -> Result<()> {
     let label = c.label.clone();
     let mut r = BufReader::with_capacity(256 * 1024, f);
@@ -359,6 +388,8 @@ fn read_tar(c: &mut Collected, f: std::fs::File) -> Result<()> {
             bail!("{label}: entry '{rel}' appears more than once");
         }
     }
+    let mut sorted: Vec<(String, Entry)> = sorted.into_iter().collect();
+    sorted.sort_by(|a, b| walk_order(&a.0, &b.0));
     for (rel, e) in sorted {
         c.push(rel, e)?;
     }

@@ -3,6 +3,7 @@
 //! (forbidden commands, required commands, recipe checks) that fail a build.
 pub mod accounts;
 pub mod artifacts;
+pub mod builder;
 pub mod fsops;
 pub mod landlock;
 pub mod purge;
@@ -84,6 +85,23 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
     Ok(rep)
 }
 
+/// Where the artifacts come from: a host directory or tarball (`--artifacts`), or
+/// a directory of a builder image (`--artifacts-image`).
+#[derive(Clone, Copy)]
+pub enum ArtifactsSource<'a> {
+    Host(&'a std::path::Path),
+    Builder(&'a builder::Builder),
+}
+
+impl ArtifactsSource<'_> {
+    fn describe(&self) -> String {
+        match self {
+            ArtifactsSource::Host(p) => format!("--artifacts {}", p.display()),
+            ArtifactsSource::Builder(b) => format!("--artifacts-image {}", b.spec.reference),
+        }
+    }
+}
+
 /// Places the builder artifacts; returns the digest of the normalized tree.
 /// Owners are resolved against `accounts_fs` (the image's account files); file
 /// bytes are spilled into `spill_dir` (the build's staging area).
@@ -94,22 +112,37 @@ pub fn apply_artifacts(
     src: Option<&std::path::Path>,
     spill_dir: &std::path::Path,
 ) -> Result<Option<String>> {
+    let src = src.map(ArtifactsSource::Host);
+    apply_artifacts_from(fs, accounts_fs, recipe, src, spill_dir)
+}
+
+/// [`apply_artifacts`] from either source; both go through one normalization.
+pub fn apply_artifacts_from(
+    fs: &mut Rootfs,
+    accounts_fs: Option<&Rootfs>,
+    recipe: &Recipe,
+    src: Option<ArtifactsSource>,
+    spill_dir: &std::path::Path,
+) -> Result<Option<String>> {
     match (&recipe.artifacts, src) {
         (Some(a), Some(src)) => {
-            let (uid, gid) = {
+            let ids = {
                 let who = accounts_fs.unwrap_or(fs);
                 (
                     accounts::uid_of(who, &a.owner)?,
                     accounts::gid_of(who, &a.group)?,
                 )
             };
-            Ok(Some(artifacts::apply(
-                fs, src, &a.dest, uid, gid, spill_dir,
-            )?))
+            Ok(Some(match src {
+                ArtifactsSource::Host(p) => {
+                    artifacts::apply(fs, p, &a.dest, ids.0, ids.1, spill_dir)?
+                }
+                ArtifactsSource::Builder(b) => builder::apply(fs, b, &a.dest, ids, spill_dir)?,
+            }))
         }
         (None, Some(src)) => bail!(
-            "--artifacts {} given, but the recipe has no [artifacts] section saying where they go",
-            src.display()
+            "{} given, but the recipe has no [artifacts] section saying where they go",
+            src.describe()
         ),
         _ => Ok(None),
     }
