@@ -43,7 +43,7 @@ PIDS=()
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin cache
-plan 49
+plan 51
 jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
 
 
@@ -357,5 +357,18 @@ for f in "$W/G"/blobs/sha256/*; do
   [[ "$(sha256sum <"$f" | cut -d' ' -f1)" == "$(basename "$f")" ]] || bad_blobs+="$(basename "$f") "
 done
 check_eq cache.corrupt_blob_not_cached "" "$bad_blobs"
+
+# 12. a cached layer corrupted on its way registry to registry (cache read through the
+#     corrupting proxy, output to the second registry): the build fails naming the blob, and
+#     the output tag was never pushed
+if nb corrupt_stream -- build --base "$BASE_REF" --output "registry://$OTHER/corrupt:1" \
+  --artifacts "$ART2" --source-date-epoch "$EPOCH" --cache-dir "$W/ci5" \
+  --cache-from "registry://$CORRUPT/ci-cache"; then
+  fail cache.corrupt_stream_fails "the build succeeded"
+else
+  check_grep cache.corrupt_stream_fails "bytes hashing to sha256:[0-9a-f]{64}, not sha256:[0-9a-f]{64}" "$LOGS/corrupt_stream.err"
+fi
+check_eq cache.corrupt_stream_no_tag 404 \
+  "$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$OTHER/v2/corrupt/manifests/1")"
 
 suite_end
