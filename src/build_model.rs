@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub sbom: Option<PathBuf>,
     /// Write the build record (the exact inputs) here.
     pub record: Option<PathBuf>,
+    /// `--sign-key` / `--attest`: signature and attestations (default: none).
+    pub attest: crate::attest::AttestOptions,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -14,7 +14,7 @@
 //! (1 MiB chunks; a layer is never held in memory). The manifest is pushed as the
 //! exact bytes that were built.
 mod auth;
-mod reference;
+pub(crate) mod reference;
 
 pub use auth::{Credential, Resolved};
 pub use reference::{plain_http_allowed, RegRef};
@@ -1036,6 +1036,81 @@ async fn push_async(
         count(Sent::Mounted),
     ));
     Ok(reported.unwrap_or_else(|| manifest_digest.to_string()))
+}
+
+/// Pushes extra manifests (signatures, attestations, referrers indexes) to one
+/// repository: blobs from a staged layout, manifests by digest or under a tag.
+pub struct ManifestWriter {
+    rt: tokio::runtime::Runtime,
+    s: Session,
+}
+
+impl ManifestWriter {
+    /// `reference`: `HOST/REPO[:TAG|@DIGEST]` (only the repository is used).
+    pub fn open(reference: &str, opts: &RegistryOptions) -> Result<ManifestWriter> {
+        let rt = runtime()?;
+        let s = rt.block_on(Session::open(reference, opts, Out::new(opts)))?;
+        Ok(ManifestWriter { rt, s })
+    }
+
+    fn target(&self, tag_or_digest: &str) -> oci_client::Reference {
+        let (reg, repo) = (self.s.r.api_host().to_string(), self.s.r.repo.clone());
+        if tag_or_digest.starts_with("sha256:") {
+            oci_client::Reference::with_digest(reg, repo, tag_or_digest.to_string())
+        } else {
+            oci_client::Reference::with_tag(reg, repo, tag_or_digest.to_string())
+        }
+    }
+
+    /// Pushes the blobs a manifest names (from `layout`; none for an index), then the
+    /// manifest itself under `tag`, or by its digest.
+    pub fn push(&self, layout: &Path, manifest: &[u8], tag: Option<&str>) -> Result<()> {
+        let v: Value =
+            serde_json::from_slice(manifest).context("the manifest to push is not JSON")?;
+        let mt = media_type_of(&v);
+        if mt.is_empty() || !mt.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("invalid manifest media type '{mt}'");
+        }
+        let blobs = if v.get("config").is_some() {
+            manifest_blobs(layout, &v)?
+        } else {
+            Vec::new()
+        };
+        let digest = sha256_digest(manifest);
+        let target = self.target(tag.unwrap_or(&digest));
+        let s = &self.s;
+        self.rt.block_on(async {
+            for b in &blobs {
+                s.push_blob(None, b).await?;
+            }
+            s.retry(&format!("manifest {digest}"), Op::Push, || {
+                let ct = match mt.parse() {
+                    Ok(v) => v,
+                    Err(_) => MT_OCI_MANIFEST.parse().expect("static media type"),
+                };
+                s.client.push_manifest_raw(&target, manifest.to_vec(), ct)
+            })
+            .await
+        })?;
+        self.s.tally(|t| t.uploaded_bytes += manifest.len() as u64);
+        Ok(())
+    }
+
+    /// The manifest or index under `tag`, or None when the registry has no such tag.
+    pub fn get(&self, tag: &str) -> Result<Option<Vec<u8>>> {
+        let mut r = self.s.r.clone();
+        r.tag = Some(tag.to_string());
+        r.digest = None;
+        match self.rt.block_on(self.s.manifest(&r, &format!("tag {tag}"))) {
+            Ok((bytes, _)) => Ok(Some(bytes)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn repository(&self) -> String {
+        self.s.r.name()
+    }
 }
 
 #[cfg(test)]

@@ -325,6 +325,8 @@ pub struct Built<'a> {
     pub epoch: u64,
     /// SPDX document to attach to an `oci:` layout as a referrer, with its creation time.
     pub sbom: Option<(&'a [u8], &'a str)>,
+    /// Signature and attestations (referrers of the image), see [`crate::attest`].
+    pub attachments: &'a [crate::attest::Attachment],
 }
 
 /// Everything of publishing that is slow or may fail, without touching the output.
@@ -344,6 +346,13 @@ pub fn finish(
             if pushed != digest {
                 bail!("registry://{reference} reports manifest digest {pushed}, but we built {digest}");
             }
+            crate::attest::store::to_registry(
+                staging.path(),
+                reference,
+                &Digest::parse(digest)?,
+                img.attachments,
+                registry,
+            )?;
             Ok(Pending::Pushed)
         }
         ImageRef::OciDir { path, tag } => {
@@ -352,6 +361,7 @@ pub fn finish(
             if let Some((sbom, created)) = img.sbom {
                 crate::sbom::attach_to_layout(staging.path(), digest, size, sbom, created)?;
             }
+            crate::attest::store::into_layout(staging.path(), img.attachments)?;
             Ok(Pending::Layout {
                 staging,
                 dest: path.clone(),
@@ -365,6 +375,7 @@ pub fn finish(
                 size,
                 Some(tag.as_deref().unwrap_or("latest")),
             )?;
+            crate::attest::store::into_layout(staging.path(), img.attachments)?;
             let tmp = pack_dir(staging.path(), path, img.epoch)?;
             Ok(Pending::Archive {
                 tmp,

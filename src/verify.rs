@@ -63,6 +63,11 @@ pub struct VerifyArgs {
     pub json: bool,
     #[arg(long, short)]
     pub quiet: bool,
+    /// Check the image's cosign signature and attestations with this public key
+    /// (PEM). Without --artifacts only these are checked (no rebuild); with
+    /// --artifacts the image is rebuilt and compared too.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// Internal: run one build described by this JSON file and print its digest.
     #[arg(long, hide = true)]
     pub build_spec: Option<PathBuf>,
@@ -141,6 +146,7 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Buil
         progress: progress.clone(),
         cache: None,
         remote_cache: Default::default(),
+        attest: Default::default(),
         sbom: None,
         record: None,
     })?;
@@ -563,6 +569,28 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     })
 }
 
+/// `--key`: the image's signature and attestations (see [`crate::attest::check`]).
+fn verify_signed(a: &VerifyArgs, key: &Path) -> Result<crate::attest::check::AttestReport> {
+    let image = a
+        .image
+        .as_deref()
+        .ok_or_else(|| anyhow!("--key needs the IMAGE whose signature to check"))?;
+    let key = crate::attest::check::key(key)?;
+    let l = diff::open(image, &OpenOptions::default())?;
+    let digest = l
+        .base
+        .manifest_digest
+        .as_deref()
+        .ok_or_else(|| anyhow!("{image}: no manifest digest (not an OCI image)"))?;
+    let record = l.record()?;
+    crate::attest::check::verify(
+        image,
+        &crate::oci::Digest::parse(digest)?,
+        record.as_ref(),
+        &key,
+    )
+}
+
 pub fn render(r: &VerifyReport) -> String {
     let mut s = String::new();
     if let (Some(i), Some(d)) = (&r.image, &r.image_digest) {
@@ -597,6 +625,29 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         println!("{d}");
         return Ok(ExitCode::SUCCESS);
     }
+    let signed = match &a.key {
+        Some(k) => match verify_signed(&a, k) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
+    if let (Some(sr), None) = (&signed, &a.artifacts) {
+        // Signature and attestations only: no rebuild.
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(sr)?);
+        } else {
+            print!("{}", sr.render());
+        }
+        return Ok(if sr.verified {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let r = match do_verify(&a) {
         Ok(r) => r,
         Err(e) => {
@@ -605,11 +656,19 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(sr) = &signed {
+            v["signatures"] = serde_json::to_value(sr)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        if let Some(sr) = &signed {
+            print!("{}", sr.render());
+        }
         print!("{}", render(&r));
     }
-    Ok(if r.verified {
+    let signed_ok = signed.as_ref().is_none_or(|s| s.verified);
+    Ok(if r.verified && signed_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -749,6 +808,7 @@ mod tests {
             ignore_timestamps: false,
             json: false,
             quiet: true,
+            key: None,
             build_spec: None,
         };
         let r = do_verify(&args(art.clone())).unwrap();

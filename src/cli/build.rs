@@ -115,6 +115,15 @@ pub struct BuildArgs {
     /// --cache-to); repeatable, asked in order. Registry errors never fail the build.
     #[arg(long, value_name = "registry://HOST/REPO", value_parser = nemoclaw_build::remote_cache::parse_location, conflicts_with = "no_cache")]
     cache_from: Vec<String>,
+    /// Sign the image (cosign format) and its attestations with this ECDSA P-256
+    /// private key: PKCS#8 PEM, an encrypted one with its password in
+    /// $NEMOCLAW_SIGN_PASSWORD. Refused if other users may read it.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    /// Attestations to attach: provenance, sbom, cyclonedx (comma-separated) or none.
+    /// Default: provenance with --sign-key, else none. Unsigned without --sign-key.
+    #[arg(long, value_name = "KINDS")]
+    attest: Option<String>,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Print a JSON summary on stdout.
@@ -137,6 +146,13 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         build_args.insert(k.to_string(), v.to_string());
     }
     let progress = Progress::new(a.quiet || a.json);
+    let signer = match &a.sign_key {
+        Some(p) => Some(nemoclaw_build::attest::keys::Signer::load(p, &mut |w| {
+            progress.warn(&w)
+        })?),
+        None => None,
+    };
+    let attest = nemoclaw_build::attest::AttestOptions::new(signer, a.attest.as_deref())?;
     let opts = BuildOptions {
         base,
         output,
@@ -163,6 +179,7 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
             from: a.cache_from,
             to: a.cache_to,
         },
+        attest,
     };
     let s = build(opts)?;
     if a.json {
