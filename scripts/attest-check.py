@@ -216,6 +216,8 @@ def layout_cmd(d, tag, pub_path, wrong_path, spdx_out):
         ext = p["buildDefinition"]["externalParameters"]
         assert ext["purgeMode"] == record["purge_mode"] and ext["compression"] == record["compression"]
         assert ext["buildArgs"] == record["build_args"]
+        assert ext["labels"] == record.get("labels", {}), "labels differ from the record"
+        assert record.get("labels", {}).get("org.opencontainers.image.revision") == "e2e-rev", "label from build arg"
         epoch = record["source_date_epoch"]
         import datetime
 

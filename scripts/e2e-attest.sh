@@ -39,7 +39,7 @@ CHECK="$NEMOCLAW_ROOT/scripts/attest-check.py"
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin attest
-plan 36
+plan 37
 
 nb() { # NAME [ENV=VAL...] -- ARGS...: run the CLI isolated; stdout/stderr -> logs
   local name="$1" rc=0
@@ -113,7 +113,9 @@ else fail attest.world_readable_key_refused "exit $rc: $(tail_detail "$LOGS/worl
 check_nogrep attest.key_material_not_logged 'BEGIN|PRIVATE' "$LOGS/world.err"
 
 # ------------------------------------------------------------------ layout ------------------
-COMMON=(--base "oci:$BASE_OCI:latest" --artifacts "$ART" --source-date-epoch "$EPOCH")
+# Managed-image labels from build args (recipe image.build_arg_labels), recorded in the provenance.
+COMMON=(--base "oci:$BASE_OCI:latest" --artifacts "$ART" --source-date-epoch "$EPOCH"
+  --build-arg NEMOCLAW_IMAGE_REVISION=e2e-rev --build-arg NEMOCLAW_AGENT=openclaw)
 if nb plain -- build "${COMMON[@]}" --output "oci:$W/out/plain:latest" --json; then pass attest.build_unsigned; else
   fail attest.build_unsigned "$(tail_detail "$LOGS/plain.err")"; fi
 if nb signed -- build "${COMMON[@]}" --output "oci:$W/out/signed:latest" --json \
@@ -135,6 +137,8 @@ probe_cmd() { # NAME CMD...: PASS iff CMD exits 0
   if "$@" >"$LOGS/$name.log" 2>&1; then pass "$name"; else fail "$name" "$(tail_detail "$LOGS/$name.log")"; fi
 }
 probe_cmd attest.skopeo_reads_layout skopeo inspect "oci:$W/out/signed:latest"
+check_eq attest.labels_from_build_args "e2e-rev openclaw" "$(jq -r '"\(.Labels["org.opencontainers.image.revision"]) \(.Labels["io.nvidia.nemoclaw.agent"])"' \
+  "$LOGS/attest.skopeo_reads_layout.log" 2>/dev/null || echo none)"
 probe_cmd attest.umoci_reads_layout umoci stat --image "$W/out/signed:latest"
 # oci-image-tool (image-spec 1.0) cannot read OCI 1.1 artifact manifests (it refuses the empty
 # config media type), and its --ref filter keeps a wrong entry once index.json has 3 or more

@@ -207,6 +207,7 @@ pub fn input_mismatches(recorded: &BuildRecord, rebuilt: &BuildRecord) -> Vec<St
         ("compression", "compression"),
         ("purge_mode", "purge mode"),
         ("build_args", "build args"),
+        ("labels", "labels from build args"),
         ("source_date_epoch", "SOURCE_DATE_EPOCH"),
         ("base", "base name"),
         ("recipe", "recipe name"),

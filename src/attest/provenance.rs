@@ -128,6 +128,7 @@ pub fn predicate(r: &BuildRecord, platform: &str) -> Value {
                 "compression": r.compression,
                 "platform": platform,
                 "buildArgs": r.build_args,
+                "labels": r.labels,
                 "sourceDateEpoch": r.source_date_epoch,
             },
             "internalParameters": {"buildRecord": r},
@@ -181,6 +182,11 @@ mod tests {
                 digest: Digest::of(b"init"),
                 target: "/usr/local/bin/nemoclaw-init".into(),
             }),
+            labels: [(
+                "io.nvidia.nemoclaw.agent".to_string(),
+                "openclaw".to_string(),
+            )]
+            .into(),
             purge_mode: Some(PurgeMode::Rewrite),
             recipe: Some("nemoclaw-sandbox.toml".into()),
             recipe_digest: Some(Digest::of(b"recipe")),
@@ -218,6 +224,8 @@ mod tests {
             p["buildDefinition"]["externalParameters"]["buildArgs"]["NEMOCLAW_VERSION"],
             "1.2"
         );
+        let labels = &p["buildDefinition"]["externalParameters"]["labels"];
+        assert_eq!(labels["io.nvidia.nemoclaw.agent"], "openclaw");
         assert_eq!(
             p["runDetails"]["metadata"]["startedOn"],
             "2023-11-14T22:13:20Z"
