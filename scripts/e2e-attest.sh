@@ -39,7 +39,7 @@ CHECK="$NEMOCLAW_ROOT/scripts/attest-check.py"
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin attest
-plan 37
+plan 38
 
 nb() { # NAME [ENV=VAL...] -- ARGS...: run the CLI isolated; stdout/stderr -> logs
   local name="$1" rc=0
@@ -157,6 +157,10 @@ if ((rc == 0)) && grep -q '^verified: signature and attestations' "$LOGS/v-ok.ou
 rc=0; nb v-wrong -- verify --key "$W/keys/wrong.pub" "oci:$W/out/signed:latest" || rc=$?
 if ((rc == 1)) && grep -q 'does not verify with the given key' "$LOGS/v-wrong.out"; then pass attest.verify_wrong_key_exit_1; else
   fail attest.verify_wrong_key_exit_1 "exit $rc: $(tail_detail "$LOGS/v-wrong.out")"; fi
+rc=0; nb v-rebuild -- verify --key "$W/keys/k.pub" --artifacts "$ART" --base "oci:$BASE_OCI:latest" "oci:$W/out/signed:latest" || rc=$?
+if ((rc == 0)) && grep -q '^verified: signature and attestations' "$LOGS/v-rebuild.out" \
+  && grep -q '^verified: identical digests' "$LOGS/v-rebuild.out"; then pass attest.verify_key_and_rebuild; else
+  fail attest.verify_key_and_rebuild "exit $rc: $(tail_detail "$LOGS/v-rebuild.out") $(tail_detail "$LOGS/v-rebuild.err")"; fi
 cp -a "$W/out/signed" "$W/out/tampered"
 "$VPY" "$CHECK" tamper "$W/out/tampered" >"$LOGS/tamper.log" 2>&1 || true
 rc=0; nb v-tamper -- verify --key "$W/keys/k.pub" "oci:$W/out/tampered:latest" || rc=$?
