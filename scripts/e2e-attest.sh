@@ -39,7 +39,7 @@ CHECK="$NEMOCLAW_ROOT/scripts/attest-check.py"
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin attest
-plan 38
+plan 41
 
 nb() { # NAME [ENV=VAL...] -- ARGS...: run the CLI isolated; stdout/stderr -> logs
   local name="$1" rc=0
@@ -215,5 +215,21 @@ skopeo inspect --raw --tls-verify=false "docker://$REG/nemoclaw:sha256-$HEX.sig"
 check_eq attest.registry_cosign_sig_tag "application/vnd.dev.cosign.simplesigning.v1+json $RD" \
   "$(jq -r '"\(.layers[0].mediaType) \(.subject.digest)"' "$LOGS/sigtag.json" 2>/dev/null || tail_detail "$LOGS/sigtag.err")"
 python_probes registry registry "$REG" nemoclaw "$RD" "$W/keys/k.pub"
+
+# --attest-store index: BuildKit attestation manifests beside the image in an image index
+# (what upstream's promotion check reads), in a layout and in the registry.
+IDXQ='"\(.mediaType) \(.manifests[0].digest) \(.manifests[1].platform.os)/\(.manifests[1].platform.architecture) \(.manifests[1].annotations["vnd.docker.reference.type"]) \(.manifests[1].annotations["vnd.docker.reference.digest"])"'
+WANT_IDX="application/vnd.oci.image.index.v1+json $D unknown/unknown attestation-manifest $D"
+nb idx-layout -- build "${COMMON[@]}" --output "oci:$W/out/idx:latest" --sign-key "$W/keys/k.key" \
+  --attest provenance,sbom --attest-store index || true
+check_eq attest.index_store_layout "$WANT_IDX" \
+  "$(skopeo inspect --raw "oci:$W/out/idx:latest" 2>"$LOGS/idx-layout.inspect" | jq -r "$IDXQ" 2>/dev/null || tail_detail "$LOGS/idx-layout.err")"
+nb idx-push -- build "${COMMON[@]}" --output "registry://$REG/nemoclaw:idx" --attest provenance --attest-store index || true
+check_eq attest.index_store_registry "$WANT_IDX" \
+  "$(skopeo inspect --raw --tls-verify=false "docker://$REG/nemoclaw:idx" 2>"$LOGS/idx-push.inspect" | jq -r "$IDXQ" 2>/dev/null || tail_detail "$LOGS/idx-push.err")"
+rc=0
+skopeo copy --quiet --src-tls-verify=false "docker://$REG/nemoclaw:idx" "oci:$W/out/pulled:x" >"$LOGS/idx-pull.log" 2>&1 || rc=$?
+check_eq attest.index_store_pull_selects_the_image "0 $D" \
+  "$rc $(jq -r '.manifests[0].digest' "$W/out/pulled/index.json" 2>/dev/null || tail_detail "$LOGS/idx-pull.log")"
 
 suite_end

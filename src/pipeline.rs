@@ -775,9 +775,9 @@ fn attachments(
     done: &Assembled,
     spdx: Option<&[u8]>,
     cyclonedx: Option<&[u8]>,
-) -> Result<Vec<crate::attest::Attachment>> {
+) -> Result<crate::attest::Attachments> {
     if !opts.attest.enabled() {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     let c = &done.config;
     let platform = match c.extra.get("variant").and_then(|v| v.as_str()) {
@@ -803,7 +803,7 @@ fn attachments(
         repository: &repository,
     };
     let atts = crate::attest::attach(&img, &opts.attest)?;
-    for a in &atts {
+    for a in atts.all() {
         opts.progress.log(&format!(
             "attached {} ({})",
             crate::attest::store::describe(a),

@@ -326,7 +326,7 @@ pub struct Built<'a> {
     /// SPDX document to attach to an `oci:` layout as a referrer, with its creation time.
     pub sbom: Option<(&'a [u8], &'a str)>,
     /// Signature and attestations (referrers of the image), see [`crate::attest`].
-    pub attachments: &'a [crate::attest::Attachment],
+    pub attachments: &'a crate::attest::Attachments,
 }
 
 /// Everything of publishing that is slow or may fail, without touching the output.
@@ -361,7 +361,11 @@ pub fn finish(
             if let Some((sbom, created)) = img.sbom {
                 crate::sbom::attach_to_layout(staging.path(), digest, size, sbom, created)?;
             }
-            crate::attest::store::into_layout(staging.path(), img.attachments)?;
+            crate::attest::store::into_layout(
+                staging.path(),
+                &Digest::parse(digest)?,
+                img.attachments,
+            )?;
             Ok(Pending::Layout {
                 staging,
                 dest: path.clone(),
@@ -375,7 +379,11 @@ pub fn finish(
                 size,
                 Some(tag.as_deref().unwrap_or("latest")),
             )?;
-            crate::attest::store::into_layout(staging.path(), img.attachments)?;
+            crate::attest::store::into_layout(
+                staging.path(),
+                &Digest::parse(digest)?,
+                img.attachments,
+            )?;
             let tmp = pack_dir(staging.path(), path, img.epoch)?;
             Ok(Pending::Archive {
                 tmp,

@@ -6,6 +6,7 @@
 //! descriptor, build record, platform and SBOM bytes) that returns the blobs and
 //! manifests to stage; [`store`] puts them where verifiers look (layout index.json,
 //! registry tags); [`check`] is `verify --key`.
+pub mod buildkit;
 pub mod check;
 pub mod cosign;
 pub mod dsse;
@@ -55,12 +56,23 @@ impl Kinds {
     }
 }
 
+/// Where attestations go (`--attest-store`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Store {
+    /// OCI 1.1 referrers (DSSE envelopes when signed).
+    #[default]
+    Referrers,
+    /// BuildKit attestation manifests in an image index (unsigned statements).
+    Index,
+}
+
 /// The build's signing and attestation settings. Default: nothing is attached, and
 /// the output is exactly what it was before this feature.
 #[derive(Debug, Clone, Default)]
 pub struct AttestOptions {
     pub signer: Option<Arc<keys::Signer>>,
     pub kinds: Kinds,
+    pub store: Store,
 }
 
 impl AttestOptions {
@@ -76,6 +88,7 @@ impl AttestOptions {
         Ok(AttestOptions {
             signer: signer.map(Arc::new),
             kinds,
+            store: Store::Referrers,
         })
     }
     pub fn enabled(&self) -> bool {
@@ -115,6 +128,29 @@ pub struct Attachment {
     pub digest: Digest,
     /// Every blob of the manifest (config and layers), exact bytes.
     pub blobs: Vec<Vec<u8>>,
+    /// Annotations of its entry in an image index (BuildKit's attestation manifest).
+    pub index_annotations: BTreeMap<String, String>,
+}
+
+/// Everything [`attach`] makes for one image.
+#[derive(Debug, Clone, Default)]
+pub struct Attachments {
+    /// Artifact manifests whose `subject` is the image.
+    pub referrers: Vec<Attachment>,
+    /// `--attest-store index`: the attestation manifest and the image index (canonical
+    /// bytes) that replaces the image under its tag.
+    pub image_index: Option<(Attachment, Vec<u8>)>,
+}
+
+impl Attachments {
+    pub fn is_empty(&self) -> bool {
+        self.referrers.is_empty() && self.image_index.is_none()
+    }
+    pub fn all(&self) -> impl Iterator<Item = &Attachment> {
+        self.referrers
+            .iter()
+            .chain(self.image_index.iter().map(|(a, _)| a))
+    }
 }
 
 impl Attachment {
@@ -126,6 +162,7 @@ impl Attachment {
             manifest,
             bytes,
             blobs,
+            index_annotations: BTreeMap::new(),
         }
     }
 
@@ -143,16 +180,35 @@ impl Attachment {
 }
 
 /// The signature and attestations of one image, in a fixed order (signature first).
-pub fn attach(img: &ImageToAttest, opts: &AttestOptions) -> Result<Vec<Attachment>> {
-    let mut out = Vec::new();
-    let image = &img.subject.digest;
+pub fn attach(img: &ImageToAttest, opts: &AttestOptions) -> Result<Attachments> {
+    let mut out = Attachments::default();
     let created = crate::image::rfc3339(img.record.source_date_epoch.unwrap_or(0));
     if let Some(s) = &opts.signer {
-        out.push(signature(img, s, &created));
+        out.referrers.push(signature(img, s, &created));
     }
+    let statements = statements(img, opts)?;
+    match opts.store {
+        Store::Referrers => {
+            for st in &statements {
+                out.referrers.push(attestation(img, st, opts, &created));
+            }
+        }
+        Store::Index if !statements.is_empty() => {
+            let att = buildkit::attestation_manifest(&img.subject.digest, &statements);
+            let index = buildkit::image_index(&img.subject, img.platform, &att);
+            out.image_index = Some((att, crate::oci::canonical(&index)));
+        }
+        Store::Index => {}
+    }
+    Ok(out)
+}
+
+/// The in-toto statements `--attest` asks for.
+fn statements(img: &ImageToAttest, opts: &AttestOptions) -> Result<Vec<Statement>> {
+    let image = &img.subject.digest;
+    let mut out = Vec::new();
     if opts.kinds.provenance {
-        let st = provenance::statement(img.record, image, img.platform);
-        out.push(attestation(img, &st, opts, &created));
+        out.push(provenance::statement(img.record, image, img.platform));
     }
     for (wanted, bytes, what, predicate) in [
         (
@@ -176,8 +232,7 @@ pub fn attach(img: &ImageToAttest, opts: &AttestOptions) -> Result<Vec<Attachmen
         };
         let doc: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| anyhow::anyhow!("--attest {what}: the SBOM is not JSON ({e})"))?;
-        let st = Statement::new(image, predicate, doc);
-        out.push(attestation(img, &st, opts, &created));
+        out.push(Statement::new(image, predicate, doc));
     }
     Ok(out)
 }

@@ -216,13 +216,18 @@ fn a_signature_for_another_image_is_a_mismatched_subject() {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     crate::sink::write_layout_index(dir, b.as_str(), 10, Some("latest")).unwrap();
     let moved: Vec<Attachment> = atts
+        .referrers
         .into_iter()
         .map(|mut x| {
             x.manifest.subject.as_mut().unwrap().digest = b.clone();
             Attachment::new(x.kind, x.manifest, x.blobs)
         })
         .collect();
-    store::into_layout(dir, &moved).unwrap();
+    let moved = Attachments {
+        referrers: moved,
+        image_index: None,
+    };
+    store::into_layout(dir, &b, &moved).unwrap();
     let r = check::verify(&format!("oci:{}", dir.display()), &b, Some(&rec), &vk(1)).unwrap();
     assert!(!r.verified);
     let text = r.render();
@@ -274,4 +279,55 @@ fn unsigned_attestations_are_plain_statements() {
     );
     let r = check(&out, &d, 1);
     assert!(!r.verified, "unsigned never verifies: {}", r.render());
+}
+
+/// `--attest-store index`: the tag names an image index holding the image and its
+/// BuildKit attestation manifest; the image and its signature are unchanged.
+#[test]
+fn index_store_wraps_the_image_with_its_attestation_manifest() {
+    let t = tempfile::tempdir().unwrap();
+    let base = base(&t.path().join("base"));
+    let out = t.path().join("out");
+    let mut o = opts(
+        &base,
+        &format!("oci:{}", out.display()),
+        PurgeMode::Rewrite,
+        None,
+    );
+    o.attest = AttestOptions::new(Some(signer(1)), Some("provenance,sbom")).unwrap();
+    o.attest.store = Store::Index;
+    let d = build(o).unwrap().digest;
+    let idx = index(&out);
+    let tagged = &idx["manifests"][0];
+    assert_eq!(
+        tagged["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        tagged["annotations"]["org.opencontainers.image.ref.name"],
+        "latest"
+    );
+    let blob = |d: &str| {
+        let b = std::fs::read(out.join("blobs/sha256").join(&d["sha256:".len()..])).unwrap();
+        serde_json::from_slice::<Value>(&b).unwrap()
+    };
+    let inner = blob(tagged["digest"].as_str().unwrap());
+    assert_eq!(inner["manifests"][0]["digest"], d.as_str());
+    assert_eq!(inner["manifests"][0]["platform"]["architecture"], "amd64");
+    let att = &inner["manifests"][1];
+    assert_eq!(att["annotations"][buildkit::REF_DIGEST], d.as_str());
+    let am = blob(att["digest"].as_str().unwrap());
+    let preds: Vec<&str> = am["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["annotations"][PREDICATE_ANNOTATION].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        preds,
+        [provenance::SLSA_PROVENANCE, provenance::SPDX_PREDICATE]
+    );
+    // Readers still find the image through the index, and its signature verifies.
+    let r = check(&out, &d, 1);
+    assert!(r.verified && r.checks.len() == 1, "{}", r.render());
 }

@@ -124,6 +124,10 @@ pub struct BuildArgs {
     /// Default: provenance with --sign-key, else none. Unsigned without --sign-key.
     #[arg(long, value_name = "KINDS")]
     attest: Option<String>,
+    /// Where attestations go: referrers (OCI 1.1, DSSE-signed with --sign-key) or index
+    /// (BuildKit attestation manifest beside the image in an image index, unsigned).
+    #[arg(long, value_enum, default_value = "referrers")]
+    attest_store: nemoclaw_build::attest::Store,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Print a JSON summary on stdout.
@@ -152,7 +156,8 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         })?),
         None => None,
     };
-    let attest = nemoclaw_build::attest::AttestOptions::new(signer, a.attest.as_deref())?;
+    let mut attest = nemoclaw_build::attest::AttestOptions::new(signer, a.attest.as_deref())?;
+    attest.store = a.attest_store;
     let opts = BuildOptions {
         base,
         output,
