@@ -116,9 +116,14 @@ pub fn to_registry(
             .with_context(|| format!("cannot push the signature tag of {image}"))?;
     }
     if let Some((_, index)) = &atts.image_index {
-        let tag = crate::registry::reference::RegRef::parse(reference)?
-            .tag
-            .unwrap_or_else(|| "latest".into());
+        let r = crate::registry::reference::RegRef::parse(reference)?;
+        let tag = match (r.tag, r.digest) {
+            (Some(t), _) => t,
+            (None, None) => "latest".into(),
+            (None, Some(_)) => anyhow::bail!(
+                "--attest-store index: registry://{reference} pins a digest; give a tag for the image index"
+            ),
+        };
         w.push(layout, index, Some(&tag))
             .with_context(|| format!("cannot push the image index {}:{tag}", w.repository()))?;
     }
