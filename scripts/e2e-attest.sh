@@ -39,7 +39,7 @@ CHECK="$NEMOCLAW_ROOT/scripts/attest-check.py"
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin attest
-plan 41
+plan 43
 
 nb() { # NAME [ENV=VAL...] -- ARGS...: run the CLI isolated; stdout/stderr -> logs
   local name="$1" rc=0
@@ -215,6 +215,12 @@ skopeo inspect --raw --tls-verify=false "docker://$REG/nemoclaw:sha256-$HEX.sig"
 check_eq attest.registry_cosign_sig_tag "application/vnd.dev.cosign.simplesigning.v1+json $RD" \
   "$(jq -r '"\(.layers[0].mediaType) \(.subject.digest)"' "$LOGS/sigtag.json" 2>/dev/null || tail_detail "$LOGS/sigtag.err")"
 python_probes registry registry "$REG" nemoclaw "$RD" "$W/keys/k.pub"
+rc=0; nb v-reg -- verify --key "$W/keys/k.pub" "registry://$REG/nemoclaw:signed" || rc=$?
+if ((rc == 0)) && grep -q 'dependencies = build record' "$LOGS/v-reg.out"; then pass attest.verify_key_registry; else
+  fail attest.verify_key_registry "exit $rc: $(tail_detail "$LOGS/v-reg.out") $(tail_detail "$LOGS/v-reg.err")"; fi
+rc=0; nb v-reg-wrong -- verify --key "$W/keys/wrong.pub" "registry://$REG/nemoclaw@$RD" || rc=$?
+if ((rc == 1)) && grep -q 'does not verify with the given key' "$LOGS/v-reg-wrong.out"; then pass attest.verify_wrong_key_registry_exit_1; else
+  fail attest.verify_wrong_key_registry_exit_1 "exit $rc: $(tail_detail "$LOGS/v-reg-wrong.out") $(tail_detail "$LOGS/v-reg-wrong.err")"; fi
 
 # --attest-store index: BuildKit attestation manifests beside the image in an image index
 # (what upstream's promotion check reads), in a layout and in the registry.

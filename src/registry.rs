@@ -1096,11 +1096,15 @@ impl ManifestWriter {
         Ok(())
     }
 
-    /// The manifest or index under `tag`, or None when the registry has no such tag.
+    /// The manifest or index under `tag` (or a `sha256:` digest, checked), or None
+    /// when the registry has no such tag.
     pub fn get(&self, tag: &str) -> Result<Option<Vec<u8>>> {
         let mut r = self.s.r.clone();
-        r.tag = Some(tag.to_string());
-        r.digest = None;
+        if tag.starts_with("sha256:") {
+            (r.tag, r.digest) = (None, Some(tag.to_string()));
+        } else {
+            (r.tag, r.digest) = (Some(tag.to_string()), None);
+        }
         match self.rt.block_on(self.s.manifest(&r, &format!("tag {tag}"))) {
             Ok((bytes, _)) => Ok(Some(bytes)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -1110,6 +1114,23 @@ impl ManifestWriter {
 
     pub fn repository(&self) -> String {
         self.s.r.name()
+    }
+
+    /// A small blob (an attestation, a signature payload), at most `limit` bytes as
+    /// its descriptor says; the caller checks its digest.
+    pub fn blob(&self, digest: &str, size: u64, limit: u64) -> Result<Vec<u8>> {
+        if size > limit {
+            bail!("blob {digest} is {size} bytes, more than {limit} allowed");
+        }
+        let oci = self.s.oci();
+        let (client, oci) = (&self.s.client, &oci);
+        self.rt.block_on(
+            self.s
+                .retry(&format!("blob {digest}"), Op::Pull, || async move {
+                    let mut buf: Vec<u8> = Vec::with_capacity(size as usize);
+                    client.pull_blob(oci, digest, &mut buf).await.map(|()| buf)
+                }),
+        )
     }
 }
 

@@ -64,8 +64,9 @@ pub struct VerifyArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Check the image's cosign signature and attestations with this public key
-    /// (PEM). Without --artifacts only these are checked (no rebuild); with
-    /// --artifacts the image is rebuilt and compared too.
+    /// (PEM); IMAGE may also be registry://HOST/REPO[:TAG|@DIGEST]. Without
+    /// --artifacts only these are checked (no rebuild); with --artifacts the image is
+    /// rebuilt and compared too.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
     /// Internal: run one build described by this JSON file and print its digest.
@@ -577,19 +578,23 @@ fn verify_signed(a: &VerifyArgs, key: &Path) -> Result<crate::attest::check::Att
         .as_deref()
         .ok_or_else(|| anyhow!("--key needs the IMAGE whose signature to check"))?;
     let key = crate::attest::check::key(key)?;
-    let l = diff::open(image, &OpenOptions::default())?;
-    let digest = l
-        .base
-        .manifest_digest
-        .as_deref()
-        .ok_or_else(|| anyhow!("{image}: no manifest digest (not an OCI image)"))?;
-    let record = l.record()?;
-    crate::attest::check::verify(
-        image,
-        &crate::oci::Digest::parse(digest)?,
-        record.as_ref(),
-        &key,
-    )
+    let opts = crate::registry::RegistryOptions {
+        quiet: a.quiet || a.json,
+        ..Default::default()
+    };
+    let (digest, record) = match ImageRef::parse(image)? {
+        ImageRef::Registry(r) => crate::attest::check::registry_image(&r, &opts)?,
+        _ => {
+            let l = diff::open(image, &OpenOptions::default())?;
+            let d = l
+                .base
+                .manifest_digest
+                .as_deref()
+                .ok_or_else(|| anyhow!("{image}: no manifest digest (not an OCI image)"))?;
+            (crate::oci::Digest::parse(d)?, l.record()?)
+        }
+    };
+    crate::attest::check::verify(image, &digest, record.as_ref(), &key, &opts)
 }
 
 pub fn render(r: &VerifyReport) -> String {

@@ -1,13 +1,14 @@
 //! `verify --key`: the image's cosign signature and attestations, checked with a
-//! public key, read from an `oci:` directory or `oci-archive:`. Each check is one
+//! public key, read from an `oci:` directory, an `oci-archive:` or a registry. Each check is one
 //! line of the report; the image passes only if every one of them does and it has
 //! a signature.
 use super::provenance::{record_of, Statement, SLSA_PROVENANCE};
 use super::{cosign, dsse, MT_DSSE, MT_IN_TOTO};
 use crate::digest::{digest_hex, sha256_digest};
 use crate::imageref::ImageRef;
-use crate::oci::{Digest, Index, Manifest};
+use crate::oci::{Descriptor, Digest, Index, Manifest};
 use crate::record::BuildRecord;
+use crate::registry::{ManifestWriter, RegistryOptions};
 use crate::source::oci::{ArchiveStore, BlobStore};
 use anyhow::{anyhow, bail, Context, Result};
 use p256::ecdsa::VerifyingKey;
@@ -17,18 +18,23 @@ use std::path::{Path, PathBuf};
 /// JSON documents of a layout are small; a bigger one is refused.
 const LIMIT: u64 = 16 << 20;
 
-/// Reads the files of a layout (directory or archive), digest-checked.
+/// Where the image's referrers are read from, digest-checked: a layout (directory
+/// or archive) or a registry repository (referrers tag schema).
 enum Layout {
     Dir(PathBuf),
     Archive(ArchiveStore),
+    Registry(Box<ManifestWriter>),
 }
 
 impl Layout {
-    fn open(r: &ImageRef) -> Result<Layout> {
+    fn open(r: &ImageRef, opts: &RegistryOptions) -> Result<Layout> {
         match r {
             ImageRef::OciDir { path, .. } => Ok(Layout::Dir(path.clone())),
             ImageRef::OciArchive { path, .. } => Ok(Layout::Archive(ArchiveStore::index(path)?)),
-            _ => bail!("verify --key reads oci:DIR or oci-archive:PATH images (copy others there first, e.g. with skopeo)"),
+            ImageRef::Registry(reference) => Ok(Layout::Registry(Box::new(ManifestWriter::open(
+                reference, opts,
+            )?))),
+            _ => bail!("verify --key reads oci:DIR, oci-archive:PATH or registry:// images (copy others there first, e.g. with skopeo)"),
         }
     }
     fn read(&self, rel: &str, what: &str) -> Result<Vec<u8>> {
@@ -44,17 +50,101 @@ impl Layout {
                 std::fs::read(&f).with_context(|| format!("{what}: cannot read {}", f.display()))
             }
             Layout::Archive(a) => a.locate(rel)?.read_all(LIMIT, what),
+            Layout::Registry(_) => bail!("{what}: not a registry path"),
+        }
+    }
+    /// The candidate referrers: index.json entries with an `artifactType` (layouts),
+    /// the referrers tag schema index `sha256-<hex>` (registries; none when absent).
+    fn referrers(&self, image: &Digest) -> Result<Vec<Descriptor>> {
+        let bytes = match self {
+            Layout::Registry(w) => match w.get(&super::store::referrers_tag(image))? {
+                Some(b) => b,
+                None => return Ok(Vec::new()),
+            },
+            _ => self.read("index.json", "index.json")?,
+        };
+        let index: Index =
+            serde_json::from_slice(&bytes).map_err(|e| anyhow!("referrers index: {e}"))?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .filter(|d| d.artifact_type.is_some())
+            .collect())
+    }
+    /// A manifest (registries serve these apart from blobs).
+    fn manifest(&self, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
+        match self {
+            Layout::Registry(w) => w
+                .get(d.digest.as_str())?
+                .ok_or_else(|| anyhow!("{what}: the registry has no manifest {}", d.digest)),
+            _ => self.blob(d, what),
         }
     }
     /// A blob, checked against its digest (a changed blob is named as such).
-    fn blob(&self, d: &Digest, what: &str) -> Result<Vec<u8>> {
-        let bytes = self.read(&format!("blobs/sha256/{}", digest_hex(d.as_str())?), what)?;
+    fn blob(&self, d: &Descriptor, what: &str) -> Result<Vec<u8>> {
+        let bytes = match self {
+            Layout::Registry(w) => w.blob(d.digest.as_str(), d.size, LIMIT)?,
+            _ => self.read(
+                &format!("blobs/sha256/{}", digest_hex(d.digest.as_str())?),
+                what,
+            )?,
+        };
         let got = sha256_digest(&bytes);
-        if got != d.as_str() {
-            bail!("{what}: blob {d} was tampered with (its content hashes to {got})");
+        if got != d.digest.as_str() {
+            bail!(
+                "{what}: blob {} was tampered with (its content hashes to {got})",
+                d.digest
+            );
         }
         Ok(bytes)
     }
+}
+
+/// The image a registry reference names (the platform's manifest when the tag is an
+/// index, as `--attest-store index` writes) and its build record.
+pub fn registry_image(
+    reference: &str,
+    opts: &RegistryOptions,
+) -> Result<(Digest, Option<BuildRecord>)> {
+    let r = crate::registry::reference::RegRef::parse(reference)?;
+    let w = ManifestWriter::open(reference, opts)?;
+    let at = r
+        .digest
+        .clone()
+        .or(r.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    let mut bytes = w
+        .get(&at)?
+        .ok_or_else(|| anyhow!("registry://{reference}: no such image"))?;
+    if let Ok(index) = serde_json::from_slice::<Index>(&bytes) {
+        let images: Vec<&Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| {
+                d.extra
+                    .get("platform")
+                    .and_then(|p| p.get("os"))
+                    .and_then(|o| o.as_str())
+                    != Some("unknown")
+            })
+            .collect();
+        let [one] = images.as_slice() else {
+            bail!(
+                "registry://{reference} is an index of {} images; name one by digest",
+                images.len()
+            );
+        };
+        bytes = w
+            .get(one.digest.as_str())?
+            .ok_or_else(|| anyhow!("registry://{reference}: no manifest {}", one.digest))?;
+    }
+    let m = Manifest::from_slice(&bytes, &format!("registry://{reference}"))?;
+    let record = m
+        .annotations
+        .get(crate::record::RECORD_ANNOTATION)
+        .map(|s| BuildRecord::parse(s))
+        .transpose()?;
+    Ok((Digest::of(&bytes), record))
 }
 
 #[derive(Debug, Serialize)]
@@ -94,16 +184,15 @@ pub fn verify(
     digest: &Digest,
     record: Option<&BuildRecord>,
     key: &VerifyingKey,
+    opts: &RegistryOptions,
 ) -> Result<AttestReport> {
     let r = ImageRef::parse(image)?;
-    let layout = Layout::open(&r)?;
-    let index: Index = serde_json::from_slice(&layout.read("index.json", "index.json")?)
-        .map_err(|e| anyhow!("{image}: index.json: {e}"))?;
+    let layout = Layout::open(&r, opts)?;
     let mut checks = Vec::new();
     let mut signatures = 0;
-    for d in index.manifests.iter().filter(|d| d.artifact_type.is_some()) {
+    for d in &layout.referrers(digest)? {
         let what = format!("referrer {}", d.digest);
-        let bytes = match layout.blob(&d.digest, &what) {
+        let bytes = match layout.manifest(d, &what) {
             Ok(b) => b,
             Err(e) => {
                 checks.push(fail(&what, e));
@@ -183,7 +272,7 @@ fn check_signature(
     image: &Digest,
 ) -> Result<()> {
     let l = only_layer(m, cosign::MT_SIMPLE_SIGNING)?;
-    let payload = layout.blob(&l.digest, "signature payload")?;
+    let payload = layout.blob(l, "signature payload")?;
     let sig = l
         .annotations
         .get(cosign::SIGNATURE_ANNOTATION)
@@ -200,7 +289,7 @@ fn check_attestation(
     record: Option<&BuildRecord>,
 ) -> Result<(String, String)> {
     let l = only_layer(m, MT_DSSE)?;
-    let env: dsse::Envelope = serde_json::from_slice(&layout.blob(&l.digest, "DSSE envelope")?)
+    let env: dsse::Envelope = serde_json::from_slice(&layout.blob(l, "DSSE envelope")?)
         .map_err(|e| anyhow!("not a DSSE envelope ({e})"))?;
     if env.payload_type != dsse::IN_TOTO_PAYLOAD {
         bail!(

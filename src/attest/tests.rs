@@ -53,6 +53,7 @@ fn check(out: &Path, digest: &str, seed: u8) -> check::AttestReport {
         &Digest::parse(digest).unwrap(),
         img.record().unwrap().as_ref(),
         &vk(seed),
+        &Default::default(),
     )
     .unwrap()
 }
@@ -120,6 +121,7 @@ fn signing_keeps_the_image_and_lists_every_referrer() {
         &Digest::parse(&d1).unwrap(),
         img.record().unwrap().as_ref(),
         &vk(1),
+        &Default::default(),
     )
     .unwrap();
     assert!(r.verified && r.checks.len() == 2, "{}", r.render());
@@ -228,7 +230,14 @@ fn a_signature_for_another_image_is_a_mismatched_subject() {
         image_index: None,
     };
     store::into_layout(dir, &b, &moved).unwrap();
-    let r = check::verify(&format!("oci:{}", dir.display()), &b, Some(&rec), &vk(1)).unwrap();
+    let r = check::verify(
+        &format!("oci:{}", dir.display()),
+        &b,
+        Some(&rec),
+        &vk(1),
+        &Default::default(),
+    )
+    .unwrap();
     assert!(!r.verified);
     let text = r.render();
     assert!(text.matches("mismatched subject").count() == 2, "{text}");
