@@ -1038,19 +1038,20 @@ async fn push_async(
     Ok(reported.unwrap_or_else(|| manifest_digest.to_string()))
 }
 
-/// Pushes extra manifests (signatures, attestations, referrers indexes) to one
-/// repository: blobs from a staged layout, manifests by digest or under a tag.
-pub struct ManifestWriter {
+/// One repository's manifests and small blobs, for signatures and attestations:
+/// pushes (blobs from a staged layout, manifests by digest or under a tag) and reads
+/// (by tag or digest, for `verify --key`).
+pub struct RepoClient {
     rt: tokio::runtime::Runtime,
     s: Session,
 }
 
-impl ManifestWriter {
+impl RepoClient {
     /// `reference`: `HOST/REPO[:TAG|@DIGEST]` (only the repository is used).
-    pub fn open(reference: &str, opts: &RegistryOptions) -> Result<ManifestWriter> {
+    pub fn open(reference: &str, opts: &RegistryOptions) -> Result<RepoClient> {
         let rt = runtime()?;
         let s = rt.block_on(Session::open(reference, opts, Out::new(opts)))?;
-        Ok(ManifestWriter { rt, s })
+        Ok(RepoClient { rt, s })
     }
 
     fn target(&self, tag_or_digest: &str) -> oci_client::Reference {

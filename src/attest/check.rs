@@ -8,7 +8,7 @@ use crate::digest::{digest_hex, sha256_digest};
 use crate::imageref::ImageRef;
 use crate::oci::{Descriptor, Digest, Index, Manifest};
 use crate::record::BuildRecord;
-use crate::registry::{ManifestWriter, RegistryOptions};
+use crate::registry::{RegistryOptions, RepoClient};
 use crate::source::oci::{ArchiveStore, BlobStore};
 use anyhow::{anyhow, bail, Context, Result};
 use p256::ecdsa::VerifyingKey;
@@ -23,7 +23,7 @@ const LIMIT: u64 = 16 << 20;
 enum Layout {
     Dir(PathBuf),
     Archive(ArchiveStore),
-    Registry(Box<ManifestWriter>),
+    Registry(Box<RepoClient>),
 }
 
 impl Layout {
@@ -31,7 +31,7 @@ impl Layout {
         match r {
             ImageRef::OciDir { path, .. } => Ok(Layout::Dir(path.clone())),
             ImageRef::OciArchive { path, .. } => Ok(Layout::Archive(ArchiveStore::index(path)?)),
-            ImageRef::Registry(reference) => Ok(Layout::Registry(Box::new(ManifestWriter::open(
+            ImageRef::Registry(reference) => Ok(Layout::Registry(Box::new(RepoClient::open(
                 reference, opts,
             )?))),
             _ => bail!("verify --key reads oci:DIR, oci-archive:PATH or registry:// images (copy others there first, e.g. with skopeo)"),
@@ -107,7 +107,7 @@ pub fn registry_image(
     opts: &RegistryOptions,
 ) -> Result<(Digest, Option<BuildRecord>)> {
     let r = crate::registry::reference::RegRef::parse(reference)?;
-    let w = ManifestWriter::open(reference, opts)?;
+    let w = RepoClient::open(reference, opts)?;
     let at = r
         .digest
         .clone()

@@ -9,7 +9,7 @@
 use super::{Attachment, Attachments, Kind};
 use crate::digest::digest_hex;
 use crate::oci::{Digest, Index, MediaType};
-use crate::registry::{ManifestWriter, RegistryOptions};
+use crate::registry::{RegistryOptions, RepoClient};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -99,7 +99,7 @@ pub fn to_registry(
         return Ok(());
     }
     put_blobs(layout, atts)?;
-    let w = ManifestWriter::open(reference, opts)?;
+    let w = RepoClient::open(reference, opts)?;
     for a in atts.all() {
         w.push(layout, &a.bytes, None)
             .with_context(|| format!("cannot push {} of {image}", describe(a)))?;
