@@ -13,7 +13,7 @@
 # probe cannot vanish silently (see scripts/probe.sh).
 #
 # Sections: cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle
-#           multilayer tardiff faults registry verify cache sbom
+#           multilayer tardiff faults registry verify cache sbom attest
 # Env:
 #   E2E_ONLY=a,b        run only these sections (prerequisite builds happen as needed)
 #   E2E_KEEP=1          keep the work dir and the podman images/containers
@@ -38,7 +38,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer tardiff faults registry verify cache sbom builder)
+SECTIONS=(cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer tardiff faults registry verify cache sbom builder attest)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -1146,6 +1146,12 @@ section_cache() {
 section_builder() {
   plan 0 # all in the sub-suite
   BIN="$BIN" BASE_TAR="$BASE_TAR" subsuite builder bash "$NEMOCLAW_ROOT/scripts/e2e-builder.sh"
+}
+
+# Signing and attestations, checked by independent verifiers (scripts/e2e-attest.sh).
+section_attest() {
+  plan 0 # all in the sub-suite
+  BIN="$BIN" BASE_OCI="$BASE_OCI" ART="$ART" subsuite attest bash "$NEMOCLAW_ROOT/scripts/e2e-attest.sh"
 }
 
 # ------------------------------------------------------------------ main -----------------

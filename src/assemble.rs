@@ -47,19 +47,24 @@ pub fn image_config(
         run.labels.insert(k.clone(), v.clone());
     }
     for (k, v) in build_args {
-        if !img.build_args.contains(k) {
+        if !img.accepts(k) {
+            let accepted: Vec<&str> = (img.build_args.iter())
+                .chain(img.build_arg_labels.keys())
+                .map(String::as_str)
+                .collect();
             bail!(
                 "--build-arg {k}: the recipe does not accept it (accepted: {})",
-                if img.build_args.is_empty() {
+                if accepted.is_empty() {
                     "none".into()
                 } else {
-                    img.build_args.join(", ")
+                    accepted.join(", ")
                 }
             );
         }
         run.labels
             .insert(format!("dev.nemoclaw.build-arg.{k}"), v.clone());
     }
+    run.labels.extend(img.labels_from_args(build_args));
     Ok(config)
 }
 
@@ -149,6 +154,7 @@ pub fn record(opts: &BuildOptions, inputs: RecordInputs) -> Result<BuildRecord> 
         base_digest: inputs.base_digest,
         build_args: opts.build_args.clone(),
         compression: Some(opts.compression.describe()),
+        labels: opts.recipe.image.labels_from_args(&opts.build_args),
         init: Some(InitRecord {
             digest: Digest::of(crate::steps::init_binary()),
             target: inputs.init_target.to_string(),
@@ -269,6 +275,42 @@ mod tests {
             e.to_string(),
             "--build-arg X: the recipe does not accept it (accepted: none)"
         );
+    }
+
+    /// `image.build_arg_labels`: the arg is accepted and its value becomes the label.
+    #[test]
+    fn build_arg_labels_set_labels() {
+        let r = recipe("[image.build_arg_labels]\nREV = \"org.opencontainers.image.revision\"\n");
+        let args = [("REV".to_string(), "abc123".to_string())].into();
+        let c = image_config(&base(), &[], &r, &args, "T").unwrap();
+        assert_eq!(
+            c.config.labels["org.opencontainers.image.revision"],
+            "abc123"
+        );
+        assert_eq!(c.config.labels["dev.nemoclaw.build-arg.REV"], "abc123");
+        assert_eq!(
+            r.image.labels_from_args(&args),
+            [(
+                "org.opencontainers.image.revision".to_string(),
+                "abc123".to_string()
+            )]
+            .into()
+        );
+        let e = image_config(
+            &base(),
+            &[],
+            &r,
+            &[("X".to_string(), "1".to_string())].into(),
+            "T",
+        )
+        .unwrap_err();
+        assert!(e.to_string().ends_with("(accepted: REV)"), "{e}");
+        let bad = Recipe::parse(
+            b"[image.build_arg_labels]\nA = \"has space\"\n",
+            "r.toml",
+            std::path::Path::new("."),
+        );
+        assert!(format!("{:#}", bad.unwrap_err()).contains("not a label key"));
     }
 
     #[test]

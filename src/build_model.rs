@@ -47,14 +47,19 @@ pub struct BuildOptions {
     pub sbom: Option<PathBuf>,
     /// Write the build record (the exact inputs) here.
     pub record: Option<PathBuf>,
+    /// `--sign-key` / `--attest`: signature and attestations (default: none).
+    pub attest: crate::attest::AttestOptions,
 }
 
 impl BuildOptions {
     /// Whether layers of a registry cache hit may stay in the registry (issue 17): only
     /// when the image goes to a registry and nothing of this build reads their bytes
-    /// (the SBOM reads every layer).
+    /// (an SBOM, as a file or an attestation, reads every layer).
     pub fn may_leave_layers_remote(&self) -> bool {
-        matches!(self.output, ImageRef::Registry(_)) && self.sbom.is_none()
+        let k = &self.attest.kinds;
+        matches!(self.output, ImageRef::Registry(_))
+            && self.sbom.is_none()
+            && !(k.sbom || k.cyclonedx)
     }
 }
 

@@ -8,6 +8,7 @@
 //! same source and rootfs model.
 pub mod account_fields;
 pub mod assemble;
+pub mod attest;
 pub mod audit;
 pub mod build_cache;
 pub mod build_model;

@@ -100,6 +100,7 @@ fn opts(base: &str, out: &str, mode: PurgeMode, art: &Path) -> BuildOptions {
         progress: Progress::new(true),
         cache: None,
         remote_cache: Default::default(),
+        attest: Default::default(),
         sbom: None,
         record: None,
     }

@@ -672,6 +672,14 @@ fn open_builder(opts: &BuildOptions, base: &BaseImage) -> Result<Option<steps::b
 /// builds left beside them goes.
 fn check_outputs(opts: &BuildOptions) -> Result<()> {
     crate::sink::check_output(&opts.output)?;
+    if opts.attest.enabled()
+        && matches!(opts.output, crate::imageref::ImageRef::DockerArchive { .. })
+    {
+        anyhow::bail!(
+            "--sign-key/--attest: docker-archive: has no place for signatures or attestations; \
+             write oci:, oci-archive: or registry://"
+        );
+    }
     for (path, what) in [(&opts.sbom, "--sbom"), (&opts.record, "--record")] {
         if let Some(path) = path {
             crate::sink::check_side_output(path, what)?;
@@ -812,6 +820,51 @@ fn assemble(
     })
 }
 
+/// The signature and attestations of the built image (none without `--sign-key`
+/// and `--attest`).
+fn attachments(
+    opts: &BuildOptions,
+    done: &Assembled,
+    spdx: Option<&[u8]>,
+    cyclonedx: Option<&[u8]>,
+) -> Result<crate::attest::Attachments> {
+    if !opts.attest.enabled() {
+        return Ok(Default::default());
+    }
+    let c = &done.config;
+    let platform = match c.extra.get("variant").and_then(|v| v.as_str()) {
+        Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
+        None => format!("{}/{}", c.os, c.architecture),
+    };
+    let repository = match &opts.output {
+        crate::imageref::ImageRef::Registry(r) => crate::registry::reference::RegRef::parse(r)
+            .map(|r| r.name())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let img = crate::attest::ImageToAttest {
+        subject: crate::oci::Descriptor::new(
+            crate::oci::MediaType::OciManifest,
+            done.digest.clone(),
+            done.manifest_bytes.len() as u64,
+        ),
+        record: &done.record,
+        platform: &platform,
+        spdx,
+        cyclonedx,
+        repository: &repository,
+    };
+    let atts = crate::attest::attach(&img, &opts.attest)?;
+    for a in atts.all() {
+        opts.progress.log(&format!(
+            "attached {} ({})",
+            crate::attest::store::describe(a),
+            a.digest
+        ));
+    }
+    Ok(atts)
+}
+
 /// Writes the side outputs (SBOM, record) in full, publishes the image (or pushes
 /// it), then renames everything into place together: a failure before the commit
 /// leaves the old image and files as they were.
@@ -822,17 +875,22 @@ fn publish(
     done: &Assembled,
 ) -> Result<()> {
     // SBOM of the final image, read back from the staged layers (cache hits included).
-    let sbom = match &opts.sbom {
-        Some(_) => Some(crate::sbom::for_staged_image(
+    let kinds = opts.attest.kinds;
+    let (sbom, cyclonedx) = if opts.sbom.is_some() || kinds.sbom || kinds.cyclonedx {
+        let (spdx, cdx) = crate::sbom::for_staged_image(
             &staging.blobs(),
             layers,
             &done.config.to_value(),
             &opts.recipe,
             opts.epoch,
             &opts.progress,
-        )?),
-        None => None,
+            kinds.cyclonedx,
+        )?;
+        (Some(spdx), cdx)
+    } else {
+        (None, None)
     };
+    let attachments = attachments(opts, done, sbom.as_deref(), cyclonedx.as_deref())?;
     let mut side = Vec::new();
     if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
         side.push(SideOutput::write(path, bytes)?);
@@ -848,7 +906,12 @@ fn publish(
             manifest: &done.manifest,
             manifest_size: done.manifest_bytes.len() as u64,
             epoch: opts.epoch,
-            sbom: sbom.as_deref().map(|b| (b, done.created.as_str())),
+            sbom: opts
+                .sbom
+                .as_ref()
+                .and(sbom.as_deref())
+                .map(|b| (b, done.created.as_str())),
+            attachments: &attachments,
         },
         &opts.open.registry,
     )?;

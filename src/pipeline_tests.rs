@@ -108,6 +108,7 @@ pub(crate) fn opts(
         progress: Progress::new(true),
         cache: None,
         remote_cache: Default::default(),
+        attest: Default::default(),
         sbom: None,
         record: None,
     }

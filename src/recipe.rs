@@ -101,6 +101,24 @@ pub struct ImageConfig {
     /// Build args the recipe accepts (recorded in labels/annotations, never interpolated).
     #[serde(default)]
     pub build_args: Vec<String>,
+    /// Build arg -> label key: the arg's value becomes that label (e.g.
+    /// `org.opencontainers.image.revision`); such an arg is accepted too.
+    #[serde(default)]
+    pub build_arg_labels: BTreeMap<String, String>,
+}
+
+impl ImageConfig {
+    /// Whether `--build-arg NAME` is accepted.
+    pub fn accepts(&self, name: &str) -> bool {
+        self.build_args.iter().any(|a| a == name) || self.build_arg_labels.contains_key(name)
+    }
+
+    /// The labels `build_arg_labels` makes from the given build args.
+    pub fn labels_from_args(&self, args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        args.iter()
+            .filter_map(|(k, v)| Some((self.build_arg_labels.get(k)?.clone(), v.clone())))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -499,6 +517,11 @@ impl Recipe {
     }
 
     fn validate(&self) -> Result<()> {
+        for (arg, label) in &self.image.build_arg_labels {
+            if label.is_empty() || label.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                bail!("image.build_arg_labels.{arg} = {label:?}: not a label key");
+            }
+        }
         for (i, op) in self.fs.iter().enumerate() {
             if let FsOp::File {
                 path,

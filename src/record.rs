@@ -35,6 +35,10 @@ pub struct BuildRecord {
     pub compression: Option<String>,
     #[serde(default)]
     pub init: Option<InitRecord>,
+    /// Labels set from build args (`image.build_arg_labels`); omitted when none, so
+    /// records of builds without them are unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub purge_mode: Option<PurgeMode>,
     /// The recipe's file name (portable), or the built-in one.
@@ -108,6 +112,11 @@ mod tests {
                 digest: Digest::of(b"init"),
                 target: "/init".into(),
             }),
+            labels: [(
+                "org.opencontainers.image.version".to_string(),
+                "1".to_string(),
+            )]
+            .into(),
             purge_mode: Some(PurgeMode::Whiteout),
             recipe: Some("r.toml".into()),
             recipe_digest: Some(Digest::of(b"r")),

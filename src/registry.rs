@@ -14,7 +14,7 @@
 //! (1 MiB chunks; a layer is never held in memory). The manifest is pushed as the
 //! exact bytes that were built.
 mod auth;
-mod reference;
+pub(crate) mod reference;
 mod remote_blob;
 
 pub use auth::{Credential, Resolved};
@@ -1109,6 +1109,108 @@ async fn push_async(
         count(Sent::Mounted),
     ));
     Ok(reported.unwrap_or_else(|| manifest_digest.to_string()))
+}
+
+/// One repository's manifests and small blobs, for signatures and attestations:
+/// pushes (blobs from a staged layout, manifests by digest or under a tag) and reads
+/// (by tag or digest, for `verify --key`).
+pub struct RepoClient {
+    rt: tokio::runtime::Runtime,
+    s: Session,
+    opts: RegistryOptions,
+}
+
+impl RepoClient {
+    /// `reference`: `HOST/REPO[:TAG|@DIGEST]` (only the repository is used).
+    pub fn open(reference: &str, opts: &RegistryOptions) -> Result<RepoClient> {
+        let rt = runtime()?;
+        let s = rt.block_on(Session::open(reference, opts, Out::new(opts)))?;
+        Ok(RepoClient {
+            rt,
+            s,
+            opts: opts.clone(),
+        })
+    }
+
+    fn target(&self, tag_or_digest: &str) -> oci_client::Reference {
+        let (reg, repo) = (self.s.r.api_host().to_string(), self.s.r.repo.clone());
+        if tag_or_digest.starts_with("sha256:") {
+            oci_client::Reference::with_digest(reg, repo, tag_or_digest.to_string())
+        } else {
+            oci_client::Reference::with_tag(reg, repo, tag_or_digest.to_string())
+        }
+    }
+
+    /// Pushes the blobs a manifest names (from `layout`; none for an index), then the
+    /// manifest itself under `tag`, or by its digest.
+    pub fn push(&self, layout: &Path, manifest: &[u8], tag: Option<&str>) -> Result<()> {
+        let v: Value =
+            serde_json::from_slice(manifest).context("the manifest to push is not JSON")?;
+        let mt = media_type_of(&v);
+        if mt.is_empty() || !mt.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("invalid manifest media type '{mt}'");
+        }
+        let blobs = if v.get("config").is_some() {
+            manifest_blobs(layout, &v, &RemoteBlobs::default())?
+        } else {
+            Vec::new()
+        };
+        let digest = sha256_digest(manifest);
+        let target = self.target(tag.unwrap_or(&digest));
+        let s = &self.s;
+        self.rt.block_on(async {
+            for b in &blobs {
+                s.push_blob(None, b, &self.opts).await?;
+            }
+            s.retry(&format!("manifest {digest}"), Op::Push, || {
+                let ct = match mt.parse() {
+                    Ok(v) => v,
+                    Err(_) => MT_OCI_MANIFEST.parse().expect("static media type"),
+                };
+                s.client.push_manifest_raw(&target, manifest.to_vec(), ct)
+            })
+            .await
+        })?;
+        self.s.tally(|t| t.uploaded_bytes += manifest.len() as u64);
+        Ok(())
+    }
+
+    /// The manifest or index under `tag` (or a `sha256:` digest, checked), or None
+    /// when the registry has no such tag.
+    pub fn get(&self, tag: &str) -> Result<Option<Vec<u8>>> {
+        let mut r = self.s.r.clone();
+        if tag.starts_with("sha256:") {
+            (r.tag, r.digest) = (None, Some(tag.to_string()));
+        } else {
+            (r.tag, r.digest) = (Some(tag.to_string()), None);
+        }
+        match self.rt.block_on(self.s.manifest(&r, &format!("tag {tag}"))) {
+            Ok((bytes, _)) => Ok(Some(bytes)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn repository(&self) -> String {
+        self.s.r.name()
+    }
+
+    /// A small blob (an attestation, a signature payload), at most `limit` bytes as
+    /// its descriptor says; the caller checks its digest.
+    pub fn blob(&self, digest: &str, size: u64, limit: u64) -> Result<Vec<u8>> {
+        if size > limit {
+            bail!("blob {digest} is {size} bytes, more than {limit} allowed");
+        }
+        let oci = self.s.oci();
+        let (client, oci) = (&self.s.client, &oci);
+        self.rt.block_on(
+            self.s
+                .retry(&format!("blob {digest}"), Op::Pull, || async move {
+                    let mut buf: Vec<u8> = Vec::with_capacity(size as usize);
+                    client.pull_blob(oci, digest, &mut buf).await.map(|()| buf)
+                }),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -713,12 +713,30 @@ pub fn app_dirs(recipe: &Recipe) -> Vec<String> {
 
 /// The SPDX document `build --sbom` writes: the final model after the steps.
 pub fn for_build(fs: &Rootfs, config: &Value, recipe: &Recipe, epoch: u64) -> Result<Vec<u8>> {
-    let inv = inventory(fs, &app_dirs(recipe))?;
-    spdx_document(&inv, &image_name(config, Some(recipe)), &rfc3339(epoch))
+    Ok(documents_for_build(fs, config, recipe, epoch, false)?.0)
 }
 
-/// The SPDX document `build --sbom` writes, read back from the staged layer blobs
-/// (so a cached build gets the same document as an uncached one).
+/// The SPDX document of [`for_build`] and, when asked, the CycloneDX one (for
+/// `--attest cyclonedx`) from the same inventory.
+pub fn documents_for_build(
+    fs: &Rootfs,
+    config: &Value,
+    recipe: &Recipe,
+    epoch: u64,
+    cyclonedx: bool,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let inv = inventory(fs, &app_dirs(recipe))?;
+    let (name, created) = (image_name(config, Some(recipe)), rfc3339(epoch));
+    let cdx = match cyclonedx {
+        true => Some(cyclonedx_document(&inv, &name, &created)?),
+        false => None,
+    };
+    Ok((spdx_document(&inv, &name, &created)?, cdx))
+}
+
+/// The SPDX document `build --sbom` writes (and the CycloneDX one when asked), read
+/// back from the staged layer blobs (so a cached build gets the same document as an
+/// uncached one).
 pub fn for_staged_image(
     blobs: &Path,
     layers: &[crate::build_model::LayerSummary],
@@ -726,7 +744,8 @@ pub fn for_staged_image(
     recipe: &Recipe,
     epoch: u64,
     progress: &Progress,
-) -> Result<Vec<u8>> {
+    cyclonedx: bool,
+) -> Result<(Vec<u8>, Option<Vec<u8>>)> {
     let mut ls = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let loc = crate::source::BlobLocation::whole(&blobs.join(digest_hex(&l.digest)?))?;
@@ -752,7 +771,7 @@ pub fn for_staged_image(
         ..Default::default()
     };
     let fs = index_base(&mut img, &opts, progress)?;
-    for_build(&fs, config, recipe, epoch)
+    documents_for_build(&fs, config, recipe, epoch, cyclonedx)
 }
 
 /// Adds the SPDX document to an OCI layout directory as an artifact manifest that

@@ -328,6 +328,8 @@ pub struct Built<'a> {
     pub epoch: u64,
     /// SPDX document to attach to an `oci:` layout as a referrer, with its creation time.
     pub sbom: Option<(&'a [u8], &'a str)>,
+    /// Signature and attestations (referrers of the image), see [`crate::attest`].
+    pub attachments: &'a crate::attest::Attachments,
 }
 
 /// Everything of publishing that is slow or may fail, without touching the output.
@@ -359,6 +361,13 @@ pub fn finish(
             if pushed != digest {
                 bail!("registry://{reference} reports manifest digest {pushed}, but we built {digest}");
             }
+            crate::attest::store::to_registry(
+                staging.path(),
+                reference,
+                &Digest::parse(digest)?,
+                img.attachments,
+                registry,
+            )?;
             Ok(Pending::Pushed)
         }
         ImageRef::OciDir { path, tag } => {
@@ -367,6 +376,11 @@ pub fn finish(
             if let Some((sbom, created)) = img.sbom {
                 crate::sbom::attach_to_layout(staging.path(), digest, size, sbom, created)?;
             }
+            crate::attest::store::into_layout(
+                staging.path(),
+                &Digest::parse(digest)?,
+                img.attachments,
+            )?;
             Ok(Pending::Layout {
                 staging,
                 dest: path.clone(),
@@ -379,6 +393,11 @@ pub fn finish(
                 digest,
                 size,
                 Some(tag.as_deref().unwrap_or("latest")),
+            )?;
+            crate::attest::store::into_layout(
+                staging.path(),
+                &Digest::parse(digest)?,
+                img.attachments,
             )?;
             let tmp = pack_dir(staging.path(), path, img.epoch)?;
             Ok(Pending::Archive {

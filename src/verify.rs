@@ -71,6 +71,12 @@ pub struct VerifyArgs {
     pub json: bool,
     #[arg(long, short)]
     pub quiet: bool,
+    /// Check the image's cosign signature and attestations with this public key
+    /// (PEM); IMAGE may also be registry://HOST/REPO[:TAG|@DIGEST]. Without
+    /// --artifacts only these are checked (no rebuild); with --artifacts the image is
+    /// rebuilt and compared too.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     /// Internal: run one build described by this JSON file and print its digest.
     #[arg(long, hide = true)]
     pub build_spec: Option<PathBuf>,
@@ -152,6 +158,7 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Buil
         progress: progress.clone(),
         cache: None,
         remote_cache: Default::default(),
+        attest: Default::default(),
         sbom: None,
         record: None,
     })?;
@@ -239,6 +246,7 @@ pub fn input_mismatches(recorded: &BuildRecord, rebuilt: &BuildRecord) -> Vec<St
         ("compression", "compression"),
         ("purge_mode", "purge mode"),
         ("build_args", "build args"),
+        ("labels", "labels from build args"),
         ("source_date_epoch", "SOURCE_DATE_EPOCH"),
         ("base", "base name"),
         ("recipe", "recipe name"),
@@ -604,6 +612,32 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     })
 }
 
+/// `--key`: the image's signature and attestations (see [`crate::attest::check`]).
+fn verify_signed(a: &VerifyArgs, key: &Path) -> Result<crate::attest::check::AttestReport> {
+    let image = a
+        .image
+        .as_deref()
+        .ok_or_else(|| anyhow!("--key needs the IMAGE whose signature to check"))?;
+    let key = crate::attest::check::key(key)?;
+    let opts = crate::registry::RegistryOptions {
+        quiet: a.quiet || a.json,
+        ..Default::default()
+    };
+    let (digest, record) = match ImageRef::parse(image)? {
+        ImageRef::Registry(r) => crate::attest::check::registry_image(&r, &opts)?,
+        _ => {
+            let l = diff::open(image, &OpenOptions::default())?;
+            let d = l
+                .base
+                .manifest_digest
+                .as_deref()
+                .ok_or_else(|| anyhow!("{image}: no manifest digest (not an OCI image)"))?;
+            (crate::oci::Digest::parse(d)?, l.record()?)
+        }
+    };
+    crate::attest::check::verify(image, &digest, record.as_ref(), &key, &opts)
+}
+
 pub fn render(r: &VerifyReport) -> String {
     let mut s = String::new();
     if let (Some(i), Some(d)) = (&r.image, &r.image_digest) {
@@ -638,6 +672,29 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         println!("{d}");
         return Ok(ExitCode::SUCCESS);
     }
+    let signed = match &a.key {
+        Some(k) => match verify_signed(&a, k) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
+    if let (Some(sr), None) = (&signed, &a.artifacts) {
+        // Signature and attestations only: no rebuild.
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(sr)?);
+        } else {
+            print!("{}", sr.render());
+        }
+        return Ok(if sr.verified {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let r = match do_verify(&a) {
         Ok(r) => r,
         Err(e) => {
@@ -646,11 +703,19 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(sr) = &signed {
+            v["signatures"] = serde_json::to_value(sr)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        if let Some(sr) = &signed {
+            print!("{}", sr.render());
+        }
         print!("{}", render(&r));
     }
-    Ok(if r.verified {
+    let signed_ok = signed.as_ref().is_none_or(|s| s.verified);
+    Ok(if r.verified && signed_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -793,6 +858,7 @@ mod tests {
             ignore_timestamps: false,
             json: false,
             quiet: true,
+            key: None,
             build_spec: None,
         };
         let r = do_verify(&args(art.clone())).unwrap();

@@ -382,3 +382,56 @@ fn audit_table_escapes_control_characters_in_paths() {
     );
     assert!(out.contains("usr/bin/x\\nerror"), "{out}\n{err}");
 }
+
+/// `keygen`, `build --sign-key`, `verify --key`: exit 0 with the right key, 1 with a
+/// wrong one, 2 when the key file is missing; a world-readable key is refused.
+#[test]
+fn sign_and_verify_exit_codes() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let base = base_tar(d, "base.tar", |b| b);
+    let recipe = write(d, "r.toml", MINIMAL);
+    for name in ["k", "w"] {
+        let (code, _, err) = run(d, &["keygen", "--out", &d.join(name).display().to_string()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let key = d.join("k.key").display().to_string();
+    let image = format!("oci:{}:t", d.join("img").display());
+    let build = |key: &str| {
+        run(
+            d,
+            &[
+                "build",
+                "--base",
+                &format!("tar:{}", base.display()),
+                "--recipe",
+                &recipe.display().to_string(),
+                "--output",
+                &image,
+                "--sign-key",
+                key,
+                "--quiet",
+            ],
+        )
+    };
+    let (code, _, err) = build(&key);
+    assert_eq!(code, 0, "{err}");
+    let verify = |public: &str| run(d, &["verify", "--key", public, &image]);
+    let (code, out, err) = verify(&d.join("k.pub").display().to_string());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dependencies = build record"), "{out}");
+    let (code, out, _) = verify(&d.join("w.pub").display().to_string());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not verify with the given key"), "{out}");
+    let (code, _, err) = verify(&d.join("missing.pub").display().to_string());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.pub"), "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("k.key"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    let (code, _, err) = build(&key);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("lets other users read") && !err.contains("PRIVATE"),
+        "{err}"
+    );
+}

@@ -128,6 +128,19 @@ pub struct BuildArgs {
     /// --cache-to); repeatable, asked in order. Registry errors never fail the build.
     #[arg(long, value_name = "registry://HOST/REPO", value_parser = nemoclaw_build::remote_cache::parse_location, conflicts_with = "no_cache")]
     cache_from: Vec<String>,
+    /// Sign the image (cosign format) and its attestations with this ECDSA P-256
+    /// private key: PKCS#8 PEM, an encrypted one with its password in
+    /// $NEMOCLAW_SIGN_PASSWORD. Refused if other users may read it.
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
+    /// Attestations to attach: provenance, sbom, cyclonedx (comma-separated) or none.
+    /// Default: provenance with --sign-key, else none. Unsigned without --sign-key.
+    #[arg(long, value_name = "KINDS")]
+    attest: Option<String>,
+    /// Where attestations go: referrers (OCI 1.1, DSSE-signed with --sign-key) or index
+    /// (BuildKit attestation manifest beside the image in an image index, unsigned).
+    #[arg(long, value_enum, default_value = "referrers")]
+    attest_store: nemoclaw_build::attest::Store,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Print a JSON summary on stdout.
@@ -150,6 +163,14 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         build_args.insert(k.to_string(), v.to_string());
     }
     let progress = Progress::new(a.quiet || a.json);
+    let signer = match &a.sign_key {
+        Some(p) => Some(nemoclaw_build::attest::keys::Signer::load(p, &mut |w| {
+            progress.warn(&w)
+        })?),
+        None => None,
+    };
+    let mut attest = nemoclaw_build::attest::AttestOptions::new(signer, a.attest.as_deref())?;
+    attest.store = a.attest_store;
     let opts = BuildOptions {
         base,
         output,
@@ -181,6 +202,7 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
             from: a.cache_from,
             to: a.cache_to,
         },
+        attest,
     };
     let s = build(opts)?;
     if a.json {

@@ -42,6 +42,12 @@ enum Cmd {
     Verify(nemoclaw_build::verify::VerifyArgs),
     /// Software bill of materials of an image (SPDX 2.3 or CycloneDX 1.5 JSON).
     Sbom(nemoclaw_build::sbom::SbomArgs),
+    /// Write a signing key pair: PREFIX.key (ECDSA P-256 PKCS#8 PEM, mode 0600,
+    /// encrypted when $NEMOCLAW_SIGN_PASSWORD is set) and PREFIX.pub.
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
     /// Manage the local cache (pulled blobs, derived layers).
     #[command(subcommand)]
     Cache(CacheCmd),
@@ -139,6 +145,10 @@ pub fn run() -> ExitCode {
             nemoclaw_build::rootfs::list_layer(&file, &mut std::io::stdout().lock())
                 .map(|_| ExitCode::SUCCESS)
         }
+        Cmd::Keygen { out } => nemoclaw_build::attest::keys::keygen(&out).map(|(k, p)| {
+            eprintln!("wrote {} (private, 0600) and {}", k.display(), p.display());
+            ExitCode::SUCCESS
+        }),
         Cmd::Recipe => {
             print!("{}", nemoclaw_build::recipe::DEFAULT_RECIPE);
             Ok(ExitCode::SUCCESS)
