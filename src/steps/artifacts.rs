@@ -178,6 +178,7 @@ pub(crate) fn place(
 ) -> Result<String> {
     let dest = normalize(dest)?;
     let mut hasher = Sha256::new();
+    let mut links = Vec::new();
     for (rel, e) in c.entries {
         let path = if rel.is_empty() {
             dest.clone()
@@ -208,8 +209,40 @@ pub(crate) fn place(
         }
         fs.insert(&path, n)
             .with_context(|| format!("artifacts {}: cannot place '{rel}'", c.label))?;
+        if let Some(t) = e.link.filter(|_| e.kind == Kind::Symlink) {
+            links.push((rel, path, t));
+        }
     }
+    check_resolved(fs, &dest, &links, &c.label)?;
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// [`check_link`] judges a target by its text: `a -> .` then `up -> a/a/../..`
+/// passes it, yet names `/`. Once the whole tree is placed, every link is resolved
+/// through the others and must still land inside it (a loop is refused too).
+fn check_resolved(
+    fs: &Rootfs,
+    dest: &str,
+    links: &[(String, String, String)],
+    label: &str,
+) -> Result<()> {
+    let inside = |r: &str| {
+        dest.is_empty()
+            || r == dest
+            || (r.starts_with(dest) && r.as_bytes().get(dest.len()) == Some(&b'/'))
+    };
+    for (rel, path, target) in links {
+        match fs.resolve(path) {
+            Some(r) if inside(&r) => {}
+            Some(r) => bail!(
+                "artifacts {label}: symlink '{rel}' -> '{target}' escapes the artifact tree through other symlinks (it resolves to '/{r}')"
+            ),
+            None => bail!(
+                "artifacts {label}: symlink '{rel}' -> '{target}' does not resolve (too many levels of symlinks)"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Pre-order walk, children sorted by name; one open directory fd per level.

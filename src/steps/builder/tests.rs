@@ -381,3 +381,45 @@ fn descs_digest(descs: &[serde_json::Value], arch: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// `check_link` judges a target by its text alone: `a -> .` then `up -> a/a/../..`
+/// stays "inside" by the text yet names `/`, and `shadow -> up/etc/shadow` is then
+/// /etc/shadow. Both sources must refuse the chain; one that stays inside is fine.
+#[test]
+fn symlink_chains_that_climb_out_are_refused() {
+    let chain = TarBuilder::new()
+        .dir("opt", 0o755)
+        .dir("opt/app", 0o755)
+        .symlink("opt/app/a", ".")
+        .symlink("opt/app/up", "a/a/../..")
+        .symlink("opt/app/shadow", "up/etc/shadow")
+        .build();
+    let err = apply_err(&[chain], "/opt/app");
+    assert!(err.contains("escapes the artifact tree"), "{err}");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    symlink(".", dir.join("a")).unwrap();
+    symlink("a/a/../..", dir.join("up")).unwrap();
+    let err = crate::steps::artifacts::apply(&mut Rootfs::new(), &dir, "/opt/x", 0, 0, t.path())
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("escapes the artifact tree"),
+        "{err:#}"
+    );
+    // Through a link and back down, still inside: accepted.
+    let inside = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .dir("opt/app/sub", 0o755)
+        .file("opt/app/sub/f", b"1", 0o644)
+        .symlink("opt/app/a", ".")
+        .symlink("opt/app/l", "a/sub/../sub/f")
+        .build();
+    let t = tempfile::tempdir().unwrap();
+    write_layout(&t.path().join("b"), &[inside]);
+    let r = format!("oci:{}", t.path().join("b").display());
+    let b = open(&spec(&r, "/opt/app"), &OpenOptions::default(), false).unwrap();
+    let mut fs = Rootfs::new();
+    apply(&mut fs, &b, "/opt/x", (0, 0), t.path()).unwrap();
+    assert_eq!(fs.resolve("opt/x/l").as_deref(), Some("opt/x/sub/f"));
+}
