@@ -195,12 +195,25 @@ pub(crate) fn collect(c: &mut Collected, b: &Builder) -> Result<()> {
         }
         tar.finish()?;
     }
+    // Spilled once per file, but each hardlink is written as a copy: the bound is on
+    // what the layer will hold.
+    let mut total: u64 = 0;
     for p in plan {
         let data = match &p.bytes {
             Some(k) => {
                 let s = wanted.get(k).and_then(Option::as_ref).with_context(|| {
                     format!("builder {}: /{} not found in its layer", b.record.name, k.1)
                 })?;
+                total = total.saturating_add(s.bytes.len());
+                if total > c.limits.max_bytes {
+                    bail!(
+                        "builder {}: {}/{}: the artifacts exceed the limit of {} bytes (uncompressed; each hardlink is a copy)",
+                        b.record.name,
+                        b.spec.path,
+                        p.rel,
+                        c.limits.max_bytes
+                    );
+                }
                 Some(Stored {
                     bytes: s.bytes.clone(),
                     sha256: s.sha256.clone(),

@@ -423,3 +423,36 @@ fn symlink_chains_that_climb_out_are_refused() {
     apply(&mut fs, &b, "/opt/x", (0, 0), t.path()).unwrap();
     assert_eq!(fs.resolve("opt/x/l").as_deref(), Some("opt/x/sub/f"));
 }
+
+/// A hardlink becomes a copy in the artifacts layer, but its bytes were spilled once
+/// per target: one file and many links to it wrote far more than `max_bytes`.
+#[test]
+fn hardlink_copies_count_against_the_byte_limit() {
+    let mut tb = TarBuilder::new()
+        .dir("opt", 0o755)
+        .dir("opt/app", 0o755)
+        .file("opt/app/f", &[7u8; 1000], 0o644);
+    for i in 0..10 {
+        tb = tb.hardlink(&format!("opt/app/h{i}"), "opt/app/f");
+    }
+    let t = tempfile::tempdir().unwrap();
+    write_layout(&t.path().join("b"), &[tb.build()]);
+    let r = format!("oci:{}", t.path().join("b").display());
+    let b = open(&spec(&r, "/opt/app"), &OpenOptions::default(), false).unwrap();
+    let limits = crate::steps::artifacts::Limits {
+        max_bytes: 5000,
+        ..crate::steps::artifacts::LIMITS
+    };
+    let mut c = Collected::new("b".into(), t.path(), &limits).unwrap();
+    let err = format!("{:#}", collect(&mut c, &b).unwrap_err());
+    assert!(
+        err.contains("the artifacts exceed the limit of 5000 bytes"),
+        "{err}"
+    );
+    let limits = crate::steps::artifacts::Limits {
+        max_bytes: 11000,
+        ..crate::steps::artifacts::LIMITS
+    };
+    let mut c = Collected::new("b".into(), t.path(), &limits).unwrap();
+    collect(&mut c, &b).unwrap();
+}
