@@ -303,9 +303,9 @@ fn plan(c: &Collected, b: &Builder, fs: &Rootfs) -> Result<Vec<Planned>> {
 }
 
 /// The regular file a hardlink in the subtree shares. Every hop must stay inside
-/// the subtree (a link out of it would copy a file the user did not name), and the
-/// file must not have been replaced by a layer above the link (the link keeps the
-/// old bytes, which the model no longer has).
+/// the subtree (a link out of it would copy a file the user did not name), and no
+/// hop nor the file may have been replaced by a layer above the link (the link keeps
+/// the inode it was made with, which the model no longer has).
 fn link_in_subtree<'a>(
     fs: &'a Rootfs,
     key: &str,
@@ -319,6 +319,11 @@ fn link_in_subtree<'a>(
         let n = fs
             .get(&cur)
             .ok_or_else(|| format!("hardlink to '/{cur}', which is not in the image"))?;
+        if n.layer() > link_layer {
+            return Err(format!(
+                "hardlink to '/{cur}', which a later layer replaced"
+            ));
+        }
         match (n.kind, n.link()) {
             (Kind::Hardlink, Some(t)) => {
                 if !inside(t) {
@@ -328,14 +333,7 @@ fn link_in_subtree<'a>(
                 }
                 cur = t.to_string();
             }
-            (Kind::File, _) => {
-                if n.layer() > link_layer {
-                    return Err(format!(
-                        "hardlink to '/{cur}', which a later layer replaced"
-                    ));
-                }
-                return Ok((cur, n));
-            }
+            (Kind::File, _) => return Ok((cur, n)),
             (k, _) => return Err(format!("hardlink to '/{cur}', a {k:?}")),
         }
     }

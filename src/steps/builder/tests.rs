@@ -456,3 +456,23 @@ fn hardlink_copies_count_against_the_byte_limit() {
     let mut c = Collected::new("b".into(), t.path(), &limits).unwrap();
     collect(&mut c, &b).unwrap();
 }
+
+/// `h2 -> h1 -> f` when h2 was linked, then a later layer points h1 at `g`: h2 still
+/// shares f's inode in the builder, but the model follows today's h1 to `g`. A hop
+/// replaced above the link is refused like a replaced target.
+#[test]
+fn hardlink_through_a_later_replaced_hop_is_refused() {
+    let l0 = TarBuilder::new()
+        .dir("opt", 0o755)
+        .dir("opt/app", 0o755)
+        .file("opt/app/f", b"old", 0o644)
+        .file("opt/app/g", b"other", 0o644);
+    let l1 = TarBuilder::new().hardlink("opt/app/h1", "opt/app/f");
+    let l2 = TarBuilder::new().hardlink("opt/app/h2", "opt/app/h1");
+    let l3 = TarBuilder::new().hardlink("opt/app/h1", "opt/app/g");
+    let err = apply_err(
+        &[l0.build(), l1.build(), l2.build(), l3.build()],
+        "/opt/app",
+    );
+    assert!(err.contains("which a later layer replaced"), "{err}");
+}
