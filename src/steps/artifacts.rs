@@ -180,6 +180,14 @@ pub(crate) fn place(
     let mut hasher = Sha256::new();
     let mut links = Vec::new();
     for (rel, e) in c.entries {
+        // In a layer, such a name is a whiteout, not a file (`.wh..` even names the
+        // directory's parent): runtimes would delete instead of place.
+        if let Some(w) = rel.split('/').find(|n| n.starts_with(".wh.")) {
+            bail!(
+                "artifacts {}: '{rel}': '{w}' is an OCI whiteout name; a layer cannot hold it as a file",
+                c.label
+            );
+        }
         let path = if rel.is_empty() {
             dest.clone()
         } else {
@@ -684,6 +692,27 @@ mod tests {
             err.contains("entry 'a' is truncated (1024 of 4000 bytes)"),
             "{err}"
         );
+    }
+
+    /// A name starting with `.wh.` is a whiteout to runtimes reading the layer:
+    /// `.wh..wh..opq` hides what the base has under the directory, and `.wh..` names
+    /// the directory's parent (see `rootfs::whiteout_of`), beyond the artifacts. The
+    /// model took them as plain files; reading the layer back (`rootfs`) does not.
+    #[test]
+    fn whiteout_names_are_refused() {
+        for name in [".wh..wh..opq", ".wh.passwd", ".wh.."] {
+            let tar = TarBuilder::new()
+                .dir("d", 0o755)
+                .file(&format!("d/{name}"), b"", 0o644)
+                .build();
+            let (_t, p) = tarball(&tar);
+            let err = apply_err(&p, &LIMITS);
+            assert!(err.contains("is an OCI whiteout name"), "{name}: {err}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".wh..wh..opq"), b"").unwrap();
+        let err = apply_err(d.path(), &LIMITS);
+        assert!(err.contains("is an OCI whiteout name"), "{err}");
     }
 
     /// `gzip -d` and GNU tar read every gzip member; a first-member-only reader saw a
