@@ -476,3 +476,82 @@ fn hardlink_through_a_later_replaced_hop_is_refused() {
     );
     assert!(err.contains("which a later layer replaced"), "{err}");
 }
+
+/// The toolchain gate judges the builder's files on a miss and on a cache hit, and
+/// a refused build leaves no output.
+#[test]
+fn gate_refuses_builder_toolchain_with_and_without_a_cache_hit() {
+    let t = tempfile::tempdir().unwrap();
+    tar_base(&t.path().join("base.tar"));
+    let cache = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
+    let good = t.path().join("good");
+    let l = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .file("opt/app/x.js", b"1", 0o644)
+        .build();
+    write_layout(&good, &[l]);
+    let bad = t.path().join("bad");
+    let l = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .dir("opt/app/bin", 0o755)
+        .file("opt/app/bin/gcc", b"\x7fELF\x02\x01\x01rest", 0o755)
+        .build();
+    write_layout(&bad, &[l]);
+    let run = |b: &Path, out: &str| {
+        let mut o = small_build(
+            t.path(),
+            out,
+            None,
+            Some(spec(&format!("oci:{}", b.display()), "/opt/app")),
+        );
+        o.recipe = crate::recipe::Recipe::parse(
+            b"name = \"t\"\n[packages]\nforbid_elf = ['^gcc$']\n[artifacts]\ndest = \"/opt/app\"\n",
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        o.cache = Some(cache.clone());
+        build(o)
+    };
+    let err = format!("{:#}", run(&bad, "miss").unwrap_err());
+    assert!(err.contains("opt/app/bin/gcc"), "{err}");
+    assert!(!t.path().join("miss").exists());
+    assert!(!run(&good, "prime").unwrap().cache_hit);
+    let err = format!("{:#}", run(&bad, "hit").unwrap_err());
+    assert!(
+        err.contains("artifacts checked") && err.contains("opt/app/bin/gcc"),
+        "{err}"
+    );
+    assert!(!t.path().join("hit").exists());
+}
+
+/// The subtree is looked up, never followed: a symlinked directory or parent in
+/// the builder is an error, and entries below a symlink are refused when indexing.
+#[test]
+fn symlinked_subtree_or_parent_is_not_followed() {
+    let etc = || {
+        TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/shadow", b"s", 0o600)
+    };
+    let err = apply_err(&[etc().symlink("opt", "/etc").build()], "/opt/shadow");
+    assert!(err.contains("/opt/shadow does not exist"), "{err}");
+    let err = apply_err(&[etc().symlink("opt", "/").build()], "/opt/etc");
+    assert!(err.contains("/opt/etc does not exist"), "{err}");
+    let err = apply_err(
+        &[etc()
+            .symlink("opt", "/")
+            .file("opt/etc/x", b"1", 0o644)
+            .build()],
+        "/opt/etc",
+    );
+    assert!(err.contains("which is a symlink"), "{err}");
+    // A subtree in layer 0 whose parent layer 1 turns into a symlink is gone.
+    let l0 = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .file("opt/app/f", b"1", 0o644)
+        .build();
+    let l1 = TarBuilder::new().symlink("opt", "/etc").build();
+    let err = apply_err(&[l0, etc().build(), l1], "/opt/app");
+    assert!(err.contains("/opt/app does not exist"), "{err}");
+}
