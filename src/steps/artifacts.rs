@@ -179,7 +179,7 @@ pub(crate) fn place(
     let dest = normalize(dest)?;
     let mut hasher = Sha256::new();
     let mut links = Vec::new();
-    for (rel, e) in c.entries {
+    for (rel, e) in with_parents(c.entries, c.limits.max_entries, &c.label)? {
         // In a layer, such a name is a whiteout, not a file (`.wh..` even names the
         // directory's parent): runtimes would delete instead of place.
         if let Some(w) = rel.split('/').find(|n| n.starts_with(".wh.")) {
@@ -223,6 +223,31 @@ pub(crate) fn place(
     }
     check_resolved(fs, &dest, &links, &c.label)?;
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// A layer or tarball need not hold its parent directories (runtimes create them):
+/// each missing one is added as a walked directory would be, right before its first
+/// child in walk order, so owners, modes and the digest match the directory's.
+fn with_parents(
+    entries: Vec<(String, Entry)>,
+    max: usize,
+    label: &str,
+) -> Result<Vec<(String, Entry)>> {
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (rel, e) in entries {
+        for (i, _) in rel.match_indices('/') {
+            if seen.insert(rel[..i].to_string()) {
+                out.push((rel[..i].to_string(), Entry::dir()));
+            }
+        }
+        seen.insert(rel.clone());
+        out.push((rel, e));
+        if out.len() > max {
+            bail!("artifacts {label}: more than {max} entries");
+        }
+    }
+    Ok(out)
 }
 
 /// [`check_link`] judges a target by its text: `a -> .` then `up -> a/a/../..`

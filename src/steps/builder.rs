@@ -239,6 +239,8 @@ fn plan(c: &Collected, b: &Builder, fs: &Rootfs) -> Result<Vec<Planned>> {
     let name = &b.record.name;
     match fs.get(&root) {
         Some(n) if n.is_dir() => {}
+        // No entry of its own, but entries below it: a runtime creates it.
+        None if fs.descendants(&root).next().is_some() => {}
         Some(n) => bail!(
             "builder {name}: {} is a {:?}, not a directory",
             b.spec.path,

@@ -555,3 +555,33 @@ fn symlinked_subtree_or_parent_is_not_followed() {
     let err = apply_err(&[l0, etc().build(), l1], "/opt/app");
     assert!(err.contains("/opt/app does not exist"), "{err}");
 }
+
+/// Layers need not carry their parent directories (runtimes create them): a
+/// builder whose `opt/app/x/y` has no `opt/app/x` (or no `opt/app`) entry gives the
+/// same tree, owners and artifacts digest as the directory holding `x/y`.
+#[test]
+fn implicit_parent_directories_are_placed_like_walked_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("dir");
+    std::fs::create_dir_all(dir.join("x")).unwrap();
+    std::fs::write(dir.join("x/y"), b"1").unwrap();
+    let mut from_dir = Rootfs::new();
+    let want =
+        crate::steps::artifacts::apply(&mut from_dir, &dir, "/opt/x", 7, 8, t.path()).unwrap();
+    for l in [
+        TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/x/y", b"1", 0o644),
+        TarBuilder::new().file("opt/app/x/y", b"1", 0o644),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        write_layout(&d.path().join("b"), &[l.build()]);
+        let r = format!("oci:{}", d.path().join("b").display());
+        let b = open(&spec(&r, "/opt/app"), &OpenOptions::default(), false).unwrap();
+        let mut fs = Rootfs::new();
+        let got = apply(&mut fs, &b, "/opt/x", (7, 8), d.path()).unwrap();
+        let x = fs.get("opt/x/x").unwrap();
+        assert_eq!((x.kind, x.uid, x.gid), (Kind::Dir, 7, 8));
+        assert_eq!(got, want);
+    }
+}
