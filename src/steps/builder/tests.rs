@@ -585,3 +585,57 @@ fn implicit_parent_directories_are_placed_like_walked_ones() {
         assert_eq!(got, want);
     }
 }
+
+/// `linux/arm` and `linux/arm64` are different machines although one string starts
+/// with the other: the mismatch warning compares platforms component by component.
+#[test]
+fn arm_builder_for_arm64_build_warns() {
+    let t = tempfile::tempdir().unwrap();
+    let image = |name: &str, arch: &str, tar: Vec<u8>| {
+        let diff = crate::digest::sha256_digest(&tar);
+        write_layout_config(
+            &t.path().join(name),
+            &[tar],
+            json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff]}}),
+        );
+        format!("oci:{}", t.path().join(name).display())
+    };
+    let base_tar = || {
+        TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+            .file("etc/group", b"root:x:0:\n", 0o644)
+            .build()
+    };
+    let app = || {
+        TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/x.js", b"1", 0o644)
+            .build()
+    };
+    for (base_arch, builder_arch, warns) in [
+        ("arm", "arm64", true),
+        ("arm64", "arm", true),
+        ("arm64", "arm64", false),
+    ] {
+        let base = image(&format!("base-{base_arch}"), base_arch, base_tar());
+        let b = image(&format!("builder-{builder_arch}"), builder_arch, app());
+        let out = format!("oci:{}:v1", t.path().join("out").display());
+        let mut o = opts(&base, &out, PurgeMode::Rewrite, None);
+        o.recipe = crate::recipe::Recipe::parse(
+            b"name = \"t\"\n[artifacts]\ndest = \"/opt/app\"\n",
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        o.artifacts_image = Some(spec(&b, "/opt/app"));
+        let s = build(o).unwrap();
+        let warned = s.warnings.iter().any(|w| w.contains("may not run"));
+        assert_eq!(
+            warned, warns,
+            "{base_arch} / {builder_arch}: {:?}",
+            s.warnings
+        );
+        std::fs::remove_dir_all(t.path().join("out")).unwrap();
+    }
+}
