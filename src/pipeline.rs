@@ -658,7 +658,8 @@ fn open_builder(opts: &BuildOptions, base: &BaseImage) -> Result<Option<steps::b
     ));
     let theirs = steps::builder::platform_of(&b.image.config);
     if let (Some(want), Some(got)) = (&platform, &theirs) {
-        if !got.starts_with(want.as_str()) && !want.starts_with(got.as_str()) {
+        // Component by component: `linux/arm` is not a prefix of `linux/arm64`.
+        if !want.split('/').zip(got.split('/')).all(|(w, g)| w == g) {
             opts.progress.warn(&format!(
                 "builder {} is {got}, the build is {want}: native files in its artifacts may not run",
                 b.record.name

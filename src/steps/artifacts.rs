@@ -178,7 +178,16 @@ pub(crate) fn place(
 ) -> Result<String> {
     let dest = normalize(dest)?;
     let mut hasher = Sha256::new();
-    for (rel, e) in c.entries {
+    let mut links = Vec::new();
+    for (rel, e) in with_parents(c.entries, c.limits.max_entries, &c.label)? {
+        // In a layer, such a name is a whiteout, not a file (`.wh..` even names the
+        // directory's parent): runtimes would delete instead of place.
+        if let Some(w) = rel.split('/').find(|n| n.starts_with(".wh.")) {
+            bail!(
+                "artifacts {}: '{rel}': '{w}' is an OCI whiteout name; a layer cannot hold it as a file",
+                c.label
+            );
+        }
         let path = if rel.is_empty() {
             dest.clone()
         } else {
@@ -208,8 +217,65 @@ pub(crate) fn place(
         }
         fs.insert(&path, n)
             .with_context(|| format!("artifacts {}: cannot place '{rel}'", c.label))?;
+        if let Some(t) = e.link.filter(|_| e.kind == Kind::Symlink) {
+            links.push((rel, path, t));
+        }
     }
+    check_resolved(fs, &dest, &links, &c.label)?;
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// A layer or tarball need not hold its parent directories (runtimes create them):
+/// each missing one is added as a walked directory would be, right before its first
+/// child in walk order, so owners, modes and the digest match the directory's.
+fn with_parents(
+    entries: Vec<(String, Entry)>,
+    max: usize,
+    label: &str,
+) -> Result<Vec<(String, Entry)>> {
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (rel, e) in entries {
+        for (i, _) in rel.match_indices('/') {
+            if seen.insert(rel[..i].to_string()) {
+                out.push((rel[..i].to_string(), Entry::dir()));
+            }
+        }
+        seen.insert(rel.clone());
+        out.push((rel, e));
+        if out.len() > max {
+            bail!("artifacts {label}: more than {max} entries");
+        }
+    }
+    Ok(out)
+}
+
+/// [`check_link`] judges a target by its text: `a -> .` then `up -> a/a/../..`
+/// passes it, yet names `/`. Once the whole tree is placed, every link is resolved
+/// through the others and must still land inside it (a loop is refused too).
+fn check_resolved(
+    fs: &Rootfs,
+    dest: &str,
+    links: &[(String, String, String)],
+    label: &str,
+) -> Result<()> {
+    let inside = |r: &str| {
+        dest.is_empty()
+            || r == dest
+            || (r.starts_with(dest) && r.as_bytes().get(dest.len()) == Some(&b'/'))
+    };
+    for (rel, path, target) in links {
+        match fs.resolve(path) {
+            Some(r) if inside(&r) => {}
+            Some(r) => bail!(
+                "artifacts {label}: symlink '{rel}' -> '{target}' escapes the artifact tree through other symlinks (it resolves to '/{r}')"
+            ),
+            None => bail!(
+                "artifacts {label}: symlink '{rel}' -> '{target}' does not resolve (too many levels of symlinks)"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Pre-order walk, children sorted by name; one open directory fd per level.
@@ -651,6 +717,27 @@ mod tests {
             err.contains("entry 'a' is truncated (1024 of 4000 bytes)"),
             "{err}"
         );
+    }
+
+    /// A name starting with `.wh.` is a whiteout to runtimes reading the layer:
+    /// `.wh..wh..opq` hides what the base has under the directory, and `.wh..` names
+    /// the directory's parent (see `rootfs::whiteout_of`), beyond the artifacts. The
+    /// model took them as plain files; reading the layer back (`rootfs`) does not.
+    #[test]
+    fn whiteout_names_are_refused() {
+        for name in [".wh..wh..opq", ".wh.passwd", ".wh.."] {
+            let tar = TarBuilder::new()
+                .dir("d", 0o755)
+                .file(&format!("d/{name}"), b"", 0o644)
+                .build();
+            let (_t, p) = tarball(&tar);
+            let err = apply_err(&p, &LIMITS);
+            assert!(err.contains("is an OCI whiteout name"), "{name}: {err}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".wh..wh..opq"), b"").unwrap();
+        let err = apply_err(d.path(), &LIMITS);
+        assert!(err.contains("is an OCI whiteout name"), "{err}");
     }
 
     /// `gzip -d` and GNU tar read every gzip member; a first-member-only reader saw a

@@ -195,12 +195,25 @@ pub(crate) fn collect(c: &mut Collected, b: &Builder) -> Result<()> {
         }
         tar.finish()?;
     }
+    // Spilled once per file, but each hardlink is written as a copy: the bound is on
+    // what the layer will hold.
+    let mut total: u64 = 0;
     for p in plan {
         let data = match &p.bytes {
             Some(k) => {
                 let s = wanted.get(k).and_then(Option::as_ref).with_context(|| {
                     format!("builder {}: /{} not found in its layer", b.record.name, k.1)
                 })?;
+                total = total.saturating_add(s.bytes.len());
+                if total > c.limits.max_bytes {
+                    bail!(
+                        "builder {}: {}/{}: the artifacts exceed the limit of {} bytes (uncompressed; each hardlink is a copy)",
+                        b.record.name,
+                        b.spec.path,
+                        p.rel,
+                        c.limits.max_bytes
+                    );
+                }
                 Some(Stored {
                     bytes: s.bytes.clone(),
                     sha256: s.sha256.clone(),
@@ -226,6 +239,8 @@ fn plan(c: &Collected, b: &Builder, fs: &Rootfs) -> Result<Vec<Planned>> {
     let name = &b.record.name;
     match fs.get(&root) {
         Some(n) if n.is_dir() => {}
+        // No entry of its own, but entries below it: a runtime creates it.
+        None if fs.descendants(&root).next().is_some() => {}
         Some(n) => bail!(
             "builder {name}: {} is a {:?}, not a directory",
             b.spec.path,
@@ -290,9 +305,9 @@ fn plan(c: &Collected, b: &Builder, fs: &Rootfs) -> Result<Vec<Planned>> {
 }
 
 /// The regular file a hardlink in the subtree shares. Every hop must stay inside
-/// the subtree (a link out of it would copy a file the user did not name), and the
-/// file must not have been replaced by a layer above the link (the link keeps the
-/// old bytes, which the model no longer has).
+/// the subtree (a link out of it would copy a file the user did not name), and no
+/// hop nor the file may have been replaced by a layer above the link (the link keeps
+/// the inode it was made with, which the model no longer has).
 fn link_in_subtree<'a>(
     fs: &'a Rootfs,
     key: &str,
@@ -306,6 +321,11 @@ fn link_in_subtree<'a>(
         let n = fs
             .get(&cur)
             .ok_or_else(|| format!("hardlink to '/{cur}', which is not in the image"))?;
+        if n.layer() > link_layer {
+            return Err(format!(
+                "hardlink to '/{cur}', which a later layer replaced"
+            ));
+        }
         match (n.kind, n.link()) {
             (Kind::Hardlink, Some(t)) => {
                 if !inside(t) {
@@ -315,14 +335,7 @@ fn link_in_subtree<'a>(
                 }
                 cur = t.to_string();
             }
-            (Kind::File, _) => {
-                if n.layer() > link_layer {
-                    return Err(format!(
-                        "hardlink to '/{cur}', which a later layer replaced"
-                    ));
-                }
-                return Ok((cur, n));
-            }
+            (Kind::File, _) => return Ok((cur, n)),
             (k, _) => return Err(format!("hardlink to '/{cur}', a {k:?}")),
         }
     }

@@ -381,3 +381,261 @@ fn descs_digest(descs: &[serde_json::Value], arch: &str) -> String {
         .unwrap()
         .to_string()
 }
+
+/// `check_link` judges a target by its text alone: `a -> .` then `up -> a/a/../..`
+/// stays "inside" by the text yet names `/`, and `shadow -> up/etc/shadow` is then
+/// /etc/shadow. Both sources must refuse the chain; one that stays inside is fine.
+#[test]
+fn symlink_chains_that_climb_out_are_refused() {
+    let chain = TarBuilder::new()
+        .dir("opt", 0o755)
+        .dir("opt/app", 0o755)
+        .symlink("opt/app/a", ".")
+        .symlink("opt/app/up", "a/a/../..")
+        .symlink("opt/app/shadow", "up/etc/shadow")
+        .build();
+    let err = apply_err(&[chain], "/opt/app");
+    assert!(err.contains("escapes the artifact tree"), "{err}");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    symlink(".", dir.join("a")).unwrap();
+    symlink("a/a/../..", dir.join("up")).unwrap();
+    let err = crate::steps::artifacts::apply(&mut Rootfs::new(), &dir, "/opt/x", 0, 0, t.path())
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("escapes the artifact tree"),
+        "{err:#}"
+    );
+    // Through a link and back down, still inside: accepted.
+    let inside = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .dir("opt/app/sub", 0o755)
+        .file("opt/app/sub/f", b"1", 0o644)
+        .symlink("opt/app/a", ".")
+        .symlink("opt/app/l", "a/sub/../sub/f")
+        .build();
+    let t = tempfile::tempdir().unwrap();
+    write_layout(&t.path().join("b"), &[inside]);
+    let r = format!("oci:{}", t.path().join("b").display());
+    let b = open(&spec(&r, "/opt/app"), &OpenOptions::default(), false).unwrap();
+    let mut fs = Rootfs::new();
+    apply(&mut fs, &b, "/opt/x", (0, 0), t.path()).unwrap();
+    assert_eq!(fs.resolve("opt/x/l").as_deref(), Some("opt/x/sub/f"));
+}
+
+/// A hardlink becomes a copy in the artifacts layer, but its bytes were spilled once
+/// per target: one file and many links to it wrote far more than `max_bytes`.
+#[test]
+fn hardlink_copies_count_against_the_byte_limit() {
+    let mut tb = TarBuilder::new()
+        .dir("opt", 0o755)
+        .dir("opt/app", 0o755)
+        .file("opt/app/f", &[7u8; 1000], 0o644);
+    for i in 0..10 {
+        tb = tb.hardlink(&format!("opt/app/h{i}"), "opt/app/f");
+    }
+    let t = tempfile::tempdir().unwrap();
+    write_layout(&t.path().join("b"), &[tb.build()]);
+    let r = format!("oci:{}", t.path().join("b").display());
+    let b = open(&spec(&r, "/opt/app"), &OpenOptions::default(), false).unwrap();
+    let limits = crate::steps::artifacts::Limits {
+        max_bytes: 5000,
+        ..crate::steps::artifacts::LIMITS
+    };
+    let mut c = Collected::new("b".into(), t.path(), &limits).unwrap();
+    let err = format!("{:#}", collect(&mut c, &b).unwrap_err());
+    assert!(
+        err.contains("the artifacts exceed the limit of 5000 bytes"),
+        "{err}"
+    );
+    let limits = crate::steps::artifacts::Limits {
+        max_bytes: 11000,
+        ..crate::steps::artifacts::LIMITS
+    };
+    let mut c = Collected::new("b".into(), t.path(), &limits).unwrap();
+    collect(&mut c, &b).unwrap();
+}
+
+/// `h2 -> h1 -> f` when h2 was linked, then a later layer points h1 at `g`: h2 still
+/// shares f's inode in the builder, but the model follows today's h1 to `g`. A hop
+/// replaced above the link is refused like a replaced target.
+#[test]
+fn hardlink_through_a_later_replaced_hop_is_refused() {
+    let l0 = TarBuilder::new()
+        .dir("opt", 0o755)
+        .dir("opt/app", 0o755)
+        .file("opt/app/f", b"old", 0o644)
+        .file("opt/app/g", b"other", 0o644);
+    let l1 = TarBuilder::new().hardlink("opt/app/h1", "opt/app/f");
+    let l2 = TarBuilder::new().hardlink("opt/app/h2", "opt/app/h1");
+    let l3 = TarBuilder::new().hardlink("opt/app/h1", "opt/app/g");
+    let err = apply_err(
+        &[l0.build(), l1.build(), l2.build(), l3.build()],
+        "/opt/app",
+    );
+    assert!(err.contains("which a later layer replaced"), "{err}");
+}
+
+/// The toolchain gate judges the builder's files on a miss and on a cache hit, and
+/// a refused build leaves no output.
+#[test]
+fn gate_refuses_builder_toolchain_with_and_without_a_cache_hit() {
+    let t = tempfile::tempdir().unwrap();
+    tar_base(&t.path().join("base.tar"));
+    let cache = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
+    let good = t.path().join("good");
+    let l = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .file("opt/app/x.js", b"1", 0o644)
+        .build();
+    write_layout(&good, &[l]);
+    let bad = t.path().join("bad");
+    let l = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .dir("opt/app/bin", 0o755)
+        .file("opt/app/bin/gcc", b"\x7fELF\x02\x01\x01rest", 0o755)
+        .build();
+    write_layout(&bad, &[l]);
+    let run = |b: &Path, out: &str| {
+        let mut o = small_build(
+            t.path(),
+            out,
+            None,
+            Some(spec(&format!("oci:{}", b.display()), "/opt/app")),
+        );
+        o.recipe = crate::recipe::Recipe::parse(
+            b"name = \"t\"\n[packages]\nforbid_elf = ['^gcc$']\n[artifacts]\ndest = \"/opt/app\"\n",
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        o.cache = Some(cache.clone());
+        build(o)
+    };
+    let err = format!("{:#}", run(&bad, "miss").unwrap_err());
+    assert!(err.contains("opt/app/bin/gcc"), "{err}");
+    assert!(!t.path().join("miss").exists());
+    assert!(!run(&good, "prime").unwrap().cache_hit);
+    let err = format!("{:#}", run(&bad, "hit").unwrap_err());
+    assert!(
+        err.contains("artifacts checked") && err.contains("opt/app/bin/gcc"),
+        "{err}"
+    );
+    assert!(!t.path().join("hit").exists());
+}
+
+/// The subtree is looked up, never followed: a symlinked directory or parent in
+/// the builder is an error, and entries below a symlink are refused when indexing.
+#[test]
+fn symlinked_subtree_or_parent_is_not_followed() {
+    let etc = || {
+        TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/shadow", b"s", 0o600)
+    };
+    let err = apply_err(&[etc().symlink("opt", "/etc").build()], "/opt/shadow");
+    assert!(err.contains("/opt/shadow does not exist"), "{err}");
+    let err = apply_err(&[etc().symlink("opt", "/").build()], "/opt/etc");
+    assert!(err.contains("/opt/etc does not exist"), "{err}");
+    let err = apply_err(
+        &[etc()
+            .symlink("opt", "/")
+            .file("opt/etc/x", b"1", 0o644)
+            .build()],
+        "/opt/etc",
+    );
+    assert!(err.contains("which is a symlink"), "{err}");
+    // A subtree in layer 0 whose parent layer 1 turns into a symlink is gone.
+    let l0 = TarBuilder::new()
+        .dir("opt/app", 0o755)
+        .file("opt/app/f", b"1", 0o644)
+        .build();
+    let l1 = TarBuilder::new().symlink("opt", "/etc").build();
+    let err = apply_err(&[l0, etc().build(), l1], "/opt/app");
+    assert!(err.contains("/opt/app does not exist"), "{err}");
+}
+
+/// Layers need not carry their parent directories (runtimes create them): a
+/// builder whose `opt/app/x/y` has no `opt/app/x` (or no `opt/app`) entry gives the
+/// same tree, owners and artifacts digest as the directory holding `x/y`.
+#[test]
+fn implicit_parent_directories_are_placed_like_walked_ones() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("dir");
+    std::fs::create_dir_all(dir.join("x")).unwrap();
+    std::fs::write(dir.join("x/y"), b"1").unwrap();
+    let mut from_dir = Rootfs::new();
+    let want =
+        crate::steps::artifacts::apply(&mut from_dir, &dir, "/opt/x", 7, 8, t.path()).unwrap();
+    for l in [
+        TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/x/y", b"1", 0o644),
+        TarBuilder::new().file("opt/app/x/y", b"1", 0o644),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        write_layout(&d.path().join("b"), &[l.build()]);
+        let r = format!("oci:{}", d.path().join("b").display());
+        let b = open(&spec(&r, "/opt/app"), &OpenOptions::default(), false).unwrap();
+        let mut fs = Rootfs::new();
+        let got = apply(&mut fs, &b, "/opt/x", (7, 8), d.path()).unwrap();
+        let x = fs.get("opt/x/x").unwrap();
+        assert_eq!((x.kind, x.uid, x.gid), (Kind::Dir, 7, 8));
+        assert_eq!(got, want);
+    }
+}
+
+/// `linux/arm` and `linux/arm64` are different machines although one string starts
+/// with the other: the mismatch warning compares platforms component by component.
+#[test]
+fn arm_builder_for_arm64_build_warns() {
+    let t = tempfile::tempdir().unwrap();
+    let image = |name: &str, arch: &str, tar: Vec<u8>| {
+        let diff = crate::digest::sha256_digest(&tar);
+        write_layout_config(
+            &t.path().join(name),
+            &[tar],
+            json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff]}}),
+        );
+        format!("oci:{}", t.path().join(name).display())
+    };
+    let base_tar = || {
+        TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+            .file("etc/group", b"root:x:0:\n", 0o644)
+            .build()
+    };
+    let app = || {
+        TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/x.js", b"1", 0o644)
+            .build()
+    };
+    for (base_arch, builder_arch, warns) in [
+        ("arm", "arm64", true),
+        ("arm64", "arm", true),
+        ("arm64", "arm64", false),
+    ] {
+        let base = image(&format!("base-{base_arch}"), base_arch, base_tar());
+        let b = image(&format!("builder-{builder_arch}"), builder_arch, app());
+        let out = format!("oci:{}:v1", t.path().join("out").display());
+        let mut o = opts(&base, &out, PurgeMode::Rewrite, None);
+        o.recipe = crate::recipe::Recipe::parse(
+            b"name = \"t\"\n[artifacts]\ndest = \"/opt/app\"\n",
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        o.artifacts_image = Some(spec(&b, "/opt/app"));
+        let s = build(o).unwrap();
+        let warned = s.warnings.iter().any(|w| w.contains("may not run"));
+        assert_eq!(
+            warned, warns,
+            "{base_arch} / {builder_arch}: {:?}",
+            s.warnings
+        );
+        std::fs::remove_dir_all(t.path().join("out")).unwrap();
+    }
+}
