@@ -68,7 +68,9 @@ ours() { # NAME RUN EXTRA...
     --output "registry://$LINK/app-$name:$i" --cache-dir "$W/cache-$name-$i" --json "$@"
 }
 peer() { # NAME RUN ARTIFACTS EXTRA...
-  local name="$1" i="$2" a="$3" ctx="$W/ctx-$1-$2" root="$W/podman-$1-$2"
+  # podman wants a short runroot (< 50 characters)
+  local name="$1" i="$2" a="$3" ctx="$W/ctx-$1-$2" root
+  root="$(mktemp -d /tmp/ncb.XXXXXX)"
   shift 3
   mkdir -p "$ctx"; cp -a testdata/peer/. "$ctx/"; cp -a "$a" "$ctx/artifacts"
   link_run "$name" bash -c '

@@ -43,7 +43,7 @@ PIDS=()
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin cache
-plan 51
+plan 52
 jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
 
 
@@ -244,6 +244,9 @@ fi
 if [[ -n "$BASE_REF" ]] && nb ci_cold -- build --base "$BASE_REF" --output "registry://$REG/ci-app:1" \
   --artifacts "$ART" --source-date-epoch "$EPOCH" --cache-dir "$W/ci1" --cache-to "registry://$REG/ci-cache" --json; then
   pass cache.ci_cold_build
+  # the image push mounts the layers its own --cache-to entry just uploaded (same registry)
+  check_eq cache.ci_cold_image_mounts_cache_layers "$(jqf '(.layers | length) - 1' "$LOGS/ci_cold.out")" \
+    "$(tally ci_cold "$REG" mounted_blobs)"
 else
   fail cache.ci_cold_build "$(tail_detail "$LOGS/ci_cold.err") $(tail_detail "$LOGS/ci-base.log")"
 fi

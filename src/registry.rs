@@ -978,7 +978,20 @@ impl Session {
             mib(b.size),
             self.r.name()
         ));
+        // A later push of this blob to another repository here (the image after its
+        // `--cache-to` entry, or the reverse) mounts it instead of uploading it again.
+        self.remember_source(cache, &b.digest);
         Ok(Sent::Uploaded)
+    }
+
+    fn remember_source(&self, cache: Option<&Cache>, digest: &str) {
+        if let Some(c) = cache {
+            let _ = c.put_json(
+                "registry-source",
+                &format!("{}|{digest}", self.r.api_host()),
+                &serde_json::json!({"repository": self.r.repo}),
+            );
+        }
     }
 }
 
