@@ -937,6 +937,7 @@ mod tests {
             artifacts: None,
             artifacts_image: Some(image),
             artifacts_image_path: None,
+            key: None,
             recipe: Some(recipe.clone()),
             twice: false,
             source_date_epoch: None,

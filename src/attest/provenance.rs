@@ -97,6 +97,19 @@ pub fn dependencies(r: &BuildRecord) -> Vec<ResourceDescriptor> {
     if let Some(d) = &r.artifacts_digest {
         v.push(ResourceDescriptor::new("artifacts", None, Some(d)));
     }
+    if let Some(b) = &r.artifacts_image {
+        // The builder image the artifacts were copied from (issue 18), with the path.
+        let digest = b.digest.strip_prefix("config:").unwrap_or(&b.digest);
+        let mut rd = ResourceDescriptor::new(
+            "artifacts-image",
+            Some(format!("{}#{}", b.name, b.path)),
+            Digest::parse(digest).ok().as_ref(),
+        );
+        if rd.digest.is_empty() {
+            rd.uri = Some(format!("{}#{}@{}", b.name, b.path, b.digest));
+        }
+        v.push(rd);
+    }
     if let Some(i) = &r.init {
         v.push(ResourceDescriptor::new(
             "init",
@@ -174,6 +187,7 @@ mod tests {
     fn record() -> BuildRecord {
         BuildRecord {
             artifacts_digest: Some(Digest::of(b"art")),
+            artifacts_image: None,
             base: Some("oci:base:latest".into()),
             base_digest: Some(Digest::of(b"base").to_string()),
             build_args: [("NEMOCLAW_VERSION".to_string(), "1.2".to_string())].into(),
@@ -251,5 +265,28 @@ mod tests {
         r2.base_digest = Some(format!("config:{}", Digest::of(b"c")));
         let deps = dependencies(&r2);
         assert_eq!(deps[0].name.as_deref(), Some("base-config"));
+    }
+
+    /// A builder image (issue 18) is a resolved dependency, with the path copied from it.
+    #[test]
+    fn builder_image_is_a_dependency() {
+        let mut r = record();
+        assert!(!dependencies(&r)
+            .iter()
+            .any(|d| d.name.as_deref() == Some("artifacts-image")));
+        let d = Digest::of(b"builder");
+        r.artifacts_image = Some(crate::record::ArtifactsImageRecord {
+            digest: d.to_string(),
+            name: "registry://h/b@x".into(),
+            path: "/opt/app".into(),
+        });
+        let st = statement(&r, &Digest::of(b"i"), "linux/amd64");
+        assert_eq!(record_of(&st.predicate).unwrap(), r);
+        let dep = dependencies(&r)
+            .into_iter()
+            .find(|x| x.name.as_deref() == Some("artifacts-image"))
+            .expect("builder listed");
+        assert_eq!(dep.digest.get("sha256").map(String::as_str), Some(d.hex()));
+        assert_eq!(dep.uri.as_deref(), Some("registry://h/b@x#/opt/app"));
     }
 }
