@@ -34,6 +34,7 @@ mod output_tests;
 pub mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
+pub mod platform;
 pub mod progress;
 pub mod recipe;
 pub mod record;
@@ -49,6 +50,7 @@ pub mod spill;
 pub mod steps;
 #[cfg(test)]
 mod tar_tests;
+pub mod targets;
 pub mod tarread;
 /// Fixture builders (tar layers, OCI layouts) for this crate's tests and, with the
 /// `testing` feature, for integration tests and other crates' tests.

@@ -101,6 +101,7 @@ fn opts(base: &str, out: &str, mode: PurgeMode, art: &Path) -> BuildOptions {
         remote_cache: Default::default(),
         sbom: None,
         record: None,
+        arch: Default::default(),
     }
 }
 

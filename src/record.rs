@@ -31,6 +31,10 @@ pub struct BuildRecord {
     pub compression: Option<String>,
     #[serde(default)]
     pub init: Option<InitRecord>,
+    /// The platform the build was asked for (`--platform`, `--base PLATFORM=REF`);
+    /// absent from records of plain builds, which keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     #[serde(default)]
     pub purge_mode: Option<PurgeMode>,
     /// The recipe's file name (portable), or the built-in one.
@@ -91,6 +95,7 @@ mod tests {
                 digest: Digest::of(b"init"),
                 target: "/init".into(),
             }),
+            platform: None,
             purge_mode: Some(PurgeMode::Whiteout),
             recipe: Some("r.toml".into()),
             recipe_digest: Some(Digest::of(b"r")),

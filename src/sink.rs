@@ -189,8 +189,11 @@ impl Staging {
     }
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let d = sha256_digest(bytes);
-        std::fs::write(self.blobs().join(digest_hex(&d)?), bytes)
-            .with_context(|| format!("cannot write a blob into {}", self.path().display()))?;
+        // Written aside and renamed: another platform's job may put the same blob.
+        let tmp = self.blobs().join(format!(".put-{}", unique()));
+        let ctx = || format!("cannot write a blob into {}", self.path().display());
+        std::fs::write(&tmp, bytes).with_context(ctx)?;
+        std::fs::rename(&tmp, self.blobs().join(digest_hex(&d)?)).with_context(ctx)?;
         Ok(d)
     }
 
@@ -241,7 +244,9 @@ impl Staging {
         if whole && self.may_link(&loc.path) && std::fs::hard_link(&loc.path, &dst).is_ok() {
             return Ok(());
         }
-        let tmp = self.blobs().join(format!(".copy-{hex}"));
+        // Unique: the platforms of one build share the staging layout and may copy
+        // the same blob at the same time.
+        let tmp = self.blobs().join(format!(".copy-{hex}-{}", unique()));
         let ctx = || format!("cannot copy {label} into {}", self.path().display());
         let cloned = whole && reflink(&loc.path, &tmp).is_ok();
         let src: Box<dyn Read> = if cloned {
@@ -262,6 +267,13 @@ impl Staging {
         std::fs::rename(&tmp, &dst).with_context(ctx)?;
         Ok(())
     }
+}
+
+/// A number no other call in this process gets (temp file names in a shared staging
+/// layout).
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A copy-on-write clone of `src` at `dst` (FICLONE: btrfs, XFS, bcachefs...);
@@ -289,12 +301,26 @@ pub fn write_layout_index(
     manifest_size: u64,
     tag: Option<&str>,
 ) -> Result<()> {
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut desc = Descriptor::new(
+    write_layout_top(
+        dir,
         MediaType::OciManifest,
-        Digest::parse(manifest_digest)?,
+        manifest_digest,
         manifest_size,
-    );
+        tag,
+    )
+}
+
+/// Writes oci-layout and index.json naming one document: an image manifest or (a
+/// multi-platform build) an image index.
+pub fn write_layout_top(
+    dir: &Path,
+    media_type: MediaType,
+    digest: &str,
+    size: u64,
+    tag: Option<&str>,
+) -> Result<()> {
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut desc = Descriptor::new(media_type, Digest::parse(digest)?, size);
     if let Some(t) = tag {
         desc.annotations.insert(REF_NAME.to_string(), t.to_string());
     }
@@ -319,9 +345,13 @@ pub enum Pending {
 
 /// The image that [`finish`] publishes.
 pub struct Built<'a> {
+    /// The top document: the image manifest, or the index of a multi-platform build.
     pub manifest_digest: &'a str,
     pub manifest: &'a crate::oci::Manifest,
     pub manifest_size: u64,
+    /// Set for a multi-platform build: the index's platform manifests (digest,
+    /// bytes), pushed by digest before the index; `manifest` is then the first.
+    pub platforms: &'a [(String, Vec<u8>)],
     pub epoch: u64,
     /// SPDX document to attach to an `oci:` layout as a referrer, with its creation time.
     pub sbom: Option<(&'a [u8], &'a str)>,
@@ -335,9 +365,15 @@ pub fn finish(
     registry: &crate::registry::RegistryOptions,
 ) -> Result<Pending> {
     let (digest, size) = (img.manifest_digest, img.manifest_size);
+    let top = if img.platforms.is_empty() {
+        MediaType::OciManifest
+    } else {
+        MediaType::OciIndex
+    };
     match out {
         ImageRef::Registry(reference) => {
-            write_layout_index(staging.path(), digest, size, None)?;
+            write_layout_top(staging.path(), top.clone(), digest, size, None)?;
+            push_platforms(&staging, reference, img.platforms, registry)?;
             let bytes = std::fs::read(staging.blobs().join(digest_hex(digest)?))?;
             let pushed =
                 crate::registry::push(staging.path(), reference, digest, &bytes, registry)?;
@@ -348,7 +384,7 @@ pub fn finish(
         }
         ImageRef::OciDir { path, tag } => {
             let tag = tag.clone().unwrap_or_else(|| "latest".into());
-            write_layout_index(staging.path(), digest, size, Some(&tag))?;
+            write_layout_top(staging.path(), top, digest, size, Some(&tag))?;
             if let Some((sbom, created)) = img.sbom {
                 crate::sbom::attach_to_layout(staging.path(), digest, size, sbom, created)?;
             }
@@ -359,8 +395,9 @@ pub fn finish(
             })
         }
         ImageRef::OciArchive { path, tag } => {
-            write_layout_index(
+            write_layout_top(
                 staging.path(),
+                top,
                 digest,
                 size,
                 Some(tag.as_deref().unwrap_or("latest")),
@@ -370,6 +407,9 @@ pub fn finish(
                 tmp,
                 dest: path.clone(),
             })
+        }
+        ImageRef::DockerArchive { .. } if !img.platforms.is_empty() => {
+            bail!("{out}: a docker-archive holds one platform; pick one with --platform")
         }
         ImageRef::DockerArchive { path, tag } => {
             // manifest.json only: with an OCI index.json beside it, podman loads the
@@ -399,6 +439,25 @@ pub fn finish(
         }
         ImageRef::Tar(_) => bail!("cannot publish to {out}: tar: is a base format only"),
     }
+}
+
+/// The platform manifests of an index, each pushed by digest (with its blobs)
+/// before the index that names them.
+fn push_platforms(
+    staging: &Staging,
+    reference: &str,
+    platforms: &[(String, Vec<u8>)],
+    registry: &crate::registry::RegistryOptions,
+) -> Result<()> {
+    let name = crate::registry::RegRef::parse(reference)?.name();
+    for (digest, bytes) in platforms {
+        let pinned = format!("{name}@{digest}");
+        let pushed = crate::registry::push(staging.path(), &pinned, digest, bytes, registry)?;
+        if &pushed != digest {
+            bail!("registry://{pinned} reports manifest digest {pushed}, but we built {digest}");
+        }
+    }
+    Ok(())
 }
 
 impl Pending {

@@ -61,7 +61,15 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write {}", j.display()))?;
     }
     if a.json {
-        let v = serde_json::json!({"image": a.image, "findings": fnd, "failing": failing, "fail_on": a.fail_on, "openshell": recipe.audit.openshell, "files": fs.nodes.len(), "hidden_files": fs.hidden.len()});
+        let field = |k: &str| {
+            config
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let platform = format!("{}/{}", field("os"), field("architecture"));
+        let v = serde_json::json!({"image": a.image, "platform": platform, "findings": fnd, "failing": failing, "fail_on": a.fail_on, "openshell": recipe.audit.openshell, "files": fs.nodes.len(), "hidden_files": fs.hidden.len()});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{:<8} {:<26} {:<48} MESSAGE", "SEVERITY", "RULE", "PATH");

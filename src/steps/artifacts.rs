@@ -176,6 +176,7 @@ pub fn apply_with(
         if let Some(s) = e.data {
             n.size = s.bytes.len();
             n.elf = s.elf;
+            n.machine = s.machine;
             n.content = Content::Host(Box::new(s.bytes));
         }
         fs.insert(&path, n)
