@@ -27,6 +27,8 @@ pub mod image;
 pub mod imageref;
 pub mod index;
 pub mod layer;
+#[cfg(test)]
+mod multiarch_tests;
 pub mod oci;
 pub mod oci_layout;
 #[cfg(test)]
