@@ -39,7 +39,7 @@ fn platform_bases(
     bases: &[String],
     platform: Option<&str>,
     list: &dyn Fn(&ImageRef) -> Result<Vec<String>>,
-) -> Result<(Vec<(Option<Platform>, ImageRef)>, bool)> {
+) -> Result<Vec<(Option<Platform>, ImageRef)>> {
     let mut split = Vec::new();
     for b in bases {
         let (p, r) = split_platform("--base", b)?;
@@ -56,7 +56,7 @@ fn platform_bases(
         if let Some(p) = platform {
             bail!("--platform {p}: the platforms are already given by --base PLATFORM=REF");
         }
-        return Ok((split, true));
+        return Ok(split);
     }
     let [(_, base)] = &split[..] else {
         bail!(
@@ -65,7 +65,7 @@ fn platform_bases(
         );
     };
     let names: Vec<String> = match platform {
-        None => return Ok((vec![(None, base.clone())], false)),
+        None => return Ok(vec![(None, base.clone())]),
         Some("all") => list(base)?
             .into_iter()
             .filter(|p| Platform::parse(p).is_ok())
@@ -80,7 +80,7 @@ fn platform_bases(
         let p = Platform::parse(&n).with_context(|| "--platform".to_string())?;
         out.push((Some(p), base.clone()));
     }
-    Ok((out, platform.is_some_and(|p| p == "all" || p.contains(','))))
+    Ok(out)
 }
 
 /// Each platform's artifacts: none, one plain PATH for all, or PLATFORM=PATH for
@@ -137,7 +137,7 @@ pub fn plan(
     artifacts: &[String],
     list: &dyn Fn(&ImageRef) -> Result<Vec<String>>,
 ) -> Result<Plan> {
-    let (pb, _) = platform_bases(bases, platform, list)?;
+    let pb = platform_bases(bases, platform, list)?;
     let platforms: Vec<Option<Platform>> = pb.iter().map(|(p, _)| p.clone()).collect();
     let arts = platform_artifacts(artifacts, &platforms)?;
     if pb.len() == 1 {
