@@ -41,7 +41,7 @@ suite_cleanup() {
   for a in amd64 arm64; do pm rmi "$IMG_REPO:$a" >/dev/null 2>&1 || true; done
 }
 suite_begin multiarch
-plan 44
+plan 45
 
 BIN="${BIN:-$NEMOCLAW_ROOT/target/release/nemoclaw-build}"
 EPOCH=1700000000
@@ -132,6 +132,14 @@ if nb swapped build --base "linux/amd64=tar:$AMD" --base "linux/arm64=tar:$ARM" 
   check_eq ma.order_independent "$DIGEST" "$(tail -n 1 "$LOGS/swapped.out")"
 else
   fail ma.order_independent "$(tail_detail "$LOGS/swapped.err")"
+fi
+
+# diff pairs the platforms of two indexes
+rc=0; nb diff diff "oci:$IDX:multi" "oci:$W/idx2:multi" --ignore-timestamps || rc=$?
+if ((rc == 0)) && grep -q '^platform linux/arm64:' "$LOGS/diff.out" && grep -q '^indexes: identical platforms' "$LOGS/diff.out"; then
+  pass ma.diff_pairs_platforms
+else
+  fail ma.diff_pairs_platforms "rc=$rc: $(tail_detail "$LOGS/diff.out") $(tail_detail "$LOGS/diff.err")"
 fi
 
 # readers pick a platform out of the index and say which

@@ -16,6 +16,7 @@ pub mod checks;
 pub mod compress;
 pub mod contract;
 pub mod diff;
+pub mod diff_index;
 pub mod digest;
 pub mod dpkg;
 pub mod finding;

@@ -294,3 +294,54 @@ fn a_foreign_native_addon_fails_its_platform() {
     single.open.platform = Some("linux/arm64".into());
     build(single).unwrap();
 }
+
+/// The index output is an index base for the readers: its platforms are listed
+/// (`--platform all`), `diff` pairs the platforms of two indexes and names the
+/// file that differs in each.
+#[test]
+fn readers_list_and_pair_platforms() {
+    let f = fixture();
+    let build_to = |name: &str, art: &Path| {
+        let out = format!("oci:{}", f.dir.join(name).display());
+        build_platforms(
+            opts(&f.amd, &out, art),
+            vec![
+                target("linux/amd64", &f.amd, art),
+                target("linux/arm64", &f.arm, art),
+            ],
+        )
+        .unwrap();
+        out
+    };
+    let a = build_to("a", &f.art);
+    let b = build_to("b", &f.art);
+    let other = f.dir.join("art2");
+    std::fs::create_dir_all(other.join("dist")).unwrap();
+    std::fs::write(other.join("dist/x.js"), "2").unwrap();
+    let c = build_to("c", &other);
+    let platforms =
+        crate::source::index_platforms(&ImageRef::parse(&a).unwrap(), &OpenOptions::default())
+            .unwrap();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    let p = Progress::new(true);
+    let pairs = crate::diff_index::both_indexes(&a, &b).unwrap();
+    let same = crate::diff_index::compare_indexes((&a, &b), pairs, false, &p).unwrap();
+    assert!(same.identical && same.platforms.len() == 2);
+    let pairs = crate::diff_index::both_indexes(&a, &c).unwrap();
+    let diff = crate::diff_index::compare_indexes((&a, &c), pairs, false, &p).unwrap();
+    assert!(!diff.identical);
+    let text = crate::diff_index::render_index(&diff, false);
+    for p in [
+        "platform linux/amd64:",
+        "platform linux/arm64:",
+        "/opt/app/dist/x.js",
+    ] {
+        assert!(text.contains(p), "{p} not in:\n{text}");
+    }
+    // A single image is no index: compared as before.
+    let single = f.dir.join("single");
+    let mut o = opts(&f.amd, &format!("oci:{}", single.display()), &f.art);
+    o.open.platform = Some("linux/amd64".into());
+    build(o).unwrap();
+    assert!(crate::diff_index::both_indexes(&a, &format!("oci:{}", single.display())).is_none());
+}
