@@ -65,7 +65,9 @@ fn platform_bases(
         );
     };
     let names: Vec<String> = match platform {
+        // One platform: the base picks it (or says which it has), as before.
         None => return Ok(vec![(None, base.clone())]),
+        Some(p) if p != "all" && !p.contains(',') => return Ok(vec![(None, base.clone())]),
         Some("all") => list(base)?
             .into_iter()
             .filter(|p| Platform::parse(p).is_ok())
@@ -190,6 +192,12 @@ mod tests {
                 platform: None,
                 artifacts: Some("dist".into())
             }
+        );
+        // One --platform is passed to the base, which picks it or names what it has.
+        let p = plan(&s(&["oci:idx"]), Some("linux/s390x"), &[], &no_list).unwrap();
+        assert!(
+            matches!(&p, Plan::Single { platform: Some(x), .. } if x == "linux/s390x"),
+            "{p:?}"
         );
         // One PLATFORM=REF is one image of that platform.
         let p = plan(&s(&["linux/arm64=tar:b.tar"]), None, &[], &no_list).unwrap();

@@ -279,7 +279,10 @@ pub fn select_platform<'a>(
     let mut seen = Vec::new();
     for d in &images {
         if let Some(p) = &d.platform {
-            seen.push(format!("{}/{}", p.os, p.architecture));
+            seen.push(match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            });
             if p.os == os
                 && p.architecture == arch
                 && (variant.is_none() || p.variant.as_deref() == variant)
