@@ -345,3 +345,36 @@ fn readers_list_and_pair_platforms() {
     build(o).unwrap();
     assert!(crate::diff_index::both_indexes(&a, &format!("oci:{}", single.display())).is_none());
 }
+
+/// `oci-archive:` output: the archive holds the index, which readers open by platform.
+#[test]
+fn oci_archive_holds_the_index() {
+    let f = fixture();
+    let path = f.dir.join("multi.tar");
+    let out = format!("oci-archive:{}:m", path.display());
+    let s = build_platforms(
+        opts(&f.amd, &out, &f.art),
+        vec![
+            target("linux/amd64", &f.amd, &f.art),
+            target("linux/arm64", &f.arm, &f.art),
+        ],
+    )
+    .unwrap();
+    let r = ImageRef::parse(&out).unwrap();
+    let (digest, entries) = crate::source::open_index(&r, &OpenOptions::default()).unwrap();
+    assert_eq!(digest, s.digest);
+    assert_eq!(entries.len(), 2);
+    let arm = crate::source::open_image(
+        &r,
+        &OpenOptions {
+            platform: Some("linux/arm64".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(arm.config["architecture"], "arm64");
+    assert_eq!(
+        arm.manifest_digest.as_deref(),
+        Some(s.platforms["linux/arm64"].digest.as_str())
+    );
+}

@@ -46,6 +46,9 @@ pub struct PolicyArgs {
     /// Declaration problems are errors.
     #[arg(long)]
     pub strict: bool,
+    /// Platform (os/arch[/variant]) of an image index to read (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -101,7 +104,7 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
 
 pub fn run_policy(a: PolicyArgs) -> Result<ExitCode> {
     let recipe = Recipe::load(a.recipe.as_deref())?;
-    let (fs, _) = audit::load(&a.image, None, a.quiet || a.json)?;
+    let (fs, _) = audit::load(&a.image, a.platform.clone(), a.quiet || a.json)?;
     let rows = landlock::effective(&fs, &recipe);
     let warnings = landlock::lint(&fs, &recipe);
     if a.json {
