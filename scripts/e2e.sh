@@ -38,7 +38,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer tardiff faults registry verify cache sbom builder attest)
+SECTIONS=(cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer tardiff faults registry verify cache sbom builder attest multiarch)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -1152,6 +1152,12 @@ section_builder() {
 section_attest() {
   plan 0 # all in the sub-suite
   BIN="$BIN" BASE_OCI="$BASE_OCI" ART="$ART" subsuite attest bash "$NEMOCLAW_ROOT/scripts/e2e-attest.sh"
+}
+
+# linux/amd64 + linux/arm64 in one run, one image index (scripts/e2e-multiarch.sh)
+section_multiarch() {
+  plan 0 # all in the sub-suite
+  BIN="$BIN" MA_BASE_AMD64="$BASE_TAR" ART="$ART" subsuite multiarch bash "$NEMOCLAW_ROOT/scripts/e2e-multiarch.sh"
 }
 
 # ------------------------------------------------------------------ main -----------------

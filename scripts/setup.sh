@@ -4,8 +4,8 @@
 #   scripts/setup.sh [--no-build]
 #
 # - installs the missing apt packages (checked with dpkg, nothing is touched when present)
-# - adds the x86_64-unknown-linux-musl rustup target when rustup exists (warning on failure;
-#   build.rs falls back to a static glibc init)
+# - adds the x86_64- and aarch64-unknown-linux-musl rustup targets when rustup exists (warning
+#   on failure; build.rs falls back to a static glibc init, or builds no arm64 init)
 # - cargo build --release (unless --no-build)
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -21,7 +21,8 @@ while (($#)); do
 done
 
 pkgs=(mmdebstrap podman runc skopeo umoci oci-image-tool docker-registry uidmap
-      fuse-overlayfs time jq apache2-utils ca-certificates curl catatonit)
+      fuse-overlayfs time jq apache2-utils ca-certificates curl catatonit
+      qemu-user-static binfmt-support arch-test)
 optional=(python3-jsonschema buildah)
 
 missing=()
@@ -49,15 +50,19 @@ else
 fi
 
 if have rustup; then
-  if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-    log "rustup target x86_64-unknown-linux-musl: present"
-  elif rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1; then
-    log "rustup target x86_64-unknown-linux-musl: added"
-  else
-    warn "rustup target add x86_64-unknown-linux-musl failed; the init will be built static against glibc"
-  fi
+  for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    if rustup target list --installed 2>/dev/null | grep -qx "$t"; then
+      log "rustup target $t: present"
+    elif rustup target add "$t" >/dev/null 2>&1; then
+      log "rustup target $t: added"
+    elif [[ $t == x86_64* ]]; then
+      warn "rustup target add $t failed; the init will be built static against glibc"
+    else
+      warn "rustup target add $t failed; this build will not make arm64 images"
+    fi
+  done
 else
-  warn "rustup not found; skipping the musl target"
+  warn "rustup not found; skipping the musl targets"
 fi
 
 if ((build)); then

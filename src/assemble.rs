@@ -156,9 +156,15 @@ pub fn record(opts: &BuildOptions, inputs: RecordInputs) -> Result<BuildRecord> 
         compression: Some(opts.compression.describe()),
         labels: opts.recipe.image.labels_from_args(&opts.build_args),
         init: Some(InitRecord {
-            digest: Digest::of(crate::steps::init_binary()),
+            digest: Digest::of(crate::steps::init_binary(opts.arch)?.0),
             target: inputs.init_target.to_string(),
         }),
+        platform: opts
+            .open
+            .platform
+            .as_deref()
+            .map(|p| crate::platform::Platform::parse(p).map(|p| p.to_string()))
+            .transpose()?,
         purge_mode: Some(opts.purge_mode),
         recipe: Some(crate::source::portable_name(std::path::Path::new(
             &opts.recipe.source_name,

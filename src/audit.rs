@@ -32,6 +32,9 @@ pub fn load(
             ..Default::default()
         },
     )?;
+    if let Some(note) = crate::source::index_note(&r, &base.config) {
+        eprintln!("{note}");
+    }
     let fs = index_base(&mut base, &Default::default(), &Progress::new(quiet))?;
     Ok((fs, base.config.clone()))
 }

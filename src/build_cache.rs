@@ -107,12 +107,10 @@ fn file_identity(p: &std::path::Path) -> Option<String> {
 }
 
 fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
-    key_for(
-        TOOL_VERSION,
-        &crate::digest::sha256_digest(crate::steps::init_binary()),
-        opts,
-        base_id,
-    )
+    let init = crate::steps::init_binary(opts.arch)
+        .map(|(b, _)| crate::digest::sha256_digest(b))
+        .unwrap_or_default();
+    key_for(TOOL_VERSION, &init, opts, base_id)
 }
 
 /// The cache key from every input of the cached part (tool and init given explicitly,
@@ -122,7 +120,8 @@ fn cache_key(opts: &BuildOptions, base_id: &str) -> String {
 /// still hits; `steps::builder` tests that the hit ships the new builder's files).
 pub(crate) fn key_for(tool: &str, init: &str, opts: &BuildOptions, base_id: &str) -> String {
     format!(
-        "v1|tool={tool}|init={init}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
+        "v1|tool={tool}|init={init}|arch={}|recipe={}|base={base_id}|mode={:?}|comp={}|epoch={}|strict={}",
+        opts.arch.name(),
         opts.recipe.digest(),
         opts.purge_mode,
         opts.compression.describe(),

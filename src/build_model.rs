@@ -47,6 +47,10 @@ pub struct BuildOptions {
     pub sbom: Option<PathBuf>,
     /// Write the build record (the exact inputs) here.
     pub record: Option<PathBuf>,
+    /// The image's architecture. The pipeline sets it from the base's config and
+    /// the platform asked for (`open.platform`) before any work; callers leave the
+    /// default.
+    pub arch: crate::platform::Arch,
     /// `--sign-key` / `--attest`: signature and attestations (default: none).
     pub attest: crate::attest::AttestOptions,
 }

@@ -816,6 +816,14 @@ pub fn run_diff(a: DiffArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let progress = Progress::new(a.quiet || a.json);
+    if let Some(platforms) = a
+        .platform
+        .is_none()
+        .then(|| crate::diff_index::both_indexes(&a.a, &a.b))
+        .flatten()
+    {
+        return run_diff_indexes(&a, platforms, &progress);
+    }
     let report = match diff_images(&a.a, &a.b, a.ignore_timestamps, &opts, &progress) {
         Ok(r) => r,
         Err(e) => {
@@ -829,6 +837,32 @@ pub fn run_diff(a: DiffArgs) -> Result<ExitCode> {
         print!("{}", render(&report, a.all));
     }
     Ok(if report.identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `diff` of two image indexes: platforms paired (see [`crate::diff_index`]).
+fn run_diff_indexes(
+    a: &DiffArgs,
+    platforms: (Vec<String>, Vec<String>),
+    progress: &Progress,
+) -> Result<ExitCode> {
+    use crate::diff_index::{compare_indexes, render_index};
+    let r = match compare_indexes((&a.a, &a.b), platforms, a.ignore_timestamps, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", render_index(&r, a.all));
+    }
+    Ok(if r.identical {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

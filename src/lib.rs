@@ -17,6 +17,7 @@ pub mod checks;
 pub mod compress;
 pub mod contract;
 pub mod diff;
+pub mod diff_index;
 pub mod digest;
 pub mod dpkg;
 pub mod finding;
@@ -28,6 +29,8 @@ pub mod image;
 pub mod imageref;
 pub mod index;
 pub mod layer;
+#[cfg(test)]
+mod multiarch_tests;
 pub mod oci;
 pub mod oci_layout;
 #[cfg(test)]
@@ -35,6 +38,7 @@ mod output_tests;
 pub mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
+pub mod platform;
 pub mod progress;
 pub mod recipe;
 pub mod record;
@@ -50,6 +54,7 @@ pub mod spill;
 pub mod steps;
 #[cfg(test)]
 mod tar_tests;
+pub mod targets;
 pub mod tarread;
 /// Fixture builders (tar layers, OCI layouts) for this crate's tests and, with the
 /// `testing` feature, for integration tests and other crates' tests.

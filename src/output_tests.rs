@@ -103,6 +103,7 @@ fn opts(base: &str, out: &str, mode: PurgeMode, art: &Path) -> BuildOptions {
         attest: Default::default(),
         sbom: None,
         record: None,
+        arch: Default::default(),
     }
 }
 

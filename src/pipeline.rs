@@ -330,10 +330,12 @@ fn prepare(
         &opts.progress,
         spill.as_ref().map(|d| d.path()),
     )?;
+    crate::platform::check_rootfs_arch(&fs, opts.arch, &base.name)?;
     let step_opts = StepOptions {
         artifacts: opts.artifacts.clone(),
         strict: opts.strict,
         epoch: opts.epoch,
+        arch: opts.arch,
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
     log_purge(&opts.progress, &rep);
@@ -565,63 +567,106 @@ pub fn build(opts: BuildOptions) -> Result<BuildSummary> {
 }
 
 fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
-    // One place for the build's warnings, whoever raises them (registry sessions too).
-    opts.open.registry.warnings = opts.progress.warnings().clone();
     let t0 = Instant::now();
     check_outputs(&opts)?;
+    let staging = Staging::for_output(&opts.output, opts.cache.as_ref().map(|c| c.root()))?;
+    let img = build_image(&mut opts, &staging)?;
+    publish(&opts, staging, &img.layers, &img.done)?;
+    Ok(img.summary(&opts, t0))
+}
+
+/// One platform's image, staged (blobs, config, manifest) but not published.
+pub(crate) struct ImageBuilt {
+    prep: Prepared,
+    layers: Vec<LayerSummary>,
+    done: Assembled,
+    cache_source: CacheSource,
+}
+
+impl ImageBuilt {
+    pub(crate) fn manifest_digest(&self) -> &Digest {
+        &self.done.digest
+    }
+    pub(crate) fn manifest_bytes(&self) -> &[u8] {
+        &self.done.manifest_bytes
+    }
+    pub(crate) fn manifest(&self) -> &crate::oci::Manifest {
+        &self.done.manifest
+    }
+    pub(crate) fn record(&self) -> &BuildRecord {
+        &self.done.record
+    }
+
+    pub(crate) fn summary(self, opts: &BuildOptions, t0: Instant) -> BuildSummary {
+        let (prep, done, layers) = (self.prep, self.done, self.layers);
+        let total_size = layers.iter().map(|l| l.size).sum::<u64>()
+            + done.config_bytes.len() as u64
+            + done.manifest_bytes.len() as u64;
+        BuildSummary {
+            output: opts.output.to_string(),
+            digest: done.digest.to_string(),
+            config_digest: done.manifest.config.digest.to_string(),
+            manifest_size: done.manifest_bytes.len() as u64,
+            layers,
+            total_size,
+            purged: prep.purged,
+            not_installed: prep.not_installed,
+            files_removed: prep.files_removed,
+            bytes_removed: prep.bytes_removed,
+            init_size: prep.init_size,
+            init_target: prep.init_target,
+            landlock_warnings: prep.landlock_warnings,
+            cache_hit: self.cache_source != CacheSource::None,
+            cache_source: self.cache_source,
+            seconds: t0.elapsed().as_secs_f64(),
+            record: done.record,
+            transfer: opts.open.registry.transfers.snapshot(),
+            warnings: opts.progress.warnings().list(),
+        }
+    }
+}
+
+/// Builds one image into `staging`: opens the base, works out its architecture,
+/// takes the cached part or prepares it, adds the artifacts, assembles config and
+/// manifest. Several of these may share one staging layout (one per platform).
+pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<ImageBuilt> {
+    // One place for the build's warnings, whoever raises them (registry sessions too).
+    opts.open.registry.warnings = opts.progress.warnings().clone();
     // A registry base's layers are fetched by `prepare`, so a cache hit never downloads them.
     opts.open.lazy_layers = true;
     let mut base = open_image(&opts.base, &opts.open)?;
+    opts.arch =
+        crate::platform::image_arch(&base.config, opts.open.platform.as_deref(), &base.name)?;
     opts.progress.log(&format!(
         "base {}: {} layer(s)",
         base.name,
         base.layer_count()
     ));
-    let builder = open_builder(&opts, &base)?;
-    let staging = Staging::for_output(&opts.output, opts.cache.as_ref().map(|c| c.root()))?;
-    let mut identity = BaseIdentity::resolve(&opts, &base);
+    let builder = open_builder(opts, &base)?;
+    let mut identity = BaseIdentity::resolve(opts, &base);
     let (prep, full_fs, cache_source) =
-        match crate::build_cache::lookup(&opts, &staging, &mut identity)? {
+        match crate::build_cache::lookup(opts, staging, &mut identity)? {
             CacheLookup::Hit { prepared, source } => (*prepared, None, source),
             CacheLookup::Miss => {
-                let (prep, fs) = prepare(&opts, &mut base, &staging)?;
+                let (prep, fs) = prepare(opts, &mut base, staging)?;
                 (prep, Some(fs), CacheSource::None)
             }
         };
     let cache_hit = cache_source != CacheSource::None;
-    let art = artifacts_phase(&opts, &prep, &staging, full_fs, builder.as_ref())?;
-    let layers = result_layers(&opts, &prep, cache_hit, &art)?;
-    let done = assemble(&opts, &base, &identity, &prep, &layers, &art, &staging)?;
+    let art = artifacts_phase(opts, &prep, staging, full_fs, builder.as_ref())?;
+    let layers = result_layers(opts, &prep, cache_hit, &art)?;
+    let done = assemble(opts, &base, &identity, &prep, &layers, &art, staging)?;
     if !cache_hit {
-        crate::build_cache::store(&opts, &prep, &staging, &base, &identity)?;
+        crate::build_cache::store(opts, &prep, staging, &base, &identity)?;
     }
     if let Some(to) = &opts.remote_cache.to {
-        crate::build_cache::registry_push(&opts, to, &prep, &staging, &base, &identity);
+        crate::build_cache::registry_push(opts, to, &prep, staging, &base, &identity);
     }
-    publish(&opts, staging, &layers, &done)?;
-    let total_size = layers.iter().map(|l| l.size).sum::<u64>()
-        + done.config_bytes.len() as u64
-        + done.manifest_bytes.len() as u64;
-    Ok(BuildSummary {
-        output: opts.output.to_string(),
-        digest: done.digest.to_string(),
-        config_digest: done.manifest.config.digest.to_string(),
-        manifest_size: done.manifest_bytes.len() as u64,
+    Ok(ImageBuilt {
+        prep,
         layers,
-        total_size,
-        purged: prep.purged,
-        not_installed: prep.not_installed,
-        files_removed: prep.files_removed,
-        bytes_removed: prep.bytes_removed,
-        init_size: prep.init_size,
-        init_target: prep.init_target,
-        landlock_warnings: prep.landlock_warnings,
-        cache_hit,
+        done,
         cache_source,
-        seconds: t0.elapsed().as_secs_f64(),
-        record: done.record,
-        transfer: opts.open.registry.transfers.snapshot(),
-        warnings: opts.progress.warnings().list(),
     })
 }
 
@@ -671,7 +716,7 @@ fn open_builder(opts: &BuildOptions, base: &BaseImage) -> Result<Option<steps::b
 
 /// Before any work: the outputs must not be the user's other files; then what killed
 /// builds left beside them goes.
-fn check_outputs(opts: &BuildOptions) -> Result<()> {
+pub(crate) fn check_outputs(opts: &BuildOptions) -> Result<()> {
     crate::sink::check_output(&opts.output)?;
     if opts.attest.enabled()
         && matches!(opts.output, crate::imageref::ImageRef::DockerArchive { .. })
@@ -710,6 +755,9 @@ fn artifacts_phase(
     builder: Option<&steps::builder::Builder>,
 ) -> Result<ArtifactsLayer> {
     let (output, digest, afs) = artifacts_layer(opts, prep, staging, builder)?;
+    for w in crate::platform::check_artifacts_arch(&afs, opts.arch)? {
+        opts.progress.warn(&w);
+    }
     match full_fs {
         Some(mut fs) => {
             steps::merge_artifacts(&mut fs, &afs)?;
@@ -875,7 +923,48 @@ fn publish(
     layers: &[LayerSummary],
     done: &Assembled,
 ) -> Result<()> {
-    // SBOM of the final image, read back from the staged layers (cache hits included).
+    let (sbom, attachments) = sbom_and_attachments(opts, &staging, layers, done)?;
+    let mut side = Vec::new();
+    if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
+        side.push(SideOutput::write(path, bytes)?);
+    }
+    if let Some(path) = &opts.record {
+        side.push(SideOutput::write(path, &done.record.pretty()?)?);
+    }
+    let pending = crate::sink::finish(
+        staging,
+        &opts.output,
+        &Built {
+            manifest_digest: &done.digest,
+            manifest: &done.manifest,
+            manifest_size: done.manifest_bytes.len() as u64,
+            platforms: &[],
+            epoch: opts.epoch,
+            sbom: opts
+                .sbom
+                .as_ref()
+                .and(sbom.as_deref())
+                .map(|b| (b, done.created.as_str())),
+            attachments: &[(done.digest.clone(), attachments)],
+        },
+        &opts.open.registry,
+    )?;
+    let _commit = crate::scratch::commit_section();
+    pending.commit()?;
+    for s in side {
+        s.commit()?;
+    }
+    Ok(())
+}
+
+/// The SPDX document of one staged image (when `--sbom` or an SBOM attestation wants
+/// it, read back from the staged layers, cache hits included) and its attachments.
+fn sbom_and_attachments(
+    opts: &BuildOptions,
+    staging: &Staging,
+    layers: &[LayerSummary],
+    done: &Assembled,
+) -> Result<(Option<Vec<u8>>, crate::attest::Attachments)> {
     let kinds = opts.attest.kinds;
     let (sbom, cyclonedx) = if opts.sbom.is_some() || kinds.sbom || kinds.cyclonedx {
         let (spdx, cdx) = crate::sbom::for_staged_image(
@@ -892,36 +981,19 @@ fn publish(
         (None, None)
     };
     let attachments = attachments(opts, done, sbom.as_deref(), cyclonedx.as_deref())?;
-    let mut side = Vec::new();
-    if let (Some(path), Some(bytes)) = (&opts.sbom, &sbom) {
-        side.push(SideOutput::write(path, bytes)?);
+    Ok((sbom, attachments))
+}
+
+impl ImageBuilt {
+    /// Signature and attestations of this platform's image (a multi-platform build
+    /// attaches them to each platform manifest).
+    pub(crate) fn attachments(
+        &self,
+        opts: &BuildOptions,
+        staging: &Staging,
+    ) -> Result<crate::attest::Attachments> {
+        Ok(sbom_and_attachments(opts, staging, &self.layers, &self.done)?.1)
     }
-    if let Some(path) = &opts.record {
-        side.push(SideOutput::write(path, &done.record.pretty()?)?);
-    }
-    let pending = crate::sink::finish(
-        staging,
-        &opts.output,
-        &Built {
-            manifest_digest: &done.digest,
-            manifest: &done.manifest,
-            manifest_size: done.manifest_bytes.len() as u64,
-            epoch: opts.epoch,
-            sbom: opts
-                .sbom
-                .as_ref()
-                .and(sbom.as_deref())
-                .map(|b| (b, done.created.as_str())),
-            attachments: &attachments,
-        },
-        &opts.open.registry,
-    )?;
-    let _commit = crate::scratch::commit_section();
-    pending.commit()?;
-    for s in side {
-        s.commit()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

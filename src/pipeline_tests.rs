@@ -111,6 +111,7 @@ pub(crate) fn opts(
         attest: Default::default(),
         sbom: None,
         record: None,
+        arch: Default::default(),
     }
 }
 
@@ -1044,17 +1045,29 @@ fn elf_program_headers(b: &[u8]) -> (Vec<u32>, usize) {
     (types, needed)
 }
 
+/// Both embedded inits (x86_64 and aarch64) are static ELFs of their own machine:
+/// an image never gets the init of another architecture.
 #[test]
-fn embedded_init_is_static() {
+fn embedded_inits_are_static_and_of_their_machine() {
     const PT_INTERP: u32 = 3;
-    let (types, needed) = elf_program_headers(crate::steps::INIT_BINARY);
-    assert!(!types.is_empty());
-    assert!(
-        !types.contains(&PT_INTERP),
-        "the embedded init ({}) asks for a dynamic loader: {types:?}",
-        crate::steps::INIT_TARGET
-    );
-    assert_eq!(needed, 0, "the embedded init needs shared libraries");
+    for arch in crate::platform::Arch::ALL {
+        let (bin, target) = crate::platform::embedded_init(arch).unwrap();
+        assert_eq!(
+            crate::platform::elf_machine(bin),
+            Some(arch.elf_machine()),
+            "{target}"
+        );
+        let (types, needed) = elf_program_headers(bin);
+        assert!(!types.is_empty());
+        assert!(
+            !types.contains(&PT_INTERP),
+            "the embedded init ({target}) asks for a dynamic loader: {types:?}"
+        );
+        assert_eq!(
+            needed, 0,
+            "the embedded init ({target}) needs shared libraries"
+        );
+    }
     // The check itself sees a dynamic executable for what it is.
     if let Some(dynamic) = ["/bin/sh", "/usr/bin/env"]
         .iter()

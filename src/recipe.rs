@@ -158,6 +158,57 @@ fn yes() -> bool {
     true
 }
 
+impl Packages {
+    /// `purge` and `keep` for one architecture: `{arch}` becomes the Debian
+    /// architecture (`arm64`), `{triplet}` the GNU triplet as package names spell it
+    /// (`aarch64-linux-gnu`, `x86-64-linux-gnu`), so one recipe fits every platform.
+    pub fn for_arch(&self, arch: crate::platform::Arch) -> Packages {
+        let expand = |names: &[String]| -> Vec<String> {
+            names.iter().map(|n| expand_placeholders(n, arch)).collect()
+        };
+        Packages {
+            purge: expand(&self.purge),
+            keep: expand(&self.keep),
+            ..self.clone()
+        }
+    }
+
+    /// Every `purge`/`keep` entry is a Debian package name (policy 5.6.1) once its
+    /// placeholders are filled, for each architecture; an unknown `{...}` is named.
+    fn validate_names(&self) -> Result<()> {
+        for (field, names) in [("purge", &self.purge), ("keep", &self.keep)] {
+            for (i, n) in names.iter().enumerate() {
+                for arch in crate::platform::Arch::ALL {
+                    let e = expand_placeholders(n, arch);
+                    // NAME or NAME:ARCH (dpkg's multiarch qualifier).
+                    let (name, qual) = e.split_once(':').unwrap_or((&e, "x"));
+                    let ok = name.len() >= 2
+                        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                        && name.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)
+                        })
+                        && !qual.is_empty()
+                        && qual
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+                    if !ok {
+                        bail!(
+                            "[packages] {field}[{i}] = {n:?}: not a Debian package name \
+                             (placeholders: {{arch}}, {{triplet}})"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expand_placeholders(name: &str, arch: crate::platform::Arch) -> String {
+    name.replace("{arch}", arch.name())
+        .replace("{triplet}", arch.package_triplet())
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
@@ -549,6 +600,7 @@ impl Recipe {
             l.policy(None)?;
         }
         self.validate_accounts()?;
+        self.packages.validate_names()?;
         for re in self
             .packages
             .forbid_elf
@@ -1109,5 +1161,43 @@ mod tests {
         }
         // A label or env value named "mode" is a string, not a Mode.
         Recipe::from_str("[image.labels]\nmode = '755'\n", "r.toml").unwrap();
+    }
+
+    /// `{triplet}`/`{arch}` fill in per architecture; the shipped recipe purges the
+    /// binutils of the image's own architecture.
+    #[test]
+    fn package_placeholders_follow_the_architecture() {
+        use crate::platform::Arch;
+        let r = Recipe::load(None).unwrap();
+        let arm = r.packages.for_arch(Arch::Arm64);
+        assert!(
+            arm.purge.iter().any(|p| p == "binutils-aarch64-linux-gnu"),
+            "{:?}",
+            arm.purge
+        );
+        let amd = r.packages.for_arch(Arch::Amd64);
+        assert!(
+            amd.purge.iter().any(|p| p == "binutils-x86-64-linux-gnu"),
+            "{:?}",
+            amd.purge
+        );
+        let p: Packages = toml::from_str("keep = ['libc6-{arch}-cross']").unwrap();
+        assert_eq!(p.for_arch(Arch::Arm64).keep, ["libc6-arm64-cross"]);
+    }
+
+    #[test]
+    fn package_names_are_checked_at_load() {
+        for (bad, field) in [("gcc {version}", "purge[0]"), ("Gcc", "purge[0]")] {
+            let text = format!("[packages]\npurge = ['{bad}']\n");
+            let e = Recipe::from_str(&text, "t.toml").unwrap_err();
+            assert!(format!("{e:#}").contains(field), "{e:#}");
+        }
+        let e = Recipe::from_str("[packages]\nkeep = ['jq', 'x{tripl}']\n", "t.toml").unwrap_err();
+        assert!(format!("{e:#}").contains("keep[1]"), "{e:#}");
+        Recipe::from_str(
+            "[packages]\npurge = ['binutils-{triplet}', 'g++-12']\n",
+            "t.toml",
+        )
+        .unwrap();
     }
 }

@@ -39,6 +39,10 @@ pub struct BuildRecord {
     /// records of builds without them are unchanged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The platform the build was asked for (`--platform`, `--base PLATFORM=REF`);
+    /// absent from records of plain builds, which keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     #[serde(default)]
     pub purge_mode: Option<PurgeMode>,
     /// The recipe's file name (portable), or the built-in one.
@@ -117,6 +121,7 @@ mod tests {
                 "1".to_string(),
             )]
             .into(),
+            platform: None,
             purge_mode: Some(PurgeMode::Whiteout),
             recipe: Some("r.toml".into()),
             recipe_digest: Some(Digest::of(b"r")),

@@ -592,6 +592,23 @@ fn media_type_of(v: &Value) -> String {
     }
 }
 
+/// The image index at `reference`: its digest and entries (for `--platform all`,
+/// `verify`); an error when it is a single image.
+pub fn index_of(reference: &str, opts: &OpenOptions) -> Result<(String, Vec<spec::Descriptor>)> {
+    runtime()?.block_on(async {
+        let ro = &opts.registry;
+        let s = Session::open(reference, ro, Out::new(ro)).await?;
+        let what = format!("registry://{reference}");
+        let (bytes, digest) = s.manifest(&s.r, &what).await?;
+        let mt = media_type_of(&spec::parse_json(&bytes, &what, spec::MAX_MANIFEST_BYTES)?);
+        if !spec::is_index(&mt) {
+            bail!("{what} is a single image, not an image index");
+        }
+        let idx = spec::parse_index(&bytes, &what, &mt)?;
+        Ok((digest, idx.manifests))
+    })
+}
+
 /// Pulls `HOST[:PORT]/REPO[:TAG|@sha256:...]` into the local cache.
 pub fn pull(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
     runtime()?.block_on(pull_async(reference, opts))
@@ -784,6 +801,10 @@ fn manifest_blobs(layout: &Path, manifest: &Value, remote: &RemoteBlobs) -> Resu
         })
     };
     let mut v = Vec::new();
+    if manifest.get("manifests").is_some() {
+        // An index: its manifests were pushed first, by digest; no blobs of its own.
+        return Ok(v);
+    }
     if let Some(layers) = manifest.get("layers").and_then(Value::as_array) {
         for (i, l) in layers.iter().enumerate() {
             let d = l.get("digest").and_then(Value::as_str).unwrap_or("");

@@ -47,6 +47,9 @@ pub struct Node {
     pub modified: bool,
     /// Starts with the ELF magic.
     pub elf: bool,
+    /// The ELF `e_machine` (0: not ELF, or too short to say), checked against the
+    /// image's architecture. Fits in the padding after `elf`: no cost per node.
+    pub machine: u16,
     /// Bitmask of base layers that carry an entry at this path (shadowed copies
     /// included): a rewrite must drop the path from all of them. Two words rather
     /// than a `u128`, whose 16-byte alignment would pad every node.
@@ -78,6 +81,7 @@ impl Node {
     pub fn file(mode: u32, uid: u64, gid: u64, bytes: Vec<u8>) -> Node {
         let size = bytes.len() as u64;
         let elf = bytes.starts_with(b"\x7fELF");
+        let machine = crate::platform::elf_machine(&bytes).unwrap_or(0);
         let mut n = Node::new(
             Kind::File,
             mode,
@@ -87,6 +91,7 @@ impl Node {
             size,
         );
         n.elf = elf;
+        n.machine = machine;
         n
     }
     pub fn symlink(target: &str) -> Node {
@@ -107,6 +112,7 @@ impl Node {
             layer: NO_LAYER,
             modified: true,
             elf: false,
+            machine: 0,
             in_layers: [0; 2],
             extra: None,
         }
@@ -455,6 +461,7 @@ impl Rootfs {
             Some(n) if n.kind == Kind::File => {
                 n.size = bytes.len() as u64;
                 n.elf = bytes.starts_with(b"\x7fELF");
+                n.machine = crate::platform::elf_machine(&bytes).unwrap_or(0);
                 n.content = Content::Bytes(Arc::new(bytes));
                 n.modified = true;
                 n.set_sha256(None);
@@ -686,6 +693,7 @@ impl Rootfs {
                 }
                 if first {
                     node.elf = chunk[..n].starts_with(b"\x7fELF");
+                    node.machine = crate::platform::elf_machine(&chunk[..n]).unwrap_or(0);
                     first = false;
                 }
                 hasher.update(&chunk[..n]);
@@ -698,9 +706,11 @@ impl Rootfs {
                 node.content = Content::Bytes(Arc::new(buf));
             }
         } else if size >= 4 {
-            let mut magic = [0u8; 4];
-            data.read_exact(&mut magic).with_context(truncated)?;
-            node.elf = &magic == b"\x7fELF";
+            let mut head = [0u8; crate::platform::ELF_HEAD];
+            let len = (size as usize).min(head.len());
+            data.read_exact(&mut head[..len]).with_context(truncated)?;
+            node.elf = head.starts_with(b"\x7fELF");
+            node.machine = crate::platform::elf_machine(&head[..len]).unwrap_or(0);
         }
         Ok(())
     }

@@ -846,6 +846,9 @@ pub fn run_sbom(a: SbomArgs) -> Result<ExitCode> {
             ..Default::default()
         },
     )?;
+    if let Some(note) = crate::source::index_note(&r, &base.config) {
+        eprintln!("{note}");
+    }
     let opts = IndexOptions {
         capture: crate::diff::capture_for_inspection,
         hash_contents: false,

@@ -182,6 +182,49 @@ mod tests {
         assert_eq!(missing_required(&fs, &pk()), vec!["jq".to_string()]);
     }
 
+    /// The shipped recipe's `forbid_elf` catches the target-prefixed toolchain of
+    /// both architectures (an arm64 base has aarch64-linux-gnu-gcc-12), ELF of
+    /// either machine, and leaves look-alikes alone.
+    #[test]
+    fn shipped_forbid_elf_catches_both_target_prefixes() {
+        let recipe = crate::recipe::Recipe::load(None).unwrap();
+        let mut fs = Rootfs::new();
+        let elf = |m: u16| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(b"\x7fELF");
+            h[5] = 1;
+            h[18..20].copy_from_slice(&m.to_le_bytes());
+            h
+        };
+        let bad = [
+            "usr/bin/aarch64-linux-gnu-gcc-12",
+            "usr/bin/x86_64-linux-gnu-gcc-12",
+            "usr/bin/aarch64-linux-gnu-as",
+            "usr/bin/aarch64-linux-gnu-ld.bfd",
+            "usr/lib/gcc/aarch64-linux-gnu/12/cc1",
+            "usr/bin/x86_64-linux-gnu-g++-12",
+        ];
+        for (i, p) in bad.iter().enumerate() {
+            let m = [crate::platform::EM_AARCH64, crate::platform::EM_X86_64][i % 2];
+            fs.insert(p, Node::file(0o755, 0, 0, elf(m))).unwrap();
+        }
+        fs.insert(
+            "usr/bin/aarch64-linux-gnu-gcc-wrapper",
+            Node::file(0o755, 0, 0, elf(183)),
+        )
+        .unwrap();
+        let hits = forbidden(&fs, &recipe.packages).unwrap();
+        let mut paths: Vec<String> = hits
+            .iter()
+            .filter(|h| !h.rule.starts_with("command"))
+            .map(|h| h.path[1..].to_string())
+            .collect();
+        paths.sort();
+        let mut want: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(paths, want);
+    }
+
     /// Found by `cargo mutants`: a symlink named like a forbidden command that resolves
     /// to a directory is no command; a required command that exists but is not
     /// executable is missing.

@@ -192,8 +192,11 @@ impl Staging {
     }
     pub fn put_blob(&self, bytes: &[u8]) -> Result<String> {
         let d = sha256_digest(bytes);
-        std::fs::write(self.blobs().join(digest_hex(&d)?), bytes)
-            .with_context(|| format!("cannot write a blob into {}", self.path().display()))?;
+        // Written aside and renamed: another platform's job may put the same blob.
+        let tmp = self.blobs().join(format!(".put-{}", unique()));
+        let ctx = || format!("cannot write a blob into {}", self.path().display());
+        std::fs::write(&tmp, bytes).with_context(ctx)?;
+        std::fs::rename(&tmp, self.blobs().join(digest_hex(&d)?)).with_context(ctx)?;
         Ok(d)
     }
 
@@ -244,7 +247,9 @@ impl Staging {
         if whole && self.may_link(&loc.path) && std::fs::hard_link(&loc.path, &dst).is_ok() {
             return Ok(());
         }
-        let tmp = self.blobs().join(format!(".copy-{hex}"));
+        // Unique: the platforms of one build share the staging layout and may copy
+        // the same blob at the same time.
+        let tmp = self.blobs().join(format!(".copy-{hex}-{}", unique()));
         let ctx = || format!("cannot copy {label} into {}", self.path().display());
         let cloned = whole && reflink(&loc.path, &tmp).is_ok();
         let src: Box<dyn Read> = if cloned {
@@ -265,6 +270,13 @@ impl Staging {
         std::fs::rename(&tmp, &dst).with_context(ctx)?;
         Ok(())
     }
+}
+
+/// A number no other call in this process gets (temp file names in a shared staging
+/// layout).
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A copy-on-write clone of `src` at `dst` (FICLONE: btrfs, XFS, bcachefs...);
@@ -292,12 +304,26 @@ pub fn write_layout_index(
     manifest_size: u64,
     tag: Option<&str>,
 ) -> Result<()> {
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let mut desc = Descriptor::new(
+    write_layout_top(
+        dir,
         MediaType::OciManifest,
-        Digest::parse(manifest_digest)?,
+        manifest_digest,
         manifest_size,
-    );
+        tag,
+    )
+}
+
+/// Writes oci-layout and index.json naming one document: an image manifest or (a
+/// multi-platform build) an image index.
+pub fn write_layout_top(
+    dir: &Path,
+    media_type: MediaType,
+    digest: &str,
+    size: u64,
+    tag: Option<&str>,
+) -> Result<()> {
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut desc = Descriptor::new(media_type, Digest::parse(digest)?, size);
     if let Some(t) = tag {
         desc.annotations.insert(REF_NAME.to_string(), t.to_string());
     }
@@ -322,14 +348,20 @@ pub enum Pending {
 
 /// The image that [`finish`] publishes.
 pub struct Built<'a> {
+    /// The top document: the image manifest, or the index of a multi-platform build.
     pub manifest_digest: &'a str,
     pub manifest: &'a crate::oci::Manifest,
     pub manifest_size: u64,
+    /// Set for a multi-platform build: the index's platform manifests (digest,
+    /// bytes), pushed by digest before the index; `manifest` is then the first.
+    pub platforms: &'a [(String, Vec<u8>)],
     pub epoch: u64,
     /// SPDX document to attach to an `oci:` layout as a referrer, with its creation time.
     pub sbom: Option<(&'a [u8], &'a str)>,
     /// Signature and attestations (referrers of the image), see [`crate::attest`].
-    pub attachments: &'a crate::attest::Attachments,
+    /// Signature and attestations, each list for the image manifest it names (one per
+    /// platform of a multi-platform build).
+    pub attachments: &'a [(Digest, crate::attest::Attachments)],
 }
 
 /// Everything of publishing that is slow or may fail, without touching the output.
@@ -346,9 +378,15 @@ pub fn finish(
             staging.remote.digests().join(", ")
         );
     }
+    let top = if img.platforms.is_empty() {
+        MediaType::OciManifest
+    } else {
+        MediaType::OciIndex
+    };
     match out {
         ImageRef::Registry(reference) => {
-            write_layout_index(staging.path(), digest, size, None)?;
+            write_layout_top(staging.path(), top.clone(), digest, size, None)?;
+            push_platforms(&staging, reference, img.platforms, registry)?;
             let bytes = std::fs::read(staging.blobs().join(digest_hex(digest)?))?;
             let pushed = crate::registry::push(
                 staging.path(),
@@ -361,26 +399,26 @@ pub fn finish(
             if pushed != digest {
                 bail!("registry://{reference} reports manifest digest {pushed}, but we built {digest}");
             }
-            crate::attest::store::to_registry(
-                staging.path(),
-                reference,
-                &Digest::parse(digest)?,
-                img.attachments,
-                registry,
-            )?;
+            for (image, atts) in img.attachments {
+                crate::attest::store::to_registry(
+                    staging.path(),
+                    reference,
+                    image,
+                    atts,
+                    registry,
+                )?;
+            }
             Ok(Pending::Pushed)
         }
         ImageRef::OciDir { path, tag } => {
             let tag = tag.clone().unwrap_or_else(|| "latest".into());
-            write_layout_index(staging.path(), digest, size, Some(&tag))?;
+            write_layout_top(staging.path(), top, digest, size, Some(&tag))?;
             if let Some((sbom, created)) = img.sbom {
                 crate::sbom::attach_to_layout(staging.path(), digest, size, sbom, created)?;
             }
-            crate::attest::store::into_layout(
-                staging.path(),
-                &Digest::parse(digest)?,
-                img.attachments,
-            )?;
+            for (image, atts) in img.attachments {
+                crate::attest::store::into_layout(staging.path(), image, atts)?;
+            }
             Ok(Pending::Layout {
                 staging,
                 dest: path.clone(),
@@ -388,22 +426,24 @@ pub fn finish(
             })
         }
         ImageRef::OciArchive { path, tag } => {
-            write_layout_index(
+            write_layout_top(
                 staging.path(),
+                top,
                 digest,
                 size,
                 Some(tag.as_deref().unwrap_or("latest")),
             )?;
-            crate::attest::store::into_layout(
-                staging.path(),
-                &Digest::parse(digest)?,
-                img.attachments,
-            )?;
+            for (image, atts) in img.attachments {
+                crate::attest::store::into_layout(staging.path(), image, atts)?;
+            }
             let tmp = pack_dir(staging.path(), path, img.epoch)?;
             Ok(Pending::Archive {
                 tmp,
                 dest: path.clone(),
             })
+        }
+        ImageRef::DockerArchive { .. } if !img.platforms.is_empty() => {
+            bail!("{out}: a docker-archive holds one platform; pick one with --platform")
         }
         ImageRef::DockerArchive { path, tag } => {
             // manifest.json only: with an OCI index.json beside it, podman loads the
@@ -433,6 +473,32 @@ pub fn finish(
         }
         ImageRef::Tar(_) => bail!("cannot publish to {out}: tar: is a base format only"),
     }
+}
+
+/// The platform manifests of an index, each pushed by digest (with its blobs)
+/// before the index that names them.
+fn push_platforms(
+    staging: &Staging,
+    reference: &str,
+    platforms: &[(String, Vec<u8>)],
+    registry: &crate::registry::RegistryOptions,
+) -> Result<()> {
+    let name = crate::registry::RegRef::parse(reference)?.name();
+    for (digest, bytes) in platforms {
+        let pinned = format!("{name}@{digest}");
+        let pushed = crate::registry::push(
+            staging.path(),
+            &staging.remote,
+            &pinned,
+            digest,
+            bytes,
+            registry,
+        )?;
+        if &pushed != digest {
+            bail!("registry://{pinned} reports manifest digest {pushed}, but we built {digest}");
+        }
+    }
+    Ok(())
 }
 
 impl Pending {

@@ -83,6 +83,8 @@ pub struct Stored {
     pub bytes: Spilled,
     pub sha256: String,
     pub elf: bool,
+    /// ELF `e_machine` (0: not ELF).
+    pub machine: u16,
 }
 
 /// An append-only spill file with a byte budget (the bound on what untrusted input
@@ -110,7 +112,7 @@ impl Spill {
     pub fn append(&mut self, r: &mut dyn Read, what: &str) -> Result<Stored> {
         let start = self.end;
         let mut h = Sha256::new();
-        let mut head = [0u8; 4];
+        let mut head = [0u8; crate::platform::ELF_HEAD];
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = match r.read(&mut buf) {
@@ -120,8 +122,8 @@ impl Spill {
                 Err(e) => return Err(e).with_context(|| format!("cannot read {what}")),
             };
             let written = self.end - start;
-            if written < 4 {
-                let k = (4 - written as usize).min(n);
+            if written < head.len() as u64 {
+                let k = (head.len() - written as usize).min(n);
                 head[written as usize..written as usize + k].copy_from_slice(&buf[..k]);
             }
             if self.end + n as u64 > self.budget {
@@ -143,7 +145,11 @@ impl Spill {
                 len: self.end - start,
             },
             sha256: hex::encode(h.finalize()),
-            elf: self.end - start >= 4 && head == *b"\x7fELF",
+            elf: self.end - start >= 4 && head.starts_with(b"\x7fELF"),
+            machine: crate::platform::elf_machine(
+                &head[..(self.end - start).min(head.len() as u64) as usize],
+            )
+            .unwrap_or(0),
         })
     }
 }

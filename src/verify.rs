@@ -31,7 +31,7 @@ const BUILT_IN: &str = "(built in)";
 /// the second build's copy, to prove that a difference is caught and named.
 pub const MUTATE_ENV: &str = "NEMOCLAW_TEST_MUTATE";
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct VerifyArgs {
     /// Image built by nemoclaw-build (oci:DIR[:TAG] or oci-archive:PATH[:TAG]).
     /// Optional with --twice when --base is given.
@@ -77,6 +77,10 @@ pub struct VerifyArgs {
     /// rebuilt and compared too.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
+    /// Platform of an image index to verify (default: every platform of the index,
+    /// then the index digest).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Internal: run one build described by this JSON file and print its digest.
     #[arg(long, hide = true)]
     pub build_spec: Option<PathBuf>,
@@ -100,6 +104,9 @@ pub struct BuildSpec {
     pub threads: Option<usize>,
     pub purge_mode: String,
     pub build_args: BTreeMap<String, String>,
+    /// The platform the image was built for (recorded, or `--platform`).
+    #[serde(default)]
+    pub platform: Option<String>,
 }
 
 /// Inverse of `Settings::describe`.
@@ -154,13 +161,17 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Buil
         epoch: spec.epoch,
         build_args: spec.build_args.clone(),
         strict: false,
-        open: OpenOptions::default(),
+        open: OpenOptions {
+            platform: spec.platform.clone(),
+            ..Default::default()
+        },
         progress: progress.clone(),
         cache: None,
         remote_cache: Default::default(),
         attest: Default::default(),
         sbom: None,
         record: None,
+        arch: Default::default(),
     })?;
     Ok((s.digest, s.record))
 }
@@ -207,6 +218,7 @@ fn spec_from(a: &VerifyArgs, record: Option<&BuildRecord>, output: String) -> Re
         threads: None,
         purge_mode: format!("{:?}", rec.purge_mode.unwrap_or(PurgeMode::Rewrite)).to_lowercase(),
         build_args: rec.build_args.clone(),
+        platform: rec.platform.clone().or_else(|| a.platform.clone()),
     })
 }
 
@@ -529,8 +541,12 @@ fn perturbation(i: usize, mutate: Option<String>) -> Perturb {
 
 fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     let progress = Progress::new(a.quiet || a.json);
+    let open = OpenOptions {
+        platform: a.platform.clone(),
+        ..Default::default()
+    };
     let mut image: Option<Loaded> = match &a.image {
-        Some(i) => Some(diff::open(i, &OpenOptions::default())?),
+        Some(i) => Some(diff::open(i, &open)?),
         None => None,
     };
     let record = image.as_ref().map(image_record).transpose()?;
@@ -663,7 +679,71 @@ pub fn render(r: &VerifyReport) -> String {
     s
 }
 
+/// An image index to verify platform by platform: its digest and entries (None: a
+/// single image, or `--platform` picks one).
+fn index_to_verify(
+    a: &VerifyArgs,
+) -> Result<Option<(String, Vec<crate::source::spec::Descriptor>)>> {
+    let Some(image) = a
+        .image
+        .as_deref()
+        .filter(|_| a.platform.is_none() && !a.twice)
+    else {
+        return Ok(None);
+    };
+    let r = ImageRef::parse(image)?;
+    if !matches!(r, ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }) {
+        return Ok(None);
+    }
+    // A layout naming a single image is not an error here: it is verified as one.
+    Ok(crate::source::open_index(&r, &OpenOptions::default()).ok())
+}
+
+/// Verifies every platform of an index, then the index: rebuilt from the
+/// platforms' rebuilt manifests, it must have the image's index digest.
+fn verify_index(
+    a: &VerifyArgs,
+    digest: &str,
+    entries: &[crate::source::spec::Descriptor],
+) -> Result<(Vec<VerifyReport>, Option<String>)> {
+    if a.base.is_some() && entries.len() > 1 {
+        bail!("--base with an image index of {} platforms: give --platform too (each platform has its own base)", entries.len());
+    }
+    let mut reports = Vec::new();
+    let mut rebuilt = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| crate::source::spec::is_image_entry(e))
+    {
+        let p = e
+            .platform
+            .as_ref()
+            .ok_or_else(|| anyhow!("index entry {} has no platform", e.digest))?;
+        let name = match &p.variant {
+            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+            None => format!("{}/{}", p.os, p.architecture),
+        };
+        let pa = VerifyArgs {
+            platform: Some(name.clone()),
+            ..a.clone()
+        };
+        let r = do_verify(&pa).with_context(|| format!("platform {name}"))?;
+        rebuilt.push(crate::targets::PlatformManifest {
+            platform: crate::platform::Platform::parse(&name)?,
+            digest: crate::oci::Digest::parse(&r.builds[0])?,
+            size: e.size,
+        });
+        reports.push(r);
+    }
+    let (_, bytes) = crate::targets::platform_index(rebuilt)?;
+    let got = crate::digest::sha256_digest(&bytes);
+    Ok((reports, (got != digest).then_some(got)))
+}
+
 pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
+    if let Some((digest, entries)) = index_to_verify(&a)? {
+        return run_verify_index(&a, &digest, &entries);
+    }
     if let Some(spec_path) = &a.build_spec {
         // Child mode (see --twice): one build, digest on stdout.
         let spec: BuildSpec = serde_json::from_slice(&std::fs::read(spec_path)?)
@@ -716,6 +796,52 @@ pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
     }
     let signed_ok = signed.as_ref().is_none_or(|s| s.verified);
     Ok(if r.verified && signed_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn run_verify_index(
+    a: &VerifyArgs,
+    digest: &str,
+    entries: &[crate::source::spec::Descriptor],
+) -> Result<ExitCode> {
+    let (reports, index_mismatch) = match verify_index(a, digest, entries) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let verified = index_mismatch.is_none() && reports.iter().all(|r| r.verified);
+    if a.json {
+        let v = serde_json::json!({
+            "image": a.image,
+            "index_digest": digest,
+            "rebuilt_index_digest": index_mismatch.clone().unwrap_or_else(|| digest.to_string()),
+            "platforms": reports,
+            "verified": verified,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for r in &reports {
+            println!("platform {}:", r.inputs.platform.as_deref().unwrap_or("?"));
+            print!("{}", render(r));
+        }
+        match &index_mismatch {
+            None => println!(
+                "index:   {digest}
+verified: identical index digest"
+            ),
+            Some(got) => println!(
+                "index:   {digest}
+rebuilt index: {got}
+NOT reproducible: index digests differ"
+            ),
+        }
+    }
+    Ok(if verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -842,6 +968,7 @@ mod tests {
             threads: Some(1),
             purge_mode: "rewrite".into(),
             build_args: BTreeMap::new(),
+            platform: None,
         };
         let (d, _) = build_spec(&spec, &Progress::new(true)).unwrap();
         let args = |artifacts: PathBuf| VerifyArgs {
@@ -859,6 +986,7 @@ mod tests {
             json: false,
             quiet: true,
             key: None,
+            platform: None,
             build_spec: None,
         };
         let r = do_verify(&args(art.clone())).unwrap();
@@ -925,6 +1053,7 @@ mod tests {
             threads: Some(1),
             purge_mode: "rewrite".into(),
             build_args: BTreeMap::new(),
+            platform: None,
         };
         let (d, rec) = build_spec(&spec, &Progress::new(true)).unwrap();
         assert_eq!(
@@ -945,6 +1074,7 @@ mod tests {
             ignore_timestamps: false,
             json: false,
             quiet: true,
+            platform: None,
             build_spec: None,
         };
         let r = do_verify(&args(good)).unwrap();

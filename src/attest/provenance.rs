@@ -201,6 +201,7 @@ mod tests {
                 "openclaw".to_string(),
             )]
             .into(),
+            platform: None,
             purge_mode: Some(PurgeMode::Rewrite),
             recipe: Some("nemoclaw-sandbox.toml".into()),
             recipe_digest: Some(Digest::of(b"recipe")),

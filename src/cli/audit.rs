@@ -46,6 +46,9 @@ pub struct PolicyArgs {
     /// Declaration problems are errors.
     #[arg(long)]
     pub strict: bool,
+    /// Platform (os/arch[/variant]) of an image index to read (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
     #[arg(long, short)]
     pub quiet: bool,
 }
@@ -61,7 +64,15 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write {}", j.display()))?;
     }
     if a.json {
-        let v = serde_json::json!({"image": a.image, "findings": fnd, "failing": failing, "fail_on": a.fail_on, "openshell": recipe.audit.openshell, "files": fs.nodes.len(), "hidden_files": fs.hidden.len()});
+        let field = |k: &str| {
+            config
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let platform = format!("{}/{}", field("os"), field("architecture"));
+        let v = serde_json::json!({"image": a.image, "platform": platform, "findings": fnd, "failing": failing, "fail_on": a.fail_on, "openshell": recipe.audit.openshell, "files": fs.nodes.len(), "hidden_files": fs.hidden.len()});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("{:<8} {:<26} {:<48} MESSAGE", "SEVERITY", "RULE", "PATH");
@@ -93,7 +104,7 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
 
 pub fn run_policy(a: PolicyArgs) -> Result<ExitCode> {
     let recipe = Recipe::load(a.recipe.as_deref())?;
-    let (fs, _) = audit::load(&a.image, None, a.quiet || a.json)?;
+    let (fs, _) = audit::load(&a.image, a.platform.clone(), a.quiet || a.json)?;
     let rows = landlock::effective(&fs, &recipe);
     let warnings = landlock::lint(&fs, &recipe);
     if a.json {

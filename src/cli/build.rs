@@ -1,5 +1,6 @@
 //! `nemoclaw-build build`: its arguments, the registry options shared with other
 //! commands, the summary it prints, and the signal handling of a running build.
+use super::platforms::Plan;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use nemoclaw_build::compress::{Algorithm, Settings};
@@ -9,6 +10,7 @@ use nemoclaw_build::progress::Progress;
 use nemoclaw_build::recipe::Recipe;
 use nemoclaw_build::source::OpenOptions;
 use nemoclaw_build::steps::builder::BuilderSpec;
+use nemoclaw_build::targets::{build_platforms, MultiSummary};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -58,18 +60,20 @@ impl RegistryArgs {
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// Base image: tar:PATH | oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | registry://HOST/REPO[:TAG|@sha256:...]
-    #[arg(long)]
-    base: String,
+    /// Base image: tar:PATH | oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | registry://HOST/REPO[:TAG|@sha256:...].
+    /// Repeatable as PLATFORM=REF (linux/amd64=tar:a.tar) for a multi-platform build.
+    #[arg(long, required = true)]
+    base: Vec<String>,
     /// Output: oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | registry://HOST/REPO[:TAG]
     #[arg(long)]
     output: String,
     /// Recipe TOML (default: the built-in recipes/nemoclaw-sandbox.toml).
     #[arg(long)]
     recipe: Option<PathBuf>,
-    /// Builder-stage artifacts: a directory or a tar(.gz) file.
+    /// Builder-stage artifacts: a directory or a tar(.gz) file; repeatable as
+    /// PLATFORM=PATH (then every platform needs one).
     #[arg(long)]
-    artifacts: Option<PathBuf>,
+    artifacts: Vec<String>,
     /// Builder-stage artifacts from a directory of a builder image (oci:, oci-archive:,
     /// docker-archive:, registry://...@sha256:...), read for the build's platform.
     #[arg(
@@ -103,7 +107,9 @@ pub struct BuildArgs {
     /// Fail instead of removing packages that depend on purged ones; Landlock warnings become errors.
     #[arg(long)]
     strict: bool,
-    /// Platform for multi-arch bases (os/arch[/variant]).
+    /// Platform (os/arch[/variant]) to take from an image-index base; a list
+    /// (linux/amd64,linux/arm64) or `all` builds one image per platform, published
+    /// as one image index.
     #[arg(long)]
     platform: Option<String>,
     /// Write the build record (the exact inputs) to this file.
@@ -152,8 +158,25 @@ pub struct BuildArgs {
 }
 
 pub fn run_build(a: BuildArgs) -> Result<()> {
-    let base = ImageRef::parse(&a.base).context("--base")?;
     let output = ImageRef::parse(&a.output).context("--output")?;
+    let registry = a.registry.options(a.cache_dir.clone(), a.quiet || a.json)?;
+    let list = |r: &ImageRef| {
+        let open = OpenOptions {
+            platform: None,
+            registry: registry.clone(),
+            lazy_layers: true,
+        };
+        nemoclaw_build::source::index_platforms(r, &open)
+    };
+    let (base, platform, artifacts, targets) =
+        match super::platforms::plan(&a.base, a.platform.as_deref(), &a.artifacts, &list)? {
+            Plan::Single {
+                base,
+                platform,
+                artifacts,
+            } => (base, platform, artifacts, None),
+            Plan::Multi(t) => (t[0].base.clone(), None, None, Some(t)),
+        };
     let recipe = Recipe::load(a.recipe.as_deref())?;
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
@@ -175,7 +198,7 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         base,
         output,
         recipe,
-        artifacts: a.artifacts,
+        artifacts,
         artifacts_image: match (&a.artifacts_image, &a.artifacts_image_path) {
             (Some(r), Some(p)) => Some(BuilderSpec::new(r, p)?),
             _ => None,
@@ -186,8 +209,8 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         build_args,
         strict: a.strict,
         open: OpenOptions {
-            platform: a.platform,
-            registry: a.registry.options(a.cache_dir.clone(), a.quiet || a.json)?,
+            platform,
+            registry,
             lazy_layers: false,
         },
         progress: progress.clone(),
@@ -198,12 +221,16 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         },
         sbom: a.sbom,
         record: a.record,
+        arch: Default::default(),
         remote_cache: nemoclaw_build::remote_cache::RemoteCacheOptions {
             from: a.cache_from,
             to: a.cache_to,
         },
         attest,
     };
+    if let Some(targets) = targets {
+        return print_multi(build_platforms(opts, targets)?, a.json, a.quiet);
+    }
     let s = build(opts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -227,6 +254,36 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
     } else {
         println!("{}", s.digest);
     }
+    Ok(())
+}
+
+/// The summary of a multi-platform build: one line per platform, then the index.
+fn print_multi(s: MultiSummary, json: bool, quiet: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    if !quiet {
+        for (p, b) in &s.platforms {
+            eprintln!(
+                "built {p} {} | {} layers, {:.1} MiB | purged {} pkgs | init {} KiB ({})",
+                b.digest,
+                b.layers.len(),
+                b.total_size as f64 / 1048576.0,
+                b.purged.len(),
+                b.init_size / 1024,
+                b.init_target,
+            );
+        }
+        eprintln!(
+            "built {} image index {} ({} platforms) | {:.1}s",
+            s.output,
+            s.digest,
+            s.platforms.len(),
+            s.seconds
+        );
+    }
+    println!("{}", s.digest);
     Ok(())
 }
 

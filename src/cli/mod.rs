@@ -3,6 +3,7 @@
 //! results into output.
 mod audit;
 mod build;
+mod platforms;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

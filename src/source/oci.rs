@@ -214,6 +214,51 @@ pub fn open_layout_archive(
     open_from_store(&store, tag, opts, name)
 }
 
+/// The platforms (`os/arch[/variant]`) of an index's image entries, in index order.
+pub fn platforms_of(descs: &[Descriptor]) -> Vec<String> {
+    descs
+        .iter()
+        .filter(|d| spec::is_image_entry(d))
+        .filter_map(|d| d.platform.as_ref())
+        .map(|p| match &p.variant {
+            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+            None => format!("{}/{}", p.os, p.architecture),
+        })
+        .collect()
+}
+
+/// The image index an OCI layout (directory or archive) names with `tag`: its
+/// digest and entries (for `--platform all`, `verify`); an error when `tag` names a
+/// single image.
+pub fn layout_index(
+    path: &Path,
+    archive: bool,
+    tag: Option<&str>,
+) -> Result<(String, Vec<Descriptor>)> {
+    let store: Box<dyn BlobStore> = if archive {
+        Box::new(ArchiveStore::index(path)?)
+    } else {
+        Box::new(DirStore(path.to_path_buf()))
+    };
+    check_layout_file(store.as_ref())?;
+    let index_bytes = store
+        .locate("index.json")?
+        .read_all(spec::MAX_MANIFEST_BYTES, "index.json")?;
+    let index = spec::parse_index(&index_bytes, "index.json", MT_OCI_INDEX)?;
+    let desc = select_tag(&index, tag)?;
+    if !spec::is_index(&desc.media_type) {
+        bail!(
+            "{}: {} is a single image, not an image index",
+            path.display(),
+            tag.map_or("the image".to_string(), |t| format!("tag {}", quoted(t)))
+        );
+    }
+    let what = format!("image index {}", desc.digest);
+    let bytes = read_verified(store.as_ref(), desc, &what, spec::MAX_MANIFEST_BYTES)?;
+    let idx = spec::parse_index(&bytes, &what, &desc.media_type)?;
+    Ok((desc.digest.to_string(), idx.manifests))
+}
+
 /// Picks the manifest for `os/arch[/variant]` from an index. Entries that cannot
 /// lead to an image (artifacts, unknown media types) are ignored, as image-spec says.
 pub fn select_platform<'a>(
@@ -234,7 +279,10 @@ pub fn select_platform<'a>(
     let mut seen = Vec::new();
     for d in &images {
         if let Some(p) = &d.platform {
-            seen.push(format!("{}/{}", p.os, p.architecture));
+            seen.push(match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            });
             if p.os == os
                 && p.architecture == arch
                 && (variant.is_none() || p.variant.as_deref() == variant)

@@ -213,6 +213,7 @@ pub(crate) fn place(
         if let Some(s) = e.data {
             n.size = s.bytes.len();
             n.elf = s.elf;
+            n.machine = s.machine;
             n.content = Content::Host(Box::new(s.bytes));
         }
         fs.insert(&path, n)

@@ -218,6 +218,7 @@ pub(crate) fn collect(c: &mut Collected, b: &Builder) -> Result<()> {
                     bytes: s.bytes.clone(),
                     sha256: s.sha256.clone(),
                     elf: s.elf,
+                    machine: s.machine,
                 })
             }
             None => None,

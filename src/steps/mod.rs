@@ -9,6 +9,7 @@ pub mod landlock;
 pub mod purge;
 pub mod sanitize;
 
+use crate::platform::Arch;
 use crate::recipe::Recipe;
 use crate::rootfs::{Node, Rootfs};
 use crate::scan::Hit;
@@ -26,13 +27,17 @@ thread_local! {
     pub static TEST_INIT: std::cell::Cell<Option<&'static [u8]>> = const { std::cell::Cell::new(None) };
 }
 
-/// The init binary a build embeds and records: `INIT_BINARY`, or a test's stand-in.
-pub fn init_binary() -> &'static [u8] {
+/// The init binary a build embeds for `arch` and records, with its Rust target:
+/// the embedded one, or a test's stand-in.
+pub fn init_binary(arch: Arch) -> Result<(&'static [u8], &'static str)> {
     #[cfg(test)]
     if let Some(b) = TEST_INIT.with(|c| c.get()) {
-        return b;
+        return Ok(match arch {
+            Arch::Amd64 => (b, INIT_TARGET),
+            Arch::Arm64 => (b, "aarch64-unknown-linux-musl"),
+        });
     }
-    INIT_BINARY
+    crate::platform::embedded_init(arch)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -40,6 +45,8 @@ pub struct StepOptions {
     pub artifacts: Option<PathBuf>,
     pub strict: bool,
     pub epoch: u64,
+    /// The image's architecture: which init it gets.
+    pub arch: Arch,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -58,14 +65,15 @@ pub struct StepsReport {
 /// release while the rest changes with the recipe (see the pipeline's cache).
 pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result<StepsReport> {
     let mut rep = StepsReport {
-        purge: purge::apply(fs, &recipe.packages, opts.strict)?,
+        purge: purge::apply(fs, &recipe.packages.for_arch(opts.arch), opts.strict)?,
         ..Default::default()
     };
     rep.sanitize = sanitize::apply(fs, &recipe.sanitize);
     accounts::apply(fs, &recipe.groups, &recipe.users, opts.epoch)?;
     fsops::apply(fs, recipe)?;
     if let Some(init) = &recipe.init {
-        fs.insert(&init.path, Node::file(0o755, 0, 0, init_binary().to_vec()))?;
+        let (binary, target) = init_binary(opts.arch)?;
+        fs.insert(&init.path, Node::file(0o755, 0, 0, binary.to_vec()))?;
         if !init.env.is_empty() || !init.passthrough.is_empty() {
             let spec = recipe.init_spec(init)?;
             fs.insert(
@@ -74,8 +82,8 @@ pub fn apply_all(fs: &mut Rootfs, recipe: &Recipe, opts: &StepOptions) -> Result
             )?;
         }
         rep.init_path = Some(init.path.clone());
-        rep.init_size = init_binary().len() as u64;
-        rep.init_target = INIT_TARGET.to_string();
+        rep.init_size = binary.len() as u64;
+        rep.init_target = target.to_string();
     }
     landlock::write(fs, recipe)?;
     rep.landlock_warnings = landlock::lint(fs, recipe);
