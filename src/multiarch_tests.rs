@@ -400,7 +400,7 @@ fn an_index_builder_gives_each_platform_its_own_artifacts() {
         crate::steps::builder::BuilderSpec::new(&format!("oci:{}:latest", b.display()), "/srv/app")
             .unwrap(),
     );
-    let mut no_art = |p: &str, base: &str| Target {
+    let no_art = |p: &str, base: &str| Target {
         artifacts: None,
         ..target(p, base, &f.art)
     };
