@@ -380,3 +380,100 @@ fn oci_archive_holds_the_index() {
         Some(s.platforms["linux/arm64"].digest.as_str())
     );
 }
+
+/// One image-index builder serves every platform: each platform image gets the files of
+/// its own manifest, and names that manifest in its record.
+#[test]
+fn an_index_builder_gives_each_platform_its_own_artifacts() {
+    let f = fixture();
+    let b = f.dir.join("builder");
+    let descs = crate::pipeline_tests::write_index_layout(&b, |arch| {
+        TarBuilder::new()
+            .dir("srv/app", 0o755)
+            .file("srv/app/arch.txt", arch.as_bytes(), 0o644)
+            .build()
+    });
+    let out = f.dir.join("out");
+    let mut o = opts(&f.amd, &format!("oci:{}:m", out.display()), &f.art);
+    o.artifacts = None;
+    o.artifacts_image = Some(
+        crate::steps::builder::BuilderSpec::new(&format!("oci:{}:latest", b.display()), "/srv/app")
+            .unwrap(),
+    );
+    let no_art = |p: &str, base: &str| Target {
+        artifacts: None,
+        ..target(p, base, &f.art)
+    };
+    let targets = vec![no_art("linux/amd64", &f.amd), no_art("linux/arm64", &f.arm)];
+    let s = build_platforms(o, targets).unwrap();
+    let idx = json_blob(&out, &s.digest);
+    for (arch, d) in ["amd64", "arm64"].iter().zip(&descs) {
+        let mut img = crate::diff::open(
+            &format!("oci:{}:m", out.display()),
+            &OpenOptions {
+                platform: Some(format!("linux/{arch}")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let fs = img.index(&Progress::new(true)).unwrap();
+        let n = fs.get("opt/app/arch.txt").expect("artifact in the image");
+        assert_eq!(n.size, arch.len() as u64, "{arch}");
+        let entry = idx["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["platform"]["architecture"] == *arch)
+            .unwrap();
+        let m = json_blob(&out, entry["digest"].as_str().unwrap());
+        let rec: Value = serde_json::from_str(
+            m["annotations"]["dev.nemoclaw.build.record"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec["artifacts_image"]["digest"], d["digest"], "{arch}");
+    }
+}
+
+/// With a signing key, every platform image of the index gets its own signature and
+/// provenance, each naming that platform's manifest as its subject.
+#[test]
+fn each_platform_image_is_signed_on_its_own() {
+    let f = fixture();
+    let out = f.dir.join("signed");
+    let mut o = opts(&f.amd, &format!("oci:{}:m", out.display()), &f.art);
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+    o.attest =
+        crate::attest::AttestOptions::new(Some(crate::attest::keys::Signer::from_key(key)), None)
+            .unwrap();
+    let s = build_platforms(
+        o,
+        vec![
+            target("linux/amd64", &f.amd, &f.art),
+            target("linux/arm64", &f.arm, &f.art),
+        ],
+    )
+    .unwrap();
+    let idx = json_blob(&out, &s.digest);
+    let platforms: Vec<String> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["digest"].as_str().unwrap().to_string())
+        .collect();
+    let top: Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    for p in &platforms {
+        let referrers: Vec<&Value> = top["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                json_blob(&out, e["digest"].as_str().unwrap())["subject"]["digest"] == p.as_str()
+            })
+            .collect();
+        // a cosign signature and the provenance
+        assert_eq!(referrers.len(), 2, "referrers of {p}: {referrers:?}");
+    }
+}

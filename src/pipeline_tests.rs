@@ -33,6 +33,44 @@ fn write_layout_with(dir: &Path, layers: &[Vec<u8>], mangle: impl Fn(Vec<u8>) ->
 }
 
 /// Like `write_layout`, with the given image config (its diff_ids must match).
+/// An OCI layout whose tag `latest` names an image index of one linux/amd64 and one
+/// linux/arm64 image, each of one layer `layer(arch)`; returns the index's descriptors.
+pub(crate) fn write_index_layout(
+    dir: &Path,
+    layer: impl Fn(&str) -> Vec<u8>,
+) -> Vec<serde_json::Value> {
+    let mut descs = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let l = layer(arch);
+        let diff = sha256_digest(&l);
+        write_layout_config(
+            dir,
+            &[l],
+            json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff]}}),
+        );
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let mut d = idx["manifests"][0].clone();
+        d["platform"] = json!({"os": "linux", "architecture": arch});
+        d.as_object_mut().unwrap().remove("annotations");
+        descs.push(d);
+    }
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs}))
+    .unwrap();
+    let id = sha256_digest(&index);
+    std::fs::write(dir.join("blobs/sha256").join(&id[7..]), &index).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": id,
+            "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    descs
+}
+
 pub(crate) fn write_layout_config(dir: &Path, layers: &[Vec<u8>], config: serde_json::Value) {
     write_layout_full(dir, layers, &config, |z| z)
 }

@@ -327,38 +327,12 @@ fn references_and_paths_are_checked() {
 fn index_builder_gives_each_platform_its_manifest() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("multi");
-    let mut descs = Vec::new();
-    for arch in ["amd64", "arm64"] {
-        let l = TarBuilder::new()
+    let descs = crate::pipeline_tests::write_index_layout(&dir, |arch| {
+        TarBuilder::new()
             .dir("opt/app", 0o755)
             .file("opt/app/arch", arch.as_bytes(), 0o644)
-            .build();
-        let diff = crate::digest::sha256_digest(&l);
-        write_layout_config(
-            &dir,
-            &[l],
-            json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff]}}),
-        );
-        let idx: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-        let mut d = idx["manifests"][0].clone();
-        d["platform"] = json!({"os": "linux", "architecture": arch});
-        d.as_object_mut().unwrap().remove("annotations");
-        descs.push(d);
-    }
-    let index = serde_json::to_vec(&json!({"schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": descs}))
-    .unwrap();
-    let id = crate::digest::sha256_digest(&index);
-    std::fs::write(dir.join("blobs/sha256").join(&id[7..]), &index).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{
-            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": id,
-            "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
-        .unwrap(),
-    )
-    .unwrap();
+            .build()
+    });
     let r = format!("oci:{}:latest", dir.display());
     for arch in ["amd64", "arm64"] {
         let o = OpenOptions {
