@@ -881,10 +881,11 @@ fn attachments(
         return Ok(Default::default());
     }
     let c = &done.config;
-    let platform = match c.extra.get("variant").and_then(|v| v.as_str()) {
-        Some(v) => format!("{}/{}/{v}", c.os, c.architecture),
-        None => format!("{}/{}", c.os, c.architecture),
-    };
+    let platform = crate::platform::platform_name(
+        &c.os,
+        &c.architecture,
+        c.extra.get("variant").and_then(|v| v.as_str()),
+    );
     let repository = match &opts.output {
         crate::imageref::ImageRef::Registry(r) => crate::registry::reference::RegRef::parse(r)
             .map(|r| r.name())
@@ -949,12 +950,7 @@ fn publish(
         },
         &opts.open.registry,
     )?;
-    let _commit = crate::scratch::commit_section();
-    pending.commit()?;
-    for s in side {
-        s.commit()?;
-    }
-    Ok(())
+    crate::sink::commit_all(pending, side)
 }
 
 /// The SPDX document of one staged image (when `--sbom` or an SBOM attestation wants

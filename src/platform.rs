@@ -118,6 +118,15 @@ impl fmt::Display for Platform {
     }
 }
 
+/// `os/arch[/variant]` of any image (also of architectures we do not build for):
+/// the one spelling of a platform in messages, records and attestations.
+pub fn platform_name(os: &str, arch: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    }
+}
+
 /// Bytes of a file's head needed to read its ELF machine.
 pub const ELF_HEAD: usize = 20;
 

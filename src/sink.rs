@@ -538,6 +538,17 @@ impl Pending {
     }
 }
 
+/// Makes the image and its side outputs visible together, inside one commit section
+/// (a signal waits until all renames are done).
+pub fn commit_all(pending: Pending, side: Vec<SideOutput>) -> Result<()> {
+    let _commit = crate::scratch::commit_section();
+    pending.commit()?;
+    for s in side {
+        s.commit()?;
+    }
+    Ok(())
+}
+
 /// Packs a directory into a deterministic tar in a temp file beside `dest`.
 pub fn pack_dir(src: &Path, dest: &Path, epoch: u64) -> Result<ScratchFile> {
     let tmp = ScratchFile::beside(dest)

@@ -248,12 +248,7 @@ fn publish_index(
         },
         &opts.open.registry,
     )?;
-    let _commit = crate::scratch::commit_section();
-    pending.commit()?;
-    for s in side {
-        s.commit()?;
-    }
-    Ok(())
+    crate::sink::commit_all(pending, side)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ const BUILT_IN: &str = "(built in)";
 /// the second build's copy, to prove that a difference is caught and named.
 pub const MUTATE_ENV: &str = "NEMOCLAW_TEST_MUTATE";
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Default)]
 pub struct VerifyArgs {
     /// Image built by nemoclaw-build (oci:DIR[:TAG] or oci-archive:PATH[:TAG]).
     /// Optional with --twice when --base is given.
@@ -719,10 +719,7 @@ fn verify_index(
             .platform
             .as_ref()
             .ok_or_else(|| anyhow!("index entry {} has no platform", e.digest))?;
-        let name = match &p.variant {
-            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-            None => format!("{}/{}", p.os, p.architecture),
-        };
+        let name = crate::platform::platform_name(&p.os, &p.architecture, p.variant.as_deref());
         let pa = VerifyArgs {
             platform: Some(name.clone()),
             ..a.clone()
@@ -976,18 +973,9 @@ mod tests {
             // The record names inputs portably (file names only): say where they are.
             base: Some(format!("tar:{}", base.display())),
             artifacts: Some(artifacts),
-            artifacts_image: None,
-            artifacts_image_path: None,
             recipe: Some(recipe.clone()),
-            twice: false,
-            source_date_epoch: None,
-            keep: false,
-            ignore_timestamps: false,
-            json: false,
             quiet: true,
-            key: None,
-            platform: None,
-            build_spec: None,
+            ..Default::default()
         };
         let r = do_verify(&args(art.clone())).unwrap();
         assert!(r.verified, "{}", render(&r));
@@ -1063,19 +1051,10 @@ mod tests {
         let args = |image: String| VerifyArgs {
             image: Some(format!("oci:{}:latest", out.display())),
             base: Some(format!("tar:{}", base.display())),
-            artifacts: None,
             artifacts_image: Some(image),
-            artifacts_image_path: None,
-            key: None,
             recipe: Some(recipe.clone()),
-            twice: false,
-            source_date_epoch: None,
-            keep: false,
-            ignore_timestamps: false,
-            json: false,
             quiet: true,
-            platform: None,
-            build_spec: None,
+            ..Default::default()
         };
         let r = do_verify(&args(good)).unwrap();
         assert!(r.verified, "{}", render(&r));

@@ -140,10 +140,8 @@ pub fn apply(
 pub fn platform_of(config: &serde_json::Value) -> Option<String> {
     let os = config.get("os")?.as_str()?;
     let arch = config.get("architecture")?.as_str()?;
-    Some(match config.get("variant").and_then(|v| v.as_str()) {
-        Some(v) => format!("{os}/{arch}/{v}"),
-        None => format!("{os}/{arch}"),
-    })
+    let variant = config.get("variant").and_then(|v| v.as_str());
+    Some(crate::platform::platform_name(os, arch, variant))
 }
 
 /// The builder's final filesystem (whiteouts applied), bytes left in the layers.
