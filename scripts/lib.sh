@@ -84,3 +84,25 @@ enable_foreign_arch() {
   [[ -e "/proc/sys/fs/binfmt_misc/$qemu" ]] || update-binfmts --enable "$qemu" >/dev/null 2>&1 || true
   arch-test "$arch" >/dev/null 2>&1 || die "this host cannot run $arch binaries (arch-test $arch failed)"
 }
+
+# bench_section NAME [FILE]: replace the generated section NAME of FILE (default
+# BENCHMARKS.md) with stdin, or append it. Sections sit between `<!-- bench:NAME -->` and
+# `<!-- /bench:NAME -->`, so each benchmark script regenerates its own part and keeps the others.
+bench_section() {
+  local name="$1" file="${2:-$NEMOCLAW_ROOT/BENCHMARKS.md}" body
+  body="$(cat)"
+  [[ -f "$file" ]] || printf '# Benchmarks\n' >"$file"
+  BODY="$body" NAME="$name" python3 - "$file" <<'PY'
+import os, re, sys
+path, name, body = sys.argv[1], os.environ["NAME"], os.environ["BODY"]
+text = open(path, encoding="utf-8").read()
+block = f"<!-- bench:{name} -->\n{body.strip()}\n<!-- /bench:{name} -->"
+pat = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+if pat.search(text):
+    text = pat.sub(lambda _m: block, text, count=1)
+else:
+    text = text.rstrip("\n") + "\n\n" + block + "\n"
+open(path + ".tmp", "w", encoding="utf-8").write(text)
+os.replace(path + ".tmp", path)
+PY
+}
