@@ -634,6 +634,7 @@ pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<
     opts.open.registry.warnings = opts.progress.warnings().clone();
     // A registry base's layers are fetched by `prepare`, so a cache hit never downloads them.
     opts.open.lazy_layers = true;
+    refuse_moving_base(opts)?;
     let mut base = open_image(&opts.base, &opts.open)?;
     opts.arch =
         crate::platform::image_arch(&base.config, opts.open.platform.as_deref(), &base.name)?;
@@ -668,6 +669,22 @@ pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<
         done,
         cache_source,
     })
+}
+
+/// `--strict` refuses a registry base named by tag alone, as it refuses such a builder:
+/// tags move, so the build could not be reproduced from its inputs.
+fn refuse_moving_base(opts: &BuildOptions) -> Result<()> {
+    let crate::imageref::ImageRef::Registry(r) = &opts.base else {
+        return Ok(());
+    };
+    let rr = crate::registry::RegRef::parse(r)?;
+    if opts.strict && rr.digest.is_none() {
+        bail!(
+            "--base registry://{r}: a tag, and tags move; --strict refuses a base not pinned by digest (registry://{}@sha256:...)",
+            rr.name()
+        );
+    }
+    Ok(())
 }
 
 /// `--artifacts-image`, opened before any work (a pull error or a `--strict`

@@ -1158,3 +1158,39 @@ fn whiteouts_cover_files_under_implicit_parent_dirs() {
         assert!(fs.get("usr/bin/env").is_some(), "{mode:?}: env lost");
     }
 }
+
+#[test]
+fn strict_refuses_a_registry_base_by_tag_before_any_request() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    // Port 1 on loopback: nothing listens, so only a refusal made before any request
+    // can produce the --strict message.
+    let run = |base: &str, strict: bool| {
+        let mut o = opts(
+            base,
+            &format!("oci:{}:v1", out.display()),
+            PurgeMode::Rewrite,
+            None,
+        );
+        o.strict = strict;
+        format!("{:#}", build(o).unwrap_err())
+    };
+    let tag = run("registry://127.0.0.1:1/base:1", true);
+    assert!(
+        tag.contains("--strict refuses a base not pinned by digest")
+            && tag.contains("registry://127.0.0.1:1/base@sha256:"),
+        "{tag}"
+    );
+    let pinned = format!("registry://127.0.0.1:1/base@sha256:{}", "0".repeat(64));
+    for (base, strict) in [
+        ("registry://127.0.0.1:1/base:1", false),
+        (pinned.as_str(), true),
+    ] {
+        let e = run(base, strict);
+        assert!(
+            !e.contains("--strict refuses"),
+            "{base} strict={strict}: {e}"
+        );
+    }
+    assert!(!out.exists(), "a refused build wrote {}", out.display());
+}

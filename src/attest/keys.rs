@@ -38,8 +38,12 @@ impl Signer {
     /// Reads `path` after the permission check; `warn` receives the group-readable
     /// warning. The password, if the key is encrypted, comes from [`PASSWORD_ENV`].
     pub fn load(path: &Path, warn: &mut dyn FnMut(String)) -> Result<Signer> {
-        check_private_mode(path, warn)?;
-        let pem = std::fs::read_to_string(path)
+        // One open: the mode checked is the mode of the file read (no swap in between).
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("--sign-key {}: cannot read", path.display()))?;
+        check_private_mode(&file, path, warn)?;
+        let mut pem = String::new();
+        std::io::Read::read_to_string(&mut file, &mut pem)
             .with_context(|| format!("--sign-key {}: cannot read", path.display()))?;
         let password = std::env::var(PASSWORD_ENV).ok();
         Ok(Signer::from_key(
@@ -103,8 +107,13 @@ fn parse_private(pem: &str, password: Option<&str>) -> Result<SigningKey> {
 }
 
 /// Refuses a private key that others may read or write; warns when the group may.
-fn check_private_mode(path: &Path, warn: &mut dyn FnMut(String)) -> Result<()> {
-    let meta = std::fs::metadata(path)
+fn check_private_mode(
+    file: &std::fs::File,
+    path: &Path,
+    warn: &mut dyn FnMut(String),
+) -> Result<()> {
+    let meta = file
+        .metadata()
         .with_context(|| format!("--sign-key {}: cannot read", path.display()))?;
     if !meta.is_file() {
         bail!("--sign-key {}: not a regular file", path.display());

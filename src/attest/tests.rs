@@ -340,3 +340,39 @@ fn index_store_wraps_the_image_with_its_attestation_manifest() {
     let r = check(&out, &d, 1);
     assert!(r.verified && r.checks.len() == 1, "{}", r.render());
 }
+
+#[test]
+fn a_private_key_others_may_read_is_refused_and_a_group_readable_one_warned() {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("k.pem");
+    let pem = SigningKey::from_slice(&[7; 32])
+        .unwrap()
+        .to_pkcs8_pem(LineEnding::LF)
+        .unwrap();
+    std::fs::write(&path, pem.as_bytes()).unwrap();
+    let load = |mode: u32| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut warned = Vec::new();
+        let r = keys::Signer::load(&path, &mut |w| warned.push(w)).map(|s| s.keyid().to_string());
+        (r, warned)
+    };
+    let (ok, warned) = load(0o600);
+    assert_eq!(ok.unwrap(), keys::keyid(&vk(7)));
+    assert!(warned.is_empty(), "{warned:?}");
+    let (ok, warned) = load(0o640);
+    assert!(ok.is_ok());
+    assert!(
+        warned.len() == 1 && warned[0].contains("readable by its group"),
+        "{warned:?}"
+    );
+    for mode in [0o644, 0o602] {
+        let (e, _) = load(mode);
+        let e = format!("{:#}", e.unwrap_err());
+        assert!(
+            e.contains(&format!("mode {mode:03o} lets other users")) && e.contains("k.pem"),
+            "{e}"
+        );
+    }
+}

@@ -104,7 +104,8 @@ pub struct BuildArgs {
     /// KEY=VALUE accepted by the recipe's image.build_args; recorded as a label, never interpolated.
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
-    /// Fail instead of removing packages that depend on purged ones; Landlock warnings become errors.
+    /// Fail instead of removing packages that depend on purged ones; Landlock warnings become
+    /// errors; a registry base or builder named by tag (not digest) is refused.
     #[arg(long)]
     strict: bool,
     /// Platform (os/arch[/variant]) to take from an image-index base; a list
