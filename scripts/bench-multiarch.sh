@@ -2,6 +2,7 @@
 # Multi-platform benchmark (issue 13.9), one run, same machine, same bases:
 #   ours-1   nemoclaw-build, linux/amd64 only, from the amd64 rootfs tarball
 #   ours-2   nemoclaw-build, linux/amd64 + linux/arm64 in one run (one image index), tar bases
+#   ours-2-zstd  the same with --compression zstd (gzip -6 is most of our CPU time)
 #   peer-1   podman build of testdata/peer/Dockerfile for linux/amd64 + `podman manifest push --all`
 #   peer-2   podman build --platform linux/amd64,linux/arm64 --manifest ... of the same Dockerfile
 #            (its arm64 RUN steps execute under qemu-user) + `podman manifest push --all`
@@ -43,10 +44,10 @@ if ! pm manifest exists "$base" 2>/dev/null; then
 fi
 ctx="$W/ctx"; mkdir -p "$ctx"; cp -a testdata/peer/. "$ctx/"; cp -a "$art" "$ctx/artifacts"
 
-# run NAME CMD...: appends "wall_s rss_kb" to $W/NAME.times
+# run NAME CMD...: appends "wall_s rss_kb user_s sys_s" to $W/NAME.times
 run() {
   local name="$1"; shift
-  /usr/bin/time -f '%e %M' -o "$W/t" "$@" >"$W/$name.out" 2>"$W/$name.err" \
+  /usr/bin/time -f '%e %M %U %S' -o "$W/t" "$@" >"$W/$name.out" 2>"$W/$name.err" \
     || { cat "$W/$name.err" >&2; die "$name failed"; }
   tail -n 1 "$W/t" >>"$W/$name.times"
 }
@@ -67,26 +68,30 @@ for i in $(seq "$RUNS"); do
   run ours-1 "$BIN" build --quiet --no-cache --base "tar:$amd" --artifacts "$art" --output "oci:$W/o1-$i:latest"
   run ours-2 "$BIN" build --quiet --no-cache --base "linux/amd64=tar:$amd" --base "linux/arm64=tar:$arm" \
     --artifacts "$art" --output "oci:$W/o2-$i:latest"
+  run ours-2-zstd "$BIN" build --quiet --no-cache --compression zstd --base "linux/amd64=tar:$amd" \
+    --base "linux/arm64=tar:$arm" --artifacts "$art" --output "oci:$W/o3-$i:latest"
   run peer-1 bash -c 'PODMAN_GLOBAL=($PODMAN_GLOBAL_S); peer linux/amd64 "$1"' _ "$W/p1-$i"
   run peer-2 bash -c 'PODMAN_GLOBAL=($PODMAN_GLOBAL_S); peer linux/amd64,linux/arm64 "$1"' _ "$W/p2-$i"
   # what was built: ours-2 and peer-2 are two-platform indexes
   [[ "$(jq '.manifests | length' "$W/o2-$i/index.json")" == 1 ]] || die "ours-2: index.json should name one index"
   n="$(jq -r '.manifests[0].digest' "$W/o2-$i/index.json" | cut -d: -f2)"
   [[ "$(jq '.manifests | length' "$W/o2-$i/blobs/sha256/$n")" == 2 ]] || die "ours-2 is not a two-platform index"
-  rm -rf "$W/o1-$i" "$W/o2-$i" "$W/p1-$i" "$W/p2-$i"
+  rm -rf "$W/o1-$i" "$W/o2-$i" "$W/o3-$i" "$W/p1-$i" "$W/p2-$i"
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 col() { awk -v c="$2" '{print $c}' "$W/$1.times"; }
 t() { col "$1" 1 | median; }
+cpu() { awk '{print $3 + $4}' "$W/$1.times" | median; }
 rss() { echo $(( $(col "$1" 2 | sort -n | tail -n1) / 1024 )); }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
-table="| run | platforms | median wall (s) | vs one platform (same tool) | vs peer, same platforms | peak RSS (MiB) |
-|---|---|---|---|---|---|
-| ours-1 | amd64 | $(t ours-1) | 1.00x | $(ratio "$(t ours-1)" "$(t peer-1)") | $(rss ours-1) |
-| ours-2 | amd64 + arm64 | $(t ours-2) | $(ratio "$(t ours-2)" "$(t ours-1)") | $(ratio "$(t ours-2)" "$(t peer-2)") | $(rss ours-2) |
-| peer-1 | amd64 | $(t peer-1) | 1.00x | 1.00x | $(rss peer-1) |
-| peer-2 | amd64 + arm64 | $(t peer-2) | $(ratio "$(t peer-2)" "$(t peer-1)") | 1.00x | $(rss peer-2) |"
+table="| run | platforms | median wall (s) | vs one platform (same tool) | vs peer, same platforms | median CPU user+sys (s) | peak RSS (MiB) |
+|---|---|---|---|---|---|---|
+| ours-1 | amd64 | $(t ours-1) | 1.00x | $(ratio "$(t ours-1)" "$(t peer-1)") | $(cpu ours-1) | $(rss ours-1) |
+| ours-2 | amd64 + arm64 | $(t ours-2) | $(ratio "$(t ours-2)" "$(t ours-1)") | $(ratio "$(t ours-2)" "$(t peer-2)") | $(cpu ours-2) | $(rss ours-2) |
+| ours-2-zstd | amd64 + arm64 | $(t ours-2-zstd) | $(ratio "$(t ours-2-zstd)" "$(t ours-1)") | $(ratio "$(t ours-2-zstd)" "$(t peer-2)") | $(cpu ours-2-zstd) | $(rss ours-2-zstd) |
+| peer-1 | amd64 | $(t peer-1) | 1.00x | 1.00x | $(cpu peer-1) | $(rss peer-1) |
+| peer-2 | amd64 + arm64 | $(t peer-2) | $(ratio "$(t peer-2)" "$(t peer-1)") | 1.00x | $(cpu peer-2) | $(rss peer-2) |"
 printf '%s\n' "$table"
 if [[ "${WRITE:-0}" == 1 ]]; then
   {
@@ -97,7 +102,8 @@ if [[ "${WRITE:-0}" == 1 ]]; then
     printf 'ours: `build --no-cache`, rewrite mode, output an OCI layout (ours-2: one image index).\n'
     printf 'peer: `podman build --no-cache --layers=false [--platform linux/amd64,linux/arm64] --manifest` of\n'
     printf 'testdata/peer/Dockerfile from a manifest list of the same bases (arm64 RUN steps under qemu-user),\n'
-    printf 'then `podman manifest push --all` to an OCI layout. Peak RSS of the peer is its client process.\n'
+    printf 'then `podman manifest push --all` to an OCI layout. Peak RSS of the peer is its client process;\n'
+    printf 'CPU time counts waited-for children (the peer'"'"'s RUN containers under runc too). Compare CPU when the load is high.\n'
     printf 'Targets: ours-2 <= 2.2x ours-1, ours-2 <= 0.2x peer-2.\n\n%s\n' "$table"
   } | bench_section multiarch
 fi
