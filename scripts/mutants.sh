@@ -8,7 +8,7 @@
 #
 # MODULE is a source path (src/scan.rs, src/dpkg, init/src). Each mutant is built
 # incrementally in a private git worktree (.cache/mutants/tree, its own target/ dir) and judged
-# by the unit tests of its crate (`cargo test --lib`; init: `-p nemoclaw-init`).
+# by the unit tests of its crate (`cargo test --lib`; init: `-p nemoclaw-init --bins`).
 # Results: .cache/mutants/MODULE/mutants.out/{caught,missed,timeout,unviable}.txt
 # Env: MUTANTS_TIMEOUT (seconds per test run, default 300).
 set -euo pipefail
@@ -52,7 +52,7 @@ for m in "${modules[@]}"; do
   args=(--in-place --no-shuffle --timeout "${MUTANTS_TIMEOUT:-300}" --output "$dir")
   if [[ -d "$tree/$m" ]]; then args+=(--file "$m/**/*.rs"); else args+=(--file "$m"); fi
   if [[ "$m" == init/* ]]; then
-    args+=(--package nemoclaw-init -- --lib)
+    args+=(--package nemoclaw-init -- --bins)  # the init is a binary crate: its unit tests are in the bin target
   else
     args+=(--package nemoclaw-build -- --lib)
   fi
