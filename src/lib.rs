@@ -17,9 +17,9 @@ pub mod checks;
 pub mod compress;
 pub mod contract;
 pub mod diff;
-pub mod diff_index;
 pub mod digest;
 pub mod dpkg;
+pub mod elf;
 pub mod finding;
 pub mod fspath;
 #[cfg(test)]
