@@ -1,10 +1,9 @@
 //! OCI image layout (directory, or packed as an `oci-archive` tar): index.json ->
 //! manifest -> config + layers. Archives are indexed once and their blobs are read
 //! in place as byte ranges, never unpacked.
-use super::spec::{self, select_platform, Descriptor};
+use super::spec::{self, check_layer_count, select_platform, Descriptor};
 use super::{BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_OCI_INDEX};
 use crate::digest::{digest_hex, quoted, sha256_digest};
-pub use crate::image::spec::check_layer_count;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use std::fs::File;
