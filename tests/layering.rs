@@ -234,7 +234,8 @@ fn blank_comments_and_strings(text: &str) -> String {
         } else if c[i] == '\'' {
             // A char literal ('x', '\n', '\u{..}') or a lifetime ('a).
             if at(i + 1) == '\\' {
-                let j = (i + 2..c.len()).find(|&k| c[k] == '\'').unwrap_or(c.len());
+                // An escape is at least two chars ('\'', '\n'): the quote after them.
+                let j = (i + 3..c.len()).find(|&k| c[k] == '\'').unwrap_or(c.len());
                 blank(&mut out, i + 1, j);
                 i = j + 1;
             } else if at(i + 2) == '\'' {
@@ -612,7 +613,7 @@ fn scanner_finds_cycles_and_ignores_literals() {
         ["a", "b", "c"].iter().map(|s| s.to_string()).collect()
     );
 
-    let src = "// crate::x\nlet s = \"crate::y {\"; let c = '{'; fn f<'a>() { r#\"crate::z\"# }\n#[cfg(test)]\nmod tests { use crate::w; }\n";
+    let src = "// crate::x\nlet s = \"crate::y {\"; let c = '{'; let q = '\\''; fn f<'a>() { r#\"crate::z\"# }\n#[cfg(test)]\nmod tests { use crate::w; }\n";
     let code = non_test_code(src);
     assert!(!code.contains("crate::"), "{code}");
     assert_eq!(code.matches('{').count(), code.matches('}').count());
