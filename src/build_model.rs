@@ -7,23 +7,13 @@ use crate::layer::LayerOutput;
 use crate::oci::{Digest, MediaType};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
+pub use crate::record::PurgeMode;
 use crate::source::OpenOptions;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum PurgeMode {
-    /// Rewrite base layers that contain removed files: the bytes are really gone.
-    Rewrite,
-    /// Keep base layers byte for byte; hide removed files with whiteouts.
-    Whiteout,
-}
 
 pub struct BuildOptions {
     pub base: ImageRef,

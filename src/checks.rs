@@ -2,10 +2,10 @@
 //! Used as a build gate and by `audit`, so both judge an image the same way.
 use crate::account_fields::lookup_name;
 use crate::recipe::Check;
-use crate::rootfs::{Kind, Rootfs};
+use crate::rootfs::{Kind, Node, Rootfs};
 
+/// The check's failures on `fs`, one message each (empty: it holds).
 pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
-    let mut out = Vec::new();
     let key = match fs.resolve(&c.path) {
         Some(k) => k,
         None => return vec![format!("{}: cannot resolve", c.path)],
@@ -13,6 +13,23 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
     let Some(n) = fs.nodes.get(key.as_str()) else {
         return vec![format!("{}: missing", c.path)];
     };
+    let mut out = metadata_failures(fs, c, n);
+    if !c.must_contain.is_empty() || !c.must_not_contain.is_empty() {
+        if n.kind != Kind::File {
+            out.push(format!("{}: not a regular file", c.path));
+            return out;
+        }
+        match fs.read(&key) {
+            Ok(b) => content_failures(c, &String::from_utf8_lossy(&b), &mut out),
+            Err(e) => out.push(format!("{}: {e}", c.path)),
+        }
+    }
+    out
+}
+
+/// Owner and group (by name or number), mode and kind.
+fn metadata_failures(fs: &Rootfs, c: &Check, n: &Node) -> Vec<String> {
+    let mut out = Vec::new();
     let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").unwrap_or_default()).into_owned();
     let group = String::from_utf8_lossy(&fs.read("etc/group").unwrap_or_default()).into_owned();
     if let Some(o) = &c.owner {
@@ -41,47 +58,39 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
             out.push(format!("{}: is a {have}, expected {k}", c.path));
         }
     }
-    if !c.must_contain.is_empty() || !c.must_not_contain.is_empty() {
-        if n.kind != Kind::File {
-            out.push(format!("{}: not a regular file", c.path));
-            return out;
+    out
+}
+
+/// `must_not_contain` (case-insensitive, anywhere in a line), then `must_contain`
+/// (whole trimmed lines, each before the `before` line if one is given).
+fn content_failures(c: &Check, text: &str, out: &mut Vec<String>) {
+    for bad in &c.must_not_contain {
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.to_lowercase().contains(&bad.to_lowercase()))
+        {
+            out.push(format!(
+                "{}: contains '{bad}' (line: {})",
+                c.path,
+                line.trim()
+            ));
         }
-        let text = match fs.read(&key) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) => {
-                out.push(format!("{}: {e}", c.path));
-                return out;
-            }
-        };
-        for bad in &c.must_not_contain {
-            if let Some(line) = text
-                .lines()
-                .find(|l| l.to_lowercase().contains(&bad.to_lowercase()))
-            {
-                out.push(format!(
-                    "{}: contains '{bad}' (line: {})",
-                    c.path,
-                    line.trim()
-                ));
-            }
-        }
-        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-        let guard_at = c
-            .before
-            .as_deref()
-            .and_then(|b| lines.iter().position(|l| l.trim() == b.trim()));
-        for want in &c.must_contain {
-            match lines.iter().position(|l| l.trim() == want.trim()) {
-                None => out.push(format!("{}: missing line '{want}'", c.path)),
-                Some(i) => {
-                    if let (Some(g), Some(b)) = (guard_at, &c.before) {
-                        if i > g {
-                            out.push(format!("{}: line '{want}' comes after '{b}'", c.path));
-                        }
+    }
+    let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+    let guard_at = c
+        .before
+        .as_deref()
+        .and_then(|b| lines.iter().position(|l| l.trim() == b.trim()));
+    for want in &c.must_contain {
+        match lines.iter().position(|l| l.trim() == want.trim()) {
+            None => out.push(format!("{}: missing line '{want}'", c.path)),
+            Some(i) => {
+                if let (Some(g), Some(b)) = (guard_at, &c.before) {
+                    if i > g {
+                        out.push(format!("{}: line '{want}' comes after '{b}'", c.path));
                     }
                 }
             }
         }
     }
-    out
 }

@@ -61,9 +61,9 @@ impl Settings {
     }
     pub fn media_type(&self) -> &'static str {
         match self.algorithm {
-            Algorithm::Gzip => crate::source::MT_OCI_LAYER_GZIP,
-            Algorithm::Zstd => crate::source::MT_OCI_LAYER_ZSTD,
-            Algorithm::None => crate::source::MT_OCI_LAYER,
+            Algorithm::Gzip => crate::oci::media_type::MT_OCI_LAYER_GZIP,
+            Algorithm::Zstd => crate::oci::media_type::MT_OCI_LAYER_ZSTD,
+            Algorithm::None => crate::oci::media_type::MT_OCI_LAYER,
         }
     }
     /// Stable description, part of build records and cache keys.

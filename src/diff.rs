@@ -7,6 +7,8 @@
 //! Exit codes of the subcommand: 0 identical (equal manifest digests, or no semantic
 //! difference), 1 different, 2 error (unreadable image, bad reference, ...).
 //! Differences in compressed bytes alone do not make images different.
+pub mod indexes;
+
 use crate::digest::{digest_hex, sha256_digest};
 use crate::imageref::ImageRef;
 use crate::index::index_base;
@@ -819,7 +821,7 @@ pub fn run_diff(a: DiffArgs) -> Result<ExitCode> {
     if let Some(platforms) = a
         .platform
         .is_none()
-        .then(|| crate::diff_index::both_indexes(&a.a, &a.b))
+        .then(|| crate::diff::indexes::both_indexes(&a.a, &a.b))
         .flatten()
     {
         return run_diff_indexes(&a, platforms, &progress);
@@ -843,13 +845,13 @@ pub fn run_diff(a: DiffArgs) -> Result<ExitCode> {
     })
 }
 
-/// `diff` of two image indexes: platforms paired (see [`crate::diff_index`]).
+/// `diff` of two image indexes: platforms paired (see [`indexes`]).
 fn run_diff_indexes(
     a: &DiffArgs,
     platforms: (Vec<String>, Vec<String>),
     progress: &Progress,
 ) -> Result<ExitCode> {
-    use crate::diff_index::{compare_indexes, render_index};
+    use crate::diff::indexes::{compare_indexes, render_index};
     let r = match compare_indexes((&a.a, &a.b), platforms, a.ignore_timestamps, progress) {
         Ok(r) => r,
         Err(e) => {

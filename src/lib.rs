@@ -6,6 +6,12 @@
 //! artifacts, init) -> [`layer`] (deterministic tar, [`compress`], digests) ->
 //! [`sink`] (OCI layout / archive). `audit` and `policy` read images through the
 //! same source and rootfs model.
+//!
+//! Modules form layers, each using only its own and lower ones: leaves (formats,
+//! names, parsed inputs: [`oci`], [`record`], [`platform`], [`elf`]), image access
+//! and transports ([`image`], [`source`], [`registry`]), the rootfs model and the
+//! work on it, then the build's phases and the commands. `tests/layering.rs`
+//! holds the order and fails on a cycle.
 pub mod account_fields;
 pub mod assemble;
 pub mod attest;
@@ -17,9 +23,9 @@ pub mod checks;
 pub mod compress;
 pub mod contract;
 pub mod diff;
-pub mod diff_index;
 pub mod digest;
 pub mod dpkg;
+pub mod elf;
 pub mod finding;
 pub mod fspath;
 #[cfg(test)]

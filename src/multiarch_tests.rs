@@ -2,10 +2,11 @@
 //! the platform order, each image with the init of its own machine, refusals before
 //! any work, and the readers picking a platform out of the index.
 use crate::compress::{Algorithm, Settings};
+use crate::elf::{EM_AARCH64, EM_X86_64};
 use crate::imageref::ImageRef;
 use crate::oci::Digest;
 use crate::pipeline::{build, BuildOptions, PurgeMode};
-use crate::platform::{elf_machine, Platform, EM_AARCH64, EM_X86_64};
+use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::recipe::Recipe;
 use crate::source::OpenOptions;
@@ -181,10 +182,10 @@ fn two_platforms_make_one_index_in_any_order() {
         .unwrap();
         let fs = img.index(&Progress::new(true)).unwrap();
         assert_eq!(fs.get("init").map(|n| n.machine), Some(machine));
-        let init = crate::platform::embedded_init(crate::platform::Arch::from_name(arch).unwrap())
+        let init = crate::steps::embedded_init(crate::platform::Arch::from_name(arch).unwrap())
             .unwrap()
             .0;
-        assert_eq!(elf_machine(init), Some(machine));
+        assert_eq!(crate::elf::machine(init), Some(machine));
     }
 }
 
@@ -326,13 +327,13 @@ fn readers_list_and_pair_platforms() {
             .unwrap();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     let p = Progress::new(true);
-    let pairs = crate::diff_index::both_indexes(&a, &b).unwrap();
-    let same = crate::diff_index::compare_indexes((&a, &b), pairs, false, &p).unwrap();
+    let pairs = crate::diff::indexes::both_indexes(&a, &b).unwrap();
+    let same = crate::diff::indexes::compare_indexes((&a, &b), pairs, false, &p).unwrap();
     assert!(same.identical && same.platforms.len() == 2);
-    let pairs = crate::diff_index::both_indexes(&a, &c).unwrap();
-    let diff = crate::diff_index::compare_indexes((&a, &c), pairs, false, &p).unwrap();
+    let pairs = crate::diff::indexes::both_indexes(&a, &c).unwrap();
+    let diff = crate::diff::indexes::compare_indexes((&a, &c), pairs, false, &p).unwrap();
     assert!(!diff.identical);
-    let text = crate::diff_index::render_index(&diff, false);
+    let text = crate::diff::indexes::render_index(&diff, false);
     for p in [
         "platform linux/amd64:",
         "platform linux/arm64:",
@@ -345,7 +346,7 @@ fn readers_list_and_pair_platforms() {
     let mut o = opts(&f.amd, &format!("oci:{}", single.display()), &f.art);
     o.open.platform = Some("linux/amd64".into());
     build(o).unwrap();
-    assert!(crate::diff_index::both_indexes(&a, &format!("oci:{}", single.display())).is_none());
+    assert!(crate::diff::indexes::both_indexes(&a, &format!("oci:{}", single.display())).is_none());
 }
 
 /// `oci-archive:` output: the archive holds the index, which readers open by platform.

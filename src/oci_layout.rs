@@ -11,8 +11,8 @@
 //! of the layout directory.
 use crate::digest::digest_hex;
 use crate::image::canonical;
+use crate::oci::media_type::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
 use crate::scratch::{self, ScratchFile};
-use crate::source::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

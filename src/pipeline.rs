@@ -330,7 +330,7 @@ fn prepare(
         &opts.progress,
         spill.as_ref().map(|d| d.path()),
     )?;
-    crate::platform::check_rootfs_arch(&fs, opts.arch, &base.name)?;
+    crate::steps::arch::check_rootfs_arch(&fs, opts.arch, &base.name)?;
     let step_opts = StepOptions {
         artifacts: opts.artifacts.clone(),
         strict: opts.strict,
@@ -772,7 +772,7 @@ fn artifacts_phase(
     builder: Option<&steps::builder::Builder>,
 ) -> Result<ArtifactsLayer> {
     let (output, digest, afs) = artifacts_layer(opts, prep, staging, builder)?;
-    for w in crate::platform::check_artifacts_arch(&afs, opts.arch)? {
+    for w in crate::steps::arch::check_artifacts_arch(&afs, opts.arch)? {
         opts.progress.warn(&w);
     }
     match full_fs {

@@ -1089,9 +1089,9 @@ fn elf_program_headers(b: &[u8]) -> (Vec<u32>, usize) {
 fn embedded_inits_are_static_and_of_their_machine() {
     const PT_INTERP: u32 = 3;
     for arch in crate::platform::Arch::ALL {
-        let (bin, target) = crate::platform::embedded_init(arch).unwrap();
+        let (bin, target) = crate::steps::embedded_init(arch).unwrap();
         assert_eq!(
-            crate::platform::elf_machine(bin),
+            crate::elf::machine(bin),
             Some(arch.elf_machine()),
             "{target}"
         );

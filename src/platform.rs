@@ -1,14 +1,11 @@
 //! Platforms an image is built for (`linux/amd64`, `linux/arm64`): the names each
 //! world uses for one architecture (OCI/Debian `arm64`, GNU `aarch64-linux-gnu`,
 //! ELF machine 183), so the build picks the right init, fills recipe placeholders
-//! and checks that a base's binaries are of the architecture it claims (issue 13).
+//! and checks that a base's binaries are of the architecture it claims (issue 13;
+//! those checks run on the rootfs model in `steps::arch`). A leaf module.
+use crate::elf::{EM_AARCH64, EM_X86_64};
 use anyhow::{anyhow, bail, Result};
 use std::fmt;
-
-/// ELF `e_machine` of x86-64.
-pub const EM_X86_64: u16 = 62;
-/// ELF `e_machine` of AArch64.
-pub const EM_AARCH64: u16 = 183;
 
 /// An architecture this tool can build images for (it embeds an init for each).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,20 +124,13 @@ pub fn platform_name(os: &str, arch: &str, variant: Option<&str>) -> String {
     }
 }
 
-/// Bytes of a file's head needed to read its ELF machine.
-pub const ELF_HEAD: usize = 20;
-
-/// The ELF `e_machine` of a file starting with `head` (at least [`ELF_HEAD`] bytes
-/// for an answer): None when it is not ELF or too short.
-pub fn elf_machine(head: &[u8]) -> Option<u16> {
-    if head.len() < ELF_HEAD || !head.starts_with(b"\x7fELF") {
-        return None;
+/// The host's architecture as OCI names it (the default platform).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     }
-    let b = [head[18], head[19]];
-    Some(match head[5] {
-        2 => u16::from_be_bytes(b),
-        _ => u16::from_le_bytes(b),
-    })
 }
 
 /// A machine number for messages: `aarch64 (EM 183)`.
@@ -148,20 +138,6 @@ pub fn machine_name(m: u16) -> String {
     match Arch::from_elf_machine(m) {
         Some(a) => format!("{} (ELF machine {m})", a.gnu_triplet()),
         None => format!("ELF machine {m}"),
-    }
-}
-
-/// The init embedded for `arch`, and the Rust target it was built for.
-pub fn embedded_init(arch: Arch) -> Result<(&'static [u8], &'static str)> {
-    match arch {
-        Arch::Amd64 => Ok((crate::steps::INIT_BINARY, crate::steps::INIT_TARGET)),
-        #[cfg(nemoclaw_init_aarch64)]
-        Arch::Arm64 => Ok((INIT_AARCH64, env!("NEMOCLAW_INIT_AARCH64_TARGET"))),
-        #[cfg(not(nemoclaw_init_aarch64))]
-        Arch::Arm64 => bail!(
-            "this nemoclaw-build was compiled without the aarch64 init (rustup target \
-             aarch64-unknown-linux-musl missing): run scripts/setup.sh and rebuild it"
-        ),
     }
 }
 
@@ -183,59 +159,6 @@ pub fn image_arch(config: &serde_json::Value, asked: Option<&str>, base: &str) -
     }
     Ok(arch)
 }
-
-/// The base's `/bin/sh` (symlinks followed inside the image) must be an ELF of the
-/// image's architecture: a mismatch means the config lies (an arm64 rootfs given as
-/// amd64), and the image would not run. No ELF there (a fixture, a script): no say.
-pub fn check_rootfs_arch(fs: &crate::rootfs::Rootfs, arch: Arch, base: &str) -> Result<()> {
-    let Some(path) = fs.resolve("bin/sh") else {
-        return Ok(());
-    };
-    let m = fs
-        .nodes
-        .get(path.as_str())
-        .map(|n| n.machine)
-        .filter(|&m| m != 0);
-    match m {
-        Some(m) if m != arch.elf_machine() => bail!(
-            "base {base}: /bin/sh (/{path}) is {}, but the image architecture is {} ({}): \
-             give the platform that matches the base",
-            machine_name(m),
-            arch.name(),
-            machine_name(arch.elf_machine())
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// Artifacts built for another machine: a native addon (`*.node`) of a foreign
-/// machine cannot load and is an error naming it; any other foreign ELF file is
-/// returned as a warning each.
-pub fn check_artifacts_arch(fs: &crate::rootfs::Rootfs, arch: Arch) -> Result<Vec<String>> {
-    let mut warnings = Vec::new();
-    for (k, n) in fs.nodes.iter().filter(|(_, n)| n.modified) {
-        if n.machine == 0 || n.machine == arch.elf_machine() {
-            continue;
-        }
-        if k.ends_with(".node") {
-            bail!(
-                "artifacts: native addon /{k} is {}, but the image is {}: build the artifacts for linux/{}",
-                machine_name(n.machine),
-                arch.name(),
-                arch.name()
-            );
-        }
-        warnings.push(format!(
-            "artifacts: /{k} is {}, not {} like the image",
-            machine_name(n.machine),
-            machine_name(arch.elf_machine())
-        ));
-    }
-    Ok(warnings)
-}
-
-#[cfg(nemoclaw_init_aarch64)]
-static INIT_AARCH64: &[u8] = include_bytes!(env!("NEMOCLAW_INIT_AARCH64_PATH"));
 
 #[cfg(test)]
 mod tests {
@@ -259,15 +182,6 @@ mod tests {
         }
     }
 
-    fn elf_of(m: u16) -> Vec<u8> {
-        let mut h = vec![0u8; 64];
-        h[..4].copy_from_slice(b"\x7fELF");
-        h[4] = 2;
-        h[5] = 1;
-        h[18..20].copy_from_slice(&m.to_le_bytes());
-        h
-    }
-
     #[test]
     fn image_arch_comes_from_the_config_and_must_match_the_platform() {
         let c = serde_json::json!({"architecture": "arm64", "os": "linux"});
@@ -287,61 +201,8 @@ mod tests {
         assert!(e.to_string().contains("'s390x'"), "{e}");
     }
 
-    /// The /bin/sh check follows the symlink (usrmerge: bin -> usr/bin, sh -> dash).
     #[test]
-    fn rootfs_arch_is_checked_through_bin_sh() {
-        use crate::rootfs::{Node, Rootfs};
-        let mut fs = Rootfs::new();
-        fs.insert("bin", Node::symlink("usr/bin")).unwrap();
-        fs.insert("usr/bin/sh", Node::symlink("dash")).unwrap();
-        fs.insert("usr/bin/dash", Node::file(0o755, 0, 0, elf_of(EM_AARCH64)))
-            .unwrap();
-        check_rootfs_arch(&fs, Arch::Arm64, "b").unwrap();
-        let e = check_rootfs_arch(&fs, Arch::Amd64, "tar:arm.tar")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("/usr/bin/dash")
-                && e.contains("aarch64-linux-gnu (ELF machine 183)")
-                && e.contains("amd64")
-                && e.contains("tar:arm.tar"),
-            "{e}"
-        );
-        // A script or a fixture is no evidence either way.
-        fs.write("usr/bin/dash", b"#!/bin/true\n".to_vec()).unwrap();
-        check_rootfs_arch(&fs, Arch::Amd64, "b").unwrap();
-    }
-
-    #[test]
-    fn foreign_artifacts_addons_fail_and_other_elf_warn() {
-        use crate::rootfs::{Node, Rootfs};
-        let mut fs = Rootfs::new();
-        fs.insert("app/ok.node", Node::file(0o644, 0, 0, elf_of(EM_AARCH64)))
-            .unwrap();
-        fs.insert("app/tool", Node::file(0o755, 0, 0, elf_of(EM_X86_64)))
-            .unwrap();
-        let w = check_artifacts_arch(&fs, Arch::Arm64).unwrap();
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("/app/tool"), "{w:?}");
-        let e = check_artifacts_arch(&fs, Arch::Amd64)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/app/ok.node") && e.contains("183"), "{e}");
-    }
-
-    #[test]
-    fn elf_machine_reads_both_byte_orders() {
-        let mut h = [0u8; 20];
-        h[..4].copy_from_slice(b"\x7fELF");
-        h[5] = 1;
-        h[18] = 183;
-        assert_eq!(elf_machine(&h), Some(EM_AARCH64));
-        h[5] = 2;
-        h[18] = 0;
-        h[19] = 62;
-        assert_eq!(elf_machine(&h), Some(EM_X86_64));
-        assert_eq!(elf_machine(&h[..19]), None);
-        assert_eq!(elf_machine(b"#!/bin/sh\n\0\0\0\0\0\0\0\0\0\0\0"), None);
+    fn machine_names_name_the_triplet() {
         assert_eq!(machine_name(183), "aarch64-linux-gnu (ELF machine 183)");
     }
 }

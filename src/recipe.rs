@@ -632,7 +632,7 @@ impl Recipe {
         nemoclaw_runtime_spec::parse(&text).map_err(|e| anyhow!("[init] {e}"))?;
         if let Some(e) = init.env.iter().find(|e| {
             e.mkdir.is_some()
-                && crate::rootfs::normalize(&e.value)
+                && crate::fspath::normalize(&e.value)
                     .ok()
                     .map(|n| format!("/{n}"))
                     != Some(e.value.clone())

@@ -1,11 +1,23 @@
 //! The build record: the exact inputs of a build, written by the build (manifest
 //! annotation [`RECORD_ANNOTATION`] and `--record FILE`) and read back by `verify`
 //! (to rebuild) and `diff` (to name the input that differs).
-use crate::build_model::PurgeMode;
 use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+
+/// How the base's removed files leave the image: a build option the record keeps,
+/// defined here so the record depends on no build module.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeMode {
+    /// Rewrite base layers that contain removed files: the bytes are really gone.
+    Rewrite,
+    /// Keep base layers byte for byte; hide removed files with whiteouts.
+    Whiteout,
+}
 
 /// The manifest annotation holding the record (canonical JSON).
 pub const RECORD_ANNOTATION: &str = "dev.nemoclaw.build.record";
@@ -98,6 +110,48 @@ impl BuildRecord {
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
+
+/// Which recorded inputs the rebuild saw differently.
+pub fn input_mismatches(recorded: &BuildRecord, rebuilt: &BuildRecord) -> Vec<String> {
+    let (recorded, rebuilt) = (recorded.to_value(), rebuilt.to_value());
+    let fields = [
+        ("recipe_digest", "recipe"),
+        ("base_digest", "base image"),
+        ("artifacts_digest", "artifacts"),
+        ("artifacts_image", "builder image"),
+        ("tool", "tool version"),
+        ("compression", "compression"),
+        ("purge_mode", "purge mode"),
+        ("build_args", "build args"),
+        ("labels", "labels from build args"),
+        ("source_date_epoch", "SOURCE_DATE_EPOCH"),
+        ("base", "base name"),
+        ("recipe", "recipe name"),
+    ];
+    let mut out = Vec::new();
+    for (k, what) in fields {
+        let (x, y) = (recorded.get(k), rebuilt.get(k));
+        if x != y {
+            out.push(format!(
+                "{what}: recorded {}, rebuild has {}",
+                x.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into()),
+                y.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
+            ));
+        }
+    }
+    let (x, y) = (
+        recorded.pointer("/init/digest"),
+        rebuilt.pointer("/init/digest"),
+    );
+    if x != y {
+        out.push(format!(
+            "init binary differs: recorded {}, this tool embeds {}",
+            x.map(|v| v.to_string()).unwrap_or_default(),
+            y.map(|v| v.to_string()).unwrap_or_default()
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -23,12 +23,9 @@ pub use remote_blob::{RemoteBlob, RemoteBlobs};
 
 use crate::cache::Cache;
 use crate::digest::{digest_hex, sha256_digest};
-use crate::source::oci::{check_layer_count, select_platform};
-use crate::source::spec;
-use crate::source::{
-    BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_DOCKER_LIST, MT_DOCKER_MANIFEST,
-    MT_OCI_INDEX, MT_OCI_MANIFEST,
-};
+use crate::image::spec::{self, check_layer_count, select_platform};
+use crate::image::{BaseImage, BlobLocation, DeferredLayers, LayerBlob};
+use crate::oci::media_type::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -594,9 +591,8 @@ fn media_type_of(v: &Value) -> String {
 
 /// The image index at `reference`: its digest and entries (for `--platform all`,
 /// `verify`); an error when it is a single image.
-pub fn index_of(reference: &str, opts: &OpenOptions) -> Result<(String, Vec<spec::Descriptor>)> {
+pub fn index_of(reference: &str, ro: &RegistryOptions) -> Result<(String, Vec<spec::Descriptor>)> {
     runtime()?.block_on(async {
-        let ro = &opts.registry;
         let s = Session::open(reference, ro, Out::new(ro)).await?;
         let what = format!("registry://{reference}");
         let (bytes, digest) = s.manifest(&s.r, &what).await?;
@@ -609,13 +605,23 @@ pub fn index_of(reference: &str, opts: &OpenOptions) -> Result<(String, Vec<spec
     })
 }
 
-/// Pulls `HOST[:PORT]/REPO[:TAG|@sha256:...]` into the local cache.
-pub fn pull(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
-    runtime()?.block_on(pull_async(reference, opts))
+/// Pulls `HOST[:PORT]/REPO[:TAG|@sha256:...]` into the local cache, choosing
+/// `platform` from an index; with `lazy_layers`, layers are fetched on first read.
+pub fn pull(
+    reference: &str,
+    ro: &RegistryOptions,
+    platform: Option<&str>,
+    lazy_layers: bool,
+) -> Result<BaseImage> {
+    runtime()?.block_on(pull_async(reference, ro, platform, lazy_layers))
 }
 
-async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
-    let ro = &opts.registry;
+async fn pull_async(
+    reference: &str,
+    ro: &RegistryOptions,
+    platform: Option<&str>,
+    lazy_layers: bool,
+) -> Result<BaseImage> {
     let s = Session::open(reference, ro, Out::new(ro)).await?;
     let cache = Cache::open(ro.cache_dir.as_deref())?;
     let top_what = match (&s.r.digest, &s.r.tag) {
@@ -638,7 +644,7 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
         }
         let iwhat = format!("image index {digest} from {}", s.r.name());
         let idx = spec::parse_index(&bytes, &iwhat, &mt)?;
-        let d = select_platform(&idx.manifests, opts.platform.as_deref(), &iwhat)?;
+        let d = select_platform(&idx.manifests, platform, &iwhat)?;
         let child = s.r.with_digest(&d.digest);
         what = format!("manifest {} from {}", d.digest, s.r.name());
         (bytes, digest) = s
@@ -685,7 +691,7 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
             diff_id: diff_ids.get(i).cloned(),
         })
         .collect();
-    let (layers, deferred) = if opts.lazy_layers {
+    let (layers, deferred) = if lazy_layers {
         let (reference, ro) = (reference.to_string(), ro.clone());
         let count = descs.len();
         let fetch = move || -> Result<Vec<LayerBlob>> {
@@ -695,7 +701,7 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
                 fetch_layers(&s, &cache, descs).await
             })
         };
-        let deferred = crate::source::DeferredLayers {
+        let deferred = DeferredLayers {
             count,
             fetch: Box::new(fetch),
         };
@@ -1396,7 +1402,9 @@ mod tests {
 
     #[test]
     fn pull_of_bad_reference_fails_without_network() {
-        let e = pull("no-slash", &OpenOptions::default()).err().unwrap();
+        let e = pull("no-slash", &RegistryOptions::default(), None, false)
+            .err()
+            .unwrap();
         assert!(format!("{e:#}").contains("HOST[:PORT]/REPO"), "{e:#}");
     }
 }

@@ -332,6 +332,32 @@ async fn push_async(
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e),
     }
+    let blobs = push_blobs(&rec_bytes, layers, cache)?;
+    let sent: Vec<Sent> = futures_util::stream::iter(blobs.iter())
+        .map(|b| {
+            let s = &s;
+            async move { s.push_blob(Some(cache), b, ropts).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    s.push_manifest_bytes(&tag, &manifest).await?;
+    let uploaded = sent.iter().filter(|x| **x == Sent::Uploaded).count();
+    p.log(&format!(
+        "cache-to: pushed {at} ({} layers; {uploaded} blob(s) uploaded, {} already present)",
+        layers.len(),
+        sent.len() - uploaded
+    ));
+    Ok(())
+}
+
+/// The blobs of a cache artifact, in push order: its empty config, the record, then
+/// each layer (a local one checked against the size the record gives).
+fn push_blobs(
+    rec_bytes: &[u8],
+    layers: &[(CacheLayer, BlobSource)],
+    cache: &Cache,
+) -> Result<Vec<PushBlob>> {
     let mut blobs = vec![
         PushBlob {
             label: "cache config".into(),
@@ -341,9 +367,9 @@ async fn push_async(
         },
         PushBlob {
             label: "cache record".into(),
-            digest: sha256_digest(&rec_bytes),
+            digest: sha256_digest(rec_bytes),
             size: rec_bytes.len() as u64,
-            source: BlobSource::File(small_blob(cache, &rec_bytes)?),
+            source: BlobSource::File(small_blob(cache, rec_bytes)?),
         },
     ];
     for (i, (l, source)) in layers.iter().enumerate() {
@@ -370,22 +396,7 @@ async fn push_async(
             source,
         });
     }
-    let sent: Vec<Sent> = futures_util::stream::iter(blobs.iter())
-        .map(|b| {
-            let s = &s;
-            async move { s.push_blob(Some(cache), b, ropts).await }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    s.push_manifest_bytes(&tag, &manifest).await?;
-    let uploaded = sent.iter().filter(|x| **x == Sent::Uploaded).count();
-    p.log(&format!(
-        "cache-to: pushed {at} ({} layers; {uploaded} blob(s) uploaded, {} already present)",
-        layers.len(),
-        sent.len() - uploaded
-    ));
-    Ok(())
+    Ok(blobs)
 }
 
 #[cfg(test)]

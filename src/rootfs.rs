@@ -81,7 +81,7 @@ impl Node {
     pub fn file(mode: u32, uid: u64, gid: u64, bytes: Vec<u8>) -> Node {
         let size = bytes.len() as u64;
         let elf = bytes.starts_with(b"\x7fELF");
-        let machine = crate::platform::elf_machine(&bytes).unwrap_or(0);
+        let machine = crate::elf::machine(&bytes).unwrap_or(0);
         let mut n = Node::new(
             Kind::File,
             mode,
@@ -461,7 +461,7 @@ impl Rootfs {
             Some(n) if n.kind == Kind::File => {
                 n.size = bytes.len() as u64;
                 n.elf = bytes.starts_with(b"\x7fELF");
-                n.machine = crate::platform::elf_machine(&bytes).unwrap_or(0);
+                n.machine = crate::elf::machine(&bytes).unwrap_or(0);
                 n.content = Content::Bytes(Arc::new(bytes));
                 n.modified = true;
                 n.set_sha256(None);
@@ -537,61 +537,17 @@ impl Rootfs {
         opts: &IndexOptions,
     ) -> Result<LayerStats> {
         let mut stats = LayerStats::default();
-        // Paths named by this layer's whiteouts, and hardlinked by this layer.
-        let mut whited: BTreeSet<String> = BTreeSet::new();
-        let mut linked: BTreeSet<String> = BTreeSet::new();
+        let mut seen = LayerPaths::default();
         while let Some(e) = tar.next_entry()? {
             stats.entries += 1;
-            self.entries += 1;
-            if self.entries > opts.max_entries {
-                bail!(
-                    "{label}: the image has more than {} tar entries (--max-entries); refusing to index it",
-                    opts.max_entries
-                );
-            }
+            self.count_entry(label, opts)?;
             let key = e.path.clone();
             let fail = |msg: String| anyhow!("{label}: entry '{}': {msg}", e.name);
-            // Nothing may be written through a symlink or below a non-directory.
-            if let Some((p, n)) = self.non_dir_ancestor(&key) {
-                if n.kind == Kind::Symlink {
-                    bail!(
-                        "{label}: entry '{}' lies below '/{p}', which is a symlink",
-                        e.name
-                    );
-                }
-                return Err(fail(format!(
-                    "lies below '/{p}', which is a {:?}, not a directory",
-                    n.kind
-                )));
-            }
-            match whiteout_of(&key).map_err(&fail)? {
-                Some(Whiteout::Opaque(dir)) => {
-                    let lower: Vec<String> = self
-                        .descendants(&dir)
-                        .filter(|(_, n)| n.layer().is_some_and(|l| l < layer))
-                        .map(|(k, _)| k.to_string())
-                        .collect();
-                    for k in lower {
-                        self.hide(&k, layer);
-                    }
-                    stats.whiteouts += 1;
-                    continue;
-                }
-                Some(Whiteout::Path(victim)) => {
-                    let mut keys = vec![victim.clone()];
-                    keys.extend(self.descendant_keys(&victim));
-                    for k in keys {
-                        match self.nodes.get(k.as_str()).and_then(|n| n.layer()) {
-                            Some(l) if l < layer => self.hide(&k, layer),
-                            Some(l) if l == layer => self.same_layer(layer, &key, &k),
-                            _ => {}
-                        }
-                    }
-                    whited.insert(victim);
-                    stats.whiteouts += 1;
-                    continue;
-                }
-                None => {}
+            self.check_parents(&key, label, &e.name)?;
+            if let Some(w) = whiteout_of(&key).map_err(&fail)? {
+                self.apply_whiteout(layer, &key, w, &mut seen);
+                stats.whiteouts += 1;
+                continue;
             }
             if key.is_empty() {
                 if e.kind != Kind::Dir {
@@ -602,54 +558,10 @@ impl Rootfs {
                 }
                 continue;
             }
-            if !whited.is_empty() {
-                if let Some(w) = ancestors_and_self(&key).find(|p| whited.contains(*p)) {
-                    let wh = match parent_of(w) {
-                        Some("") | None => format!(".wh.{w}"),
-                        Some(d) => format!("{d}/.wh.{}", &w[d.len() + 1..]),
-                    };
-                    self.same_layer(layer, &wh, &key);
-                }
-            }
-            if linked.contains(&key) {
-                return Err(fail(format!(
-                    "replaces '/{key}', which a hardlink earlier in this layer shares (Python rewrites the shared file, GNU tar and containerd replace it)"
-                )));
-            }
-            let old = self.nodes.get(key.as_str());
-            if let Some(o) = old.filter(|o| o.layer() == Some(layer)) {
-                stats.duplicates += 1;
-                if o.is_dir() != (e.kind == Kind::Dir) {
-                    return Err(fail(format!(
-                        "a {:?} replacing a {:?} earlier in the same layer (GNU tar and Python fail, containerd replaces it)",
-                        e.kind, o.kind
-                    )));
-                }
-            }
-            if e.kind != Kind::Dir
-                && self
-                    .descendants(&key)
-                    .any(|(_, n)| n.layer() == Some(layer))
-            {
-                return Err(fail(format!(
-                    "a {:?} replacing a directory that has entries earlier in the same layer",
-                    e.kind
-                )));
-            }
-            let mut node = e.node(layer);
-            node.add_in_layers(old.map(|o| o.in_layers()).unwrap_or(0));
-            if let (Kind::Hardlink, Some(t)) = (e.kind, &e.link) {
-                let (file, target) = self.hardlink_target(&key, t).map_err(&fail)?;
-                node.elf = target.elf;
-                node.set_sha256(target.sha256_bytes().copied());
-                linked.insert(t.clone());
-                linked.insert(file);
-                self.links.push(LinkEntry {
-                    layer,
-                    path: key.clone(),
-                    target: t.clone(),
-                });
-            }
+            self.note_whited_parent(layer, &key, &seen);
+            self.check_replacement(layer, &key, &e, &seen, &mut stats)
+                .map_err(&fail)?;
+            let mut node = self.entry_node(layer, &key, &e, &mut seen).map_err(&fail)?;
             if e.kind == Kind::File {
                 self.read_content(&mut node, &key, &e.name, &mut tar, label, opts)?;
                 stats.bytes += node.size;
@@ -666,6 +578,136 @@ impl Rootfs {
         tar.finish()?;
         self.layers = self.layers.max(layer + 1);
         Ok(stats)
+    }
+
+    /// Counts an entry of the image against `--max-entries`.
+    fn count_entry(&mut self, label: &str, opts: &IndexOptions) -> Result<()> {
+        self.entries += 1;
+        if self.entries > opts.max_entries {
+            bail!(
+                "{label}: the image has more than {} tar entries (--max-entries); refusing to index it",
+                opts.max_entries
+            );
+        }
+        Ok(())
+    }
+
+    /// Nothing may be written through a symlink or below a non-directory. The
+    /// symlink case is its own error: it names the symlink, not the entry's kind.
+    fn check_parents(&self, key: &str, label: &str, name: &str) -> Result<()> {
+        let Some((p, n)) = self.non_dir_ancestor(key) else {
+            return Ok(());
+        };
+        if n.kind == Kind::Symlink {
+            bail!("{label}: entry '{name}' lies below '/{p}', which is a symlink");
+        }
+        bail!(
+            "{label}: entry '{name}': lies below '/{p}', which is a {:?}, not a directory",
+            n.kind
+        )
+    }
+
+    /// A whiteout hides what lower layers have at its path (an opaque one: below
+    /// its directory); a same-layer victim is noted as an ambiguity.
+    fn apply_whiteout(&mut self, layer: usize, key: &str, w: Whiteout, seen: &mut LayerPaths) {
+        match w {
+            Whiteout::Opaque(dir) => {
+                let lower: Vec<String> = self
+                    .descendants(&dir)
+                    .filter(|(_, n)| n.layer().is_some_and(|l| l < layer))
+                    .map(|(k, _)| k.to_string())
+                    .collect();
+                for k in lower {
+                    self.hide(&k, layer);
+                }
+            }
+            Whiteout::Path(victim) => {
+                let mut keys = vec![victim.clone()];
+                keys.extend(self.descendant_keys(&victim));
+                for k in keys {
+                    match self.nodes.get(k.as_str()).and_then(|n| n.layer()) {
+                        Some(l) if l < layer => self.hide(&k, layer),
+                        Some(l) if l == layer => self.same_layer(layer, key, &k),
+                        _ => {}
+                    }
+                }
+                seen.whited.insert(victim);
+            }
+        }
+    }
+
+    /// An entry at or below a path this layer whited out earlier: readers differ
+    /// on which comes first, so it is noted as a same-layer whiteout.
+    fn note_whited_parent(&mut self, layer: usize, key: &str, seen: &LayerPaths) {
+        if seen.whited.is_empty() {
+            return;
+        }
+        if let Some(w) = ancestors_and_self(key).find(|p| seen.whited.contains(*p)) {
+            let wh = match parent_of(w) {
+                Some("") | None => format!(".wh.{w}"),
+                Some(d) => format!("{d}/.wh.{}", &w[d.len() + 1..]),
+            };
+            self.same_layer(layer, &wh, key);
+        }
+    }
+
+    /// Replacements that readers resolve differently within one layer are refused:
+    /// a file a hardlink shares, a kind change, a directory with entries.
+    fn check_replacement(
+        &self,
+        layer: usize,
+        key: &str,
+        e: &TarEntry,
+        seen: &LayerPaths,
+        stats: &mut LayerStats,
+    ) -> Result<(), String> {
+        if seen.linked.contains(key) {
+            return Err(format!(
+                "replaces '/{key}', which a hardlink earlier in this layer shares (Python rewrites the shared file, GNU tar and containerd replace it)"
+            ));
+        }
+        if let Some(o) = self.nodes.get(key).filter(|o| o.layer() == Some(layer)) {
+            stats.duplicates += 1;
+            if o.is_dir() != (e.kind == Kind::Dir) {
+                return Err(format!(
+                    "a {:?} replacing a {:?} earlier in the same layer (GNU tar and Python fail, containerd replaces it)",
+                    e.kind, o.kind
+                ));
+            }
+        }
+        if e.kind != Kind::Dir && self.descendants(key).any(|(_, n)| n.layer() == Some(layer)) {
+            return Err(format!(
+                "a {:?} replacing a directory that has entries earlier in the same layer",
+                e.kind
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entry's node, carrying the layers its path was in before; a hardlink
+    /// takes its target's content facts and is recorded.
+    fn entry_node(
+        &mut self,
+        layer: usize,
+        key: &str,
+        e: &TarEntry,
+        seen: &mut LayerPaths,
+    ) -> Result<Node, String> {
+        let mut node = e.node(layer);
+        node.add_in_layers(self.nodes.get(key).map(|o| o.in_layers()).unwrap_or(0));
+        if let (Kind::Hardlink, Some(t)) = (e.kind, &e.link) {
+            let (file, target) = self.hardlink_target(key, t)?;
+            node.elf = target.elf;
+            node.set_sha256(target.sha256_bytes().copied());
+            seen.linked.insert(t.clone());
+            seen.linked.insert(file);
+            self.links.push(LinkEntry {
+                layer,
+                path: key.to_string(),
+                target: t.clone(),
+            });
+        }
+        Ok(node)
     }
 
     /// Captures, hashes or sniffs (ELF magic) a regular file's data, as `opts` asks.
@@ -693,7 +735,7 @@ impl Rootfs {
                 }
                 if first {
                     node.elf = chunk[..n].starts_with(b"\x7fELF");
-                    node.machine = crate::platform::elf_machine(&chunk[..n]).unwrap_or(0);
+                    node.machine = crate::elf::machine(&chunk[..n]).unwrap_or(0);
                     first = false;
                 }
                 hasher.update(&chunk[..n]);
@@ -706,11 +748,11 @@ impl Rootfs {
                 node.content = Content::Bytes(Arc::new(buf));
             }
         } else if size >= 4 {
-            let mut head = [0u8; crate::platform::ELF_HEAD];
+            let mut head = [0u8; crate::elf::HEAD_LEN];
             let len = (size as usize).min(head.len());
             data.read_exact(&mut head[..len]).with_context(truncated)?;
             node.elf = head.starts_with(b"\x7fELF");
-            node.machine = crate::platform::elf_machine(&head[..len]).unwrap_or(0);
+            node.machine = crate::elf::machine(&head[..len]).unwrap_or(0);
         }
         Ok(())
     }
@@ -800,6 +842,14 @@ impl Rootfs {
             .map(|n| n.size)
             .sum()
     }
+}
+
+/// Paths one layer has whited out and hardlinked so far: later entries of the
+/// same layer at these paths are what readers disagree on.
+#[derive(Default)]
+struct LayerPaths {
+    whited: BTreeSet<String>,
+    linked: BTreeSet<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]

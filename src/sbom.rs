@@ -498,65 +498,13 @@ pub fn spdx_document(inv: &Inventory, name: &str, created: &str) -> Result<Vec<u
     let mut rels = vec![
         json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Image"}),
     ];
-    let apps: Vec<(&Component, String)> = inv
-        .components
-        .iter()
-        .filter(|c| c.application)
-        .map(|c| (c, spdx_id(c)))
-        .collect();
+    let apps: Vec<&Component> = inv.components.iter().filter(|c| c.application).collect();
     for c in &inv.components {
         let id = spdx_id(c);
-        let mut p = json!({
-            "SPDXID": id,
-            "name": c.name,
-            "downloadLocation": c.download.clone().unwrap_or_else(|| "NOASSERTION".into()),
-            "filesAnalyzed": false,
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": c.license.clone().unwrap_or_else(|| "NOASSERTION".into()),
-            "copyrightText": "NOASSERTION",
-            "supplier": spdx_agent(c.supplier.as_deref()),
-            "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": c.purl}],
-        });
-        if !c.version.is_empty() {
-            p["versionInfo"] = json!(c.version);
-        }
-        if let Some(s) = &c.summary {
-            p["summary"] = json!(s);
-        }
-        if let Some(h) = &c.homepage {
-            p["homepage"] = json!(h);
-        }
-        if let Some(s) = &c.source {
-            p["sourceInfo"] = json!(format!("built package from: {s}"));
-        }
-        if let Some(h) = &c.sha512 {
-            p["checksums"] = json!([{"algorithm": "SHA512", "checksumValue": h}]);
-        }
-        if c.application {
-            p["primaryPackagePurpose"] = json!("APPLICATION");
-        }
-        let mut comment = Vec::new();
-        if let Some(a) = &c.arch {
-            comment.push(format!("architecture: {a}"));
-        }
-        if let Some(path) = &c.path {
-            comment.push(format!("location: {path}"));
-        }
-        if !comment.is_empty() {
-            p["comment"] = json!(comment.join("; "));
-        }
-        packages.push(p);
+        packages.push(spdx_package(c, &id));
         rels.push(json!({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
-        if c.ecosystem == "npm" && !c.application {
-            // A dependency of the application whose tree holds it.
-            let path = c.path.clone().unwrap_or_default();
-            if let Some((_, app_id)) = apps.iter().find(|(a, _)| {
-                a.path
-                    .as_deref()
-                    .is_some_and(|ap| path.starts_with(&format!("{ap}/")))
-            }) {
-                rels.push(json!({"spdxElementId": app_id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": id}));
-            }
+        if let Some(app) = owning_application(c, &apps) {
+            rels.push(json!({"spdxElementId": spdx_id(app), "relationshipType": "DEPENDS_ON", "relatedSpdxElement": id}));
         }
     }
     let mut doc = json!({
@@ -583,69 +531,76 @@ pub fn spdx_document(inv: &Inventory, name: &str, created: &str) -> Result<Vec<u
     finish_pretty(&doc)
 }
 
+/// The application whose tree holds the npm dependency `c` (None for anything
+/// else): the SBOM says the application depends on it.
+fn owning_application<'a>(c: &Component, apps: &[&'a Component]) -> Option<&'a Component> {
+    if c.ecosystem != "npm" || c.application {
+        return None;
+    }
+    let path = c.path.clone().unwrap_or_default();
+    apps.iter().copied().find(|a| {
+        a.path
+            .as_deref()
+            .is_some_and(|ap| path.starts_with(&format!("{ap}/")))
+    })
+}
+
+/// One SPDX package: the component's known fields, NOASSERTION for the rest.
+fn spdx_package(c: &Component, id: &str) -> Value {
+    let mut p = json!({
+        "SPDXID": id,
+        "name": c.name,
+        "downloadLocation": c.download.clone().unwrap_or_else(|| "NOASSERTION".into()),
+        "filesAnalyzed": false,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": c.license.clone().unwrap_or_else(|| "NOASSERTION".into()),
+        "copyrightText": "NOASSERTION",
+        "supplier": spdx_agent(c.supplier.as_deref()),
+        "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": c.purl}],
+    });
+    if !c.version.is_empty() {
+        p["versionInfo"] = json!(c.version);
+    }
+    if let Some(s) = &c.summary {
+        p["summary"] = json!(s);
+    }
+    if let Some(h) = &c.homepage {
+        p["homepage"] = json!(h);
+    }
+    if let Some(s) = &c.source {
+        p["sourceInfo"] = json!(format!("built package from: {s}"));
+    }
+    if let Some(h) = &c.sha512 {
+        p["checksums"] = json!([{"algorithm": "SHA512", "checksumValue": h}]);
+    }
+    if c.application {
+        p["primaryPackagePurpose"] = json!("APPLICATION");
+    }
+    let mut comment = Vec::new();
+    if let Some(a) = &c.arch {
+        comment.push(format!("architecture: {a}"));
+    }
+    if let Some(path) = &c.path {
+        comment.push(format!("location: {path}"));
+    }
+    if !comment.is_empty() {
+        p["comment"] = json!(comment.join("; "));
+    }
+    p
+}
+
 /// CycloneDX 1.5 JSON for an inventory.
 pub fn cyclonedx_document(inv: &Inventory, name: &str, created: &str) -> Result<Vec<u8>> {
     let mut comps = Vec::new();
     let mut app_deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let apps: Vec<&Component> = inv.components.iter().filter(|c| c.application).collect();
     for c in &inv.components {
-        let mut o = json!({
-            "type": if c.application { "application" } else { "library" },
-            "bom-ref": c.purl,
-            "name": c.name,
-            "purl": c.purl,
-        });
-        if !c.version.is_empty() {
-            o["version"] = json!(c.version);
-        }
-        if let Some(s) = &c.supplier {
-            o["publisher"] = json!(s);
-        }
-        if let Some(l) = &c.license {
-            o["licenses"] = json!([{"expression": l}]);
-        }
-        if let Some(h) = &c.sha512 {
-            o["hashes"] = json!([{"alg": "SHA-512", "content": h}]);
-        }
-        if let Some(s) = &c.summary {
-            o["description"] = json!(s);
-        }
-        let mut refs = Vec::new();
-        if let Some(d) = &c.download {
-            refs.push(json!({"type": "distribution", "url": d}));
-        }
-        if let Some(h) = &c.homepage {
-            refs.push(json!({"type": "website", "url": h}));
-        }
-        if !refs.is_empty() {
-            o["externalReferences"] = json!(refs);
-        }
-        let mut props = Vec::new();
-        if let Some(a) = &c.arch {
-            props.push(json!({"name": "nemoclaw:arch", "value": a}));
-        }
-        if let Some(s) = &c.source {
-            props.push(json!({"name": "nemoclaw:source", "value": s}));
-        }
-        if let Some(p) = &c.path {
-            props.push(json!({"name": "nemoclaw:location", "value": p}));
-        }
-        if !props.is_empty() {
-            o["properties"] = json!(props);
-        }
-        comps.push(o);
-        if c.ecosystem == "npm" && !c.application {
-            let path = c.path.clone().unwrap_or_default();
-            if let Some(a) = apps.iter().find(|a| {
-                a.path
-                    .as_deref()
-                    .is_some_and(|ap| path.starts_with(&format!("{ap}/")))
-            }) {
-                app_deps
-                    .entry(a.purl.clone())
-                    .or_default()
-                    .push(c.purl.clone());
-            }
+        comps.push(cyclonedx_component(c));
+        if let Some(a) = owning_application(c, &apps) {
+            app_deps
+                .entry(a.purl.clone())
+                .or_default()
+                .push(c.purl.clone());
         }
     }
     let mut deps = vec![
@@ -667,10 +622,67 @@ pub fn cyclonedx_document(inv: &Inventory, name: &str, created: &str) -> Result<
         "components": comps,
         "dependencies": deps,
     });
-    let h = sha256_digest(&canonical(&doc));
+    doc["serialNumber"] = json!(serial_number(&doc)?);
+    finish_pretty(&doc)
+}
+
+/// One CycloneDX component: the component's known fields, references and the
+/// nemoclaw properties (arch, source package, location).
+fn cyclonedx_component(c: &Component) -> Value {
+    let mut o = json!({
+        "type": if c.application { "application" } else { "library" },
+        "bom-ref": c.purl,
+        "name": c.name,
+        "purl": c.purl,
+    });
+    if !c.version.is_empty() {
+        o["version"] = json!(c.version);
+    }
+    if let Some(s) = &c.supplier {
+        o["publisher"] = json!(s);
+    }
+    if let Some(l) = &c.license {
+        o["licenses"] = json!([{"expression": l}]);
+    }
+    if let Some(h) = &c.sha512 {
+        o["hashes"] = json!([{"alg": "SHA-512", "content": h}]);
+    }
+    if let Some(s) = &c.summary {
+        o["description"] = json!(s);
+    }
+    let mut refs = Vec::new();
+    if let Some(d) = &c.download {
+        refs.push(json!({"type": "distribution", "url": d}));
+    }
+    if let Some(h) = &c.homepage {
+        refs.push(json!({"type": "website", "url": h}));
+    }
+    if !refs.is_empty() {
+        o["externalReferences"] = json!(refs);
+    }
+    let mut props = Vec::new();
+    if let Some(a) = &c.arch {
+        props.push(json!({"name": "nemoclaw:arch", "value": a}));
+    }
+    if let Some(s) = &c.source {
+        props.push(json!({"name": "nemoclaw:source", "value": s}));
+    }
+    if let Some(p) = &c.path {
+        props.push(json!({"name": "nemoclaw:location", "value": p}));
+    }
+    if !props.is_empty() {
+        o["properties"] = json!(props);
+    }
+    o
+}
+
+/// A name-based (version 5 style) UUID URN from the document's own digest, so
+/// the same inventory always gets the same serial number.
+fn serial_number(doc: &Value) -> Result<String> {
+    let h = sha256_digest(&canonical(doc));
     let h = digest_hex(&h)?;
     let variant = ["8", "9", "a", "b"][usize::from_str_radix(&h[16..17], 16).unwrap_or(0) % 4];
-    doc["serialNumber"] = json!(format!(
+    Ok(format!(
         "urn:uuid:{}-{}-5{}-{}{}-{}",
         &h[0..8],
         &h[8..12],
@@ -678,8 +690,7 @@ pub fn cyclonedx_document(inv: &Inventory, name: &str, created: &str) -> Result<
         variant,
         &h[17..20],
         &h[20..32]
-    ));
-    finish_pretty(&doc)
+    ))
 }
 
 /// SPDX 2.3 JSON of a final filesystem; npm applications are found by their lockfiles.

@@ -205,7 +205,7 @@ mod tests {
             "usr/bin/x86_64-linux-gnu-g++-12",
         ];
         for (i, p) in bad.iter().enumerate() {
-            let m = [crate::platform::EM_AARCH64, crate::platform::EM_X86_64][i % 2];
+            let m = [crate::elf::EM_AARCH64, crate::elf::EM_X86_64][i % 2];
             fs.insert(p, Node::file(0o755, 0, 0, elf(m))).unwrap();
         }
         fs.insert(

@@ -386,28 +386,7 @@ pub fn finish(
     match out {
         ImageRef::Registry(reference) => {
             write_layout_top(staging.path(), top.clone(), digest, size, None)?;
-            push_platforms(&staging, reference, img.platforms, registry)?;
-            let bytes = std::fs::read(staging.blobs().join(digest_hex(digest)?))?;
-            let pushed = crate::registry::push(
-                staging.path(),
-                &staging.remote,
-                reference,
-                digest,
-                &bytes,
-                registry,
-            )?;
-            if pushed != digest {
-                bail!("registry://{reference} reports manifest digest {pushed}, but we built {digest}");
-            }
-            for (image, atts) in img.attachments {
-                crate::attest::store::to_registry(
-                    staging.path(),
-                    reference,
-                    image,
-                    atts,
-                    registry,
-                )?;
-            }
+            push_to_registry(&staging, reference, img, registry)?;
             Ok(Pending::Pushed)
         }
         ImageRef::OciDir { path, tag } => {
@@ -426,13 +405,8 @@ pub fn finish(
             })
         }
         ImageRef::OciArchive { path, tag } => {
-            write_layout_top(
-                staging.path(),
-                top,
-                digest,
-                size,
-                Some(tag.as_deref().unwrap_or("latest")),
-            )?;
+            let tag = Some(tag.as_deref().unwrap_or("latest"));
+            write_layout_top(staging.path(), top, digest, size, tag)?;
             for (image, atts) in img.attachments {
                 crate::attest::store::into_layout(staging.path(), image, atts)?;
             }
@@ -446,25 +420,7 @@ pub fn finish(
             bail!("{out}: a docker-archive holds one platform; pick one with --platform")
         }
         ImageRef::DockerArchive { path, tag } => {
-            // manifest.json only: with an OCI index.json beside it, podman loads the
-            // archive as OCI and drops the tag.
-            let manifest = img.manifest;
-            let config = manifest.config.digest.hex();
-            let layers: Vec<String> = manifest
-                .layers
-                .iter()
-                .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
-                .collect();
-            let repo_tag = match tag {
-                Some(t) if t.contains(':') || t.contains('/') => t.clone(),
-                Some(t) => format!("localhost/nemoclaw:{t}"),
-                None => "localhost/nemoclaw:latest".into(),
-            };
-            let mf = json!([{"Config": format!("blobs/sha256/{config}"), "RepoTags": [repo_tag], "Layers": layers}]);
-            std::fs::write(
-                staging.path().join("manifest.json"),
-                crate::image::canonical(&mf),
-            )?;
+            write_docker_manifest(staging.path(), img.manifest, tag.as_deref())?;
             let tmp = pack_dir(staging.path(), path, img.epoch)?;
             Ok(Pending::Archive {
                 tmp,
@@ -473,6 +429,57 @@ pub fn finish(
         }
         ImageRef::Tar(_) => bail!("cannot publish to {out}: tar: is a base format only"),
     }
+}
+
+/// Pushes the staged image (platform manifests first, then the top document) and
+/// its signature and attestations; the registry must report the digest we built.
+fn push_to_registry(
+    staging: &Staging,
+    reference: &str,
+    img: &Built,
+    registry: &crate::registry::RegistryOptions,
+) -> Result<()> {
+    let digest = img.manifest_digest;
+    push_platforms(staging, reference, img.platforms, registry)?;
+    let bytes = std::fs::read(staging.blobs().join(digest_hex(digest)?))?;
+    let pushed = crate::registry::push(
+        staging.path(),
+        &staging.remote,
+        reference,
+        digest,
+        &bytes,
+        registry,
+    )?;
+    if pushed != digest {
+        bail!("registry://{reference} reports manifest digest {pushed}, but we built {digest}");
+    }
+    for (image, atts) in img.attachments {
+        crate::attest::store::to_registry(staging.path(), reference, image, atts, registry)?;
+    }
+    Ok(())
+}
+
+/// A docker-archive's `manifest.json` (only: with an OCI index.json beside it,
+/// podman loads the archive as OCI and drops the tag).
+fn write_docker_manifest(
+    dir: &Path,
+    manifest: &crate::oci::Manifest,
+    tag: Option<&str>,
+) -> Result<()> {
+    let config = manifest.config.digest.hex();
+    let layers: Vec<String> = manifest
+        .layers
+        .iter()
+        .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
+        .collect();
+    let repo_tag = match tag {
+        Some(t) if t.contains(':') || t.contains('/') => t.to_string(),
+        Some(t) => format!("localhost/nemoclaw:{t}"),
+        None => "localhost/nemoclaw:latest".into(),
+    };
+    let mf = json!([{"Config": format!("blobs/sha256/{config}"), "RepoTags": [repo_tag], "Layers": layers}]);
+    std::fs::write(dir.join("manifest.json"), crate::image::canonical(&mf))?;
+    Ok(())
 }
 
 /// The platform manifests of an index, each pushed by digest (with its blobs)

@@ -112,7 +112,7 @@ impl Spill {
     pub fn append(&mut self, r: &mut dyn Read, what: &str) -> Result<Stored> {
         let start = self.end;
         let mut h = Sha256::new();
-        let mut head = [0u8; crate::platform::ELF_HEAD];
+        let mut head = [0u8; crate::elf::HEAD_LEN];
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = match r.read(&mut buf) {
@@ -146,7 +146,7 @@ impl Spill {
             },
             sha256: hex::encode(h.finalize()),
             elf: self.end - start >= 4 && head.starts_with(b"\x7fELF"),
-            machine: crate::platform::elf_machine(
+            machine: crate::elf::machine(
                 &head[..(self.end - start).min(head.len() as u64) as usize],
             )
             .unwrap_or(0),

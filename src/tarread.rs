@@ -348,34 +348,9 @@ impl<R: Read> TarReader<R> {
             Ok(pax) => pax,
             Err(e) => bail!("{label}: entry '{}': {e}", show(&hname)),
         };
-        let raw_name = match (&p.long_name, &pax.path) {
-            (Some(_), Some(_)) => bail!(
-                "{label}: entry '{}' has both a GNU long name and a PAX path; readers pick different ones",
-                show(&hname)
-            ),
-            (Some(n), None) | (None, Some(n)) => n.clone(),
-            (None, None) => hname.clone(),
-        };
-        let name = match std::str::from_utf8(&raw_name) {
-            Ok(s) => s.to_string(),
-            Err(_) => bail!(
-                "{label}: entry '{}': name is not valid UTF-8",
-                raw_name.escape_ascii()
-            ),
-        };
+        let name = entry_name(label, &hname, p.long_name.as_ref(), pax.path.as_ref())?;
         let err = |msg: String| anyhow!("{label}: entry '{}': {msg}", escape_controls(&name));
-        if name.contains('\0') {
-            return Err(err("name contains a NUL byte".into()));
-        }
-        let kind = entry_kind(t).map_err(err)?;
-        // Python and Go turn an old-style ('\0') regular file ending in '/' into a
-        // directory, Python judging by the header's own name field.
-        if kind != Kind::Dir && (name.ends_with('/') || (t == b'\0' && hname.ends_with(b"/"))) {
-            return Err(err(format!(
-                "a {} whose name ends with '/' (some readers make it a directory)",
-                kind_word(kind)
-            )));
-        }
+        let kind = checked_kind(t, &name, &hname).map_err(err)?;
         let path = normalize(&name)
             .map_err(|e| anyhow!("{label}: unsafe entry '{}': {e}", escape_controls(&name)))?;
         let size = pax.size.unwrap_or(hsize);
@@ -399,28 +374,8 @@ impl<R: Read> TarReader<R> {
             Some(m) => m,
             None => num(136..148, "mtime")?,
         };
-        let dev = if matches!(kind, Kind::Char | Kind::Block) {
-            let major = u32::try_from(num(329..337, "device major")?)
-                .map_err(|_| err("device major out of range".into()))?;
-            let minor = u32::try_from(num(337..345, "device minor")?)
-                .map_err(|_| err("device minor out of range".into()))?;
-            (major, minor)
-        } else {
-            (0, 0)
-        };
-        let link = if matches!(kind, Kind::Symlink | Kind::Hardlink) {
-            let raw = match (&p.long_link, &pax.linkpath) {
-                (Some(_), Some(_)) => return Err(err(
-                    "has both a GNU long link name and a PAX linkpath; readers pick different ones"
-                        .into(),
-                )),
-                (Some(l), None) | (None, Some(l)) => l.clone(),
-                (None, None) => cstr(&hdr.b[157..257]).to_vec(),
-            };
-            Some(link_target(kind, &raw).map_err(err)?)
-        } else {
-            None
-        };
+        let dev = device(hdr, kind).map_err(err)?;
+        let link = link(hdr, kind, p.long_link.as_ref(), pax.linkpath.as_ref()).map_err(err)?;
         Ok(TarEntry {
             path,
             name,
@@ -856,6 +811,84 @@ fn base64_decode(v: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The kind of a tar type flag; the types readers disagree on are refused.
+/// The entry's name: the header's, or the one GNU long name or PAX path that
+/// replaces it (both present is refused: readers pick different ones), as UTF-8.
+fn entry_name(
+    label: &str,
+    hname: &[u8],
+    long_name: Option<&Vec<u8>>,
+    pax_path: Option<&Vec<u8>>,
+) -> Result<String> {
+    let raw_name = match (long_name, pax_path) {
+        (Some(_), Some(_)) => bail!(
+            "{label}: entry '{}' has both a GNU long name and a PAX path; readers pick different ones",
+            show(hname)
+        ),
+        (Some(n), None) | (None, Some(n)) => n.clone(),
+        (None, None) => hname.to_vec(),
+    };
+    match String::from_utf8(raw_name) {
+        Ok(s) => Ok(s),
+        Err(e) => bail!(
+            "{label}: entry '{}': name is not valid UTF-8",
+            e.as_bytes().escape_ascii()
+        ),
+    }
+}
+
+/// The entry's kind, refusing names that readers would turn into something else.
+fn checked_kind(t: u8, name: &str, hname: &[u8]) -> std::result::Result<Kind, String> {
+    if name.contains('\0') {
+        return Err("name contains a NUL byte".into());
+    }
+    let kind = entry_kind(t)?;
+    // Python and Go turn an old-style ('\0') regular file ending in '/' into a
+    // directory, Python judging by the header's own name field.
+    if kind != Kind::Dir && (name.ends_with('/') || (t == b'\0' && hname.ends_with(b"/"))) {
+        return Err(format!(
+            "a {} whose name ends with '/' (some readers make it a directory)",
+            kind_word(kind)
+        ));
+    }
+    Ok(kind)
+}
+
+/// A device node's (major, minor); (0, 0) for every other kind.
+fn device(hdr: &Header, kind: Kind) -> std::result::Result<(u32, u32), String> {
+    if !matches!(kind, Kind::Char | Kind::Block) {
+        return Ok((0, 0));
+    }
+    let major = u32::try_from(hdr.num(329..337, "device major")?)
+        .map_err(|_| "device major out of range".to_string())?;
+    let minor = u32::try_from(hdr.num(337..345, "device minor")?)
+        .map_err(|_| "device minor out of range".to_string())?;
+    Ok((major, minor))
+}
+
+/// A link's target: the header's, or the one GNU long link or PAX linkpath that
+/// replaces it (both present is refused).
+fn link(
+    hdr: &Header,
+    kind: Kind,
+    long_link: Option<&Vec<u8>>,
+    pax_linkpath: Option<&Vec<u8>>,
+) -> std::result::Result<Option<String>, String> {
+    if !matches!(kind, Kind::Symlink | Kind::Hardlink) {
+        return Ok(None);
+    }
+    let raw = match (long_link, pax_linkpath) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "has both a GNU long link name and a PAX linkpath; readers pick different ones"
+                    .into(),
+            )
+        }
+        (Some(l), None) | (None, Some(l)) => l.clone(),
+        (None, None) => cstr(&hdr.b[157..257]).to_vec(),
+    };
+    link_target(kind, &raw).map(Some)
+}
+
 fn entry_kind(t: u8) -> std::result::Result<Kind, String> {
     Ok(match t {
         b'0' | b'\0' => Kind::File,

@@ -14,7 +14,7 @@ use crate::imageref::ImageRef;
 use crate::pipeline::{build, BuildOptions, PurgeMode};
 use crate::progress::Progress;
 use crate::recipe::Recipe;
-use crate::record::BuildRecord;
+use crate::record::{input_mismatches, BuildRecord};
 use crate::source::OpenOptions;
 use crate::steps::builder::BuilderSpec;
 use anyhow::{anyhow, bail, Context, Result};
@@ -244,48 +244,6 @@ fn builder_spec(a: &VerifyArgs, rec: &BuildRecord) -> Result<Option<BuilderSpec>
         .map(|r| r.digest.clone())
         .filter(|d| d.starts_with("sha256:"));
     Ok(Some(spec))
-}
-
-/// Which recorded inputs the rebuild saw differently.
-pub fn input_mismatches(recorded: &BuildRecord, rebuilt: &BuildRecord) -> Vec<String> {
-    let (recorded, rebuilt) = (recorded.to_value(), rebuilt.to_value());
-    let fields = [
-        ("recipe_digest", "recipe"),
-        ("base_digest", "base image"),
-        ("artifacts_digest", "artifacts"),
-        ("artifacts_image", "builder image"),
-        ("tool", "tool version"),
-        ("compression", "compression"),
-        ("purge_mode", "purge mode"),
-        ("build_args", "build args"),
-        ("labels", "labels from build args"),
-        ("source_date_epoch", "SOURCE_DATE_EPOCH"),
-        ("base", "base name"),
-        ("recipe", "recipe name"),
-    ];
-    let mut out = Vec::new();
-    for (k, what) in fields {
-        let (x, y) = (recorded.get(k), rebuilt.get(k));
-        if x != y {
-            out.push(format!(
-                "{what}: recorded {}, rebuild has {}",
-                x.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into()),
-                y.map(|v| v.to_string()).unwrap_or_else(|| "nothing".into())
-            ));
-        }
-    }
-    let (x, y) = (
-        recorded.pointer("/init/digest"),
-        rebuilt.pointer("/init/digest"),
-    );
-    if x != y {
-        out.push(format!(
-            "init binary differs: recorded {}, this tool embeds {}",
-            x.map(|v| v.to_string()).unwrap_or_default(),
-            y.map(|v| v.to_string()).unwrap_or_default()
-        ));
-    }
-    out
 }
 
 /// Absolute path (without resolving symlinks), so children can run elsewhere.
@@ -558,30 +516,13 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
         .tempdir()
         .context("cannot create a temporary directory")?;
     let root = tmp.path().to_path_buf();
-    let mut spec = spec_from(a, record.as_ref(), String::new())?;
-    spec.base = absolute_ref(&spec.base)?;
-    if let Some(b) = &mut spec.artifacts_image {
-        b.reference = absolute_ref(&b.reference)?;
-    }
-    if let Some(p) = &spec.recipe_path {
-        spec.recipe_path = Some(absolute(p)?);
-    }
-    let (mut builds, mut outputs) = (Vec::new(), Vec::new());
-    let mut mismatches = Vec::new();
-    if a.twice {
-        (builds, outputs) = build_twice(&spec, &root, &progress)?;
+    let spec = absolute_spec(a, record.as_ref())?;
+    let (builds, outputs, mut mismatches) = if a.twice {
+        let (builds, outputs) = build_twice(&spec, &root, &progress)?;
+        (builds, outputs, Vec::new())
     } else {
-        let out = root.join("rebuild");
-        let mut s = spec.clone();
-        s.output = format!("oci:{}:verify", out.display());
-        progress.log(&format!("rebuilding {} into {}", s.base, out.display()));
-        let (d, rebuilt_record) = build_spec(&s, &progress)?;
-        if let Some(r) = &record {
-            mismatches = input_mismatches(r, &rebuilt_record);
-        }
-        builds.push(d);
-        outputs.push(s.output.clone());
-    }
+        rebuild(&spec, &root, record.as_ref(), &progress)?
+    };
     let image_digest = image.as_ref().and_then(|l| l.base.manifest_digest.clone());
     let mut diffs = Vec::new();
     let mut verified = true;
@@ -599,12 +540,8 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
     if let (Some(img), Some(id)) = (image.as_mut(), &image_digest) {
         if &builds[0] != id {
             verified = false;
-            if a.twice && record.is_some() {
-                // The children do not report their records; compare them from the output.
-                let rebuilt = diff::open(&outputs[0], &OpenOptions::default())?;
-                if let (Some(r), Some(rr)) = (&record, rebuilt.record()?) {
-                    mismatches = input_mismatches(r, &rr);
-                }
+            if let (true, Some(r)) = (a.twice, &record) {
+                mismatches = output_mismatches(r, &outputs[0])?;
             }
             let mut y = diff::open(&outputs[0], &OpenOptions::default())?;
             diffs.push(diff::compare(img, &mut y, a.ignore_timestamps, &progress)?);
@@ -625,6 +562,49 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
         verified,
         diffs,
         kept,
+    })
+}
+
+/// The inputs to rebuild from (the arguments over the image's record), with every
+/// local path made absolute: the rebuilds run elsewhere.
+fn absolute_spec(a: &VerifyArgs, record: Option<&BuildRecord>) -> Result<BuildSpec> {
+    let mut spec = spec_from(a, record, String::new())?;
+    spec.base = absolute_ref(&spec.base)?;
+    if let Some(b) = &mut spec.artifacts_image {
+        b.reference = absolute_ref(&b.reference)?;
+    }
+    if let Some(p) = &spec.recipe_path {
+        spec.recipe_path = Some(absolute(p)?);
+    }
+    Ok(spec)
+}
+
+/// One rebuild in this process, into `root/rebuild`: its digest and output, and
+/// the inputs it saw differently from the image's `record`.
+fn rebuild(
+    spec: &BuildSpec,
+    root: &Path,
+    record: Option<&BuildRecord>,
+    progress: &Progress,
+) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
+    let out = root.join("rebuild");
+    let mut s = spec.clone();
+    s.output = format!("oci:{}:verify", out.display());
+    progress.log(&format!("rebuilding {} into {}", s.base, out.display()));
+    let (d, rebuilt_record) = build_spec(&s, progress)?;
+    let mismatches = record
+        .map(|r| input_mismatches(r, &rebuilt_record))
+        .unwrap_or_default();
+    Ok((vec![d], vec![s.output], mismatches))
+}
+
+/// The inputs a rebuild written to `output` saw differently from `record`: the
+/// `--twice` children do not report their records, so they are read from the output.
+fn output_mismatches(record: &BuildRecord, output: &str) -> Result<Vec<String>> {
+    let rebuilt = diff::open(output, &OpenOptions::default())?;
+    Ok(match rebuilt.record()? {
+        Some(rr) => input_mismatches(record, &rr),
+        None => Vec::new(),
     })
 }
 

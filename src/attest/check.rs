@@ -315,7 +315,7 @@ fn check_attestation(
             "signature valid, subject is the image, dependencies = build record".into(),
         )),
         Some(r) => {
-            let diffs = crate::verify::input_mismatches(r, &in_prov);
+            let diffs = crate::record::input_mismatches(r, &in_prov);
             bail!(
                 "{what}: the provenance disagrees with the image's build record: {}",
                 diffs.join("; ")

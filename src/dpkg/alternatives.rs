@@ -57,73 +57,25 @@ impl Alternative {
         if !text.ends_with('\n') {
             bail!("{path}: last line not terminated");
         }
-        let lines: Vec<&str> = text[..text.len() - 1].split('\n').collect();
-        let mut i = 0usize;
-        let mut next = |what: &str| -> Result<(usize, &str)> {
-            match lines.get(i) {
-                Some(l) => {
-                    i += 1;
-                    Ok((i, *l))
-                }
-                None => bail!("{path}: unexpected end of file while reading {what}"),
-            }
+        let mut lines = Lines {
+            path,
+            lines: text[..text.len() - 1].split('\n').collect(),
+            read: 0,
         };
-        let (ln, status) = next("status")?;
+        let (ln, status) = lines.next("status")?;
         let manual = match status {
             "auto" => false,
             "manual" => true,
             _ => bail!("{path}: line {ln}: invalid status {status:?}"),
         };
-        let (ln, link) = next("master link")?;
+        let (ln, link) = lines.next("master link")?;
         check_path(path, ln, "master link", link)?;
-        let link = link.to_string();
-        let mut slaves = Vec::new();
-        loop {
-            let (ln, sname) = next("slave name")?;
-            if sname.is_empty() {
-                break;
-            }
-            if !is_component(sname) {
-                bail!(
-                    "{path}: line {ln}: invalid slave name {sname:?} (must be one path component)"
-                );
-            }
-            let (ln, slink) = next("slave link")?;
-            check_path(path, ln, "slave link", slink)?;
-            slaves.push(Slave {
-                name: sname.to_string(),
-                link: slink.to_string(),
-            });
-        }
-        let mut choices = Vec::new();
-        loop {
-            let (ln, cpath) = next("master file")?;
-            if cpath.is_empty() {
-                break;
-            }
-            check_path(path, ln, "master file", cpath)?;
-            let (ln, prio) = next("priority")?;
-            let Ok(priority) = prio.trim().parse::<i64>() else {
-                bail!("{path}: line {ln}: invalid priority {prio:?} of {cpath}");
-            };
-            let mut slave_files = Vec::with_capacity(slaves.len());
-            for _ in 0..slaves.len() {
-                let (ln, f) = next("slave file")?;
-                if !f.is_empty() {
-                    check_path(path, ln, "slave file", f)?;
-                }
-                slave_files.push(f.to_string());
-            }
-            choices.push(Choice {
-                path: cpath.to_string(),
-                priority,
-                slave_files,
-            });
-        }
+        let slaves = read_slaves(&mut lines)?;
+        let choices = read_choices(&mut lines, slaves.len())?;
         Ok(Alternative {
             name: name.to_string(),
             manual,
-            link,
+            link: link.to_string(),
             slaves,
             choices,
         })
@@ -181,6 +133,78 @@ impl Alternative {
             }
         }
         Some(best)
+    }
+}
+
+/// The admin file's lines, read in order: running out names what was expected.
+struct Lines<'a> {
+    path: &'a str,
+    lines: Vec<&'a str>,
+    read: usize,
+}
+
+impl<'a> Lines<'a> {
+    /// The next line and its 1-based number.
+    fn next(&mut self, what: &str) -> Result<(usize, &'a str)> {
+        match self.lines.get(self.read) {
+            Some(l) => {
+                self.read += 1;
+                Ok((self.read, *l))
+            }
+            None => bail!("{}: unexpected end of file while reading {what}", self.path),
+        }
+    }
+}
+
+/// Slave name and link pairs, up to an empty line.
+fn read_slaves(lines: &mut Lines) -> Result<Vec<Slave>> {
+    let path = lines.path;
+    let mut slaves = Vec::new();
+    loop {
+        let (ln, sname) = lines.next("slave name")?;
+        if sname.is_empty() {
+            return Ok(slaves);
+        }
+        if !is_component(sname) {
+            bail!("{path}: line {ln}: invalid slave name {sname:?} (must be one path component)");
+        }
+        let (ln, slink) = lines.next("slave link")?;
+        check_path(path, ln, "slave link", slink)?;
+        slaves.push(Slave {
+            name: sname.to_string(),
+            link: slink.to_string(),
+        });
+    }
+}
+
+/// Choices (master file, priority, one file per slave, empty when it has none),
+/// up to an empty line.
+fn read_choices(lines: &mut Lines, slaves: usize) -> Result<Vec<Choice>> {
+    let path = lines.path;
+    let mut choices = Vec::new();
+    loop {
+        let (ln, cpath) = lines.next("master file")?;
+        if cpath.is_empty() {
+            return Ok(choices);
+        }
+        check_path(path, ln, "master file", cpath)?;
+        let (ln, prio) = lines.next("priority")?;
+        let Ok(priority) = prio.trim().parse::<i64>() else {
+            bail!("{path}: line {ln}: invalid priority {prio:?} of {cpath}");
+        };
+        let mut slave_files = Vec::with_capacity(slaves);
+        for _ in 0..slaves {
+            let (ln, f) = lines.next("slave file")?;
+            if !f.is_empty() {
+                check_path(path, ln, "slave file", f)?;
+            }
+            slave_files.push(f.to_string());
+        }
+        choices.push(Choice {
+            path: cpath.to_string(),
+            priority,
+            slave_files,
+        });
     }
 }
 

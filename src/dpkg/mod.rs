@@ -45,7 +45,7 @@ pub use purge::{plan_purge, plan_purge_in};
 pub use relation::{parse_relations, Relation, RelationList, VersionOp};
 pub use version::{check_version, compare_versions};
 
-use stanza::RawFile;
+use stanza::{RawFile, RawStanza};
 
 /// Work counter for complexity tests: the planner adds one unit per element visited in
 /// its loops over packages, relations and satisfier sets, so a test can assert that the
@@ -354,100 +354,267 @@ fn parse_packages(status: &RawFile, path: &str) -> Result<Vec<Package>> {
     let mut packages = Vec::with_capacity(status.stanzas.len());
     for s in &status.stanzas {
         tick(1);
-        let ctx = || format!("{path}: stanza at line {}", s.line);
-        let p = &s.fields;
-        let name = p
-            .get("Package")
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| anyhow!("{}: no Package field", ctx()))?;
-        check_package_name(name).with_context(ctx)?;
-        let ctx = || format!("{path}: stanza at line {} (package {name})", s.line);
-        let status_field = p
-            .get("Status")
-            .ok_or_else(|| anyhow!("{}: no Status field", ctx()))?;
-        let Some([want, eflag, state]) = parse_status_words(status_field) else {
-            bail!("{}: malformed Status {status_field:?}", ctx());
-        };
-        let arch = p.get("Architecture").unwrap_or("").trim();
-        if !arch.is_empty() {
-            check_arch_name(arch).with_context(ctx)?;
-        }
-        let rel = |field: &str| -> Result<RelationList> {
-            match p.get(field) {
-                None => Ok(Vec::new()),
-                Some(v) => parse_relations(v).with_context(|| format!("{}: {field}", ctx())),
-            }
-        };
-        let provides = rel("Provides")?.into_iter().flatten().collect();
-        let installed_size_kib = match p.get("Installed-Size") {
-            None => 0,
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| anyhow!("{}: invalid Installed-Size {v:?}", ctx()))?,
-        };
-        let version = p.get("Version").unwrap_or("").trim().to_string();
-        if p.get("Version").is_some() {
-            check_version(&version).with_context(|| format!("{}: Version", ctx()))?;
-        }
-        let (source, source_version) = match p.get("Source").map(str::trim) {
-            None | Some("") => (name.to_string(), version.clone()),
-            Some(src) => match src.split_once('(') {
-                Some((n, v)) => {
-                    let Some(v) = v.strip_suffix(')') else {
-                        bail!("{}: malformed Source {src:?}", ctx());
-                    };
-                    check_version(v.trim()).with_context(|| format!("{}: Source", ctx()))?;
-                    (n.trim().to_string(), v.trim().to_string())
-                }
-                None => (src.to_string(), version.clone()),
-            },
-        };
-        let mut conffiles = Vec::new();
-        for l in p.get("Conffiles").unwrap_or("").lines() {
-            tick(1);
-            if let Some(f) = l.split_whitespace().next() {
-                let f = paths::normalize(f).with_context(|| format!("{}: Conffiles", ctx()))?;
-                conffiles.push(f);
-            }
-        }
-        let opt = |f: &str| p.get(f).map(|v| v.trim().to_string());
-        packages.push(Package {
-            name: name.to_string(),
-            arch: arch.to_string(),
-            version,
-            source,
-            source_version,
-            want: want.to_string(),
-            eflag: eflag.to_string(),
-            state: state.to_string(),
-            multi_arch: opt("Multi-Arch"),
-            essential: yes(p.get("Essential")),
-            protected: yes(p.get("Protected")) || yes(p.get("Important")),
-            priority: opt("Priority"),
-            section: opt("Section"),
-            maintainer: opt("Maintainer"),
-            homepage: opt("Homepage"),
-            description: p
-                .get("Description")
-                .and_then(|d| d.lines().next())
-                .map(|d| d.trim().to_string()),
-            installed_size_kib,
-            auto_installed: false,
-            pre_depends: rel("Pre-Depends")?,
-            depends: rel("Depends")?,
-            recommends: rel("Recommends")?,
-            suggests: rel("Suggests")?,
-            provides,
-            conffiles,
-            fields: p
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        });
+        packages.push(parse_package(s, path)?);
     }
     Ok(packages)
+}
+
+/// One status stanza as a package: its name, status words, relations and the
+/// fields checked the way dpkg checks them. Errors name the stanza's line.
+fn parse_package(s: &RawStanza, path: &str) -> Result<Package> {
+    let ctx = || format!("{path}: stanza at line {}", s.line);
+    let p = &s.fields;
+    let name = p
+        .get("Package")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| anyhow!("{}: no Package field", ctx()))?;
+    check_package_name(name).with_context(ctx)?;
+    let ctx = || format!("{path}: stanza at line {} (package {name})", s.line);
+    let status_field = p
+        .get("Status")
+        .ok_or_else(|| anyhow!("{}: no Status field", ctx()))?;
+    let Some([want, eflag, state]) = parse_status_words(status_field) else {
+        bail!("{}: malformed Status {status_field:?}", ctx());
+    };
+    let arch = p.get("Architecture").unwrap_or("").trim();
+    if !arch.is_empty() {
+        check_arch_name(arch).with_context(ctx)?;
+    }
+    let rel = |field: &str| -> Result<RelationList> {
+        match p.get(field) {
+            None => Ok(Vec::new()),
+            Some(v) => parse_relations(v).with_context(|| format!("{}: {field}", ctx())),
+        }
+    };
+    let provides = rel("Provides")?.into_iter().flatten().collect();
+    let installed_size_kib = match p.get("Installed-Size") {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("{}: invalid Installed-Size {v:?}", ctx()))?,
+    };
+    let version = p.get("Version").unwrap_or("").trim().to_string();
+    if p.get("Version").is_some() {
+        check_version(&version).with_context(|| format!("{}: Version", ctx()))?;
+    }
+    let (source, source_version) = source_of(p.get("Source"), name, &version, &ctx)?;
+    let conffiles = conffiles_of(p.get("Conffiles").unwrap_or(""), &ctx)?;
+    let opt = |f: &str| p.get(f).map(|v| v.trim().to_string());
+    Ok(Package {
+        name: name.to_string(),
+        arch: arch.to_string(),
+        version,
+        source,
+        source_version,
+        want: want.to_string(),
+        eflag: eflag.to_string(),
+        state: state.to_string(),
+        multi_arch: opt("Multi-Arch"),
+        essential: yes(p.get("Essential")),
+        protected: yes(p.get("Protected")) || yes(p.get("Important")),
+        priority: opt("Priority"),
+        section: opt("Section"),
+        maintainer: opt("Maintainer"),
+        homepage: opt("Homepage"),
+        description: p
+            .get("Description")
+            .and_then(|d| d.lines().next())
+            .map(|d| d.trim().to_string()),
+        installed_size_kib,
+        auto_installed: false,
+        pre_depends: rel("Pre-Depends")?,
+        depends: rel("Depends")?,
+        recommends: rel("Recommends")?,
+        suggests: rel("Suggests")?,
+        provides,
+        conffiles,
+        fields: p
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
+}
+
+/// The source package and its version: `Source: name (version)`, `Source: name`
+/// (the binary's version), or none (the binary itself).
+fn source_of(
+    field: Option<&str>,
+    name: &str,
+    version: &str,
+    ctx: &dyn Fn() -> String,
+) -> Result<(String, String)> {
+    Ok(match field.map(str::trim) {
+        None | Some("") => (name.to_string(), version.to_string()),
+        Some(src) => match src.split_once('(') {
+            Some((n, v)) => {
+                let Some(v) = v.strip_suffix(')') else {
+                    bail!("{}: malformed Source {src:?}", ctx());
+                };
+                check_version(v.trim()).with_context(|| format!("{}: Source", ctx()))?;
+                (n.trim().to_string(), v.trim().to_string())
+            }
+            None => (src.to_string(), version.to_string()),
+        },
+    })
+}
+
+/// The paths of a `Conffiles` field (each line: path and md5sum), normalized.
+fn conffiles_of(field: &str, ctx: &dyn Fn() -> String) -> Result<Vec<String>> {
+    let mut conffiles = Vec::new();
+    for l in field.lines() {
+        tick(1);
+        if let Some(f) = l.split_whitespace().next() {
+            let f = paths::normalize(f).with_context(|| format!("{}: Conffiles", ctx()))?;
+            conffiles.push(f);
+        }
+    }
+    Ok(conffiles)
+}
+
+/// Per extended_states stanza: (package, architecture, auto-installed).
+type ExtendedEntries = Vec<(String, Option<String>, bool)>;
+
+/// apt's extended_states, if present: the file (kept to be rewritten) and its entries.
+fn parse_extended_states(files: &DbFiles) -> Result<(Option<RawFile>, ExtendedEntries)> {
+    let Some(b) = files.get(EXTENDED_STATES_PATH) else {
+        return Ok((None, Vec::new()));
+    };
+    let f = RawFile::parse(EXTENDED_STATES_PATH, b)?;
+    let mut entries = Vec::with_capacity(f.stanzas.len());
+    for s in &f.stanzas {
+        let name = s.fields.get("Package").ok_or_else(|| {
+            anyhow!(
+                "{EXTENDED_STATES_PATH}: stanza at line {}: no Package field",
+                s.line
+            )
+        })?;
+        let auto = s
+            .fields
+            .get("Auto-Installed")
+            .is_some_and(|v| v.trim() == "1");
+        entries.push((
+            name.trim().to_string(),
+            s.fields.get("Architecture").map(|a| a.trim().to_string()),
+            auto,
+        ));
+    }
+    Ok((Some(f), entries))
+}
+
+/// dpkg's native architecture: /var/lib/dpkg/arch, else that of the installed
+/// dpkg, else of any architecture-specific package, else amd64.
+fn native_arch(files: &DbFiles, packages: &[Package]) -> String {
+    files
+        .get("/var/lib/dpkg/arch")
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()))
+        .map(str::to_string)
+        .or_else(|| {
+            packages
+                .iter()
+                .find(|p| p.name == "dpkg" && p.is_installed())
+                .map(|p| p.arch.clone())
+        })
+        .or_else(|| {
+            packages
+                .iter()
+                .find(|p| !p.arch.is_empty() && p.arch != "all")
+                .map(|p| p.arch.clone())
+        })
+        .unwrap_or_else(|| "amd64".to_string())
+}
+
+/// Sets `auto_installed` from the extended_states markers (an `all` package
+/// matches a marker of the native architecture, or one without architecture).
+fn mark_auto_installed(packages: &mut [Package], entries: &ExtendedEntries, native_arch: &str) {
+    // Auto-installed markers by package name: (architecture, auto).
+    let mut marks: HashMap<&str, Vec<(Option<&str>, bool)>> = HashMap::new();
+    for (n, a, auto) in entries {
+        marks
+            .entry(n.as_str())
+            .or_default()
+            .push((a.as_deref(), *auto));
+    }
+    for p in packages.iter_mut() {
+        let p_arch = if p.arch == "all" || p.arch.is_empty() {
+            native_arch
+        } else {
+            p.arch.as_str()
+        };
+        let entries = marks.get(p.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        tick(entries.len() + 1);
+        p.auto_installed = entries
+            .iter()
+            .any(|(a, auto)| *auto && a.is_none_or(|a| a == p_arch));
+    }
+}
+
+/// Each package's file list (`info/<name>.list`, or with/without `:arch`), the
+/// info name it was found under, and the owners of every listed path.
+struct FileLists {
+    lists: Vec<Option<Vec<String>>>,
+    info_names: Vec<String>,
+    owners: HashMap<String, Vec<usize>>,
+}
+
+fn read_file_lists(files: &DbFiles, packages: &[Package]) -> Result<FileLists> {
+    let mut lists = Vec::with_capacity(packages.len());
+    let mut info_names = Vec::with_capacity(packages.len());
+    let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in packages.iter().enumerate() {
+        let primary = p.db_name();
+        let alt = if primary == p.name {
+            format!("{}:{}", p.name, p.arch)
+        } else {
+            p.name.clone()
+        };
+        let mut chosen = primary.clone();
+        let mut list = None;
+        for cand in [&primary, &alt] {
+            let path = format!("{INFO_DIR}{cand}.list");
+            if let Some(b) = files.get(&path) {
+                list = Some(parse_list(&path, b)?);
+                chosen = cand.clone();
+                break;
+            }
+        }
+        if let Some(l) = &list {
+            let mut seen = HashSet::new();
+            for path in l {
+                // A path listed twice is still one owner.
+                if seen.insert(path.as_str()) {
+                    owners.entry(path.clone()).or_default().push(i);
+                }
+            }
+        }
+        lists.push(list);
+        info_names.push(chosen);
+    }
+    Ok(FileLists {
+        lists,
+        info_names,
+        owners,
+    })
+}
+
+/// The alternatives' admin files (dpkg skips empty ones and its temp files).
+fn parse_alternatives(files: &DbFiles) -> Result<Vec<Alternative>> {
+    let mut alternatives = Vec::new();
+    for (path, bytes) in files.range(ALTERNATIVES_DIR.to_string()..) {
+        let Some(name) = path.strip_prefix(ALTERNATIVES_DIR) else {
+            break;
+        };
+        if name.is_empty() || name.contains('/') || name.ends_with(".dpkg-tmp") {
+            continue;
+        }
+        if bytes.is_empty() {
+            continue; // dpkg ignores empty admin files
+        }
+        alternatives.push(Alternative::parse(name, path, bytes)?);
+    }
+    Ok(alternatives)
 }
 
 impl DpkgDb {
@@ -457,127 +624,20 @@ impl DpkgDb {
             .get(STATUS_PATH)
             .ok_or_else(|| anyhow!("{STATUS_PATH} missing from the database files"))?;
         let status = RawFile::parse(STATUS_PATH, status_bytes)?;
-
-        let (extended, extended_entries) = match files.get(EXTENDED_STATES_PATH) {
-            None => (None, Vec::new()),
-            Some(b) => {
-                let f = RawFile::parse(EXTENDED_STATES_PATH, b)?;
-                let mut entries = Vec::with_capacity(f.stanzas.len());
-                for s in &f.stanzas {
-                    let name = s.fields.get("Package").ok_or_else(|| {
-                        anyhow!(
-                            "{EXTENDED_STATES_PATH}: stanza at line {}: no Package field",
-                            s.line
-                        )
-                    })?;
-                    let auto = s
-                        .fields
-                        .get("Auto-Installed")
-                        .is_some_and(|v| v.trim() == "1");
-                    entries.push((
-                        name.trim().to_string(),
-                        s.fields.get("Architecture").map(|a| a.trim().to_string()),
-                        auto,
-                    ));
-                }
-                (Some(f), entries)
-            }
-        };
-
+        let (extended, extended_entries) = parse_extended_states(files)?;
         let mut packages = parse_packages(&status, STATUS_PATH)?;
-
-        let native_arch = files
-            .get("/var/lib/dpkg/arch")
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()))
-            .map(str::to_string)
-            .or_else(|| {
-                packages
-                    .iter()
-                    .find(|p| p.name == "dpkg" && p.is_installed())
-                    .map(|p| p.arch.clone())
-            })
-            .or_else(|| {
-                packages
-                    .iter()
-                    .find(|p| !p.arch.is_empty() && p.arch != "all")
-                    .map(|p| p.arch.clone())
-            })
-            .unwrap_or_else(|| "amd64".to_string());
-
-        // Auto-installed markers by package name: (architecture, auto).
-        let mut marks: HashMap<&str, Vec<(Option<&str>, bool)>> = HashMap::new();
-        for (n, a, auto) in &extended_entries {
-            marks
-                .entry(n.as_str())
-                .or_default()
-                .push((a.as_deref(), *auto));
-        }
-        for p in packages.iter_mut() {
-            let p_arch = if p.arch == "all" || p.arch.is_empty() {
-                native_arch.as_str()
-            } else {
-                p.arch.as_str()
-            };
-            let entries = marks.get(p.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            tick(entries.len() + 1);
-            p.auto_installed = entries
-                .iter()
-                .any(|(a, auto)| *auto && a.is_none_or(|a| a == p_arch));
-        }
-
-        let mut lists = Vec::with_capacity(packages.len());
-        let mut info_names = Vec::with_capacity(packages.len());
-        let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, p) in packages.iter().enumerate() {
-            let primary = p.db_name();
-            let alt = if primary == p.name {
-                format!("{}:{}", p.name, p.arch)
-            } else {
-                p.name.clone()
-            };
-            let mut chosen = primary.clone();
-            let mut list = None;
-            for cand in [&primary, &alt] {
-                let path = format!("{INFO_DIR}{cand}.list");
-                if let Some(b) = files.get(&path) {
-                    list = Some(parse_list(&path, b)?);
-                    chosen = cand.clone();
-                    break;
-                }
-            }
-            if let Some(l) = &list {
-                let mut seen = HashSet::new();
-                for path in l {
-                    // A path listed twice is still one owner.
-                    if seen.insert(path.as_str()) {
-                        owners.entry(path.clone()).or_default().push(i);
-                    }
-                }
-            }
-            lists.push(list);
-            info_names.push(chosen);
-        }
-
+        let native_arch = native_arch(files, &packages);
+        mark_auto_installed(&mut packages, &extended_entries, &native_arch);
+        let FileLists {
+            lists,
+            info_names,
+            owners,
+        } = read_file_lists(files, &packages)?;
         let diversions = match files.get(DIVERSIONS_PATH) {
             Some(b) => parse_diversions(b)?,
             None => Vec::new(),
         };
-
-        let mut alternatives = Vec::new();
-        for (path, bytes) in files.range(ALTERNATIVES_DIR.to_string()..) {
-            let Some(name) = path.strip_prefix(ALTERNATIVES_DIR) else {
-                break;
-            };
-            if name.is_empty() || name.contains('/') || name.ends_with(".dpkg-tmp") {
-                continue;
-            }
-            if bytes.is_empty() {
-                continue; // dpkg ignores empty admin files
-            }
-            alternatives.push(Alternative::parse(name, path, bytes)?);
-        }
-
+        let alternatives = parse_alternatives(files)?;
         Ok(DpkgDb {
             packages,
             lists,

@@ -1,7 +1,7 @@
 //! `docker save` / `podman save` archives: manifest.json lists the config and the
 //! layer files; layers are read in place as byte ranges of the archive.
-use super::oci::{check_layer_count, ArchiveStore, BlobStore};
-use super::spec::{self, ArchiveImage};
+use super::oci::{ArchiveStore, BlobStore};
+use super::spec::{self, check_layer_count, ArchiveImage};
 use super::{BaseImage, Compression, LayerBlob, MT_OCI_LAYER};
 use crate::digest::{quoted, sha256_digest};
 

@@ -1,331 +1,33 @@
 //! Sources: where a base image comes from. Every transport is reduced to the same
 //! [`BaseImage`]: a config plus layer blobs that can be *streamed* from where they
 //! already are (a file, or a byte range inside an archive). Nothing is extracted.
+//! The local transports live here, with the dispatch over all of them; the image
+//! types they share are in [`crate::image`] (re-exported), below the registry.
 pub mod docker_archive;
 pub mod oci;
-pub mod spec;
 #[cfg(test)]
 mod tests;
 
-use crate::digest::VerifyingReader;
 use crate::imageref::ImageRef;
 use anyhow::{bail, Context, Result};
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+// What a reader of a base needs comes with `source`: the image types, the
+// document parser and the media types.
+pub use crate::image::spec::{
+    self, MT_DOCKER_LAYER_FOREIGN, MT_DOCKER_LAYER_FOREIGN_GZIP, MT_OCI_LAYER_ND,
+    MT_OCI_LAYER_ND_GZIP, MT_OCI_LAYER_ND_ZSTD,
+};
+pub use crate::image::{
+    sniff_compression, BaseImage, BlobLocation, Compression, DeferredLayers, LayerBlob,
+    ThreadedDecoder,
+};
 pub use crate::oci::media_type::{
     MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_DOCKER_LIST, MT_DOCKER_MANIFEST,
     MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD,
     MT_OCI_MANIFEST,
 };
-pub const MT_DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-pub const MT_DOCKER_LAYER_FOREIGN_GZIP: &str =
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-/// Deprecated in image-spec 1.1 but still valid: readable when the blob is present.
-pub const MT_OCI_LAYER_ND: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
-pub const MT_OCI_LAYER_ND_GZIP: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-pub const MT_OCI_LAYER_ND_ZSTD: &str =
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
-
-/// A byte range of a file on the host holding one blob.
-#[derive(Debug, Clone)]
-pub struct BlobLocation {
-    pub path: PathBuf,
-    pub offset: u64,
-    pub len: u64,
-}
-
-impl BlobLocation {
-    pub fn whole(path: &Path) -> Result<BlobLocation> {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-        Ok(BlobLocation {
-            path: path.to_path_buf(),
-            offset: 0,
-            len,
-        })
-    }
-    pub fn open(&self) -> Result<io::Take<BufReader<File>>> {
-        let mut f = File::open(&self.path)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
-        f.seek(SeekFrom::Start(self.offset))?;
-        Ok(BufReader::with_capacity(256 * 1024, f).take(self.len))
-    }
-    pub fn read_all(&self, limit: u64, what: &str) -> Result<Vec<u8>> {
-        if self.len > limit {
-            bail!(
-                "{what} is {} bytes, more than the {limit} bytes allowed",
-                self.len
-            );
-        }
-        let mut buf = Vec::with_capacity(self.len as usize);
-        self.open()?.read_to_end(&mut buf)?;
-        Ok(buf)
-    }
-}
-
-/// Compression detected from a blob's first bytes (media types lie; magic numbers don't).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-pub fn sniff_compression(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
-/// One layer of a base image.
-#[derive(Debug, Clone)]
-pub struct LayerBlob {
-    /// Human name used in every error: "layer 2 (sha256:abcd1234)".
-    pub label: String,
-    pub media_type: String,
-    /// Digest of the blob as stored (compressed); None when unknown (plain tarball base).
-    pub digest: Option<String>,
-    pub size: u64,
-    /// Digest of the uncompressed tar, when the config says it.
-    pub diff_id: Option<String>,
-    pub compression: Compression,
-    pub location: BlobLocation,
-    /// An uncompressed copy made while indexing (rewrite mode), so a layer that is
-    /// rewritten is inflated once, not twice.
-    pub spill: Option<PathBuf>,
-}
-
-impl LayerBlob {
-    pub fn new(
-        index: usize,
-        location: BlobLocation,
-        media_type: &str,
-        digest: Option<String>,
-        diff_id: Option<String>,
-    ) -> Result<LayerBlob> {
-        let mut head = [0u8; 4];
-        let mut r = location.open()?;
-        let n = read_up_to(&mut r, &mut head)?;
-        let compression = sniff_compression(&head[..n]);
-        let short = digest.as_deref().map(|d| {
-            d.trim_start_matches("sha256:")
-                .chars()
-                .take(12)
-                .collect::<String>()
-        });
-        let label = match short {
-            Some(s) => format!("layer {} (sha256:{s})", index + 1),
-            None => format!("layer {} ({})", index + 1, location.path.display()),
-        };
-        Ok(LayerBlob {
-            label,
-            media_type: media_type.to_string(),
-            digest,
-            size: location.len,
-            diff_id,
-            compression,
-            location,
-            spill: None,
-        })
-    }
-
-    /// The stored bytes, verified against the descriptor digest and size at EOF.
-    pub fn open_raw(&self) -> Result<Box<dyn Read + Send>> {
-        let r = self.location.open()?;
-        Ok(match &self.digest {
-            Some(d) => Box::new(VerifyingReader::new(r, d, Some(self.size), &self.label)),
-            None => Box::new(r),
-        })
-    }
-
-    /// The uncompressed tar stream.
-    pub fn open_tar(&self) -> Result<Box<dyn Read + Send>> {
-        self.open_tar_progress(&indicatif::ProgressBar::hidden())
-    }
-
-    /// Like `open_tar`, advancing `bar` as the layer is read (its length becomes the
-    /// spilled tar's size when the uncompressed copy is read), so a long rewrite shows
-    /// progress instead of sitting at zero.
-    pub fn open_tar_progress(&self, bar: &indicatif::ProgressBar) -> Result<Box<dyn Read + Send>> {
-        if let Some(p) = &self.spill {
-            let f = File::open(p)
-                .with_context(|| format!("{}: cannot reopen {}", self.label, p.display()))?;
-            if let Ok(m) = f.metadata() {
-                bar.set_length(m.len());
-            }
-            return Ok(Box::new(
-                bar.wrap_read(BufReader::with_capacity(1 << 20, f)),
-            ));
-        }
-        if self.compression == Compression::None {
-            return Ok(Box::new(bar.wrap_read(self.open_raw()?)));
-        }
-        // Inflate on a thread of its own, overlapping whatever consumes the tar.
-        Ok(Box::new(ThreadedDecoder::spawn(self, bar.clone(), None)?))
-    }
-}
-
-/// Decompresses a layer on its own thread and hands over 1 MiB chunks, so that
-/// inflating overlaps tar parsing and hashing. Optionally tees the uncompressed
-/// bytes into `spill`. The compressed bytes are hashed (and verified against the
-/// descriptor by `open_raw`) on the same thread; `finish` returns their digest.
-pub struct ThreadedDecoder {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
-    cur: Vec<u8>,
-    pos: usize,
-    handle: Option<std::thread::JoinHandle<io::Result<String>>>,
-}
-
-impl ThreadedDecoder {
-    pub fn spawn(
-        layer: &LayerBlob,
-        bar: indicatif::ProgressBar,
-        mut spill: Option<File>,
-    ) -> Result<ThreadedDecoder> {
-        let raw = layer.open_raw()?;
-        let compression = layer.compression;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
-        let handle = std::thread::spawn(move || -> io::Result<String> {
-            let mut raw = crate::digest::HashingReader::new(bar.wrap_read(raw));
-            let mut run = |raw: &mut crate::digest::HashingReader<_>,
-                           tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>|
-             -> io::Result<()> {
-                let mut dec: Box<dyn Read> = match compression {
-                    Compression::None => Box::new(&mut *raw),
-                    Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut *raw)),
-                    Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut *raw)?),
-                };
-                loop {
-                    let mut buf = vec![0u8; 1 << 20];
-                    let n = read_up_to(&mut dec, &mut buf)?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    buf.truncate(n);
-                    if let Some(f) = spill.as_mut() {
-                        io::Write::write_all(f, &buf)?;
-                    }
-                    if tx.send(Ok(buf)).is_err() {
-                        return Err(io::Error::other("layer reader stopped"));
-                    }
-                }
-            };
-            let res =
-                run(&mut raw, &tx).and_then(|_| io::copy(&mut raw, &mut io::sink()).map(|_| ()));
-            match res {
-                Ok(()) => Ok(raw.finish().0),
-                Err(e) => {
-                    let msg = e.to_string();
-                    let _ = tx.send(Err(e));
-                    Err(io::Error::other(msg))
-                }
-            }
-        });
-        Ok(ThreadedDecoder {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            handle: Some(handle),
-        })
-    }
-
-    /// Waits for the decoder thread; the digest of the stored (compressed) bytes.
-    pub fn finish(mut self) -> Result<String> {
-        // Drain whatever is left so the thread can reach EOF and verify.
-        while self.rx.recv().is_ok() {}
-        let h = self
-            .handle
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("decoder already finished"))?;
-        h.join()
-            .map_err(|_| anyhow::anyhow!("decoder thread panicked"))?
-            .map_err(Into::into)
-    }
-}
-
-impl Read for ThreadedDecoder {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(Ok(buf)) => {
-                    self.cur = buf;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len() - self.pos);
-        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// A base image reduced to what the pipeline needs.
-pub struct BaseImage {
-    /// The reference as the user wrote it (recorded in annotations).
-    pub name: String,
-    /// Manifest digest when the source has one (annotation `org.opencontainers.image.base.digest`).
-    pub manifest_digest: Option<String>,
-    /// The image config as JSON (OCI or Docker; the fields we touch are shared).
-    pub config: serde_json::Value,
-    pub layers: Vec<LayerBlob>,
-    /// Layers known by descriptor only, fetched when first read ([`BaseImage::ensure_layers`]):
-    /// a registry base opened with `lazy_layers`, so a cache hit never downloads them.
-    pub deferred: Option<DeferredLayers>,
-    /// Keeps downloaded/unpacked temporary files alive as long as the image is used.
-    pub _scratch: Option<tempfile::TempDir>,
-}
-
-/// The layers of a base that were not fetched yet.
-pub struct DeferredLayers {
-    pub count: usize,
-    pub fetch: Box<dyn FnOnce() -> Result<Vec<LayerBlob>> + Send>,
-}
-
-impl BaseImage {
-    /// How many layers the base has, fetched or not.
-    pub fn layer_count(&self) -> usize {
-        self.deferred
-            .as_ref()
-            .map_or(self.layers.len(), |d| d.count)
-    }
-    /// Fetches deferred layers (a no-op when there are none).
-    pub fn ensure_layers(&mut self) -> Result<()> {
-        if let Some(d) = self.deferred.take() {
-            self.layers = (d.fetch)()?;
-            if self.layers.len() != d.count {
-                bail!(
-                    "{}: expected {} layers, fetched {}",
-                    self.name,
-                    d.count,
-                    self.layers.len()
-                );
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::platform::host_arch;
 
 /// Options for opening images.
 #[derive(Debug, Clone, Default)]
@@ -345,21 +47,18 @@ pub fn portable_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 pub fn open_image(r: &ImageRef, opts: &OpenOptions) -> Result<BaseImage> {
     match r {
         ImageRef::Tar(path) => open_rootfs_tar(path, opts.platform.as_deref()),
         ImageRef::OciDir { path, tag } => oci::open_layout_dir(path, tag.as_deref(), opts),
         ImageRef::OciArchive { path, tag } => oci::open_layout_archive(path, tag.as_deref(), opts),
         ImageRef::DockerArchive { path, tag } => docker_archive::open(path, tag.as_deref()),
-        ImageRef::Registry(reference) => crate::registry::pull(reference, opts),
+        ImageRef::Registry(reference) => crate::registry::pull(
+            reference,
+            &opts.registry,
+            opts.platform.as_deref(),
+            opts.lazy_layers,
+        ),
     }
     .with_context(|| format!("cannot read image {r}"))
 }
@@ -370,7 +69,7 @@ pub fn open_index(r: &ImageRef, opts: &OpenOptions) -> Result<(String, Vec<spec:
     match r {
         ImageRef::OciDir { path, tag } => oci::layout_index(path, false, tag.as_deref()),
         ImageRef::OciArchive { path, tag } => oci::layout_index(path, true, tag.as_deref()),
-        ImageRef::Registry(reference) => crate::registry::index_of(reference, opts),
+        ImageRef::Registry(reference) => crate::registry::index_of(reference, &opts.registry),
         _ => bail!("{r} is a single-platform image format"),
     }
 }

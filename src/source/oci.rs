@@ -1,8 +1,8 @@
 //! OCI image layout (directory, or packed as an `oci-archive` tar): index.json ->
 //! manifest -> config + layers. Archives are indexed once and their blobs are read
 //! in place as byte ranges, never unpacked.
-use super::spec::{self, Descriptor};
-use super::{host_arch, BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_OCI_INDEX};
+use super::spec::{self, check_layer_count, select_platform, Descriptor};
+use super::{BaseImage, BlobLocation, LayerBlob, OpenOptions, MT_OCI_INDEX};
 use crate::digest::{digest_hex, quoted, sha256_digest};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
@@ -259,51 +259,6 @@ pub fn layout_index(
     Ok((desc.digest.to_string(), idx.manifests))
 }
 
-/// Picks the manifest for `os/arch[/variant]` from an index. Entries that cannot
-/// lead to an image (artifacts, unknown media types) are ignored, as image-spec says.
-pub fn select_platform<'a>(
-    descs: &'a [Descriptor],
-    platform: Option<&str>,
-    what: &str,
-) -> Result<&'a Descriptor> {
-    let want = platform
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("linux/{}", host_arch()));
-    let mut parts = want.split('/');
-    let (os, arch, variant) = (
-        parts.next().unwrap_or("linux"),
-        parts.next().unwrap_or(host_arch()),
-        parts.next(),
-    );
-    let images: Vec<&Descriptor> = descs.iter().filter(|d| spec::is_image_entry(d)).collect();
-    let mut seen = Vec::new();
-    for d in &images {
-        if let Some(p) = &d.platform {
-            seen.push(match &p.variant {
-                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-                None => format!("{}/{}", p.os, p.architecture),
-            });
-            if p.os == os
-                && p.architecture == arch
-                && (variant.is_none() || p.variant.as_deref() == variant)
-            {
-                return Ok(d);
-            }
-        }
-    }
-    if images.len() == 1 && images[0].platform.is_none() {
-        return Ok(images[0]);
-    }
-    bail!(
-        "{what}: no manifest for platform {want} (available: {})",
-        if seen.is_empty() {
-            "none declared".into()
-        } else {
-            seen.join(", ")
-        }
-    )
-}
-
 /// The descriptor in index.json that `tag` names, or its only image.
 fn select_tag<'a>(index: &'a spec::Index, tag: Option<&str>) -> Result<&'a Descriptor> {
     let manifests = &index.manifests;
@@ -429,18 +384,6 @@ fn open_from_store(
         deferred: None,
         _scratch: None,
     })
-}
-
-/// The config must list one diff_id per manifest layer (image-spec: rootfs.diff_ids
-/// runs base-first, in step with the layers).
-pub fn check_layer_count(config: &spec::Config, layers: usize, what: &str) -> Result<()> {
-    if config.diff_ids.len() != layers {
-        bail!(
-            "{what}: rootfs.diff_ids lists {} layers but the manifest has {layers}",
-            config.diff_ids.len()
-        );
-    }
-    Ok(())
 }
 
 pub fn diff_ids_of(config: &serde_json::Value) -> Vec<String> {

@@ -370,22 +370,10 @@ impl<R: Read> Read for Metered<R> {
 /// which wins).
 fn read_tar(c: &mut Collected, f: std::fs::File) -> Result<()> {
     let label = c.label.clone();
-    let mut r = BufReader::with_capacity(256 * 1024, f);
-    let gz = r
-        .fill_buf()
-        .with_context(|| format!("cannot read artifacts {label}"))?
-        .starts_with(&[0x1f, 0x8b]);
-    // Every gzip member, like gzip -d and GNU tar: a first-member-only reader
-    // would see a different (shorter) tree than they do.
-    let inner: Box<dyn Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else {
-        Box::new(r)
-    };
     let in_data = Rc::new(Cell::new(false));
     let header_bytes = Rc::new(Cell::new(0));
     let mut ar = tar::Archive::new(Metered {
-        inner,
+        inner: decompressed(f, &label)?,
         in_data: in_data.clone(),
         header_bytes: header_bytes.clone(),
         max_header: c.limits.max_header,
@@ -403,48 +391,7 @@ fn read_tar(c: &mut Collected, f: std::fs::File) -> Result<()> {
         if rel.is_empty() {
             continue;
         }
-        let et = e.header().entry_type();
-        let mode = e.header().mode().unwrap_or(0o644);
-        let entry = if et.is_dir() {
-            Entry {
-                mode,
-                ..Entry::dir()
-            }
-        } else if et.is_symlink() {
-            let t = e
-                .link_name_bytes()
-                .map(|l| String::from_utf8(l.into_owned()))
-                .transpose()
-                .map_err(|_| anyhow!("{label}: symlink '{raw}' target is not UTF-8"))?
-                .unwrap_or_default();
-            check_link(&rel, &t).with_context(|| label.clone())?;
-            Entry {
-                kind: Kind::Symlink,
-                mode,
-                data: None,
-                link: Some(t),
-            }
-        } else if et.is_file() {
-            let want = e.size();
-            in_data.set(true);
-            let stored = c.spill.append(&mut e, &format!("{label}: entry '{raw}'"));
-            in_data.set(false);
-            let stored = stored?;
-            if stored.bytes.len() != want {
-                bail!(
-                    "{label}: entry '{raw}' is truncated ({} of {want} bytes)",
-                    stored.bytes.len()
-                );
-            }
-            Entry {
-                kind: Kind::File,
-                mode,
-                data: Some(stored),
-                link: None,
-            }
-        } else {
-            bail!("{label}: entry '{raw}' has unsupported type {et:?}");
-        };
+        let entry = tar_entry(c, &mut e, &raw, &rel, &in_data)?;
         if sorted.len() + 1 >= c.limits.max_entries {
             bail!(
                 "artifacts {label}: more than {} entries",
@@ -461,6 +408,75 @@ fn read_tar(c: &mut Collected, f: std::fs::File) -> Result<()> {
         c.push(rel, e)?;
     }
     Ok(())
+}
+
+/// The tarball's bytes, inflated when they are gzip: every gzip member, like
+/// gzip -d and GNU tar (a first-member-only reader would see a shorter tree).
+fn decompressed(f: std::fs::File, label: &str) -> Result<Box<dyn Read>> {
+    let mut r = BufReader::with_capacity(256 * 1024, f);
+    let gz = r
+        .fill_buf()
+        .with_context(|| format!("cannot read artifacts {label}"))?
+        .starts_with(&[0x1f, 0x8b]);
+    Ok(if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else {
+        Box::new(r)
+    })
+}
+
+/// One tar entry as an artifact: a directory, a checked symlink, or a file whose
+/// data goes to the spill (`in_data` tells the header meter not to count it).
+fn tar_entry<R: Read>(
+    c: &mut Collected,
+    e: &mut tar::Entry<R>,
+    raw: &str,
+    rel: &str,
+    in_data: &Cell<bool>,
+) -> Result<Entry> {
+    let label = &c.label;
+    let et = e.header().entry_type();
+    let mode = e.header().mode().unwrap_or(0o644);
+    if et.is_dir() {
+        Ok(Entry {
+            mode,
+            ..Entry::dir()
+        })
+    } else if et.is_symlink() {
+        let t = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.into_owned()))
+            .transpose()
+            .map_err(|_| anyhow!("{label}: symlink '{raw}' target is not UTF-8"))?
+            .unwrap_or_default();
+        check_link(rel, &t).with_context(|| label.clone())?;
+        Ok(Entry {
+            kind: Kind::Symlink,
+            mode,
+            data: None,
+            link: Some(t),
+        })
+    } else if et.is_file() {
+        let want = e.size();
+        in_data.set(true);
+        let stored = c.spill.append(e, &format!("{label}: entry '{raw}'"));
+        in_data.set(false);
+        let stored = stored?;
+        if stored.bytes.len() != want {
+            bail!(
+                "{label}: entry '{raw}' is truncated ({} of {want} bytes)",
+                stored.bytes.len()
+            );
+        }
+        Ok(Entry {
+            kind: Kind::File,
+            mode,
+            data: Some(stored),
+            link: None,
+        })
+    } else {
+        bail!("{label}: entry '{raw}' has unsupported type {et:?}");
+    }
 }
 
 #[cfg(test)]

@@ -75,32 +75,9 @@ fn apply_one(fs: &mut Rootfs, recipe: &Recipe, index: usize, op: &FsOp) -> Resul
             group,
             mode,
         } => {
-            let (uid, gid) = owner_ids(fs, owner, group)?;
+            let ids = owner_ids(fs, owner, group)?;
             refuse_symlink(fs, path)?;
-            match fs.get_mut(path) {
-                Some(n) if n.is_dir() => {
-                    let (nu, ng, nm) = (
-                        uid.unwrap_or(n.uid),
-                        gid.unwrap_or(n.gid),
-                        mode.map(|m| m.0).unwrap_or(n.mode),
-                    );
-                    if (nu, ng, nm) != (n.uid, n.gid, n.mode) {
-                        n.uid = nu;
-                        n.gid = ng;
-                        n.mode = nm;
-                        n.modified = true;
-                    }
-                }
-                Some(n) => bail!("{path} exists and is a {:?}, not a directory", n.kind),
-                None => fs.insert(
-                    path,
-                    Node::dir(
-                        mode.map(|m| m.0).unwrap_or(0o755),
-                        uid.unwrap_or(0),
-                        gid.unwrap_or(0),
-                    ),
-                )?,
-            }
+            ensure_dir(fs, path, ids, mode.map(|m| m.0))
         }
         FsOp::File {
             path,
@@ -112,70 +89,121 @@ fn apply_one(fs: &mut Rootfs, recipe: &Recipe, index: usize, op: &FsOp) -> Resul
         } => {
             let (uid, gid) = owner_ids(fs, owner, group)?;
             refuse_symlink(fs, path)?;
-            let bytes = match (content, source) {
-                (Some(c), _) => c.clone().into_bytes(),
-                // Read (and confined to the recipe's directory) when the recipe was loaded.
-                (None, Some(src)) => match recipe.sources.get(&index) {
-                    Some(b) => b.as_ref().clone(),
-                    None => bail!(
-                        "fs[{index}].source = {src:?} was not read: the recipe was parsed \
-                         without a directory"
-                    ),
-                },
-                (None, None) => bail!("needs 'content' or 'source'"),
-            };
+            let bytes = file_bytes(recipe, index, content, source)?;
+            let mode = mode.map(|m| m.0).unwrap_or(0o644);
             fs.insert(
                 path,
-                Node::file(
-                    mode.map(|m| m.0).unwrap_or(0o644),
-                    uid.unwrap_or(0),
-                    gid.unwrap_or(0),
-                    bytes,
-                ),
-            )?;
+                Node::file(mode, uid.unwrap_or(0), gid.unwrap_or(0), bytes),
+            )
         }
-        FsOp::Prepend { path, lines, .. } => {
-            refuse_symlink(fs, path)?;
-            let text = match fs.get(path) {
-                Some(_) => String::from_utf8(fs.read(path)?)
-                    .map_err(|_| anyhow!("{path} is not UTF-8 text"))?,
-                None => String::new(),
-            };
-            if let Some(new) = prepend_lines(&text, lines) {
-                fs.write(path, new.into_bytes())?;
-            }
-        }
+        FsOp::Prepend { path, lines, .. } => prepend(fs, path, lines),
         FsOp::Chown {
             path,
             owner,
             group,
             recursive,
         } => {
-            let (uid, gid) = owner_ids(fs, owner, group)?;
-            let key = normalize(path)?;
-            let mut keys = vec![key.clone()];
-            if *recursive {
-                keys.extend(fs.descendants(&key).map(|(k, _)| k.to_string()));
-            }
-            if fs.get(&key).is_none() {
-                bail!("{path} does not exist");
-            }
-            for k in keys {
-                if let Some(n) = fs.nodes.get_mut(k.as_str()) {
-                    let (nu, ng) = (uid.unwrap_or(n.uid), gid.unwrap_or(n.gid));
-                    if (nu, ng) != (n.uid, n.gid) {
-                        n.uid = nu;
-                        n.gid = ng;
-                        n.modified = true;
-                    }
-                }
-            }
+            let ids = owner_ids(fs, owner, group)?;
+            chown(fs, path, ids, *recursive)
         }
-        FsOp::Symlink { path, target } => {
-            fs.insert(path, Node::symlink(target))?;
-        }
+        FsOp::Symlink { path, target } => fs.insert(path, Node::symlink(target)),
         FsOp::Remove { path } => {
             fs.remove(path);
+            Ok(())
+        }
+    }
+}
+
+/// `dir`: creates the directory, or sets the owner and mode given on an existing
+/// one (marking it modified only when something changes).
+fn ensure_dir(
+    fs: &mut Rootfs,
+    path: &str,
+    (uid, gid): (Option<u64>, Option<u64>),
+    mode: Option<u32>,
+) -> Result<()> {
+    match fs.get_mut(path) {
+        Some(n) if n.is_dir() => {
+            let (nu, ng, nm) = (
+                uid.unwrap_or(n.uid),
+                gid.unwrap_or(n.gid),
+                mode.unwrap_or(n.mode),
+            );
+            if (nu, ng, nm) != (n.uid, n.gid, n.mode) {
+                n.uid = nu;
+                n.gid = ng;
+                n.mode = nm;
+                n.modified = true;
+            }
+            Ok(())
+        }
+        Some(n) => bail!("{path} exists and is a {:?}, not a directory", n.kind),
+        None => fs.insert(
+            path,
+            Node::dir(mode.unwrap_or(0o755), uid.unwrap_or(0), gid.unwrap_or(0)),
+        ),
+    }
+}
+
+/// `file`: its inline content, or the `source` file read when the recipe was
+/// loaded (and confined to the recipe's directory then).
+fn file_bytes(
+    recipe: &Recipe,
+    index: usize,
+    content: &Option<String>,
+    source: &Option<String>,
+) -> Result<Vec<u8>> {
+    match (content, source) {
+        (Some(c), _) => Ok(c.clone().into_bytes()),
+        (None, Some(src)) => match recipe.sources.get(&index) {
+            Some(b) => Ok(b.as_ref().clone()),
+            None => bail!(
+                "fs[{index}].source = {src:?} was not read: the recipe was parsed \
+                 without a directory"
+            ),
+        },
+        (None, None) => bail!("needs 'content' or 'source'"),
+    }
+}
+
+/// `prepend`: puts `lines` first in a text file (created empty if absent), once.
+fn prepend(fs: &mut Rootfs, path: &str, lines: &[String]) -> Result<()> {
+    refuse_symlink(fs, path)?;
+    let text = match fs.get(path) {
+        Some(_) => {
+            String::from_utf8(fs.read(path)?).map_err(|_| anyhow!("{path} is not UTF-8 text"))?
+        }
+        None => String::new(),
+    };
+    if let Some(new) = prepend_lines(&text, lines) {
+        fs.write(path, new.into_bytes())?;
+    }
+    Ok(())
+}
+
+/// `chown`: sets the owner of `path` (and, `recursive`, of everything below it).
+fn chown(
+    fs: &mut Rootfs,
+    path: &str,
+    (uid, gid): (Option<u64>, Option<u64>),
+    recursive: bool,
+) -> Result<()> {
+    let key = normalize(path)?;
+    let mut keys = vec![key.clone()];
+    if recursive {
+        keys.extend(fs.descendants(&key).map(|(k, _)| k.to_string()));
+    }
+    if fs.get(&key).is_none() {
+        bail!("{path} does not exist");
+    }
+    for k in keys {
+        if let Some(n) = fs.nodes.get_mut(k.as_str()) {
+            let (nu, ng) = (uid.unwrap_or(n.uid), gid.unwrap_or(n.gid));
+            if (nu, ng) != (n.uid, n.gid) {
+                n.uid = nu;
+                n.gid = ng;
+                n.modified = true;
+            }
         }
     }
     Ok(())

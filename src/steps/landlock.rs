@@ -81,13 +81,45 @@ fn dac(node: &Node, who: &Ident, bit: u32) -> bool {
     }
 }
 
+/// A path the policy names, or a directory directly below a read_write one.
+struct Declared {
+    path: String,
+    rule: &'static str,
+    inherited_from: Option<String>,
+}
+
+/// The effective access of each listed user to each declared path: Landlock's
+/// rule combined with what the image's owners and modes (DAC) allow.
 pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
     let Some(l) = &recipe.landlock else {
         return vec![];
     };
     let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").unwrap_or_default()).into_owned();
     let group = String::from_utf8_lossy(&fs.read("etc/group").unwrap_or_default()).into_owned();
+    let declared = declared_paths(fs, recipe, l);
     let mut rows = Vec::new();
+    for user in &l.users {
+        let who = ident(fs, user);
+        for d in &declared {
+            let key = fs.resolve(&d.path).unwrap_or_default();
+            let node = fs.nodes.get(key.as_str()).map(|n| &**n);
+            let owner = node.map(|n| {
+                format!(
+                    "{}:{}",
+                    lookup_name(&passwd, n.uid).unwrap_or_else(|| n.uid.to_string()),
+                    lookup_name(&group, n.gid).unwrap_or_else(|| n.gid.to_string())
+                )
+            });
+            rows.push(access_row(d, user, node, who.as_ref(), owner));
+        }
+    }
+    rows
+}
+
+/// The policy's paths (the workdir added to read_write when asked), then the
+/// directories directly below each read_write directory: Landlock rules apply
+/// beneath a path, and that is where DAC usually decides.
+fn declared_paths(fs: &Rootfs, recipe: &Recipe, l: &Landlock) -> Vec<Declared> {
     let mut rw = l.read_write.clone();
     if l.include_workdir {
         if let Some(w) = &recipe.image.workdir {
@@ -96,16 +128,19 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
             }
         }
     }
-    let mut declared: Vec<(String, &str, Option<String>)> = l
+    let own = |path: &String, rule| Declared {
+        path: path.clone(),
+        rule,
+        inherited_from: None,
+    };
+    let mut declared: Vec<Declared> = l
         .read_only
         .iter()
-        .map(|p| (p.clone(), "read_only", None))
-        .chain(rw.iter().map(|p| (p.clone(), "read_write", None)))
+        .map(|p| own(p, "read_only"))
+        .chain(rw.iter().map(|p| own(p, "read_write")))
         .collect();
-    // Landlock rules apply beneath a path: show the directories directly below each
-    // read_write directory too, since that is where DAC usually decides.
     let explicit: std::collections::BTreeSet<String> =
-        declared.iter().map(|d| d.0.clone()).collect();
+        declared.iter().map(|d| d.path.clone()).collect();
     for dir in &rw {
         let Some(key) = fs.resolve(dir) else { continue };
         if key.is_empty() {
@@ -118,68 +153,66 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
             .filter(|p| !explicit.contains(p))
             .collect();
         for c in children {
-            declared.push((c, "read_write", Some(dir.clone())));
-        }
-    }
-    for user in &l.users {
-        let who = ident(fs, user);
-        for (path, decl, inherited) in &declared {
-            let key = fs.resolve(path).unwrap_or_default();
-            let node = fs.nodes.get(key.as_str());
-            let (owner, mode) = match node {
-                Some(n) => (
-                    format!(
-                        "{}:{}",
-                        lookup_name(&passwd, n.uid).unwrap_or_else(|| n.uid.to_string()),
-                        lookup_name(&group, n.gid).unwrap_or_else(|| n.gid.to_string())
-                    ),
-                    format!("{:04o}", n.mode),
-                ),
-                None => ("-".into(), "-".into()),
-            };
-            let (dac_write, dac_read, reason) = match (node, &who) {
-                (_, None) => (false, false, format!("user {user} does not exist")),
-                (None, _) if path.starts_with("/proc") || path.starts_with("/dev") => {
-                    (true, true, "runtime filesystem (not in the image)".into())
-                }
-                (None, _) => (false, false, "path does not exist in the image".into()),
-                (Some(n), Some(w)) => {
-                    let write = match n.kind {
-                        Kind::Dir => dac(n, w, 0o2) && dac(n, w, 0o1),
-                        _ => dac(n, w, 0o2),
-                    };
-                    let read = dac(n, w, 0o4);
-                    let why = if write {
-                        format!("{owner} {:04o} permits {user}", n.mode)
-                    } else {
-                        format!("{owner} {:04o}: {user} lacks write permission", n.mode)
-                    };
-                    (write, read, why)
-                }
-            };
-            let ll_write = *decl == "read_write";
-            let eff_write = ll_write && dac_write;
-            let reason = match (ll_write, dac_write) {
-                (true, true) => format!("Landlock read_write and {reason}"),
-                (true, false) => format!("Landlock allows writes but DAC denies: {reason}"),
-                (false, _) => "Landlock read_only".to_string(),
-            };
-            rows.push(Access {
-                path: path.clone(),
-                user: user.clone(),
-                declared: decl.to_string(),
-                inherited_from: inherited.clone(),
-                exists: node.is_some(),
-                owner,
-                mode,
-                dac_write,
-                effective_write: eff_write,
-                effective_read: dac_read,
-                reason,
+            declared.push(Declared {
+                path: c,
+                rule: "read_write",
+                inherited_from: Some(dir.clone()),
             });
         }
     }
-    rows
+    declared
+}
+
+/// One row of the `policy` table: `user` on the declared path `d` (its `node`
+/// in the image, if any, owned by `owner` as names).
+fn access_row(
+    d: &Declared,
+    user: &str,
+    node: Option<&Node>,
+    who: Option<&Ident>,
+    owner: Option<String>,
+) -> Access {
+    let owner = owner.unwrap_or_else(|| "-".into());
+    let mode = node.map_or_else(|| "-".into(), |n| format!("{:04o}", n.mode));
+    let (dac_write, dac_read, reason) = match (node, who) {
+        (_, None) => (false, false, format!("user {user} does not exist")),
+        (None, _) if d.path.starts_with("/proc") || d.path.starts_with("/dev") => {
+            (true, true, "runtime filesystem (not in the image)".into())
+        }
+        (None, _) => (false, false, "path does not exist in the image".into()),
+        (Some(n), Some(w)) => {
+            let write = match n.kind {
+                Kind::Dir => dac(n, w, 0o2) && dac(n, w, 0o1),
+                _ => dac(n, w, 0o2),
+            };
+            let read = dac(n, w, 0o4);
+            let why = if write {
+                format!("{owner} {:04o} permits {user}", n.mode)
+            } else {
+                format!("{owner} {:04o}: {user} lacks write permission", n.mode)
+            };
+            (write, read, why)
+        }
+    };
+    let ll_write = d.rule == "read_write";
+    let reason = match (ll_write, dac_write) {
+        (true, true) => format!("Landlock read_write and {reason}"),
+        (true, false) => format!("Landlock allows writes but DAC denies: {reason}"),
+        (false, _) => "Landlock read_only".to_string(),
+    };
+    Access {
+        path: d.path.clone(),
+        user: user.to_string(),
+        declared: d.rule.to_string(),
+        inherited_from: d.inherited_from.clone(),
+        exists: node.is_some(),
+        owner,
+        mode,
+        dac_write,
+        effective_write: ll_write && dac_write,
+        effective_read: dac_read,
+        reason,
+    }
 }
 
 /// The `policy` text table. Every column is as wide as its longest cell, so rows stay

@@ -2,6 +2,7 @@
 //! filesystem operations, artifacts, init, Landlock policy; then the gates
 //! (forbidden commands, required commands, recipe checks) that fail a build.
 pub mod accounts;
+pub mod arch;
 pub mod artifacts;
 pub mod builder;
 pub mod fsops;
@@ -37,8 +38,25 @@ pub fn init_binary(arch: Arch) -> Result<(&'static [u8], &'static str)> {
             Arch::Arm64 => (b, "aarch64-unknown-linux-musl"),
         });
     }
-    crate::platform::embedded_init(arch)
+    embedded_init(arch)
 }
+
+/// The init embedded for `arch`, and the Rust target it was built for.
+pub fn embedded_init(arch: Arch) -> Result<(&'static [u8], &'static str)> {
+    match arch {
+        Arch::Amd64 => Ok((INIT_BINARY, INIT_TARGET)),
+        #[cfg(nemoclaw_init_aarch64)]
+        Arch::Arm64 => Ok((INIT_AARCH64, env!("NEMOCLAW_INIT_AARCH64_TARGET"))),
+        #[cfg(not(nemoclaw_init_aarch64))]
+        Arch::Arm64 => bail!(
+            "this nemoclaw-build was compiled without the aarch64 init (rustup target \
+             aarch64-unknown-linux-musl missing): run scripts/setup.sh and rebuild it"
+        ),
+    }
+}
+
+#[cfg(nemoclaw_init_aarch64)]
+static INIT_AARCH64: &[u8] = include_bytes!(env!("NEMOCLAW_INIT_AARCH64_PATH"));
 
 #[derive(Debug, Clone, Default)]
 pub struct StepOptions {

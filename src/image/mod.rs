@@ -1,5 +1,15 @@
-//! Image JSON helpers: canonical serialization (see [`crate::oci::canonical`]; the
-//! typed documents live in `crate::oci`) and RFC 3339 timestamps.
+//! Image access below every transport: a [`BaseImage`] and its layer blobs
+//! ([`base`]), the image documents parsed strictly ([`spec`]), and JSON helpers:
+//! canonical serialization (see [`crate::oci::canonical`]; the typed documents live
+//! in `crate::oci`) and RFC 3339 timestamps. The transports (`source`, `registry`)
+//! build on this and not on each other.
+pub mod base;
+pub mod spec;
+
+pub use base::{
+    sniff_compression, BaseImage, BlobLocation, Compression, DeferredLayers, LayerBlob,
+    ThreadedDecoder,
+};
 
 pub use crate::oci::canonical;
 

@@ -7,19 +7,28 @@
 //! JSON is read with a size cap, with serde_json's nesting limit (128) reported as
 //! such, and with duplicate object keys refused: Go's encoding/json keeps the last
 //! copy of a key and other readers the first, so such a document means two things.
-use super::{
-    MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_LAYER_FOREIGN, MT_DOCKER_LAYER_FOREIGN_GZIP,
-    MT_DOCKER_LAYER_GZIP, MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_CONFIG, MT_OCI_INDEX,
-    MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ND, MT_OCI_LAYER_ND_GZIP, MT_OCI_LAYER_ND_ZSTD,
-    MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
-};
 use crate::digest::{quoted, sha256_digest};
+use crate::oci::media_type::{
+    MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_DOCKER_LIST, MT_DOCKER_MANIFEST,
+    MT_OCI_CONFIG, MT_OCI_INDEX, MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD,
+    MT_OCI_MANIFEST,
+};
 use crate::oci::Digest;
 use anyhow::{anyhow, bail, Result};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+pub const MT_DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
+pub const MT_DOCKER_LAYER_FOREIGN_GZIP: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+/// Deprecated in image-spec 1.1 but still valid: readable when the blob is present.
+pub const MT_OCI_LAYER_ND: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
+pub const MT_OCI_LAYER_ND_GZIP: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+pub const MT_OCI_LAYER_ND_ZSTD: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
 
 /// Largest index, manifest or docker-archive `manifest.json` read: the 4 MiB that
 /// the distribution spec lets registries refuse above.
@@ -735,4 +744,60 @@ pub fn parse_docker_manifest(bytes: &[u8]) -> Result<Vec<ArchiveImage>> {
         });
     }
     Ok(out)
+}
+/// Picks the manifest for `os/arch[/variant]` from an index. Entries that cannot
+/// lead to an image (artifacts, unknown media types) are ignored, as image-spec says.
+pub fn select_platform<'a>(
+    descs: &'a [Descriptor],
+    platform: Option<&str>,
+    what: &str,
+) -> Result<&'a Descriptor> {
+    let want = platform
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("linux/{}", crate::platform::host_arch()));
+    let mut parts = want.split('/');
+    let (os, arch, variant) = (
+        parts.next().unwrap_or("linux"),
+        parts.next().unwrap_or(crate::platform::host_arch()),
+        parts.next(),
+    );
+    let images: Vec<&Descriptor> = descs.iter().filter(|d| is_image_entry(d)).collect();
+    let mut seen = Vec::new();
+    for d in &images {
+        if let Some(p) = &d.platform {
+            seen.push(match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            });
+            if p.os == os
+                && p.architecture == arch
+                && (variant.is_none() || p.variant.as_deref() == variant)
+            {
+                return Ok(d);
+            }
+        }
+    }
+    if images.len() == 1 && images[0].platform.is_none() {
+        return Ok(images[0]);
+    }
+    bail!(
+        "{what}: no manifest for platform {want} (available: {})",
+        if seen.is_empty() {
+            "none declared".into()
+        } else {
+            seen.join(", ")
+        }
+    )
+}
+
+/// The config must list one diff_id per manifest layer (image-spec: rootfs.diff_ids
+/// runs base-first, in step with the layers).
+pub fn check_layer_count(config: &Config, layers: usize, what: &str) -> Result<()> {
+    if config.diff_ids.len() != layers {
+        bail!(
+            "{what}: rootfs.diff_ids lists {} layers but the manifest has {layers}",
+            config.diff_ids.len()
+        );
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `diff` of two image indexes (issue 13): their platforms are paired by name and
 //! each pair is compared like two images; a platform only one side has is a
 //! difference. Used when both sides are local indexes and no `--platform` is given.
-use crate::diff::{diff_images, render, Report};
+use super::{diff_images, render, Report};
 use crate::imageref::ImageRef;
 use crate::progress::Progress;
 use crate::source::{index_platforms, OpenOptions};
