@@ -143,7 +143,7 @@ pub(crate) fn opts(
         build_args: Default::default(),
         strict: false,
         open: OpenOptions::default(),
-        progress: Progress::new(true),
+        progress: Progress::silent(),
         cache: None,
         remote_cache: Default::default(),
         attest: Default::default(),
@@ -178,7 +178,7 @@ fn two_layer_base(dir: &Path) {
 
 pub(crate) fn final_fs(image: &str) -> crate::rootfs::Rootfs {
     let mut img = open_image(&ImageRef::parse(image).unwrap(), &OpenOptions::default()).unwrap();
-    index_base(&mut img, &IndexOptions::default(), &Progress::new(true)).unwrap()
+    index_base(&mut img, &IndexOptions::default(), &Progress::silent()).unwrap()
 }
 
 #[test]
@@ -652,7 +652,7 @@ fn listing(image: &str) -> Vec<String> {
         hash_contents: true,
         ..Default::default()
     };
-    let fs = index_base(&mut img, &all, &Progress::new(true)).unwrap();
+    let fs = index_base(&mut img, &all, &Progress::silent()).unwrap();
     fs.nodes
         .iter()
         .map(|(k, n)| {

@@ -3,7 +3,11 @@
 //! results into output.
 mod audit;
 mod build;
+mod diff;
 mod platforms;
+mod report;
+mod sbom;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,12 +41,12 @@ enum Cmd {
     /// Print the built-in default recipe.
     Recipe,
     /// Compare two images: config fields, layers, files (exit 0 same, 1 different, 2 error).
-    Diff(nemoclaw_build::diff::DiffArgs),
+    Diff(diff::DiffArgs),
     /// Rebuild an image from its build record, or build twice, and compare digests
     /// (exit 0 reproducible, 1 not, 2 error).
-    Verify(nemoclaw_build::verify::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Software bill of materials of an image (SPDX 2.3 or CycloneDX 1.5 JSON).
-    Sbom(nemoclaw_build::sbom::SbomArgs),
+    Sbom(sbom::SbomArgs),
     /// Write a signing key pair: PREFIX.key (ECDSA P-256 PKCS#8 PEM, mode 0600,
     /// encrypted when $NEMOCLAW_SIGN_PASSWORD is set) and PREFIX.pub.
     Keygen {
@@ -127,9 +131,9 @@ pub fn run() -> ExitCode {
         Cmd::Build(a) => build::run_build(*a).map(|_| ExitCode::SUCCESS),
         Cmd::Audit(a) => audit::run_audit(a),
         Cmd::Policy(a) => audit::run_policy(a),
-        Cmd::Diff(a) => nemoclaw_build::diff::run_diff(a),
-        Cmd::Verify(a) => nemoclaw_build::verify::run_verify(a),
-        Cmd::Sbom(a) => nemoclaw_build::sbom::run_sbom(a),
+        Cmd::Diff(a) => diff::run_diff(a),
+        Cmd::Verify(a) => verify::run_verify(a),
+        Cmd::Sbom(a) => sbom::run_sbom(a),
         Cmd::Cache(CacheCmd::Prune {
             max_size,
             cache_dir,

@@ -62,8 +62,8 @@ fn read_out(image: &str, path: &str) -> Vec<u8> {
         capture: |_, _| true,
         ..IndexOptions::default()
     };
-    let fs = crate::pipeline::index_base(&mut img, &opts, &crate::progress::Progress::new(true))
-        .unwrap();
+    let fs =
+        crate::pipeline::index_base(&mut img, &opts, &crate::progress::Progress::silent()).unwrap();
     fs.read(path).unwrap()
 }
 
