@@ -204,7 +204,7 @@ fn local_lookup(
     // Every blob is checked before any is staged: a partial hit must leave
     // nothing in the staging layout.
     let mut srcs = Vec::with_capacity(prep.layers.len());
-    for l in &prep.layers {
+    for (i, l) in prep.layers.iter().enumerate() {
         match c.verified_blob(&l.digest) {
             Ok(Some(src)) => srcs.push((src, &l.digest)),
             Ok(None) => return Ok(None),
@@ -213,6 +213,12 @@ fn local_lookup(
                     WarningCode::LocalCache,
                     format!("local cache: {e:#}; building without it"),
                 ));
+                // The entry's other blobs are checked now too: each corrupt one is
+                // removed, so the rebuild stores it again (storing keeps a blob that
+                // is already there).
+                for rest in &prep.layers[i + 1..] {
+                    let _ = c.verified_blob(&rest.digest);
+                }
                 return Ok(None);
             }
         }

@@ -217,6 +217,11 @@ impl LayoutBuilder {
         self.tag = tag.into();
         self
     }
+    /// The config's `config` object (how a container runs: Env, User, Labels, ...).
+    pub fn run_config(mut self, config: serde_json::Value) -> Self {
+        self.config = config;
+        self
+    }
     /// Writes the layout into `dir` (created); returns the manifest digest.
     pub fn write(self, dir: &Path) -> String {
         let blobs = dir.join("blobs/sha256");

@@ -435,3 +435,55 @@ fn sign_and_verify_exit_codes() {
         "{err}"
     );
 }
+
+/// `--help` works; a build without `--base`, with an unknown transport, or with missing
+/// artifacts fails before writing anything, without a panic. (These were the e2e `cli`
+/// section.)
+#[test]
+fn help_and_bad_build_inputs() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let (code, out, err) = run(d, &["--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Usage: nemoclaw-build"), "{out}");
+    let base = base_tar(d, "base.tar", |b| b);
+    let base = format!("tar:{}", base.display());
+    let missing = d.join("does-not-exist").display().to_string();
+    let recipe = write(
+        d,
+        "r.toml",
+        &format!("{MINIMAL}[artifacts]\ndest = \"/opt/app\"\n"),
+    );
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "no --base",
+            vec!["--artifacts", d.to_str().unwrap()],
+            "--base",
+        ),
+        ("bad transport", vec!["--base", "ftp:x.tar"], "transport"),
+        (
+            "missing artifacts",
+            vec!["--base", &base, "--artifacts", &missing],
+            "does-not-exist",
+        ),
+    ];
+    for (what, args, needle) in cases {
+        let out = format!("oci:{}:t", d.join("out").display());
+        let mut a = vec![
+            "build",
+            "--output",
+            &out,
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ];
+        a.extend(args);
+        let (code, _, err) = run(d, &a);
+        assert_ne!(code, 0, "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: error must say {needle:?}: {err}"
+        );
+        assert!(!d.join("out").exists(), "{what}: an output was left");
+    }
+}
