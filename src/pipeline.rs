@@ -53,7 +53,7 @@ pub use crate::index::{index_base, index_base_spilling};
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
 /// (one pass per layer that has any), so the new layer can carry them.
-fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
+fn materialize(fs: &mut Rootfs, base: &BaseImage, progress: &Progress) -> Result<()> {
     // Hardlinks into the new layer whose target is not in it become copies.
     let links: Vec<(String, String)> = fs
         .nodes
@@ -83,7 +83,11 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
     }
     for (l, keys) in wanted {
         let layer = &base.layers[l];
-        let mut tar = TarReader::new(layer.open_tar()?, &layer.label);
+        let task = progress.bytes(
+            &format!("loading changed files of {}", layer.label),
+            layer.size,
+        );
+        let mut tar = TarReader::new(layer.open_tar_progress(&task)?, &layer.label);
         let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         while let Some(e) = tar.next_entry()? {
             if e.kind == Kind::File && keys.contains(&e.path) {
@@ -345,7 +349,7 @@ fn prepare(
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
     log_purge(&opts.progress, &rep);
-    materialize(&mut fs, base)?;
+    materialize(&mut fs, base, &opts.progress)?;
     let mut layers = write_base_layers(opts, base, &fs, staging)?;
     let whiteouts = opts.purge_mode == PurgeMode::Whiteout;
     let settings = (&opts.compression, opts.epoch);

@@ -1419,6 +1419,61 @@ mod tests {
         assert!(verdict.lock().unwrap().is_some());
     }
 
+    /// A base pulled by tag warns (`mutable-tag`, naming the digest to pin); pulled by
+    /// that digest, it does not. Each blob pulled is a task that reached its size.
+    #[test]
+    fn pull_by_tag_warns_and_by_digest_does_not() {
+        use crate::testutil::{accounts, LayoutBuilder, TinyRegistry};
+        let d = tempfile::tempdir().unwrap();
+        let layer = accounts()
+            .file("etc/big", &vec![1u8; 300_000], 0o644)
+            .build();
+        let md = LayoutBuilder::new()
+            .layer(&layer)
+            .write(&d.path().join("layout"));
+        let reg = TinyRegistry::serve(&d.path().join("layout"));
+        let pull_with = |reference: &str| {
+            let (p, events) = Progress::collecting();
+            let opts = OpenOptions {
+                registry: RegistryOptions {
+                    cache_dir: Some(d.path().join("cache")),
+                    progress: p,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let img = pull(reference, &opts).unwrap();
+            (img, events)
+        };
+        let (img, events) = pull_with(&format!("{}/base:latest", reg.addr));
+        assert_eq!(img.manifest_digest.as_deref(), Some(md.as_str()));
+        assert_eq!(events.warning_codes(), vec![WarningCode::MutableTag]);
+        let pinned = format!("registry://{}/base@{md}", reg.addr);
+        let w = events
+            .events()
+            .into_iter()
+            .find_map(|e| match e {
+                crate::progress::Event::Warning(w) => Some(w.message),
+                _ => None,
+            })
+            .unwrap();
+        assert!(w.contains(&pinned), "{w}");
+        let tasks = events.tasks();
+        assert_eq!(tasks.len(), 2, "config and one layer: {tasks:?}");
+        for (label, done, total) in &tasks {
+            assert!(label.starts_with("pulling "), "{label}");
+            assert_eq!(
+                Some(*done),
+                *total,
+                "{label}: progress did not reach the size"
+            );
+        }
+        let (img, events) = pull_with(&format!("{}/base@{md}", reg.addr));
+        assert_eq!(img.manifest_digest.as_deref(), Some(md.as_str()));
+        assert_eq!(events.warning_codes(), vec![]);
+        assert!(events.tasks().is_empty(), "cached blobs were pulled again");
+    }
+
     #[test]
     fn pull_of_bad_reference_fails_without_network() {
         let e = pull("no-slash", &OpenOptions::default()).err().unwrap();

@@ -487,3 +487,44 @@ fn help_and_bad_build_inputs() {
         assert!(!d.join("out").exists(), "{what}: an output was left");
     }
 }
+
+/// A signing key its group may read: the build signs, and says so with a
+/// `key-permissions` warning, in the `--json` summary too.
+#[test]
+fn group_readable_key_is_a_coded_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let base = base_tar(d, "base.tar", |b| b);
+    let recipe = write(d, "r.toml", MINIMAL);
+    let (code, _, err) = run(d, &["keygen", "--out", &d.join("k").display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let key = d.join("k.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, out, err) = run(
+        d,
+        &[
+            "build",
+            "--base",
+            &format!("tar:{}", base.display()),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--output",
+            &format!("oci:{}:t", d.join("img").display()),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--no-cache",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let details = v["warning_details"].as_array().expect("warning_details");
+    assert_eq!(details.len(), 1, "{v:#}");
+    assert_eq!(details[0]["code"], "key-permissions", "{v:#}");
+    let msg = details[0]["message"].as_str().unwrap();
+    assert!(msg.contains("group"), "{msg}");
+    assert_eq!(v["warnings"], serde_json::json!([msg]), "{v:#}");
+    // Printed even though --json silences progress.
+    assert!(err.contains(&format!("warning: {msg}")), "{err}");
+}
