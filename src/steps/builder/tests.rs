@@ -651,7 +651,7 @@ fn builder_by_tag_warns_and_strict_refuses() {
     let mut o = small_build(t.path(), "strict", None, Some(spec(&by_tag, "/opt/app")));
     o.open.registry.cache_dir = Some(t.path().join("cache"));
     o.strict = true;
-    let e = build(o).err().expect("--strict takes a builder by tag");
+    let e = build(o).expect_err("--strict takes a builder by tag");
     assert!(
         format!("{e:#}").contains("--strict refuses a builder not pinned"),
         "{e:#}"
