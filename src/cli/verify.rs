@@ -134,6 +134,8 @@ pub fn run_verify(args: VerifyArgs) -> Result<ExitCode> {
         if let Some(sr) = &signed {
             v["signatures"] = serde_json::to_value(sr)?;
         }
+        // The rebuilds' warnings, with their codes (see `build --json`).
+        v["warnings"] = serde_json::to_value(a.progress.warnings())?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if let Some(sr) = &signed {
@@ -170,6 +172,7 @@ fn run_verify_index(
             "rebuilt_index_digest": index_mismatch.clone().unwrap_or_else(|| digest.to_string()),
             "platforms": reports,
             "verified": verified,
+            "warnings": a.progress.warnings(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
