@@ -350,9 +350,25 @@ pub fn install_signal_cleanup() -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                nemoclaw_build::scratch::cleanup_and_exit(sig);
+                cleanup_and_exit(sig);
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// The signal path: finish a commit in progress, remove scratch space, and exit
+/// with 128 + the signal number (130 for SIGINT, 143 for SIGTERM) like a shell.
+fn cleanup_and_exit(signal: i32) -> ! {
+    use nemoclaw_build::scratch;
+    let _commit = scratch::commit_section();
+    let n = scratch::remove_all();
+    let name = match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    };
+    eprintln!("error: interrupted by {name}; removed {n} temporary path(s)");
+    std::process::exit(128 + signal)
 }
