@@ -33,6 +33,11 @@ pub fn load(image: &str, platform: Option<String>, progress: &Progress) -> Resul
         &r,
         &OpenOptions {
             platform,
+            // A registry image's pull reports (a tag's warning too) where the command does.
+            registry: crate::registry::RegistryOptions {
+                progress: progress.clone(),
+                ..Default::default()
+            },
             ..Default::default()
         },
     )?;

@@ -838,6 +838,10 @@ pub fn of_image(req: &SbomRequest, progress: &Progress) -> Result<SbomDocument> 
         &r,
         &OpenOptions {
             platform: req.platform.clone(),
+            registry: crate::registry::RegistryOptions {
+                progress: progress.clone(),
+                ..Default::default()
+            },
             ..Default::default()
         },
     )?;

@@ -527,6 +527,10 @@ pub fn do_verify(a: &VerifyOptions) -> Result<VerifyReport> {
     let progress = a.progress.clone();
     let open = OpenOptions {
         platform: a.platform.clone(),
+        registry: crate::registry::RegistryOptions {
+            progress: progress.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut image: Option<Loaded> = match &a.image {

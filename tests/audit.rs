@@ -246,3 +246,23 @@ fn unreadable_image_is_an_error_not_a_clean_report() {
     assert!(r.stderr.contains("layer 1"), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
 }
+
+/// An image audited from a registry by tag: the pull's `mutable-tag` warning reaches the
+/// user even with `--quiet` (the command's reporter, not a silent default).
+#[test]
+fn registry_image_by_tag_warns() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    layout(d, "img", &[accounts().build()], user_run());
+    let reg = nemoclaw_build::testing::TinyRegistry::serve(&d.join("img"));
+    let image = format!("registry://{}/app:latest", reg.addr);
+    let r = audit(d, &image, &["--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["failing"], 0);
+    assert!(
+        r.stderr
+            .contains(&format!("warning: {image} is a tag, and tags move")),
+        "{}",
+        r.stderr
+    );
+}

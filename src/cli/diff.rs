@@ -29,11 +29,15 @@ pub struct DiffArgs {
 }
 
 pub fn run_diff(a: DiffArgs) -> Result<ExitCode> {
+    let progress = super::report::progress(a.quiet || a.json);
     let opts = OpenOptions {
         platform: a.platform.clone(),
+        registry: nemoclaw_build::registry::RegistryOptions {
+            progress: progress.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let progress = super::report::progress(a.quiet || a.json);
     if let Some(platforms) = a
         .platform
         .is_none()
