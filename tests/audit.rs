@@ -205,6 +205,14 @@ fn hostile_layout_findings_are_named() {
             "expected {sev} finding {id} at {path}: {v:#}"
         )
     };
+    for f in findings {
+        for k in ["id", "severity", "path", "message"] {
+            assert!(
+                f[k].as_str().is_some_and(|v| !v.is_empty()),
+                "finding without {k}: {f}"
+            );
+        }
+    }
     has("bytes-still-shipped", "/usr/bin/gcc", "warning");
     has("whiteout-same-layer", "/srv/both", "warning");
     has("device-node", "/srv/tty", "warning");
