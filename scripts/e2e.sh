@@ -12,7 +12,7 @@
 # (`plan N`; a sub-suite's own PLAN joins it): a shortfall is a FAIL `section.NAME.plan`, so a
 # probe cannot vanish silently (see scripts/probe.sh).
 #
-# Sections: cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle
+# Sections: quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle
 #           multilayer tardiff faults registry verify cache sbom attest
 # Env:
 #   E2E_ONLY=a,b        run only these sections (prerequisite builds happen as needed)
@@ -38,7 +38,7 @@ W="${E2E_WORK:-/tmp/nemoclaw-e2e-$$}" # lowercase, no dot: podman derives image 
 REG_PORT="${E2E_REGISTRY_PORT:-5055}"
 REG="127.0.0.1:$REG_PORT"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-SECTIONS=(cli quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer tardiff faults registry verify cache sbom builder attest multiarch)
+SECTIONS=(quickstart validate repro run init openshell bomb purge whiteout audit policy peer oracle multilayer tardiff faults registry verify cache sbom builder attest multiarch)
 E2E_ONLY="${E2E_ONLY:-}"
 
 mkdir -p "$W"/{logs,state,out,scripts}
@@ -349,21 +349,6 @@ facts_for() {
 }
 
 # ------------------------------------------------------------------ sections --------------
-section_cli() {
-  plan 4
-  prereq cli bin || return 0
-  probe cli.help "$BIN" --help
-  nb cli.nobase build --artifacts "$ART" --output "oci:$W/out/cli-nobase:$TAG" && rc=0 || rc=$?
-  if ((rc != 0)) && no_panic cli.nobase && [[ ! -e "$W/out/cli-nobase" ]]; then pass cli.missing_base_rejected
-  else fail cli.missing_base_rejected "rc=$rc, panic=$(grep -c 'panicked at' "$LOGS/cli.nobase.err"), out exists=$([[ -e "$W/out/cli-nobase" ]] && echo yes || echo no)"; fi
-  nb cli.badref build --base "ftp:$BASE_TAR" --artifacts "$ART" --output "oci:$W/out/cli-badref:$TAG" && rc=0 || rc=$?
-  if ((rc != 0)) && no_panic cli.badref && grep -qi 'transport\|reference' "$LOGS/cli.badref.err"; then pass cli.bad_transport_rejected
-  else fail cli.bad_transport_rejected "rc=$rc: $(tail_detail "$LOGS/cli.badref.err")"; fi
-  nb cli.noart build --base "tar:$BASE_TAR" --artifacts "$W/does-not-exist" --output "oci:$W/out/cli-noart:$TAG" && rc=0 || rc=$?
-  if ((rc != 0)) && no_panic cli.noart && [[ ! -e "$W/out/cli-noart" ]]; then pass cli.missing_artifacts_rejected
-  else fail cli.missing_artifacts_rejected "rc=$rc: $(tail_detail "$LOGS/cli.noart.err")"; fi
-}
-
 # The README's first command, as a user runs it (set-up is a no-op here: tools, base and
 # binary are already in place), into a fresh output directory.
 section_quickstart() {
@@ -801,20 +786,20 @@ section_whiteout() {
 
 audit_text() { jq -r '.findings[] | "\(.id) \(.severity) \(.path) \(.message)"' "$1" 2>/dev/null || true; }
 
+# Exit codes, --json/--junit shape and hostile-image findings: tests/audit.rs. Here: the
+# real Debian base and the built image.
 section_audit() {
-  plan 13
+  plan 10
   prereq audit bin || return 0
   local rc t
   if ensure_main; then
     rc=0; nb audit.main audit "oci:$W/out/main:$TAG" --json || rc=$?
     check_eq audit.main_passes 0 "$rc"
-    probe audit.main_json jq -e '.findings | type == "array"' "$LOGS/audit.main.out"
     check_eq audit.main_no_error_findings 0 \
       "$(jq '[.findings[] | select(.severity == "error" or .severity == "critical")] | length' "$LOGS/audit.main.out" 2>&1)"
   fi
-  rc=0; nb audit.base audit "oci:$BASE_OCI:latest" --json --junit "$W/base.junit.xml" --fail-on error || rc=$?
+  rc=0; nb audit.base audit "oci:$BASE_OCI:latest" --json --fail-on error || rc=$?
   if ((rc != 0)) && no_panic audit.base; then pass audit.base_fails; else fail audit.base_fails "rc=$rc: $(tail_detail "$LOGS/audit.base.err")"; fi
-  probe audit.base_findings_schema jq -e '(.findings | length) > 0 and all(.findings[]; has("id") and has("severity") and has("path") and has("message"))' "$LOGS/audit.base.out"
   t="$(audit_text "$LOGS/audit.base.out")"
   check_re audit.base_names_gcc '(^|[^a-z0-9+])gcc([^a-z0-9+-]|$)' "$t"
   check_re audit.base_names_gxx 'g\+\+' "$t"
@@ -823,15 +808,6 @@ section_audit() {
   check_re audit.base_names_bashrc '/sandbox/\.bashrc' "$t"
   check_re audit.base_names_profile '/sandbox/\.profile' "$t"
   check_re audit.base_names_proxy_hook 'nemoclaw-proxy\.sh|bash\.bashrc' "$t"
-  probe audit.junit_well_formed python3 -c '
-import sys, xml.etree.ElementTree as ET
-r = ET.parse(sys.argv[1]).getroot()
-cases = r.findall(".//testcase")
-fails = r.findall(".//testcase/failure") + r.findall(".//testcase/error")
-assert r.tag in ("testsuites", "testsuite"), r.tag
-assert cases, "no testcase"
-assert fails, "no failure for a failing image"
-print(len(cases), "cases", len(fails), "failures")' "$W/base.junit.xml"
 }
 
 # policy_writable JSON PATH: try the plausible shapes of `policy --json` for "can sandbox

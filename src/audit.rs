@@ -18,25 +18,36 @@ use Severity::{Error, Info, Warning};
 
 pub use crate::finding::{Finding, Severity};
 
+/// An image read into the model, with its config.
+pub struct Loaded {
+    pub fs: Rootfs,
+    pub config: serde_json::Value,
+    /// Which platform of an image index was read (see [`crate::source::index_note`]).
+    pub note: Option<String>,
+}
+
 /// Reads an image into the model, with its config.
-pub fn load(
-    image: &str,
-    platform: Option<String>,
-    quiet: bool,
-) -> Result<(Rootfs, serde_json::Value)> {
+pub fn load(image: &str, platform: Option<String>, progress: &Progress) -> Result<Loaded> {
     let r = ImageRef::parse(image)?;
     let mut base = open_image(
         &r,
         &OpenOptions {
             platform,
+            // A registry image's pull reports (a tag's warning too) where the command does.
+            registry: crate::registry::RegistryOptions {
+                progress: progress.clone(),
+                ..Default::default()
+            },
             ..Default::default()
         },
     )?;
-    if let Some(note) = crate::source::index_note(&r, &base.config) {
-        eprintln!("{note}");
-    }
-    let fs = index_base(&mut base, &Default::default(), &Progress::new(quiet))?;
-    Ok((fs, base.config.clone()))
+    let note = crate::source::index_note(&r, &base.config);
+    let fs = index_base(&mut base, &Default::default(), progress)?;
+    Ok(Loaded {
+        fs,
+        config: base.config.clone(),
+        note,
+    })
 }
 
 fn f(id: &str, sev: Severity, path: &str, msg: String) -> Finding {

@@ -4,6 +4,7 @@
 use crate::build_model::{BuildOptions, LayerSummary, TOOL_VERSION};
 use crate::cache::Cache;
 use crate::imageref::ImageRef;
+use crate::progress::{Warning, WarningCode};
 use crate::sink::Staging;
 use crate::source::BaseImage;
 use anyhow::Result;
@@ -86,7 +87,10 @@ impl BaseIdentity {
                     let _ = c.put_json("file-digest", fid, &json!(d));
                     self.known = Some(d);
                 }
-                Err(e) => opts.progress.warn(&format!("cache-from: {e:#}")),
+                Err(e) => opts.progress.warn(Warning::new(
+                    WarningCode::CacheFrom,
+                    format!("cache-from: {e:#}"),
+                )),
             }
         }
     }
@@ -190,8 +194,9 @@ fn local_lookup(
     let prep: Prepared = match serde_json::from_value(v) {
         Ok(p) => p,
         Err(e) => {
-            opts.progress.warn(&format!(
-                "local cache: unreadable cache record ({e}); building without it"
+            opts.progress.warn(Warning::new(
+                WarningCode::LocalCache,
+                format!("local cache: unreadable cache record ({e}); building without it"),
             ));
             return Ok(None);
         }
@@ -199,13 +204,21 @@ fn local_lookup(
     // Every blob is checked before any is staged: a partial hit must leave
     // nothing in the staging layout.
     let mut srcs = Vec::with_capacity(prep.layers.len());
-    for l in &prep.layers {
+    for (i, l) in prep.layers.iter().enumerate() {
         match c.verified_blob(&l.digest) {
             Ok(Some(src)) => srcs.push((src, &l.digest)),
             Ok(None) => return Ok(None),
             Err(e) => {
-                opts.progress
-                    .warn(&format!("local cache: {e:#}; building without it"));
+                opts.progress.warn(Warning::new(
+                    WarningCode::LocalCache,
+                    format!("local cache: {e:#}; building without it"),
+                ));
+                // The entry's other blobs are checked now too: each corrupt one is
+                // removed, so the rebuild stores it again (storing keeps a blob that
+                // is already there).
+                for rest in &prep.layers[i + 1..] {
+                    let _ = c.verified_blob(&rest.digest);
+                }
                 return Ok(None);
             }
         }
@@ -248,8 +261,9 @@ fn registry_lookup(
     let prep: Prepared = match serde_json::from_value(hit.record) {
         Ok(p) => p,
         Err(e) => {
-            opts.progress.warn(&format!(
-                "cache-from: unreadable cache record ({e}); building without it"
+            opts.progress.warn(Warning::new(
+                WarningCode::CacheFrom,
+                format!("cache-from: unreadable cache record ({e}); building without it"),
             ));
             return None;
         }
@@ -276,16 +290,20 @@ fn registry_lookup(
         {
             Ok(src) => srcs.push((src, &l.digest)),
             Err(e) => {
-                opts.progress
-                    .warn(&format!("cache-from: {e:#}; building without it"));
+                opts.progress.warn(Warning::new(
+                    WarningCode::CacheFrom,
+                    format!("cache-from: {e:#}; building without it"),
+                ));
                 return None;
             }
         }
     }
     for (src, digest) in &srcs {
         if let Err(e) = staging.add_cached(src, digest) {
-            opts.progress
-                .warn(&format!("cache-from: {e:#}; building without it"));
+            opts.progress.warn(Warning::new(
+                WarningCode::CacheFrom,
+                format!("cache-from: {e:#}; building without it"),
+            ));
             return None;
         }
     }
@@ -372,8 +390,9 @@ pub(crate) fn registry_push(
         )
     })();
     if let Err(e) = res {
-        opts.progress.warn(&format!(
-            "cache-to registry://{to}: {e:#}; the image is not affected"
+        opts.progress.warn(Warning::new(
+            WarningCode::CacheTo,
+            format!("cache-to registry://{to}: {e:#}; the image is not affected"),
         ));
     }
 }

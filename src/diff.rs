@@ -20,37 +20,14 @@ use crate::source::oci::{ArchiveStore, BlobStore};
 use crate::source::{open_image, BaseImage, LayerBlob, OpenOptions};
 use crate::tarread::TarReader;
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::ExitCode;
 
 pub use crate::record::RECORD_ANNOTATION;
-
-#[derive(Args)]
-pub struct DiffArgs {
-    /// First image: oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | tar:PATH
-    pub a: String,
-    /// Second image.
-    pub b: String,
-    /// Ignore file mtimes and the `created` fields of config, history and annotations.
-    #[arg(long)]
-    pub ignore_timestamps: bool,
-    /// JSON report on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Print every changed file (default: the first 200 per section).
-    #[arg(long)]
-    pub all: bool,
-    #[arg(long)]
-    pub platform: Option<String>,
-    #[arg(long, short)]
-    pub quiet: bool,
-}
 
 /// An image opened for comparison: its blobs, manifest (when the transport has one)
 /// and, once indexed, the final filesystem with content hashes.
@@ -812,65 +789,6 @@ pub fn diff_images(
     compare(&mut la, &mut lb, ignore_timestamps, progress)
 }
 
-pub fn run_diff(a: DiffArgs) -> Result<ExitCode> {
-    let opts = OpenOptions {
-        platform: a.platform.clone(),
-        ..Default::default()
-    };
-    let progress = Progress::new(a.quiet || a.json);
-    if let Some(platforms) = a
-        .platform
-        .is_none()
-        .then(|| crate::diff::indexes::both_indexes(&a.a, &a.b))
-        .flatten()
-    {
-        return run_diff_indexes(&a, platforms, &progress);
-    }
-    let report = match diff_images(&a.a, &a.b, a.ignore_timestamps, &opts, &progress) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", render(&report, a.all));
-    }
-    Ok(if report.identical {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// `diff` of two image indexes: platforms paired (see [`indexes`]).
-fn run_diff_indexes(
-    a: &DiffArgs,
-    platforms: (Vec<String>, Vec<String>),
-    progress: &Progress,
-) -> Result<ExitCode> {
-    use crate::diff::indexes::{compare_indexes, render_index};
-    let r = match compare_indexes((&a.a, &a.b), platforms, a.ignore_timestamps, progress) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        print!("{}", render_index(&r, a.all));
-    }
-    Ok(if r.identical {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -950,7 +868,7 @@ pub(crate) mod tests {
         write_layout(&a, &[l0.clone(), l1.clone()], 6, cfg.clone(), json!({}));
         // Same content, different gzip level: layers "recompressed", no semantic difference.
         write_layout(&b, &[l0.clone(), l1.clone()], 1, cfg.clone(), json!({}));
-        let p = Progress::new(true);
+        let p = Progress::silent();
         let o = OpenOptions::default();
         let ra = format!("oci:{}:latest", a.display());
         let rb = format!("oci:{}:latest", b.display());
@@ -1047,7 +965,7 @@ pub(crate) mod tests {
             json!({}),
             json!({"org.opencontainers.image.created": "1970-01-01T00:00:06Z"}),
         );
-        let p = Progress::new(true);
+        let p = Progress::silent();
         let o = OpenOptions::default();
         let (ra, rb) = (
             format!("oci:{}", a.display()),
@@ -1075,7 +993,7 @@ pub(crate) mod tests {
             &format!("oci:{}", b.display()),
             false,
             &OpenOptions::default(),
-            &Progress::new(true),
+            &Progress::silent(),
         )
         .unwrap();
         assert!(!r.identical);
@@ -1120,7 +1038,7 @@ pub(crate) mod tests {
             &format!("oci:{}", b.display()),
             false,
             &OpenOptions::default(),
-            &Progress::new(true),
+            &Progress::silent(),
         )
         .unwrap();
         assert!(!r.identical);

@@ -72,7 +72,7 @@ fn opts(base: &str, out: &str, art: &Path) -> BuildOptions {
         build_args: Default::default(),
         strict: false,
         open: OpenOptions::default(),
-        progress: Progress::new(true),
+        progress: Progress::silent(),
         cache: None,
         remote_cache: Default::default(),
         sbom: None,
@@ -180,7 +180,7 @@ fn two_platforms_make_one_index_in_any_order() {
             },
         )
         .unwrap();
-        let fs = img.index(&Progress::new(true)).unwrap();
+        let fs = img.index(&Progress::silent()).unwrap();
         assert_eq!(fs.get("init").map(|n| n.machine), Some(machine));
         let init = crate::steps::embedded_init(crate::platform::Arch::from_name(arch).unwrap())
             .unwrap()
@@ -326,7 +326,7 @@ fn readers_list_and_pair_platforms() {
         crate::source::index_platforms(&ImageRef::parse(&a).unwrap(), &OpenOptions::default())
             .unwrap();
     assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
-    let p = Progress::new(true);
+    let p = Progress::silent();
     let pairs = crate::diff::indexes::both_indexes(&a, &b).unwrap();
     let same = crate::diff::indexes::compare_indexes((&a, &b), pairs, false, &p).unwrap();
     assert!(same.identical && same.platforms.len() == 2);
@@ -417,7 +417,7 @@ fn an_index_builder_gives_each_platform_its_own_artifacts() {
             },
         )
         .unwrap();
-        let fs = img.index(&Progress::new(true)).unwrap();
+        let fs = img.index(&Progress::silent()).unwrap();
         let n = fs.get("opt/app/arch.txt").expect("artifact in the image");
         assert_eq!(n.size, arch.len() as u64, "{arch}");
         let entry = idx["manifests"]

@@ -97,7 +97,7 @@ fn opts(base: &str, out: &str, mode: PurgeMode, art: &Path) -> BuildOptions {
         build_args: Default::default(),
         strict: false,
         open: OpenOptions::default(),
-        progress: Progress::new(true),
+        progress: Progress::silent(),
         cache: None,
         remote_cache: Default::default(),
         attest: Default::default(),
@@ -145,7 +145,7 @@ fn blob(dir: &Path, digest: &str) -> PathBuf {
 fn readable(image: &str) -> crate::rootfs::Rootfs {
     let mut img = open_image(&ImageRef::parse(image).unwrap(), &OpenOptions::default())
         .unwrap_or_else(|e| panic!("{image}: {e:#}"));
-    index_base(&mut img, &IndexOptions::default(), &Progress::new(true))
+    index_base(&mut img, &IndexOptions::default(), &Progress::silent())
         .unwrap_or_else(|e| panic!("{image}: {e:#}"))
 }
 

@@ -3,7 +3,7 @@ use crate::compress::Settings;
 use crate::image::{canonical, rfc3339};
 use crate::layer::{compress_blob, LayerOutput, LayerWriter};
 use crate::oci::{Digest, MediaType};
-use crate::progress::Progress;
+use crate::progress::{Progress, Warning, WarningCode};
 use crate::recipe::Recipe;
 use crate::record::BuildRecord;
 use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
@@ -45,13 +45,15 @@ pub struct BuildSummary {
     pub transfer: Vec<crate::transfer::RegistryTransfer>,
     /// Every warning the build printed, in order.
     pub warnings: Vec<String>,
+    /// The same warnings with their stable codes (`{"code": "mutable-tag", "message": …}`).
+    pub warning_details: Vec<crate::progress::Warning>,
 }
 
 pub use crate::index::{index_base, index_base_spilling};
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
 /// (one pass per layer that has any), so the new layer can carry them.
-fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
+fn materialize(fs: &mut Rootfs, base: &BaseImage, progress: &Progress) -> Result<()> {
     // Hardlinks into the new layer whose target is not in it become copies.
     let links: Vec<(String, String)> = fs
         .nodes
@@ -81,7 +83,11 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
     }
     for (l, keys) in wanted {
         let layer = &base.layers[l];
-        let mut tar = TarReader::new(layer.open_tar()?, &layer.label);
+        let task = progress.bytes(
+            &format!("loading changed files of {}", layer.label),
+            layer.size,
+        );
+        let mut tar = TarReader::new(layer.open_tar_progress(&task)?, &layer.label);
         let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         while let Some(e) = tar.next_entry()? {
             if e.kind == Kind::File && keys.contains(&e.path) {
@@ -124,7 +130,7 @@ fn rewrite_mask(fs: &Rootfs) -> u128 {
 fn rewrite_layer(
     fs: &Rootfs,
     (i, layer): (usize, &crate::source::LayerBlob),
-    bar: &indicatif::ProgressBar,
+    bar: &crate::progress::Task,
     staging: &Staging,
     settings: &Settings,
     epoch: u64,
@@ -247,16 +253,20 @@ fn upper_entries(fs: &Rootfs, whiteouts: bool) -> Vec<(String, bool)> {
 fn write_upper(
     fs: &Rootfs,
     staging: &Staging,
-    settings: &Settings,
-    epoch: u64,
+    (settings, epoch): (&Settings, u64),
     whiteouts: bool,
+    task: (&Progress, &str),
 ) -> Result<Option<LayerOutput>> {
     let all = upper_entries(fs, whiteouts);
     if all.is_empty() {
         return Ok(None);
     }
+    let task = task
+        .0
+        .task(task.1, Some(all.len() as u64), crate::progress::Unit::Items);
     let mut w = LayerWriter::create(&staging.blobs(), settings, epoch)?;
     for (k, is_wh) in all {
+        task.advance(1);
         if is_wh {
             let (dir, name) = match k.rfind('/') {
                 Some(i) => (&k[..i + 1], &k[i + 1..]),
@@ -339,10 +349,12 @@ fn prepare(
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
     log_purge(&opts.progress, &rep);
-    materialize(&mut fs, base)?;
+    materialize(&mut fs, base, &opts.progress)?;
     let mut layers = write_base_layers(opts, base, &fs, staging)?;
     let whiteouts = opts.purge_mode == PurgeMode::Whiteout;
-    if let Some(u) = write_upper(&fs, staging, &opts.compression, opts.epoch, whiteouts)? {
+    let settings = (&opts.compression, opts.epoch);
+    let task = (&opts.progress, "writing the recipe layer");
+    if let Some(u) = write_upper(&fs, staging, settings, whiteouts, task)? {
         opts.progress.log(&format!(
             "recipe layer {} ({} entries, {} bytes)",
             u.digest, u.entries, u.size
@@ -401,7 +413,15 @@ fn write_base_layers(
     let mut layers = Vec::new();
     for (i, l) in base.layers.iter().enumerate() {
         let touched = opts.purge_mode == PurgeMode::Rewrite && (mask >> i.min(127)) & 1 == 1;
-        let verb = if touched { "rewriting" } else { "copying" };
+        let verb = match (touched, l.compression) {
+            (true, _) => "rewriting",
+            (false, Compression::None)
+                if settings.algorithm != crate::compress::Algorithm::None =>
+            {
+                "compressing"
+            }
+            _ => "copying",
+        };
         let bar = p.bytes(&format!("{verb} {}", l.label), l.size);
         let (out, action) = if touched {
             let out = rewrite_layer(
@@ -417,7 +437,7 @@ fn write_base_layers(
         } else if l.compression == Compression::None
             && settings.algorithm != crate::compress::Algorithm::None
         {
-            let mut r = l.open_raw()?;
+            let mut r = bar.wrap_read(l.open_raw()?);
             (
                 compress_blob(&staging.blobs(), settings, &mut r)?,
                 "recompressed",
@@ -556,7 +576,9 @@ fn artifacts_layer(
     if digest.is_none() {
         return Ok((None, None, afs));
     }
-    let out = write_upper(&afs, staging, &opts.compression, opts.epoch, false)?;
+    let settings = (&opts.compression, opts.epoch);
+    let task = (&opts.progress, "writing the artifacts layer");
+    let out = write_upper(&afs, staging, settings, false, task)?;
     Ok((out, digest, afs))
 }
 
@@ -621,7 +643,8 @@ impl ImageBuilt {
             seconds: t0.elapsed().as_secs_f64(),
             record: done.record,
             transfer: opts.open.registry.transfers.snapshot(),
-            warnings: opts.progress.warnings().list(),
+            warnings: opts.progress.warning_messages(),
+            warning_details: opts.progress.warnings(),
         }
     }
 }
@@ -630,8 +653,8 @@ impl ImageBuilt {
 /// takes the cached part or prepares it, adds the artifacts, assembles config and
 /// manifest. Several of these may share one staging layout (one per platform).
 pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<ImageBuilt> {
-    // One place for the build's warnings, whoever raises them (registry sessions too).
-    opts.open.registry.warnings = opts.progress.warnings().clone();
+    // One reporter for the build, whoever reports (registry sessions too).
+    opts.open.registry.progress = opts.progress.clone();
     // A registry base's layers are fetched by `prepare`, so a cache hit never downloads them.
     opts.open.lazy_layers = true;
     refuse_moving_base(opts)?;
@@ -722,9 +745,12 @@ fn open_builder(opts: &BuildOptions, base: &BaseImage) -> Result<Option<steps::b
     if let (Some(want), Some(got)) = (&platform, &theirs) {
         // Component by component: `linux/arm` is not a prefix of `linux/arm64`.
         if !want.split('/').zip(got.split('/')).all(|(w, g)| w == g) {
-            opts.progress.warn(&format!(
-                "builder {} is {got}, the build is {want}: native files in its artifacts may not run",
-                b.record.name
+            opts.progress.warn(Warning::new(
+                WarningCode::BuilderPlatform,
+                format!(
+                    "builder {} is {got}, the build is {want}: native files in its artifacts may not run",
+                    b.record.name
+                ),
             ));
         }
     }
@@ -773,7 +799,8 @@ fn artifacts_phase(
 ) -> Result<ArtifactsLayer> {
     let (output, digest, afs) = artifacts_layer(opts, prep, staging, builder)?;
     for w in crate::steps::arch::check_artifacts_arch(&afs, opts.arch)? {
-        opts.progress.warn(&w);
+        opts.progress
+            .warn(Warning::new(WarningCode::ArtifactArch, w));
     }
     match full_fs {
         Some(mut fs) => {

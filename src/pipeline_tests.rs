@@ -143,7 +143,7 @@ pub(crate) fn opts(
         build_args: Default::default(),
         strict: false,
         open: OpenOptions::default(),
-        progress: Progress::new(true),
+        progress: Progress::silent(),
         cache: None,
         remote_cache: Default::default(),
         attest: Default::default(),
@@ -178,7 +178,7 @@ fn two_layer_base(dir: &Path) {
 
 pub(crate) fn final_fs(image: &str) -> crate::rootfs::Rootfs {
     let mut img = open_image(&ImageRef::parse(image).unwrap(), &OpenOptions::default()).unwrap();
-    index_base(&mut img, &IndexOptions::default(), &Progress::new(true)).unwrap()
+    index_base(&mut img, &IndexOptions::default(), &Progress::silent()).unwrap()
 }
 
 #[test]
@@ -652,7 +652,7 @@ fn listing(image: &str) -> Vec<String> {
         hash_contents: true,
         ..Default::default()
     };
-    let fs = index_base(&mut img, &all, &Progress::new(true)).unwrap();
+    let fs = index_base(&mut img, &all, &Progress::silent()).unwrap();
     fs.nodes
         .iter()
         .map(|(k, n)| {
@@ -1193,4 +1193,51 @@ fn strict_refuses_a_registry_base_by_tag_before_any_request() {
         );
     }
     assert!(!out.exists(), "a refused build wrote {}", out.display());
+}
+
+/// Every long phase reports a task that advances to its total: the index pass, the
+/// rewrite (over the spilled copy), the recipe and artifacts layers. A bar that sat at
+/// zero during the rewrite was the reason for issue 16's reporting channel.
+#[test]
+fn long_phases_report_progress_to_the_end() {
+    let t = tempfile::tempdir().unwrap();
+    two_layer_base(&t.path().join("base"));
+    let art = t.path().join("art");
+    std::fs::create_dir_all(art.join("dist")).unwrap();
+    std::fs::write(art.join("dist/x.js"), b"1").unwrap();
+    let mut o = opts(
+        &format!("oci:{}:latest", t.path().join("base").display()),
+        &format!("oci:{}:v1", t.path().join("out").display()),
+        PurgeMode::Rewrite,
+        Some(&art),
+    );
+    let (p, events) = Progress::collecting();
+    o.progress = p;
+    let s = build(o).unwrap();
+    let tasks = events.tasks();
+    let find = |prefix: &str| -> Vec<(String, u64, Option<u64>)> {
+        tasks
+            .iter()
+            .filter(|(l, _, _)| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(find("reading layer ").len(), 2, "{tasks:?}");
+    let rewritten = s.layers.iter().filter(|l| l.action == "rewritten").count();
+    assert!(rewritten > 0, "{:?}", s.layers);
+    assert_eq!(find("rewriting layer ").len(), rewritten, "{tasks:?}");
+    for prefix in [
+        "reading layer ",
+        "rewriting layer ",
+        "writing the recipe layer",
+        "writing the artifacts layer",
+    ] {
+        let found = find(prefix);
+        assert!(!found.is_empty(), "no {prefix:?} task: {tasks:?}");
+        for (label, done, total) in found {
+            assert!(done > 0, "{label}: never advanced");
+            assert_eq!(Some(done), total, "{label}: stopped short");
+        }
+    }
+    assert!(s.warning_details.is_empty(), "{:?}", s.warning_details);
 }

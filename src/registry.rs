@@ -26,15 +26,15 @@ use crate::digest::{digest_hex, sha256_digest};
 use crate::image::spec::{self, check_layer_count, select_platform};
 use crate::image::{BaseImage, BlobLocation, DeferredLayers, LayerBlob};
 use crate::oci::media_type::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
+use crate::progress::{Progress, Task, Warning, WarningCode};
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::future::Future;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,9 +46,8 @@ pub struct RegistryOptions {
     pub username: Option<String>,
     pub password: Option<String>,
     pub cache_dir: Option<PathBuf>,
-    pub quiet: bool,
-    /// Where the command's warnings are kept (the build's progress shares it).
-    pub warnings: crate::progress::Warnings,
+    /// Where sessions report transfers, retries and warnings (the build's own).
+    pub progress: Progress,
     /// Where every session of the command tallies what it moved.
     pub transfers: crate::transfer::Transfers,
 }
@@ -69,62 +68,6 @@ enum Op {
     Push,
 }
 
-/// Terminal output: a MultiProgress on a TTY, plain lines otherwise, nothing when quiet.
-pub(crate) struct Out {
-    multi: Option<MultiProgress>,
-    quiet: bool,
-    warnings: crate::progress::Warnings,
-}
-
-impl Out {
-    pub(crate) fn new(opts: &RegistryOptions) -> Out {
-        let quiet = opts.quiet;
-        let multi = (!quiet && std::io::stderr().is_terminal())
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Out {
-            multi,
-            quiet,
-            warnings: opts.warnings.clone(),
-        }
-    }
-    pub(crate) fn log(&self, msg: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(msg);
-            }
-            None => eprintln!("{msg}"),
-        }
-    }
-    /// Warnings are printed even with --quiet.
-    pub(crate) fn warn(&self, msg: &str) {
-        self.warnings.keep(msg);
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(format!("warning: {msg}"));
-            }
-            None => eprintln!("warning: {msg}"),
-        }
-    }
-    fn bar(&self, msg: &str, total: u64) -> ProgressBar {
-        let Some(m) = &self.multi else {
-            return ProgressBar::hidden();
-        };
-        let b = m.add(ProgressBar::new(total));
-        b.set_style(
-            ProgressStyle::with_template(
-                "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b.set_message(msg.to_string());
-        b
-    }
-}
-
 pub(crate) fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / 1048576.0)
 }
@@ -140,7 +83,7 @@ pub(crate) struct Session {
     pub(crate) r: RegRef,
     auth: Resolved,
     scheme: &'static str,
-    pub(crate) out: Out,
+    pub(crate) out: Progress,
     transfers: crate::transfer::Transfers,
 }
 
@@ -224,22 +167,27 @@ fn client_for(r: &RegRef, opts: &RegistryOptions) -> (oci_client::Client, &'stat
 }
 
 impl Session {
-    pub(crate) async fn open(reference: &str, opts: &RegistryOptions, out: Out) -> Result<Session> {
+    pub(crate) async fn open(reference: &str, opts: &RegistryOptions) -> Result<Session> {
         let r = RegRef::parse(reference)?;
+        let out = opts.progress.clone();
         let auth = auth::resolve(
             &r.host,
             &r.repo,
             opts.username.as_deref(),
             opts.password.as_deref(),
+            &out,
         )?;
         let (client, scheme) = client_for(&r, opts);
         if scheme == "http"
             && auth.cred != Credential::Anonymous
             && !reference::is_loopback(&r.host)
         {
-            out.warn(&format!(
-                "sending credentials for {} over plain HTTP (--insecure-registry)",
-                r.host
+            out.warn(Warning::new(
+                WarningCode::PlainHttpCredentials,
+                format!(
+                    "sending credentials for {} over plain HTTP (--insecure-registry)",
+                    r.host
+                ),
             ));
         }
         let mut s = Session {
@@ -400,12 +348,11 @@ impl Session {
     /// One download attempt of a blob into `tmp`, verifying size and digest as it streams.
     async fn download_once(
         &self,
-        digest: &str,
-        size: u64,
+        b: &Want<'_>,
         tmp: &mut tempfile::NamedTempFile,
-        bar: &ProgressBar,
-        label: &str,
+        task: &Task,
     ) -> Result<(), DlError> {
+        let (digest, size, label) = (b.digest, b.size, b.label);
         let blob_what = format!("{label}, blob {digest}");
         let mut stream = self
             .client
@@ -422,48 +369,8 @@ impl Session {
         }
         tmp.as_file_mut().set_len(0).ok();
         let mut w = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
-        let mut h = Sha256::new();
-        let mut n: u64 = 0;
-        bar.set_position(0);
-        loop {
-            match stream.next().await {
-                Some(Ok(chunk)) => {
-                    n += chunk.len() as u64;
-                    self.tally(|t| t.downloaded_bytes += chunk.len() as u64);
-                    if n > size {
-                        return Err(DlError::Fatal(anyhow!(
-                            "{label}: size mismatch for blob {digest} from {}: the registry sent more than the {size} bytes the descriptor says",
-                            self.r.name()
-                        )));
-                    }
-                    h.update(&chunk);
-                    w.write_all(&chunk)
-                        .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
-                    bar.inc(chunk.len() as u64);
-                }
-                Some(Err(e)) => {
-                    // oci-client's own digest check fires at the end; report ours instead.
-                    if n == size {
-                        let got = format!("sha256:{}", hex::encode(h.finalize()));
-                        if got != digest {
-                            return Err(DlError::Fatal(mismatch(digest, &got, label, &self.r)));
-                        }
-                        return Err(DlError::Fatal(anyhow!(
-                            "{label}: blob {digest} from {}: {e}",
-                            self.r.name()
-                        )));
-                    }
-                    return Err(DlError::Transient(
-                        format!("download broke off after {n} of {size} bytes"),
-                        anyhow!(
-                            "{label}: download of blob {digest} from {} broke off after {n} of {size} bytes: {e}",
-                            self.r.name()
-                        ),
-                    ));
-                }
-                None => break,
-            }
-        }
+        task.restart();
+        let (n, h) = self.receive(&mut stream, b, &mut w, task).await?;
         w.flush()
             .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
         drop(w);
@@ -478,6 +385,62 @@ impl Session {
             return Err(DlError::Fatal(mismatch(digest, &got, label, &self.r)));
         }
         Ok(())
+    }
+
+    /// Copies the blob stream into `w`, hashing and counting; never more than the
+    /// descriptor's size. Returns the byte count and the hash so far.
+    async fn receive(
+        &self,
+        stream: &mut oci_client::client::SizedStream,
+        b: &Want<'_>,
+        w: &mut impl Write,
+        task: &Task,
+    ) -> Result<(u64, Sha256), DlError> {
+        let (digest, size, label) = (b.digest, b.size, b.label);
+        let mut h = Sha256::new();
+        let mut n: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Err(self.broken_off(e, b, n, h)),
+            };
+            n += chunk.len() as u64;
+            self.tally(|t| t.downloaded_bytes += chunk.len() as u64);
+            if n > size {
+                return Err(DlError::Fatal(anyhow!(
+                    "{label}: size mismatch for blob {digest} from {}: the registry sent more than the {size} bytes the descriptor says",
+                    self.r.name()
+                )));
+            }
+            h.update(&chunk);
+            w.write_all(&chunk)
+                .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
+            task.advance(chunk.len() as u64);
+        }
+        Ok((n, h))
+    }
+
+    /// A stream error after `n` bytes: a retry when bytes are missing; when all came,
+    /// oci-client's own digest check fired at the end, so ours is reported instead.
+    fn broken_off(&self, e: impl std::fmt::Display, b: &Want<'_>, n: u64, h: Sha256) -> DlError {
+        let (digest, size, label) = (b.digest, b.size, b.label);
+        if n == size {
+            let got = format!("sha256:{}", hex::encode(h.finalize()));
+            if got != digest {
+                return DlError::Fatal(mismatch(digest, &got, label, &self.r));
+            }
+            return DlError::Fatal(anyhow!(
+                "{label}: blob {digest} from {}: {e}",
+                self.r.name()
+            ));
+        }
+        DlError::Transient(
+            format!("download broke off after {n} of {size} bytes"),
+            anyhow!(
+                "{label}: download of blob {digest} from {} broke off after {n} of {size} bytes: {e}",
+                self.r.name()
+            ),
+        )
     }
 
     /// The cached blob for `digest`, downloading (and verifying) it when missing.
@@ -501,32 +464,13 @@ impl Session {
             self.tally(|t| t.cached_blobs += 1);
             return Ok(p);
         }
-        let bar = self.out.bar(label, size);
-        let mut attempt = 0;
-        let res = loop {
-            attempt += 1;
-            let mut tmp = cache.tmp_file()?;
-            match self
-                .download_once(digest, size, &mut tmp, &bar, label)
-                .await
-            {
-                Ok(()) => break cache.insert_blob(tmp, digest),
-                Err(DlError::Transient(kind, _)) if attempt < ATTEMPTS => {
-                    self.out.log(&format!(
-                        "{}: {kind} ({label}), retrying ({}/{ATTEMPTS})",
-                        self.r.host,
-                        attempt + 1
-                    ));
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(DlError::Transient(_, e)) => {
-                    break Err(e.context(format!("gave up after {attempt} attempts")))
-                }
-                Err(DlError::Fatal(e)) => break Err(e),
-            }
+        let want = Want {
+            digest,
+            size,
+            label,
         };
-        bar.finish_and_clear();
-        let p = res?;
+        let task = self.out.bytes(&format!("pulling {label}"), size);
+        let p = self.download(cache, &want, &task).await?;
         self.tally(|t| t.downloaded_blobs += 1);
         // Remember where it came from, so a later push to this registry can mount it.
         let _ = cache.put_json(
@@ -534,13 +478,45 @@ impl Session {
             &format!("{}|{digest}", self.r.api_host()),
             &serde_json::json!({"repository": self.r.repo}),
         );
-        self.out.log(&format!(
+        task.finish(&format!(
             "{label}: pulled {} from {}",
             mib(size),
             self.r.name()
         ));
         Ok(p)
     }
+
+    /// Downloads `b` into the cache, retrying transient failures.
+    async fn download(&self, cache: &Cache, b: &Want<'_>, task: &Task) -> Result<PathBuf> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tmp = cache.tmp_file()?;
+            match self.download_once(b, &mut tmp, task).await {
+                Ok(()) => return cache.insert_blob(tmp, b.digest),
+                Err(DlError::Transient(kind, _)) if attempt < ATTEMPTS => {
+                    self.out.log(&format!(
+                        "{}: {kind} ({}), retrying ({}/{ATTEMPTS})",
+                        self.r.host,
+                        b.label,
+                        attempt + 1
+                    ));
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(DlError::Transient(_, e)) => {
+                    return Err(e.context(format!("gave up after {attempt} attempts")))
+                }
+                Err(DlError::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A blob to download: what the manifest says of it.
+struct Want<'a> {
+    digest: &'a str,
+    size: u64,
+    label: &'a str,
 }
 
 fn mismatch(want: &str, got: &str, label: &str, r: &RegRef) -> anyhow::Error {
@@ -593,7 +569,7 @@ fn media_type_of(v: &Value) -> String {
 /// `verify`); an error when it is a single image.
 pub fn index_of(reference: &str, ro: &RegistryOptions) -> Result<(String, Vec<spec::Descriptor>)> {
     runtime()?.block_on(async {
-        let s = Session::open(reference, ro, Out::new(ro)).await?;
+        let s = Session::open(reference, ro).await?;
         let what = format!("registry://{reference}");
         let (bytes, digest) = s.manifest(&s.r, &what).await?;
         let mt = media_type_of(&spec::parse_json(&bytes, &what, spec::MAX_MANIFEST_BYTES)?);
@@ -622,90 +598,25 @@ async fn pull_async(
     platform: Option<&str>,
     lazy_layers: bool,
 ) -> Result<BaseImage> {
-    let s = Session::open(reference, ro, Out::new(ro)).await?;
+    let s = Session::open(reference, ro).await?;
     let cache = Cache::open(ro.cache_dir.as_deref())?;
-    let top_what = match (&s.r.digest, &s.r.tag) {
-        (Some(d), _) => format!("manifest {d}"),
-        (None, Some(t)) => format!("tag {t}"),
-        (None, None) => "tag latest".into(),
-    };
-    let (mut bytes, mut digest) = s.manifest(&s.r, &top_what).await?;
-    let top_digest = digest.clone();
-    let mut what = format!("{top_what} from {}", s.r.name());
-    let mut mt = media_type_of(&spec::parse_json(&bytes, &what, spec::MAX_MANIFEST_BYTES)?);
-    let mut depth = 0;
-    while spec::is_index(&mt) {
-        depth += 1;
-        if depth > spec::MAX_INDEX_NESTING {
-            bail!(
-                "{what}: image indexes nested more than {} deep",
-                spec::MAX_INDEX_NESTING
-            );
-        }
-        let iwhat = format!("image index {digest} from {}", s.r.name());
-        let idx = spec::parse_index(&bytes, &iwhat, &mt)?;
-        let d = select_platform(&idx.manifests, platform, &iwhat)?;
-        let child = s.r.with_digest(&d.digest);
-        what = format!("manifest {} from {}", d.digest, s.r.name());
-        (bytes, digest) = s
-            .manifest(&child, &format!("manifest {}", d.digest))
-            .await?;
-        if bytes.len() as u64 != d.size {
-            bail!(
-                "{what}: size mismatch: the index says {} bytes, the registry sent {}",
-                d.size,
-                bytes.len()
-            );
-        }
-        mt = d.media_type.clone();
-    }
+    let picked = s.platform_manifest(platform).await?;
     if s.r.digest.is_none() {
-        s.out.warn(&format!(
-            "registry://{reference} is a tag, and tags move: this build is not reproducible; pin it as registry://{}@{top_digest}",
-            s.r.name()
+        s.out.warn(Warning::new(
+            WarningCode::MutableTag,
+            format!(
+                "registry://{reference} is a tag, and tags move: this build is not reproducible; pin it as registry://{}@{}",
+                s.r.name(),
+                picked.top_digest
+            ),
         ));
     }
+    let digest = picked.digest;
     let what = format!("manifest {digest} from {}", s.r.name());
-    let manifest = spec::parse_manifest(&bytes, &what, &mt)?;
-    let cfg = &manifest.config;
-    let config_digest = cfg.digest.clone();
-    let config_path = s
-        .fetch_blob(&cache, &config_digest, cfg.size, "config")
-        .await?;
-    let config_bytes =
-        BlobLocation::whole(&config_path)?.read_all(spec::MAX_CONFIG_BYTES, "config")?;
-    let config_what = format!("config {config_digest}");
-    let config = spec::parse_config(&config_bytes, &config_what)?;
-    check_layer_count(&config, manifest.layers.len(), &config_what)?;
-    let diff_ids = config.diff_ids.clone();
-    let config = config.value;
-    let descs: Vec<LayerDesc> = manifest
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| LayerDesc {
-            index: i,
-            digest: l.digest.to_string(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-            diff_id: diff_ids.get(i).cloned(),
-        })
-        .collect();
+    let manifest = spec::parse_manifest(&picked.bytes, &what, &picked.media_type)?;
+    let (config, descs) = s.config_and_layers(&cache, &manifest).await?;
     let (layers, deferred) = if lazy_layers {
-        let (reference, ro) = (reference.to_string(), ro.clone());
-        let count = descs.len();
-        let fetch = move || -> Result<Vec<LayerBlob>> {
-            runtime()?.block_on(async {
-                let s = Session::open(&reference, &ro, Out::new(&ro)).await?;
-                let cache = Cache::open(ro.cache_dir.as_deref())?;
-                fetch_layers(&s, &cache, descs).await
-            })
-        };
-        let deferred = DeferredLayers {
-            count,
-            fetch: Box::new(fetch),
-        };
-        (Vec::new(), Some(deferred))
+        (Vec::new(), Some(deferred_layers(reference, ro, descs)))
     } else {
         (fetch_layers(&s, &cache, descs).await?, None)
     };
@@ -717,6 +628,112 @@ async fn pull_async(
         deferred,
         _scratch: None,
     })
+}
+
+/// The image manifest a pull reads: the reference's own, or (for an index) the one
+/// of the platform asked for, through nested indexes.
+struct Picked {
+    bytes: Vec<u8>,
+    digest: String,
+    media_type: String,
+    /// The digest of what the reference names (the index, for a multi-platform image).
+    top_digest: String,
+}
+
+impl Session {
+    async fn platform_manifest(&self, platform: Option<&str>) -> Result<Picked> {
+        let top_what = match (&self.r.digest, &self.r.tag) {
+            (Some(d), _) => format!("manifest {d}"),
+            (None, Some(t)) => format!("tag {t}"),
+            (None, None) => "tag latest".into(),
+        };
+        let (mut bytes, mut digest) = self.manifest(&self.r, &top_what).await?;
+        let top_digest = digest.clone();
+        let what = format!("{top_what} from {}", self.r.name());
+        let mut mt = media_type_of(&spec::parse_json(&bytes, &what, spec::MAX_MANIFEST_BYTES)?);
+        let mut depth = 0;
+        while spec::is_index(&mt) {
+            depth += 1;
+            if depth > spec::MAX_INDEX_NESTING {
+                bail!(
+                    "{what}: image indexes nested more than {} deep",
+                    spec::MAX_INDEX_NESTING
+                );
+            }
+            let iwhat = format!("image index {digest} from {}", self.r.name());
+            let idx = spec::parse_index(&bytes, &iwhat, &mt)?;
+            let d = select_platform(&idx.manifests, platform, &iwhat)?;
+            let child = self.r.with_digest(&d.digest);
+            (bytes, digest) = self
+                .manifest(&child, &format!("manifest {}", d.digest))
+                .await?;
+            if bytes.len() as u64 != d.size {
+                bail!(
+                    "manifest {} from {}: size mismatch: the index says {} bytes, the registry sent {}",
+                    d.digest,
+                    self.r.name(),
+                    d.size,
+                    bytes.len()
+                );
+            }
+            mt = d.media_type.clone();
+        }
+        Ok(Picked {
+            bytes,
+            digest,
+            media_type: mt,
+            top_digest,
+        })
+    }
+
+    /// Fetches and checks the config of `manifest`; returns it with the layer list.
+    async fn config_and_layers(
+        &self,
+        cache: &Cache,
+        manifest: &spec::Manifest,
+    ) -> Result<(Value, Vec<LayerDesc>)> {
+        let cfg = &manifest.config;
+        let config_digest = cfg.digest.clone();
+        let config_path = self
+            .fetch_blob(cache, &config_digest, cfg.size, "config")
+            .await?;
+        let config_bytes =
+            BlobLocation::whole(&config_path)?.read_all(spec::MAX_CONFIG_BYTES, "config")?;
+        let config_what = format!("config {config_digest}");
+        let config = spec::parse_config(&config_bytes, &config_what)?;
+        check_layer_count(&config, manifest.layers.len(), &config_what)?;
+        let descs = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerDesc {
+                index: i,
+                digest: l.digest.to_string(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+                diff_id: config.diff_ids.get(i).cloned(),
+            })
+            .collect();
+        Ok((config.value, descs))
+    }
+}
+
+/// The layers of a lazy pull: fetched when the build needs their bytes (a cache hit
+/// never does), in a session of their own.
+fn deferred_layers(reference: &str, ro: &RegistryOptions, descs: Vec<LayerDesc>) -> DeferredLayers {
+    let (reference, ro) = (reference.to_string(), ro.clone());
+    let count = descs.len();
+    let fetch = move || -> Result<Vec<LayerBlob>> {
+        runtime()?.block_on(async {
+            let s = Session::open(&reference, &ro).await?;
+            let cache = Cache::open(ro.cache_dir.as_deref())?;
+            fetch_layers(&s, &cache, descs).await
+        })
+    };
+    DeferredLayers {
+        count,
+        fetch: Box::new(fetch),
+    }
 }
 
 /// One layer descriptor of a pulled manifest.
@@ -830,7 +847,7 @@ fn file_stream(
     path: PathBuf,
     digest: String,
     size: u64,
-    bar: ProgressBar,
+    bar: Task,
     verdict: Arc<Mutex<Option<String>>>,
 ) -> Result<
     impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
@@ -879,7 +896,7 @@ fn file_stream(
             buf.truncate(k);
             st.h.update(&buf);
             st.n += k as u64;
-            bar.inc(k as u64);
+            bar.advance(k as u64);
             Ok(Some((bytes::Bytes::from(buf), st)))
         }
     }))
@@ -956,50 +973,13 @@ impl Session {
             self.tally(|t| t.mounted_blobs += 1);
             return Ok(Sent::Mounted);
         }
-        let bar = self.out.bar(&b.label, b.size);
-        let oci = self.oci();
-        let what = format!("upload of {} {}", b.label, b.digest);
-        let mut attempt = 0;
-        let res = loop {
-            attempt += 1;
-            bar.set_position(0);
-            let verdict = Arc::new(Mutex::new(None));
-            let stream = file_stream(
-                path.clone(),
-                b.digest.clone(),
-                b.size,
-                bar.clone(),
-                verdict.clone(),
-            )?;
-            let r = self
-                .client
-                .push_blob_stream(&oci, stream, &b.digest, Some(b.size))
-                .await;
-            if let Some(m) = verdict.lock().unwrap().take() {
-                break Err(anyhow!("{}: {m}", b.label));
-            }
-            match r {
-                Ok(_) => break Ok(()),
-                Err(e) => match classify(&e) {
-                    Class::Transient(kind) if attempt < ATTEMPTS => {
-                        self.out.log(&format!(
-                            "{}: {kind} ({what}), retrying ({}/{ATTEMPTS})",
-                            self.r.host,
-                            attempt + 1
-                        ));
-                        tokio::time::sleep(backoff(attempt)).await;
-                    }
-                    _ => break Err(self.explain(e, &what, Op::Push, attempt)),
-                },
-            }
-        };
-        bar.finish_and_clear();
-        res?;
+        let task = self.out.bytes(&format!("uploading {}", b.label), b.size);
+        self.upload(path, b, &task).await?;
         self.tally(|t| {
             t.uploaded_bytes += b.size;
             t.uploaded_blobs += 1
         });
-        self.out.log(&format!(
+        task.finish(&format!(
             "{}: uploaded {} to {}",
             b.label,
             mib(b.size),
@@ -1009,6 +989,47 @@ impl Session {
         // `--cache-to` entry, or the reverse) mounts it instead of uploading it again.
         self.remember_source(cache, &b.digest);
         Ok(Sent::Uploaded)
+    }
+
+    /// Streams the file at `path` as blob `b`, checking it as it is read; retries
+    /// transient failures.
+    async fn upload(&self, path: &Path, b: &PushBlob, task: &Task) -> Result<()> {
+        let oci = self.oci();
+        let what = format!("upload of {} {}", b.label, b.digest);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            task.restart();
+            let verdict = Arc::new(Mutex::new(None));
+            let stream = file_stream(
+                path.to_path_buf(),
+                b.digest.clone(),
+                b.size,
+                task.clone(),
+                verdict.clone(),
+            )?;
+            let r = self
+                .client
+                .push_blob_stream(&oci, stream, &b.digest, Some(b.size))
+                .await;
+            if let Some(m) = verdict.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                bail!("{}: {m}", b.label);
+            }
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) => match classify(&e) {
+                    Class::Transient(kind) if attempt < ATTEMPTS => {
+                        self.out.log(&format!(
+                            "{}: {kind} ({what}), retrying ({}/{ATTEMPTS})",
+                            self.r.host,
+                            attempt + 1
+                        ));
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                    _ => return Err(self.explain(e, &what, Op::Push, attempt)),
+                },
+            }
+        }
     }
 
     fn remember_source(&self, cache: Option<&Cache>, digest: &str) {
@@ -1089,7 +1110,7 @@ async fn push_async(
     if got != manifest_digest {
         bail!("internal error: the manifest to push hashes to {got}, not {manifest_digest}");
     }
-    let s = Session::open(reference, opts, Out::new(opts)).await?;
+    let s = Session::open(reference, opts).await?;
     if let Some(d) = &s.r.digest {
         if d != manifest_digest {
             bail!("registry://{reference}: the reference pins {d}, but the built manifest is {manifest_digest}");
@@ -1164,7 +1185,7 @@ impl RepoClient {
     /// `reference`: `HOST/REPO[:TAG|@DIGEST]` (only the repository is used).
     pub fn open(reference: &str, opts: &RegistryOptions) -> Result<RepoClient> {
         let rt = runtime()?;
-        let s = rt.block_on(Session::open(reference, opts, Out::new(opts)))?;
+        let s = rt.block_on(Session::open(reference, opts))?;
         Ok(RepoClient {
             rt,
             s,
@@ -1381,7 +1402,7 @@ mod tests {
             p.clone(),
             good.clone(),
             (CHUNK + 10) as u64,
-            ProgressBar::hidden(),
+            Task::hidden(),
             verdict.clone(),
         )
         .unwrap();
@@ -1392,12 +1413,64 @@ mod tests {
             p,
             sha256_digest(b"other"),
             (CHUNK + 10) as u64,
-            ProgressBar::hidden(),
+            Task::hidden(),
             verdict.clone(),
         )
         .unwrap();
         assert!(rt.block_on(s.try_collect::<Vec<_>>()).is_err());
         assert!(verdict.lock().unwrap().is_some());
+    }
+
+    /// A base pulled by tag warns (`mutable-tag`, naming the digest to pin); pulled by
+    /// that digest, it does not. Each blob pulled is a task that reached its size.
+    #[test]
+    fn pull_by_tag_warns_and_by_digest_does_not() {
+        use crate::testutil::{accounts, LayoutBuilder, TinyRegistry};
+        let d = tempfile::tempdir().unwrap();
+        let layer = accounts()
+            .file("etc/big", &vec![1u8; 300_000], 0o644)
+            .build();
+        let md = LayoutBuilder::new()
+            .layer(&layer)
+            .write(&d.path().join("layout"));
+        let reg = TinyRegistry::serve(&d.path().join("layout"));
+        let pull_with = |reference: &str| {
+            let (p, events) = Progress::collecting();
+            let ro = RegistryOptions {
+                cache_dir: Some(d.path().join("cache")),
+                progress: p,
+                ..Default::default()
+            };
+            let img = pull(reference, &ro, None, false).unwrap();
+            (img, events)
+        };
+        let (img, events) = pull_with(&format!("{}/base:latest", reg.addr));
+        assert_eq!(img.manifest_digest.as_deref(), Some(md.as_str()));
+        assert_eq!(events.warning_codes(), vec![WarningCode::MutableTag]);
+        let pinned = format!("registry://{}/base@{md}", reg.addr);
+        let w = events
+            .events()
+            .into_iter()
+            .find_map(|e| match e {
+                crate::progress::Event::Warning(w) => Some(w.message),
+                _ => None,
+            })
+            .unwrap();
+        assert!(w.contains(&pinned), "{w}");
+        let tasks = events.tasks();
+        assert_eq!(tasks.len(), 2, "config and one layer: {tasks:?}");
+        for (label, done, total) in &tasks {
+            assert!(label.starts_with("pulling "), "{label}");
+            assert_eq!(
+                Some(*done),
+                *total,
+                "{label}: progress did not reach the size"
+            );
+        }
+        let (img, events) = pull_with(&format!("{}/base@{md}", reg.addr));
+        assert_eq!(img.manifest_digest.as_deref(), Some(md.as_str()));
+        assert_eq!(events.warning_codes(), vec![]);
+        assert!(events.tasks().is_empty(), "cached blobs were pulled again");
     }
 
     #[test]

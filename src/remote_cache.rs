@@ -18,10 +18,10 @@ use crate::cache::Cache;
 use crate::digest::{sha256_digest, sha256_hex, HashingReader};
 use crate::image::canonical;
 use crate::oci::{Descriptor, Digest, Manifest, MediaType};
-use crate::progress::Progress;
+use crate::progress::{Progress, Warning, WarningCode};
 use crate::registry::{
-    is_not_found, runtime, short, BlobSource, Out, PushBlob, RegRef, RegistryOptions, Sent,
-    Session, CONCURRENCY, JSON_LIMIT,
+    is_not_found, runtime, short, BlobSource, PushBlob, RegRef, RegistryOptions, Sent, Session,
+    CONCURRENCY, JSON_LIMIT,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
@@ -194,7 +194,10 @@ pub fn fetch(
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            p.warn(&format!("cache-from: {e:#}; building without it"));
+            p.warn(Warning::new(
+                WarningCode::CacheFrom,
+                format!("cache-from: {e:#}; building without it"),
+            ));
             return None;
         }
     };
@@ -217,8 +220,9 @@ pub fn fetch(
                 });
             }
             Ok(Err(why)) => p.log(&format!("cache-from: miss {at} ({why})")),
-            Err(e) => p.warn(&format!(
-                "cache-from {at}: {e:#}; continuing without this cache"
+            Err(e) => p.warn(Warning::new(
+                WarningCode::CacheFrom,
+                format!("cache-from {at}: {e:#}; continuing without this cache"),
             )),
         }
     }
@@ -234,7 +238,7 @@ async fn fetch_one(
     ropts: &RegistryOptions,
     download: bool,
 ) -> Result<Result<(Value, usize), String>> {
-    let s = Session::open(loc, ropts, Out::new(ropts)).await?;
+    let s = Session::open(loc, ropts).await?;
     let r = RegRef {
         tag: Some(tag.to_string()),
         digest: None,
@@ -317,7 +321,7 @@ async fn push_async(
     let rec_bytes = canonical(record);
     let descs: Vec<CacheLayer> = layers.iter().map(|(l, _)| l.clone()).collect();
     let manifest = manifest_bytes(key, &rec_bytes, &descs)?;
-    let s = Session::open(to, ropts, Out::new(ropts)).await?;
+    let s = Session::open(to, ropts).await?;
     let r = RegRef {
         tag: Some(tag.clone()),
         digest: None,
@@ -513,18 +517,19 @@ mod tests {
     fn unreachable_registry_is_a_warning_not_an_error() {
         let d = tempfile::tempdir().unwrap();
         let c = Cache::open(Some(d.path())).unwrap();
+        let (p, events) = Progress::collecting();
         // Port 9 (discard) on loopback: connection refused, no network needed.
         let got = fetch(
             &["127.0.0.1:9/cache".into()],
             "KEY",
             &c,
-            &RegistryOptions {
-                quiet: true,
-                ..Default::default()
-            },
-            &Progress::new(true),
+            &RegistryOptions::default(),
+            &p,
             true,
         );
         assert!(got.is_none());
+        assert_eq!(events.warning_codes(), vec![WarningCode::CacheFrom]);
+        let w = &p.warnings()[0].message;
+        assert!(w.contains("registry://127.0.0.1:9/cache:"), "{w}");
     }
 }

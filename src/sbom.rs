@@ -23,12 +23,11 @@ use crate::source::{open_image, OpenOptions};
 use crate::steps::purge::db_files;
 use anyhow::{Context, Result};
 use base64::Engine;
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 
 pub const MT_SPDX: &str = "application/spdx+json";
 pub const MT_CYCLONEDX: &str = "application/vnd.cyclonedx+json";
@@ -40,30 +39,6 @@ const NAMESPACE_BASE: &str = "https://nemoclaw.invalid/spdx/";
 pub enum Format {
     Spdx,
     Cyclonedx,
-}
-
-#[derive(Args)]
-pub struct SbomArgs {
-    /// Image: oci:DIR[:TAG] | oci-archive:PATH[:TAG] | docker-archive:PATH[:TAG] | tar:PATH
-    pub image: String,
-    #[arg(long, value_enum, default_value = "spdx")]
-    pub format: Format,
-    /// Write here instead of stdout.
-    #[arg(long, short)]
-    pub output: Option<PathBuf>,
-    /// Recipe whose [artifacts] dest holds the npm application (default: the built-in one).
-    #[arg(long)]
-    pub recipe: Option<PathBuf>,
-    /// Document creation time; default: the image config's `created`.
-    #[arg(long, env = "SOURCE_DATE_EPOCH")]
-    pub source_date_epoch: Option<u64>,
-    /// Document name; default: the image title label, else the recipe name.
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long)]
-    pub platform: Option<String>,
-    #[arg(long, short)]
-    pub quiet: bool,
 }
 
 /// One software component found in the image.
@@ -847,26 +822,48 @@ pub fn attach_to_layout(
     Ok(md)
 }
 
-pub fn run_sbom(a: SbomArgs) -> Result<ExitCode> {
-    let recipe = Recipe::load(a.recipe.as_deref())?;
-    let r = ImageRef::parse(&a.image)?;
+/// What `sbom` is asked for.
+pub struct SbomRequest<'a> {
+    pub image: &'a str,
+    pub platform: Option<String>,
+    pub recipe: &'a Recipe,
+    pub format: Format,
+    /// Document creation time; default: the image config's `created`.
+    pub source_date_epoch: Option<u64>,
+    /// Document name; default: the image title label, else the recipe name.
+    pub name: Option<String>,
+}
+
+/// An SBOM document of an image.
+pub struct SbomDocument {
+    pub bytes: Vec<u8>,
+    pub components: usize,
+    /// Which platform of an image index was read (see [`crate::source::index_note`]).
+    pub note: Option<String>,
+}
+
+/// Reads `req.image` (one pass per layer) and writes its SBOM document.
+pub fn of_image(req: &SbomRequest, progress: &Progress) -> Result<SbomDocument> {
+    let r = ImageRef::parse(req.image)?;
     let mut base = open_image(
         &r,
         &OpenOptions {
-            platform: a.platform.clone(),
+            platform: req.platform.clone(),
+            registry: crate::registry::RegistryOptions {
+                progress: progress.clone(),
+                ..Default::default()
+            },
             ..Default::default()
         },
     )?;
-    if let Some(note) = crate::source::index_note(&r, &base.config) {
-        eprintln!("{note}");
-    }
+    let note = crate::source::index_note(&r, &base.config);
     let opts = IndexOptions {
         capture: crate::diff::capture_for_inspection,
         hash_contents: false,
         ..Default::default()
     };
-    let fs = index_base(&mut base, &opts, &Progress::new(a.quiet))?;
-    let created = match a.source_date_epoch {
+    let fs = index_base(&mut base, &opts, progress)?;
+    let created = match req.source_date_epoch {
         Some(e) => rfc3339(e),
         None => base
             .config
@@ -876,36 +873,20 @@ pub fn run_sbom(a: SbomArgs) -> Result<ExitCode> {
             .map(str::to_string)
             .unwrap_or_else(|| rfc3339(0)),
     };
-    let name = a
+    let name = req
         .name
         .clone()
-        .unwrap_or_else(|| image_name(&base.config, Some(&recipe)));
-    let inv = inventory(&fs, &app_dirs(&recipe))?;
-    let bytes = match a.format {
+        .unwrap_or_else(|| image_name(&base.config, Some(req.recipe)));
+    let inv = inventory(&fs, &app_dirs(req.recipe))?;
+    let bytes = match req.format {
         Format::Spdx => spdx_document(&inv, &name, &created)?,
         Format::Cyclonedx => cyclonedx_document(&inv, &name, &created)?,
     };
-    match &a.output {
-        Some(p) => {
-            std::fs::write(p, &bytes).with_context(|| format!("cannot write {}", p.display()))?;
-            if !a.quiet {
-                eprintln!(
-                    "wrote {} ({} components) to {}",
-                    match a.format {
-                        Format::Spdx => "SPDX 2.3",
-                        Format::Cyclonedx => "CycloneDX 1.5",
-                    },
-                    inv.components.len(),
-                    p.display()
-                );
-            }
-        }
-        None => {
-            use std::io::Write;
-            std::io::stdout().write_all(&bytes)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(SbomDocument {
+        bytes,
+        components: inv.components.len(),
+        note,
+    })
 }
 
 #[cfg(test)]

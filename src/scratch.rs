@@ -363,21 +363,6 @@ pub fn remove_all() -> usize {
     n
 }
 
-/// The signal path: finish a commit in progress, remove scratch space, and exit
-/// with 128 + the signal number (130 for SIGINT, 143 for SIGTERM) like a shell.
-pub fn cleanup_and_exit(signal: i32) -> ! {
-    let _commit = commit_section();
-    let n = remove_all();
-    let name = match signal {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
-        _ => "a signal",
-    };
-    eprintln!("error: interrupted by {name}; removed {n} temporary path(s)");
-    std::process::exit(128 + signal)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

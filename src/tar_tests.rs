@@ -464,7 +464,7 @@ fn hardlink_to_a_file_purged_in_a_lower_layer_carries_its_bytes() {
         capture: |_, _| true,
         ..Default::default()
     };
-    let fs = crate::pipeline::index_base(&mut img, &all, &Progress::new(true))
+    let fs = crate::pipeline::index_base(&mut img, &all, &Progress::silent())
         .expect("the rewritten image must unpack");
     assert!(fs.get("usr/share/doc/b").is_none());
     let bee = fs.get("usr/bin/bee").unwrap();
@@ -491,7 +491,7 @@ fn spill_stops_at_the_end_of_the_archive() {
     index_base_spilling(
         &mut img,
         &IndexOptions::default(),
-        &Progress::new(true),
+        &Progress::silent(),
         Some(&spill),
     )
     .unwrap();

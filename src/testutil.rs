@@ -217,6 +217,11 @@ impl LayoutBuilder {
         self.tag = tag.into();
         self
     }
+    /// The config's `config` object (how a container runs: Env, User, Labels, ...).
+    pub fn run_config(mut self, config: serde_json::Value) -> Self {
+        self.config = config;
+        self
+    }
     /// Writes the layout into `dir` (created); returns the manifest digest.
     pub fn write(self, dir: &Path) -> String {
         let blobs = dir.join("blobs/sha256");
@@ -257,5 +262,114 @@ impl LayoutBuilder {
         )
         .expect("write index.json");
         md
+    }
+}
+
+/// A read-only registry serving one OCI layout on 127.0.0.1 over plain HTTP: `/v2/`,
+/// manifests by tag (the layout's `ref.name`) or digest, and blobs, for any repository
+/// name. Enough for a pull by tag or digest without a real registry; its threads end
+/// with the test process.
+pub struct TinyRegistry {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl TinyRegistry {
+    pub fn serve(layout: &Path) -> TinyRegistry {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let root = layout.to_path_buf();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let _ = tiny_registry_conn(&root, conn);
+                });
+            }
+        });
+        TinyRegistry { addr }
+    }
+}
+
+/// Answers the requests of one connection (keep-alive) until the client closes it.
+fn tiny_registry_conn(root: &Path, conn: std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::BufRead;
+    let mut w = conn.try_clone()?;
+    let mut r = std::io::BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+                break;
+            }
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (status, ctype, body) = tiny_registry_route(root, path);
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if status.starts_with("200") && path != "/v2/" {
+            head.push_str(&format!("Docker-Content-Digest: {}\r\n", digest(&body)));
+        }
+        head.push_str("\r\n");
+        w.write_all(head.as_bytes())?;
+        if method != "HEAD" {
+            w.write_all(&body)?;
+        }
+        w.flush()?;
+    }
+}
+
+fn tiny_registry_route(root: &Path, path: &str) -> (&'static str, String, Vec<u8>) {
+    let not_found = || {
+        let body = br#"{"errors":[{"code":"NOT_FOUND","message":"not here"}]}"#;
+        (
+            "404 Not Found",
+            "application/json".to_string(),
+            body.to_vec(),
+        )
+    };
+    if path == "/v2/" {
+        return ("200 OK", "application/json".into(), b"{}".to_vec());
+    }
+    let blob = |d: &str| -> Option<Vec<u8>> {
+        let hex = d.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        std::fs::read(root.join("blobs/sha256").join(hex)).ok()
+    };
+    if let Some((_, d)) = path.split_once("/blobs/") {
+        return match blob(d) {
+            Some(b) => ("200 OK", "application/octet-stream".into(), b),
+            None => not_found(),
+        };
+    }
+    let Some((_, reference)) = path.split_once("/manifests/") else {
+        return not_found();
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("index.json")).unwrap_or_default())
+            .unwrap_or_default();
+    let entry = index["manifests"].as_array().and_then(|m| {
+        m.iter()
+            .find(|e| {
+                e["digest"] == reference
+                    || e["annotations"]["org.opencontainers.image.ref.name"] == reference
+            })
+            .cloned()
+    });
+    match entry.and_then(|e| Some((e["mediaType"].as_str()?.to_string(), e["digest"].clone()))) {
+        Some((mt, d)) => match d.as_str().and_then(blob) {
+            Some(b) => ("200 OK", mt, b),
+            None => not_found(),
+        },
+        None => not_found(),
     }
 }

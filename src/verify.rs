@@ -18,11 +18,10 @@ use crate::record::{input_mismatches, BuildRecord};
 use crate::source::OpenOptions;
 use crate::steps::builder::BuilderSpec;
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 /// Recorded name of the built-in recipe ends with this.
@@ -31,59 +30,44 @@ const BUILT_IN: &str = "(built in)";
 /// the second build's copy, to prove that a difference is caught and named.
 pub const MUTATE_ENV: &str = "NEMOCLAW_TEST_MUTATE";
 
-#[derive(Args, Clone, Default)]
-pub struct VerifyArgs {
+/// What to verify and how (the `verify` command's arguments, without the ones about
+/// output).
+#[derive(Clone, Default)]
+pub struct VerifyOptions {
     /// Image built by nemoclaw-build (oci:DIR[:TAG] or oci-archive:PATH[:TAG]).
     /// Optional with --twice when --base is given.
     pub image: Option<String>,
     /// Base image to rebuild from (default: the one named in the build record).
-    #[arg(long)]
     pub base: Option<String>,
     /// Builder artifacts (required when the image was built with artifacts; only their
     /// digest is recorded, never the path).
-    #[arg(long)]
     pub artifacts: Option<PathBuf>,
     /// Builder image to take the artifacts from (default: the one the record names,
     /// read at its recorded digest when it is a registry tag).
-    #[arg(long, value_name = "REF", conflicts_with = "artifacts")]
     pub artifacts_image: Option<String>,
     /// Directory inside the builder image (default: the recorded one).
-    #[arg(long, value_name = "/DIR", requires = "artifacts_image")]
     pub artifacts_image_path: Option<String>,
     /// Recipe (default: the one named in the record, or the built-in one).
-    #[arg(long)]
     pub recipe: Option<PathBuf>,
     /// Build twice in isolated child processes with a different umask, TZ, locale,
     /// thread count and artifact copy (mtimes, permissions, creation order).
-    #[arg(long)]
     pub twice: bool,
     /// Timestamp for --twice without IMAGE (default $SOURCE_DATE_EPOCH, else 0).
-    #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<u64>,
     /// Keep the temporary rebuilds (their paths are printed).
-    #[arg(long)]
     pub keep: bool,
     /// Ignore file mtimes in the diff shown on a mismatch.
-    #[arg(long)]
     pub ignore_timestamps: bool,
-    /// JSON report on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long, short)]
-    pub quiet: bool,
     /// Check the image's cosign signature and attestations with this public key
     /// (PEM); IMAGE may also be registry://HOST/REPO[:TAG|@DIGEST]. Without
     /// --artifacts only these are checked (no rebuild); with --artifacts the image is
     /// rebuilt and compared too.
-    #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
     /// Platform of an image index to verify (default: every platform of the index,
     /// then the index digest).
-    #[arg(long)]
     pub platform: Option<String>,
-    /// Internal: run one build described by this JSON file and print its digest.
-    #[arg(long, hide = true)]
-    pub build_spec: Option<PathBuf>,
+    /// Where rebuild progress and warnings go.
+    pub progress: Progress,
 }
 
 /// Everything a rebuild needs; also the wire format to the child processes.
@@ -148,7 +132,7 @@ fn load_recipe(spec: &BuildSpec) -> Result<Recipe> {
 
 /// Runs one build in this process; returns (manifest digest, build record).
 pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, BuildRecord)> {
-    let purge_mode = PurgeMode::from_str(&spec.purge_mode, true)
+    let purge_mode = <PurgeMode as clap::ValueEnum>::from_str(&spec.purge_mode, true)
         .map_err(|e| anyhow!("purge mode '{}': {e}", spec.purge_mode))?;
     let s = build(BuildOptions {
         base: ImageRef::parse(&spec.base).context("base")?,
@@ -177,7 +161,7 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Buil
 }
 
 /// The inputs to rebuild with: the record's, overridden by the command line.
-fn spec_from(a: &VerifyArgs, record: Option<&BuildRecord>, output: String) -> Result<BuildSpec> {
+fn spec_from(a: &VerifyOptions, record: Option<&BuildRecord>, output: String) -> Result<BuildSpec> {
     let empty = BuildRecord::default();
     let rec = record.unwrap_or(&empty);
     let base = a
@@ -224,7 +208,7 @@ fn spec_from(a: &VerifyArgs, record: Option<&BuildRecord>, output: String) -> Re
 
 /// The builder image to rebuild from: the command line's, else the recorded one
 /// (a registry tag pinned to the recorded digest).
-fn builder_spec(a: &VerifyArgs, rec: &BuildRecord) -> Result<Option<BuilderSpec>> {
+fn builder_spec(a: &VerifyOptions, rec: &BuildRecord) -> Result<Option<BuilderSpec>> {
     if a.artifacts.is_some() {
         return Ok(None);
     }
@@ -497,10 +481,14 @@ fn perturbation(i: usize, mutate: Option<String>) -> Perturb {
     }
 }
 
-fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
-    let progress = Progress::new(a.quiet || a.json);
+pub fn do_verify(a: &VerifyOptions) -> Result<VerifyReport> {
+    let progress = a.progress.clone();
     let open = OpenOptions {
         platform: a.platform.clone(),
+        registry: crate::registry::RegistryOptions {
+            progress: progress.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut image: Option<Loaded> = match &a.image {
@@ -567,7 +555,7 @@ fn do_verify(a: &VerifyArgs) -> Result<VerifyReport> {
 
 /// The inputs to rebuild from (the arguments over the image's record), with every
 /// local path made absolute: the rebuilds run elsewhere.
-fn absolute_spec(a: &VerifyArgs, record: Option<&BuildRecord>) -> Result<BuildSpec> {
+fn absolute_spec(a: &VerifyOptions, record: Option<&BuildRecord>) -> Result<BuildSpec> {
     let mut spec = spec_from(a, record, String::new())?;
     spec.base = absolute_ref(&spec.base)?;
     if let Some(b) = &mut spec.artifacts_image {
@@ -609,14 +597,14 @@ fn output_mismatches(record: &BuildRecord, output: &str) -> Result<Vec<String>> 
 }
 
 /// `--key`: the image's signature and attestations (see [`crate::attest::check`]).
-fn verify_signed(a: &VerifyArgs, key: &Path) -> Result<crate::attest::check::AttestReport> {
+pub fn verify_signed(a: &VerifyOptions, key: &Path) -> Result<crate::attest::check::AttestReport> {
     let image = a
         .image
         .as_deref()
         .ok_or_else(|| anyhow!("--key needs the IMAGE whose signature to check"))?;
     let key = crate::attest::check::key(key)?;
     let opts = crate::registry::RegistryOptions {
-        quiet: a.quiet || a.json,
+        progress: a.progress.clone(),
         ..Default::default()
     };
     let (digest, record) = match ImageRef::parse(image)? {
@@ -661,8 +649,8 @@ pub fn render(r: &VerifyReport) -> String {
 
 /// An image index to verify platform by platform: its digest and entries (None: a
 /// single image, or `--platform` picks one).
-fn index_to_verify(
-    a: &VerifyArgs,
+pub fn index_to_verify(
+    a: &VerifyOptions,
 ) -> Result<Option<(String, Vec<crate::source::spec::Descriptor>)>> {
     let Some(image) = a
         .image
@@ -681,8 +669,8 @@ fn index_to_verify(
 
 /// Verifies every platform of an index, then the index: rebuilt from the
 /// platforms' rebuilt manifests, it must have the image's index digest.
-fn verify_index(
-    a: &VerifyArgs,
+pub fn verify_index(
+    a: &VerifyOptions,
     digest: &str,
     entries: &[crate::source::spec::Descriptor],
 ) -> Result<(Vec<VerifyReport>, Option<String>)> {
@@ -700,7 +688,7 @@ fn verify_index(
             .as_ref()
             .ok_or_else(|| anyhow!("index entry {} has no platform", e.digest))?;
         let name = crate::platform::platform_name(&p.os, &p.architecture, p.variant.as_deref());
-        let pa = VerifyArgs {
+        let pa = VerifyOptions {
             platform: Some(name.clone()),
             ..a.clone()
         };
@@ -715,114 +703,6 @@ fn verify_index(
     let (_, bytes) = crate::targets::platform_index(rebuilt)?;
     let got = crate::digest::sha256_digest(&bytes);
     Ok((reports, (got != digest).then_some(got)))
-}
-
-pub fn run_verify(a: VerifyArgs) -> Result<ExitCode> {
-    if let Some((digest, entries)) = index_to_verify(&a)? {
-        return run_verify_index(&a, &digest, &entries);
-    }
-    if let Some(spec_path) = &a.build_spec {
-        // Child mode (see --twice): one build, digest on stdout.
-        let spec: BuildSpec = serde_json::from_slice(&std::fs::read(spec_path)?)
-            .with_context(|| format!("{}: bad build spec", spec_path.display()))?;
-        let (d, _) = build_spec(&spec, &Progress::new(true))?;
-        println!("{d}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let signed = match &a.key {
-        Some(k) => match verify_signed(&a, k) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return Ok(ExitCode::from(2));
-            }
-        },
-        None => None,
-    };
-    if let (Some(sr), None) = (&signed, &a.artifacts) {
-        // Signature and attestations only: no rebuild.
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(sr)?);
-        } else {
-            print!("{}", sr.render());
-        }
-        return Ok(if sr.verified {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        });
-    }
-    let r = match do_verify(&a) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if a.json {
-        let mut v = serde_json::to_value(&r)?;
-        if let Some(sr) = &signed {
-            v["signatures"] = serde_json::to_value(sr)?;
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        if let Some(sr) = &signed {
-            print!("{}", sr.render());
-        }
-        print!("{}", render(&r));
-    }
-    let signed_ok = signed.as_ref().is_none_or(|s| s.verified);
-    Ok(if r.verified && signed_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn run_verify_index(
-    a: &VerifyArgs,
-    digest: &str,
-    entries: &[crate::source::spec::Descriptor],
-) -> Result<ExitCode> {
-    let (reports, index_mismatch) = match verify_index(a, digest, entries) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let verified = index_mismatch.is_none() && reports.iter().all(|r| r.verified);
-    if a.json {
-        let v = serde_json::json!({
-            "image": a.image,
-            "index_digest": digest,
-            "rebuilt_index_digest": index_mismatch.clone().unwrap_or_else(|| digest.to_string()),
-            "platforms": reports,
-            "verified": verified,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        for r in &reports {
-            println!("platform {}:", r.inputs.platform.as_deref().unwrap_or("?"));
-            print!("{}", render(r));
-        }
-        match &index_mismatch {
-            None => println!(
-                "index:   {digest}
-verified: identical index digest"
-            ),
-            Some(got) => println!(
-                "index:   {digest}
-rebuilt index: {got}
-NOT reproducible: index digests differ"
-            ),
-        }
-    }
-    Ok(if verified {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 #[cfg(test)]
@@ -947,14 +827,13 @@ mod tests {
             build_args: BTreeMap::new(),
             platform: None,
         };
-        let (d, _) = build_spec(&spec, &Progress::new(true)).unwrap();
-        let args = |artifacts: PathBuf| VerifyArgs {
+        let (d, _) = build_spec(&spec, &Progress::silent()).unwrap();
+        let args = |artifacts: PathBuf| VerifyOptions {
             image: Some(format!("oci:{}:latest", out.display())),
             // The record names inputs portably (file names only): say where they are.
             base: Some(format!("tar:{}", base.display())),
             artifacts: Some(artifacts),
             recipe: Some(recipe.clone()),
-            quiet: true,
             ..Default::default()
         };
         let r = do_verify(&args(art.clone())).unwrap();
@@ -1023,17 +902,16 @@ mod tests {
             build_args: BTreeMap::new(),
             platform: None,
         };
-        let (d, rec) = build_spec(&spec, &Progress::new(true)).unwrap();
+        let (d, rec) = build_spec(&spec, &Progress::silent()).unwrap();
         assert_eq!(
             rec.artifacts_image.as_ref().unwrap().name,
             "oci:builder:latest"
         );
-        let args = |image: String| VerifyArgs {
+        let args = |image: String| VerifyOptions {
             image: Some(format!("oci:{}:latest", out.display())),
             base: Some(format!("tar:{}", base.display())),
             artifacts_image: Some(image),
             recipe: Some(recipe.clone()),
-            quiet: true,
             ..Default::default()
         };
         let r = do_verify(&args(good)).unwrap();

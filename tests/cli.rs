@@ -435,3 +435,96 @@ fn sign_and_verify_exit_codes() {
         "{err}"
     );
 }
+
+/// `--help` works; a build without `--base`, with an unknown transport, or with missing
+/// artifacts fails before writing anything, without a panic. (These were the e2e `cli`
+/// section.)
+#[test]
+fn help_and_bad_build_inputs() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let (code, out, err) = run(d, &["--help"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Usage: nemoclaw-build"), "{out}");
+    let base = base_tar(d, "base.tar", |b| b);
+    let base = format!("tar:{}", base.display());
+    let missing = d.join("does-not-exist").display().to_string();
+    let recipe = write(
+        d,
+        "r.toml",
+        &format!("{MINIMAL}[artifacts]\ndest = \"/opt/app\"\n"),
+    );
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "no --base",
+            vec!["--artifacts", d.to_str().unwrap()],
+            "--base",
+        ),
+        ("bad transport", vec!["--base", "ftp:x.tar"], "transport"),
+        (
+            "missing artifacts",
+            vec!["--base", &base, "--artifacts", &missing],
+            "does-not-exist",
+        ),
+    ];
+    for (what, args, needle) in cases {
+        let out = format!("oci:{}:t", d.join("out").display());
+        let mut a = vec![
+            "build",
+            "--output",
+            &out,
+            "--recipe",
+            recipe.to_str().unwrap(),
+        ];
+        a.extend(args);
+        let (code, _, err) = run(d, &a);
+        assert_ne!(code, 0, "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: error must say {needle:?}: {err}"
+        );
+        assert!(!d.join("out").exists(), "{what}: an output was left");
+    }
+}
+
+/// A signing key its group may read: the build signs, and says so with a
+/// `key-permissions` warning, in the `--json` summary too.
+#[test]
+fn group_readable_key_is_a_coded_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let base = base_tar(d, "base.tar", |b| b);
+    let recipe = write(d, "r.toml", MINIMAL);
+    let (code, _, err) = run(d, &["keygen", "--out", &d.join("k").display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    let key = d.join("k.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, out, err) = run(
+        d,
+        &[
+            "build",
+            "--base",
+            &format!("tar:{}", base.display()),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--output",
+            &format!("oci:{}:t", d.join("img").display()),
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--no-cache",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let details = v["warning_details"].as_array().expect("warning_details");
+    assert_eq!(details.len(), 1, "{v:#}");
+    assert_eq!(details[0]["code"], "key-permissions", "{v:#}");
+    let msg = details[0]["message"].as_str().unwrap();
+    assert!(msg.contains("group"), "{msg}");
+    assert_eq!(v["warnings"], serde_json::json!([msg]), "{v:#}");
+    // Printed even though --json silences progress.
+    assert!(err.contains(&format!("warning: {msg}")), "{err}");
+}

@@ -53,10 +53,23 @@ pub struct PolicyArgs {
     pub quiet: bool,
 }
 
+/// Reads the image, saying which platform of an index it read (even with --quiet).
+fn load(
+    image: &str,
+    platform: Option<String>,
+    quiet: bool,
+) -> Result<(nemoclaw_build::rootfs::Rootfs, serde_json::Value)> {
+    let l = audit::load(image, platform, &super::report::progress(quiet))?;
+    if let Some(note) = &l.note {
+        eprintln!("{note}");
+    }
+    Ok((l.fs, l.config))
+}
+
 pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
     let mut recipe = Recipe::load(a.recipe.as_deref())?;
     recipe.audit.openshell |= a.openshell;
-    let (fs, config) = audit::load(&a.image, a.platform.clone(), a.quiet || a.json)?;
+    let (fs, config) = load(&a.image, a.platform.clone(), a.quiet || a.json)?;
     let fnd = audit::findings(&fs, &config, &recipe)?;
     let failing = fnd.iter().filter(|f| f.severity >= a.fail_on).count();
     if let Some(j) = &a.junit {
@@ -104,7 +117,7 @@ pub fn run_audit(a: AuditArgs) -> Result<ExitCode> {
 
 pub fn run_policy(a: PolicyArgs) -> Result<ExitCode> {
     let recipe = Recipe::load(a.recipe.as_deref())?;
-    let (fs, _) = audit::load(&a.image, a.platform.clone(), a.quiet || a.json)?;
+    let (fs, _) = load(&a.image, a.platform.clone(), a.quiet || a.json)?;
     let rows = landlock::effective(&fs, &recipe);
     let warnings = landlock::lint(&fs, &recipe);
     if a.json {

@@ -3,11 +3,13 @@
 use super::platforms::Plan;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
+use nemoclaw_build::attest::AttestOptions;
 use nemoclaw_build::compress::{Algorithm, Settings};
 use nemoclaw_build::imageref::ImageRef;
-use nemoclaw_build::pipeline::{build, BuildOptions, PurgeMode};
-use nemoclaw_build::progress::Progress;
+use nemoclaw_build::pipeline::{build, BuildOptions, BuildSummary, PurgeMode};
+use nemoclaw_build::progress::{Progress, Warning, WarningCode};
 use nemoclaw_build::recipe::Recipe;
+use nemoclaw_build::registry::RegistryOptions;
 use nemoclaw_build::source::OpenOptions;
 use nemoclaw_build::steps::builder::BuilderSpec;
 use nemoclaw_build::targets::{build_platforms, MultiSummary};
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 
 /// `--registry-user` and friends, shared by the commands that talk to registries.
 #[derive(Args)]
-struct RegistryArgs {
+pub(super) struct RegistryArgs {
     /// Registry (HOST[:PORT]) that may be reached over plain HTTP; repeatable.
     /// Loopback registries (localhost, 127.0.0.0/8, [::1]) always may.
     #[arg(long = "insecure-registry", value_name = "HOST")]
@@ -32,10 +34,10 @@ struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn options(
+    pub(super) fn options(
         &self,
         cache_dir: Option<PathBuf>,
-        quiet: bool,
+        progress: &Progress,
     ) -> Result<nemoclaw_build::registry::RegistryOptions> {
         let password = if self.registry_password_stdin {
             let mut line = String::new();
@@ -51,8 +53,7 @@ impl RegistryArgs {
             username: self.registry_user.clone(),
             password: password.filter(|_| self.registry_user.is_some()),
             cache_dir,
-            quiet,
-            warnings: Default::default(),
+            progress: progress.clone(),
             transfers: Default::default(),
         })
     }
@@ -159,8 +160,25 @@ pub struct BuildArgs {
 }
 
 pub fn run_build(a: BuildArgs) -> Result<()> {
-    let output = ImageRef::parse(&a.output).context("--output")?;
-    let registry = a.registry.options(a.cache_dir.clone(), a.quiet || a.json)?;
+    let progress = super::report::progress(a.quiet || a.json);
+    let registry = a.registry.options(a.cache_dir.clone(), &progress)?;
+    let (json, quiet) = (a.json, a.quiet);
+    let (opts, targets) = build_options(a, registry, progress)?;
+    match targets {
+        Some(targets) => print_multi(build_platforms(opts, targets)?, json, quiet),
+        None => print_single(&build(opts)?, json, quiet),
+    }
+}
+
+/// What `--base`/`--platform`/`--artifacts` ask for: one image, or one per platform.
+struct Planned {
+    base: ImageRef,
+    platform: Option<String>,
+    artifacts: Option<PathBuf>,
+    targets: Option<Vec<nemoclaw_build::targets::Target>>,
+}
+
+fn plan(a: &BuildArgs, registry: &RegistryOptions) -> Result<Planned> {
     let list = |r: &ImageRef| {
         let open = OpenOptions {
             platform: None,
@@ -169,37 +187,69 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         };
         nemoclaw_build::source::index_platforms(r, &open)
     };
-    let (base, platform, artifacts, targets) =
+    Ok(
         match super::platforms::plan(&a.base, a.platform.as_deref(), &a.artifacts, &list)? {
             Plan::Single {
                 base,
                 platform,
                 artifacts,
-            } => (base, platform, artifacts, None),
-            Plan::Multi(t) => (t[0].base.clone(), None, None, Some(t)),
-        };
-    let recipe = Recipe::load(a.recipe.as_deref())?;
+            } => Planned {
+                base,
+                platform,
+                artifacts,
+                targets: None,
+            },
+            Plan::Multi(t) => Planned {
+                base: t[0].base.clone(),
+                platform: None,
+                artifacts: None,
+                targets: Some(t),
+            },
+        },
+    )
+}
+
+/// `--build-arg KEY=VALUE`, each once.
+fn parse_build_args(args: &[String]) -> Result<BTreeMap<String, String>> {
     let mut build_args = BTreeMap::new();
-    for kv in &a.build_args {
+    for kv in args {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| anyhow!("--build-arg '{kv}': expected KEY=VALUE"))?;
         build_args.insert(k.to_string(), v.to_string());
     }
-    let progress = Progress::new(a.quiet || a.json);
+    Ok(build_args)
+}
+
+/// `--sign-key`, `--attest`, `--attest-store`; key warnings go to `progress`.
+fn attest_options(a: &BuildArgs, progress: &Progress) -> Result<AttestOptions> {
     let signer = match &a.sign_key {
         Some(p) => Some(nemoclaw_build::attest::keys::Signer::load(p, &mut |w| {
-            progress.warn(&w)
+            progress.warn(Warning::new(WarningCode::KeyPermissions, w))
         })?),
         None => None,
     };
-    let mut attest = nemoclaw_build::attest::AttestOptions::new(signer, a.attest.as_deref())?;
+    let mut attest = AttestOptions::new(signer, a.attest.as_deref())?;
     attest.store = a.attest_store;
+    Ok(attest)
+}
+
+/// The library's options for the arguments, and the platforms of a multi-platform build.
+fn build_options(
+    a: BuildArgs,
+    registry: RegistryOptions,
+    progress: Progress,
+) -> Result<(BuildOptions, Option<Vec<nemoclaw_build::targets::Target>>)> {
+    let output = ImageRef::parse(&a.output).context("--output")?;
+    let planned = plan(&a, &registry)?;
+    let recipe = Recipe::load(a.recipe.as_deref())?;
+    let build_args = parse_build_args(&a.build_args)?;
+    let attest = attest_options(&a, &progress)?;
     let opts = BuildOptions {
-        base,
+        base: planned.base,
         output,
         recipe,
-        artifacts,
+        artifacts: planned.artifacts,
         artifacts_image: match (&a.artifacts_image, &a.artifacts_image_path) {
             (Some(r), Some(p)) => Some(BuilderSpec::new(r, p)?),
             _ => None,
@@ -210,11 +260,11 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         build_args,
         strict: a.strict,
         open: OpenOptions {
-            platform,
+            platform: planned.platform,
             registry,
             lazy_layers: false,
         },
-        progress: progress.clone(),
+        progress,
         cache: if a.no_cache {
             None
         } else {
@@ -229,13 +279,16 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         },
         attest,
     };
-    if let Some(targets) = targets {
-        return print_multi(build_platforms(opts, targets)?, a.json, a.quiet);
+    Ok((opts, planned.targets))
+}
+
+/// The summary of a single-platform build: JSON, or one line; the digest on stdout.
+fn print_single(s: &BuildSummary, json: bool, quiet: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
     }
-    let s = build(opts)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else if !a.quiet {
+    if !quiet {
         eprintln!(
             "built {} {} | {} layers, {:.1} MiB | purged {} pkgs ({:.1} MiB) | init {} KiB ({}) | {:.1}s",
             s.output,
@@ -251,10 +304,8 @@ pub fn run_build(a: BuildArgs) -> Result<()> {
         if let Some(t) = nemoclaw_build::transfer::describe(&s.transfer) {
             eprintln!("{t}");
         }
-        println!("{}", s.digest);
-    } else {
-        println!("{}", s.digest);
     }
+    println!("{}", s.digest);
     Ok(())
 }
 
@@ -300,9 +351,25 @@ pub fn install_signal_cleanup() -> Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                nemoclaw_build::scratch::cleanup_and_exit(sig);
+                cleanup_and_exit(sig);
             }
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+/// The signal path: finish a commit in progress, remove scratch space, and exit
+/// with 128 + the signal number (130 for SIGINT, 143 for SIGTERM) like a shell.
+fn cleanup_and_exit(signal: i32) -> ! {
+    use nemoclaw_build::scratch;
+    let _commit = scratch::commit_section();
+    let n = scratch::remove_all();
+    let name = match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    };
+    eprintln!("error: interrupted by {name}; removed {n} temporary path(s)");
+    std::process::exit(128 + signal)
 }

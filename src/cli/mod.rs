@@ -3,7 +3,12 @@
 //! results into output.
 mod audit;
 mod build;
+mod cache;
+mod diff;
 mod platforms;
+mod report;
+mod sbom;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,12 +42,12 @@ enum Cmd {
     /// Print the built-in default recipe.
     Recipe,
     /// Compare two images: config fields, layers, files (exit 0 same, 1 different, 2 error).
-    Diff(nemoclaw_build::diff::DiffArgs),
+    Diff(diff::DiffArgs),
     /// Rebuild an image from its build record, or build twice, and compare digests
     /// (exit 0 reproducible, 1 not, 2 error).
-    Verify(nemoclaw_build::verify::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Software bill of materials of an image (SPDX 2.3 or CycloneDX 1.5 JSON).
-    Sbom(nemoclaw_build::sbom::SbomArgs),
+    Sbom(sbom::SbomArgs),
     /// Write a signing key pair: PREFIX.key (ECDSA P-256 PKCS#8 PEM, mode 0600,
     /// encrypted when $NEMOCLAW_SIGN_PASSWORD is set) and PREFIX.pub.
     Keygen {
@@ -51,7 +56,7 @@ enum Cmd {
     },
     /// Manage the local cache (pulled blobs, derived layers).
     #[command(subcommand)]
-    Cache(CacheCmd),
+    Cache(cache::CacheCmd),
     /// Debugging aids.
     #[command(subcommand)]
     Debug(DebugCmd),
@@ -62,46 +67,6 @@ enum DebugCmd {
     /// Print how nemoclaw-build reads one layer tar (plain, gzip or zstd): one JSON
     /// object per entry, in stream order; exit 1 with the reason if it refuses the layer.
     ListLayer { file: PathBuf },
-}
-
-#[derive(Subcommand)]
-enum CacheCmd {
-    /// Delete least recently used entries until the cache is at most --max-size.
-    Prune {
-        /// Size limit: bytes, or with a K/M/G/T suffix (powers of 1024), e.g. 10G.
-        #[arg(long, value_parser = parse_size)]
-        max_size: u64,
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-    },
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s
-        .trim()
-        .trim_end_matches(['b', 'B'])
-        .trim_end_matches(['i', 'I']);
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown size suffix in '{s}'")),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 500M, 10G)"))?;
-    if !n.is_finite() || n < 0.0 {
-        return Err(format!("'{s}' is not a size"));
-    }
-    Ok((n * mult as f64) as u64)
 }
 
 /// Parses the command line, runs the command, and maps its result to an exit code.
@@ -127,21 +92,10 @@ pub fn run() -> ExitCode {
         Cmd::Build(a) => build::run_build(*a).map(|_| ExitCode::SUCCESS),
         Cmd::Audit(a) => audit::run_audit(a),
         Cmd::Policy(a) => audit::run_policy(a),
-        Cmd::Diff(a) => nemoclaw_build::diff::run_diff(a),
-        Cmd::Verify(a) => nemoclaw_build::verify::run_verify(a),
-        Cmd::Sbom(a) => nemoclaw_build::sbom::run_sbom(a),
-        Cmd::Cache(CacheCmd::Prune {
-            max_size,
-            cache_dir,
-        }) => nemoclaw_build::cache::Cache::open(cache_dir.as_deref()).and_then(|c| {
-            let (n, freed) = c.prune(max_size)?;
-            eprintln!(
-                "pruned {n} file(s), {:.1} MiB from {}",
-                freed as f64 / 1048576.0,
-                c.root().display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }),
+        Cmd::Diff(a) => diff::run_diff(a),
+        Cmd::Verify(a) => verify::run_verify(a),
+        Cmd::Sbom(a) => sbom::run_sbom(a),
+        Cmd::Cache(c) => cache::run_cache(c),
         Cmd::Debug(DebugCmd::ListLayer { file }) => {
             nemoclaw_build::rootfs::list_layer(&file, &mut std::io::stdout().lock())
                 .map(|_| ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! are *streamed* from where they already are (a file, or a byte range inside an
 //! archive), decompressed on a thread of their own. Nothing is extracted.
 use crate::digest::VerifyingReader;
+use crate::progress::Task;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -126,18 +127,18 @@ impl LayerBlob {
 
     /// The uncompressed tar stream.
     pub fn open_tar(&self) -> Result<Box<dyn Read + Send>> {
-        self.open_tar_progress(&indicatif::ProgressBar::hidden())
+        self.open_tar_progress(&Task::hidden())
     }
 
     /// Like `open_tar`, advancing `bar` as the layer is read (its length becomes the
     /// spilled tar's size when the uncompressed copy is read), so a long rewrite shows
     /// progress instead of sitting at zero.
-    pub fn open_tar_progress(&self, bar: &indicatif::ProgressBar) -> Result<Box<dyn Read + Send>> {
+    pub fn open_tar_progress(&self, bar: &Task) -> Result<Box<dyn Read + Send>> {
         if let Some(p) = &self.spill {
             let f = File::open(p)
                 .with_context(|| format!("{}: cannot reopen {}", self.label, p.display()))?;
             if let Ok(m) = f.metadata() {
-                bar.set_length(m.len());
+                bar.set_total(m.len());
             }
             return Ok(Box::new(
                 bar.wrap_read(BufReader::with_capacity(1 << 20, f)),
@@ -163,11 +164,7 @@ pub struct ThreadedDecoder {
 }
 
 impl ThreadedDecoder {
-    pub fn spawn(
-        layer: &LayerBlob,
-        bar: indicatif::ProgressBar,
-        mut spill: Option<File>,
-    ) -> Result<ThreadedDecoder> {
+    pub fn spawn(layer: &LayerBlob, bar: Task, mut spill: Option<File>) -> Result<ThreadedDecoder> {
         let raw = layer.open_raw()?;
         let compression = layer.compression;
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);

@@ -2,6 +2,7 @@
 //! podman and skopeo write (`auths.HOST.auth`, `credHelpers`, `credsStore`), else
 //! anonymous. oci-client performs the bearer-token exchange with what we find here.
 use super::reference::is_docker_hub;
+use crate::progress::{Progress, Warning, WarningCode};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde_json::Value;
@@ -296,6 +297,18 @@ pub fn resolve(
     repo: &str,
     user: Option<&str>,
     password: Option<&str>,
+    progress: &Progress,
+) -> Result<Resolved> {
+    resolve_from(&auth_files(), host, repo, (user, password), progress)
+}
+
+/// [`resolve`] with the auth files to read, in order.
+fn resolve_from(
+    files: &[PathBuf],
+    host: &str,
+    repo: &str,
+    (user, password): (Option<&str>, Option<&str>),
+    progress: &Progress,
 ) -> Result<Resolved> {
     if let Some(u) = user {
         let p = password.ok_or_else(|| {
@@ -309,18 +322,21 @@ pub fn resolve(
             source: "--registry-user".into(),
         });
     }
-    for f in auth_files() {
-        let Ok(bytes) = std::fs::read(&f) else {
+    for f in files {
+        let Ok(bytes) = std::fs::read(f) else {
             continue;
         };
         let v: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
-                eprintln!("warning: ignoring {}: not valid JSON ({e})", f.display());
+                progress.warn(Warning::new(
+                    WarningCode::AuthFileIgnored,
+                    format!("ignoring {}: not valid JSON ({e})", f.display()),
+                ));
                 continue;
             }
         };
-        if let Some(r) = lookup_in(&v, &f, host, repo, &run_helper)? {
+        if let Some(r) = lookup_in(&v, f, host, repo, &run_helper)? {
             return Ok(r);
         }
     }
@@ -431,9 +447,27 @@ mod tests {
 
     #[test]
     fn explicit_user_needs_password_and_wins() {
-        assert!(resolve("h", "r", Some("u"), None).is_err());
-        let r = resolve("h", "r", Some("u"), Some("p")).unwrap();
+        let p = Progress::silent();
+        assert!(resolve("h", "r", Some("u"), None, &p).is_err());
+        let r = resolve("h", "r", Some("u"), Some("p"), &p).unwrap();
         assert_eq!(r.cred, basic("u", "p"));
         assert_eq!(format!("{:?}", r.cred), "Basic(u, <redacted>)");
+    }
+
+    /// An auth file that is not JSON is skipped with a coded warning naming it; the
+    /// next file still answers.
+    #[test]
+    fn broken_auth_file_is_a_warning() {
+        let d = tempfile::tempdir().unwrap();
+        let (bad, good) = (d.path().join("bad.json"), d.path().join("good.json"));
+        std::fs::write(&bad, b"{not json").unwrap();
+        let auth = json!({"auths": {"h": {"auth": b64("u:p")}}});
+        std::fs::write(&good, auth.to_string()).unwrap();
+        let (p, events) = Progress::collecting();
+        let r = resolve_from(&[bad.clone(), good], "h", "r", (None, None), &p).unwrap();
+        assert_eq!(r.cred, basic("u", "p"));
+        assert_eq!(events.warning_codes(), vec![WarningCode::AuthFileIgnored]);
+        let w = &p.warnings()[0].message;
+        assert!(w.contains(&bad.display().to_string()), "{w}");
     }
 }

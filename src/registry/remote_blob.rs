@@ -3,7 +3,7 @@
 //! a cross-repository mount (same registry), or a registry-to-registry stream (another
 //! registry): never a full local copy. Only a registry output can take them; every
 //! other output needs the bytes and fetches them as before.
-use super::{classify, mib, Class, Out, PushBlob, RegistryOptions, Session, ATTEMPTS};
+use super::{classify, mib, Class, PushBlob, RegistryOptions, Session, ATTEMPTS};
 use anyhow::{anyhow, Result};
 use futures_util::StreamExt;
 use oci_client::errors::OciDistributionError;
@@ -71,7 +71,7 @@ impl Session {
         b: &PushBlob,
         opts: &RegistryOptions,
     ) -> Result<()> {
-        let from = Session::open(&src.location, opts, Out::new(opts)).await?;
+        let from = Session::open(&src.location, opts).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;

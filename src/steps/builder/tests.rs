@@ -62,8 +62,8 @@ fn read_out(image: &str, path: &str) -> Vec<u8> {
         capture: |_, _| true,
         ..IndexOptions::default()
     };
-    let fs = crate::pipeline::index_base(&mut img, &opts, &crate::progress::Progress::new(true))
-        .unwrap();
+    let fs =
+        crate::pipeline::index_base(&mut img, &opts, &crate::progress::Progress::silent()).unwrap();
     fs.read(path).unwrap()
 }
 
@@ -611,6 +611,50 @@ fn arm_builder_for_arm64_build_warns() {
             "{base_arch} / {builder_arch}: {:?}",
             s.warnings
         );
+        let codes: Vec<_> = s.warning_details.iter().map(|w| w.code).collect();
+        let want = if warns {
+            vec![crate::progress::WarningCode::BuilderPlatform]
+        } else {
+            vec![]
+        };
+        assert_eq!(codes, want, "{base_arch} / {builder_arch}");
         std::fs::remove_dir_all(t.path().join("out")).unwrap();
     }
+}
+
+/// A builder image named by a registry tag: the build warns (`mutable-tag`), and
+/// `--strict` refuses it before any work.
+#[test]
+fn builder_by_tag_warns_and_strict_refuses() {
+    use crate::progress::{Progress, WarningCode};
+    let t = tempfile::tempdir().unwrap();
+    tar_base(&t.path().join("base.tar"));
+    write_layout(&t.path().join("builder"), &builder_layers());
+    let reg = crate::testutil::TinyRegistry::serve(&t.path().join("builder"));
+    let by_tag = format!("registry://{}/builder:latest", reg.addr);
+    let mut o = small_build(t.path(), "out", None, Some(spec(&by_tag, "/opt/app")));
+    o.open.registry.cache_dir = Some(t.path().join("cache"));
+    let (p, events) = Progress::collecting();
+    o.progress = p;
+    let s = build(o).unwrap();
+    assert_eq!(events.warning_codes(), vec![WarningCode::MutableTag]);
+    let codes: Vec<_> = s.warning_details.iter().map(|w| w.code).collect();
+    assert_eq!(codes, vec![WarningCode::MutableTag]);
+    assert!(s.warnings[0].contains(&by_tag), "{:?}", s.warnings);
+    assert_eq!(
+        read_out(
+            &format!("oci:{}:v1", t.path().join("out").display()),
+            "opt/app/a/b"
+        ),
+        b"bee2"
+    );
+    let mut o = small_build(t.path(), "strict", None, Some(spec(&by_tag, "/opt/app")));
+    o.open.registry.cache_dir = Some(t.path().join("cache"));
+    o.strict = true;
+    let e = build(o).expect_err("--strict takes a builder by tag");
+    assert!(
+        format!("{e:#}").contains("--strict refuses a builder not pinned"),
+        "{e:#}"
+    );
+    assert!(!t.path().join("strict").exists());
 }
