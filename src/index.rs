@@ -76,3 +76,211 @@ pub fn index_base_spilling(
     }
     Ok(fs)
 }
+
+/// Where the records of [`index_via_records`] are kept and looked up.
+pub struct RecordCache<'a> {
+    /// The local cache (None: `--no-cache`, records are made and dropped).
+    pub cache: Option<&'a crate::cache::Cache>,
+    /// `--cache-from` repositories asked for records the local cache lacks.
+    pub from: &'a [String],
+    pub registry: &'a crate::registry::RegistryOptions,
+}
+
+/// The model of a base read through per-layer index records, with what each layer
+/// is (its compression and diff_id, for shipping it without its bytes).
+pub struct Indexed {
+    pub fs: Rootfs,
+    pub layers: Vec<IndexedLayer>,
+    /// Layers whose record came from a cache (nothing of them was read).
+    pub from_cache: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexedLayer {
+    pub digest: String,
+    pub diff_id: String,
+    pub compression: Compression,
+}
+
+/// One base layer as the record pass sees it: a descriptor, fetched or not.
+struct Want {
+    label: String,
+    digest: Option<String>,
+    diff_id: Option<String>,
+}
+
+fn wants(base: &BaseImage) -> Vec<Want> {
+    match &base.deferred {
+        Some(d) if d.descriptors.len() == d.count => d
+            .descriptors
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Want {
+                label: format!("layer {} ({})", i + 1, crate::registry::short(&l.digest)),
+                digest: Some(l.digest.clone()),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect(),
+        _ => base
+            .layers
+            .iter()
+            .map(|l| Want {
+                label: l.label.clone(),
+                digest: l.digest.clone(),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The compressed digests of a base's layers that are known (fetched or not).
+pub fn layer_digests(base: &BaseImage) -> Vec<String> {
+    wants(base).into_iter().filter_map(|w| w.digest).collect()
+}
+
+/// Whiteout mode's index pass (issue 17.3): each layer's record from the local cache
+/// or `--cache-from`, else made by reading the layer once (layers concurrently, as
+/// many as there are cores), then replayed in order into the model. A base seen
+/// before reads no layer at all: deferred registry layers stay unfetched.
+pub fn index_via_records(
+    base: &mut BaseImage,
+    max_entries: u64,
+    rc: &RecordCache,
+    progress: &Progress,
+) -> Result<Indexed> {
+    use crate::layer_index::{store, LayerRecord};
+    let wants = wants(base);
+    if let Some(c) = rc.cache {
+        let digests: Vec<String> = wants.iter().filter_map(|w| w.digest.clone()).collect();
+        store::fetch(rc.from, &digests, c, rc.registry, progress);
+    }
+    let mut records: Vec<Option<LayerRecord>> = wants
+        .iter()
+        .map(|w| {
+            let (c, d) = (rc.cache?, w.digest.as_deref()?);
+            let r = store::local_get(c, d, progress)?;
+            match &w.diff_id {
+                Some(want) if *want != r.diff_id => {
+                    progress.warn(&format!(
+                        "{}: the cached layer index says diff_id {}, the config {want}; ignored, the layer is read again",
+                        w.label, r.diff_id
+                    ));
+                    None
+                }
+                _ => Some(r),
+            }
+        })
+        .collect();
+    let from_cache = records.iter().filter(|r| r.is_some()).count();
+    let missing: Vec<usize> = (0..wants.len()).filter(|i| records[*i].is_none()).collect();
+    if !missing.is_empty() {
+        base.ensure_layers()?;
+        for (i, rec) in scan_layers(base, &missing, max_entries, rc.cache, progress)? {
+            records[i] = Some(rec);
+        }
+    }
+    let mut fs = Rootfs::new();
+    let mut layers = Vec::with_capacity(records.len());
+    for (i, (w, rec)) in wants.iter().zip(&records).enumerate() {
+        let rec = rec
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{}: no index", w.label))?;
+        let stats = rec.replay(&mut fs, i, &w.label, max_entries)?;
+        progress.log(&format!(
+            "indexed {}: {} entries, {} whiteouts{}",
+            w.label,
+            stats.entries,
+            stats.whiteouts,
+            if missing.contains(&i) {
+                ""
+            } else {
+                " (layer index cache)"
+            }
+        ));
+        layers.push(IndexedLayer {
+            digest: rec.layer.clone(),
+            diff_id: rec.diff_id.clone(),
+            compression: rec.compression,
+        });
+    }
+    Ok(Indexed {
+        fs,
+        layers,
+        from_cache,
+    })
+}
+
+/// Reads the layers `which` of a fetched base into records, as many at once as there
+/// are cores; each is checked against the config's diff_id and stored in the cache.
+/// Learns the digests a tarball base did not know.
+fn scan_layers(
+    base: &mut BaseImage,
+    which: &[usize],
+    max_entries: u64,
+    cache: Option<&crate::cache::Cache>,
+    progress: &Progress,
+) -> Result<Vec<(usize, crate::layer_index::LayerRecord)>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(which.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<(usize, Result<crate::layer_index::Scanned>)>> =
+        Default::default();
+    let layers = &base.layers;
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = which.get(k) else { break };
+                let l = &layers[i];
+                let bar = progress.bytes(&format!("reading {}", l.label), l.size);
+                let r = l.location.open().and_then(|raw| {
+                    crate::layer_index::scan(
+                        Box::new(raw),
+                        l.digest.as_deref(),
+                        Some(l.size),
+                        &l.label,
+                        max_entries,
+                        bar.clone(),
+                    )
+                });
+                bar.finish_and_clear();
+                let failed = r.is_err();
+                results.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                if failed {
+                    break;
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    // The first failing layer in base order is the error, as a sequential read says.
+    results.sort_by_key(|(i, _)| *i);
+    let mut out = Vec::new();
+    for (i, r) in results {
+        let sc = r?;
+        let l = &mut base.layers[i];
+        if let Some(expected) = &l.diff_id {
+            if *expected != sc.diff_id {
+                bail!(
+                    "{}: uncompressed content hashes to {}, but the config's diff_id is {expected}",
+                    l.label,
+                    sc.diff_id
+                );
+            }
+        }
+        l.digest.get_or_insert_with(|| sc.digest.clone());
+        l.diff_id.get_or_insert_with(|| sc.diff_id.clone());
+        if let Some(c) = cache {
+            if let Err(e) = crate::layer_index::store::local_put(c, &sc.digest, &sc.blob) {
+                progress.warn(&format!("{}: cannot cache its layer index: {e:#}", l.label));
+            }
+        }
+        let rec = crate::layer_index::LayerRecord::parse(&sc.blob)
+            .with_context(|| format!("{}: the layer index just made", l.label))?;
+        out.push((i, rec));
+    }
+    Ok(out)
+}

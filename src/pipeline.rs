@@ -51,7 +51,7 @@ pub use crate::index::{index_base, index_base_spilling};
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
 /// (one pass per layer that has any), so the new layer can carry them.
-fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
+fn materialize(fs: &mut Rootfs, base: &mut BaseImage, progress: &Progress) -> Result<()> {
     // Hardlinks into the new layer whose target is not in it become copies.
     let links: Vec<(String, String)> = fs
         .nodes
@@ -78,6 +78,15 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage) -> Result<()> {
         if let (true, Kind::File, Content::Layer(l)) = (n.modified, n.kind, &n.content) {
             wanted.entry(*l).or_default().insert(k.to_string());
         }
+    }
+    if let Some((l, k)) = wanted.iter().next().filter(|_| base.deferred.is_some()) {
+        // The layer index holds no such content: fetch the layers, never guess.
+        progress.log(&format!(
+            "fetching the base layers: /{} needs its content from layer {}",
+            k.first().map(String::as_str).unwrap_or(""),
+            l + 1
+        ));
+        base.ensure_layers()?;
     }
     for (l, keys) in wanted {
         let layer = &base.layers[l];
@@ -322,14 +331,8 @@ fn prepare(
     base: &mut BaseImage,
     staging: &Staging,
 ) -> Result<(Prepared, Rootfs)> {
-    base.ensure_layers()?;
     let spill = spill_dir(opts, staging)?;
-    let mut fs = index_base_spilling(
-        base,
-        &IndexOptions::default(),
-        &opts.progress,
-        spill.as_ref().map(|d| d.path()),
-    )?;
+    let (mut fs, indexed) = index_for_mode(opts, base, spill.as_ref())?;
     crate::platform::check_rootfs_arch(&fs, opts.arch, &base.name)?;
     let step_opts = StepOptions {
         artifacts: opts.artifacts.clone(),
@@ -339,8 +342,14 @@ fn prepare(
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
     log_purge(&opts.progress, &rep);
-    materialize(&mut fs, base)?;
-    let mut layers = write_base_layers(opts, base, &fs, staging)?;
+    materialize(&mut fs, base, &opts.progress)?;
+    let mut layers = match indexed.filter(|ix| can_leave_remote(opts, base, ix)) {
+        Some(ix) => remote_base_layers(opts, base, &ix, staging)?,
+        None => {
+            base.ensure_layers()?;
+            write_base_layers(opts, base, &fs, staging)?
+        }
+    };
     let whiteouts = opts.purge_mode == PurgeMode::Whiteout;
     if let Some(u) = write_upper(&fs, staging, &opts.compression, opts.epoch, whiteouts)? {
         opts.progress.log(&format!(
@@ -356,6 +365,84 @@ fn prepare(
     drop(spill);
     let ancestors = artifact_ancestors(&fs, &opts.recipe, opts.epoch)?;
     Ok((prepared(layers, &rep, &fs, ancestors), fs))
+}
+
+/// The model of the base. Whiteout mode goes through per-layer index records (a base
+/// seen before is not read at all); rewrite mode reads every layer, keeping the
+/// purged ones uncompressed in `spill` for the rewrite that follows.
+fn index_for_mode(
+    opts: &BuildOptions,
+    base: &mut BaseImage,
+    spill: Option<&ScratchDir>,
+) -> Result<(Rootfs, Option<crate::index::Indexed>)> {
+    let max = IndexOptions::default().max_entries;
+    if opts.purge_mode == PurgeMode::Whiteout {
+        let rc = crate::index::RecordCache {
+            cache: opts.cache.as_ref(),
+            from: &opts.remote_cache.from,
+            registry: &opts.open.registry,
+        };
+        let mut ix = crate::index::index_via_records(base, max, &rc, &opts.progress)?;
+        let fs = std::mem::take(&mut ix.fs);
+        return Ok((fs, Some(ix)));
+    }
+    base.ensure_layers()?;
+    let fs = index_base_spilling(
+        base,
+        &IndexOptions::default(),
+        &opts.progress,
+        spill.map(|d| d.path()),
+    )?;
+    Ok((fs, None))
+}
+
+/// Whether the base layers can stay in their registry (never fetched): a registry
+/// output that reads none of their bytes, and none needs recompressing.
+fn can_leave_remote(opts: &BuildOptions, base: &BaseImage, ix: &crate::index::Indexed) -> bool {
+    base.deferred
+        .as_ref()
+        .is_some_and(|d| d.location.is_some() && d.descriptors.len() == ix.layers.len())
+        && opts.may_leave_layers_remote()
+        && (opts.compression.algorithm == crate::compress::Algorithm::None
+            || ix.layers.iter().all(|l| l.compression != Compression::None))
+}
+
+/// The base layers of a whiteout build whose bytes were never fetched: described
+/// from their records, pushed later by mount, skip or registry-to-registry stream.
+fn remote_base_layers(
+    opts: &BuildOptions,
+    base: &BaseImage,
+    ix: &crate::index::Indexed,
+    staging: &Staging,
+) -> Result<Vec<LayerSummary>> {
+    let d = base
+        .deferred
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{}: layers already fetched", base.name))?;
+    let location = d.location.clone().unwrap_or_default();
+    let mut layers = Vec::new();
+    for (i, (desc, l)) in d.descriptors.iter().zip(&ix.layers).enumerate() {
+        staging.remote.add(
+            &desc.digest,
+            crate::registry::RemoteBlob {
+                location: location.clone(),
+                size: desc.size,
+            },
+        );
+        layers.push(LayerSummary {
+            digest: Digest::parse(&desc.digest)?,
+            diff_id: Digest::parse(&l.diff_id)?,
+            size: desc.size,
+            media_type: layer_media_type(l.compression),
+            action: "reused".into(),
+        });
+        opts.progress.log(&format!(
+            "layer {} ({}) stays in registry://{location}: never downloaded",
+            i + 1,
+            crate::registry::short(&desc.digest)
+        ));
+    }
+    Ok(layers)
 }
 
 /// Rewrite mode reads purged layers twice: keep them uncompressed after the first
@@ -661,6 +748,10 @@ pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<
     }
     if let Some(to) = &opts.remote_cache.to {
         crate::build_cache::registry_push(opts, to, &prep, staging, &base, &identity);
+        if let Some(c) = &opts.cache {
+            let digests = crate::index::layer_digests(&base);
+            crate::layer_index::store::push(to, &digests, c, &opts.open.registry, &opts.progress);
+        }
     }
     Ok(ImageBuilt {
         prep,

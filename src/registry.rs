@@ -688,6 +688,16 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
     let (layers, deferred) = if opts.lazy_layers {
         let (reference, ro) = (reference.to_string(), ro.clone());
         let count = descs.len();
+        let descriptors = descs
+            .iter()
+            .map(|d| crate::source::LayerDescriptor {
+                digest: d.digest.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+                diff_id: d.diff_id.clone(),
+            })
+            .collect();
+        let location = Some(s.r.name());
         let fetch = move || -> Result<Vec<LayerBlob>> {
             runtime()?.block_on(async {
                 let s = Session::open(&reference, &ro, Out::new(&ro)).await?;
@@ -697,6 +707,8 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
         };
         let deferred = crate::source::DeferredLayers {
             count,
+            descriptors,
+            location,
             fetch: Box::new(fetch),
         };
         (Vec::new(), Some(deferred))

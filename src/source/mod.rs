@@ -188,10 +188,19 @@ impl ThreadedDecoder {
     pub fn spawn(
         layer: &LayerBlob,
         bar: indicatif::ProgressBar,
-        mut spill: Option<File>,
+        spill: Option<File>,
     ) -> Result<ThreadedDecoder> {
-        let raw = layer.open_raw()?;
-        let compression = layer.compression;
+        Ok(Self::spawn_raw(layer.open_raw()?, layer.compression, bar, spill))
+    }
+
+    /// Like [`ThreadedDecoder::spawn`], over any stream of stored bytes (a download
+    /// in flight: the streamed index pass).
+    pub fn spawn_raw(
+        raw: Box<dyn Read + Send>,
+        compression: Compression,
+        bar: indicatif::ProgressBar,
+        mut spill: Option<File>,
+    ) -> ThreadedDecoder {
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
         let handle = std::thread::spawn(move || -> io::Result<String> {
             let mut raw = crate::digest::HashingReader::new(bar.wrap_read(raw));
@@ -229,12 +238,12 @@ impl ThreadedDecoder {
                 }
             }
         });
-        Ok(ThreadedDecoder {
+        ThreadedDecoder {
             rx,
             cur: Vec::new(),
             pos: 0,
             handle: Some(handle),
-        })
+        }
     }
 
     /// Waits for the decoder thread; the digest of the stored (compressed) bytes.
@@ -300,7 +309,21 @@ pub struct BaseImage {
 /// The layers of a base that were not fetched yet.
 pub struct DeferredLayers {
     pub count: usize,
+    /// Their descriptors, in order (empty when the source did not say).
+    pub descriptors: Vec<LayerDescriptor>,
+    /// `HOST[:PORT]/REPO` holding them: a registry push may mount them from there.
+    pub location: Option<String>,
     pub fetch: Box<dyn FnOnce() -> Result<Vec<LayerBlob>> + Send>,
+}
+
+/// A layer known by its manifest descriptor only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// The config's diff_id for it.
+    pub diff_id: Option<String>,
 }
 
 impl BaseImage {
