@@ -248,7 +248,10 @@ fn scan_layers(
                 });
                 bar.finish_and_clear();
                 let failed = r.is_err();
-                results.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((i, r));
                 if failed {
                     break;
                 }

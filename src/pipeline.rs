@@ -1088,6 +1088,58 @@ mod tests {
     use super::*;
     use crate::rootfs::Node;
 
+    /// The fallback of the layer index: a step that changes a file whose content the
+    /// records do not hold makes the build fetch the layers and carry the real bytes;
+    /// changing only captured files fetches nothing.
+    #[test]
+    fn content_the_index_lacks_is_fetched_never_guessed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let t = tempfile::tempdir().unwrap();
+        let c = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
+        let tool = b"\x7fELF-not-captured-bytes".to_vec();
+        let l0 = crate::testutil::TarBuilder::new()
+            .file("etc/passwd", b"root:x:0:0::/:/bin/sh\n", 0o644)
+            .file_owned("usr/bin/tool", &tool, 0o4755, 0, 0)
+            .build();
+        let dir = t.path().join("base");
+        crate::testutil::LayoutBuilder::new().layer(&l0).write(&dir);
+        let r = format!("oci:{}:latest", dir.display());
+        let ro = Default::default();
+        let rc = crate::index::RecordCache {
+            cache: Some(&c),
+            from: &[],
+            registry: &ro,
+        };
+        let p = Progress::new(true);
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut warm = crate::layer_index::tests::deferred(&r, n.clone());
+        crate::index::index_via_records(&mut warm, 1000, &rc, &p).unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 1, "unseen: fetched to index");
+        for (edit_tool, fetched) in [(false, 0), (true, 1)] {
+            let n = std::sync::Arc::new(AtomicUsize::new(0));
+            let mut base = crate::layer_index::tests::deferred(&r, n.clone());
+            let mut fs = crate::index::index_via_records(&mut base, 1000, &rc, &p)
+                .unwrap()
+                .fs;
+            assert_eq!(n.load(Ordering::SeqCst), 0, "seen: nothing fetched");
+            fs.write("etc/passwd", b"root:x:0:0::/root:/bin/sh\n".to_vec())
+                .unwrap();
+            if edit_tool {
+                let node = fs.get_mut("usr/bin/tool").unwrap();
+                node.mode = 0o755;
+                node.modified = true;
+            }
+            materialize(&mut fs, &mut base, &p).unwrap();
+            assert_eq!(n.load(Ordering::SeqCst), fetched, "edit_tool {edit_tool}");
+            let node = fs.get("usr/bin/tool").unwrap();
+            match (&node.content, edit_tool) {
+                (Content::Bytes(b), true) => assert_eq!(**b, tool),
+                (Content::Layer(0), false) => {}
+                (other, _) => panic!("edit_tool {edit_tool}: {other:?}"),
+            }
+        }
+    }
+
     /// The recipe layer's plan: modified nodes with their parents, and one whiteout
     /// per removed path that no removed parent's whiteout covers.
     #[test]

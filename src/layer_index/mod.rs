@@ -14,7 +14,7 @@
 //! a step that needs them makes the build fetch that layer (never a guess).
 pub mod store;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::digest::{HashingReader, VerifyingReader};
 use crate::rootfs::{
@@ -25,9 +25,9 @@ use crate::tarread::{TarEntry, TarReader};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
-use sha2::Digest as _;
 use std::sync::Arc;
 
 /// The record format; part of every cache key.
@@ -163,8 +163,7 @@ impl Rec {
             s: e.size,
             t: e.mtime,
             u: e.uid,
-            x: e
-                .xattrs
+            x: e.xattrs
                 .iter()
                 .map(|(k, v)| (k.clone(), b64().encode(v)))
                 .collect(),
@@ -227,9 +226,9 @@ impl LayerRecord {
         let mut entries = Vec::new();
         loop {
             match next()? {
-                Some(Line::Entry(r)) => entries.push(
-                    check(*r).with_context(|| format!("entry {}", entries.len()))?,
-                ),
+                Some(Line::Entry(r)) => {
+                    entries.push(check(*r).with_context(|| format!("entry {}", entries.len()))?)
+                }
                 Some(Line::End(end)) => {
                     if next()?.is_some() {
                         bail!("lines after the end line");
@@ -282,22 +281,20 @@ fn check(r: Rec) -> Result<(TarEntry, Facts)> {
     if kind != Kind::File && r.s != 0 {
         bail!("'{}': a {kind:?} with {} bytes of data", r.p, r.s);
     }
-    let bytes = r
-        .c
-        .as_deref()
-        .map(|c| b64().decode(c))
-        .transpose()
-        .with_context(|| format!("'{}': captured bytes are not base64", r.p))?;
-    let sha256: Option<[u8; 32]> = r
-        .h
-        .as_deref()
-        .map(|h| {
-            hex::decode(h)
-                .ok()
-                .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| anyhow!("'{}': bad digest", r.p))
-        })
-        .transpose()?;
+    let bytes =
+        r.c.as_deref()
+            .map(|c| b64().decode(c))
+            .transpose()
+            .with_context(|| format!("'{}': captured bytes are not base64", r.p))?;
+    let sha256: Option<[u8; 32]> =
+        r.h.as_deref()
+            .map(|h| {
+                hex::decode(h)
+                    .ok()
+                    .and_then(|v| v.try_into().ok())
+                    .ok_or_else(|| anyhow!("'{}': bad digest", r.p))
+            })
+            .transpose()?;
     // A file is captured exactly when the policy says; its bytes match its header.
     let captured = kind == Kind::File && default_capture(&r.p, r.s);
     if captured != bytes.is_some() || bytes.is_some() != sha256.is_some() {
@@ -313,12 +310,11 @@ fn check(r: Rec) -> Result<(TarEntry, Facts)> {
             bail!("'{}': captured bytes do not match size or digest", r.p);
         }
     }
-    let xattrs = r
-        .x
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), b64().decode(v)?)))
-        .collect::<Result<BTreeMap<_, _>>>()
-        .with_context(|| format!("'{}': xattr values are not base64", r.p))?;
+    let xattrs =
+        r.x.iter()
+            .map(|(k, v)| Ok((k.clone(), b64().decode(v)?)))
+            .collect::<Result<BTreeMap<_, _>>>()
+            .with_context(|| format!("'{}': xattr values are not base64", r.p))?;
     let entry = TarEntry {
         name: r.n.unwrap_or_else(|| r.p.clone()),
         path: r.p,
@@ -400,7 +396,9 @@ pub fn scan(
     bar: indicatif::ProgressBar,
 ) -> Result<Scanned> {
     let mut raw = std::io::BufReader::with_capacity(256 * 1024, raw);
-    let head = raw.fill_buf().with_context(|| format!("{label}: cannot read"))?;
+    let head = raw
+        .fill_buf()
+        .with_context(|| format!("{label}: cannot read"))?;
     let compression = crate::source::sniff_compression(head);
     let raw: Box<dyn Read + Send> = match digest {
         Some(d) => Box::new(VerifyingReader::new(raw, d, size, label)),

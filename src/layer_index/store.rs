@@ -32,10 +32,18 @@ pub fn local_get(c: &Cache, layer: &str, p: &Progress) -> Option<LayerRecord> {
             .verified_blob(&digest)?
             .ok_or_else(|| anyhow!("its blob {digest} is gone"))?;
         let len = std::fs::metadata(&path)?.len();
-        if len > MAX_RECORD_BYTES {
-            bail!("{len} bytes, more than {MAX_RECORD_BYTES} allowed");
-        }
-        let rec = LayerRecord::parse(&std::fs::read(&path)?)?;
+        let parsed = if len > MAX_RECORD_BYTES {
+            Err(anyhow!("{len} bytes, more than {MAX_RECORD_BYTES} allowed"))
+        } else {
+            std::fs::read(&path)
+                .map_err(Into::into)
+                .and_then(|b| LayerRecord::parse(&b))
+        };
+        // A blob that is no record goes (so it is rebuilt); a valid record of another
+        // layer stays for that layer, only this pointer is wrong.
+        let rec = parsed.inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })?;
         if rec.layer != layer {
             bail!("it describes layer {}", rec.layer);
         }
@@ -44,9 +52,6 @@ pub fn local_get(c: &Cache, layer: &str, p: &Progress) -> Option<LayerRecord> {
     match res {
         Ok(r) => Some(r),
         Err(e) => {
-            if let Ok(path) = c.blob_path(&digest) {
-                let _ = std::fs::remove_file(path);
-            }
             p.warn(&format!(
                 "layer index of {} in the local cache: {e:#}; ignored, the layer is read again",
                 short(layer)
@@ -64,11 +69,7 @@ pub fn local_put(c: &Cache, layer: &str, blob: &[u8]) -> Result<String> {
         std::io::Write::write_all(&mut t, blob)?;
         c.insert_blob(t, &d)?;
     }
-    c.put_json(
-        KIND,
-        &key(layer),
-        &json!({"digest": d, "size": blob.len()}),
-    )?;
+    c.put_json(KIND, &key(layer), &json!({"digest": d, "size": blob.len()}))?;
     Ok(d)
 }
 
@@ -88,7 +89,11 @@ pub fn tag_for(layer: &str) -> String {
 
 /// The artifact manifest (canonical JSON) naming one record blob.
 pub fn manifest_bytes(layer: &str, digest: &str, size: u64) -> Result<Vec<u8>> {
-    let desc = Descriptor::new(MediaType::from(MT_LAYER_INDEX), Digest::parse(digest)?, size);
+    let desc = Descriptor::new(
+        MediaType::from(MT_LAYER_INDEX),
+        Digest::parse(digest)?,
+        size,
+    );
     let annotations = [(KEY_ANNOTATION.to_string(), key(layer))].into();
     Ok(canonical(&Manifest::artifact(
         MediaType::from(MT_LAYER_INDEX),

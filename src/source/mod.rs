@@ -190,7 +190,12 @@ impl ThreadedDecoder {
         bar: indicatif::ProgressBar,
         spill: Option<File>,
     ) -> Result<ThreadedDecoder> {
-        Ok(Self::spawn_raw(layer.open_raw()?, layer.compression, bar, spill))
+        Ok(Self::spawn_raw(
+            layer.open_raw()?,
+            layer.compression,
+            bar,
+            spill,
+        ))
     }
 
     /// Like [`ThreadedDecoder::spawn`], over any stream of stored bytes (a download
