@@ -174,8 +174,7 @@ pub fn index_via_records(
     let from_cache = records.iter().filter(|r| r.is_some()).count();
     let missing: Vec<usize> = (0..wants.len()).filter(|i| records[*i].is_none()).collect();
     if !missing.is_empty() {
-        base.ensure_layers()?;
-        for (i, rec) in scan_layers(base, &missing, max_entries, rc.cache, progress)? {
+        for (i, rec) in read_missing(base, &wants, &missing, max_entries, rc.cache, progress)? {
             records[i] = Some(rec);
         }
     }
@@ -210,79 +209,170 @@ pub fn index_via_records(
     })
 }
 
-/// Reads the layers `which` of a fetched base into records, as many at once as there
-/// are cores; each is checked against the config's diff_id and stored in the cache.
-/// Learns the digests a tarball base did not know.
-fn scan_layers(
+/// One layer to read into a record: from its file, or from its download as it
+/// arrives.
+struct Job {
+    i: usize,
+    label: String,
+    digest: Option<String>,
+    size: Option<u64>,
+    src: JobSource,
+}
+
+enum JobSource {
+    File(crate::source::BlobLocation),
+    Stream(crate::source::TeeReader),
+}
+
+/// Reads the layers `missing` into records. A registry base not fetched yet is
+/// streamed: each layer is downloaded, verified, inflated and indexed in one pass
+/// (its bytes go to the cache and the indexer at once); others are read from their
+/// files. As many layers at once as there are cores.
+fn read_missing(
     base: &mut BaseImage,
-    which: &[usize],
+    wants: &[Want],
+    missing: &[usize],
     max_entries: u64,
     cache: Option<&crate::cache::Cache>,
     progress: &Progress,
 ) -> Result<Vec<(usize, crate::layer_index::LayerRecord)>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    let streamed = base
+        .deferred
+        .as_ref()
+        .and_then(|d| (d.descriptors.len() == wants.len()).then(|| d.descriptors.clone()));
+    let Some(descs) = streamed else {
+        base.ensure_layers()?;
+        let jobs = missing
+            .iter()
+            .map(|&i| {
+                let l = &base.layers[i];
+                Job {
+                    i,
+                    label: l.label.clone(),
+                    digest: l.digest.clone(),
+                    size: Some(l.size),
+                    src: JobSource::File(l.location.clone()),
+                }
+            })
+            .collect();
+        let scanned = scan_jobs(jobs, max_entries, progress, || Ok(()))?;
+        return keep_records(base, wants, scanned, cache, progress);
+    };
+    let mut tees: crate::source::Tees = (0..wants.len()).map(|_| None).collect();
+    let mut jobs = Vec::new();
+    for &i in missing {
+        let (tee, reader) = crate::source::Tee::channel();
+        tees[i] = Some(tee);
+        jobs.push(Job {
+            i,
+            label: wants[i].label.clone(),
+            digest: Some(descs[i].digest.clone()),
+            size: Some(descs[i].size),
+            src: JobSource::Stream(reader),
+        });
+    }
+    let scanned = scan_jobs(jobs, max_entries, progress, || base.fetch_streaming(tees))?;
+    keep_records(base, wants, scanned, cache, progress)
+}
+
+/// Runs `jobs` on as many threads as there are cores while `feed` (the download that
+/// streams into them, if any) runs on this one. A failed feed is the error (the
+/// readers then saw a cut stream); else the first failing layer in base order.
+fn scan_jobs(
+    jobs: Vec<Job>,
+    max_entries: u64,
+    progress: &Progress,
+    feed: impl FnOnce() -> Result<()>,
+) -> Result<Vec<(usize, crate::layer_index::Scanned)>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(which.len())
+        .min(jobs.len())
         .max(1);
-    let next = AtomicUsize::new(0);
+    let queue = std::sync::Mutex::new(jobs.into_iter());
     let results: std::sync::Mutex<Vec<(usize, Result<crate::layer_index::Scanned>)>> =
         Default::default();
-    let layers = &base.layers;
-    std::thread::scope(|s| {
+    let fed = std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&i) = which.get(k) else { break };
-                let l = &layers[i];
-                let bar = progress.bytes(&format!("reading {}", l.label), l.size);
-                let r = l.location.open().and_then(|raw| {
-                    crate::layer_index::scan(
-                        Box::new(raw),
-                        l.digest.as_deref(),
-                        Some(l.size),
-                        &l.label,
-                        max_entries,
-                        bar.clone(),
-                    )
-                });
-                bar.finish_and_clear();
-                let failed = r.is_err();
+                // Every job is taken even after a failure: a streamed layer's download
+                // waits for its reader.
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let Some(job) = next else { break };
+                let i = job.i;
+                let r = scan_job(job, max_entries, progress);
                 results
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push((i, r));
-                if failed {
-                    break;
-                }
             });
         }
+        feed()
     });
+    fed?;
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    // The first failing layer in base order is the error, as a sequential read says.
     results.sort_by_key(|(i, _)| *i);
+    results
+        .into_iter()
+        .map(|(i, r)| r.map(|sc| (i, sc)))
+        .collect()
+}
+
+fn scan_job(
+    job: Job,
+    max_entries: u64,
+    progress: &Progress,
+) -> Result<crate::layer_index::Scanned> {
+    let (raw, bar): (Box<dyn std::io::Read + Send>, _) = match job.src {
+        JobSource::File(loc) => {
+            let bar = progress.bytes(&format!("reading {}", job.label), loc.len);
+            (Box::new(loc.open()?), bar)
+        }
+        // The download shows its own progress.
+        JobSource::Stream(r) => (Box::new(r), indicatif::ProgressBar::hidden()),
+    };
+    let r = crate::layer_index::scan(
+        raw,
+        job.digest.as_deref(),
+        job.size,
+        &job.label,
+        max_entries,
+        bar.clone(),
+    );
+    bar.finish_and_clear();
+    r
+}
+
+/// Checks each new record against the config's diff_id, learns the digests a tarball
+/// base did not know, and stores the records in the cache.
+fn keep_records(
+    base: &mut BaseImage,
+    wants: &[Want],
+    scanned: Vec<(usize, crate::layer_index::Scanned)>,
+    cache: Option<&crate::cache::Cache>,
+    progress: &Progress,
+) -> Result<Vec<(usize, crate::layer_index::LayerRecord)>> {
     let mut out = Vec::new();
-    for (i, r) in results {
-        let sc = r?;
-        let l = &mut base.layers[i];
-        if let Some(expected) = &l.diff_id {
+    for (i, sc) in scanned {
+        let label = &wants[i].label;
+        if let Some(expected) = &wants[i].diff_id {
             if *expected != sc.diff_id {
                 bail!(
-                    "{}: uncompressed content hashes to {}, but the config's diff_id is {expected}",
-                    l.label,
+                    "{label}: uncompressed content hashes to {}, but the config's diff_id is {expected}",
                     sc.diff_id
                 );
             }
         }
-        l.digest.get_or_insert_with(|| sc.digest.clone());
-        l.diff_id.get_or_insert_with(|| sc.diff_id.clone());
+        if let Some(l) = base.layers.get_mut(i) {
+            l.digest.get_or_insert_with(|| sc.digest.clone());
+            l.diff_id.get_or_insert_with(|| sc.diff_id.clone());
+        }
         if let Some(c) = cache {
             if let Err(e) = crate::layer_index::store::local_put(c, &sc.digest, &sc.blob) {
-                progress.warn(&format!("{}: cannot cache its layer index: {e:#}", l.label));
+                progress.warn(&format!("{label}: cannot cache its layer index: {e:#}"));
             }
         }
         let rec = crate::layer_index::LayerRecord::parse(&sc.blob)
-            .with_context(|| format!("{}: the layer index just made", l.label))?;
+            .with_context(|| format!("{label}: the layer index just made"))?;
         out.push((i, rec));
     }
     Ok(out)

@@ -406,7 +406,7 @@ impl Session {
         digest: &str,
         size: u64,
         tmp: &mut tempfile::NamedTempFile,
-        bar: &ProgressBar,
+        (bar, mut tee): (&ProgressBar, Option<&mut crate::source::Tee>),
         label: &str,
     ) -> Result<(), DlError> {
         let blob_what = format!("{label}, blob {digest}");
@@ -443,6 +443,9 @@ impl Session {
                     w.write_all(&chunk)
                         .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
                     bar.inc(chunk.len() as u64);
+                    if let Some(t) = tee.as_deref_mut() {
+                        t.offer(n - chunk.len() as u64, &chunk).await;
+                    }
                 }
                 Some(Err(e)) => {
                     // oci-client's own digest check fires at the end; report ours instead.
@@ -491,8 +494,24 @@ impl Session {
         size: u64,
         label: &str,
     ) -> Result<PathBuf> {
+        self.fetch_blob_tee(cache, digest, size, label, None).await
+    }
+
+    /// Like `fetch_blob`, also passing the bytes on to `tee` as they arrive (from the
+    /// cached file when the cache has the blob).
+    pub(crate) async fn fetch_blob_tee(
+        &self,
+        cache: &Cache,
+        digest: &str,
+        size: u64,
+        label: &str,
+        mut tee: Option<crate::source::Tee>,
+    ) -> Result<PathBuf> {
         digest_hex(digest).with_context(|| format!("{label} in the manifest"))?;
         if let Some(p) = cache.blob(digest) {
+            if let Some(t) = tee.as_mut() {
+                feed_file(&p, t).await?;
+            }
             let len = std::fs::metadata(&p)?.len();
             if len != size {
                 bail!(
@@ -510,7 +529,7 @@ impl Session {
             attempt += 1;
             let mut tmp = cache.tmp_file()?;
             match self
-                .download_once(digest, size, &mut tmp, &bar, label)
+                .download_once(digest, size, &mut tmp, (&bar, tee.as_mut()), label)
                 .await
             {
                 Ok(()) => break cache.insert_blob(tmp, digest),
@@ -543,6 +562,23 @@ impl Session {
             self.r.name()
         ));
         Ok(p)
+    }
+}
+
+/// A cached blob passed on to a tee, in pieces.
+async fn feed_file(p: &Path, t: &mut crate::source::Tee) -> Result<()> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", p.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        t.offer(off, &buf[..n]).await;
+        off += n as u64;
     }
 }
 
@@ -698,11 +734,11 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
             })
             .collect();
         let location = Some(s.r.name());
-        let fetch = move || -> Result<Vec<LayerBlob>> {
+        let fetch = move |tees: crate::source::Tees| -> Result<Vec<LayerBlob>> {
             runtime()?.block_on(async {
                 let s = Session::open(&reference, &ro, Out::new(&ro)).await?;
                 let cache = Cache::open(ro.cache_dir.as_deref())?;
-                fetch_layers(&s, &cache, descs).await
+                fetch_layers(&s, &cache, descs, tees).await
             })
         };
         let deferred = crate::source::DeferredLayers {
@@ -713,7 +749,7 @@ async fn pull_async(reference: &str, opts: &OpenOptions) -> Result<BaseImage> {
         };
         (Vec::new(), Some(deferred))
     } else {
-        (fetch_layers(&s, &cache, descs).await?, None)
+        (fetch_layers(&s, &cache, descs, Vec::new()).await?, None)
     };
     Ok(BaseImage {
         name: format!("registry://{reference}"),
@@ -735,11 +771,21 @@ struct LayerDesc {
 }
 
 /// Downloads (or finds cached) and verifies every layer, a few at a time.
-async fn fetch_layers(s: &Session, cache: &Cache, descs: Vec<LayerDesc>) -> Result<Vec<LayerBlob>> {
-    let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter())
-        .map(|d| {
+/// With `tees`, layer `i` is also passed on to `tees[i]` as it arrives.
+async fn fetch_layers(
+    s: &Session,
+    cache: &Cache,
+    descs: Vec<LayerDesc>,
+    mut tees: crate::source::Tees,
+) -> Result<Vec<LayerBlob>> {
+    tees.resize_with(descs.len(), || None);
+    let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter().zip(tees))
+        .map(|(d, tee)| {
             let label = format!("layer {} ({})", d.index + 1, short(&d.digest));
-            async move { s.fetch_blob(cache, &d.digest, d.size, &label).await }
+            async move {
+                s.fetch_blob_tee(cache, &d.digest, d.size, &label, tee)
+                    .await
+            }
         })
         .buffered(CONCURRENCY)
         .try_collect()

@@ -355,8 +355,18 @@ fn corrupt_or_mismatched_records_are_ignored_and_rebuilt() {
     assert_eq!((third.from_cache, dump(&third.fs)), (2, want));
 }
 
-/// A deferred (registry-like) base: layers fetched on first use, fetches counted.
+/// A deferred (registry-like) base: layers fetched on first use, fetches counted; a
+/// tee gets its layer as a download would pass it on (first attempt cut short and
+/// retried, so the tee sees overlapping offers).
 pub(crate) fn deferred(r: &str, fetches: std::sync::Arc<AtomicUsize>) -> BaseImage {
+    deferred_with(r, fetches, |b| b)
+}
+
+fn deferred_with(
+    r: &str,
+    fetches: std::sync::Arc<AtomicUsize>,
+    wire: fn(Vec<u8>) -> Vec<u8>,
+) -> BaseImage {
     let mut b = open(r);
     let layers = std::mem::take(&mut b.layers);
     let descriptors = layers
@@ -372,8 +382,21 @@ pub(crate) fn deferred(r: &str, fetches: std::sync::Arc<AtomicUsize>) -> BaseIma
         count: layers.len(),
         descriptors,
         location: Some("127.0.0.1:9/base".into()),
-        fetch: Box::new(move || {
+        fetch: Box::new(move |tees| {
             fetches.fetch_add(1, Ordering::SeqCst);
+            let rt = crate::registry::runtime()?;
+            for (l, tee) in layers.iter().zip(tees) {
+                let Some(mut tee) = tee else { continue };
+                let bytes = wire(std::fs::read(&l.location.path)?);
+                rt.block_on(async {
+                    let half = bytes.len() / 2;
+                    for (off, chunk) in
+                        [(0, &bytes[..half]), (0, &bytes[..]), (half, &bytes[half..])]
+                    {
+                        tee.offer(off as u64, chunk).await;
+                    }
+                });
+            }
             Ok(layers)
         }),
     });
@@ -435,4 +458,43 @@ fn output_is_identical_with_and_without_the_index_cache() {
     assert!(!warm.warnings.iter().any(|w| w.contains("layer index")));
     assert_eq!(none.digest, cold.digest);
     assert_eq!(none.digest, warm.digest);
+}
+
+/// An unseen deferred base is streamed into its records (the download passes each
+/// layer on as it arrives); bytes that do not match the digest fail the pass and
+/// leave no record in the cache.
+#[test]
+fn streamed_pass_verifies_before_anything_is_cached() {
+    let t = tempfile::tempdir().unwrap();
+    let c = Cache::open(Some(&t.path().join("cache"))).unwrap();
+    let r = layout(&t.path().join("base"));
+    let want = dump(&via_records(&mut open(&r), None).fs);
+    let flip = |mut b: Vec<u8>| {
+        let k = b.len() / 2;
+        b[k] ^= 1;
+        b
+    };
+    let n = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut bad = deferred_with(&r, n.clone(), flip);
+    let ro = Default::default();
+    let rc = RecordCache {
+        cache: Some(&c),
+        from: &[],
+        registry: &ro,
+    };
+    let e = index_via_records(&mut bad, 1000, &rc, &quiet())
+        .err()
+        .map(|e| format!("{e:#}"));
+    assert!(e.as_deref().is_some_and(|e| e.contains("layer 1")), "{e:?}");
+    for l in open(&r).layers {
+        let d = l.digest.unwrap();
+        assert!(
+            store::local_get(&c, &d, &quiet()).is_none(),
+            "no record for {d}"
+        );
+    }
+    let mut good = deferred(&r, n.clone());
+    let got = via_records(&mut good, Some(&c));
+    assert_eq!((got.from_cache, dump(&got.fs)), (0, want));
+    assert_eq!(n.load(Ordering::SeqCst), 2);
 }

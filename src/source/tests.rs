@@ -836,7 +836,7 @@ fn deferred_layers_are_counted_then_fetched_once() {
                 count,
                 descriptors: Vec::new(),
                 location: None,
-                fetch: Box::new(move || Ok((0..n).map(|_| layer(&p)).collect())),
+                fetch: Box::new(move |_| Ok((0..n).map(|_| layer(&p)).collect())),
             }),
             _scratch: None,
         }
