@@ -100,6 +100,8 @@ pub struct IndexedLayer {
     pub digest: String,
     pub diff_id: String,
     pub compression: Compression,
+    /// Bytes the record holds for files a build may rewrite (setid, capabilities).
+    pub held: std::collections::BTreeMap<String, std::sync::Arc<Vec<u8>>>,
 }
 
 /// One base layer as the record pass sees it: a descriptor, fetched or not.
@@ -200,6 +202,7 @@ pub fn index_via_records(
             digest: rec.layer.clone(),
             diff_id: rec.diff_id.clone(),
             compression: rec.compression,
+            held: rec.held.clone(),
         });
     }
     Ok(Indexed {

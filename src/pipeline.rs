@@ -45,13 +45,28 @@ pub struct BuildSummary {
     pub transfer: Vec<crate::transfer::RegistryTransfer>,
     /// Every warning the build printed, in order.
     pub warnings: Vec<String>,
+    /// Whiteout mode's base index: how many layers, how many from the layer index
+    /// cache (nothing of them read). None when no index pass ran (a cache hit, rewrite).
+    pub layer_index: Option<LayerIndexUse>,
+}
+
+/// See [`BuildSummary::layer_index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LayerIndexUse {
+    pub layers: usize,
+    pub from_cache: usize,
 }
 
 pub use crate::index::{index_base, index_base_spilling};
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
 /// (one pass per layer that has any), so the new layer can carry them.
-fn materialize(fs: &mut Rootfs, base: &mut BaseImage, progress: &Progress) -> Result<()> {
+fn materialize(
+    fs: &mut Rootfs,
+    base: &mut BaseImage,
+    indexed: Option<&crate::index::Indexed>,
+    progress: &Progress,
+) -> Result<()> {
     // Hardlinks into the new layer whose target is not in it become copies.
     let links: Vec<(String, String)> = fs
         .nodes
@@ -78,6 +93,10 @@ fn materialize(fs: &mut Rootfs, base: &mut BaseImage, progress: &Progress) -> Re
         if let (true, Kind::File, Content::Layer(l)) = (n.modified, n.kind, &n.content) {
             wanted.entry(*l).or_default().insert(k.to_string());
         }
+    }
+    // The layer index holds the bytes of the files a build commonly rewrites.
+    if let Some(ix) = indexed {
+        take_held(fs, &mut wanted, ix);
     }
     if let Some((l, k)) = wanted.iter().next().filter(|_| base.deferred.is_some()) {
         // The layer index holds no such content: fetch the layers, never guess.
@@ -108,6 +127,27 @@ fn materialize(fs: &mut Rootfs, base: &mut BaseImage, progress: &Progress) -> Re
         }
     }
     Ok(())
+}
+
+/// Fills wanted contents from what the layer records hold; what they lack stays wanted.
+fn take_held(
+    fs: &mut Rootfs,
+    wanted: &mut BTreeMap<usize, BTreeSet<String>>,
+    ix: &crate::index::Indexed,
+) {
+    for (l, keys) in wanted.iter_mut() {
+        let Some(held) = ix.layers.get(*l).map(|x| &x.held) else {
+            continue;
+        };
+        keys.retain(|k| match (held.get(k), fs.nodes.get_mut(k.as_str())) {
+            (Some(b), Some(n)) if b.len() as u64 == n.size => {
+                n.content = Content::Bytes(b.clone());
+                false
+            }
+            _ => true,
+        });
+    }
+    wanted.retain(|_, keys| !keys.is_empty());
 }
 
 /// What a dropped hardlink target leaves for the links that stay: its bytes, or
@@ -330,7 +370,7 @@ fn prepare(
     opts: &BuildOptions,
     base: &mut BaseImage,
     staging: &Staging,
-) -> Result<(Prepared, Rootfs)> {
+) -> Result<(Prepared, Rootfs, Option<LayerIndexUse>)> {
     let spill = spill_dir(opts, staging)?;
     let (mut fs, indexed) = index_for_mode(opts, base, spill.as_ref())?;
     crate::platform::check_rootfs_arch(&fs, opts.arch, &base.name)?;
@@ -342,7 +382,11 @@ fn prepare(
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
     log_purge(&opts.progress, &rep);
-    materialize(&mut fs, base, &opts.progress)?;
+    materialize(&mut fs, base, indexed.as_ref(), &opts.progress)?;
+    let used = indexed.as_ref().map(|ix| LayerIndexUse {
+        layers: ix.layers.len(),
+        from_cache: ix.from_cache,
+    });
     let mut layers = match indexed.filter(|ix| can_leave_remote(opts, base, ix)) {
         Some(ix) => remote_base_layers(opts, base, &ix, staging)?,
         None => {
@@ -364,7 +408,7 @@ fn prepare(
     }
     drop(spill);
     let ancestors = artifact_ancestors(&fs, &opts.recipe, opts.epoch)?;
-    Ok((prepared(layers, &rep, &fs, ancestors), fs))
+    Ok((prepared(layers, &rep, &fs, ancestors), fs, used))
 }
 
 /// The model of the base. Whiteout mode goes through per-layer index records (a base
@@ -664,6 +708,7 @@ fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
 
 /// One platform's image, staged (blobs, config, manifest) but not published.
 pub(crate) struct ImageBuilt {
+    layer_index: Option<LayerIndexUse>,
     prep: Prepared,
     layers: Vec<LayerSummary>,
     done: Assembled,
@@ -709,6 +754,7 @@ impl ImageBuilt {
             record: done.record,
             transfer: opts.open.registry.transfers.snapshot(),
             warnings: opts.progress.warnings().list(),
+            layer_index: self.layer_index,
         }
     }
 }
@@ -731,11 +777,13 @@ pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<
     ));
     let builder = open_builder(opts, &base)?;
     let mut identity = BaseIdentity::resolve(opts, &base);
+    let mut layer_index = None;
     let (prep, full_fs, cache_source) =
         match crate::build_cache::lookup(opts, staging, &mut identity)? {
             CacheLookup::Hit { prepared, source } => (*prepared, None, source),
             CacheLookup::Miss => {
-                let (prep, fs) = prepare(opts, &mut base, staging)?;
+                let (prep, fs, used) = prepare(opts, &mut base, staging)?;
+                layer_index = used;
                 (prep, Some(fs), CacheSource::None)
             }
         };
@@ -754,6 +802,7 @@ pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<
         }
     }
     Ok(ImageBuilt {
+        layer_index,
         prep,
         layers,
         done,
@@ -1090,16 +1139,18 @@ mod tests {
 
     /// The fallback of the layer index: a step that changes a file whose content the
     /// records do not hold makes the build fetch the layers and carry the real bytes;
-    /// changing only captured files fetches nothing.
+    /// changing captured files, or the setid files the records hold, fetches nothing.
     #[test]
     fn content_the_index_lacks_is_fetched_never_guessed() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let t = tempfile::tempdir().unwrap();
         let c = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
-        let tool = b"\x7fELF-not-captured-bytes".to_vec();
+        let tool = b"\x7fELF-setuid-tool".to_vec();
+        let plain = b"\x7fELF-plain-not-held".to_vec();
         let l0 = crate::testutil::TarBuilder::new()
             .file("etc/passwd", b"root:x:0:0::/:/bin/sh\n", 0o644)
             .file_owned("usr/bin/tool", &tool, 0o4755, 0, 0)
+            .file("usr/bin/plain", &plain, 0o755)
             .build();
         let dir = t.path().join("base");
         crate::testutil::LayoutBuilder::new().layer(&l0).write(&dir);
@@ -1115,27 +1166,30 @@ mod tests {
         let mut warm = crate::layer_index::tests::deferred(&r, n.clone());
         crate::index::index_via_records(&mut warm, 1000, &rc, &p).unwrap();
         assert_eq!(n.load(Ordering::SeqCst), 1, "unseen: fetched to index");
-        for (edit_tool, fetched) in [(false, 0), (true, 1)] {
+        for (edit, bytes, fetched) in [
+            ("etc/passwd", None, 0),
+            ("usr/bin/tool", Some(&tool), 0),
+            ("usr/bin/plain", Some(&plain), 1),
+        ] {
             let n = std::sync::Arc::new(AtomicUsize::new(0));
             let mut base = crate::layer_index::tests::deferred(&r, n.clone());
-            let mut fs = crate::index::index_via_records(&mut base, 1000, &rc, &p)
-                .unwrap()
-                .fs;
+            let mut ix = crate::index::index_via_records(&mut base, 1000, &rc, &p).unwrap();
+            let mut fs = std::mem::take(&mut ix.fs);
             assert_eq!(n.load(Ordering::SeqCst), 0, "seen: nothing fetched");
-            fs.write("etc/passwd", b"root:x:0:0::/root:/bin/sh\n".to_vec())
-                .unwrap();
-            if edit_tool {
-                let node = fs.get_mut("usr/bin/tool").unwrap();
+            if edit == "etc/passwd" {
+                fs.write(edit, b"root:x:0:0::/root:/bin/sh\n".to_vec())
+                    .unwrap();
+            } else {
+                let node = fs.get_mut(edit).unwrap();
                 node.mode = 0o755;
                 node.modified = true;
             }
-            materialize(&mut fs, &mut base, &p).unwrap();
-            assert_eq!(n.load(Ordering::SeqCst), fetched, "edit_tool {edit_tool}");
-            let node = fs.get("usr/bin/tool").unwrap();
-            match (&node.content, edit_tool) {
-                (Content::Bytes(b), true) => assert_eq!(**b, tool),
-                (Content::Layer(0), false) => {}
-                (other, _) => panic!("edit_tool {edit_tool}: {other:?}"),
+            materialize(&mut fs, &mut base, Some(&ix), &p).unwrap();
+            assert_eq!(n.load(Ordering::SeqCst), fetched, "{edit}");
+            match (&fs.get(edit).unwrap().content, bytes) {
+                (Content::Bytes(b), Some(want)) => assert_eq!(**b, **want, "{edit}"),
+                (Content::Bytes(_), None) => {}
+                (other, _) => panic!("{edit}: {other:?}"),
             }
         }
     }

@@ -92,6 +92,9 @@ struct Rec {
     /// ELF `e_machine`.
     #[serde(default, skip_serializing_if = "is_zero")]
     a: u16,
+    /// Bytes held for a rewrite, not put in the model (base64): see [`held_worthy`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    b: Option<String>,
     /// Captured bytes (base64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     c: Option<String>,
@@ -143,10 +146,23 @@ fn compression_of(s: &str) -> Option<Compression> {
     }
 }
 
+/// Files a whiteout build rewrites into its upper layer whatever the recipe's file
+/// operations: setid and file-capability files (`[sanitize]` clears those bits), so
+/// their bytes are held by the record and the layer need not be fetched for them.
+/// Capped in size: a larger one makes the build fetch its layer (the fallback).
+fn held_worthy(e: &TarEntry) -> bool {
+    e.kind == Kind::File
+        && e.size <= MAX_HELD
+        && (e.mode & 0o6000 != 0 || e.xattrs.contains_key("security.capability"))
+        && !default_capture(&e.path, e.size)
+}
+const MAX_HELD: u64 = 16 << 20;
+
 impl Rec {
-    fn of(e: &TarEntry, node: &Node) -> Rec {
+    fn of(e: &TarEntry, node: &Node, held: Option<&[u8]>) -> Rec {
         Rec {
             a: node.machine,
+            b: held.map(|b| b64().encode(b)),
             c: match &node.content {
                 crate::rootfs::Content::Bytes(b) => Some(b64().encode(&b[..])),
                 _ => None,
@@ -181,6 +197,8 @@ pub struct LayerRecord {
     /// Digest of the uncompressed tar.
     pub diff_id: String,
     entries: Vec<(TarEntry, Facts)>,
+    /// Bytes of held files by path (see [`held_worthy`]); a later duplicate wins.
+    pub held: BTreeMap<String, Arc<Vec<u8>>>,
 }
 
 /// What a regular file's data said.
@@ -224,10 +242,16 @@ impl LayerRecord {
         let compression = compression_of(&begin.compression)
             .ok_or_else(|| anyhow!("unknown compression {}", begin.compression))?;
         let mut entries = Vec::new();
+        let mut held = BTreeMap::new();
         loop {
             match next()? {
                 Some(Line::Entry(r)) => {
-                    entries.push(check(*r).with_context(|| format!("entry {}", entries.len()))?)
+                    let (e, f, h) =
+                        check(*r).with_context(|| format!("entry {}", entries.len()))?;
+                    if let Some(h) = h {
+                        held.insert(e.path.clone(), Arc::new(h));
+                    }
+                    entries.push((e, f));
                 }
                 Some(Line::End(end)) => {
                     if next()?.is_some() {
@@ -247,6 +271,7 @@ impl LayerRecord {
                         compression,
                         diff_id: end.diff_id,
                         entries,
+                        held,
                     });
                 }
                 Some(Line::Begin(_)) => bail!("a second begin line"),
@@ -273,7 +298,7 @@ impl LayerRecord {
 }
 
 /// Turns a parsed line into an entry, refusing what no tar read would have given.
-fn check(r: Rec) -> Result<(TarEntry, Facts)> {
+fn check(r: Rec) -> Result<(TarEntry, Facts, Option<Vec<u8>>)> {
     let kind = r.k;
     if normalize(&r.p)? != r.p {
         bail!("path '{}' is not in model form", r.p);
@@ -328,13 +353,29 @@ fn check(r: Rec) -> Result<(TarEntry, Facts)> {
         xattrs,
         dev: r.d,
     };
+    let held = r
+        .b
+        .as_deref()
+        .map(|b| b64().decode(b))
+        .transpose()
+        .with_context(|| format!("'{}': held bytes are not base64", entry.path))?;
+    if held.is_some() != held_worthy(&entry)
+        || held.as_ref().is_some_and(|h| h.len() as u64 != entry.size)
+    {
+        bail!(
+            "'{}': held bytes {} where the policy says {}",
+            entry.path,
+            if held.is_some() { "present" } else { "absent" },
+            held_worthy(&entry)
+        );
+    }
     let facts = Facts {
         elf: r.e,
         machine: r.a,
         sha256,
         bytes: bytes.map(Arc::new),
     };
-    Ok((entry, facts))
+    Ok((entry, facts, held))
 }
 
 /// A record's entries as an [`EntrySource`].
@@ -418,10 +459,20 @@ pub fn scan(
     let mut entries = 0u64;
     while let Some(e) = tar.next_entry()? {
         let mut node = e.node(0);
-        if e.kind == Kind::File {
+        let mut held = None;
+        if held_worthy(&e) {
+            let mut b = Vec::with_capacity(e.size as usize);
+            (&mut tar)
+                .read_to_end(&mut b)
+                .with_context(|| format!("{label}: entry '{}': truncated data", e.name))?;
+            let mut r = &b[..];
+            Rootfs::read_content(&mut node, &e.path, &e.name, &mut r, label, &opts)?;
+            held = Some(b);
+        } else if e.kind == Kind::File {
             Rootfs::read_content(&mut node, &e.path, &e.name, &mut tar, label, &opts)?;
         }
-        write_line(&mut z, &Line::Entry(Box::new(Rec::of(&e, &node))))?;
+        let rec = Rec::of(&e, &node, held.as_deref());
+        write_line(&mut z, &Line::Entry(Box::new(rec)))?;
         entries += 1;
     }
     tar.finish()?;
