@@ -353,12 +353,11 @@ fn check(r: Rec) -> Result<(TarEntry, Facts, Option<Vec<u8>>)> {
         xattrs,
         dev: r.d,
     };
-    let held = r
-        .b
-        .as_deref()
-        .map(|b| b64().decode(b))
-        .transpose()
-        .with_context(|| format!("'{}': held bytes are not base64", entry.path))?;
+    let held =
+        r.b.as_deref()
+            .map(|b| b64().decode(b))
+            .transpose()
+            .with_context(|| format!("'{}': held bytes are not base64", entry.path))?;
     if held.is_some() != held_worthy(&entry)
         || held.as_ref().is_some_and(|h| h.len() as u64 != entry.size)
     {
@@ -462,8 +461,7 @@ pub fn scan(
         let mut held = None;
         if held_worthy(&e) {
             let mut b = Vec::with_capacity(e.size as usize);
-            (&mut tar)
-                .read_to_end(&mut b)
+            tar.read_to_end(&mut b)
                 .with_context(|| format!("{label}: entry '{}': truncated data", e.name))?;
             let mut r = &b[..];
             Rootfs::read_content(&mut node, &e.path, &e.name, &mut r, label, &opts)?;

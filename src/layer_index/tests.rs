@@ -202,6 +202,9 @@ fn a_digest_mismatch_gives_no_record() {
     assert!(e.as_deref().is_some_and(|e| e.contains("layer 1")), "{e:?}");
 }
 
+/// A change to a record's text.
+type Edit = dyn Fn(&str) -> String;
+
 /// Lines a tar read could not have given are refused: a path outside model form,
 /// captured bytes the policy does not keep (or missing where it does), bytes that
 /// do not match their digest, a wrong count, a cut-off record.
@@ -226,7 +229,7 @@ fn forged_or_damaged_records_are_refused() {
             .map(|e| format!("{e:#}"))
     };
     assert!(LayerRecord::parse(&sc.blob).is_ok());
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
+    let cases: Vec<(&str, Box<Edit>)> = vec![
         (
             "model form",
             Box::new(|t| t.replace(r#""p":"opt/big""#, r#""p":"opt//big""#)),
