@@ -150,53 +150,55 @@ pub fn index_via_records(
     rc: &RecordCache,
     progress: &Progress,
 ) -> Result<Indexed> {
-    use crate::layer_index::{store, LayerRecord};
+    use crate::layer_index::store;
     let wants = wants(base);
     if let Some(c) = rc.cache {
         let digests: Vec<String> = wants.iter().filter_map(|w| w.digest.clone()).collect();
         store::fetch(rc.from, &digests, c, rc.registry, progress);
     }
-    let mut records: Vec<Option<LayerRecord>> = wants
+    // Compressed blobs only: each record is parsed when its layer is replayed, so one
+    // layer's entries are in memory at a time, besides the model.
+    let mut blobs: Vec<Option<Vec<u8>>> = wants
         .iter()
-        .map(|w| {
-            let (c, d) = (rc.cache?, w.digest.as_deref()?);
-            let r = store::local_get(c, d, progress)?;
-            match &w.diff_id {
-                Some(want) if *want != r.diff_id => {
-                    progress.warn(&format!(
-                        "{}: the cached layer index says diff_id {}, the config {want}; ignored, the layer is read again",
-                        w.label, r.diff_id
-                    ));
-                    None
-                }
-                _ => Some(r),
-            }
-        })
+        .map(|w| store::local_bytes(rc.cache?, w.digest.as_deref()?, progress))
         .collect();
-    let from_cache = records.iter().filter(|r| r.is_some()).count();
-    let missing: Vec<usize> = (0..wants.len()).filter(|i| records[*i].is_none()).collect();
+    let cached: Vec<bool> = blobs.iter().map(Option::is_some).collect();
+    let missing: Vec<usize> = (0..wants.len()).filter(|i| !cached[*i]).collect();
     if !missing.is_empty() {
-        for (i, rec) in read_missing(base, &wants, &missing, max_entries, rc.cache, progress)? {
-            records[i] = Some(rec);
+        for (i, blob) in read_missing(base, &wants, &missing, max_entries, rc.cache, progress)? {
+            blobs[i] = Some(blob);
         }
     }
     let mut fs = Rootfs::new();
-    let mut layers = Vec::with_capacity(records.len());
-    for (i, (w, rec)) in wants.iter().zip(&records).enumerate() {
-        let rec = rec
-            .as_ref()
+    let mut layers = Vec::with_capacity(wants.len());
+    let mut from_cache = 0;
+    for (i, w) in wants.iter().enumerate() {
+        let blob = blobs[i]
+            .take()
             .ok_or_else(|| anyhow::anyhow!("{}: no index", w.label))?;
-        let stats = rec.replay(&mut fs, i, &w.label, max_entries)?;
-        progress.log(&format!(
-            "indexed {}: {} entries, {} whiteouts{}",
-            w.label,
-            stats.entries,
-            stats.whiteouts,
-            if missing.contains(&i) {
-                ""
-            } else {
-                " (layer index cache)"
+        let rec = match (record_for(&blob, w), rc.cache) {
+            (Ok(r), _) => {
+                from_cache += usize::from(cached[i]);
+                r
             }
+            (Err(e), Some(c)) if cached[i] => {
+                store::ignore(c, w.digest.as_deref().unwrap_or(""), &blob, &e, progress);
+                let (_, blob) = read_missing(base, &wants, &[i], max_entries, rc.cache, progress)?
+                    .pop()
+                    .ok_or_else(|| anyhow::anyhow!("{}: no index", w.label))?;
+                record_for(&blob, w).map_err(|e| anyhow::anyhow!("{}: {e}", w.label))?
+            }
+            (Err(e), _) => bail!("{}: the layer index just made: {e}", w.label),
+        };
+        let stats = rec.replay(&mut fs, i, &w.label, max_entries)?;
+        let note = if cached[i] {
+            " (layer index cache)"
+        } else {
+            ""
+        };
+        progress.log(&format!(
+            "indexed {}: {} entries, {} whiteouts{note}",
+            w.label, stats.entries, stats.whiteouts
         ));
         layers.push(IndexedLayer {
             digest: rec.layer.clone(),
@@ -210,6 +212,19 @@ pub fn index_via_records(
         layers,
         from_cache,
     })
+}
+
+/// The record in `blob`, checked against the layer's digest and diff_id when known.
+fn record_for(
+    blob: &[u8],
+    w: &Want,
+) -> std::result::Result<crate::layer_index::LayerRecord, crate::layer_index::store::Unfit> {
+    match &w.digest {
+        Some(d) => crate::layer_index::store::checked(blob, d, w.diff_id.as_deref()),
+        // A tarball learns its digest by the read that made this record.
+        None => crate::layer_index::LayerRecord::parse(blob)
+            .map_err(crate::layer_index::store::Unfit::Invalid),
+    }
 }
 
 /// One layer to read into a record: from its file, or from its download as it
@@ -238,7 +253,7 @@ fn read_missing(
     max_entries: u64,
     cache: Option<&crate::cache::Cache>,
     progress: &Progress,
-) -> Result<Vec<(usize, crate::layer_index::LayerRecord)>> {
+) -> Result<Vec<(usize, Vec<u8>)>> {
     let streamed = base
         .deferred
         .as_ref()
@@ -353,7 +368,7 @@ fn keep_records(
     scanned: Vec<(usize, crate::layer_index::Scanned)>,
     cache: Option<&crate::cache::Cache>,
     progress: &Progress,
-) -> Result<Vec<(usize, crate::layer_index::LayerRecord)>> {
+) -> Result<Vec<(usize, Vec<u8>)>> {
     let mut out = Vec::new();
     for (i, sc) in scanned {
         let label = &wants[i].label;
@@ -374,9 +389,7 @@ fn keep_records(
                 progress.warn(&format!("{label}: cannot cache its layer index: {e:#}"));
             }
         }
-        let rec = crate::layer_index::LayerRecord::parse(&sc.blob)
-            .with_context(|| format!("{label}: the layer index just made"))?;
-        out.push((i, rec));
+        out.push((i, sc.blob));
     }
     Ok(out)
 }

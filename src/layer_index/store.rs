@@ -23,42 +23,85 @@ const KIND: &str = "layer-index";
 pub const KEY_ANNOTATION: &str = "dev.nemoclaw.layer-index.key";
 
 /// The record of `layer` from the local cache, checked; None when absent. A record
-/// that fails a check is removed (so it is rebuilt) and reported as a warning.
+/// that fails a check is reported as a warning (and removed when it is no record).
 pub fn local_get(c: &Cache, layer: &str, p: &Progress) -> Option<LayerRecord> {
+    let blob = local_bytes(c, layer, p)?;
+    match checked(&blob, layer, None) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            ignore(c, layer, &blob, &e, p);
+            None
+        }
+    }
+}
+
+/// The record blob of `layer` from the local cache, its digest verified (a blob that
+/// fails is removed, with a warning); not parsed yet. None when absent.
+pub fn local_bytes(c: &Cache, layer: &str, p: &Progress) -> Option<Vec<u8>> {
     let ptr = c.get_json(KIND, &key(layer))?;
     let digest = ptr.get("digest")?.as_str()?.to_string();
-    let res = (|| -> Result<LayerRecord> {
+    let res = (|| -> Result<Vec<u8>> {
         let path = c
             .verified_blob(&digest)?
             .ok_or_else(|| anyhow!("its blob {digest} is gone"))?;
         let len = std::fs::metadata(&path)?.len();
-        let parsed = if len > MAX_RECORD_BYTES {
-            Err(anyhow!("{len} bytes, more than {MAX_RECORD_BYTES} allowed"))
-        } else {
-            std::fs::read(&path)
-                .map_err(Into::into)
-                .and_then(|b| LayerRecord::parse(&b))
-        };
-        // A blob that is no record goes (so it is rebuilt); a valid record of another
-        // layer stays for that layer, only this pointer is wrong.
-        let rec = parsed.inspect_err(|_| {
+        if len > MAX_RECORD_BYTES {
             let _ = std::fs::remove_file(&path);
-        })?;
-        if rec.layer != layer {
-            bail!("it describes layer {}", rec.layer);
+            bail!("{len} bytes, more than {MAX_RECORD_BYTES} allowed");
         }
-        Ok(rec)
+        Ok(std::fs::read(&path)?)
     })();
-    match res {
-        Ok(r) => Some(r),
-        Err(e) => {
-            p.warn(&format!(
-                "layer index of {} in the local cache: {e:#}; ignored, the layer is read again",
-                short(layer)
-            ));
-            None
+    res.map_err(|e| warn_ignored(layer, &e, p)).ok()
+}
+
+/// Why a record blob cannot serve as the index of `layer` (whose config diff_id is
+/// `diff_id`, when known).
+#[derive(Debug)]
+pub enum Unfit {
+    /// Not a record (or a damaged one).
+    Invalid(anyhow::Error),
+    /// A valid record of another layer, or one the config contradicts.
+    Mismatch(String),
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfit::Invalid(e) => write!(f, "{e:#}"),
+            Unfit::Mismatch(m) => f.write_str(m),
         }
     }
+}
+
+/// Parses a record blob and checks it describes `layer` (and `diff_id`).
+pub fn checked(blob: &[u8], layer: &str, diff_id: Option<&str>) -> Result<LayerRecord, Unfit> {
+    let rec = LayerRecord::parse(blob).map_err(Unfit::Invalid)?;
+    if rec.layer != layer {
+        return Err(Unfit::Mismatch(format!("it describes layer {}", rec.layer)));
+    }
+    if let Some(want) = diff_id.filter(|d| *d != rec.diff_id) {
+        return Err(Unfit::Mismatch(format!(
+            "it says diff_id {}, the config {want}",
+            rec.diff_id
+        )));
+    }
+    Ok(rec)
+}
+
+/// Reports a cached record that cannot serve, and removes its blob when it is no
+/// record at all (a valid record of another layer stays for that layer).
+pub fn ignore(c: &Cache, layer: &str, blob: &[u8], why: &Unfit, p: &Progress) {
+    if let (Unfit::Invalid(_), Ok(path)) = (why, c.blob_path(&sha256_digest(blob))) {
+        let _ = std::fs::remove_file(path);
+    }
+    warn_ignored(layer, why, p);
+}
+
+fn warn_ignored(layer: &str, why: &dyn std::fmt::Display, p: &Progress) {
+    p.warn(&format!(
+        "layer index of {} in the local cache: {why:#}; ignored, the layer is read again",
+        short(layer)
+    ));
 }
 
 /// Stores a record blob for `layer` (content-addressed, then the pointer).
