@@ -13,9 +13,10 @@
 #   BASE_OCI            OCI layout with tag `latest` (default: scripts/mk-base.sh --oci)
 #   BASE_TAR            rootfs tarball (default: scripts/mk-base.sh)
 #   ART                 artifacts dir (default: scripts/mk-artifacts.sh WORK/artifacts)
-#   E2E_CACHE_PORT      registry port; the next four ports must be free too: one plays a
+#   E2E_CACHE_PORT      registry port; the next five ports must be free too: one plays a
 #                       registry that is down, one a proxy that corrupts blobs, one a second
-#                       registry, one a proxy that answers 503 once per path (default 5070)
+#                       registry, one a proxy that answers 503 once per path, one a proxy
+#                       that cuts the first download of each blob (default 5070)
 #   E2E_WORK            work dir (default /tmp/nemoclaw-e2e-cache-<pid>); E2E_KEEP=1 keeps it
 #   E2E_RESULTS         also append the PASS/FAIL lines to this file (for scripts/e2e.sh)
 #   E2E_BUILD_TIMEOUT   seconds per nemoclaw-build run (default 900)
@@ -32,6 +33,7 @@ DOWN="127.0.0.1:$((P0 + 1))" # nothing listens here
 CORRUPT="127.0.0.1:$((P0 + 2))" # proxy to REG that flips one byte of blobs > 64 KiB
 OTHER="127.0.0.1:$((P0 + 3))" # a second registry (output elsewhere than the cache)
 FLAKY="127.0.0.1:$((P0 + 4))" # proxy to REG that answers 503 to the first request of each path
+DROP="127.0.0.1:$((P0 + 5))" # proxy to REG that cuts the first download of each blob > 64 KiB
 EPOCH=1700000000
 W="${E2E_WORK:-/tmp/nemoclaw-e2e-cache-$$}"
 mkdir -p "$W"/{logs,out}
@@ -44,7 +46,7 @@ PIDS=()
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin cache
-plan 72
+plan 75
 jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
 
 
@@ -121,7 +123,7 @@ fi
   fail cache.prereq "no base OCI layout, base tarball or artifacts"
   exit 1
 }
-for p in "$P0" $((P0 + 1)) $((P0 + 2)) $((P0 + 3)) $((P0 + 4)); do
+for p in "$P0" $((P0 + 1)) $((P0 + 2)) $((P0 + 3)) $((P0 + 4)) $((P0 + 5)); do
   if port_busy "$p"; then fail cache.prereq "port $p is in use; set E2E_CACHE_PORT"; exit 1; fi
 done
 note "base $BASE_OCI and $BASE_TAR, artifacts $ART, work $W"
@@ -468,6 +470,27 @@ if nb ciw_flaky -- build --base "$BASE_REF" --output "registry://$REG/ciw-app4:1
 else
   fail cache.ciw_flaky_retries "$(tail_detail "$LOGS/ciw_flaky.err")"
   fail cache.ciw_flaky_index_from_cache "build failed"
+fi
+
+# a base never seen, streamed through a proxy that cuts each blob's first download: the
+# download is retried and the indexer gets each byte once (the record is the one a clean
+# stream made); the pushed image is whole
+python3 "$NEMOCLAW_ROOT/scripts/e2e-proxy.py" "$DROP" "$REG" drop >"$LOGS/drop-proxy.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 50); do port_busy "$((P0 + 5))" && break; sleep 0.1; done
+record_of() { jq -r .digest "$1"/derived/layer-index/*.json 2>/dev/null | sort | tr '\n' ' '; }
+if nb ciw_drop -- build --base "${BASE_REF/$REG/$DROP}" --output "registry://$REG/ciw-app5:1" \
+  --purge-mode whiteout --artifacts "$ART2" --source-date-epoch "$WEPOCH" --cache-dir "$W/ciw6"; then
+  check_grep cache.ciw_drop_retried "broke off after [0-9]+ of [0-9]+ bytes.*retrying" "$LOGS/ciw_drop.err"
+  if timeout 300 skopeo copy --quiet --src-tls-verify=false "docker://$REG/ciw-app5:1" "oci:$W/out/ciw-drop:t" \
+    >"$LOGS/ciw-drop-back.log" 2>&1; then pass cache.ciw_drop_image_complete
+  else fail cache.ciw_drop_image_complete "$(tail_detail "$LOGS/ciw-drop-back.log")"; fi
+  want="$(record_of "$W/ciw1")"
+  check_eq cache.ciw_drop_same_record "${want:-(no record in the cold run)}" "$(record_of "$W/ciw6")"
+else
+  fail cache.ciw_drop_retried "$(tail_detail "$LOGS/ciw_drop.err")"
+  fail cache.ciw_drop_image_complete "build failed"
+  fail cache.ciw_drop_same_record "build failed"
 fi
 
 # a base never seen, streamed through the corrupting proxy (download, verify, inflate and
