@@ -7,6 +7,10 @@
 #   ours cold   build --base registry://LINK/base@D --output registry://LINK/app
 #               --cache-to registry://LINK/cache        (rewrite mode, no local cache)
 #   ours warm   one artifact changed, a fresh cache dir, --cache-from registry://LINK/cache
+#   ours-wo cold     whiteout mode, cold as above (--cache-to registry://LINK/cache-wo)
+#   ours-wo known    whiteout, a base seen before but a build-cache miss (another epoch, one
+#                    artifact changed), a fresh cache dir, --cache-from registry://LINK/cache-wo:
+#                    the layer index cache (issue 17.3) downloads no base layer
 #   peer cold   podman build of testdata/peer/Dockerfile FROM LINK/base (--layers,
 #               --cache-to LINK/peer-cache), podman push LINK/peer
 #   peer warm   one artifact changed, a fresh storage root, --cache-from LINK/peer-cache
@@ -88,6 +92,11 @@ for i in $(seq "$RUNS"); do
   ours ours-cold "$i" --artifacts "$art" --cache-to "registry://$LINK/cache-$i"
   ours ours-warm "$i" --artifacts "$(changed "$i")" --cache-from "registry://$LINK/cache-$i"
   jq -e '.cache_hit' "$W/ours-warm.out" >/dev/null || die "ours warm was no cache hit"
+  ours ours-wo-cold "$i" --purge-mode whiteout --artifacts "$art" --cache-to "registry://$LINK/cache-wo-$i"
+  ours ours-wo-known "$i" --purge-mode whiteout --artifacts "$(changed "$i")" \
+    --source-date-epoch "$((SOURCE_DATE_EPOCH + 1))" --cache-from "registry://$LINK/cache-wo-$i"
+  jq -e '(.cache_hit | not) and .layer_index.from_cache == .layer_index.layers' "$W/ours-wo-known.out" \
+    >/dev/null || die "ours whiteout on a known base did not take its index from the cache"
   peer peer-cold "$i" "$art" --cache-to "$LINK/peer-cache-$i"
   peer peer-warm "$i" "$(changed "$i")" --cache-from "$LINK/peer-cache-$i"
 done
@@ -99,8 +108,9 @@ table="| run | median wall (s) | vs peer | MiB down (median) | MiB up (median) |
 |---|---|---|---|---|"
 for kind in cold warm; do
   pw="$(col "peer-$kind" 1 | median)"
-  for who in ours peer; do
-    n="$who-$kind"; w="$(col "$n" 1 | median)"
+  wo=ours-wo-cold; [[ "$kind" == warm ]] && wo=ours-wo-known
+  for n in "ours-$kind" "$wo" "peer-$kind"; do
+    w="$(col "$n" 1 | median)"
     table+="
 | $n | $w | $(awk -v a="$w" -v b="$pw" 'BEGIN {printf "%.2fx", a/b}') | $(mib "$(col "$n" 2 | median)") | $(mib "$(col "$n" 3 | median)") |"
   done
@@ -113,7 +123,9 @@ if [[ "${WRITE:-0}" == 1 ]]; then
       "$(date -u +%F)" "$RUNS" "$(cut -d' ' -f1-3 /proc/loadavg)"
     printf 'empty runner; bytes are what crossed the simulated link (both directions, all requests).\n'
     printf 'ours: rewrite mode, registry base by digest, push to the registry; warm = one artifact changed,\n'
-    printf '`--cache-from`. peer: `podman build --layers` of testdata/peer/Dockerfile + `podman push`, warm =\n'
+    printf '`--cache-from`. ours-wo: whiteout mode; known = base seen before, build-cache miss (another\n'
+    printf 'epoch), layer index from `--cache-from` (compared with the peer'"'"'s warm run).\n'
+    printf 'peer: `podman build --layers` of testdata/peer/Dockerfile + `podman push`, warm =\n'
     printf 'one artifact changed, `--cache-from` its own cache repository, fresh storage root.\n\n%s\n' "$table"
   } | bench_section ci
 fi

@@ -13,9 +13,10 @@
 #   BASE_OCI            OCI layout with tag `latest` (default: scripts/mk-base.sh --oci)
 #   BASE_TAR            rootfs tarball (default: scripts/mk-base.sh)
 #   ART                 artifacts dir (default: scripts/mk-artifacts.sh WORK/artifacts)
-#   E2E_CACHE_PORT      registry port; the next three ports must be free too: one plays a
+#   E2E_CACHE_PORT      registry port; the next five ports must be free too: one plays a
 #                       registry that is down, one a proxy that corrupts blobs, one a second
-#                       registry (default 5070)
+#                       registry, one a proxy that answers 503 once per path, one a proxy
+#                       that cuts the first download of each blob (default 5070)
 #   E2E_WORK            work dir (default /tmp/nemoclaw-e2e-cache-<pid>); E2E_KEEP=1 keeps it
 #   E2E_RESULTS         also append the PASS/FAIL lines to this file (for scripts/e2e.sh)
 #   E2E_BUILD_TIMEOUT   seconds per nemoclaw-build run (default 900)
@@ -31,6 +32,8 @@ REG="127.0.0.1:$P0"
 DOWN="127.0.0.1:$((P0 + 1))" # nothing listens here
 CORRUPT="127.0.0.1:$((P0 + 2))" # proxy to REG that flips one byte of blobs > 64 KiB
 OTHER="127.0.0.1:$((P0 + 3))" # a second registry (output elsewhere than the cache)
+FLAKY="127.0.0.1:$((P0 + 4))" # proxy to REG that answers 503 to the first request of each path
+DROP="127.0.0.1:$((P0 + 5))" # proxy to REG that cuts the first download of each blob > 64 KiB
 EPOCH=1700000000
 W="${E2E_WORK:-/tmp/nemoclaw-e2e-cache-$$}"
 mkdir -p "$W"/{logs,out}
@@ -43,7 +46,7 @@ PIDS=()
 # shellcheck source=probe.sh
 . "$(dirname "${BASH_SOURCE[0]}")/probe.sh"
 suite_begin cache
-plan 50
+plan 73
 jqf() { jq -r "$1" "$2" 2>/dev/null || true; }
 
 
@@ -120,7 +123,7 @@ fi
   fail cache.prereq "no base OCI layout, base tarball or artifacts"
   exit 1
 }
-for p in "$P0" $((P0 + 1)) $((P0 + 2)) $((P0 + 3)); do
+for p in "$P0" $((P0 + 1)) $((P0 + 2)) $((P0 + 3)) $((P0 + 4)) $((P0 + 5)); do
   if port_busy "$p"; then fail cache.prereq "port $p is in use; set E2E_CACHE_PORT"; exit 1; fi
 done
 note "base $BASE_OCI and $BASE_TAR, artifacts $ART, work $W"
@@ -365,5 +368,135 @@ else
 fi
 check_eq cache.corrupt_stream_no_tag 404 \
   "$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$OTHER/v2/corrupt/manifests/1")"
+
+# ------------------------------------------------------------------ whiteout, known base ---
+# Issue 17.3: whiteout mode caches each base layer's index (file list, dpkg database, ELF
+# flags) keyed by the layer digest, locally and as `index-*` artifacts next to --cache-to.
+# A runner that never saw the base but has --cache-from downloads no base layer: the model
+# comes from the records, the layers are mounted into the output repository at push.
+# The warm run changes the epoch (another build-cache key): a build-cache miss, same base.
+# ciw_layers NAME: base layer digests of the --json summary (actions reused)
+ciw_layers() { jqf '[.layers[] | select(.action == "reused" or .action == "cached (reused)") | .digest] | .[]' "$LOGS/$1.out"; }
+index_tags() { { curl -sS "http://$REG/v2/$1/tags/list" | jq -r '.tags[]? | select(startswith("index-"))' | sort; } 2>/dev/null || true; }
+WEPOCH=$((EPOCH + 1))
+NBASE=0
+if [[ -n "$BASE_REF" ]] && nb ciw_cold -- build --base "$BASE_REF" --output "registry://$REG/ciw-app:1" \
+  --purge-mode whiteout --artifacts "$ART" --source-date-epoch "$EPOCH" --cache-dir "$W/ciw1" \
+  --cache-to "registry://$REG/ciw-cache" --json; then
+  pass cache.ciw_cold_build
+  NBASE="$(ciw_layers ciw_cold | wc -l)"
+  # a base never seen: every layer indexed (streamed), none from the index cache
+  check_eq cache.ciw_cold_streamed_index "$NBASE 0" "$(jqf '"\(.layer_index.layers) \(.layer_index.from_cache)"' "$LOGS/ciw_cold.out")"
+else
+  fail cache.ciw_cold_build "$(tail_detail "$LOGS/ciw_cold.err")"
+  fail cache.ciw_cold_streamed_index "build failed"
+fi
+ITAG="$(index_tags ciw-cache | head -n 1)"
+get_manifest ciw-cache "${ITAG:-none}" >"$W/im.json" 2>/dev/null || true
+IKEY="$(jqf '.annotations["dev.nemoclaw.layer-index.key"]' "$W/im.json")"
+check_eq cache.ciw_index_tag_from_key "$ITAG" "index-$(printf '%s' "$IKEY" | sha256sum | cut -c1-32)"
+check_eq cache.ciw_index_manifest_shape \
+  "application/vnd.nemoclaw.layer-index.v1+zstd application/vnd.oci.empty.v1+json application/vnd.nemoclaw.layer-index.v1+zstd 1 $NBASE" \
+  "$(jqf '"\(.artifactType) \(.config.mediaType) \(.layers[0].mediaType) \(.layers | length)"' "$W/im.json") $(index_tags ciw-cache | wc -l)"
+# the uncached reference: same inputs, no cache at all
+nb ciw_ref -- build --base "$BASE_REF" --output "oci:$W/out/ciw-ref:t" --purge-mode whiteout \
+  --artifacts "$ART2" --source-date-epoch "$WEPOCH" --no-cache --json || true
+if nb ciw_warm -- build --base "$BASE_REF" --output "registry://$REG/ciw-app2:1" --purge-mode whiteout \
+  --artifacts "$ART2" --source-date-epoch "$WEPOCH" --cache-dir "$W/ciw2" \
+  --cache-from "registry://$REG/ciw-cache" --json; then
+  check_eq cache.ciw_warm_build_cache_miss "false" "$(jqf .cache_hit "$LOGS/ciw_warm.out")"
+  check_eq cache.ciw_warm_index_from_cache "$NBASE $NBASE" "$(jqf '"\(.layer_index.layers) \(.layer_index.from_cache)"' "$LOGS/ciw_warm.out")"
+  kept=0
+  for d in $(ciw_layers ciw_warm); do
+    [[ -e "$W/ciw2/blobs/sha256/${d#sha256:}" ]] && kept=$((kept + 1))
+  done
+  check_eq cache.ciw_warm_no_base_layer_downloaded 0 "$kept"
+  # the base config and one index record per layer: the only blobs fetched
+  check_eq cache.ciw_warm_downloads_config_and_index "$((1 + NBASE))" "$(tally ciw_warm "$REG" downloaded_blobs)"
+  check_eq cache.ciw_warm_base_layers_mounted_or_skipped "$NBASE" \
+    "$(( $(tally ciw_warm "$REG" mounted_blobs) + $(tally ciw_warm "$REG" skipped_blobs) ))"
+  check_eq cache.ciw_warm_same_digest_as_uncached "$(jqf .digest "$LOGS/ciw_ref.out")" "$(jqf .digest "$LOGS/ciw_warm.out")"
+  note "whiteout CI flow (measured): cold downloaded $(tally ciw_cold "$REG" downloaded_bytes) bytes, warm (known base, build-cache miss) $(tally ciw_warm "$REG" downloaded_bytes) bytes; $(ms ciw_cold) ms vs $(ms ciw_warm) ms"
+else
+  fail cache.ciw_warm_build_cache_miss "$(tail_detail "$LOGS/ciw_warm.err")"
+  for n in index_from_cache no_base_layer_downloaded downloads_config_and_index base_layers_mounted_or_skipped same_digest_as_uncached; do
+    fail "cache.ciw_warm_$n" "build failed"
+  done
+fi
+if timeout 300 skopeo copy --quiet --src-tls-verify=false "docker://$REG/ciw-app2:1" "oci:$W/out/ciw-back:t" \
+  >"$LOGS/ciw-back.log" 2>&1; then pass cache.ciw_warm_image_complete
+else fail cache.ciw_warm_image_complete "$(tail_detail "$LOGS/ciw-back.log")"; fi
+
+# index records read through the corrupting proxy: those it breaks (> 64 KiB) are a warning
+# naming the digest mismatch, their layers are read instead; same image, nothing bad kept
+if nb ciw_corrupt -- build --base "$BASE_REF" --output "registry://$REG/ciw-app3:1" --purge-mode whiteout \
+  --artifacts "$ART2" --source-date-epoch "$WEPOCH" --cache-dir "$W/ciw3" \
+  --cache-from "registry://$CORRUPT/ciw-cache" --json; then
+  pass cache.ciw_corrupt_index_build_succeeds
+  big="$(for t in $(index_tags ciw-cache); do get_manifest ciw-cache "$t" | jq -r '.layers[0].size'; done | awk '$1 > 65536' | wc -l)"
+  check_eq cache.ciw_corrupt_index_warns "$big" \
+    "$(grep -c "^warning: cache-from registry://$CORRUPT/ciw-cache: layer index of sha256:[0-9a-f]*: .*digest mismatch.*the layer is read instead" "$LOGS/ciw_corrupt.err")"
+  check_eq cache.ciw_corrupt_index_same_digest "$(jqf .digest "$LOGS/ciw_warm.out")" "$(jqf .digest "$LOGS/ciw_corrupt.out")"
+else
+  fail cache.ciw_corrupt_index_build_succeeds "$(tail_detail "$LOGS/ciw_corrupt.err")"
+  fail cache.ciw_corrupt_index_warns "build failed"
+  fail cache.ciw_corrupt_index_same_digest "build failed"
+fi
+bad_blobs=""
+for f in "$W/ciw3"/blobs/sha256/*; do
+  [[ -f "$f" ]] || continue
+  [[ "$(sha256sum <"$f" | cut -d' ' -f1)" == "$(basename "$f")" ]] || bad_blobs+="$(basename "$f") "
+done
+check_eq cache.ciw_corrupt_index_not_cached "" "$bad_blobs"
+
+# through a proxy that answers 503 to the first request of each path: retried, then served
+python3 "$NEMOCLAW_ROOT/scripts/e2e-proxy.py" "$FLAKY" "$REG" flaky >"$LOGS/flaky-proxy.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 50); do port_busy "$((P0 + 4))" && break; sleep 0.1; done
+if nb ciw_flaky -- build --base "$BASE_REF" --output "registry://$REG/ciw-app4:1" --purge-mode whiteout \
+  --artifacts "$ART2" --source-date-epoch "$WEPOCH" --cache-dir "$W/ciw4" \
+  --cache-from "registry://$FLAKY/ciw-cache"; then
+  check_grep cache.ciw_flaky_retries "^$FLAKY: HTTP 503.*retrying" "$LOGS/ciw_flaky.err"
+  check_eq cache.ciw_flaky_index_from_cache "$NBASE $(jqf .digest "$LOGS/ciw_warm.out")" \
+    "$(grep -c '^indexed layer .*(layer index cache)$' "$LOGS/ciw_flaky.err") $(tail -n 1 "$LOGS/ciw_flaky.out")"
+else
+  fail cache.ciw_flaky_retries "$(tail_detail "$LOGS/ciw_flaky.err")"
+  fail cache.ciw_flaky_index_from_cache "build failed"
+fi
+
+# a base never seen, streamed through a proxy that cuts each blob's first download: the
+# download is retried and the indexer gets each byte once (the record is the one a clean
+# stream made); the pushed image is whole
+python3 "$NEMOCLAW_ROOT/scripts/e2e-proxy.py" "$DROP" "$REG" drop >"$LOGS/drop-proxy.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 50); do port_busy "$((P0 + 5))" && break; sleep 0.1; done
+record_of() { jq -r .digest "$1"/derived/layer-index/*.json 2>/dev/null | sort | tr '\n' ' '; }
+if nb ciw_drop -- build --base "${BASE_REF/$REG/$DROP}" --output "registry://$REG/ciw-app5:1" \
+  --purge-mode whiteout --artifacts "$ART2" --source-date-epoch "$WEPOCH" --cache-dir "$W/ciw6"; then
+  check_grep cache.ciw_drop_retried "broke off after [0-9]+ of [0-9]+ bytes.*retrying" "$LOGS/ciw_drop.err"
+  if timeout 300 skopeo copy --quiet --src-tls-verify=false "docker://$REG/ciw-app5:1" "oci:$W/out/ciw-drop:t" \
+    >"$LOGS/ciw-drop-back.log" 2>&1; then pass cache.ciw_drop_image_complete
+  else fail cache.ciw_drop_image_complete "$(tail_detail "$LOGS/ciw-drop-back.log")"; fi
+  want="$(record_of "$W/ciw1")"
+  check_eq cache.ciw_drop_same_record "${want:-(no record in the cold run)}" "$(record_of "$W/ciw6")"
+else
+  fail cache.ciw_drop_retried "$(tail_detail "$LOGS/ciw_drop.err")"
+  fail cache.ciw_drop_image_complete "build failed"
+  fail cache.ciw_drop_same_record "build failed"
+fi
+
+# a base never seen, streamed through the corrupting proxy (download, verify, inflate and
+# index in one pass): the build fails naming the blob; no output tag, nothing cached
+CBASE="${BASE_REF/$REG/$CORRUPT}"
+if nb ciw_stream_corrupt -- build --base "$CBASE" --output "registry://$OTHER/ciw-bad:1" --purge-mode whiteout \
+  --artifacts "$ART2" --source-date-epoch "$WEPOCH" --cache-dir "$W/ciw5"; then
+  fail cache.ciw_stream_corrupt_fails "the build succeeded"
+else
+  check_grep cache.ciw_stream_corrupt_fails "digest mismatch for blob sha256:[0-9a-f]{64}" "$LOGS/ciw_stream_corrupt.err"
+fi
+check_eq cache.ciw_stream_corrupt_no_tag 404 \
+  "$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$OTHER/v2/ciw-bad/manifests/1")"
+check_eq cache.ciw_stream_corrupt_nothing_cached "0 0" \
+  "$(find "$W/ciw5/derived" -path '*layer-index*' -type f 2>/dev/null | wc -l) $(for d in $(ciw_layers ciw_cold); do [[ -e "$W/ciw5/blobs/sha256/${d#sha256:}" ]] && echo x; done | wc -l)"
 
 suite_end

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # Tiny HTTP reverse proxy for the e2e suites (registry, cache).
-# Usage: e2e-proxy.py LISTEN_HOST:PORT UPSTREAM_HOST:PORT corrupt|flaky
+# Usage: e2e-proxy.py LISTEN_HOST:PORT UPSTREAM_HOST:PORT corrupt|flaky|drop
 # mode corrupt: flip one byte (same size) in GET blob
 # responses larger than 64 KiB. mode flaky: answer 503 to the first request of each path.
+# mode drop: cut the connection after 40000 bytes of the first GET of each blob > 64 KiB.
 import http.client, http.server, sys, threading
 listen, upstream, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 seen, lock = set(), threading.Lock()
@@ -38,11 +39,22 @@ class H(http.server.BaseHTTPRequestHandler):
             return
         flip = (mode == "corrupt" and self.command == "GET" and "/blobs/sha256:" in self.path
                 and r.status == 200 and int(length or 0) > 65536)
+        drop = False
+        if mode == "drop" and self.command == "GET" and "/blobs/sha256:" in self.path \
+                and r.status == 200 and int(length or 0) > 65536:
+            with lock:
+                drop = ("drop", self.path) not in seen
+                seen.add(("drop", self.path))
         off = 0
         while True:
             chunk = r.read(1 << 16)
             if not chunk:
                 break
+            if drop and off + len(chunk) > 40000:
+                self.wfile.write(chunk[:40000 - off]); self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             if flip and off <= 40000 < off + len(chunk):
                 b = bytearray(chunk); b[40000 - off] ^= 0xFF; chunk = bytes(b)
             off += len(chunk)

@@ -35,6 +35,7 @@ pub mod image;
 pub mod imageref;
 pub mod index;
 pub mod layer;
+pub mod layer_index;
 #[cfg(test)]
 mod multiarch_tests;
 pub mod oci;

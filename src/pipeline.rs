@@ -47,13 +47,28 @@ pub struct BuildSummary {
     pub warnings: Vec<String>,
     /// The same warnings with their stable codes (`{"code": "mutable-tag", "message": …}`).
     pub warning_details: Vec<crate::progress::Warning>,
+    /// Whiteout mode's base index: how many layers, how many from the layer index
+    /// cache (nothing of them read). None when no index pass ran (a cache hit, rewrite).
+    pub layer_index: Option<LayerIndexUse>,
+}
+
+/// See [`BuildSummary::layer_index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LayerIndexUse {
+    pub layers: usize,
+    pub from_cache: usize,
 }
 
 pub use crate::index::{index_base, index_base_spilling};
 
 /// Loads the bytes of modified nodes whose content still lives in a base layer
 /// (one pass per layer that has any), so the new layer can carry them.
-fn materialize(fs: &mut Rootfs, base: &BaseImage, progress: &Progress) -> Result<()> {
+fn materialize(
+    fs: &mut Rootfs,
+    base: &mut BaseImage,
+    indexed: Option<&crate::index::Indexed>,
+    progress: &Progress,
+) -> Result<()> {
     // Hardlinks into the new layer whose target is not in it become copies.
     let links: Vec<(String, String)> = fs
         .nodes
@@ -81,6 +96,19 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage, progress: &Progress) -> Result
             wanted.entry(*l).or_default().insert(k.to_string());
         }
     }
+    // The layer index holds the bytes of the files a build commonly rewrites.
+    if let Some(ix) = indexed {
+        take_held(fs, &mut wanted, ix);
+    }
+    if let Some((l, k)) = wanted.iter().next().filter(|_| base.deferred.is_some()) {
+        // The layer index holds no such content: fetch the layers, never guess.
+        progress.log(&format!(
+            "fetching the base layers: /{} needs its content from layer {}",
+            k.first().map(String::as_str).unwrap_or(""),
+            l + 1
+        ));
+        base.ensure_layers()?;
+    }
     for (l, keys) in wanted {
         let layer = &base.layers[l];
         let task = progress.bytes(
@@ -105,6 +133,27 @@ fn materialize(fs: &mut Rootfs, base: &BaseImage, progress: &Progress) -> Result
         }
     }
     Ok(())
+}
+
+/// Fills wanted contents from what the layer records hold; what they lack stays wanted.
+fn take_held(
+    fs: &mut Rootfs,
+    wanted: &mut BTreeMap<usize, BTreeSet<String>>,
+    ix: &crate::index::Indexed,
+) {
+    for (l, keys) in wanted.iter_mut() {
+        let Some(held) = ix.layers.get(*l).map(|x| &x.held) else {
+            continue;
+        };
+        keys.retain(|k| match (held.get(k), fs.nodes.get_mut(k.as_str())) {
+            (Some(b), Some(n)) if b.len() as u64 == n.size => {
+                n.content = Content::Bytes(b.clone());
+                false
+            }
+            _ => true,
+        });
+    }
+    wanted.retain(|_, keys| !keys.is_empty());
 }
 
 /// What a dropped hardlink target leaves for the links that stay: its bytes, or
@@ -331,15 +380,9 @@ fn prepare(
     opts: &BuildOptions,
     base: &mut BaseImage,
     staging: &Staging,
-) -> Result<(Prepared, Rootfs)> {
-    base.ensure_layers()?;
+) -> Result<(Prepared, Rootfs, Option<LayerIndexUse>)> {
     let spill = spill_dir(opts, staging)?;
-    let mut fs = index_base_spilling(
-        base,
-        &IndexOptions::default(),
-        &opts.progress,
-        spill.as_ref().map(|d| d.path()),
-    )?;
+    let (mut fs, indexed) = index_for_mode(opts, base, spill.as_ref())?;
     crate::steps::arch::check_rootfs_arch(&fs, opts.arch, &base.name)?;
     let step_opts = StepOptions {
         artifacts: opts.artifacts.clone(),
@@ -349,8 +392,18 @@ fn prepare(
     };
     let rep: StepsReport = steps::apply_all(&mut fs, &opts.recipe, &step_opts)?;
     log_purge(&opts.progress, &rep);
-    materialize(&mut fs, base, &opts.progress)?;
-    let mut layers = write_base_layers(opts, base, &fs, staging)?;
+    materialize(&mut fs, base, indexed.as_ref(), &opts.progress)?;
+    let used = indexed.as_ref().map(|ix| LayerIndexUse {
+        layers: ix.layers.len(),
+        from_cache: ix.from_cache,
+    });
+    let mut layers = match indexed.filter(|ix| can_leave_remote(opts, base, ix)) {
+        Some(ix) => remote_base_layers(opts, base, &ix, staging)?,
+        None => {
+            base.ensure_layers()?;
+            write_base_layers(opts, base, &fs, staging)?
+        }
+    };
     let whiteouts = opts.purge_mode == PurgeMode::Whiteout;
     let settings = (&opts.compression, opts.epoch);
     let task = (&opts.progress, "writing the recipe layer");
@@ -367,7 +420,85 @@ fn prepare(
     }
     drop(spill);
     let ancestors = artifact_ancestors(&fs, &opts.recipe, opts.epoch)?;
-    Ok((prepared(layers, &rep, &fs, ancestors), fs))
+    Ok((prepared(layers, &rep, &fs, ancestors), fs, used))
+}
+
+/// The model of the base. Whiteout mode goes through per-layer index records (a base
+/// seen before is not read at all); rewrite mode reads every layer, keeping the
+/// purged ones uncompressed in `spill` for the rewrite that follows.
+fn index_for_mode(
+    opts: &BuildOptions,
+    base: &mut BaseImage,
+    spill: Option<&ScratchDir>,
+) -> Result<(Rootfs, Option<crate::index::Indexed>)> {
+    let max = IndexOptions::default().max_entries;
+    if opts.purge_mode == PurgeMode::Whiteout {
+        let rc = crate::index::RecordCache {
+            cache: opts.cache.as_ref(),
+            from: &opts.remote_cache.from,
+            registry: &opts.open.registry,
+        };
+        let mut ix = crate::index::index_via_records(base, max, &rc, &opts.progress)?;
+        let fs = std::mem::take(&mut ix.fs);
+        return Ok((fs, Some(ix)));
+    }
+    base.ensure_layers()?;
+    let fs = index_base_spilling(
+        base,
+        &IndexOptions::default(),
+        &opts.progress,
+        spill.map(|d| d.path()),
+    )?;
+    Ok((fs, None))
+}
+
+/// Whether the base layers can stay in their registry (never fetched): a registry
+/// output that reads none of their bytes, and none needs recompressing.
+fn can_leave_remote(opts: &BuildOptions, base: &BaseImage, ix: &crate::index::Indexed) -> bool {
+    base.deferred
+        .as_ref()
+        .is_some_and(|d| d.location.is_some() && d.descriptors.len() == ix.layers.len())
+        && opts.may_leave_layers_remote()
+        && (opts.compression.algorithm == crate::compress::Algorithm::None
+            || ix.layers.iter().all(|l| l.compression != Compression::None))
+}
+
+/// The base layers of a whiteout build whose bytes were never fetched: described
+/// from their records, pushed later by mount, skip or registry-to-registry stream.
+fn remote_base_layers(
+    opts: &BuildOptions,
+    base: &BaseImage,
+    ix: &crate::index::Indexed,
+    staging: &Staging,
+) -> Result<Vec<LayerSummary>> {
+    let d = base
+        .deferred
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{}: layers already fetched", base.name))?;
+    let location = d.location.clone().unwrap_or_default();
+    let mut layers = Vec::new();
+    for (i, (desc, l)) in d.descriptors.iter().zip(&ix.layers).enumerate() {
+        staging.remote.add(
+            &desc.digest,
+            crate::registry::RemoteBlob {
+                location: location.clone(),
+                size: desc.size,
+            },
+        );
+        layers.push(LayerSummary {
+            digest: Digest::parse(&desc.digest)?,
+            diff_id: Digest::parse(&l.diff_id)?,
+            size: desc.size,
+            media_type: layer_media_type(l.compression),
+            action: "reused".into(),
+        });
+        opts.progress.log(&format!(
+            "layer {} ({}) stays in registry://{location}: never downloaded",
+            i + 1,
+            crate::registry::short(&desc.digest)
+        ));
+    }
+    Ok(layers)
 }
 
 /// Rewrite mode reads purged layers twice: keep them uncompressed after the first
@@ -599,6 +730,7 @@ fn build_inner(mut opts: BuildOptions) -> Result<BuildSummary> {
 
 /// One platform's image, staged (blobs, config, manifest) but not published.
 pub(crate) struct ImageBuilt {
+    layer_index: Option<LayerIndexUse>,
     prep: Prepared,
     layers: Vec<LayerSummary>,
     done: Assembled,
@@ -645,6 +777,7 @@ impl ImageBuilt {
             transfer: opts.open.registry.transfers.snapshot(),
             warnings: opts.progress.warning_messages(),
             warning_details: opts.progress.warnings(),
+            layer_index: self.layer_index,
         }
     }
 }
@@ -668,11 +801,13 @@ pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<
     ));
     let builder = open_builder(opts, &base)?;
     let mut identity = BaseIdentity::resolve(opts, &base);
+    let mut layer_index = None;
     let (prep, full_fs, cache_source) =
         match crate::build_cache::lookup(opts, staging, &mut identity)? {
             CacheLookup::Hit { prepared, source } => (*prepared, None, source),
             CacheLookup::Miss => {
-                let (prep, fs) = prepare(opts, &mut base, staging)?;
+                let (prep, fs, used) = prepare(opts, &mut base, staging)?;
+                layer_index = used;
                 (prep, Some(fs), CacheSource::None)
             }
         };
@@ -685,8 +820,13 @@ pub(crate) fn build_image(opts: &mut BuildOptions, staging: &Staging) -> Result<
     }
     if let Some(to) = &opts.remote_cache.to {
         crate::build_cache::registry_push(opts, to, &prep, staging, &base, &identity);
+        if let Some(c) = &opts.cache {
+            let digests = crate::index::layer_digests(&base);
+            crate::layer_index::store::push(to, &digests, c, &opts.open.registry, &opts.progress);
+        }
     }
     Ok(ImageBuilt {
+        layer_index,
         prep,
         layers,
         done,
@@ -1040,6 +1180,63 @@ impl ImageBuilt {
 mod tests {
     use super::*;
     use crate::rootfs::Node;
+
+    /// The fallback of the layer index: a step that changes a file whose content the
+    /// records do not hold makes the build fetch the layers and carry the real bytes;
+    /// changing captured files, or the setid files the records hold, fetches nothing.
+    #[test]
+    fn content_the_index_lacks_is_fetched_never_guessed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let t = tempfile::tempdir().unwrap();
+        let c = crate::cache::Cache::open(Some(&t.path().join("cache"))).unwrap();
+        let tool = b"\x7fELF-setuid-tool".to_vec();
+        let plain = b"\x7fELF-plain-not-held".to_vec();
+        let l0 = crate::testutil::TarBuilder::new()
+            .file("etc/passwd", b"root:x:0:0::/:/bin/sh\n", 0o644)
+            .file_owned("usr/bin/tool", &tool, 0o4755, 0, 0)
+            .file("usr/bin/plain", &plain, 0o755)
+            .build();
+        let dir = t.path().join("base");
+        crate::testutil::LayoutBuilder::new().layer(&l0).write(&dir);
+        let r = format!("oci:{}:latest", dir.display());
+        let ro = Default::default();
+        let rc = crate::index::RecordCache {
+            cache: Some(&c),
+            from: &[],
+            registry: &ro,
+        };
+        let p = Progress::silent();
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
+        let mut warm = crate::layer_index::tests::deferred(&r, n.clone());
+        crate::index::index_via_records(&mut warm, 1000, &rc, &p).unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 1, "unseen: fetched to index");
+        for (edit, bytes, fetched) in [
+            ("etc/passwd", None, 0),
+            ("usr/bin/tool", Some(&tool), 0),
+            ("usr/bin/plain", Some(&plain), 1),
+        ] {
+            let n = std::sync::Arc::new(AtomicUsize::new(0));
+            let mut base = crate::layer_index::tests::deferred(&r, n.clone());
+            let mut ix = crate::index::index_via_records(&mut base, 1000, &rc, &p).unwrap();
+            let mut fs = std::mem::take(&mut ix.fs);
+            assert_eq!(n.load(Ordering::SeqCst), 0, "seen: nothing fetched");
+            if edit == "etc/passwd" {
+                fs.write(edit, b"root:x:0:0::/root:/bin/sh\n".to_vec())
+                    .unwrap();
+            } else {
+                let node = fs.get_mut(edit).unwrap();
+                node.mode = 0o755;
+                node.modified = true;
+            }
+            materialize(&mut fs, &mut base, Some(&ix), &p).unwrap();
+            assert_eq!(n.load(Ordering::SeqCst), fetched, "{edit}");
+            match (&fs.get(edit).unwrap().content, bytes) {
+                (Content::Bytes(b), Some(want)) => assert_eq!(**b, **want, "{edit}"),
+                (Content::Bytes(_), None) => {}
+                (other, _) => panic!("{edit}: {other:?}"),
+            }
+        }
+    }
 
     /// The recipe layer's plan: modified nodes with their parents, and one whiteout
     /// per removed path that no removed parent's whiteout covers.

@@ -41,6 +41,9 @@ pub enum WarningCode {
     CacheTo,
     /// The local cache could not be used; the build went on without it.
     LocalCache,
+    /// A layer index record was unusable (corrupt, foreign, unreadable) or could not
+    /// be stored; the layer is read instead.
+    LayerIndex,
 }
 
 impl WarningCode {
@@ -55,6 +58,7 @@ impl WarningCode {
             WarningCode::CacheFrom => "cache-from",
             WarningCode::CacheTo => "cache-to",
             WarningCode::LocalCache => "local-cache",
+            WarningCode::LayerIndex => "layer-index",
         }
     }
 }

@@ -24,7 +24,9 @@ pub use remote_blob::{RemoteBlob, RemoteBlobs};
 use crate::cache::Cache;
 use crate::digest::{digest_hex, sha256_digest};
 use crate::image::spec::{self, check_layer_count, select_platform};
-use crate::image::{BaseImage, BlobLocation, DeferredLayers, LayerBlob};
+use crate::image::{
+    BaseImage, BlobLocation, DeferredLayers, LayerBlob, LayerDescriptor, Tee, Tees,
+};
 use crate::oci::media_type::{MT_DOCKER_LIST, MT_DOCKER_MANIFEST, MT_OCI_INDEX, MT_OCI_MANIFEST};
 use crate::progress::{Progress, Task, Warning, WarningCode};
 use anyhow::{anyhow, bail, Context, Result};
@@ -351,6 +353,7 @@ impl Session {
         b: &Want<'_>,
         tmp: &mut tempfile::NamedTempFile,
         task: &Task,
+        tee: Option<&mut Tee>,
     ) -> Result<(), DlError> {
         let (digest, size, label) = (b.digest, b.size, b.label);
         let blob_what = format!("{label}, blob {digest}");
@@ -370,7 +373,7 @@ impl Session {
         tmp.as_file_mut().set_len(0).ok();
         let mut w = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
         task.restart();
-        let (n, h) = self.receive(&mut stream, b, &mut w, task).await?;
+        let (n, h) = self.receive(&mut stream, b, &mut w, (task, tee)).await?;
         w.flush()
             .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
         drop(w);
@@ -388,13 +391,14 @@ impl Session {
     }
 
     /// Copies the blob stream into `w`, hashing and counting; never more than the
-    /// descriptor's size. Returns the byte count and the hash so far.
+    /// descriptor's size, passing new bytes on to `tee` (the streamed index pass).
+    /// Returns the byte count and the hash so far.
     async fn receive(
         &self,
         stream: &mut oci_client::client::SizedStream,
         b: &Want<'_>,
         w: &mut impl Write,
-        task: &Task,
+        (task, mut tee): (&Task, Option<&mut Tee>),
     ) -> Result<(u64, Sha256), DlError> {
         let (digest, size, label) = (b.digest, b.size, b.label);
         let mut h = Sha256::new();
@@ -416,6 +420,9 @@ impl Session {
             w.write_all(&chunk)
                 .map_err(|e| DlError::Fatal(anyhow!("cannot write to the cache: {e}")))?;
             task.advance(chunk.len() as u64);
+            if let Some(t) = tee.as_deref_mut() {
+                t.offer(n - chunk.len() as u64, &chunk).await;
+            }
         }
         Ok((n, h))
     }
@@ -451,8 +458,24 @@ impl Session {
         size: u64,
         label: &str,
     ) -> Result<PathBuf> {
+        self.fetch_blob_tee(cache, digest, size, label, None).await
+    }
+
+    /// Like `fetch_blob`, also passing the bytes on to `tee` as they arrive (from the
+    /// cached file when the cache has the blob).
+    pub(crate) async fn fetch_blob_tee(
+        &self,
+        cache: &Cache,
+        digest: &str,
+        size: u64,
+        label: &str,
+        mut tee: Option<Tee>,
+    ) -> Result<PathBuf> {
         digest_hex(digest).with_context(|| format!("{label} in the manifest"))?;
         if let Some(p) = cache.blob(digest) {
+            if let Some(t) = tee.as_mut() {
+                feed_file(&p, t).await?;
+            }
             let len = std::fs::metadata(&p)?.len();
             if len != size {
                 bail!(
@@ -470,7 +493,7 @@ impl Session {
             label,
         };
         let task = self.out.bytes(&format!("pulling {label}"), size);
-        let p = self.download(cache, &want, &task).await?;
+        let p = self.download(cache, &want, &task, tee.as_mut()).await?;
         self.tally(|t| t.downloaded_blobs += 1);
         // Remember where it came from, so a later push to this registry can mount it.
         let _ = cache.put_json(
@@ -487,12 +510,21 @@ impl Session {
     }
 
     /// Downloads `b` into the cache, retrying transient failures.
-    async fn download(&self, cache: &Cache, b: &Want<'_>, task: &Task) -> Result<PathBuf> {
+    async fn download(
+        &self,
+        cache: &Cache,
+        b: &Want<'_>,
+        task: &Task,
+        mut tee: Option<&mut Tee>,
+    ) -> Result<PathBuf> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut tmp = cache.tmp_file()?;
-            match self.download_once(b, &mut tmp, task).await {
+            match self
+                .download_once(b, &mut tmp, task, tee.as_deref_mut())
+                .await
+            {
                 Ok(()) => return cache.insert_blob(tmp, b.digest),
                 Err(DlError::Transient(kind, _)) if attempt < ATTEMPTS => {
                     self.out.log(&format!(
@@ -517,6 +549,23 @@ struct Want<'a> {
     digest: &'a str,
     size: u64,
     label: &'a str,
+}
+
+/// A cached blob passed on to a tee, in pieces.
+async fn feed_file(p: &Path, t: &mut Tee) -> Result<()> {
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut off = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", p.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        t.offer(off, &buf[..n]).await;
+        off += n as u64;
+    }
 }
 
 fn mismatch(want: &str, got: &str, label: &str, r: &RegRef) -> anyhow::Error {
@@ -616,9 +665,12 @@ async fn pull_async(
     let manifest = spec::parse_manifest(&picked.bytes, &what, &picked.media_type)?;
     let (config, descs) = s.config_and_layers(&cache, &manifest).await?;
     let (layers, deferred) = if lazy_layers {
-        (Vec::new(), Some(deferred_layers(reference, ro, descs)))
+        (
+            Vec::new(),
+            Some(deferred_layers(reference, s.r.name(), ro, descs)),
+        )
     } else {
-        (fetch_layers(&s, &cache, descs).await?, None)
+        (fetch_layers(&s, &cache, descs, Vec::new()).await?, None)
     };
     Ok(BaseImage {
         name: format!("registry://{reference}"),
@@ -720,18 +772,34 @@ impl Session {
 
 /// The layers of a lazy pull: fetched when the build needs their bytes (a cache hit
 /// never does), in a session of their own.
-fn deferred_layers(reference: &str, ro: &RegistryOptions, descs: Vec<LayerDesc>) -> DeferredLayers {
+fn deferred_layers(
+    reference: &str,
+    location: String,
+    ro: &RegistryOptions,
+    descs: Vec<LayerDesc>,
+) -> DeferredLayers {
     let (reference, ro) = (reference.to_string(), ro.clone());
     let count = descs.len();
-    let fetch = move || -> Result<Vec<LayerBlob>> {
+    let descriptors = descs
+        .iter()
+        .map(|d| LayerDescriptor {
+            digest: d.digest.clone(),
+            size: d.size,
+            media_type: d.media_type.clone(),
+            diff_id: d.diff_id.clone(),
+        })
+        .collect();
+    let fetch = move |tees: Tees| -> Result<Vec<LayerBlob>> {
         runtime()?.block_on(async {
             let s = Session::open(&reference, &ro).await?;
             let cache = Cache::open(ro.cache_dir.as_deref())?;
-            fetch_layers(&s, &cache, descs).await
+            fetch_layers(&s, &cache, descs, tees).await
         })
     };
     DeferredLayers {
         count,
+        descriptors,
+        location: Some(location),
         fetch: Box::new(fetch),
     }
 }
@@ -746,11 +814,21 @@ struct LayerDesc {
 }
 
 /// Downloads (or finds cached) and verifies every layer, a few at a time.
-async fn fetch_layers(s: &Session, cache: &Cache, descs: Vec<LayerDesc>) -> Result<Vec<LayerBlob>> {
-    let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter())
-        .map(|d| {
+/// With `tees`, layer `i` is also passed on to `tees[i]` as it arrives.
+async fn fetch_layers(
+    s: &Session,
+    cache: &Cache,
+    descs: Vec<LayerDesc>,
+    mut tees: Tees,
+) -> Result<Vec<LayerBlob>> {
+    tees.resize_with(descs.len(), || None);
+    let paths: Vec<PathBuf> = futures_util::stream::iter(descs.iter().zip(tees))
+        .map(|(d, tee)| {
             let label = format!("layer {} ({})", d.index + 1, short(&d.digest));
-            async move { s.fetch_blob(cache, &d.digest, d.size, &label).await }
+            async move {
+                s.fetch_blob_tee(cache, &d.digest, d.size, &label, tee)
+                    .await
+            }
         })
         .buffered(CONCURRENCY)
         .try_collect()

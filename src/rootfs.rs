@@ -529,11 +529,11 @@ impl Rootfs {
     /// Like [`Rootfs::apply_layer`], from a reader set up by the caller (spill file).
     /// The entries come from [`TarReader`], which refuses what readers disagree on;
     /// this adds the rules that need the model: whiteouts, parents, hardlinks.
-    pub fn apply_tar<R: Read>(
+    pub fn apply_tar(
         &mut self,
         layer: usize,
         label: &str,
-        mut tar: TarReader<R>,
+        mut tar: impl EntrySource,
         opts: &IndexOptions,
     ) -> Result<LayerStats> {
         let mut stats = LayerStats::default();
@@ -563,7 +563,7 @@ impl Rootfs {
                 .map_err(&fail)?;
             let mut node = self.entry_node(layer, &key, &e, &mut seen).map_err(&fail)?;
             if e.kind == Kind::File {
-                self.read_content(&mut node, &key, &e.name, &mut tar, label, opts)?;
+                tar.file_content(&mut node, &key, &e.name, label, opts)?;
                 stats.bytes += node.size;
             }
             // A non-directory replaces a directory together with its lower children.
@@ -575,7 +575,7 @@ impl Rootfs {
             self.nodes.insert(key.into(), Box::new(node));
         }
         // Drain to EOF so compressed-stream trailers and blob digests get verified.
-        tar.finish()?;
+        tar.finish_entries()?;
         self.layers = self.layers.max(layer + 1);
         Ok(stats)
     }
@@ -711,8 +711,7 @@ impl Rootfs {
     }
 
     /// Captures, hashes or sniffs (ELF magic) a regular file's data, as `opts` asks.
-    fn read_content(
-        &self,
+    pub(crate) fn read_content(
         node: &mut Node,
         key: &str,
         name: &str,
@@ -850,6 +849,43 @@ impl Rootfs {
 struct LayerPaths {
     whited: BTreeSet<String>,
     linked: BTreeSet<String>,
+}
+
+/// Where [`Rootfs::apply_tar`] takes a layer's entries from: its tar stream, or a
+/// layer index record ([`crate::layer_index`]) holding what reading it learned.
+pub trait EntrySource {
+    fn next_entry(&mut self) -> Result<Option<TarEntry>>;
+    /// What the data of the regular file just returned says: ELF flag and machine,
+    /// and (as `opts` asks) its digest and captured bytes.
+    fn file_content(
+        &mut self,
+        node: &mut Node,
+        key: &str,
+        name: &str,
+        label: &str,
+        opts: &IndexOptions,
+    ) -> Result<()>;
+    /// After the last entry: verify what is left (trailers, digests).
+    fn finish_entries(self) -> Result<()>;
+}
+
+impl<R: Read> EntrySource for TarReader<R> {
+    fn next_entry(&mut self) -> Result<Option<TarEntry>> {
+        TarReader::next_entry(self)
+    }
+    fn file_content(
+        &mut self,
+        node: &mut Node,
+        key: &str,
+        name: &str,
+        label: &str,
+        opts: &IndexOptions,
+    ) -> Result<()> {
+        Rootfs::read_content(node, key, name, self, label, opts)
+    }
+    fn finish_entries(self) -> Result<()> {
+        self.finish().map(|_| ())
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]

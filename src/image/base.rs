@@ -164,9 +164,23 @@ pub struct ThreadedDecoder {
 }
 
 impl ThreadedDecoder {
-    pub fn spawn(layer: &LayerBlob, bar: Task, mut spill: Option<File>) -> Result<ThreadedDecoder> {
-        let raw = layer.open_raw()?;
-        let compression = layer.compression;
+    pub fn spawn(layer: &LayerBlob, bar: Task, spill: Option<File>) -> Result<ThreadedDecoder> {
+        Ok(Self::spawn_raw(
+            layer.open_raw()?,
+            layer.compression,
+            bar,
+            spill,
+        ))
+    }
+
+    /// Like [`ThreadedDecoder::spawn`], over any stream of stored bytes (a download
+    /// in flight: the streamed index pass).
+    pub fn spawn_raw(
+        raw: Box<dyn Read + Send>,
+        compression: Compression,
+        bar: Task,
+        mut spill: Option<File>,
+    ) -> ThreadedDecoder {
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
         let handle = std::thread::spawn(move || -> io::Result<String> {
             let mut raw = crate::digest::HashingReader::new(bar.wrap_read(raw));
@@ -204,12 +218,12 @@ impl ThreadedDecoder {
                 }
             }
         });
-        Ok(ThreadedDecoder {
+        ThreadedDecoder {
             rx,
             cur: Vec::new(),
             pos: 0,
             handle: Some(handle),
-        })
+        }
     }
 
     /// Waits for the decoder thread; the digest of the stored (compressed) bytes.
@@ -272,10 +286,92 @@ pub struct BaseImage {
     pub _scratch: Option<tempfile::TempDir>,
 }
 
+/// Passes a layer's stored bytes on while they are downloaded, so the index pass
+/// reads them as they arrive (issue 17.3: no download-then-read). A retried download
+/// passes on only what it had not passed yet; the reader verifies the digest of what
+/// it got, the downloader that of the file it caches.
+pub struct Tee {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    sent: u64,
+    closed: bool,
+}
+
+/// The reading end of a [`Tee`]: EOF when the download ends (or fails).
+pub struct TeeReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Tee {
+    pub fn channel() -> (Tee, TeeReader) {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let tee = Tee {
+            tx,
+            sent: 0,
+            closed: false,
+        };
+        let r = TeeReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        (tee, r)
+    }
+    /// Passes on the part of `chunk` (at `offset` in the blob) not passed on yet. A
+    /// reader that stopped (its layer failed) is no error here: the download goes on.
+    pub async fn offer(&mut self, offset: u64, chunk: &[u8]) {
+        let end = offset + chunk.len() as u64;
+        if self.closed || end <= self.sent {
+            return;
+        }
+        let from = (self.sent.saturating_sub(offset)) as usize;
+        if self.tx.send(chunk[from..].to_vec()).await.is_err() {
+            self.closed = true;
+        }
+        self.sent = end;
+    }
+}
+
+impl Read for TeeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.blocking_recv() {
+                Some(buf) => {
+                    self.cur = buf;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Per layer, where its bytes also go while fetched (None: only to the cache).
+pub type Tees = Vec<Option<Tee>>;
+
 /// The layers of a base that were not fetched yet.
 pub struct DeferredLayers {
     pub count: usize,
-    pub fetch: Box<dyn FnOnce() -> Result<Vec<LayerBlob>> + Send>,
+    /// Their descriptors, in order (empty when the source did not say).
+    pub descriptors: Vec<LayerDescriptor>,
+    /// `HOST[:PORT]/REPO` holding them: a registry push may mount them from there.
+    pub location: Option<String>,
+    pub fetch: Box<dyn FnOnce(Tees) -> Result<Vec<LayerBlob>> + Send>,
+}
+
+/// A layer known by its manifest descriptor only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    /// The config's diff_id for it.
+    pub diff_id: Option<String>,
 }
 
 impl BaseImage {
@@ -287,8 +383,13 @@ impl BaseImage {
     }
     /// Fetches deferred layers (a no-op when there are none).
     pub fn ensure_layers(&mut self) -> Result<()> {
+        self.fetch_streaming(Vec::new())
+    }
+    /// Like [`BaseImage::ensure_layers`], passing layer `i` on to `tees[i]` as it
+    /// arrives (a tee given for layers that are not deferred gets nothing: EOF).
+    pub fn fetch_streaming(&mut self, tees: Tees) -> Result<()> {
         if let Some(d) = self.deferred.take() {
-            self.layers = (d.fetch)()?;
+            self.layers = (d.fetch)(tees)?;
             if self.layers.len() != d.count {
                 bail!(
                     "{}: expected {} layers, fetched {}",

@@ -8,7 +8,7 @@ pub mod spec;
 
 pub use base::{
     sniff_compression, BaseImage, BlobLocation, Compression, DeferredLayers, LayerBlob,
-    ThreadedDecoder,
+    LayerDescriptor, Tee, TeeReader, Tees, ThreadedDecoder,
 };
 
 pub use crate::oci::canonical;

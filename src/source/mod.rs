@@ -20,7 +20,7 @@ pub use crate::image::spec::{
 };
 pub use crate::image::{
     sniff_compression, BaseImage, BlobLocation, Compression, DeferredLayers, LayerBlob,
-    ThreadedDecoder,
+    LayerDescriptor, Tee, TeeReader, Tees, ThreadedDecoder,
 };
 pub use crate::oci::media_type::{
     MT_DOCKER_CONFIG, MT_DOCKER_LAYER, MT_DOCKER_LAYER_GZIP, MT_DOCKER_LIST, MT_DOCKER_MANIFEST,

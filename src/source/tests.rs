@@ -834,7 +834,9 @@ fn deferred_layers_are_counted_then_fetched_once() {
             layers: Vec::new(),
             deferred: Some(DeferredLayers {
                 count,
-                fetch: Box::new(move || Ok((0..n).map(|_| layer(&p)).collect())),
+                descriptors: Vec::new(),
+                location: None,
+                fetch: Box::new(move |_| Ok((0..n).map(|_| layer(&p)).collect())),
             }),
             _scratch: None,
         }
