@@ -20,6 +20,9 @@ pub mod diff;
 pub mod diff_index;
 pub mod digest;
 pub mod dpkg;
+pub mod fanout;
+#[cfg(test)]
+mod fanout_tests;
 pub mod finding;
 pub mod fspath;
 #[cfg(test)]

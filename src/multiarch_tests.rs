@@ -58,7 +58,7 @@ fn art(dir: &Path) -> PathBuf {
     a
 }
 
-fn opts(base: &str, out: &str, art: &Path) -> BuildOptions {
+pub(crate) fn opts(base: &str, out: &str, art: &Path) -> BuildOptions {
     BuildOptions {
         base: ImageRef::parse(base).unwrap(),
         output: ImageRef::parse(out).unwrap(),
@@ -81,7 +81,7 @@ fn opts(base: &str, out: &str, art: &Path) -> BuildOptions {
     }
 }
 
-fn target(p: &str, base: &str, art: &Path) -> Target {
+pub(crate) fn target(p: &str, base: &str, art: &Path) -> Target {
     Target {
         platform: Platform::parse(p).unwrap(),
         base: ImageRef::parse(base).unwrap(),
@@ -95,15 +95,15 @@ fn json_blob(layout: &Path, digest: &str) -> Value {
         .unwrap()
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     _t: tempfile::TempDir,
-    dir: PathBuf,
-    amd: String,
-    arm: String,
-    art: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) amd: String,
+    pub(crate) arm: String,
+    pub(crate) art: PathBuf,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().to_path_buf();
     Fixture {

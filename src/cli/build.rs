@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 /// `--registry-user` and friends, shared by the commands that talk to registries.
 #[derive(Args)]
-struct RegistryArgs {
+pub(super) struct RegistryArgs {
     /// Registry (HOST[:PORT]) that may be reached over plain HTTP; repeatable.
     /// Loopback registries (localhost, 127.0.0.0/8, [::1]) always may.
     #[arg(long = "insecure-registry", value_name = "HOST")]
@@ -32,7 +32,7 @@ struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn options(
+    pub(super) fn options(
         &self,
         cache_dir: Option<PathBuf>,
         quiet: bool,

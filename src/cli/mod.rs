@@ -3,6 +3,7 @@
 //! results into output.
 mod audit;
 mod build;
+mod index;
 mod platforms;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ struct Cli {
 enum Cmd {
     /// Build an image from a base, a recipe and builder artifacts.
     Build(Box<build::BuildArgs>),
+    /// Assemble one OCI image index from per-platform images built elsewhere
+    /// (one CI runner per platform), each pinned by digest.
+    Index(index::IndexArgs),
     /// Check an image against the recipe's hardening policy (no daemon, one pass per layer).
     Audit(audit::AuditArgs),
     /// Show effective access (Landlock declaration AND POSIX permissions) per path and user.
@@ -107,7 +111,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Parses the command line, runs the command, and maps its result to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.cmd, Cmd::Build(_) | Cmd::Verify(_)) {
+    if matches!(cli.cmd, Cmd::Build(_) | Cmd::Index(_) | Cmd::Verify(_)) {
         if let Err(e) = build::install_signal_cleanup() {
             eprintln!("error: {e:#}");
             return ExitCode::from(1);
@@ -125,6 +129,7 @@ pub fn run() -> ExitCode {
     nemoclaw_build::tarread::set_max_entries(cli.max_entries);
     let res = match cli.cmd {
         Cmd::Build(a) => build::run_build(*a).map(|_| ExitCode::SUCCESS),
+        Cmd::Index(a) => index::run_index(a),
         Cmd::Audit(a) => audit::run_audit(a),
         Cmd::Policy(a) => audit::run_policy(a),
         Cmd::Diff(a) => nemoclaw_build::diff::run_diff(a),
