@@ -43,7 +43,7 @@ suite_cleanup() {
   for a in amd64 arm64; do pm rmi "$IMG_REPO:$a" >/dev/null 2>&1 || true; done
 }
 suite_begin multiarch
-plan 58
+plan 59
 
 BIN="${BIN:-$NEMOCLAW_ROOT/target/release/nemoclaw-build}"
 EPOCH=1700000000
@@ -224,6 +224,24 @@ if nb fan-mount index --json --output "registry://$REG/fan-other:multi" \
       "$LOGS/fan-mount.out" 2>&1)"
 else
   fail ma.fanout_other_repo_mounted "$(tail_detail "$LOGS/fan-mount.err")"
+fi
+# another registry: layers streamed registry to registry, none kept here (the cache holds
+# the two configs only)
+REG2="127.0.0.1:$((PORT + 1))"
+mkdir -p "$W/reg2/data"
+printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+  "$W/reg2/data" "$REG2" >"$W/reg2/config.yml"
+docker-registry serve "$W/reg2/config.yml" >"$LOGS/registry2.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 50); do curl -sS -o /dev/null "http://$REG2/v2/" 2>/dev/null && break; sleep 0.2; done
+if nb fan-x index --json --cache-dir "$W/fan-x-cache" --output "registry://$REG2/fan:multi" \
+    "registry://$REG/fan@$AMDD" "registry://$REG/fan@$ARMD"; then
+  kept="$(find "$W/fan-x-cache/blobs" -type f 2>/dev/null | wc -l)"
+  check_eq ma.fanout_other_registry_streamed "$DIGEST true 2" \
+    "$(jq -r --arg r "$REG2" '[.digest, ((.transfer[] | select(.registry == $r) | .uploaded_blobs) > 2)] | join(" ")' \
+      "$LOGS/fan-x.out" 2>&1) $kept"
+else
+  fail ma.fanout_other_registry_streamed "$(tail_detail "$LOGS/fan-x.err")"
 fi
 raw="$(timeout 120 skopeo inspect --raw --tls-verify=false "docker://$REG/fan:multi" 2>"$LOGS/fan-raw.err" || true)"
 check_eq ma.fanout_registry_skopeo_raw "application/vnd.oci.image.index.v1+json linux/amd64 linux/arm64" \
