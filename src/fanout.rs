@@ -138,6 +138,11 @@ struct Input {
 /// Assembles the index of `opts.inputs` and publishes it to `opts.output`; a
 /// failure leaves the output as it was (for a registry: no index tag).
 pub fn assemble(opts: &IndexOptions) -> Result<IndexSummary> {
+    let staged_in = crate::sink::scratch_parent(&opts.output);
+    assemble_inner(opts).map_err(|e| crate::sink::explain_no_space(e, &staged_in, None))
+}
+
+fn assemble_inner(opts: &IndexOptions) -> Result<IndexSummary> {
     let t0 = Instant::now();
     let pins = opts
         .inputs
