@@ -6,8 +6,10 @@
 # of each image is an ELF of its machine), oci-image-tool (index and manifests), a local
 # docker-registry (push, pull back by digest), podman (both images run; arm64 under qemu,
 # with the hardening probes of the `run`/`init` sections), `verify` (each platform and the
-# index digest), and the refusals (docker-archive with two platforms, an arm64 rootfs
-# given as amd64).
+# index digest, from a layout and from the registry), the refusals (docker-archive with two
+# platforms, an arm64 rootfs given as amd64), and the fan-out: each platform built alone,
+# assembled by `index` (registry to registry, layout to layout, registry to archive) into
+# the one-run build's index digest, with no layer downloaded for a same-registry index.
 #
 #   scripts/e2e-multiarch.sh
 #
@@ -41,7 +43,7 @@ suite_cleanup() {
   for a in amd64 arm64; do pm rmi "$IMG_REPO:$a" >/dev/null 2>&1 || true; done
 }
 suite_begin multiarch
-plan 45
+plan 59
 
 BIN="${BIN:-$NEMOCLAW_ROOT/target/release/nemoclaw-build}"
 EPOCH=1700000000
@@ -183,6 +185,112 @@ for a in amd64 arm64; do
   fi
 done
 
+# ------------------------------------------------------------------ fan-out (index) --------
+# one runner per platform: each platform built alone (pushed, and into a layout), then
+# `index` assembles them; the one-run build's index digest is the target
+declare -A ONE=()
+for a in amd64 arm64; do
+  base="$AMD"; [[ "$a" == arm64 ]] && base="$ARM"
+  want="$(jq -r --arg a "$a" '.manifests[] | select(.platform.architecture == $a) | .digest' \
+    "$IDX/blobs/sha256/${DIGEST#sha256:}" 2>/dev/null)"
+  if nb "one-$a" build --base "tar:$base" --platform "linux/$a" --artifacts "$ART" \
+      --output "registry://$REG/fan:$a" --source-date-epoch "$EPOCH" \
+    && nb "one-oci-$a" build --base "tar:$base" --platform "linux/$a" --artifacts "$ART" \
+      --output "oci:$W/fan-$a:x" --source-date-epoch "$EPOCH"; then
+    ONE[$a]="$(tail -n 1 "$LOGS/one-$a.out")"
+    check_eq "ma.fanout_alone_is_the_platform_image_$a" "$want $want" "${ONE[$a]} $(tail -n 1 "$LOGS/one-oci-$a.out")"
+  else
+    ONE[$a]=missing
+    fail "ma.fanout_alone_is_the_platform_image_$a" "$(tail_detail "$LOGS/one-$a.err") $(tail_detail "$LOGS/one-oci-$a.err")"
+  fi
+done
+AMDD="${ONE[amd64]}" ARMD="${ONE[arm64]}"
+# registry -> same repository (inputs named in the other order than the one-run bases)
+if nb fan-reg index --json --output "registry://$REG/fan:multi" \
+    "registry://$REG/fan@$ARMD" "registry://$REG/fan@$AMDD"; then
+  check_eq ma.fanout_registry_same_index "$DIGEST" "$(jq -r .digest "$LOGS/fan-reg.out")"
+else
+  fail ma.fanout_registry_same_index "$(tail_detail "$LOGS/fan-reg.err")"
+fi
+# transfer accounting: no layer downloaded or uploaded (only manifests and the configs)
+check_eq ma.fanout_same_repo_no_layer_moved "true 0" \
+  "$(jq -r '[(.transfer | map(.downloaded_bytes) | add) < 1048576, (.transfer | map(.uploaded_blobs) | add)] | join(" ")' \
+    "$LOGS/fan-reg.out" 2>&1)"
+# another repository of the same registry: the layers are mounted, still not downloaded
+if nb fan-mount index --json --output "registry://$REG/fan-other:multi" \
+    "registry://$REG/fan@$AMDD" "registry://$REG/fan@$ARMD"; then
+  check_eq ma.fanout_other_repo_mounted "$DIGEST true true 0" \
+    "$(jq -r '[.digest, ((.transfer | map(.downloaded_bytes) | add) < 1048576), ((.transfer | map(.mounted_blobs) | add) > 0), (.transfer | map(.uploaded_blobs) | add)] | join(" ")' \
+      "$LOGS/fan-mount.out" 2>&1)"
+else
+  fail ma.fanout_other_repo_mounted "$(tail_detail "$LOGS/fan-mount.err")"
+fi
+# another registry: layers streamed registry to registry, none kept here (the cache holds
+# the two configs only)
+REG2="127.0.0.1:$((PORT + 1))"
+mkdir -p "$W/reg2/data"
+printf 'version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+  "$W/reg2/data" "$REG2" >"$W/reg2/config.yml"
+docker-registry serve "$W/reg2/config.yml" >"$LOGS/registry2.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 50); do curl -sS -o /dev/null "http://$REG2/v2/" 2>/dev/null && break; sleep 0.2; done
+if nb fan-x index --json --cache-dir "$W/fan-x-cache" --output "registry://$REG2/fan:multi" \
+    "registry://$REG/fan@$AMDD" "registry://$REG/fan@$ARMD"; then
+  kept="$(find "$W/fan-x-cache/blobs" -type f 2>/dev/null | wc -l)"
+  check_eq ma.fanout_other_registry_streamed "$DIGEST true 2" \
+    "$(jq -r --arg r "$REG2" '[.digest, ((.transfer[] | select(.registry == $r) | .uploaded_blobs) > 2)] | join(" ")' \
+      "$LOGS/fan-x.out" 2>&1) $kept"
+else
+  fail ma.fanout_other_registry_streamed "$(tail_detail "$LOGS/fan-x.err")"
+fi
+raw="$(timeout 120 skopeo inspect --raw --tls-verify=false "docker://$REG/fan:multi" 2>"$LOGS/fan-raw.err" || true)"
+check_eq ma.fanout_registry_skopeo_raw "application/vnd.oci.image.index.v1+json linux/amd64 linux/arm64" \
+  "$(jq -r '"\(.mediaType) \([.manifests[].platform | "\(.os)/\(.architecture)"] | join(" "))"' <<<"$raw" 2>&1)"
+if timeout 300 skopeo copy --quiet --src-tls-verify=false --override-arch arm64 \
+    "docker://$REG/fan-other:multi" "oci:$W/fan-pulled-arm64:x" >"$LOGS/fan-copy.log" 2>&1; then
+  check_eq ma.fanout_registry_override_arch_arm64 "arm64 $ARMD" \
+    "$(timeout 60 skopeo inspect --config "oci:$W/fan-pulled-arm64:x" 2>>"$LOGS/fan-copy.log" | jq -r .architecture) $(timeout 60 skopeo inspect --format '{{.Digest}}' "oci:$W/fan-pulled-arm64:x" 2>>"$LOGS/fan-copy.log")"
+else
+  fail ma.fanout_registry_override_arch_arm64 "$(tail_detail "$LOGS/fan-copy.log")"
+fi
+# layout -> layout
+if nb fan-oci index --output "oci:$W/fan-idx:multi" "oci:$W/fan-arm64@$ARMD" "oci:$W/fan-amd64@$AMDD"; then
+  check_eq ma.fanout_oci_same_index "$DIGEST" "$(tail -n 1 "$LOGS/fan-oci.out")"
+else
+  fail ma.fanout_oci_same_index "$(tail_detail "$LOGS/fan-oci.err")"
+fi
+if timeout 300 skopeo copy --quiet --override-arch arm64 "oci:$W/fan-idx:multi" "oci:$W/fan-oci-arm64:x" >"$LOGS/fan-oci-copy.log" 2>&1; then
+  check_eq ma.fanout_oci_override_arch_arm64 arm64 \
+    "$(timeout 60 skopeo inspect --config "oci:$W/fan-oci-arm64:x" 2>>"$LOGS/fan-oci-copy.log" | jq -r .architecture)"
+else
+  fail ma.fanout_oci_override_arch_arm64 "$(tail_detail "$LOGS/fan-oci-copy.log")"
+fi
+# registry -> archive (the layers are pulled, verified, into a fresh cache)
+if nb fan-arc index --cache-dir "$W/fan-cache" --output "oci-archive:$W/fan.tar" \
+    "registry://$REG/fan@$AMDD" "registry://$REG/fan@$ARMD"; then
+  top="$(tar -xOf "$W/fan.tar" index.json 2>"$LOGS/fan-arc-tar.err" | jq -r '.manifests[0].digest' 2>&1)"
+  check_eq ma.fanout_registry_to_archive "$DIGEST $DIGEST" \
+    "$top sha256:$(tar -xOf "$W/fan.tar" "blobs/sha256/${top#sha256:}" 2>>"$LOGS/fan-arc-tar.err" | sha256sum | cut -d' ' -f1)"
+else
+  fail ma.fanout_registry_to_archive "$(tail_detail "$LOGS/fan-arc.err")"
+fi
+# refusals: a tag input (named), and two images of one platform (no index tag pushed)
+rc=0
+nb fan-tag index --output "registry://$REG/fan:refused" "registry://$REG/fan:amd64" "registry://$REG/fan@$ARMD" || rc=$?
+if ((rc != 0)) && grep -q "input 'registry://$REG/fan:amd64' is not pinned by digest" "$LOGS/fan-tag.err"; then
+  pass ma.fanout_refuses_tag_input
+else
+  fail ma.fanout_refuses_tag_input "rc=$rc: $(tail_detail "$LOGS/fan-tag.err")"
+fi
+rc=0
+nb fan-dup index --output "registry://$REG/fan:refused" "registry://$REG/fan@$AMDD" "oci:$W/fan-amd64@$AMDD" || rc=$?
+tagged="$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$REG/v2/fan/manifests/refused" || true)"
+if ((rc != 0)) && grep -q 'are both linux/amd64' "$LOGS/fan-dup.err" && [[ "$tagged" == 404 ]]; then
+  pass ma.fanout_refuses_duplicate_platform_no_tag
+else
+  fail ma.fanout_refuses_duplicate_platform_no_tag "rc=$rc tag=$tagged: $(tail_detail "$LOGS/fan-dup.err")"
+fi
+
 # ------------------------------------------------------------------ both images run --------
 cat >"$W/probe.sh" <<'EOF'
 #!/bin/bash
@@ -228,6 +336,13 @@ else
   fail ma.verify_index "$(tail_detail "$LOGS/verify.out") $(tail_detail "$LOGS/verify.err")"
 fi
 check_grep ma.verify_names_index_digest "^index: +$DIGEST" "$LOGS/verify.out"
+# the same index pulled from the registry by digest (the fan-out's: the same digest)
+if (cd "$(dirname "$ARM")" && nb verify-reg verify "registry://$REG/fan@$DIGEST" --artifacts "$ART") \
+    && grep -Eq "^index: +$DIGEST" "$LOGS/verify-reg.out"; then
+  pass ma.verify_registry_index
+else
+  fail ma.verify_registry_index "$(tail_detail "$LOGS/verify-reg.out") $(tail_detail "$LOGS/verify-reg.err")"
+fi
 
 # ------------------------------------------------------------------ refusals ---------------
 rc=0

@@ -65,13 +65,31 @@ pub fn read_manifest(r: &ImageRef, digest: &str) -> Result<Option<Manifest>> {
     )?))
 }
 
+/// The manifest `digest` of a registry image (its annotations hold the build record
+/// that `verify` rebuilds from); the registry's bytes are checked against the digest.
+fn registry_manifest(
+    reference: &str,
+    digest: &str,
+    opts: &crate::registry::RegistryOptions,
+) -> Result<Option<Manifest>> {
+    let client = crate::registry::RepoClient::open(reference, opts)?;
+    let what = format!("manifest {digest} of registry://{reference}");
+    let bytes = client
+        .get(digest)?
+        .ok_or_else(|| anyhow::anyhow!("{what}: not found"))?;
+    Ok(Some(Manifest::from_slice(&bytes, &what)?))
+}
+
 /// Opens an image (blobs and manifest only; call [`Loaded::index`] for files).
 pub fn open(image: &str, opts: &OpenOptions) -> Result<Loaded> {
     let r = ImageRef::parse(image)?;
     let base = open_image(&r, opts)?;
-    let manifest = match &base.manifest_digest {
-        Some(d) => read_manifest(&r, d)?,
-        None => None,
+    let manifest = match (&base.manifest_digest, &r) {
+        (Some(d), ImageRef::Registry(reference)) => {
+            registry_manifest(reference, d, &opts.registry)?
+        }
+        (Some(d), _) => read_manifest(&r, d)?,
+        (None, _) => None,
     };
     Ok(Loaded {
         name: image.to_string(),

@@ -26,6 +26,9 @@ pub mod diff;
 pub mod digest;
 pub mod dpkg;
 pub mod elf;
+pub mod fanout;
+#[cfg(test)]
+mod fanout_tests;
 pub mod finding;
 pub mod fspath;
 #[cfg(test)]

@@ -660,10 +660,11 @@ pub fn index_to_verify(
         return Ok(None);
     };
     let r = ImageRef::parse(image)?;
-    if !matches!(r, ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }) {
+    if matches!(r, ImageRef::Tar(_) | ImageRef::DockerArchive { .. }) {
         return Ok(None);
     }
-    // A layout naming a single image is not an error here: it is verified as one.
+    // A layout or registry reference naming a single image is not an error here: it
+    // is verified as one.
     Ok(crate::source::open_index(&r, &OpenOptions::default()).ok())
 }
 

@@ -71,6 +71,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sink",
             "pipeline",
             "targets",
+            "fanout",
             "diff",
             "audit",
             "verify",

@@ -5,6 +5,7 @@ mod audit;
 mod build;
 mod cache;
 mod diff;
+mod index;
 mod platforms;
 mod report;
 mod sbom;
@@ -35,6 +36,9 @@ struct Cli {
 enum Cmd {
     /// Build an image from a base, a recipe and builder artifacts.
     Build(Box<build::BuildArgs>),
+    /// Assemble one OCI image index from per-platform images built elsewhere
+    /// (one CI runner per platform), each pinned by digest.
+    Index(index::IndexArgs),
     /// Check an image against the recipe's hardening policy (no daemon, one pass per layer).
     Audit(audit::AuditArgs),
     /// Show effective access (Landlock declaration AND POSIX permissions) per path and user.
@@ -72,7 +76,7 @@ enum DebugCmd {
 /// Parses the command line, runs the command, and maps its result to an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.cmd, Cmd::Build(_) | Cmd::Verify(_)) {
+    if matches!(cli.cmd, Cmd::Build(_) | Cmd::Index(_) | Cmd::Verify(_)) {
         if let Err(e) = build::install_signal_cleanup() {
             eprintln!("error: {e:#}");
             return ExitCode::from(1);
@@ -90,6 +94,7 @@ pub fn run() -> ExitCode {
     nemoclaw_build::tarread::set_max_entries(cli.max_entries);
     let res = match cli.cmd {
         Cmd::Build(a) => build::run_build(*a).map(|_| ExitCode::SUCCESS),
+        Cmd::Index(a) => index::run_index(a),
         Cmd::Audit(a) => audit::run_audit(a),
         Cmd::Policy(a) => audit::run_policy(a),
         Cmd::Diff(a) => diff::run_diff(a),

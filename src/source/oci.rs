@@ -136,13 +136,18 @@ impl BlobStore for ArchiveStore {
     }
 }
 
-fn blob_rel(digest: &str) -> Result<String> {
+pub fn blob_rel(digest: &str) -> Result<String> {
     Ok(format!("blobs/sha256/{}", digest_hex(digest)?))
 }
 
 /// Reads a JSON blob (manifest, index, config) and checks it against its
 /// descriptor: size before reading, digest after.
-fn read_verified(store: &dyn BlobStore, d: &Descriptor, what: &str, limit: u64) -> Result<Vec<u8>> {
+pub fn read_verified(
+    store: &dyn BlobStore,
+    d: &Descriptor,
+    what: &str,
+    limit: u64,
+) -> Result<Vec<u8>> {
     if d.size > limit {
         bail!(
             "{what}: descriptor says {} bytes, more than the {limit} bytes allowed",
@@ -176,6 +181,61 @@ fn check_layout_file(store: &dyn BlobStore) -> Result<()> {
         .locate("oci-layout")?
         .read_all(spec::MAX_LAYOUT_FILE_BYTES, "oci-layout")?;
     spec::parse_layout_file(&bytes)
+}
+
+/// The blob store of an OCI layout, directory or archive, its `oci-layout` checked.
+pub fn layout_store(path: &Path, archive: bool) -> Result<Box<dyn BlobStore>> {
+    let store: Box<dyn BlobStore> = if archive {
+        Box::new(ArchiveStore::index(path)?)
+    } else {
+        if !path.join("oci-layout").is_file() {
+            bail!(
+                "{} is not an OCI image layout (no oci-layout file)",
+                path.display()
+            );
+        }
+        Box::new(DirStore(path.to_path_buf()))
+    };
+    check_layout_file(store.as_ref())?;
+    Ok(store)
+}
+
+/// A document a user pinned by digest (no descriptor gives its size): at most
+/// `limit` bytes, hashing to `digest`.
+pub fn read_pinned(store: &dyn BlobStore, digest: &str, what: &str, limit: u64) -> Result<Vec<u8>> {
+    let loc = store
+        .locate(&blob_rel(digest)?)
+        .with_context(|| format!("{what}: no blob {digest}"))?;
+    let bytes = loc.read_all(limit, what)?;
+    let got = sha256_digest(&bytes);
+    if got != digest {
+        bail!(
+            "{what} in {}: the blob named {digest} hashes to {got}",
+            store.describe()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Every descriptor of a layout's index.json and of the image indexes it lists
+/// (one level: what our builds and skopeo write), for cross-checks of a manifest's
+/// declared platform. Unreadable nested indexes are skipped: only what is there is
+/// checked.
+pub fn layout_descriptors(store: &dyn BlobStore) -> Result<Vec<Descriptor>> {
+    let bytes = store
+        .locate("index.json")?
+        .read_all(spec::MAX_MANIFEST_BYTES, "index.json")?;
+    let top = spec::parse_index(&bytes, "index.json", MT_OCI_INDEX)?.manifests;
+    let mut all = top.clone();
+    for d in top.iter().filter(|d| spec::is_index(&d.media_type)) {
+        let what = format!("image index {}", d.digest);
+        let nested = read_verified(store, d, &what, spec::MAX_MANIFEST_BYTES)
+            .and_then(|b| spec::parse_index(&b, &what, &d.media_type));
+        if let Ok(idx) = nested {
+            all.extend(idx.manifests);
+        }
+    }
+    Ok(all)
 }
 
 pub fn open_layout_dir(path: &Path, tag: Option<&str>, opts: &OpenOptions) -> Result<BaseImage> {

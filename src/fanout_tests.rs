@@ -1,0 +1,331 @@
+//! `index` (fan-out) on generated images: per-platform images built separately and
+//! assembled give the index digest of the one-run multi-platform build, whatever
+//! the input order; unpinned, duplicate, mis-pinned and non-image inputs are
+//! refused naming the input, and nothing is written then.
+use crate::fanout::{assemble, IndexOptions, Location, Pinned};
+use crate::imageref::ImageRef;
+use crate::multiarch_tests::{fixture, opts, target, Fixture};
+use crate::oci::Digest;
+use crate::pipeline::build;
+use crate::source::{open_image, OpenOptions};
+use crate::targets::build_platforms;
+use std::path::{Path, PathBuf};
+
+/// One platform built alone into `oci:DIR:x` (as a runner of that platform would);
+/// its manifest digest.
+fn build_one(f: &Fixture, platform: &str, out: &Path, epoch: u64) -> String {
+    let base = if platform == "linux/arm64" {
+        &f.arm
+    } else {
+        &f.amd
+    };
+    let mut o = opts(base, &format!("oci:{}:x", out.display()), &f.art);
+    o.open.platform = Some(platform.into());
+    o.epoch = epoch;
+    build(o).unwrap().digest
+}
+
+fn index_opts(inputs: &[String], out: &str) -> IndexOptions {
+    IndexOptions {
+        inputs: inputs.to_vec(),
+        output: ImageRef::parse(out).unwrap(),
+        registry: Default::default(),
+        epoch: 0,
+    }
+}
+
+/// Two single-platform layouts and their manifest digests.
+struct Built {
+    f: Fixture,
+    amd: (PathBuf, String),
+    arm: (PathBuf, String),
+}
+
+fn two_platforms() -> Built {
+    let f = fixture();
+    let (a, b) = (f.dir.join("amd"), f.dir.join("arm"));
+    let da = build_one(&f, "linux/amd64", &a, 1_700_000_000);
+    let db = build_one(&f, "linux/arm64", &b, 1_700_000_000);
+    Built {
+        f,
+        amd: (a, da),
+        arm: (b, db),
+    }
+}
+
+fn pin(layout: &Path, digest: &str) -> String {
+    format!("oci:{}@{digest}", layout.display())
+}
+
+/// The key property: the index assembled from separately built platform images is
+/// byte for byte the one-run build's index, in either input order, and the output
+/// layout holds every platform's image.
+#[test]
+fn fan_out_index_equals_the_one_run_build() {
+    let b = two_platforms();
+    let f = &b.f;
+    let one_run = build_platforms(
+        opts(
+            &f.amd,
+            &format!("oci:{}:multi", f.dir.join("multi").display()),
+            &f.art,
+        ),
+        vec![
+            target("linux/amd64", &f.amd, &f.art),
+            target("linux/arm64", &f.arm, &f.art),
+        ],
+    )
+    .unwrap();
+    let inputs = [pin(&b.amd.0, &b.amd.1), pin(&b.arm.0, &b.arm.1)];
+    let out = f.dir.join("fan");
+    let s = assemble(&index_opts(&inputs, &format!("oci:{}:idx", out.display()))).unwrap();
+    assert_eq!(
+        s.digest, one_run.digest,
+        "fan-out index differs from the one-run build"
+    );
+    let swapped = [inputs[1].clone(), inputs[0].clone()];
+    let out2 = f.dir.join("fan2.tar");
+    let s2 = assemble(&index_opts(
+        &swapped,
+        &format!("oci-archive:{}", out2.display()),
+    ))
+    .unwrap();
+    assert_eq!(s2.digest, s.digest, "input order changed the index");
+    assert_eq!(s.platforms["linux/arm64"].digest, b.arm.1);
+    assert_eq!(s.platforms["linux/amd64"].input, inputs[0]);
+    assert!(s.transfer.is_empty(), "no registry was involved");
+    // Both outputs hold complete images: each platform opens (config, layers).
+    for (r, p, want) in [
+        (
+            format!("oci:{}:idx", out.display()),
+            "linux/arm64",
+            &b.arm.1,
+        ),
+        (
+            format!("oci-archive:{}", out2.display()),
+            "linux/amd64",
+            &b.amd.1,
+        ),
+    ] {
+        let o = OpenOptions {
+            platform: Some(p.into()),
+            ..Default::default()
+        };
+        let img = open_image(&ImageRef::parse(&r).unwrap(), &o).unwrap();
+        assert_eq!(img.manifest_digest.as_deref(), Some(want.as_str()), "{r}");
+        for l in &img.layers {
+            std::io::copy(&mut l.open_raw().unwrap(), &mut std::io::sink()).unwrap();
+        }
+    }
+}
+
+/// An input layout that also holds the output: the index joins it under a new tag,
+/// the per-platform tags stay.
+#[test]
+fn index_into_the_layout_holding_the_inputs() {
+    let f = fixture();
+    let l = f.dir.join("shared");
+    let da = build_one(&f, "linux/amd64", &l, 1);
+    let mut o = opts(&f.arm, &format!("oci:{}:arm", l.display()), &f.art);
+    o.open.platform = Some("linux/arm64".into());
+    o.epoch = 1;
+    let db = build(o).unwrap().digest;
+    let s = assemble(&index_opts(
+        &[pin(&l, &db), pin(&l, &da)],
+        &format!("oci:{}:both", l.display()),
+    ))
+    .unwrap();
+    let top: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    let tags: Vec<&str> = top["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert_eq!(tags.len(), 3, "{top}");
+    for t in ["x", "arm", "both"] {
+        assert!(tags.contains(&t), "tag {t} missing: {top}");
+    }
+    let (d, _) = crate::source::oci::layout_index(&l, false, Some("both")).unwrap();
+    assert_eq!(d, s.digest);
+}
+
+#[test]
+fn inputs_must_be_pinned_by_digest() {
+    let d = Digest::of(b"m");
+    let p = Pinned::parse(&format!("oci:some/dir@{d}")).unwrap();
+    assert_eq!(
+        p.location,
+        Location::Layout {
+            path: "some/dir".into(),
+            archive: false
+        }
+    );
+    assert_eq!(p.digest, d);
+    let p = Pinned::parse(&format!("registry://127.0.0.1:5000/a/b@{d}")).unwrap();
+    assert_eq!(
+        p.location,
+        Location::Registry(format!("127.0.0.1:5000/a/b@{d}"))
+    );
+    assert!(matches!(
+        Pinned::parse(&format!("oci-archive:x.tar@{d}"))
+            .unwrap()
+            .location,
+        Location::Layout { archive: true, .. }
+    ));
+    for (given, hint) in [
+        (
+            "registry://127.0.0.1:5000/a/b:v1",
+            "registry://127.0.0.1:5000/a/b@sha256:",
+        ),
+        (
+            "registry://127.0.0.1:5000/a/b",
+            "registry://127.0.0.1:5000/a/b@sha256:",
+        ),
+        ("oci:dir:latest", "oci:DIR@sha256:"),
+        ("oci-archive:x.tar", "oci-archive:FILE@sha256:"),
+    ] {
+        let e = Pinned::parse(given).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("input '{given}' is not pinned by digest")),
+            "{e}"
+        );
+        assert!(e.contains(hint), "{e}");
+    }
+    let e = Pinned::parse("docker-archive:x.tar")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("input 'docker-archive:x.tar'"), "{e}");
+    // Refused before anything is read or written.
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let e = assemble(&index_opts(
+        &["oci:dir:latest".to_string()],
+        &format!("oci:{}", out.display()),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("oci:dir:latest"), "{e}");
+    assert!(!out.exists());
+}
+
+/// Two images of one platform: refused naming both inputs; nothing written.
+#[test]
+fn duplicate_platform_names_both_inputs() {
+    let f = fixture();
+    let (a1, a2) = (f.dir.join("a1"), f.dir.join("a2"));
+    let d1 = build_one(&f, "linux/amd64", &a1, 1);
+    let d2 = build_one(&f, "linux/amd64", &a2, 2);
+    assert_ne!(d1, d2);
+    let out = f.dir.join("out");
+    let (i1, i2) = (pin(&a1, &d1), pin(&a2, &d2));
+    let e = assemble(&index_opts(
+        &[i1.clone(), i2.clone()],
+        &format!("oci:{}", out.display()),
+    ))
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains(&i1) && msg.contains(&i2), "{msg}");
+    assert!(msg.contains("both linux/amd64"), "{msg}");
+    assert!(!out.exists(), "a refused index left output behind");
+}
+
+/// A pin whose blob hashes to something else, a pin naming no blob, an index given
+/// as an input, and a manifest without config: each refused, naming the input.
+#[test]
+fn wrong_pins_and_non_images_are_refused() {
+    let b = two_platforms();
+    let f = &b.f;
+    let out = f.dir.join("out");
+    let out_ref = format!("oci:{}", out.display());
+    let try_with = |bad: String| {
+        let e = assemble(&index_opts(
+            &[pin(&b.arm.0, &b.arm.1), bad.clone()],
+            &out_ref,
+        ))
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains(&format!("input {bad}")), "{msg}");
+        assert!(!out.exists(), "a refused index left output behind");
+        msg
+    };
+    // The amd64 layout's manifest blob replaced by other bytes: the pin no longer holds.
+    let amd = Digest::parse(&b.amd.1).unwrap();
+    let blob = b.amd.0.join("blobs/sha256").join(amd.hex());
+    let good = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, [&good[..], b" "].concat()).unwrap();
+    let msg = try_with(pin(&b.amd.0, &b.amd.1));
+    assert!(
+        msg.contains(&format!("the blob named {amd} hashes to")),
+        "{msg}"
+    );
+    std::fs::write(&blob, &good).unwrap();
+    // A digest the layout does not have.
+    let none = Digest::of(b"nothing");
+    let msg = try_with(pin(&b.amd.0, none.as_str()));
+    assert!(msg.contains(&format!("no blob {none}")), "{msg}");
+    // An image index (the one-run build's) is not one platform's image.
+    let multi = f.dir.join("multi");
+    let s = build_platforms(
+        opts(&f.amd, &format!("oci:{}", multi.display()), &f.art),
+        vec![
+            target("linux/amd64", &f.amd, &f.art),
+            target("linux/arm64", &f.arm, &f.art),
+        ],
+    )
+    .unwrap();
+    let msg = try_with(pin(&multi, &s.digest));
+    assert!(
+        msg.contains("is an image index (linux/amd64, linux/arm64), not one platform's image"),
+        "{msg}"
+    );
+    // A manifest without config.
+    let bad = br#"{"layers":[],"mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}"#;
+    let d = crate::digest::sha256_digest(bad);
+    let hex = crate::digest::digest_hex(&d).unwrap();
+    std::fs::write(b.amd.0.join("blobs/sha256").join(hex), bad).unwrap();
+    let msg = try_with(pin(&b.amd.0, &d));
+    assert!(msg.contains("config"), "{msg}");
+}
+
+/// A layout that lists a manifest under another platform than its config says.
+#[test]
+fn declared_platform_must_match_the_config() {
+    let b = two_platforms();
+    let idx = b.amd.0.join("index.json");
+    let mut top: serde_json::Value = serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
+    top["manifests"][0]["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
+    std::fs::write(&idx, serde_json::to_vec(&top).unwrap()).unwrap();
+    let out = b.f.dir.join("out");
+    let e = assemble(&index_opts(
+        &[pin(&b.amd.0, &b.amd.1)],
+        &format!("oci:{}", out.display()),
+    ))
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains(&format!(
+            "lists manifest {} as linux/arm64, but its config says linux/amd64",
+            b.amd.1
+        )),
+        "{msg}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn docker_archive_output_is_refused() {
+    let b = two_platforms();
+    let out = b.f.dir.join("x.tar");
+    let e = assemble(&index_opts(
+        &[pin(&b.amd.0, &b.amd.1), pin(&b.arm.0, &b.arm.1)],
+        &format!("docker-archive:{}", out.display()),
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("holds one image, not an image index"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
