@@ -142,7 +142,7 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
     if caps_empty {
         say!("all capability sets are empty (OpenShell full enforcement): nothing to drop");
     }
-    if privileged && !caps::can_switch_user() {
+    if cannot_step_down(privileged, caps::can_switch_user()) {
         say!(
             "[SECURITY] running as root without CAP_SETUID/CAP_SETGID (e.g. --user root \
              --cap-drop=ALL): cannot step down, and the workload must not run as root. Run \
@@ -164,7 +164,7 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
 
     rlimits::apply(&log);
 
-    if privileged && !caps_empty {
+    if drops_at_start(privileged, caps_empty) {
         caps::drop_at_start_and_report(&log);
     }
     if cfg.require_cap_drop {
@@ -196,15 +196,7 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
                 return 1;
             }
         };
-        // Tool directories belong to the sandbox user even when the gateway runs
-        // (upstream: `install -d -o sandbox -g sandbox`); gateway reaches them by group.
-        let owner = if *user == cfg.run_as {
-            Some((t.uid, t.gid))
-        } else {
-            resolve_target(&cfg, &cfg.run_as)
-                .ok()
-                .map(|s| (s.uid, s.gid))
-        };
+        let owner = tool_dir_owner(&cfg, user, &t);
         (Some(t), owner)
     } else {
         (None, None)
@@ -305,6 +297,29 @@ fn prepare_environment(
         say!("prepared {made} tool directories");
     }
     vars
+}
+
+/// Root that cannot switch users must not start anything: the workload would run as root.
+fn cannot_step_down(privileged: bool, can_switch_user: bool) -> bool {
+    privileged && !can_switch_user
+}
+
+/// The startup capability drop is for root that still holds capabilities; with every set
+/// already empty (OpenShell) there is nothing to drop.
+fn drops_at_start(privileged: bool, caps_empty: bool) -> bool {
+    privileged && !caps_empty
+}
+
+/// Owner of the tool directories: the sandbox user even when the gateway runs
+/// (upstream: `install -d -o sandbox -g sandbox`); gateway reaches them by group.
+fn tool_dir_owner(cfg: &Config, user: &str, target: &Target) -> Option<(u32, u32)> {
+    if user == cfg.run_as {
+        Some((target.uid, target.gid))
+    } else {
+        resolve_target(cfg, &cfg.run_as)
+            .ok()
+            .map(|s| (s.uid, s.gid))
+    }
 }
 
 fn resolve_target(cfg: &Config, user: &str) -> Result<Target, String> {
@@ -465,5 +480,180 @@ mod tests {
         assert!(parse_args(args(&["--json"])).is_err());
         assert!(parse_args(args(&["--bogus"])).is_err());
         assert!(parse_args(args(&["--check", "ls"])).is_err());
+    }
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(std::path::PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let d = std::env::temp_dir()
+                .join(format!("nemoclaw-init-main-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(d.join("etc")).expect("mkdir");
+            Scratch(d)
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A config whose files all live under `dir` (none of them exist yet).
+    fn config_in(dir: &Path) -> Config {
+        Config {
+            root: dir.to_path_buf(),
+            run_as: "sandbox".into(),
+            gateway_user: "gateway".into(),
+            gateway_cmd: config::DEFAULT_GATEWAY_CMD.into(),
+            proxy_host: None,
+            proxy_port: None,
+            proxy_file: dir.join("proxy-env.sh"),
+            require_cap_drop: false,
+            no_new_privs: false,
+            landlock_mode: Mode::Off,
+            landlock_mode_known: true,
+            landlock_policy: dir.join("landlock.json"),
+            init_config: dir.join("init.json"),
+        }
+    }
+
+    fn target(name: &str, uid: u32) -> Target {
+        Target {
+            name: name.into(),
+            uid,
+            gid: uid,
+            groups: vec![uid],
+            home: "/sandbox".into(),
+        }
+    }
+
+    #[test]
+    fn root_without_setuid_refuses_and_only_root_drops() {
+        assert!(cannot_step_down(true, false));
+        assert!(!cannot_step_down(true, true));
+        assert!(!cannot_step_down(false, false));
+        assert!(!cannot_step_down(false, true));
+        assert!(drops_at_start(true, false));
+        assert!(!drops_at_start(true, true));
+        assert!(!drops_at_start(false, false));
+        assert!(!drops_at_start(false, true));
+    }
+
+    #[test]
+    fn tool_directories_belong_to_the_run_as_user() {
+        let d = Scratch::new("owner");
+        std::fs::write(
+            d.0.join("etc/passwd"),
+            "gateway:x:999:999::/sandbox:/bin/sh\nsandbox:x:998:997::/sandbox:/bin/sh\n",
+        )
+        .expect("passwd");
+        let cfg = config_in(&d.0);
+        // The run-as user's own target is used as it is (no second lookup).
+        assert_eq!(
+            tool_dir_owner(&cfg, "sandbox", &target("sandbox", 5000)),
+            Some((5000, 5000))
+        );
+        // The gateway's directories still go to the sandbox user, from passwd.
+        assert_eq!(
+            tool_dir_owner(&cfg, "gateway", &target("gateway", 999)),
+            Some((998, 997))
+        );
+        let mut nobody = cfg.clone();
+        nobody.run_as = "missing".into();
+        assert_eq!(
+            tool_dir_owner(&nobody, "gateway", &target("gateway", 999)),
+            None
+        );
+    }
+
+    #[test]
+    fn environment_file_and_tool_directories() {
+        let d = Scratch::new("env");
+        let tool_dir = d.0.join("tools/.gnupg");
+        std::fs::write(
+            d.0.join("init.json"),
+            format!(
+                r#"{{"env":[{{"name":"GNUPGHOME","value":"{}","mkdir":"0700"}},
+                    {{"name":"NEMOCLAW_TEST_PLAIN","value":"v1"}}],"passthrough":[]}}"#,
+                tool_dir.display()
+            ),
+        )
+        .expect("init.json");
+        let cfg = config_in(&d.0);
+        let proxy = proxyenv::Proxy::from_values(Some("10.1.2.3"), Some("3128")).expect("proxy");
+        let vars = prepare_environment(&cfg, &proxy, false, None);
+        let declared = vec![
+            ("GNUPGHOME".to_string(), tool_dir.display().to_string()),
+            ("NEMOCLAW_TEST_PLAIN".to_string(), "v1".to_string()),
+        ];
+        assert_eq!(vars, proxyenv::variables(&proxy, &declared));
+        assert!(vars.contains(&("HTTPS_PROXY".into(), "http://10.1.2.3:3128".into())));
+        let file = std::fs::read_to_string(&cfg.proxy_file).expect("env file written");
+        assert_eq!(file, proxyenv::render(&vars));
+        let meta = std::fs::metadata(&tool_dir).expect("tool dir made");
+        assert!(meta.is_dir());
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn landlock_modes_and_policy_errors() {
+        let d = Scratch::new("landlock");
+        let mut cfg = config_in(&d.0);
+        // Off never reads the policy, even a valid one.
+        std::fs::write(&cfg.landlock_policy, r#"{"read_only":["/usr"]}"#).expect("policy");
+        assert_eq!(landlock_setup(&cfg), Ok(None));
+        let policy = landlock_policy::load(&cfg.landlock_policy).expect("valid policy");
+
+        cfg.landlock_mode = Mode::BestEffort;
+        assert_eq!(landlock_setup(&cfg), Ok(Some((policy.clone(), false))));
+        cfg.landlock_mode = Mode::Require;
+        if landlock_policy::kernel_abi().is_some() {
+            assert_eq!(landlock_setup(&cfg), Ok(Some((policy, true))));
+        } else {
+            assert!(landlock_setup(&cfg).is_err());
+        }
+
+        // A missing policy: skipped in best effort, fatal when required.
+        cfg.landlock_policy = d.0.join("missing.json");
+        cfg.landlock_mode = Mode::BestEffort;
+        assert_eq!(landlock_setup(&cfg), Ok(None));
+        cfg.landlock_mode = Mode::Require;
+        let err = landlock_setup(&cfg).expect_err("required");
+        assert!(err.contains("NEMOCLAW_LANDLOCK=require"), "{err}");
+    }
+
+    #[test]
+    fn spawn_failures_use_shell_statuses() {
+        let nf = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(spawn_failure_status(&nf), 127);
+        assert_eq!(spawn_failure_status(&denied), 126);
+
+        assert_eq!(
+            run_command(
+                args(&["/nonexistent/nemoclaw-no-such-command"]),
+                None,
+                Options::default()
+            ),
+            127
+        );
+        let d = Scratch::new("spawn");
+        let script = d.0.join("not-executable");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
+        assert_eq!(
+            run_command(vec![script.into_os_string()], None, Options::default()),
+            126
+        );
+    }
+
+    #[test]
+    fn names_who_runs_the_workload() {
+        let t = target("sandbox", 998);
+        assert_eq!(who(&Some(t.clone())), t.describe());
+        assert_eq!(who(&None), format!("uid {}", nix::unistd::getuid()));
     }
 }
