@@ -17,6 +17,8 @@ mod rlimits;
 mod runtime_env;
 mod stepdown;
 mod supervise;
+#[cfg(test)]
+mod testutil;
 mod tmpdirs;
 
 use std::ffi::OsString;
