@@ -452,6 +452,7 @@ fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testutil::config_in;
 
     fn args(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
@@ -498,25 +499,6 @@ mod tests {
     impl Drop for Scratch {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A config whose files all live under `dir` (none of them exist yet).
-    fn config_in(dir: &Path) -> Config {
-        Config {
-            root: dir.to_path_buf(),
-            run_as: "sandbox".into(),
-            gateway_user: "gateway".into(),
-            gateway_cmd: config::DEFAULT_GATEWAY_CMD.into(),
-            proxy_host: None,
-            proxy_port: None,
-            proxy_file: dir.join("proxy-env.sh"),
-            require_cap_drop: false,
-            no_new_privs: false,
-            landlock_mode: Mode::Off,
-            landlock_mode_known: true,
-            landlock_policy: dir.join("landlock.json"),
-            init_config: dir.join("init.json"),
         }
     }
 

@@ -55,3 +55,22 @@ pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
             .map(str::trim)
     })
 }
+
+/// A config whose files all live under `dir` (none of them exist yet), Landlock off.
+pub fn config_in(dir: &std::path::Path) -> crate::config::Config {
+    crate::config::Config {
+        root: dir.to_path_buf(),
+        run_as: "sandbox".into(),
+        gateway_user: "gateway".into(),
+        gateway_cmd: crate::config::DEFAULT_GATEWAY_CMD.into(),
+        proxy_host: None,
+        proxy_port: None,
+        proxy_file: dir.join("proxy-env.sh"),
+        require_cap_drop: false,
+        no_new_privs: false,
+        landlock_mode: crate::landlock_policy::Mode::Off,
+        landlock_mode_known: true,
+        landlock_policy: dir.join("landlock.json"),
+        init_config: dir.join("init.json"),
+    }
+}
