@@ -41,6 +41,36 @@ fn read_small(path: &Path) -> io::Result<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn group_file_optional_but_must_be_readable_and_small() {
+        let dir = std::env::temp_dir().join(format!("nemoclaw-init-acc2-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).expect("mkdir");
+        std::fs::write(dir.join("etc/passwd"), PASSWD).expect("write");
+        let no_group = load(&dir).map(|a| a.groups.len());
+        std::fs::create_dir_all(dir.join("etc/group")).expect("mkdir");
+        let group_dir = load(&dir).map(|a| a.groups.len());
+        std::fs::remove_dir_all(dir.join("etc/group")).expect("rm");
+        // Exactly at the cap is read; one byte more is refused.
+        let mut big = PASSWD.as_bytes().to_vec();
+        big.resize(MAX_FILE_BYTES as usize, b'\n');
+        std::fs::write(dir.join("etc/passwd"), &big).expect("write");
+        let at_cap = load(&dir).map(|a| a.users.len());
+        big.push(b'\n');
+        std::fs::write(dir.join("etc/passwd"), &big).expect("write");
+        let over = load(&dir).map(|a| a.users.len());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(no_group, Ok(0));
+        assert!(
+            group_dir.as_ref().is_err_and(|e| e.contains("etc/group")),
+            "{group_dir:?}"
+        );
+        assert_eq!(at_cap, Ok(4));
+        assert!(
+            over.as_ref().is_err_and(|e| e.contains("file too large")),
+            "{over:?}"
+        );
+    }
+
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
         daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
         gateway:x:999:999::/sandbox:/usr/sbin/nologin\n\

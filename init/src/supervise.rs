@@ -318,6 +318,7 @@ mod tests {
     #[test]
     fn stop_request_prevents_restart() {
         let mut p = RestartPolicy::default();
+        assert!(!p.stopping());
         p.request_stop();
         assert!(p.stopping());
         assert_eq!(p.on_exit(143, Instant::now()), Decision::Exit(143));
