@@ -288,17 +288,27 @@ fn prepare_environment(
         .iter()
         .filter_map(|e| e.mkdir.map(|m| (std::path::PathBuf::from(&e.value), m)))
         .collect();
+    let made = prepare_dirs(&dirs, dir_owner);
+    if let Some(note) = prepared_note(made) {
+        say!("{note}");
+    }
+    vars
+}
+
+/// Creates the tool directories; logs each failure and returns how many are ready.
+fn prepare_dirs(dirs: &[(std::path::PathBuf, u32)], owner: Option<(u32, u32)>) -> usize {
     let mut made = 0;
-    for ((path, _), r) in dirs.iter().zip(tmpdirs::ensure_dirs(&dirs, dir_owner)) {
+    for ((path, _), r) in dirs.iter().zip(tmpdirs::ensure_dirs(dirs, owner)) {
         match r {
             Ok(()) => made += 1,
             Err(err) => say!("could not prepare {}: {err}", path.display()),
         }
     }
-    if made > 0 {
-        say!("prepared {made} tool directories");
-    }
-    vars
+    made
+}
+
+fn prepared_note(made: usize) -> Option<String> {
+    (made > 0).then(|| format!("prepared {made} tool directories"))
 }
 
 /// Root that cannot switch users must not start anything: the workload would run as root.
@@ -397,12 +407,17 @@ fn run_command(argv: Vec<OsString>, target: Option<Target>, opts: Options) -> i3
     }
 }
 
-fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
-    let owner = target.as_ref().map(|t| (t.uid, t.gid));
-    let opts = Options {
+/// The gateway creates files its group (the sandbox user) must be able to use.
+fn gateway_options(opts: Options) -> Options {
+    Options {
         umask: Some(0o007),
         ..opts
-    };
+    }
+}
+
+fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
+    let owner = target.as_ref().map(|t| (t.uid, t.gid));
+    let opts = gateway_options(opts);
     say!(
         "supervising gateway {:?} as {}, log {}",
         cfg.gateway_cmd,
@@ -632,6 +647,36 @@ mod tests {
             run_command(vec![script.into_os_string()], None, Options::default()),
             126
         );
+    }
+
+    #[test]
+    fn counts_prepared_directories() {
+        let d = Scratch::new("dirs");
+        let dirs = vec![
+            (d.0.join("a"), 0o700),
+            (d.0.join("b/c"), 0o755),
+            // Under a regular file: cannot be made.
+            (d.0.join("etc/file/x"), 0o700),
+        ];
+        std::fs::write(d.0.join("etc/file"), "x").expect("file");
+        assert_eq!(prepare_dirs(&dirs, None), 2);
+        assert!(d.0.join("b/c").is_dir());
+        assert_eq!(prepared_note(0), None);
+        assert_eq!(
+            prepared_note(2),
+            Some("prepared 2 tool directories".to_string())
+        );
+    }
+
+    #[test]
+    fn gateway_gets_a_group_umask() {
+        let opts = gateway_options(Options {
+            no_new_privs: true,
+            landlock: None,
+            umask: None,
+        });
+        assert_eq!(opts.umask, Some(0o007));
+        assert!(opts.no_new_privs);
     }
 
     #[test]
