@@ -679,6 +679,100 @@ mod tests {
         assert!(opts.no_new_privs);
     }
 
+    /// Not a test on its own: the body of `startup_sequence_exit_statuses`, which runs it
+    /// in a re-executed test binary because `run` changes process-wide state (PATH,
+    /// environment, signal mask, capabilities, rlimits).
+    #[test]
+    #[ignore = "helper process for startup_sequence_exit_statuses"]
+    fn run_helper_process() {
+        if let Some(cmd) = std::env::var_os("NEMOCLAW_TEST_RUN_COMMAND") {
+            std::process::exit(run(Some(vec![cmd])));
+        }
+    }
+
+    /// Runs the startup sequence for `command` in its own process; returns the exit
+    /// status and stderr.
+    fn startup(d: &Scratch, command: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "tests::run_helper_process",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NEMOCLAW_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NEMOCLAW_TEST_RUN_COMMAND", command)
+            .env("NEMOCLAW_ROOT", &d.0)
+            .env("NEMOCLAW_PROXY_ENV_FILE", d.0.join("proxy-env.sh"))
+            .env("NEMOCLAW_INIT_CONFIG", d.0.join("init.json"))
+            .envs(env.iter().copied());
+        let out = cmd.output().expect("re-run the test binary");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn startup_sequence_exit_statuses() {
+        if files::RC_FILES.iter().any(|p| Path::new(p).exists()) {
+            eprintln!("skipped: this host has /sandbox rc files the root path would lock");
+            return;
+        }
+        let d = Scratch::new("run");
+        std::fs::write(
+            d.0.join("etc/passwd"),
+            "sandbox:x:998:998::/sandbox:/bin/sh\n",
+        )
+        .expect("passwd");
+        let root = nix::unistd::geteuid().is_root();
+
+        let (code, err) = startup(&d, "/nonexistent/nemoclaw-cmd", &[]);
+        assert_eq!(code, Some(127), "{err}");
+        assert!(err.contains("nofile limit soft="), "{err}");
+        assert!(!err.contains("not understood"), "{err}");
+        assert_eq!(err.contains("(not root)"), !root, "{err}");
+        if root {
+            assert!(err.contains("as sandbox (uid 998, gid 998"), "{err}");
+        }
+        let env_file = std::fs::read_to_string(d.0.join("proxy-env.sh")).expect("env file");
+        assert!(env_file.contains("export HTTPS_PROXY="), "{env_file}");
+
+        let (code, err) = startup(
+            &d,
+            "/nonexistent/nemoclaw-cmd",
+            &[("NEMOCLAW_LANDLOCK", "maybe")],
+        );
+        assert_eq!(code, Some(127), "{err}");
+        assert!(
+            err.contains("NEMOCLAW_LANDLOCK value not understood"),
+            "{err}"
+        );
+
+        let (code, err) = startup(
+            &d,
+            "/nonexistent/nemoclaw-cmd",
+            &[("NEMOCLAW_PROXY_HOST", "bad host!")],
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("[SECURITY]"), "{err}");
+        if root {
+            let (code, err) = startup(
+                &d,
+                "/nonexistent/nemoclaw-cmd",
+                &[("NEMOCLAW_RUN_AS", "nobody")],
+            );
+            assert_eq!(code, Some(1), "{err}");
+            assert!(err.contains("refusing to run anything as root"), "{err}");
+        }
+    }
+
     #[test]
     fn names_who_runs_the_workload() {
         let t = target("sandbox", 998);
