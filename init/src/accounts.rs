@@ -27,11 +27,13 @@ pub fn load(root: &Path) -> Result<Accounts, String> {
 /// Reads a text file with a size cap; invalid UTF-8 is replaced, not fatal (such a line
 /// then simply fails to parse).
 fn read_small(path: &Path) -> io::Result<String> {
+    read_capped(path, MAX_FILE_BYTES)
+}
+
+fn read_capped(path: &Path, max: u64) -> io::Result<String> {
     let mut buf = Vec::new();
-    File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut buf)?;
-    if buf.len() as u64 > MAX_FILE_BYTES {
+    File::open(path)?.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
         return Err(io::Error::other("file too large"));
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -40,6 +42,30 @@ fn read_small(path: &Path) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_file_optional_but_must_be_readable_and_small() {
+        let dir = std::env::temp_dir().join(format!("nemoclaw-init-acc2-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).expect("mkdir");
+        std::fs::write(dir.join("etc/passwd"), PASSWD).expect("write");
+        let no_group = load(&dir).map(|a| a.groups.len());
+        std::fs::create_dir_all(dir.join("etc/group")).expect("mkdir");
+        let group_dir = load(&dir).map(|a| a.groups.len());
+        std::fs::remove_dir_all(dir.join("etc/group")).expect("rm");
+        // Exactly at the cap is read; one byte more is refused.
+        let capped = dir.join("capped");
+        std::fs::write(&capped, "0123456789").expect("write");
+        let at_cap = read_capped(&capped, 10);
+        let under_cap = read_capped(&capped, 9).map_err(|e| e.to_string());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(no_group, Ok(0));
+        assert!(
+            group_dir.as_ref().is_err_and(|e| e.contains("etc/group")),
+            "{group_dir:?}"
+        );
+        assert_eq!(at_cap.expect("at the cap"), "0123456789");
+        assert_eq!(under_cap, Err("file too large".to_string()));
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
         daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\

@@ -267,6 +267,161 @@ pub fn require_dropped() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{child_fail, in_child, privileged};
+    use std::cell::RefCell;
+
+    /// The bits of a `caps` crate set.
+    fn mask(set: &::caps::CapsHashSet) -> u64 {
+        set.iter().fold(0, |m, c| m | (1u64 << c.index()))
+    }
+
+    /// This process's effective set, read by the test from `/proc/self/status`.
+    fn effective_from_status() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        parse_all_sets(&status).expect("sets")[2]
+    }
+
+    fn ensure(ok: bool, what: &str) -> std::io::Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(child_fail(what.to_string()))
+        }
+    }
+
+    #[test]
+    fn current_bounding_set_is_the_kernels() {
+        let bnd = ::caps::read(None, CapSet::Bounding).expect("bounding set");
+        assert_eq!(current_capbnd(), Ok(mask(&bnd)));
+    }
+
+    #[test]
+    fn capability_checks_read_the_effective_set() {
+        let eff = effective_from_status();
+        let bit = |c: Capability| eff & (1u64 << c.index()) != 0;
+        assert_eq!(can_drop_bounding(), bit(Capability::CAP_SETPCAP));
+        assert_eq!(
+            can_switch_user(),
+            bit(Capability::CAP_SETUID) && bit(Capability::CAP_SETGID)
+        );
+        assert_eq!(
+            all_sets_empty(),
+            Ok(false),
+            "this test process has capabilities"
+        );
+    }
+
+    #[test]
+    fn losing_one_capability_is_noticed() {
+        if !privileged() {
+            return;
+        }
+        for (gone, checks_setpcap) in [
+            (Capability::CAP_SETUID, false),
+            (Capability::CAP_SETGID, false),
+            (Capability::CAP_SETPCAP, true),
+        ] {
+            let r = in_child(move || {
+                ::caps::drop(None, CapSet::Effective, gone)
+                    .map_err(|e| child_fail(e.to_string()))?;
+                if checks_setpcap {
+                    ensure(!can_drop_bounding(), "can_drop_bounding without SETPCAP")?;
+                    ensure(can_switch_user(), "can_switch_user with SETUID and SETGID")
+                } else {
+                    ensure(can_drop_bounding(), "can_drop_bounding with SETPCAP")?;
+                    ensure(
+                        !can_switch_user(),
+                        "can_switch_user with one of SETUID/SETGID",
+                    )
+                }
+            });
+            assert!(r.is_ok(), "{gone:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn start_drop_empties_the_listed_capabilities() {
+        if !privileged() {
+            return;
+        }
+        assert!(require_dropped().is_err(), "root here still has them");
+        let r = in_child(|| {
+            let lines = RefCell::new(Vec::new());
+            drop_at_start_and_report(&|l| lines.borrow_mut().push(l));
+            let lines = lines.into_inner();
+            let want = mask_of(&DROP_AT_START);
+            let bnd =
+                mask(&::caps::read(None, CapSet::Bounding).map_err(|e| child_fail(e.to_string()))?);
+            ensure(
+                bnd & want == 0,
+                "bounding set still has start-drop capabilities",
+            )?;
+            for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+                let m = mask(&::caps::read(None, set).map_err(|e| child_fail(e.to_string()))?);
+                ensure(
+                    m & want == 0,
+                    &format!("{set:?} still has start-drop capabilities"),
+                )?;
+            }
+            ensure(
+                lines == vec![format!("capability bounding set now {bnd:016x}")],
+                &format!("unexpected log {lines:?}"),
+            )?;
+            ensure(require_dropped().is_ok(), "require_dropped after the drop")?;
+            // Others stay: the step-down still needs SETUID.
+            ensure(can_switch_user(), "SETUID/SETGID kept")
+        });
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn drops_from_own_sets_and_bounding_set() {
+        if !privileged() {
+            return;
+        }
+        let r = in_child(|| {
+            drop_from_own_sets(&["CAP_NET_RAW", "CAP_MKNOD"]).map_err(child_fail)?;
+            let raw = 1u64 << 13 | 1u64 << 27;
+            for set in [CapSet::Effective, CapSet::Permitted] {
+                let m = mask(&::caps::read(None, set).map_err(|e| child_fail(e.to_string()))?);
+                ensure(m & raw == 0, &format!("{set:?} still has NET_RAW/MKNOD"))?;
+                ensure(m & (1 << 21) != 0, &format!("{set:?} lost SYS_ADMIN"))?;
+            }
+            let failed = drop_bounding(&["CAP_SYS_ADMIN"]);
+            ensure(failed.is_empty(), &format!("{failed:?}"))?;
+            let bnd = current_capbnd().map_err(child_fail)?;
+            ensure(bnd & (1 << 21) == 0, "SYS_ADMIN still bounding")?;
+            ensure(bnd & (1 << 13) != 0, "NET_RAW dropped from bounding too")
+        });
+        assert!(r.is_ok(), "{r:?}");
+        // Names the caps crate does not know are reported, not ignored.
+        assert_eq!(
+            drop_bounding(&["CAP_NOPE"]),
+            vec!["CAP_NOPE: unknown to the caps crate".to_string()]
+        );
+    }
+
+    #[test]
+    fn all_sets_empty_after_dropping_everything() {
+        if !privileged() {
+            return;
+        }
+        let r = in_child(|| {
+            for c in ::caps::all() {
+                ::caps::drop(None, CapSet::Bounding, c).map_err(|e| child_fail(e.to_string()))?;
+            }
+            for set in [
+                CapSet::Effective,
+                CapSet::Permitted,
+                CapSet::Inheritable,
+                CapSet::Ambient,
+            ] {
+                ::caps::clear(None, set).map_err(|e| child_fail(e.to_string()))?;
+            }
+            ensure(all_sets_empty() == Ok(true), "all sets empty")
+        });
+        assert!(r.is_ok(), "{r:?}");
+    }
 
     #[test]
     fn drop_list_matches_documented_numbers() {

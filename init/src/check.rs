@@ -157,6 +157,11 @@ pub fn report(cfg: &Config) -> Value {
 
 /// Prints the report as indented `key: value` text.
 pub fn print_text(v: &Value) {
+    print!("{}", text(v));
+}
+
+/// The report as indented `key: value` text.
+fn text(v: &Value) -> String {
     fn walk(v: &Value, indent: usize, out: &mut String) {
         let pad = "  ".repeat(indent);
         match v {
@@ -191,5 +196,81 @@ pub fn print_text(v: &Value) {
     }
     let mut out = String::new();
     walk(v, 0, &mut out);
-    print!("{out}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::config_in;
+
+    #[test]
+    fn text_form_indents_objects_and_lists() {
+        let v = json!({
+            "b": {"x": 1, "y": null},
+            "a": "plain",
+            "list": [{"k": "v"}, {"k": true}],
+            "words": ["p", "q"],
+        });
+        assert_eq!(
+            text(&v),
+            "a: plain\nb:\n  x: 1\n  y: -\nlist:\n  -\n    k: v\n  -\n    k: true\nwords: p q\n"
+        );
+        assert_eq!(text(&json!("top")), "top\n");
+    }
+
+    #[test]
+    fn report_reads_the_images_files() {
+        let d = std::env::temp_dir().join(format!("nemoclaw-init-check-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("etc")).expect("mkdir");
+        std::fs::write(
+            d.join("etc/passwd"),
+            "gateway:x:999:0::/sandbox:/usr/sbin/nologin\nsandbox:x:998:998::/sandbox:/bin/bash\n",
+        )
+        .expect("passwd");
+        std::fs::write(d.join("landlock.json"), r#"{"read_only":["/usr"]}"#).expect("policy");
+        let mut cfg = config_in(&d);
+        let off = report(&cfg);
+        cfg.landlock_mode = Mode::BestEffort;
+        let on = report(&cfg);
+        cfg.root = d.join("missing");
+        let no_accounts = report(&cfg);
+        std::fs::remove_dir_all(&d).expect("cleanup");
+
+        let euid = nix::unistd::geteuid().as_raw();
+        assert_eq!(off["root"], json!(euid == 0));
+        assert_eq!(off["euid"], json!(euid));
+        assert_eq!(off["landlock"]["policy"], Value::Null);
+        assert_eq!(off["landlock"]["mode"], json!("Off"));
+        assert_eq!(on["landlock"]["policy"]["read_only"], json!(["/usr"]));
+        let sandbox = &off["accounts"]["run_as"];
+        assert_eq!(sandbox["uid"], json!(998));
+        assert_eq!(sandbox["groups"], json!([998]));
+        assert_eq!(sandbox["shell"], json!("/bin/bash"));
+        assert!(sandbox.get("error").is_none());
+        // gid 0: resolvable, but refused as a step-down target.
+        let gateway = &off["accounts"]["gateway"];
+        assert_eq!(gateway["uid"], json!(999));
+        assert!(gateway["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refusing to run as root")));
+        let missing = &no_accounts["accounts"]["run_as"];
+        assert_eq!(missing["name"], json!("sandbox"));
+        assert!(missing["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cannot read")));
+    }
+
+    #[test]
+    fn users_missing_from_passwd_are_named() {
+        let a = Ok(Accounts::from_texts(
+            "sandbox:x:998:998::/sandbox:/bin/bash\n",
+            None,
+        ));
+        assert_eq!(
+            user_json(&a, "nobody"),
+            json!({"name": "nobody", "error": "not found in passwd"})
+        );
+        assert_eq!(user_json(&a, "sandbox")["home"], json!("/sandbox"));
+    }
 }

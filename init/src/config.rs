@@ -79,6 +79,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn blank_variables_count_as_unset() {
+        // Names used by no other test; the environment is process-wide.
+        std::env::set_var("NEMOCLAW_TEST_CONFIG_SET", " v ");
+        std::env::set_var("NEMOCLAW_TEST_CONFIG_BLANK", "  ");
+        assert_eq!(var("NEMOCLAW_TEST_CONFIG_SET"), Some(" v ".to_string()));
+        assert_eq!(var("NEMOCLAW_TEST_CONFIG_BLANK"), None);
+        assert_eq!(var("NEMOCLAW_TEST_CONFIG_UNSET"), None);
+    }
+
+    #[test]
     fn flags() {
         for on in ["1", "true", "YES", " on "] {
             assert!(flag(Some(on)), "{on}");

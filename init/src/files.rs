@@ -49,11 +49,16 @@ pub fn lock_rc(path: &Path) -> io::Result<Lock> {
 
 /// Whether an existing log file may be appended to.
 fn reusable(meta: &fs::Metadata, owner: Option<(u32, u32)>) -> bool {
+    may_append(meta.file_type().is_file(), meta.nlink(), meta.uid(), owner)
+}
+
+/// A plain file with one link, owned by root or the gateway user when one is given.
+fn may_append(is_file: bool, nlink: u64, file_uid: u32, owner: Option<(u32, u32)>) -> bool {
     let owner_ok = match owner {
-        Some((uid, _)) => meta.uid() == 0 || meta.uid() == uid,
+        Some((uid, _)) => file_uid == 0 || file_uid == uid,
         None => true,
     };
-    meta.file_type().is_file() && meta.nlink() == 1 && owner_ok
+    is_file && nlink == 1 && owner_ok
 }
 
 /// Opens the gateway log for appending, creating it 0644 and owned by `owner` (the gateway
@@ -113,6 +118,124 @@ pub fn open_gateway_log(path: &Path, owner: Option<(u32, u32)>) -> io::Result<Fi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{child_fail, in_child, privileged};
+
+    #[test]
+    fn appends_only_to_plain_single_link_files_of_the_right_owner() {
+        assert!(may_append(true, 1, 4242, None));
+        assert!(may_append(true, 1, 0, Some((999, 999))));
+        assert!(may_append(true, 1, 999, Some((999, 999))));
+        assert!(!may_append(true, 1, 998, Some((999, 999))));
+        assert!(!may_append(true, 2, 999, Some((999, 999))));
+        assert!(!may_append(true, 2, 0, None));
+        assert!(!may_append(false, 1, 0, None));
+        assert!(!may_append(false, 1, 999, Some((999, 999))));
+    }
+
+    #[test]
+    fn rc_lock_makes_root_owned_read_only_and_refuses_non_files() {
+        let d = scratch("rclock");
+        let rc = d.join(".bashrc");
+        fs::write(&rc, "x").expect("write");
+        fs::set_permissions(&rc, Permissions::from_mode(0o664)).expect("chmod");
+        let locked = privileged().then(|| lock_rc(&rc).map_err(|e| e.to_string()));
+        let meta = fs::metadata(&rc).expect("meta");
+        let dir = lock_rc(&d).map_err(|e| e.to_string());
+        let notdir = lock_rc(&rc.join("x")).map_err(|e| e.kind());
+        std::os::unix::fs::symlink(&rc, d.join("link")).expect("symlink");
+        let link = lock_rc(&d.join("link")).map_err(|e| e.to_string());
+        fs::remove_dir_all(&d).expect("cleanup");
+        if let Some(locked) = locked {
+            assert_eq!(locked, Ok(Lock::Locked));
+            assert_eq!(
+                (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+                (0, 0, 0o444)
+            );
+        }
+        assert_eq!(dir, Err("not a regular file".to_string()));
+        assert_eq!(notdir, Err(io::ErrorKind::NotADirectory));
+        assert_eq!(link, Err("is a symlink; refusing to follow it".to_string()));
+    }
+
+    #[test]
+    fn gateway_log_errors_are_returned_not_retried() {
+        let d = scratch("logerr");
+        let r = open_gateway_log(&d.join("no-such-dir/gateway.log"), None).map(|_| ());
+        fs::remove_dir_all(&d).expect("cleanup");
+        assert_eq!(r.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
+    }
+
+    #[test]
+    fn gateway_log_reuses_or_replaces_by_owner_and_links() {
+        if !privileged() {
+            return;
+        }
+        let d = scratch("logown");
+        let log = d.join("gateway.log");
+        // Root-owned: kept (content stays), handed to the gateway user.
+        fs::write(&log, "old\n").expect("write");
+        let f = open_gateway_log(&log, Some((4242, 4243))).map(|_| ());
+        let kept = fs::read_to_string(&log).expect("read");
+        let meta = fs::metadata(&log).expect("meta");
+
+        // Foreign owner: replaced by a fresh file.
+        std::os::unix::fs::chown(&log, Some(4000), Some(4000)).expect("chown");
+        let f2 = open_gateway_log(&log, Some((4242, 4243))).map(|_| ());
+        let replaced = fs::read_to_string(&log).expect("read");
+        // A second link: replaced, the other name untouched.
+        fs::write(&log, "linked\n").expect("write");
+        fs::hard_link(&log, d.join("other")).expect("link");
+        let f3 = open_gateway_log(&log, None).map(|_| ());
+        let after_link = fs::read_to_string(&log).expect("read");
+        let other = fs::read_to_string(d.join("other")).expect("read");
+        fs::remove_dir_all(&d).expect("cleanup");
+        assert!(f.is_ok());
+        assert_eq!(kept, "old\n");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (4242, 4243, 0o644)
+        );
+        assert!(f2.is_ok());
+        assert_eq!(replaced, "");
+        assert!(f3.is_ok());
+        assert_eq!(after_link, "");
+        assert_eq!(other, "linked\n");
+    }
+
+    #[test]
+    fn unwritable_log_is_replaced_only_by_root() {
+        if !privileged() {
+            return;
+        }
+        let d = scratch("logdenied");
+        let log = d.join("gateway.log");
+        fs::write(&log, "theirs\n").expect("write");
+        std::os::unix::fs::chown(&log, Some(4000), Some(4000)).expect("chown");
+        let log2 = log.clone();
+        // Without DAC_OVERRIDE (PID 1 after its start drop) the file cannot be opened.
+        let r = in_child(move || {
+            ::caps::drop(
+                None,
+                ::caps::CapSet::Effective,
+                ::caps::Capability::CAP_DAC_OVERRIDE,
+            )
+            .map_err(|e| child_fail(e.to_string()))?;
+            match open_gateway_log(&log2, None) {
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                other => return Err(child_fail(format!("unprivileged open: {other:?}"))),
+            }
+            if fs::read_to_string(&log2).ok().as_deref() != Some("theirs\n") {
+                return Err(child_fail("file replaced without an owner".into()));
+            }
+            open_gateway_log(&log2, Some((4000, 4000)))
+                .map(|_| ())
+                .map_err(|e| child_fail(format!("as root: {e}")))
+        });
+        let content = fs::read_to_string(&log).expect("read");
+        fs::remove_dir_all(&d).expect("cleanup");
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(content, "", "replaced by a fresh file");
+    }
 
     fn scratch(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("nemoclaw-init-{tag}-{}", std::process::id()));

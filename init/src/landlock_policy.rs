@@ -129,6 +129,103 @@ pub fn apply(policy: &Policy) -> Result<(String, bool), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{child_fail, in_child, run_after};
+    use landlock::LandlockStatus;
+
+    #[test]
+    fn compatibility_levels_map_one_to_one() {
+        assert_eq!(level(Compat::BestEffort), CompatLevel::BestEffort);
+        assert_eq!(level(Compat::SoftRequirement), CompatLevel::SoftRequirement);
+        assert_eq!(level(Compat::HardRequirement), CompatLevel::HardRequirement);
+    }
+
+    #[test]
+    fn kernel_abi_matches_the_landlock_crate() {
+        // The crate reports the kernel's ABI only after a restriction: ask it in a child
+        // and pass the version back as the child's error number.
+        let r = in_child(|| {
+            let status = Ruleset::default()
+                .handle_access(AccessFs::Execute)
+                .and_then(|r| r.create())
+                .and_then(|r| r.restrict_self())
+                .map_err(|e| child_fail(e.to_string()))?;
+            let v = match status.landlock {
+                LandlockStatus::Available {
+                    effective_abi,
+                    kernel_abi,
+                } => kernel_abi.unwrap_or(effective_abi as i32),
+                _ => 0,
+            };
+            Err(std::io::Error::from_raw_os_error(1000 + v))
+        });
+        let v = r.expect_err("child reports").raw_os_error().expect("errno") - 1000;
+        assert!(v >= 0, "{v}");
+        assert_eq!(kernel_abi(), (v > 0).then_some(i64::from(v)));
+        let want = if v > 0 {
+            format!("ABI {v}")
+        } else {
+            "unsupported".into()
+        };
+        assert_eq!(describe_abi(), want);
+    }
+
+    fn system_dirs() -> Vec<String> {
+        ["/usr", "/bin", "/lib", "/lib64"]
+            .into_iter()
+            .filter(|p| Path::new(p).exists())
+            .map(String::from)
+            .collect()
+    }
+
+    /// Applies `policy` in a child that then runs `cat /etc/passwd`, checking the status
+    /// line there; returns cat's output.
+    fn cat_under(policy: Policy, missing_note: Option<&'static str>) -> std::process::Output {
+        run_after(
+            move || {
+                let (line, enforced) = apply(&policy).map_err(child_fail)?;
+                let enforced_line = line.starts_with("landlock fully enforced (kernel ABI ")
+                    || line.starts_with("landlock partially enforced (kernel ABI ");
+                let note_ok = match missing_note {
+                    Some(n) => line.ends_with(&format!("; skipped missing paths [{n:?}]")),
+                    None => !line.contains("skipped"),
+                };
+                if enforced && enforced_line && note_ok {
+                    Ok(())
+                } else {
+                    Err(child_fail(format!("{line} (enforced {enforced})")))
+                }
+            },
+            &["/bin/cat", "/etc/passwd"],
+        )
+        .expect("landlock applied with the expected status line")
+    }
+
+    #[test]
+    fn apply_restricts_the_process_and_names_missing_paths() {
+        if kernel_abi().is_none() {
+            eprintln!("skipped: this kernel has no Landlock");
+            return;
+        }
+        let mut ro = system_dirs();
+        ro.push("/nonexistent-nemoclaw".into());
+        let policy = Policy {
+            read_only: ro,
+            read_write: vec![],
+            compatibility: Compat::BestEffort,
+        };
+        let out = cat_under(policy, Some("/nonexistent-nemoclaw"));
+        assert!(!out.status.success(), "/etc is outside the policy");
+        assert!(out.stdout.is_empty());
+
+        let policy = Policy {
+            read_only: system_dirs(),
+            read_write: vec!["/etc".into()],
+            compatibility: Compat::HardRequirement,
+        };
+        let out = cat_under(policy, None);
+        assert!(out.status.success(), "/etc is in the policy");
+        assert!(!out.stdout.is_empty());
+    }
 
     #[test]
     fn env_modes() {

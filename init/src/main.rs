@@ -17,6 +17,8 @@ mod rlimits;
 mod runtime_env;
 mod stepdown;
 mod supervise;
+#[cfg(test)]
+mod testutil;
 mod tmpdirs;
 
 use std::ffi::OsString;
@@ -142,7 +144,7 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
     if caps_empty {
         say!("all capability sets are empty (OpenShell full enforcement): nothing to drop");
     }
-    if privileged && !caps::can_switch_user() {
+    if cannot_step_down(privileged, caps::can_switch_user()) {
         say!(
             "[SECURITY] running as root without CAP_SETUID/CAP_SETGID (e.g. --user root \
              --cap-drop=ALL): cannot step down, and the workload must not run as root. Run \
@@ -164,7 +166,7 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
 
     rlimits::apply(&log);
 
-    if privileged && !caps_empty {
+    if drops_at_start(privileged, caps_empty) {
         caps::drop_at_start_and_report(&log);
     }
     if cfg.require_cap_drop {
@@ -196,15 +198,7 @@ fn run(command: Option<Vec<OsString>>) -> i32 {
                 return 1;
             }
         };
-        // Tool directories belong to the sandbox user even when the gateway runs
-        // (upstream: `install -d -o sandbox -g sandbox`); gateway reaches them by group.
-        let owner = if *user == cfg.run_as {
-            Some((t.uid, t.gid))
-        } else {
-            resolve_target(&cfg, &cfg.run_as)
-                .ok()
-                .map(|s| (s.uid, s.gid))
-        };
+        let owner = tool_dir_owner(&cfg, user, &t);
         (Some(t), owner)
     } else {
         (None, None)
@@ -294,17 +288,50 @@ fn prepare_environment(
         .iter()
         .filter_map(|e| e.mkdir.map(|m| (std::path::PathBuf::from(&e.value), m)))
         .collect();
+    let made = prepare_dirs(&dirs, dir_owner);
+    if let Some(note) = prepared_note(made) {
+        say!("{note}");
+    }
+    vars
+}
+
+/// Creates the tool directories; logs each failure and returns how many are ready.
+fn prepare_dirs(dirs: &[(std::path::PathBuf, u32)], owner: Option<(u32, u32)>) -> usize {
     let mut made = 0;
-    for ((path, _), r) in dirs.iter().zip(tmpdirs::ensure_dirs(&dirs, dir_owner)) {
+    for ((path, _), r) in dirs.iter().zip(tmpdirs::ensure_dirs(dirs, owner)) {
         match r {
             Ok(()) => made += 1,
             Err(err) => say!("could not prepare {}: {err}", path.display()),
         }
     }
-    if made > 0 {
-        say!("prepared {made} tool directories");
+    made
+}
+
+fn prepared_note(made: usize) -> Option<String> {
+    (made > 0).then(|| format!("prepared {made} tool directories"))
+}
+
+/// Root that cannot switch users must not start anything: the workload would run as root.
+fn cannot_step_down(privileged: bool, can_switch_user: bool) -> bool {
+    privileged && !can_switch_user
+}
+
+/// The startup capability drop is for root that still holds capabilities; with every set
+/// already empty (OpenShell) there is nothing to drop.
+fn drops_at_start(privileged: bool, caps_empty: bool) -> bool {
+    privileged && !caps_empty
+}
+
+/// Owner of the tool directories: the sandbox user even when the gateway runs
+/// (upstream: `install -d -o sandbox -g sandbox`); gateway reaches them by group.
+fn tool_dir_owner(cfg: &Config, user: &str, target: &Target) -> Option<(u32, u32)> {
+    if user == cfg.run_as {
+        Some((target.uid, target.gid))
+    } else {
+        resolve_target(cfg, &cfg.run_as)
+            .ok()
+            .map(|s| (s.uid, s.gid))
     }
-    vars
 }
 
 fn resolve_target(cfg: &Config, user: &str) -> Result<Target, String> {
@@ -380,12 +407,17 @@ fn run_command(argv: Vec<OsString>, target: Option<Target>, opts: Options) -> i3
     }
 }
 
-fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
-    let owner = target.as_ref().map(|t| (t.uid, t.gid));
-    let opts = Options {
+/// The gateway creates files its group (the sandbox user) must be able to use.
+fn gateway_options(opts: Options) -> Options {
+    Options {
         umask: Some(0o007),
         ..opts
-    };
+    }
+}
+
+fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
+    let owner = target.as_ref().map(|t| (t.uid, t.gid));
+    let opts = gateway_options(opts);
     say!(
         "supervising gateway {:?} as {}, log {}",
         cfg.gateway_cmd,
@@ -435,6 +467,7 @@ fn run_gateway(cfg: &Config, target: Option<Target>, opts: Options) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testutil::config_in;
 
     fn args(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
@@ -465,5 +498,285 @@ mod tests {
         assert!(parse_args(args(&["--json"])).is_err());
         assert!(parse_args(args(&["--bogus"])).is_err());
         assert!(parse_args(args(&["--check", "ls"])).is_err());
+    }
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(std::path::PathBuf);
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let d = std::env::temp_dir()
+                .join(format!("nemoclaw-init-main-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(d.join("etc")).expect("mkdir");
+            Scratch(d)
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn target(name: &str, uid: u32) -> Target {
+        Target {
+            name: name.into(),
+            uid,
+            gid: uid,
+            groups: vec![uid],
+            home: "/sandbox".into(),
+        }
+    }
+
+    #[test]
+    fn root_without_setuid_refuses_and_only_root_drops() {
+        assert!(cannot_step_down(true, false));
+        assert!(!cannot_step_down(true, true));
+        assert!(!cannot_step_down(false, false));
+        assert!(!cannot_step_down(false, true));
+        assert!(drops_at_start(true, false));
+        assert!(!drops_at_start(true, true));
+        assert!(!drops_at_start(false, false));
+        assert!(!drops_at_start(false, true));
+    }
+
+    #[test]
+    fn tool_directories_belong_to_the_run_as_user() {
+        let d = Scratch::new("owner");
+        std::fs::write(
+            d.0.join("etc/passwd"),
+            "gateway:x:999:999::/sandbox:/bin/sh\nsandbox:x:998:997::/sandbox:/bin/sh\n",
+        )
+        .expect("passwd");
+        let cfg = config_in(&d.0);
+        // The run-as user's own target is used as it is (no second lookup).
+        assert_eq!(
+            tool_dir_owner(&cfg, "sandbox", &target("sandbox", 5000)),
+            Some((5000, 5000))
+        );
+        // The gateway's directories still go to the sandbox user, from passwd.
+        assert_eq!(
+            tool_dir_owner(&cfg, "gateway", &target("gateway", 999)),
+            Some((998, 997))
+        );
+        let mut nobody = cfg.clone();
+        nobody.run_as = "missing".into();
+        assert_eq!(
+            tool_dir_owner(&nobody, "gateway", &target("gateway", 999)),
+            None
+        );
+    }
+
+    #[test]
+    fn environment_file_and_tool_directories() {
+        let d = Scratch::new("env");
+        let tool_dir = d.0.join("tools/.gnupg");
+        std::fs::write(
+            d.0.join("init.json"),
+            format!(
+                r#"{{"env":[{{"name":"GNUPGHOME","value":"{}","mkdir":"0700"}},
+                    {{"name":"NEMOCLAW_TEST_PLAIN","value":"v1"}}],"passthrough":[]}}"#,
+                tool_dir.display()
+            ),
+        )
+        .expect("init.json");
+        let cfg = config_in(&d.0);
+        let proxy = proxyenv::Proxy::from_values(Some("10.1.2.3"), Some("3128")).expect("proxy");
+        let vars = prepare_environment(&cfg, &proxy, false, None);
+        let declared = vec![
+            ("GNUPGHOME".to_string(), tool_dir.display().to_string()),
+            ("NEMOCLAW_TEST_PLAIN".to_string(), "v1".to_string()),
+        ];
+        assert_eq!(vars, proxyenv::variables(&proxy, &declared));
+        assert!(vars.contains(&("HTTPS_PROXY".into(), "http://10.1.2.3:3128".into())));
+        let file = std::fs::read_to_string(&cfg.proxy_file).expect("env file written");
+        assert_eq!(file, proxyenv::render(&vars));
+        let meta = std::fs::metadata(&tool_dir).expect("tool dir made");
+        assert!(meta.is_dir());
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn landlock_modes_and_policy_errors() {
+        let d = Scratch::new("landlock");
+        let mut cfg = config_in(&d.0);
+        // Off never reads the policy, even a valid one.
+        std::fs::write(&cfg.landlock_policy, r#"{"read_only":["/usr"]}"#).expect("policy");
+        assert_eq!(landlock_setup(&cfg), Ok(None));
+        let policy = landlock_policy::load(&cfg.landlock_policy).expect("valid policy");
+
+        cfg.landlock_mode = Mode::BestEffort;
+        assert_eq!(landlock_setup(&cfg), Ok(Some((policy.clone(), false))));
+        cfg.landlock_mode = Mode::Require;
+        if landlock_policy::kernel_abi().is_some() {
+            assert_eq!(landlock_setup(&cfg), Ok(Some((policy, true))));
+        } else {
+            assert!(landlock_setup(&cfg).is_err());
+        }
+
+        // A missing policy: skipped in best effort, fatal when required.
+        cfg.landlock_policy = d.0.join("missing.json");
+        cfg.landlock_mode = Mode::BestEffort;
+        assert_eq!(landlock_setup(&cfg), Ok(None));
+        cfg.landlock_mode = Mode::Require;
+        let err = landlock_setup(&cfg).expect_err("required");
+        assert!(err.contains("NEMOCLAW_LANDLOCK=require"), "{err}");
+    }
+
+    #[test]
+    fn spawn_failures_use_shell_statuses() {
+        let nf = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(spawn_failure_status(&nf), 127);
+        assert_eq!(spawn_failure_status(&denied), 126);
+
+        assert_eq!(
+            run_command(
+                args(&["/nonexistent/nemoclaw-no-such-command"]),
+                None,
+                Options::default()
+            ),
+            127
+        );
+        let d = Scratch::new("spawn");
+        let script = d.0.join("not-executable");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").expect("script");
+        assert_eq!(
+            run_command(vec![script.into_os_string()], None, Options::default()),
+            126
+        );
+    }
+
+    #[test]
+    fn counts_prepared_directories() {
+        let d = Scratch::new("dirs");
+        let dirs = vec![
+            (d.0.join("a"), 0o700),
+            (d.0.join("b/c"), 0o755),
+            // Under a regular file: cannot be made.
+            (d.0.join("etc/file/x"), 0o700),
+        ];
+        std::fs::write(d.0.join("etc/file"), "x").expect("file");
+        assert_eq!(prepare_dirs(&dirs, None), 2);
+        assert!(d.0.join("b/c").is_dir());
+        assert_eq!(prepared_note(0), None);
+        assert_eq!(
+            prepared_note(2),
+            Some("prepared 2 tool directories".to_string())
+        );
+    }
+
+    #[test]
+    fn gateway_gets_a_group_umask() {
+        let opts = gateway_options(Options {
+            no_new_privs: true,
+            landlock: None,
+            umask: None,
+        });
+        assert_eq!(opts.umask, Some(0o007));
+        assert!(opts.no_new_privs);
+    }
+
+    /// Not a test on its own: the body of `startup_sequence_exit_statuses`, which runs it
+    /// in a re-executed test binary because `run` changes process-wide state (PATH,
+    /// environment, signal mask, capabilities, rlimits).
+    #[test]
+    #[ignore = "helper process for startup_sequence_exit_statuses"]
+    fn run_helper_process() {
+        if let Some(cmd) = std::env::var_os("NEMOCLAW_TEST_RUN_COMMAND") {
+            std::process::exit(run(Some(vec![cmd])));
+        }
+    }
+
+    /// Runs the startup sequence for `command` in its own process; returns the exit
+    /// status and stderr.
+    fn startup(d: &Scratch, command: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "tests::run_helper_process",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("NEMOCLAW_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NEMOCLAW_TEST_RUN_COMMAND", command)
+            .env("NEMOCLAW_ROOT", &d.0)
+            .env("NEMOCLAW_PROXY_ENV_FILE", d.0.join("proxy-env.sh"))
+            .env("NEMOCLAW_INIT_CONFIG", d.0.join("init.json"))
+            .envs(env.iter().copied());
+        let out = cmd.output().expect("re-run the test binary");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn startup_sequence_exit_statuses() {
+        if files::RC_FILES.iter().any(|p| Path::new(p).exists()) {
+            eprintln!("skipped: this host has /sandbox rc files the root path would lock");
+            return;
+        }
+        let d = Scratch::new("run");
+        std::fs::write(
+            d.0.join("etc/passwd"),
+            "sandbox:x:998:998::/sandbox:/bin/sh\n",
+        )
+        .expect("passwd");
+        let root = nix::unistd::geteuid().is_root();
+
+        let (code, err) = startup(&d, "/nonexistent/nemoclaw-cmd", &[]);
+        assert_eq!(code, Some(127), "{err}");
+        assert!(err.contains("nofile limit soft="), "{err}");
+        assert!(!err.contains("not understood"), "{err}");
+        assert_eq!(err.contains("(not root)"), !root, "{err}");
+        if root {
+            assert!(err.contains("as sandbox (uid 998, gid 998"), "{err}");
+        }
+        let env_file = std::fs::read_to_string(d.0.join("proxy-env.sh")).expect("env file");
+        assert!(env_file.contains("export HTTPS_PROXY="), "{env_file}");
+
+        let (code, err) = startup(
+            &d,
+            "/nonexistent/nemoclaw-cmd",
+            &[("NEMOCLAW_LANDLOCK", "maybe")],
+        );
+        assert_eq!(code, Some(127), "{err}");
+        assert!(
+            err.contains("NEMOCLAW_LANDLOCK value not understood"),
+            "{err}"
+        );
+
+        let (code, err) = startup(
+            &d,
+            "/nonexistent/nemoclaw-cmd",
+            &[("NEMOCLAW_PROXY_HOST", "bad host!")],
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("[SECURITY]"), "{err}");
+        if root {
+            let (code, err) = startup(
+                &d,
+                "/nonexistent/nemoclaw-cmd",
+                &[("NEMOCLAW_RUN_AS", "nobody")],
+            );
+            assert_eq!(code, Some(1), "{err}");
+            assert!(err.contains("refusing to run anything as root"), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_who_runs_the_workload() {
+        let t = target("sandbox", 998);
+        assert_eq!(who(&Some(t.clone())), t.describe());
+        assert_eq!(who(&None), format!("uid {}", nix::unistd::getuid()));
     }
 }

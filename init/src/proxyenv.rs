@@ -179,6 +179,22 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     #[test]
+    fn atomic_write_to_a_relative_path_uses_the_current_directory() {
+        let d = std::env::temp_dir().join(format!("nemoclaw-init-relenv-{}", std::process::id()));
+        fs::create_dir_all(&d).expect("mkdir");
+        let d2 = d.clone();
+        // chdir only in a forked child: the working directory is process-wide.
+        let r = crate::testutil::in_child(move || {
+            std::env::set_current_dir(&d2)?;
+            write_atomic(Path::new("proxy-env.sh"), "x\n", None)
+        });
+        let content = fs::read_to_string(d.join("proxy-env.sh"));
+        fs::remove_dir_all(&d).expect("cleanup");
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(content.expect("written"), "x\n");
+    }
+
+    #[test]
     fn default_content_is_exact() {
         let p = Proxy::from_values(None, None).expect("defaults");
         let spec = vec![

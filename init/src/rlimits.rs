@@ -122,6 +122,40 @@ pub fn apply(log: &dyn Fn(String)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{child_fail, in_child};
+
+    #[test]
+    fn apply_lowers_both_limits_and_reports_them() {
+        let r = in_child(|| {
+            let mut want = Vec::new();
+            for l in LIMITS {
+                let (t, _) = target(std::env::var(l.env).ok().as_deref(), l.default);
+                let (_, h) = getrlimit(l.resource).map_err(|e| child_fail(e.to_string()))?;
+                want.push((l, plan(t, h)));
+            }
+            let lines = std::cell::RefCell::new(Vec::new());
+            apply(&|l| lines.borrow_mut().push(l));
+            let mut expect_lines = Vec::new();
+            for (l, p) in want {
+                let got = getrlimit(l.resource).map_err(|e| child_fail(e.to_string()))?;
+                if got != (p.soft, p.hard) {
+                    return Err(child_fail(format!("{}: {got:?}, planned {p:?}", l.name)));
+                }
+                expect_lines.push(format!(
+                    "{} limit soft={} hard={}",
+                    l.name,
+                    show(p.soft),
+                    show(p.hard)
+                ));
+            }
+            let lines = lines.into_inner();
+            if lines != expect_lines {
+                return Err(child_fail(format!("log {lines:?}")));
+            }
+            Ok(())
+        });
+        assert!(r.is_ok(), "{r:?}");
+    }
     const INF: u64 = nix::sys::resource::RLIM_INFINITY;
 
     #[test]

@@ -46,6 +46,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn load_missing_unreadable_and_valid() {
+        let d = std::env::temp_dir().join(format!("nemoclaw-init-rtenv-{}", std::process::id()));
+        std::fs::create_dir_all(d.join("dir.json")).expect("mkdir");
+        std::fs::write(
+            d.join("init.json"),
+            r#"{"env":[{"name":"A","value":"b"}],"passthrough":["NODE_OPTIONS"]}"#,
+        )
+        .expect("write");
+        let missing = load(&d.join("missing.json"));
+        let unreadable = load(&d.join("dir.json"));
+        let valid = load(&d.join("init.json"));
+        std::fs::remove_dir_all(&d).expect("cleanup");
+        assert_eq!(missing, Ok(Spec::default()));
+        assert!(unreadable.is_err(), "{unreadable:?}");
+        let valid = valid.expect("valid");
+        assert_eq!(valid.env.len(), 1);
+        assert_eq!(
+            (valid.env[0].name.as_str(), valid.env[0].value.as_str()),
+            ("A", "b")
+        );
+        assert_eq!(valid.passthrough, vec!["NODE_OPTIONS".to_string()]);
+    }
+
+    #[test]
     fn passthrough_filters_secrets_by_name() {
         let env = vec![
             (

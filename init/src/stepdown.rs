@@ -93,19 +93,29 @@ pub fn in_child(target: Option<&Target>, opts: &Options) -> io::Result<()> {
         nix::sys::prctl::set_no_new_privs().map_err(|e| fail(format!("no_new_privs: {e}")))?;
     }
     if let Some((policy, required)) = &opts.landlock {
-        match landlock_policy::apply(policy) {
-            Ok((_, false)) if *required => {
-                return Err(fail(format!(
-                    "landlock required but not enforced (kernel {})",
-                    landlock_policy::describe_abi()
-                )))
-            }
-            Ok((line, _)) => eprintln!("nemoclaw-init: {line}"),
-            Err(e) if *required => return Err(fail(e)),
-            Err(e) => eprintln!("nemoclaw-init: landlock skipped: {e}"),
+        match landlock_outcome(landlock_policy::apply(policy), *required) {
+            Ok(line) => eprintln!("nemoclaw-init: {line}"),
+            Err(e) => return Err(fail(e)),
         }
     }
     Ok(())
+}
+
+/// What Landlock's result means for the exec: a line to log, or (when required) the
+/// reason to abort it.
+fn landlock_outcome(
+    applied: Result<(String, bool), String>,
+    required: bool,
+) -> Result<String, String> {
+    match applied {
+        Ok((_, false)) if required => Err(format!(
+            "landlock required but not enforced (kernel {})",
+            landlock_policy::describe_abi()
+        )),
+        Ok((line, _)) => Ok(line),
+        Err(e) if required => Err(e),
+        Err(e) => Ok(format!("landlock skipped: {e}")),
+    }
 }
 
 fn switch_user(t: &Target) -> io::Result<()> {
@@ -167,6 +177,147 @@ fn verify(t: &Target) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{
+        child_fail, in_child as in_forked_child, privileged, run_after, status_field,
+    };
+
+    fn nctest() -> Target {
+        Target {
+            name: "nctest".into(),
+            uid: 4242,
+            gid: 4243,
+            groups: vec![4243, 4244],
+            home: "/".into(),
+        }
+    }
+
+    #[test]
+    fn landlock_failures_abort_only_when_required() {
+        let enforced = || Ok(("landlock fully enforced".to_string(), true));
+        let not_enforced = || Ok(("landlock not enforced".to_string(), false));
+        let failed = || Err("landlock: boom".to_string());
+        for required in [false, true] {
+            assert_eq!(
+                landlock_outcome(enforced(), required),
+                Ok("landlock fully enforced".to_string())
+            );
+        }
+        assert_eq!(
+            landlock_outcome(not_enforced(), false),
+            Ok("landlock not enforced".to_string())
+        );
+        let e = landlock_outcome(not_enforced(), true).expect_err("required");
+        assert!(e.starts_with("landlock required but not enforced"), "{e}");
+        assert_eq!(
+            landlock_outcome(failed(), false),
+            Ok("landlock skipped: landlock: boom".to_string())
+        );
+        assert_eq!(
+            landlock_outcome(failed(), true),
+            Err("landlock: boom".to_string())
+        );
+    }
+
+    #[test]
+    fn steps_down_to_the_target_with_nothing_left() {
+        if !privileged() {
+            return;
+        }
+        let t = nctest();
+        let opts = Options {
+            no_new_privs: true,
+            landlock: None,
+            umask: Some(0o027),
+        };
+        let out = run_after(
+            move || in_child(Some(&t), &opts),
+            &["/bin/cat", "/proc/self/status"],
+        )
+        .expect("step-down succeeds");
+        let status = String::from_utf8_lossy(&out.stdout);
+        let f = |k| status_field(&status, k).unwrap_or_default().to_string();
+        assert_eq!(f("Uid"), "4242\t4242\t4242\t4242");
+        assert_eq!(f("Gid"), "4243\t4243\t4243\t4243");
+        assert_eq!(f("Groups"), "4243 4244");
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(f(set), "0000000000000000", "{set}");
+        }
+        let bnd = caps::parse_capbnd(&status).expect("CapBnd");
+        assert!(caps::still_present(bnd, &caps::DROP_AT_STEPDOWN).is_empty());
+        assert_eq!(f("NoNewPrivs"), "1");
+        assert_eq!(f("Umask"), "0027");
+    }
+
+    #[test]
+    fn without_a_target_only_the_options_apply() {
+        let opts = Options {
+            no_new_privs: false,
+            landlock: None,
+            umask: Some(0o077),
+        };
+        let out = run_after(
+            move || in_child(None, &opts),
+            &["/bin/cat", "/proc/self/status"],
+        )
+        .expect("runs");
+        let status = String::from_utf8_lossy(&out.stdout);
+        let me = nix::unistd::getuid().as_raw().to_string();
+        let uid = status_field(&status, "Uid").unwrap_or_default();
+        assert_eq!(uid.split('\t').next(), Some(me.as_str()));
+        assert_eq!(status_field(&status, "Umask"), Some("0077"));
+    }
+
+    #[test]
+    fn verify_rejects_ids_and_groups_that_differ() {
+        if !privileged() {
+            return;
+        }
+        let t = nctest();
+        let wrong = [
+            Target {
+                gid: 4250,
+                ..t.clone()
+            },
+            Target {
+                uid: 4250,
+                ..t.clone()
+            },
+            Target {
+                groups: vec![4243],
+                ..t.clone()
+            },
+        ];
+        for w in wrong {
+            let (t, w2) = (t.clone(), w.clone());
+            let r = in_forked_child(move || {
+                switch_user(&t)?;
+                match verify(&w2) {
+                    Ok(()) => Err(child_fail(format!("verify accepted {w2:?}"))),
+                    Err(_) => Ok(()),
+                }
+            });
+            assert!(r.is_ok(), "{w:?}: {r:?}");
+        }
+        // As root nothing matches the target.
+        let t = nctest();
+        assert!(in_forked_child(move || verify(&t)).is_err());
+    }
+
+    #[test]
+    fn a_step_down_that_can_still_regain_group_0_fails() {
+        if !privileged() {
+            return;
+        }
+        // gid 0 kept (Target::resolve refuses it; switch_user must notice on its own):
+        // setgid(0) still succeeds afterwards.
+        let t = Target {
+            gid: 0,
+            groups: vec![0],
+            ..nctest()
+        };
+        let r = in_forked_child(move || switch_user(&t));
+        assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(nix::libc::EPERM)));
+    }
 
     #[test]
     fn resolves_targets_with_init_groups() {

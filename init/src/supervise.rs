@@ -253,6 +253,34 @@ pub fn run_gateway(start: &mut dyn FnMut() -> Result<Pid, i32>, log: &dyn Fn(Str
 mod tests {
     use super::*;
 
+    #[test]
+    fn run_command_returns_the_watched_childs_status_and_reaps_others() {
+        // In a forked child: it is single-threaded there, like PID 1, so the blocked
+        // SIGCHLD reaches sigwait. The status comes back as the child's error number.
+        let r = crate::testutil::in_child(|| {
+            block_signals().map_err(std::io::Error::from)?;
+            let spawn = |script: &str| {
+                std::process::Command::new("/bin/sh")
+                    .args(["-c", script])
+                    .spawn()
+                    .map(|c| Pid::from_raw(c.id() as i32))
+            };
+            // An unrelated child exits first; only the watched one's status counts.
+            spawn("exit 3")?;
+            let watched = spawn("sleep 0.2; exit 7")?;
+            let code = run_command(watched, &|_| {});
+            let leftover = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG));
+            if leftover != Err(Errno::ECHILD) {
+                return Err(crate::testutil::child_fail(format!(
+                    "not reaped: {leftover:?}"
+                )));
+            }
+            Err(std::io::Error::from_raw_os_error(1000 + code))
+        });
+        let code = r.expect_err("status comes back").raw_os_error();
+        assert_eq!(code, Some(1007));
+    }
+
     fn restart(d: Decision) -> (usize, bool) {
         match d {
             Decision::Restart {
@@ -318,6 +346,7 @@ mod tests {
     #[test]
     fn stop_request_prevents_restart() {
         let mut p = RestartPolicy::default();
+        assert!(!p.stopping());
         p.request_stop();
         assert!(p.stopping());
         assert_eq!(p.on_exit(143, Instant::now()), Decision::Exit(143));
