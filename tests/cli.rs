@@ -2,31 +2,20 @@
 //! `build --build-arg`, `audit --fail-on` and `policy --strict`, on small images built
 //! by the binary itself from generated tarballs.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nemoclaw_build::testing::TarBuilder;
+
+mod common;
 
 const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
 const GROUP: &[u8] = b"root:x:0:\nnogroup:x:65534:\n";
 
-/// Runs the binary with a private cache; returns (exit code, stdout, stderr).
+/// Runs the binary with a private cache (the shared harness); returns (exit code,
+/// stdout, stderr).
 fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(env!("CARGO_BIN_EXE_nemoclaw-build"))
-        .args(args)
-        .current_dir(dir)
-        .env("XDG_CACHE_HOME", dir.join("xdg-cache"))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .expect("run nemoclaw-build");
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
+    let r = common::run(dir, args);
+    (r.code, r.stdout, r.stderr)
 }
 
 /// A rootfs tarball: accounts plus `extra`.
