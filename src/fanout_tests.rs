@@ -4,11 +4,10 @@
 //! refused naming the input, and nothing is written then.
 use crate::fanout::{assemble, IndexOptions, Location, Pinned};
 use crate::imageref::ImageRef;
-use crate::multiarch_tests::{fixture, opts, target, Fixture};
+use crate::multiarch_tests::{fixture, opts, Fixture};
 use crate::oci::Digest;
 use crate::pipeline::build;
 use crate::source::{open_image, OpenOptions};
-use crate::targets::build_platforms;
 use std::path::{Path, PathBuf};
 
 /// One platform built alone into `oci:DIR:x` (as a runner of that platform would);
@@ -64,18 +63,7 @@ fn pin(layout: &Path, digest: &str) -> String {
 fn fan_out_index_equals_the_one_run_build() {
     let b = two_platforms();
     let f = &b.f;
-    let one_run = build_platforms(
-        opts(
-            &f.amd,
-            &format!("oci:{}:multi", f.dir.join("multi").display()),
-            &f.art,
-        ),
-        vec![
-            target("linux/amd64", &f.amd, &f.art),
-            target("linux/arm64", &f.arm, &f.art),
-        ],
-    )
-    .unwrap();
+    let one_run = f.build_both(&format!("oci:{}:multi", f.dir.join("multi").display()));
     let inputs = [pin(&b.amd.0, &b.amd.1), pin(&b.arm.0, &b.arm.1)];
     let out = f.dir.join("fan");
     let s = assemble(&index_opts(&inputs, &format!("oci:{}:idx", out.display()))).unwrap();
@@ -266,14 +254,7 @@ fn wrong_pins_and_non_images_are_refused() {
     assert!(msg.contains(&format!("no blob {none}")), "{msg}");
     // An image index (the one-run build's) is not one platform's image.
     let multi = f.dir.join("multi");
-    let s = build_platforms(
-        opts(&f.amd, &format!("oci:{}", multi.display()), &f.art),
-        vec![
-            target("linux/amd64", &f.amd, &f.art),
-            target("linux/arm64", &f.arm, &f.art),
-        ],
-    )
-    .unwrap();
+    let s = f.build_both(&format!("oci:{}", multi.display()));
     let msg = try_with(pin(&multi, &s.digest));
     assert!(
         msg.contains("is an image index (linux/amd64, linux/arm64), not one platform's image"),

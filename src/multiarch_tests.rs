@@ -104,6 +104,20 @@ pub(crate) struct Fixture {
     pub(crate) art: PathBuf,
 }
 
+impl Fixture {
+    /// The one-run two-platform build of the fixture's bases and artifacts into `out`.
+    pub(crate) fn build_both(&self, out: &str) -> crate::targets::MultiSummary {
+        build_platforms(
+            opts(&self.amd, out, &self.art),
+            vec![
+                target("linux/amd64", &self.amd, &self.art),
+                target("linux/arm64", &self.arm, &self.art),
+            ],
+        )
+        .unwrap()
+    }
+}
+
 pub(crate) fn fixture() -> Fixture {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().to_path_buf();
@@ -196,14 +210,7 @@ fn two_platforms_make_one_index_in_any_order() {
 fn each_platform_is_the_single_platform_build() {
     let f = fixture();
     let multi = f.dir.join("multi");
-    let s = build_platforms(
-        opts(&f.amd, &format!("oci:{}", multi.display()), &f.art),
-        vec![
-            target("linux/amd64", &f.amd, &f.art),
-            target("linux/arm64", &f.arm, &f.art),
-        ],
-    )
-    .unwrap();
+    let s = f.build_both(&format!("oci:{}", multi.display()));
     let mut single = opts(
         &f.arm,
         &format!("oci:{}", f.dir.join("one").display()),
@@ -362,14 +369,7 @@ fn oci_archive_holds_the_index() {
     let f = fixture();
     let path = f.dir.join("multi.tar");
     let out = format!("oci-archive:{}:m", path.display());
-    let s = build_platforms(
-        opts(&f.amd, &out, &f.art),
-        vec![
-            target("linux/amd64", &f.amd, &f.art),
-            target("linux/arm64", &f.arm, &f.art),
-        ],
-    )
-    .unwrap();
+    let s = f.build_both(&out);
     let r = ImageRef::parse(&out).unwrap();
     let (digest, entries) = crate::source::open_index(&r, &OpenOptions::default()).unwrap();
     assert_eq!(digest, s.digest);
