@@ -798,16 +798,7 @@ mod tests {
     fn rebuild_matches_and_mismatch_names_the_file() {
         let t = tempfile::tempdir().unwrap();
         let base = t.path().join("base.tar");
-        std::fs::write(
-            &base,
-            TarBuilder::new()
-                .dir("etc", 0o755)
-                .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-                .file("etc/group", b"root:x:0:\n", 0o644)
-                .dir("opt", 0o755)
-                .build(),
-        )
-        .unwrap();
+        std::fs::write(&base, crate::testutil::accounts().dir("opt", 0o755).build()).unwrap();
         let recipe = t.path().join("r.toml");
         std::fs::write(&recipe, "name = \"t\"\n[artifacts]\ndest = \"/opt/app\"\n").unwrap();
         let art = t.path().join("art");
@@ -866,15 +857,7 @@ mod tests {
     fn rebuild_from_the_recorded_builder_image() {
         let t = tempfile::tempdir().unwrap();
         let base = t.path().join("base.tar");
-        std::fs::write(
-            &base,
-            TarBuilder::new()
-                .dir("etc", 0o755)
-                .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
-                .file("etc/group", b"root:x:0:\n", 0o644)
-                .build(),
-        )
-        .unwrap();
+        std::fs::write(&base, crate::testutil::accounts().build()).unwrap();
         let recipe = t.path().join("r.toml");
         std::fs::write(&recipe, "name = \"t\"\n[artifacts]\ndest = \"/opt/app\"\n").unwrap();
         let layout = |name: &str, js: &[u8]| {
