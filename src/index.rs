@@ -45,14 +45,30 @@ pub fn index_base_spilling(
             None => (None, None),
         };
         let mut dec = crate::source::ThreadedDecoder::spawn(&layer, bar.clone(), None)?;
-        let mut tar_hash = HashingReader::new(&mut dec);
-        let mut tar = TarReader::new(&mut tar_hash, &layer.label).max_entries(opts.max_entries);
-        if let Some(f) = spill_file {
-            tar = tar.spill_to(f); // the archive only: never the trailer after its end
-        }
-        let stats = fs.apply_tar(i, &layer.label, tar, opts)?;
-        let (diff_id, _) = tar_hash.finish();
+        let tar_of = |r, spill: Option<std::fs::File>| {
+            let tar = TarReader::new(r, &layer.label).max_entries(opts.max_entries);
+            // the archive only: never the trailer after its end
+            match spill {
+                Some(f) => tar.spill_to(f),
+                None => tar,
+            }
+        };
+        // An uncompressed layer's stored bytes are its tar, so the decoder's digest is
+        // its diff_id too: a rootfs tarball is hashed once while indexing, not twice.
+        let (stats, tar_digest) = if layer.compression == Compression::None {
+            let r: &mut dyn std::io::Read = &mut dec;
+            (
+                fs.apply_tar(i, &layer.label, tar_of(r, spill_file), opts)?,
+                None,
+            )
+        } else {
+            let mut h = HashingReader::new(&mut dec);
+            let r: &mut dyn std::io::Read = &mut h;
+            let stats = fs.apply_tar(i, &layer.label, tar_of(r, spill_file), opts)?;
+            (stats, Some(h.finish().0))
+        };
         let raw_digest = dec.finish().with_context(|| layer.label.clone())?;
+        let diff_id = tar_digest.unwrap_or_else(|| raw_digest.clone());
         if let Some(expected) = &layer.diff_id {
             if expected != &diff_id {
                 bail!("{}: uncompressed content hashes to {diff_id}, but the config's diff_id is {expected}", layer.label);
@@ -395,4 +411,48 @@ fn keep_records(
         out.push((i, sc.blob));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imageref::ImageRef;
+    use crate::source::{open_image, OpenOptions};
+    use crate::testutil::{digest, LayoutBuilder, TarBuilder};
+
+    fn index_layout(b: LayoutBuilder) -> Result<BaseImage> {
+        let t = tempfile::tempdir()?;
+        b.write(t.path());
+        let r = ImageRef::parse(&format!("oci:{}:latest", t.path().display()))?;
+        let mut img = open_image(&r, &OpenOptions::default())?;
+        index_base(&mut img, &IndexOptions::default(), &Progress::silent())?;
+        Ok(img)
+    }
+
+    /// The config's diff_id is checked against the content whether the layer is
+    /// stored compressed or not (an uncompressed one takes its digest as diff_id).
+    #[test]
+    fn diff_ids_are_checked_for_compressed_and_plain_layers() {
+        let a = TarBuilder::new().file("a", b"a", 0o644).build();
+        let b = TarBuilder::new().file("b", b"b", 0o644).build();
+        let plain = index_layout(LayoutBuilder::new().layer_mangled(&a, |_| a.clone())).unwrap();
+        let l = &plain.layers[0];
+        assert_eq!(l.compression, Compression::None);
+        assert_eq!(l.diff_id.as_deref(), Some(digest(&a).as_str()));
+        assert_eq!(
+            l.digest, l.diff_id,
+            "an uncompressed layer's diff_id is its digest"
+        );
+        for (case, blob) in [("plain", b.clone()), ("gzip", crate::testutil::gzip(&b))] {
+            let e = index_layout(LayoutBuilder::new().layer_mangled(&a, |_| blob))
+                .err()
+                .unwrap_or_else(|| panic!("{case}: a wrong diff_id was accepted"));
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains(&format!("hashes to {}", digest(&b)))
+                    && msg.contains(&format!("diff_id is {}", digest(&a))),
+                "{case}: {msg}"
+            );
+        }
+    }
 }

@@ -1241,3 +1241,67 @@ fn long_phases_report_progress_to_the_end() {
     }
     assert!(s.warning_details.is_empty(), "{:?}", s.warning_details);
 }
+
+/// Setid files that `[sanitize]` rewrites are held while indexing, so a build reads
+/// each base layer once to index it (and once to rewrite it), never a third time to
+/// load their bytes; one too large to hold still works, through that extra pass.
+#[test]
+fn sanitized_setid_files_are_held_while_indexing() {
+    let loads = |big: bool| -> (Vec<String>, String) {
+        let t = tempfile::tempdir().unwrap();
+        let mut l0 = crate::testutil::accounts()
+            .dir("usr/bin", 0o755)
+            .file("usr/bin/tool", b"\x7fELF tool", 0o4755)
+            .dir("usr/share/doc", 0o755)
+            .file("usr/share/doc/b", b"b", 0o644);
+        if big {
+            let size = crate::rootfs::MAX_SPECIAL_CAPTURE as usize + 1;
+            l0 = l0.file("usr/bin/big", &vec![7u8; size], 0o2755);
+        }
+        write_layout(&t.path().join("base"), &[l0.build()]);
+        let mut o = opts(
+            &format!("oci:{}:latest", t.path().join("base").display()),
+            &format!("oci:{}:v1", t.path().join("out").display()),
+            PurgeMode::Rewrite,
+            None,
+        );
+        let recipe = format!("{RECIPE}\n[sanitize]\nstrip_setid = true\n");
+        o.recipe = Recipe::parse(recipe.as_bytes(), "t.toml", Path::new(".")).unwrap();
+        let (p, events) = Progress::collecting();
+        o.progress = p;
+        build(o).unwrap();
+        let loads = events
+            .tasks()
+            .into_iter()
+            .map(|(l, _, _)| l)
+            .filter(|l| l.starts_with("loading changed files"))
+            .collect();
+        let out = format!("oci:{}:v1", t.path().join("out").display());
+        let mut img = open_image(&ImageRef::parse(&out).unwrap(), &OpenOptions::default()).unwrap();
+        let all = IndexOptions {
+            capture: |_, _| true,
+            ..Default::default()
+        };
+        let fs = index_base(&mut img, &all, &Progress::silent()).unwrap();
+        let tool = fs.nodes.get("usr/bin/tool").expect("tool in the output");
+        assert_eq!(tool.mode & 0o7777, 0o755, "setuid bit not stripped");
+        let bytes = fs.read("usr/bin/tool").unwrap();
+        if big {
+            let n = fs.nodes.get("usr/bin/big").expect("big in the output");
+            assert_eq!(n.mode & 0o7777, 0o755, "setgid bit not stripped");
+        }
+        (loads, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let (small, bytes) = loads(false);
+    assert_eq!(bytes, "\x7fELF tool");
+    assert!(
+        small.is_empty(),
+        "a second pass to load held bytes: {small:?}"
+    );
+    let (big, _) = loads(true);
+    assert_eq!(
+        big.len(),
+        1,
+        "a file over the cap is loaded by a pass: {big:?}"
+    );
+}

@@ -233,6 +233,10 @@ pub struct IndexOptions {
     pub capture: fn(&str, u64) -> bool,
     /// Hash every regular file's content (for `diff`).
     pub hash_contents: bool,
+    /// Also capture setid and file-capability files (up to [`MAX_SPECIAL_CAPTURE`]):
+    /// `[sanitize]` rewrites them, and holding their few bytes spares the build a
+    /// second full pass over the layer to load them.
+    pub capture_special: bool,
     /// Refuse images with more tar entries than this, over all layers (`--max-entries`):
     /// the model costs memory per entry, and a small layer can hold millions.
     pub max_entries: u64,
@@ -243,9 +247,19 @@ impl Default for IndexOptions {
         IndexOptions {
             capture: default_capture,
             hash_contents: false,
+            capture_special: true,
             max_entries: crate::tarread::max_entries(),
         }
     }
+}
+
+/// The largest setid or file-capability file captured while indexing (see
+/// [`IndexOptions::capture_special`]); a larger one is loaded by a later pass.
+pub const MAX_SPECIAL_CAPTURE: u64 = 16 << 20;
+
+/// Whether a regular file is setid or carries file capabilities.
+pub fn is_special(mode: u32, xattrs: &BTreeMap<String, Vec<u8>>) -> bool {
+    mode & 0o6000 != 0 || xattrs.contains_key("security.capability")
 }
 
 /// Text the build steps edit: account files, shell init, the dpkg/apt databases.
@@ -720,7 +734,10 @@ impl Rootfs {
         opts: &IndexOptions,
     ) -> Result<()> {
         let size = node.size;
-        let capture = (opts.capture)(key, size);
+        let capture = (opts.capture)(key, size)
+            || (opts.capture_special
+                && size <= MAX_SPECIAL_CAPTURE
+                && is_special(node.mode, node.xattrs()));
         let truncated = || format!("{label}: entry '{name}': truncated data");
         if capture || opts.hash_contents {
             let mut buf = Vec::with_capacity(if capture { size as usize } else { 0 });

@@ -50,6 +50,8 @@ pub fn index_options(max_entries: u64) -> IndexOptions {
     IndexOptions {
         capture: default_capture,
         hash_contents: false,
+        // records hold those bytes themselves (`held_worthy`), outside the model
+        capture_special: false,
         max_entries,
     }
 }
@@ -153,10 +155,10 @@ fn compression_of(s: &str) -> Option<Compression> {
 fn held_worthy(e: &TarEntry) -> bool {
     e.kind == Kind::File
         && e.size <= MAX_HELD
-        && (e.mode & 0o6000 != 0 || e.xattrs.contains_key("security.capability"))
+        && crate::rootfs::is_special(e.mode, &e.xattrs)
         && !default_capture(&e.path, e.size)
 }
-const MAX_HELD: u64 = 16 << 20;
+const MAX_HELD: u64 = crate::rootfs::MAX_SPECIAL_CAPTURE;
 
 impl Rec {
     fn of(e: &TarEntry, node: &Node, held: Option<&[u8]>) -> Rec {

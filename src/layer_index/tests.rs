@@ -131,7 +131,8 @@ fn replay_builds_the_same_model_as_reading() {
     let t = tempfile::tempdir().unwrap();
     let r = layout(&t.path().join("base"));
     let mut read = open(&r);
-    let want = crate::index::index_base(&mut read, &Default::default(), &quiet()).unwrap();
+    let o = super::index_options(crate::tarread::max_entries());
+    let want = crate::index::index_base(&mut read, &o, &quiet()).unwrap();
     let got = via_records(&mut open(&r), None);
     assert_eq!(dump(&got.fs), dump(&want));
     assert!(got.fs.get("usr/bin/tool").unwrap().elf);

@@ -148,6 +148,8 @@ pub fn platform_of(config: &serde_json::Value) -> Option<String> {
 fn index(image: &BaseImage) -> Result<Rootfs> {
     let opts = IndexOptions {
         capture: |_, _| false,
+        // the copy pass reads every wanted file from its layer, setid ones too
+        capture_special: false,
         ..IndexOptions::default()
     };
     let mut fs = Rootfs::new();
