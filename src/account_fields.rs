@@ -51,20 +51,79 @@ pub fn path_problem(p: &str) -> Option<String> {
     text_problem(p)
 }
 
-/// Looks up a name or numeric id in a passwd/group style file.
-pub fn lookup_id(text: &str, name: &str) -> Option<u64> {
+/// Which account file a lookup reads. Both are parsed by the parser the init uses
+/// (`runtime-spec`), so the builder and the init agree on who a name or id is: a line
+/// the init would skip as malformed names nobody here either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Passwd,
+    Group,
+}
+
+/// (name, id) of every well-formed entry, in file order.
+fn entries(text: &str, db: Db) -> Vec<(String, u64)> {
+    use nemoclaw_runtime_spec::accounts::{parse_group, parse_passwd};
+    match db {
+        Db::Passwd => parse_passwd(text)
+            .entries
+            .into_iter()
+            .map(|u| (u.name, u64::from(u.uid)))
+            .collect(),
+        Db::Group => parse_group(text)
+            .entries
+            .into_iter()
+            .map(|g| (g.name, u64::from(g.gid)))
+            .collect(),
+    }
+}
+
+/// The id of `name` (a numeric name is the id itself), first entry wins as with
+/// getpwnam/getgrnam over files.
+pub fn lookup_id(text: &str, db: Db, name: &str) -> Option<u64> {
     if let Ok(n) = name.parse::<u64>() {
         return Some(n);
     }
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[0] == name)
-        .and_then(|f| f[2].parse().ok())
+    entries(text, db)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, id)| id)
 }
 
-pub fn lookup_name(text: &str, id: u64) -> Option<String> {
-    text.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2].parse::<u64>().ok() == Some(id))
-        .map(|f| f[0].to_string())
+/// The name of the first entry with this id.
+pub fn lookup_name(text: &str, db: Db, id: u64) -> Option<String> {
+    entries(text, db)
+        .into_iter()
+        .find(|(_, i)| *i == id)
+        .map(|(n, _)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines the init skips (wrong field count, an id that is not a number or is
+    /// (uid_t)-1) resolve to nobody in the builder either; the first entry wins.
+    #[test]
+    fn lookups_agree_with_the_init_parser() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+            short:x:5:5\n\
+            bad:x:12a:12::/:/bin/sh\n\
+            minus:x:4294967295:1::/:/bin/sh\n\
+            dup:x:7:7::/:/bin/sh\n\
+            dup:x:8:8::/:/bin/sh\n";
+        assert_eq!(lookup_id(passwd, Db::Passwd, "root"), Some(0));
+        assert_eq!(lookup_id(passwd, Db::Passwd, "short"), None);
+        assert_eq!(lookup_id(passwd, Db::Passwd, "bad"), None);
+        assert_eq!(lookup_id(passwd, Db::Passwd, "minus"), None);
+        assert_eq!(lookup_id(passwd, Db::Passwd, "dup"), Some(7));
+        assert_eq!(lookup_id(passwd, Db::Passwd, "42"), Some(42));
+        assert_eq!(lookup_name(passwd, Db::Passwd, 5), None);
+        assert_eq!(lookup_name(passwd, Db::Passwd, 7).as_deref(), Some("dup"));
+        let group = "root:x:0:\nsandbox:x:998:gateway\nodd:x:9\n";
+        assert_eq!(lookup_id(group, Db::Group, "sandbox"), Some(998));
+        assert_eq!(lookup_id(group, Db::Group, "odd"), None);
+        assert_eq!(lookup_name(group, Db::Group, 0).as_deref(), Some("root"));
+        // a passwd line is no group line: the files are not interchangeable
+        assert_eq!(lookup_id(passwd, Db::Group, "root"), None);
+    }
 }

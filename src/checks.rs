@@ -1,6 +1,6 @@
 //! Evaluates the recipe's `[[checks]]` (owner, mode, content rules) on a rootfs.
 //! Used as a build gate and by `audit`, so both judge an image the same way.
-use crate::account_fields::lookup_name;
+use crate::account_fields::{lookup_name, Db};
 use crate::recipe::Check;
 use crate::rootfs::{Kind, Node, Rootfs};
 
@@ -33,13 +33,13 @@ fn metadata_failures(fs: &Rootfs, c: &Check, n: &Node) -> Vec<String> {
     let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").unwrap_or_default()).into_owned();
     let group = String::from_utf8_lossy(&fs.read("etc/group").unwrap_or_default()).into_owned();
     if let Some(o) = &c.owner {
-        let have = lookup_name(&passwd, n.uid).unwrap_or_else(|| n.uid.to_string());
+        let have = lookup_name(&passwd, Db::Passwd, n.uid).unwrap_or_else(|| n.uid.to_string());
         if &have != o && o != &n.uid.to_string() {
             out.push(format!("{}: owner is {have}, expected {o}", c.path));
         }
     }
     if let Some(g) = &c.group {
-        let have = lookup_name(&group, n.gid).unwrap_or_else(|| n.gid.to_string());
+        let have = lookup_name(&group, Db::Group, n.gid).unwrap_or_else(|| n.gid.to_string());
         if &have != g && g != &n.gid.to_string() {
             out.push(format!("{}: group is {have}, expected {g}", c.path));
         }

@@ -5,7 +5,9 @@ use crate::recipe::{Group, User};
 use crate::rootfs::{Node, Rootfs};
 use anyhow::{bail, Result};
 
-pub use crate::account_fields::{lookup_id, lookup_name, name_problem, path_problem, MAX_NAME_LEN};
+pub use crate::account_fields::{
+    lookup_id, lookup_name, name_problem, path_problem, Db, MAX_NAME_LEN,
+};
 pub use crate::recipe::{group_problem, user_problem};
 
 /// One `name:x:id:...` line split into fields (passwd or group format).
@@ -207,7 +209,7 @@ pub fn apply(fs: &mut Rootfs, groups: &[Group], users: &[User], epoch: u64) -> R
     let passwd = read_or_empty(fs, "etc/passwd")?;
     let shadow = read_or_empty(fs, "etc/shadow")?;
     for u in users {
-        if lookup_name(&g, u.gid.into()).is_none() {
+        if lookup_name(&g, Db::Group, u.gid.into()).is_none() {
             bail!(
                 "user {}: primary gid {} is not a group in /etc/group",
                 u.name,
@@ -216,7 +218,7 @@ pub fn apply(fs: &mut Rootfs, groups: &[Group], users: &[User], epoch: u64) -> R
         }
     }
     let (p, s) = add_users(&passwd, &shadow, users, epoch / 86400)?;
-    let shadow_gid = lookup_id(&g, "shadow").unwrap_or(0);
+    let shadow_gid = lookup_id(&g, Db::Group, "shadow").unwrap_or(0);
     if g.as_bytes() != group.as_bytes() {
         write_keep_meta(fs, "etc/group", g.into_bytes(), 0o644, 0)?;
     }
@@ -235,13 +237,13 @@ pub fn apply(fs: &mut Rootfs, groups: &[Group], users: &[User], epoch: u64) -> R
 /// Resolves an owner spec (name or number) against the image's account files.
 pub fn uid_of(fs: &Rootfs, name: &str) -> Result<u64> {
     let passwd = read_or_empty(fs, "etc/passwd")?;
-    lookup_id(&passwd, name)
+    lookup_id(&passwd, Db::Passwd, name)
         .ok_or_else(|| anyhow::anyhow!("user '{name}' does not exist in the image's /etc/passwd"))
 }
 
 pub fn gid_of(fs: &Rootfs, name: &str) -> Result<u64> {
     let group = read_or_empty(fs, "etc/group")?;
-    lookup_id(&group, name)
+    lookup_id(&group, Db::Group, name)
         .ok_or_else(|| anyhow::anyhow!("group '{name}' does not exist in the image's /etc/group"))
 }
 
@@ -342,8 +344,8 @@ mod tests {
             s,
             "root:*:19000:0:99999:7:::\nsandbox:!:19500:0:99999:7:::\n"
         );
-        assert_eq!(lookup_id(&p, "sandbox"), Some(998));
-        assert_eq!(lookup_name(&p, 0).as_deref(), Some("root"));
+        assert_eq!(lookup_id(&p, Db::Passwd, "sandbox"), Some(998));
+        assert_eq!(lookup_name(&p, Db::Passwd, 0).as_deref(), Some("root"));
     }
 
     /// Issue 12 #8, below the recipe parser: nothing that could add a line or a

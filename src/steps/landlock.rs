@@ -1,7 +1,7 @@
 //! The Landlock policy: written into the image for nemoclaw-init, and explained by
 //! `policy` as *effective* access = Landlock declaration AND POSIX permissions,
 //! because a path Landlock allows can still be unwritable for a user (DAC).
-use super::accounts::lookup_name;
+use super::accounts::{lookup_name, Db};
 use crate::recipe::{Landlock, Recipe};
 use crate::rootfs::{Kind, Node, Rootfs};
 use anyhow::Result;
@@ -49,23 +49,20 @@ struct Ident {
     gids: Vec<u64>,
 }
 
+/// The user's uid and groups as the init will set them: the same parser and the same
+/// initgroups(3) rule (`runtime-spec`), so the table shows the access it will have.
 fn ident(fs: &Rootfs, user: &str) -> Option<Ident> {
     let passwd = String::from_utf8_lossy(&fs.read("etc/passwd").ok()?).into_owned();
-    let group = String::from_utf8_lossy(&fs.read("etc/group").unwrap_or_default()).into_owned();
-    let line = passwd.lines().find(|l| l.split(':').next() == Some(user))?;
-    let f: Vec<&str> = line.split(':').collect();
-    let uid = f.get(2)?.parse().ok()?;
-    let gid: u64 = f.get(3)?.parse().ok()?;
-    let mut gids = vec![gid];
-    for g in group.lines() {
-        let gf: Vec<&str> = g.split(':').collect();
-        if gf.len() > 3 && gf[3].split(',').any(|m| m == user) {
-            if let Ok(id) = gf[2].parse() {
-                gids.push(id);
-            }
-        }
-    }
-    Some(Ident { uid, gids })
+    let group = fs
+        .read("etc/group")
+        .ok()
+        .map(|g| String::from_utf8_lossy(&g).into_owned());
+    let db = nemoclaw_runtime_spec::accounts::Accounts::from_texts(&passwd, group.as_deref());
+    let u = db.user(user)?;
+    Some(Ident {
+        uid: u64::from(u.uid),
+        gids: db.init_groups(u).into_iter().map(u64::from).collect(),
+    })
 }
 
 /// Can `who` write (w) to `node` by POSIX permission bits? uid 0 is treated as
@@ -106,8 +103,8 @@ pub fn effective(fs: &Rootfs, recipe: &Recipe) -> Vec<Access> {
             let owner = node.map(|n| {
                 format!(
                     "{}:{}",
-                    lookup_name(&passwd, n.uid).unwrap_or_else(|| n.uid.to_string()),
-                    lookup_name(&group, n.gid).unwrap_or_else(|| n.gid.to_string())
+                    lookup_name(&passwd, Db::Passwd, n.uid).unwrap_or_else(|| n.uid.to_string()),
+                    lookup_name(&group, Db::Group, n.gid).unwrap_or_else(|| n.gid.to_string())
                 )
             });
             rows.push(access_row(d, user, node, who.as_ref(), owner));
