@@ -345,7 +345,7 @@ fn nodes<'a>(s: &'a Subject) -> impl Iterator<Item = (String, &'a crate::rootfs:
 }
 
 fn setid(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
-    for (p, n) in nodes(s).filter(|(_, n)| n.kind == Kind::File) {
+    for (p, n) in nodes(s).filter(|(_, n)| n.kind() == Kind::File) {
         if n.mode & 0o4000 != 0 {
             let msg = format!("setuid file (owner uid {})", n.uid);
             out.push(f("setuid", Warning, &p, msg));
@@ -377,11 +377,12 @@ fn world_writable(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
             .any(|a| p.starts_with(a))
     };
     for (p, n) in nodes(s) {
-        let sticky_dir = n.kind == Kind::Dir && n.mode & 0o1000 != 0;
-        if n.kind != Kind::Symlink && n.mode & 0o002 != 0 && !sticky_dir && !allowed(&p) {
+        let sticky_dir = n.kind() == Kind::Dir && n.mode & 0o1000 != 0;
+        if n.kind() != Kind::Symlink && n.mode & 0o002 != 0 && !sticky_dir && !allowed(&p) {
             let msg = format!(
                 "world-writable {:?} without sticky bit ({:04o})",
-                n.kind, n.mode
+                n.kind(),
+                n.mode
             );
             out.push(f("world-writable", Warning, &p, msg.to_lowercase()));
         }
@@ -405,7 +406,7 @@ fn unknown_uid(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
 
 fn device_nodes(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
     for (p, n) in nodes(s) {
-        if matches!(n.kind, Kind::Char | Kind::Block) {
+        if matches!(n.kind(), Kind::Char | Kind::Block) {
             let msg = format!("device node {}:{}", n.dev().0, n.dev().1);
             out.push(f("device-node", Warning, &p, msg));
         }

@@ -15,7 +15,7 @@ pub fn evaluate(fs: &Rootfs, c: &Check) -> Vec<String> {
     };
     let mut out = metadata_failures(fs, c, n);
     if !c.must_contain.is_empty() || !c.must_not_contain.is_empty() {
-        if n.kind != Kind::File {
+        if n.kind() != Kind::File {
             out.push(format!("{}: not a regular file", c.path));
             return out;
         }
@@ -53,7 +53,7 @@ fn metadata_failures(fs: &Rootfs, c: &Check, n: &Node) -> Vec<String> {
         }
     }
     if let Some(k) = &c.kind {
-        let have = format!("{:?}", n.kind).to_lowercase();
+        let have = format!("{:?}", n.kind()).to_lowercase();
         if &have != k {
             out.push(format!("{}: is a {have}, expected {k}", c.path));
         }

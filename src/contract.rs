@@ -125,7 +125,7 @@ fn symlink_in_path(fs: &Rootfs, key: &str) -> Option<String> {
         if fs
             .nodes
             .get(acc.as_str())
-            .is_some_and(|n| n.kind == Kind::Symlink)
+            .is_some_and(|n| n.kind() == Kind::Symlink)
         {
             return Some(format!("/{acc}"));
         }
@@ -158,7 +158,7 @@ fn check_workdir(fs: &Rootfs, run: &RunConfig, who: Option<&Identity>, out: &mut
         return;
     }
     match fs.nodes.get(key) {
-        Some(n) if n.kind == Kind::Dir => {
+        Some(n) if n.kind() == Kind::Dir => {
             if let Some(who) = who {
                 if !can_write_dir(n, who) {
                     out.push(err(
@@ -175,7 +175,7 @@ fn check_workdir(fs: &Rootfs, run: &RunConfig, who: Option<&Identity>, out: &mut
         Some(n) => out.push(err(
             "openshell-workdir",
             field,
-            format!("WorkingDir {wd} is a {:?}, not a directory", n.kind).to_lowercase(),
+            format!("WorkingDir {wd} is a {:?}, not a directory", n.kind()).to_lowercase(),
         )),
         None => out.push(err(
             "openshell-workdir",
@@ -216,14 +216,14 @@ fn check_root_tool(fs: &Rootfs, name: &str, paths: &[&str], out: &mut Vec<Findin
         ));
         return;
     };
-    let target = if n.kind == Kind::Hardlink {
+    let target = if n.kind() == Kind::Hardlink {
         n.link().and_then(|l| fs.nodes.get(l)).unwrap_or(n)
     } else {
         n
     };
     let mut problems = Vec::new();
-    if target.kind != Kind::File {
-        problems.push(format!("is a {:?}", target.kind).to_lowercase());
+    if target.kind() != Kind::File {
+        problems.push(format!("is a {:?}", target.kind()).to_lowercase());
     }
     if target.mode & 0o111 == 0 {
         problems.push("is not executable".to_string());
@@ -262,7 +262,7 @@ fn check_entrypoint(fs: &Rootfs, run: &RunConfig, out: &mut Vec<Finding>) {
     let ok = fs
         .resolve(&prog)
         .and_then(|k| fs.nodes.get(k.as_str()))
-        .is_some_and(|n| matches!(n.kind, Kind::File | Kind::Hardlink) && n.mode & 0o111 != 0);
+        .is_some_and(|n| matches!(n.kind(), Kind::File | Kind::Hardlink) && n.mode & 0o111 != 0);
     if !ok {
         out.push(err(
             "openshell-entrypoint",

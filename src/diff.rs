@@ -153,11 +153,11 @@ fn kind_name(k: Kind) -> String {
 impl From<&Node> for Meta {
     fn from(n: &Node) -> Meta {
         Meta {
-            kind: kind_name(n.kind),
+            kind: kind_name(n.kind()),
             mode: n.mode,
             uid: n.uid,
             gid: n.gid,
-            size: n.size,
+            size: n.size(),
             sha256: n.sha256(),
             link: n.link().map(str::to_string),
             xattrs: n

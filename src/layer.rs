@@ -84,7 +84,7 @@ impl LayerWriter {
                 .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))?;
         }
         let ctx = || format!("cannot write /{path} into the layer");
-        match node.kind {
+        match node.kind() {
             Kind::Dir => {
                 let mut h = self.header(
                     tar::EntryType::Directory,
@@ -105,20 +105,20 @@ impl LayerWriter {
                     node.uid,
                     node.gid,
                     mtime,
-                    node.size,
+                    node.size(),
                 );
-                let mut limited = content.take(node.size);
+                let mut limited = content.take(node.size());
                 self.tar
                     .append_data(&mut h, path, &mut limited)
                     .with_context(ctx)?;
             }
             Kind::Symlink | Kind::Hardlink => {
-                let et = if node.kind == Kind::Symlink {
+                let et = if node.kind() == Kind::Symlink {
                     tar::EntryType::Symlink
                 } else {
                     tar::EntryType::Link
                 };
-                let mode = if node.kind == Kind::Symlink {
+                let mode = if node.kind() == Kind::Symlink {
                     0o777
                 } else {
                     node.mode
@@ -130,7 +130,7 @@ impl LayerWriter {
                     .with_context(ctx)?;
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
-                let et = match node.kind {
+                let et = match node.kind() {
                     Kind::Char => tar::EntryType::Char,
                     Kind::Block => tar::EntryType::Block,
                     _ => tar::EntryType::Fifo,

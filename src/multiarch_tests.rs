@@ -195,7 +195,7 @@ fn two_platforms_make_one_index_in_any_order() {
         )
         .unwrap();
         let fs = img.index(&Progress::silent()).unwrap();
-        assert_eq!(fs.get("init").map(|n| n.machine), Some(machine));
+        assert_eq!(fs.get("init").map(|n| n.machine()), Some(machine));
         let init = crate::steps::embedded_init(crate::platform::Arch::from_name(arch).unwrap())
             .unwrap()
             .0;
@@ -426,7 +426,7 @@ fn an_index_builder_gives_each_platform_its_own_artifacts() {
         .unwrap();
         let fs = img.index(&Progress::silent()).unwrap();
         let n = fs.get("opt/app/arch.txt").expect("artifact in the image");
-        assert_eq!(n.size, arch.len() as u64, "{arch}");
+        assert_eq!(n.size(), arch.len() as u64, "{arch}");
         let entry = idx["manifests"]
             .as_array()
             .unwrap()

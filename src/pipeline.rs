@@ -6,7 +6,7 @@ use crate::oci::{Digest, MediaType};
 use crate::progress::{Progress, Warning, WarningCode};
 use crate::recipe::Recipe;
 use crate::record::BuildRecord;
-use crate::rootfs::{parent_of, Content, IndexOptions, Kind, Rootfs};
+use crate::rootfs::{parent_of, Body, Content, FileData, IndexOptions, Kind, Rootfs};
 use crate::scratch::{Purpose, ScratchDir};
 use crate::sink::{Built, SideOutput, Staging};
 use crate::source::{open_image, BaseImage, Compression};
@@ -73,7 +73,7 @@ fn materialize(
     let links: Vec<(String, String)> = fs
         .nodes
         .iter()
-        .filter(|(_, n)| n.modified && n.kind == Kind::Hardlink)
+        .filter(|(_, n)| n.modified && n.kind() == Kind::Hardlink)
         .filter_map(|(k, n)| n.link().map(|t| (k.to_string(), t.to_string())))
         .collect();
     for (k, t) in links {
@@ -92,8 +92,8 @@ fn materialize(
     }
     let mut wanted: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     for (k, n) in &fs.nodes {
-        if let (true, Kind::File, Content::Layer(l)) = (n.modified, n.kind, &n.content) {
-            wanted.entry(*l).or_default().insert(k.to_string());
+        if let (true, Some(l)) = (n.modified, n.content().and_then(Content::base_layer)) {
+            wanted.entry(l).or_default().insert(k.to_string());
         }
     }
     // The layer index holds the bytes of the files a build commonly rewrites.
@@ -127,8 +127,8 @@ fn materialize(
         }
         tar.finish()?;
         for (k, bytes) in got {
-            if let Some(n) = fs.nodes.get_mut(k.as_str()) {
-                n.content = Content::Bytes(Arc::new(bytes));
+            if let Some(f) = fs.nodes.get_mut(k.as_str()).and_then(|n| n.as_file_mut()) {
+                f.content = Content::Bytes(Arc::new(bytes));
             }
         }
     }
@@ -146,10 +146,13 @@ fn take_held(
             continue;
         };
         keys.retain(|k| match (held.get(k), fs.nodes.get_mut(k.as_str())) {
-            (Some(b), Some(n)) if b.len() as u64 == n.size => {
-                n.content = Content::Bytes(b.clone());
-                false
-            }
+            (Some(b), Some(n)) => match n.as_file_mut() {
+                Some(f) if b.len() as u64 == f.content.len() => {
+                    f.content = Content::Bytes(b.clone());
+                    false
+                }
+                _ => true,
+            },
             _ => true,
         });
     }
@@ -225,18 +228,17 @@ fn rewrite_layer(
         let mut node = e.node(i);
         let via = node
             .link()
-            .filter(|_| node.kind == Kind::Hardlink)
+            .filter(|_| node.kind() == Kind::Hardlink)
             .and_then(|t| carried.get(t))
             .cloned();
         match via {
             Some(Carried::Bytes(bytes)) => {
-                node.kind = Kind::File;
-                node.size = bytes.len() as u64;
-                node.set_link(None);
+                let file = FileData::new(Content::Bytes(bytes.clone()));
+                node.set_body(Body::File(file));
                 w.append(&key, &node, &mut &bytes[..])?;
             }
             Some(Carried::Link(t)) => {
-                node.set_link(Some(&t));
+                node.set_body(Body::hardlink(&t));
                 w.append(&key, &node, &mut std::io::empty())?;
             }
             None => w.append(&key, &node, &mut tar)?,
@@ -331,23 +333,17 @@ fn write_upper(
         if !n.modified {
             node.modified = false; // unchanged parent dir: keep its base metadata (mtime clamped)
         }
-        match &n.content {
-            Content::Bytes(b) => w.append(&k, &node, &mut &b[..])?,
-            Content::Host(h) => {
-                if h.len() != n.size {
-                    bail!(
-                        "/{k}: artifact size {} differs from its node's {}",
-                        h.len(),
-                        n.size
-                    );
-                }
-                w.append(&k, &node, &mut h.reader())?
+        // A file's size is its content's length, so the header matches the bytes.
+        match n.content() {
+            Some(Content::Bytes(b)) => w.append(&k, &node, &mut &b[..])?,
+            Some(Content::Host(h)) => w.append(&k, &node, &mut h.reader())?,
+            Some(Content::Layer { layer, .. }) => {
+                bail!(
+                    "/{k}: content in layer {} was not loaded",
+                    *layer as u64 + 1
+                )
             }
-            Content::Empty => w.append(&k, &node, &mut std::io::empty())?,
-            Content::Layer(l) if n.kind == Kind::File => {
-                bail!("/{k}: content in layer {} was not loaded", l + 1)
-            }
-            Content::Layer(_) => w.append(&k, &node, &mut std::io::empty())?,
+            Some(Content::Empty) | None => w.append(&k, &node, &mut std::io::empty())?,
         }
     }
     Ok(Some(w.finish()?))
@@ -1230,9 +1226,9 @@ mod tests {
             }
             materialize(&mut fs, &mut base, Some(&ix), &p).unwrap();
             assert_eq!(n.load(Ordering::SeqCst), fetched, "{edit}");
-            match (&fs.get(edit).unwrap().content, bytes) {
-                (Content::Bytes(b), Some(want)) => assert_eq!(**b, **want, "{edit}"),
-                (Content::Bytes(_), None) => {}
+            match (fs.get(edit).unwrap().content(), bytes) {
+                (Some(Content::Bytes(b)), Some(want)) => assert_eq!(**b, **want, "{edit}"),
+                (Some(Content::Bytes(_)), None) => {}
                 (other, _) => panic!("{edit}: {other:?}"),
             }
         }

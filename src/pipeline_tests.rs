@@ -215,7 +215,7 @@ fn multilayer_whiteouts_in_both_modes() {
             0o4755,
             "setuid bit kept"
         );
-        assert_eq!(fs.get("usr/bin/tool2").unwrap().kind, Kind::Hardlink);
+        assert_eq!(fs.get("usr/bin/tool2").unwrap().kind(), Kind::Hardlink);
         assert_eq!(fs.get("opt/app/dist/x.js").unwrap().mode, 0o644);
         if mode == PurgeMode::Whiteout {
             let base = final_fs(&format!("oci:{}:latest", t.path().join("base").display()));
@@ -656,12 +656,12 @@ fn listing(image: &str) -> Vec<String> {
     fs.nodes
         .iter()
         .map(|(k, n)| {
-            let body = if n.kind == Kind::File {
+            let body = if n.kind() == Kind::File {
                 sha256_digest(&fs.read(k).unwrap())
             } else {
                 n.link().unwrap_or_default().to_string()
             };
-            format!("{k} {:?} {:o} {}:{} {body}", n.kind, n.mode, n.uid, n.gid)
+            format!("{k} {:?} {:o} {}:{} {body}", n.kind(), n.mode, n.uid, n.gid)
         })
         .collect()
 }

@@ -168,7 +168,7 @@ pub fn plausible_license(s: &str) -> Option<String> {
 fn read_text(fs: &Rootfs, path: &str) -> Option<String> {
     let real = fs.resolve(path)?;
     let n = fs.get(&real)?;
-    if n.kind != Kind::File {
+    if n.kind() != Kind::File {
         return None;
     }
     fs.read(&real)

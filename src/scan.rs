@@ -60,8 +60,8 @@ pub fn forbidden(fs: &Rootfs, p: &Packages) -> Result<Vec<Hit>> {
                     let target = resolved
                         .as_deref()
                         .and_then(|r| fs.nodes.get(r).map(|n| (r, n)));
-                    match (node.kind, target) {
-                        (Kind::Symlink, Some((r, t))) if t.kind == Kind::File => hits.push(Hit {
+                    match (node.kind(), target) {
+                        (Kind::Symlink, Some((r, t))) if t.kind() == Kind::File => hits.push(Hit {
                             path: format!("/{path}"),
                             rule: format!("command {c}"),
                             target: Some(format!("/{r}")),
@@ -85,9 +85,9 @@ pub fn forbidden(fs: &Rootfs, p: &Packages) -> Result<Vec<Hit>> {
             .collect::<std::result::Result<_, _>>()?;
         for (path, node) in &fs.nodes {
             // A hardlink shares its target's bytes: named `gcc`, it is a gcc.
-            let elf = match node.kind {
-                Kind::File => node.elf,
-                Kind::Hardlink => node.elf || fs.link_file(path).is_some_and(|f| f.elf),
+            let elf = match node.kind() {
+                Kind::File => node.elf(),
+                Kind::Hardlink => node.elf() || fs.link_file(path).is_some_and(|f| f.elf()),
                 _ => false,
             };
             if elf {

@@ -468,7 +468,7 @@ fn hardlink_to_a_file_purged_in_a_lower_layer_carries_its_bytes() {
         .expect("the rewritten image must unpack");
     assert!(fs.get("usr/share/doc/b").is_none());
     let bee = fs.get("usr/bin/bee").unwrap();
-    assert_eq!(bee.kind, Kind::File);
+    assert_eq!(bee.kind(), Kind::File);
     assert_eq!(fs.read("usr/bin/bee").unwrap(), b"bee");
     assert_eq!(final_fs(&image).nodes.len(), fs.nodes.len());
 }

@@ -163,14 +163,14 @@ const MAX_HELD: u64 = crate::rootfs::MAX_SPECIAL_CAPTURE;
 impl Rec {
     fn of(e: &TarEntry, node: &Node, held: Option<&[u8]>) -> Rec {
         Rec {
-            a: node.machine,
+            a: node.machine(),
             b: held.map(|b| b64().encode(b)),
-            c: match &node.content {
-                crate::rootfs::Content::Bytes(b) => Some(b64().encode(&b[..])),
+            c: match node.content() {
+                Some(crate::rootfs::Content::Bytes(b)) => Some(b64().encode(&b[..])),
                 _ => None,
             },
             d: e.dev,
-            e: node.elf,
+            e: node.elf(),
             g: e.gid,
             h: node.sha256_bytes().map(hex::encode),
             k: e.kind,
@@ -394,7 +394,7 @@ impl EntrySource for Replay<'_> {
     }
     fn file_content(
         &mut self,
-        node: &mut Node,
+        node: &mut crate::rootfs::FileData,
         _key: &str,
         _name: &str,
         _label: &str,
@@ -405,7 +405,7 @@ impl EntrySource for Replay<'_> {
             .ok_or_else(|| anyhow!("file content asked before any entry"))?;
         node.elf = f.elf;
         node.machine = f.machine;
-        node.set_sha256(f.sha256);
+        node.sha256 = f.sha256.map(Box::new);
         if let Some(b) = &f.bytes {
             node.content = crate::rootfs::Content::Bytes(b.clone());
         }
@@ -461,15 +461,16 @@ pub fn scan(
     while let Some(e) = tar.next_entry()? {
         let mut node = e.node(0);
         let mut held = None;
-        if held_worthy(&e) {
-            let mut b = Vec::with_capacity(e.size as usize);
-            tar.read_to_end(&mut b)
-                .with_context(|| format!("{label}: entry '{}': truncated data", e.name))?;
-            let mut r = &b[..];
-            Rootfs::read_content(&mut node, &e.path, &e.name, &mut r, label, &opts)?;
-            held = Some(b);
-        } else if e.kind == Kind::File {
-            Rootfs::read_content(&mut node, &e.path, &e.name, &mut tar, label, &opts)?;
+        if let Some(f) = node.as_file_mut() {
+            if held_worthy(&e) {
+                let mut b = Vec::with_capacity(e.size as usize);
+                tar.read_to_end(&mut b)
+                    .with_context(|| format!("{label}: entry '{}': truncated data", e.name))?;
+                Rootfs::read_content(f, &e.path, &e.name, &mut &b[..], label, &opts)?;
+                held = Some(b);
+            } else {
+                Rootfs::read_content(f, &e.path, &e.name, &mut tar, label, &opts)?;
+            }
         }
         let rec = Rec::of(&e, &node, held.as_deref());
         write_line(&mut z, &Line::Entry(Box::new(rec)))?;

@@ -84,24 +84,24 @@ fn via_records(base: &mut BaseImage, cache: Option<&Cache>) -> crate::index::Ind
 fn dump(fs: &Rootfs) -> String {
     let mut s = String::new();
     for (k, n) in &fs.nodes {
-        let content = match &n.content {
-            crate::rootfs::Content::Bytes(b) => format!("bytes:{}", hex::encode(&b[..])),
-            crate::rootfs::Content::Layer(l) => format!("layer:{l}"),
-            crate::rootfs::Content::Empty => "empty".into(),
-            crate::rootfs::Content::Host(_) => "host".into(),
+        let content = match n.content() {
+            Some(crate::rootfs::Content::Bytes(b)) => format!("bytes:{}", hex::encode(&b[..])),
+            Some(crate::rootfs::Content::Layer { layer, size }) => format!("layer:{layer}:{size}"),
+            Some(crate::rootfs::Content::Empty) | None => "empty".into(),
+            Some(crate::rootfs::Content::Host(_)) => "host".into(),
         };
         s += &format!(
             "{k} {:?} {:o} {} {} {} {} {content} {:?} {} {} {} {:?} {:?} {:?} {:?} {:?}\n",
-            n.kind,
+            n.kind(),
             n.mode,
             n.uid,
             n.gid,
             n.mtime,
-            n.size,
+            n.size(),
             n.layer(),
             n.in_layers(),
-            n.elf,
-            n.machine,
+            n.elf(),
+            n.machine(),
             n.link(),
             n.xattrs(),
             n.dev(),
@@ -135,12 +135,12 @@ fn replay_builds_the_same_model_as_reading() {
     let want = crate::index::index_base(&mut read, &o, &quiet()).unwrap();
     let got = via_records(&mut open(&r), None);
     assert_eq!(dump(&got.fs), dump(&want));
-    assert!(got.fs.get("usr/bin/tool").unwrap().elf);
-    assert_eq!(got.fs.get("usr/bin/tool").unwrap().machine, 62);
+    assert!(got.fs.get("usr/bin/tool").unwrap().elf());
+    assert_eq!(got.fs.get("usr/bin/tool").unwrap().machine(), 62);
     assert_eq!(got.fs.read("etc/passwd").unwrap(), read_passwd(&want));
     assert!(matches!(
-        got.fs.get("opt/big").unwrap().content,
-        crate::rootfs::Content::Layer(0)
+        got.fs.get("opt/big").unwrap().content(),
+        Some(crate::rootfs::Content::Layer { layer: 0, .. })
     ));
     assert_eq!(got.from_cache, 0);
     for (l, b) in got.layers.iter().zip(&read.layers) {

@@ -15,7 +15,7 @@ pub fn check_rootfs_arch(fs: &Rootfs, arch: Arch, base: &str) -> Result<()> {
     let m = fs
         .nodes
         .get(path.as_str())
-        .map(|n| n.machine)
+        .map(|n| n.machine())
         .filter(|&m| m != 0);
     match m {
         Some(m) if m != arch.elf_machine() => bail!(
@@ -35,20 +35,20 @@ pub fn check_rootfs_arch(fs: &Rootfs, arch: Arch, base: &str) -> Result<()> {
 pub fn check_artifacts_arch(fs: &Rootfs, arch: Arch) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     for (k, n) in fs.nodes.iter().filter(|(_, n)| n.modified) {
-        if n.machine == 0 || n.machine == arch.elf_machine() {
+        if n.machine() == 0 || n.machine() == arch.elf_machine() {
             continue;
         }
         if k.ends_with(".node") {
             bail!(
                 "artifacts: native addon /{k} is {}, but the image is {}: build the artifacts for linux/{}",
-                machine_name(n.machine),
+                machine_name(n.machine()),
                 arch.name(),
                 arch.name()
             );
         }
         warnings.push(format!(
             "artifacts: /{k} is {}, not {} like the image",
-            machine_name(n.machine),
+            machine_name(n.machine()),
             machine_name(arch.elf_machine())
         ));
     }

@@ -210,11 +210,10 @@ pub(crate) fn place(
         };
         n.uid = uid;
         n.gid = gid;
-        if let Some(s) = e.data {
-            n.size = s.bytes.len();
-            n.elf = s.elf;
-            n.machine = s.machine;
-            n.content = Content::Host(Box::new(s.bytes));
+        if let (Some(s), Some(f)) = (e.data, n.as_file_mut()) {
+            f.elf = s.elf;
+            f.machine = s.machine;
+            f.content = Content::Host(Box::new(s.bytes));
         }
         fs.insert(&path, n)
             .with_context(|| format!("artifacts {}: cannot place '{rel}'", c.label))?;
@@ -598,7 +597,7 @@ mod tests {
         std::fs::remove_file(d.path().join("app.js")).unwrap();
         symlink(&secret, d.path().join("app.js")).unwrap();
         assert_eq!(fs.read("opt/x/app.js").unwrap(), b"public");
-        assert_eq!(fs.get("opt/x/app.js").unwrap().size, 6);
+        assert_eq!(fs.get("opt/x/app.js").unwrap().size(), 6);
         // A second build sees the swap and refuses the escaping link.
         let err = apply(&mut Rootfs::new(), d.path(), "/opt/x", 0, 0, sp.path()).unwrap_err();
         assert!(format!("{err:#}").contains("escapes"), "{err:#}");
@@ -614,7 +613,7 @@ mod tests {
         symlink("real", d.path().join("alias")).unwrap();
         let mut fs = Rootfs::new();
         apply(&mut fs, d.path(), "/opt/x", 0, 0, sp.path()).unwrap();
-        assert_eq!(fs.get("opt/x/alias").unwrap().kind, Kind::Symlink);
+        assert_eq!(fs.get("opt/x/alias").unwrap().kind(), Kind::Symlink);
         assert!(fs.get("opt/x/alias/f").is_none());
         assert_eq!(fs.read("opt/x/real/f").unwrap(), b"x");
     }
@@ -640,10 +639,10 @@ mod tests {
         apply(&mut fs, &p, "/opt/x", 0, 0, sp.path()).unwrap();
         let n = fs.get("opt/x/big.bin").unwrap();
         assert!(
-            matches!(n.content, Content::Host(_)),
+            matches!(n.content(), Some(Content::Host(_))),
             "bytes held in memory"
         );
-        assert_eq!(n.size, 4 << 20);
+        assert_eq!(n.size(), 4 << 20);
         assert_eq!(fs.read("opt/x/big.bin").unwrap(), big);
     }
 
@@ -783,8 +782,8 @@ mod tests {
         std::fs::write(d.path().join("x.js"), b"1").unwrap();
         let mut fs = Rootfs::new();
         apply(&mut fs, d.path(), "/opt/x", 0, 0, sp.path()).unwrap();
-        assert!(fs.get("opt/x/gcc").unwrap().elf);
-        assert!(!fs.get("opt/x/x.js").unwrap().elf);
+        assert!(fs.get("opt/x/gcc").unwrap().elf());
+        assert!(!fs.get("opt/x/x.js").unwrap().elf());
         let pkgs = crate::recipe::Packages {
             forbid_elf: vec!["^gcc$".into()],
             ..Default::default()
@@ -846,7 +845,7 @@ mod tests {
         println!(
             "tarball {} bytes -> {} bytes; {hwm}",
             std::fs::metadata(&p).unwrap().len(),
-            fs.get("opt/x/zeros").unwrap().size
+            fs.get("opt/x/zeros").unwrap().size()
         );
     }
 }

@@ -245,7 +245,7 @@ fn plan(c: &Collected, b: &Builder, fs: &Rootfs) -> Result<Vec<Planned>> {
         Some(n) => bail!(
             "builder {name}: {} is a {:?}, not a directory",
             b.spec.path,
-            n.kind
+            n.kind()
         ),
         None => bail!("builder {name}: {} does not exist", b.spec.path),
     }
@@ -271,16 +271,16 @@ fn plan(c: &Collected, b: &Builder, fs: &Rootfs) -> Result<Vec<Planned>> {
         }
         let mut p = Planned {
             rel,
-            kind: n.kind,
+            kind: n.kind(),
             mode: n.mode,
             link: None,
             bytes: None,
         };
-        match n.kind {
+        match n.kind() {
             Kind::Dir => {}
-            Kind::File => match n.content {
-                Content::Layer(l) => p.bytes = Some((l, key.to_string())),
-                _ => bail!("{}: no layer holds its bytes", at()),
+            Kind::File => match n.content().and_then(Content::base_layer) {
+                Some(l) => p.bytes = Some((l, key.to_string())),
+                None => bail!("{}: no layer holds its bytes", at()),
             },
             Kind::Symlink => {
                 let t = n.link().unwrap_or_default().to_string();
@@ -327,7 +327,7 @@ fn link_in_subtree<'a>(
                 "hardlink to '/{cur}', which a later layer replaced"
             ));
         }
-        match (n.kind, n.link()) {
+        match (n.kind(), n.link()) {
             (Kind::Hardlink, Some(t)) => {
                 if !inside(t) {
                     return Err(format!(

@@ -16,7 +16,7 @@ fn owner_ids(
 
 fn refuse_symlink(fs: &Rootfs, path: &str) -> Result<()> {
     if let Some(n) = fs.get(path) {
-        if n.kind == Kind::Symlink {
+        if n.kind() == Kind::Symlink {
             bail!("{path} is a symlink in the image; refusing to write through it");
         }
     }
@@ -137,7 +137,7 @@ fn ensure_dir(
             }
             Ok(())
         }
-        Some(n) => bail!("{path} exists and is a {:?}, not a directory", n.kind),
+        Some(n) => bail!("{path} exists and is a {:?}, not a directory", n.kind()),
         None => fs.insert(
             path,
             Node::dir(mode.unwrap_or(0o755), uid.unwrap_or(0), gid.unwrap_or(0)),

@@ -145,7 +145,7 @@ fn declared_paths(fs: &Rootfs, recipe: &Recipe, l: &Landlock) -> Vec<Declared> {
         }
         let children: Vec<String> = fs
             .descendants(&key)
-            .filter(|(k, n)| n.kind == Kind::Dir && !k[key.len() + 1..].contains('/'))
+            .filter(|(k, n)| n.kind() == Kind::Dir && !k[key.len() + 1..].contains('/'))
             .map(|(k, _)| format!("{}/{}", dir.trim_end_matches('/'), &k[key.len() + 1..]))
             .filter(|p| !explicit.contains(p))
             .collect();
@@ -178,7 +178,7 @@ fn access_row(
         }
         (None, _) => (false, false, "path does not exist in the image".into()),
         (Some(n), Some(w)) => {
-            let write = match n.kind {
+            let write = match n.kind() {
                 Kind::Dir => dac(n, w, 0o2) && dac(n, w, 0o1),
                 _ => dac(n, w, 0o2),
             };

@@ -15,7 +15,7 @@ pub struct PurgeReport {
 pub fn db_files(fs: &Rootfs) -> Result<DbFiles> {
     let mut files = DbFiles::new();
     for (path, node) in fs.descendants("var/lib/dpkg") {
-        if node.kind == Kind::File {
+        if node.kind() == Kind::File {
             files.insert(format!("/{path}"), fs.read(path)?);
         }
     }
@@ -33,7 +33,7 @@ pub fn db_files(fs: &Rootfs) -> Result<DbFiles> {
 fn layout(fs: &Rootfs) -> Layout {
     let mut l = Layout::new();
     for (path, node) in &fs.nodes {
-        if node.kind == Kind::Symlink {
+        if node.kind() == Kind::Symlink {
             l.add_link(path, node.link().unwrap_or(""));
         }
     }
@@ -81,11 +81,11 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
         let Some(node) = fs.nodes.get(key.as_str()) else {
             continue;
         };
-        if node.kind == Kind::Dir && fs.descendants(key).next().is_some() {
+        if node.kind() == Kind::Dir && fs.descendants(key).next().is_some() {
             continue; // still used by something else
         }
-        if node.kind == Kind::File {
-            report.bytes_removed += node.size;
+        if node.kind() == Kind::File {
+            report.bytes_removed += node.size();
         }
         report.files_removed += fs.remove(key) as u64;
     }
@@ -94,7 +94,7 @@ pub fn apply(fs: &mut Rootfs, p: &Packages, strict: bool) -> Result<Option<Purge
         if fs
             .nodes
             .get(key.as_str())
-            .is_some_and(|n| n.kind == Kind::File)
+            .is_some_and(|n| n.kind() == Kind::File)
         {
             fs.write(&key, bytes.clone())?;
         } else {
@@ -164,7 +164,7 @@ mod tests {
         purge_gcc(&mut fs).unwrap();
         assert!(fs.get("usr/bin/gcc").is_none());
         for l in ["bin", "lib", "sbin"] {
-            assert_eq!(fs.get(l).map(|n| n.kind), Some(Kind::Symlink), "/{l}");
+            assert_eq!(fs.get(l).map(|n| n.kind()), Some(Kind::Symlink), "/{l}");
         }
         assert!(fs.get("usr/bin/bash").is_some());
         assert!(fs.get("usr/share/doc/bash/copyright").is_some());
@@ -189,7 +189,7 @@ mod tests {
         purge_gcc(&mut fs).unwrap();
         assert!(fs.get("usr/bin/gcc").is_none());
         assert_eq!(
-            fs.get("usr/share/doc/gcc").map(|n| n.kind),
+            fs.get("usr/share/doc/gcc").map(|n| n.kind()),
             Some(Kind::Symlink)
         );
     }

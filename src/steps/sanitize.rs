@@ -25,11 +25,11 @@ pub fn apply(fs: &mut Rootfs, s: &Sanitize) -> SanitizeReport {
     let mut changed: BTreeSet<String> = BTreeSet::new();
     let mut devices = Vec::new();
     for (path, n) in fs.nodes.iter_mut() {
-        if s.remove_devices && matches!(n.kind, Kind::Char | Kind::Block) {
+        if s.remove_devices && matches!(n.kind(), Kind::Char | Kind::Block) {
             devices.push(path.clone());
             continue;
         }
-        if !matches!(n.kind, Kind::File | Kind::Hardlink) {
+        if !matches!(n.kind(), Kind::File | Kind::Hardlink) {
             continue;
         }
         if s.strip_setid && n.mode & 0o6000 != 0 && !allowed(&s.setid_allow, path) {
@@ -51,7 +51,7 @@ pub fn apply(fs: &mut Rootfs, s: &Sanitize) -> SanitizeReport {
     // Links sharing an inode with a changed file: same bits, emitted in the same layer.
     if !changed.is_empty() {
         for (path, n) in fs.nodes.iter_mut() {
-            let shares_changed = match (n.kind, n.link()) {
+            let shares_changed = match (n.kind(), n.link()) {
                 (Kind::Hardlink, Some(t)) => changed.contains(t),
                 _ => continue,
             };
@@ -76,7 +76,7 @@ pub fn apply(fs: &mut Rootfs, s: &Sanitize) -> SanitizeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rootfs::Node;
+    use crate::rootfs::{Body, Node};
 
     fn image() -> Rootfs {
         let mut fs = Rootfs::new();
@@ -91,13 +91,9 @@ mod tests {
         ping.insert_xattr("security.capability", vec![1, 2, 3]);
         ping.insert_xattr("user.keep", vec![9]);
         fs.insert("usr/bin/ping", ping).expect("ping");
-        let mut link = Node::file(0o4755, 0, 0, vec![]);
-        link.kind = Kind::Hardlink;
-        link.set_link(Some("usr/bin/su"));
+        let link = Node::new(Body::hardlink("usr/bin/su"), 0o4755, 0, 0);
         fs.insert("usr/bin/su-link", link).expect("link");
-        let mut null = Node::file(0o666, 0, 0, vec![]);
-        null.kind = Kind::Char;
-        null.set_dev((1, 3));
+        let null = Node::new(Body::Char((1, 3)), 0o666, 0, 0);
         fs.insert("dev/null", null).expect("null");
         // As if read from a base layer: nothing changed yet.
         for n in fs.nodes.values_mut() {
@@ -154,9 +150,7 @@ mod tests {
         let mut t = Node::file(0o755, 0, 0, b"x".to_vec());
         t.insert_xattr("security.capability", vec![1]);
         fs.insert("usr/bin/cap", t).expect("cap");
-        let mut l = Node::file(0o755, 0, 0, vec![]);
-        l.kind = Kind::Hardlink;
-        l.set_link(Some("usr/bin/cap"));
+        let l = Node::new(Body::hardlink("usr/bin/cap"), 0o755, 0, 0);
         fs.insert("usr/sbin/cap2", l).expect("link");
         apply(
             &mut fs,

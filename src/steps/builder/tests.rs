@@ -124,7 +124,7 @@ fn builder_digest_equals_the_directory_digest() {
     let keys = |fs: &Rootfs| {
         fs.nodes
             .iter()
-            .map(|(k, n)| format!("{k} {:?} {:o}", n.kind, n.mode))
+            .map(|(k, n)| format!("{k} {:?} {:o}", n.kind(), n.mode))
             .collect::<Vec<_>>()
     };
     assert_eq!(keys(&from_image), keys(&from_dir));
@@ -555,7 +555,7 @@ fn implicit_parent_directories_are_placed_like_walked_ones() {
         let mut fs = Rootfs::new();
         let got = apply(&mut fs, &b, "/opt/x", (7, 8), d.path()).unwrap();
         let x = fs.get("opt/x/x").unwrap();
-        assert_eq!((x.kind, x.uid, x.gid), (Kind::Dir, 7, 8));
+        assert_eq!((x.kind(), x.uid, x.gid), (Kind::Dir, 7, 8));
         assert_eq!(got, want);
     }
 }
