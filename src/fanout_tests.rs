@@ -270,12 +270,39 @@ fn config_platform_must_match_the_build_record() {
     let (cd, cs) = put(&cfg);
     m["config"]["digest"] = cd.as_str().into();
     m["config"]["size"] = cs.into();
-    let (forged, _) = put(&m);
+    let (forged, size) = put(&m);
+    // A record that names no platform (a build without --platform): the init's
+    // target still says what the image was built for.
+    let key = crate::record::RECORD_ANNOTATION;
+    let mut rec: serde_json::Value =
+        serde_json::from_str(m["annotations"][key].as_str().unwrap()).unwrap();
+    rec["platform"] = serde_json::Value::Null;
+    m["annotations"][key] = rec.to_string().into();
+    let (no_platform, size2) = put(&m);
+    // Listed in the layout (untagged), so the test registry serves them by digest.
+    let idx = l.join("index.json");
+    let mut top: serde_json::Value = serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
+    for (d, size) in [(&forged, size), (&no_platform, size2)] {
+        top["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d.as_str(), "size": size}));
+    }
+    std::fs::write(&idx, serde_json::to_vec(&top).unwrap()).unwrap();
     let out = b.f.dir.join("out");
     let reg = TinyRegistry::serve(l);
-    for input in [
-        pin(l, forged.as_str()),
-        format!("registry://{}/fleet/img@{forged}", reg.addr),
+    for (input, why) in [
+        (pin(l, forged.as_str()), "built for linux/amd64"),
+        (
+            format!("registry://{}/fleet/img@{forged}", reg.addr),
+            "built for linux/amd64",
+        ),
+        (
+            pin(l, no_platform.as_str()),
+            "its init is for linux/amd64 (x86_64",
+        ),
     ] {
         let e = assemble(&index_opts_cached(
             std::slice::from_ref(&input),
@@ -286,7 +313,7 @@ fn config_platform_must_match_the_build_record() {
         let msg = format!("{e:#}");
         assert!(msg.contains(&format!("input {input}")), "{msg}");
         assert!(
-            msg.contains("linux/arm64") && msg.contains("linux/amd64"),
+            msg.contains(why) && msg.contains("says linux/arm64"),
             "{msg}"
         );
         assert!(!out.exists(), "a refused index left output behind");
