@@ -154,7 +154,7 @@ enum Origin {
         config: Vec<u8>,
     },
     Registry {
-        session: Session,
+        session: Box<Session>,
         config: PathBuf,
     },
 }
@@ -424,7 +424,10 @@ async fn probe_registry(
             bytes,
         },
         manifest,
-        from: Origin::Registry { session, config },
+        from: Origin::Registry {
+            session: Box::new(session),
+            config,
+        },
     })
 }
 

@@ -59,7 +59,7 @@ impl PlatformManifest {
 
 /// The first two platforms of `platforms` that name one platform (containerd's
 /// matcher: `linux/arm64` and `linux/arm64/v8` do), by position.
-pub fn same_platform<'a>(platforms: &[&'a Platform]) -> Option<(usize, usize)> {
+pub fn same_platform(platforms: &[&Platform]) -> Option<(usize, usize)> {
     (0..platforms.len()).find_map(|i| {
         (i + 1..platforms.len())
             .find(|&j| platforms[i].matches(platforms[j]))
