@@ -291,6 +291,24 @@ fn docker_archive_and_sbom_are_refused_up_front() {
     o.sbom = Some(f.dir.join("s.json"));
     let e = build_platforms(o, two()).unwrap_err();
     assert!(format!("{e:#}").contains("sbom --platform"), "{e:#}");
+    // linux/arm64 and linux/arm64/v8 are one platform: given twice, naming both bases.
+    let out = f.dir.join("v8");
+    let e = build_platforms(
+        opts(&f.arm, &format!("oci:{}", out.display()), &f.art),
+        vec![
+            target("linux/arm64", &f.arm, &f.art),
+            target("linux/arm64/v8", &f.amd, &f.art),
+        ],
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("platform linux/arm64 is given twice")
+            && msg.contains(&f.arm)
+            && msg.contains(&f.amd),
+        "{msg}"
+    );
+    assert!(!out.exists());
 }
 
 /// A native addon built for another machine fails the platform it does not fit.

@@ -315,5 +315,13 @@ mod tests {
         );
         let e = platform_index(vec![pm("linux/amd64", b"x"), pm("linux/amd64", b"y")]).unwrap_err();
         assert!(e.to_string().contains("linux/amd64 is given twice"), "{e}");
+        // linux/arm64 and linux/arm64/v8 are one platform (containerd's matcher).
+        let e =
+            platform_index(vec![pm("linux/arm64/v8", b"x"), pm("linux/arm64", b"y")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("linux/arm64 is given twice (linux/arm64 and linux/arm64/v8)"),
+            "{e}"
+        );
     }
 }
