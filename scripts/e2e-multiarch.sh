@@ -9,7 +9,8 @@
 # index digest, from a layout and from the registry), the refusals (docker-archive with two
 # platforms, an arm64 rootfs given as amd64), and the fan-out: each platform built alone,
 # assembled by `index` (registry to registry, layout to layout, registry to archive) into
-# the one-run build's index digest, with no layer downloaded for a same-registry index.
+# the one-run build's index digest, with no layer downloaded for a same-registry index, and
+# two inputs of one platform refused before any layer is downloaded.
 #
 #   scripts/e2e-multiarch.sh
 #
@@ -43,7 +44,7 @@ suite_cleanup() {
   for a in amd64 arm64; do pm rmi "$IMG_REPO:$a" >/dev/null 2>&1 || true; done
 }
 suite_begin multiarch
-plan 59
+plan 60
 
 BIN="${BIN:-$NEMOCLAW_ROOT/target/release/nemoclaw-build}"
 EPOCH=1700000000
@@ -289,6 +290,18 @@ if ((rc != 0)) && grep -q 'are both linux/amd64' "$LOGS/fan-dup.err" && [[ "$tag
   pass ma.fanout_refuses_duplicate_platform_no_tag
 else
   fail ma.fanout_refuses_duplicate_platform_no_tag "rc=$rc tag=$tagged: $(tail_detail "$LOGS/fan-dup.err")"
+fi
+# ... found from the configs, before any layer is downloaded: into a fresh cache, only the
+# manifests' configs arrive (a few KiB; the layers are hundreds of MiB), no archive is written
+rc=0
+nb fan-dup-early index --cache-dir "$W/fan-dup-cache" --output "oci-archive:$W/fan-dup.tar" \
+  "registry://$REG/fan@$AMDD" "registry://$REG/fan@$ARMD" "registry://$REG/fan@$AMDD" || rc=$?
+cached="$(du -sb "$W/fan-dup-cache" 2>/dev/null | cut -f1)"
+if ((rc != 0)) && grep -q 'are both linux/amd64' "$LOGS/fan-dup-early.err" && ((${cached:-0} < 1048576)) &&
+  [[ ! -e "$W/fan-dup.tar" ]]; then
+  pass ma.fanout_duplicate_refused_before_layers_move
+else
+  fail ma.fanout_duplicate_refused_before_layers_move "rc=$rc cache=${cached:-none} bytes: $(tail_detail "$LOGS/fan-dup-early.err")"
 fi
 
 # ------------------------------------------------------------------ both images run --------

@@ -15,12 +15,15 @@
 use crate::cache::Cache;
 use crate::imageref::ImageRef;
 use crate::oci::{Digest, Manifest, MediaType};
-use crate::platform::{platform_name, Platform};
-use crate::registry::{RegRef, RegistryOptions, RemoteBlob};
+use crate::platform::{index_platform, platform_name, Arch, Platform};
+use crate::record::{BuildRecord, RECORD_ANNOTATION};
+use crate::registry::{RegRef, RegistryOptions, RemoteBlob, Session};
 use crate::sink::{Built, Staging};
-use crate::source::oci::{blob_rel, layout_descriptors, layout_store, read_pinned, read_verified};
+use crate::source::oci::{
+    blob_rel, layout_descriptors, layout_store, read_pinned, read_verified, BlobStore,
+};
 use crate::source::{spec, BlobLocation, LayerBlob, MT_DOCKER_MANIFEST, MT_OCI_MANIFEST};
-use crate::targets::{platform_index, PlatformManifest};
+use crate::targets::{platform_index, same_platform, PlatformManifest};
 use crate::transfer::RegistryTransfer;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -135,6 +138,27 @@ struct Input {
     bytes: Vec<u8>,
 }
 
+/// One input's documents, read before any layer moves: the pinned manifest (exact
+/// bytes, parsed), its config, the platform the config declares, and where the
+/// layers are.
+struct Probed {
+    input: Input,
+    manifest: spec::Manifest,
+    from: Origin,
+}
+
+/// Where a probed input's config (read) and layers (not yet) are.
+enum Origin {
+    Layout {
+        store: Box<dyn BlobStore>,
+        config: Vec<u8>,
+    },
+    Registry {
+        session: Box<Session>,
+        config: PathBuf,
+    },
+}
+
 /// Assembles the index of `opts.inputs` and publishes it to `opts.output`; a
 /// failure leaves the output as it was (for a registry: no index tag).
 pub fn assemble(opts: &IndexOptions) -> Result<IndexSummary> {
@@ -142,6 +166,8 @@ pub fn assemble(opts: &IndexOptions) -> Result<IndexSummary> {
     assemble_inner(opts).map_err(|e| crate::sink::explain_no_space(e, &staged_in, None))
 }
 
+/// Reads every input's manifest and config first, so a wrong platform or two inputs
+/// of one platform are refused before any layer is downloaded or copied.
 fn assemble_inner(opts: &IndexOptions) -> Result<IndexSummary> {
     let t0 = Instant::now();
     let pins = opts
@@ -155,28 +181,30 @@ fn assemble_inner(opts: &IndexOptions) -> Result<IndexSummary> {
         .any(|p| matches!(p.location, Location::Registry(_)))
         .then(|| Cache::open(opts.registry.cache_dir.as_deref()))
         .transpose()?;
+    let mut probed = Vec::new();
+    for p in &pins {
+        let one = match &p.location {
+            Location::Layout { path, archive } => probe_layout(p, path, *archive),
+            Location::Registry(r) => {
+                let cache = cache.as_ref().context("internal error: no cache")?;
+                crate::registry::runtime()?.block_on(probe_registry(p, r, &opts.registry, cache))
+            }
+        };
+        probed.push(one.with_context(|| format!("input {}", p.given))?);
+    }
+    probed.sort_by(|a, b| a.input.platform.cmp(&b.input.platform));
+    check_platforms(&probed)?;
     let staging = Staging::for_output(&opts.output, cache.as_ref().map(|c| c.root()))?;
     let to_registry = matches!(opts.output, ImageRef::Registry(_));
     let mut inputs = Vec::new();
-    for p in &pins {
-        let input = match &p.location {
-            Location::Layout { path, archive } => stage_layout(p, path, *archive, &staging),
-            Location::Registry(r) => {
-                let cache = cache.as_ref().context("internal error: no cache")?;
-                crate::registry::runtime()?.block_on(stage_registry(
-                    p,
-                    r,
-                    &opts.registry,
-                    cache,
-                    &staging,
-                    to_registry,
-                ))
-            }
+    for p in probed {
+        let given = p.input.given.clone();
+        let staged = match cache.as_ref() {
+            Some(c) => crate::registry::runtime()?.block_on(stage(p, &staging, c, to_registry)),
+            None => stage_local(p, &staging),
         };
-        inputs.push(input.with_context(|| format!("input {}", p.given))?);
+        inputs.push(staged.with_context(|| format!("input {given}"))?);
     }
-    inputs.sort_by(|a, b| a.platform.cmp(&b.platform));
-    check_platforms(&inputs)?;
     let (digest, index_bytes) = publish(opts, staging, &inputs)?;
     Ok(IndexSummary {
         output: opts.output.to_string(),
@@ -244,18 +272,24 @@ fn publish(opts: &IndexOptions, staging: Staging, inputs: &[Input]) -> Result<(S
     Ok((digest, index_bytes))
 }
 
-/// An index holds one image per platform: two inputs of one platform are refused,
-/// naming both.
-fn check_platforms(sorted: &[Input]) -> Result<()> {
-    for w in sorted.windows(2) {
-        if w[0].platform == w[1].platform {
-            bail!(
-                "inputs {} and {} are both {}: an image index holds one image per platform",
-                w[0].given,
-                w[1].given,
-                w[0].platform
-            );
-        }
+/// An index holds one image per platform: two inputs of one platform (as
+/// containerd's matcher sees it: `linux/arm64` and `linux/arm64/v8` are one) are
+/// refused, naming both.
+fn check_platforms(probed: &[Probed]) -> Result<()> {
+    let platforms: Vec<&Platform> = probed.iter().map(|p| &p.input.platform).collect();
+    if let Some((i, j)) = same_platform(&platforms) {
+        let (a, b) = (&probed[i].input, &probed[j].input);
+        let (pa, pb) = (&a.platform, &b.platform);
+        let what = if pa == pb {
+            format!("both {pa}")
+        } else {
+            format!("both {pa} ({pa} and {pb} are one platform)")
+        };
+        bail!(
+            "inputs {} and {} are {what}: an image index holds one image per platform",
+            a.given,
+            b.given
+        );
     }
     Ok(())
 }
@@ -283,16 +317,39 @@ fn check_manifest(bytes: &[u8], what: &str) -> Result<spec::Manifest> {
     spec::parse_manifest(bytes, what, MT_OCI_MANIFEST)
 }
 
-/// The platform an image config declares (`os`, `architecture`, `variant`).
-fn config_platform(bytes: &[u8], what: &str) -> Result<Platform> {
-    let c = spec::parse_config(bytes, what)?.value;
-    let field = |k: &str| c.get(k).and_then(|v| v.as_str());
-    let name = platform_name(
-        field("os").unwrap_or_default(),
-        field("architecture").unwrap_or_default(),
-        field("variant"),
-    );
-    Platform::parse(&name).with_context(|| format!("{what} declares platform {name}"))
+/// The platform an image config declares ([`index_platform`], the one-run build's
+/// rule), which the build record of an image made by nemoclaw-build must agree
+/// with: the platform it was built for, and the machine of the init it was given.
+/// A config edited after the build, or a pin naming another image than meant, is
+/// refused naming both platforms.
+fn config_platform(config: &[u8], cwhat: &str, manifest: &[u8], what: &str) -> Result<Platform> {
+    let platform = index_platform(&spec::parse_config(config, cwhat)?.value, cwhat)?;
+    let v = spec::parse_json(manifest, what, spec::MAX_MANIFEST_BYTES)?;
+    let record = v
+        .get("annotations")
+        .and_then(|a| a.get(RECORD_ANNOTATION))
+        .and_then(|r| r.as_str());
+    let Some(text) = record else {
+        return Ok(platform);
+    };
+    let rec = BuildRecord::parse(text).with_context(|| what.to_string())?;
+    if let Some(built) = &rec.platform {
+        let built = Platform::parse(built).with_context(|| format!("{what}: build record"))?;
+        if !built.matches(&platform) {
+            bail!("{what}: its build record says it was built for {built}, but its {cwhat} says {platform}");
+        }
+    }
+    if let Some(init) = &rec.init {
+        let machine = Arch::from_rust_target(&init.target);
+        if let Some(arch) = machine.filter(|a| *a != platform.arch) {
+            bail!(
+                "{what}: its init is for {} ({}, build record), but its {cwhat} says {platform}",
+                Platform::linux(arch),
+                init.target
+            );
+        }
+    }
+    Ok(platform)
 }
 
 /// A layout's index.json (or an index it lists) that names `digest` with a platform
@@ -312,23 +369,103 @@ fn cross_check(declared: &[spec::Descriptor], digest: &Digest, platform: &Platfo
     Ok(())
 }
 
-/// Reads a layout input and copies its manifest, config and layers (verified) into
-/// the staging layout.
-fn stage_layout(
-    p: &Pinned,
-    path: &std::path::Path,
-    archive: bool,
-    staging: &Staging,
-) -> Result<Input> {
+/// Reads a layout input's manifest and config (verified) and the platform they
+/// declare; nothing is copied yet.
+fn probe_layout(p: &Pinned, path: &std::path::Path, archive: bool) -> Result<Probed> {
     let store = layout_store(path, archive)?;
     let what = format!("manifest {}", p.digest);
     let bytes = read_pinned(store.as_ref(), &p.digest, &what, spec::MAX_MANIFEST_BYTES)?;
-    let m = check_manifest(&bytes, &what)?;
-    let cwhat = format!("config {}", m.config.digest);
-    let config = read_verified(store.as_ref(), &m.config, &cwhat, spec::MAX_CONFIG_BYTES)?;
-    let platform = config_platform(&config, &cwhat)?;
+    let manifest = check_manifest(&bytes, &what)?;
+    let cwhat = format!("config {}", manifest.config.digest);
+    let config = read_verified(
+        store.as_ref(),
+        &manifest.config,
+        &cwhat,
+        spec::MAX_CONFIG_BYTES,
+    )?;
+    let platform = config_platform(&config, &cwhat, &bytes, &what)?;
     cross_check(&layout_descriptors(store.as_ref())?, &p.digest, &platform)?;
-    staging.put_blob(&config)?;
+    Ok(Probed {
+        input: Input {
+            given: p.given.clone(),
+            platform,
+            digest: p.digest.clone(),
+            bytes,
+        },
+        manifest,
+        from: Origin::Layout { store, config },
+    })
+}
+
+/// Reads a registry input's manifest (checked against the pin) and config (into
+/// the cache) and the platform they declare; no layer is fetched yet.
+async fn probe_registry(
+    p: &Pinned,
+    reference: &str,
+    ro: &RegistryOptions,
+    cache: &Cache,
+) -> Result<Probed> {
+    let session = Session::open(reference, ro).await?;
+    let what = format!("manifest {}", p.digest);
+    let (bytes, _) = session.manifest(&session.r, &what).await?;
+    let manifest = check_manifest(&bytes, &what)?;
+    let cfg = &manifest.config;
+    let config = session
+        .fetch_blob(cache, &cfg.digest, cfg.size, "config")
+        .await?;
+    let cwhat = format!("config {}", cfg.digest);
+    let config_bytes = BlobLocation::whole(&config)?.read_all(spec::MAX_CONFIG_BYTES, &cwhat)?;
+    let platform = config_platform(&config_bytes, &cwhat, &bytes, &what)?;
+    Ok(Probed {
+        input: Input {
+            given: p.given.clone(),
+            platform,
+            digest: p.digest.clone(),
+            bytes,
+        },
+        manifest,
+        from: Origin::Registry {
+            session: Box::new(session),
+            config,
+        },
+    })
+}
+
+/// Stages an input with no registry involved (no cache, no runtime).
+fn stage_local(p: Probed, staging: &Staging) -> Result<Input> {
+    match p.from {
+        Origin::Layout { store, config } => {
+            stage_layout(store.as_ref(), &p.manifest, &config, staging)?;
+            staging.put_blob(&p.input.bytes)?;
+            Ok(p.input)
+        }
+        Origin::Registry { .. } => bail!("internal error: a registry input without a cache"),
+    }
+}
+
+/// Stages a probed input: its config and layers, then its manifest.
+async fn stage(p: Probed, staging: &Staging, cache: &Cache, remote: bool) -> Result<Input> {
+    match &p.from {
+        Origin::Layout { store, config } => {
+            stage_layout(store.as_ref(), &p.manifest, config, staging)?
+        }
+        Origin::Registry { session, config } => {
+            staging.add_cached(config, &p.manifest.config.digest)?;
+            stage_registry(session, &p.manifest, cache, staging, remote).await?
+        }
+    }
+    staging.put_blob(&p.input.bytes)?;
+    Ok(p.input)
+}
+
+/// Copies a layout input's config and layers (verified) into the staging layout.
+fn stage_layout(
+    store: &dyn BlobStore,
+    m: &spec::Manifest,
+    config: &[u8],
+    staging: &Staging,
+) -> Result<()> {
+    staging.put_blob(config)?;
     for (i, l) in m.layers.iter().enumerate() {
         let loc = store
             .locate(&blob_rel(&l.digest)?)
@@ -345,38 +482,20 @@ fn stage_layout(
         let blob = LayerBlob::new(i, loc, &l.media_type, Some(l.digest.to_string()), None)?;
         staging.copy_layer(&blob)?;
     }
-    staging.put_blob(&bytes)?;
-    Ok(Input {
-        given: p.given.clone(),
-        platform,
-        digest: p.digest.clone(),
-        bytes,
-    })
+    Ok(())
 }
 
-/// Reads a registry input: manifest (checked against the pin) and config always;
-/// layers stay in their registry for a registry output (`remote`), else they are
-/// pulled into the cache (verified while streaming) and linked into the staging.
+/// A registry input's layers: they stay in their registry for a registry output
+/// (`remote`), else they are pulled into the cache (verified while streaming) and
+/// linked into the staging.
 async fn stage_registry(
-    p: &Pinned,
-    reference: &str,
-    ro: &RegistryOptions,
+    s: &Session,
+    m: &spec::Manifest,
     cache: &Cache,
     staging: &Staging,
     remote: bool,
-) -> Result<Input> {
-    use crate::registry::Session;
+) -> Result<()> {
     use futures_util::{StreamExt, TryStreamExt};
-    let s = Session::open(reference, ro).await?;
-    let what = format!("manifest {}", p.digest);
-    let (bytes, _) = s.manifest(&s.r, &what).await?;
-    let m = check_manifest(&bytes, &what)?;
-    let cfg = &m.config;
-    let cpath = s.fetch_blob(cache, &cfg.digest, cfg.size, "config").await?;
-    let cwhat = format!("config {}", cfg.digest);
-    let config = BlobLocation::whole(&cpath)?.read_all(spec::MAX_CONFIG_BYTES, &cwhat)?;
-    let platform = config_platform(&config, &cwhat)?;
-    staging.add_cached(&cpath, &cfg.digest)?;
     if remote {
         for l in &m.layers {
             let location = s.r.name();
@@ -388,25 +507,18 @@ async fn stage_registry(
                 },
             );
         }
-    } else {
-        let paths: Vec<PathBuf> = futures_util::stream::iter(m.layers.iter().enumerate())
-            .map(|(i, l)| {
-                let label = format!("layer {} ({})", i + 1, crate::registry::short(&l.digest));
-                let s = &s;
-                async move { s.fetch_blob(cache, &l.digest, l.size, &label).await }
-            })
-            .buffered(crate::registry::CONCURRENCY)
-            .try_collect()
-            .await?;
-        for (l, path) in m.layers.iter().zip(paths) {
-            staging.add_cached(&path, &l.digest)?;
-        }
+        return Ok(());
     }
-    staging.put_blob(&bytes)?;
-    Ok(Input {
-        given: p.given.clone(),
-        platform,
-        digest: p.digest.clone(),
-        bytes,
-    })
+    let paths: Vec<PathBuf> = futures_util::stream::iter(m.layers.iter().enumerate())
+        .map(|(i, l)| {
+            let label = format!("layer {} ({})", i + 1, crate::registry::short(&l.digest));
+            async move { s.fetch_blob(cache, &l.digest, l.size, &label).await }
+        })
+        .buffered(crate::registry::CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (l, path) in m.layers.iter().zip(paths) {
+        staging.add_cached(&path, &l.digest)?;
+    }
+    Ok(())
 }

@@ -2,12 +2,15 @@
 //! assembled give the index digest of the one-run multi-platform build, whatever
 //! the input order; unpinned, duplicate, mis-pinned and non-image inputs are
 //! refused naming the input, and nothing is written then.
+use crate::elf::EM_AARCH64;
 use crate::fanout::{assemble, IndexOptions, Location, Pinned};
 use crate::imageref::ImageRef;
-use crate::multiarch_tests::{fixture, opts, Fixture};
+use crate::multiarch_tests::{fixture, json_blob, opts, rootfs_tar, target, Fixture};
 use crate::oci::Digest;
 use crate::pipeline::build;
 use crate::source::{open_image, OpenOptions};
+use crate::targets::build_platforms;
+use crate::testutil::{LayoutBuilder, TinyRegistry};
 use std::path::{Path, PathBuf};
 
 /// One platform built alone into `oci:DIR:x` (as a runner of that platform would);
@@ -18,6 +21,11 @@ fn build_one(f: &Fixture, platform: &str, out: &Path, epoch: u64) -> String {
     } else {
         &f.amd
     };
+    build_from(f, base, platform, out, epoch)
+}
+
+/// Like [`build_one`], from the base `base`.
+fn build_from(f: &Fixture, base: &str, platform: &str, out: &Path, epoch: u64) -> String {
     let mut o = opts(base, &format!("oci:{}:x", out.display()), &f.art);
     o.open.platform = Some(platform.into());
     o.epoch = epoch;
@@ -31,6 +39,13 @@ fn index_opts(inputs: &[String], out: &str) -> IndexOptions {
         registry: Default::default(),
         epoch: 0,
     }
+}
+
+/// [`index_opts`] for registry inputs: pulled blobs go to `cache`, not the user's cache.
+fn index_opts_cached(inputs: &[String], out: &str, cache: &Path) -> IndexOptions {
+    let mut o = index_opts(inputs, out);
+    o.registry.cache_dir = Some(cache.to_path_buf());
+    o
 }
 
 /// Two single-platform layouts and their manifest digests.
@@ -197,25 +212,178 @@ fn inputs_must_be_pinned_by_digest() {
     assert!(!out.exists());
 }
 
-/// Two images of one platform: refused naming both inputs; nothing written.
+/// Two images of one platform: refused naming both inputs, before any layer moves
+/// (their layer blobs are gone here, so a download or copy would fail first), from
+/// a layout and from a registry; nothing written.
 #[test]
 fn duplicate_platform_names_both_inputs() {
     let f = fixture();
-    let (a1, a2) = (f.dir.join("a1"), f.dir.join("a2"));
-    let d1 = build_one(&f, "linux/amd64", &a1, 1);
-    let d2 = build_one(&f, "linux/amd64", &a2, 2);
+    let l = f.dir.join("shared");
+    let d1 = build_one(&f, "linux/amd64", &l, 1);
+    let mut o = opts(&f.amd, &format!("oci:{}:y", l.display()), &f.art);
+    o.open.platform = Some("linux/amd64".into());
+    o.epoch = 2;
+    let d2 = build(o).unwrap().digest;
     assert_ne!(d1, d2);
+    for d in [&d1, &d2] {
+        for layer in json_blob(&l, d)["layers"].as_array().unwrap() {
+            let ld = Digest::parse(layer["digest"].as_str().unwrap()).unwrap();
+            let _ = std::fs::remove_file(l.join("blobs/sha256").join(ld.hex()));
+        }
+    }
     let out = f.dir.join("out");
-    let (i1, i2) = (pin(&a1, &d1), pin(&a2, &d2));
-    let e = assemble(&index_opts(
-        &[i1.clone(), i2.clone()],
-        &format!("oci:{}", out.display()),
+    let reg = TinyRegistry::serve(&l);
+    let from_registry = |d: &str| format!("registry://{}/fleet/img@{d}", reg.addr);
+    for (i1, i2) in [
+        (pin(&l, &d1), pin(&l, &d2)),
+        (from_registry(&d1), from_registry(&d2)),
+    ] {
+        let e = assemble(&index_opts_cached(
+            &[i1.clone(), i2.clone()],
+            &format!("oci:{}", out.display()),
+            &f.dir.join("cache"),
+        ))
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains(&i1) && msg.contains(&i2), "{msg}");
+        assert!(msg.contains("both linux/amd64"), "{msg}");
+        assert!(!out.exists(), "a refused index left output behind");
+    }
+}
+
+/// An image whose config claims another platform than its build record (and the
+/// init it was given) says is refused, naming the input and both platforms: from
+/// a layout and from a registry.
+#[test]
+fn config_platform_must_match_the_build_record() {
+    let b = two_platforms();
+    let (l, d) = (&b.amd.0, &b.amd.1);
+    let put = |v: &serde_json::Value| {
+        let bytes = serde_json::to_vec(v).unwrap();
+        let d = Digest::of(&bytes);
+        std::fs::write(l.join("blobs/sha256").join(d.hex()), &bytes).unwrap();
+        (d, bytes.len())
+    };
+    let mut m = json_blob(l, d);
+    let mut cfg = json_blob(l, m["config"]["digest"].as_str().unwrap());
+    cfg["architecture"] = "arm64".into();
+    let (cd, cs) = put(&cfg);
+    m["config"]["digest"] = cd.as_str().into();
+    m["config"]["size"] = cs.into();
+    let (forged, size) = put(&m);
+    // A record that names no platform (a build without --platform): the init's
+    // target still says what the image was built for.
+    let key = crate::record::RECORD_ANNOTATION;
+    let mut rec: serde_json::Value =
+        serde_json::from_str(m["annotations"][key].as_str().unwrap()).unwrap();
+    rec["platform"] = serde_json::Value::Null;
+    m["annotations"][key] = rec.to_string().into();
+    let (no_platform, size2) = put(&m);
+    // Listed in the layout (untagged), so the test registry serves them by digest.
+    let idx = l.join("index.json");
+    let mut top: serde_json::Value = serde_json::from_slice(&std::fs::read(&idx).unwrap()).unwrap();
+    for (d, size) in [(&forged, size), (&no_platform, size2)] {
+        top["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d.as_str(), "size": size}));
+    }
+    std::fs::write(&idx, serde_json::to_vec(&top).unwrap()).unwrap();
+    let out = b.f.dir.join("out");
+    let reg = TinyRegistry::serve(l);
+    for (input, why) in [
+        (pin(l, forged.as_str()), "built for linux/amd64"),
+        (
+            format!("registry://{}/fleet/img@{forged}", reg.addr),
+            "built for linux/amd64",
+        ),
+        (
+            pin(l, no_platform.as_str()),
+            "its init is for linux/amd64 (x86_64",
+        ),
+    ] {
+        let e = assemble(&index_opts_cached(
+            std::slice::from_ref(&input),
+            &format!("oci:{}", out.display()),
+            &b.f.dir.join("cache"),
+        ))
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains(&format!("input {input}")), "{msg}");
+        assert!(
+            msg.contains(why) && msg.contains("says linux/arm64"),
+            "{msg}"
+        );
+        assert!(!out.exists(), "a refused index left output behind");
+    }
+}
+
+/// A base whose config says arm64 with `variant: v8`, given as `linux/arm64=...`:
+/// the one-run build and the fan-out of the same images give one index, whose entry
+/// keeps the config's variant; `linux/arm64` and `linux/arm64/v8` select it alike.
+#[test]
+fn config_variant_gives_one_index_both_ways() {
+    let f = fixture();
+    let v8 = f.dir.join("v8base");
+    LayoutBuilder::new()
+        .layer(&rootfs_tar(EM_AARCH64))
+        .platform("arm64", Some("v8"))
+        .write(&v8);
+    let arm = format!("oci:{}:latest", v8.display());
+    let multi = f.dir.join("multi");
+    let one_run = build_platforms(
+        opts(&f.amd, &format!("oci:{}:m", multi.display()), &f.art),
+        vec![
+            target("linux/arm64", &arm, &f.art),
+            target("linux/amd64", &f.amd, &f.art),
+        ],
+    )
+    .unwrap();
+    let (a, b) = (f.dir.join("amd"), f.dir.join("arm"));
+    let da = build_from(&f, &f.amd, "linux/amd64", &a, 1_700_000_000);
+    let db = build_from(&f, &arm, "linux/arm64", &b, 1_700_000_000);
+    let fan = f.dir.join("fan");
+    let s = assemble(&index_opts(
+        &[pin(&b, &db), pin(&a, &da)],
+        &format!("oci:{}:i", fan.display()),
     ))
-    .unwrap_err();
-    let msg = format!("{e:#}");
-    assert!(msg.contains(&i1) && msg.contains(&i2), "{msg}");
-    assert!(msg.contains("both linux/amd64"), "{msg}");
-    assert!(!out.exists(), "a refused index left output behind");
+    .unwrap();
+    assert_eq!(
+        s.digest, one_run.digest,
+        "fan-out and one-run index differ for a v8 base"
+    );
+    let idx = json_blob(&multi, &one_run.digest);
+    assert_eq!(
+        idx["manifests"][1]["platform"],
+        serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"}),
+        "{idx}"
+    );
+    for p in ["linux/arm64", "linux/arm64/v8"] {
+        let o = OpenOptions {
+            platform: Some(p.into()),
+            ..Default::default()
+        };
+        let img = open_image(
+            &ImageRef::parse(&format!("oci:{}:i", fan.display())).unwrap(),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(img.manifest_digest.as_deref(), Some(db.as_str()), "{p}");
+    }
+    // An entry without variant is selected by linux/arm64/v8 too (containerd's matcher).
+    let plain = f.dir.join("plain");
+    f.build_both(&format!("oci:{}:p", plain.display()));
+    let o = OpenOptions {
+        platform: Some("linux/arm64/v8".into()),
+        ..Default::default()
+    };
+    open_image(
+        &ImageRef::parse(&format!("oci:{}:p", plain.display())).unwrap(),
+        &o,
+    )
+    .unwrap();
 }
 
 /// A pin whose blob hashes to something else, a pin naming no blob, an index given

@@ -37,8 +37,8 @@ fn elf(machine: u16) -> Vec<u8> {
 }
 
 /// A rootfs tarball whose /bin/sh (through usrmerge symlinks) is an ELF of `machine`.
-fn base(dir: &Path, name: &str, machine: u16) -> String {
-    let tar = TarBuilder::new()
+pub(crate) fn rootfs_tar(machine: u16) -> Vec<u8> {
+    TarBuilder::new()
         .dir("etc", 0o755)
         .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
         .file("etc/group", b"root:x:0:\n", 0o644)
@@ -46,9 +46,13 @@ fn base(dir: &Path, name: &str, machine: u16) -> String {
         .dir("usr/bin", 0o755)
         .symlink("usr/bin/sh", "dash")
         .file("usr/bin/dash", &elf(machine), 0o755)
-        .build();
+        .build()
+}
+
+/// [`rootfs_tar`] written to DIR/NAME, as a `tar:` base reference.
+fn base(dir: &Path, name: &str, machine: u16) -> String {
     let p = dir.join(name);
-    std::fs::write(&p, tar).unwrap();
+    std::fs::write(&p, rootfs_tar(machine)).unwrap();
     format!("tar:{}", p.display())
 }
 
@@ -90,7 +94,7 @@ pub(crate) fn target(p: &str, base: &str, art: &Path) -> Target {
     }
 }
 
-fn json_blob(layout: &Path, digest: &str) -> Value {
+pub(crate) fn json_blob(layout: &Path, digest: &str) -> Value {
     let d = Digest::parse(digest).unwrap();
     serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(d.hex())).unwrap())
         .unwrap()
@@ -287,6 +291,24 @@ fn docker_archive_and_sbom_are_refused_up_front() {
     o.sbom = Some(f.dir.join("s.json"));
     let e = build_platforms(o, two()).unwrap_err();
     assert!(format!("{e:#}").contains("sbom --platform"), "{e:#}");
+    // linux/arm64 and linux/arm64/v8 are one platform: given twice, naming both bases.
+    let out = f.dir.join("v8");
+    let e = build_platforms(
+        opts(&f.arm, &format!("oci:{}", out.display()), &f.art),
+        vec![
+            target("linux/arm64", &f.arm, &f.art),
+            target("linux/arm64/v8", &f.amd, &f.art),
+        ],
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("platform linux/arm64 is given twice")
+            && msg.contains(&f.arm)
+            && msg.contains(&f.amd),
+        "{msg}"
+    );
+    assert!(!out.exists());
 }
 
 /// A native addon built for another machine fails the platform it does not fit.

@@ -740,6 +740,10 @@ impl ImageBuilt {
     pub(crate) fn manifest_bytes(&self) -> &[u8] {
         &self.done.manifest_bytes
     }
+    /// The image config's exact bytes (what an index entry's platform is read from).
+    pub(crate) fn config_bytes(&self) -> &[u8] {
+        &self.done.config_bytes
+    }
     pub(crate) fn manifest(&self) -> &crate::oci::Manifest {
         &self.done.manifest
     }

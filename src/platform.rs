@@ -57,6 +57,15 @@ impl Arch {
     pub fn from_elf_machine(m: u16) -> Option<Arch> {
         Arch::ALL.into_iter().find(|a| a.elf_machine() == m)
     }
+    /// From a Rust target triple (`aarch64-unknown-linux-musl`), as build records
+    /// name the init's target.
+    pub fn from_rust_target(target: &str) -> Option<Arch> {
+        match target.split('-').next()? {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
 }
 
 /// `os/architecture[/variant]` as image indexes write it.
@@ -95,6 +104,18 @@ impl Platform {
             variant: None,
         }
     }
+    /// The variant as containerd's `platforms.Normalize` reads it: `arm64/v8` is
+    /// plain arm64 and `amd64/v1` plain amd64 (the baseline of each architecture).
+    pub fn normalized_variant(&self) -> Option<&str> {
+        normalized_variant(self.arch.name(), self.variant.as_deref())
+    }
+    /// Whether `self` and `other` name one platform, as containerd's matcher decides:
+    /// `linux/arm64` and `linux/arm64/v8` do, `linux/arm64/v8` and `linux/arm64/v9` not.
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.arch == other.arch
+            && self.normalized_variant() == other.normalized_variant()
+    }
     /// The index descriptor's `platform` object.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({"architecture": self.arch.name(), "os": self.os});
@@ -122,6 +143,31 @@ pub fn platform_name(os: &str, arch: &str, variant: Option<&str>) -> String {
         Some(v) => format!("{os}/{arch}/{v}"),
         None => format!("{os}/{arch}"),
     }
+}
+
+/// containerd's variant normalization on names of any architecture (see
+/// [`Platform::normalized_variant`]); an empty variant is none.
+pub fn normalized_variant<'a>(arch: &str, variant: Option<&'a str>) -> Option<&'a str> {
+    match (arch, variant) {
+        ("arm64" | "aarch64", Some("8" | "v8" | "v8.0")) => None,
+        ("amd64" | "x86_64" | "x86-64", Some("v1")) => None,
+        (_, v) => v.filter(|v| !v.is_empty()),
+    }
+}
+
+/// The platform an image index lists an image under: its config's `os`,
+/// `architecture` and `variant`, the variant kept as written (as `docker buildx
+/// imagetools create` and `crane index append` do). The one-run multi-platform
+/// build and the fan-out `index` both take it from here, so one image gets one
+/// index entry whichever way its index was made.
+pub fn index_platform(config: &serde_json::Value, what: &str) -> Result<Platform> {
+    let field = |k: &str| config.get(k).and_then(|v| v.as_str());
+    let name = platform_name(
+        field("os").unwrap_or_default(),
+        field("architecture").unwrap_or_default(),
+        field("variant").filter(|v| !v.is_empty()),
+    );
+    Platform::parse(&name).map_err(|e| anyhow!("{what} declares platform {name}: {e}"))
 }
 
 /// The host's architecture as OCI names it (the default platform).
@@ -152,10 +198,17 @@ pub fn image_arch(config: &serde_json::Value, asked: Option<&str>, base: &str) -
     let arch = Arch::from_name(declared).ok_or_else(|| {
         anyhow!("base {base}: config architecture '{declared}' is not supported (supported: amd64, arm64)")
     })?;
-    if let Some(p) = asked.filter(|p| p.arch != arch) {
+    if let Some(p) = asked.as_ref().filter(|p| p.arch != arch) {
         bail!(
             "base {base} is linux/{declared} (config architecture), but platform {p} was asked for"
         );
+    }
+    // A variant counts when both name one (the image keeps the config's).
+    let variant = config.get("variant").and_then(|v| v.as_str());
+    if let (Some(p), Some(v)) = (asked.as_ref().filter(|p| p.variant.is_some()), variant) {
+        if normalized_variant(declared, Some(v)) != p.normalized_variant() {
+            bail!("base {base} is linux/{declared}/{v} (config variant), but platform {p} was asked for");
+        }
     }
     Ok(arch)
 }
@@ -199,6 +252,57 @@ mod tests {
         );
         let e = image_arch(&serde_json::json!({"architecture": "s390x"}), None, "b").unwrap_err();
         assert!(e.to_string().contains("'s390x'"), "{e}");
+    }
+
+    /// containerd's matcher: the baseline variant of an architecture is the
+    /// architecture; other variants differ.
+    #[test]
+    fn variants_match_as_containerd_normalizes_them() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        assert!(p("linux/arm64").matches(&p("linux/arm64/v8")));
+        assert!(p("linux/arm64/v8").matches(&p("linux/arm64")));
+        assert!(p("linux/amd64/v1").matches(&p("linux/amd64")));
+        assert!(!p("linux/arm64/v8").matches(&p("linux/arm64/v9")));
+        assert!(!p("linux/amd64/v2").matches(&p("linux/amd64")));
+        assert!(!p("linux/amd64").matches(&p("linux/arm64")));
+        assert_eq!(normalized_variant("aarch64", Some("8")), None);
+        assert_eq!(normalized_variant("arm", Some("v7")), Some("v7"));
+    }
+
+    /// The index platform is the config's, variant kept; a config of an
+    /// unsupported platform is refused naming it.
+    #[test]
+    fn index_platform_keeps_the_config_variant() {
+        let c = serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"});
+        assert_eq!(
+            index_platform(&c, "config x").unwrap().to_string(),
+            "linux/arm64/v8"
+        );
+        let c = serde_json::json!({"architecture": "amd64", "os": "linux", "variant": ""});
+        assert_eq!(
+            index_platform(&c, "config x").unwrap().to_string(),
+            "linux/amd64"
+        );
+        let e = index_platform(
+            &serde_json::json!({"architecture": "s390x", "os": "linux"}),
+            "config x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("config x declares platform linux/s390x"), "{e}");
+        // A variant asked for must be the config's (v8 and none are one).
+        let c = serde_json::json!({"architecture": "arm64", "os": "linux", "variant": "v8"});
+        assert_eq!(
+            image_arch(&c, Some("linux/arm64"), "b").unwrap(),
+            Arch::Arm64
+        );
+        let e = image_arch(&c, Some("linux/arm64/v9"), "b")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("linux/arm64/v8 (config variant)") && e.contains("linux/arm64/v9"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::build_model::BuildOptions;
 use crate::imageref::ImageRef;
 use crate::oci::{Descriptor, Digest, Index, MediaType};
 use crate::pipeline::{build_image, check_outputs, BuildSummary, ImageBuilt};
-use crate::platform::Platform;
+use crate::platform::{index_platform, Platform};
 use crate::sink::{Built, SideOutput, Staging};
 use crate::source::OpenOptions;
 use anyhow::{anyhow, bail, Context, Result};
@@ -42,15 +42,44 @@ pub struct PlatformManifest {
     pub size: u64,
 }
 
+impl PlatformManifest {
+    /// The entry of a built image: its platform is read from its config by
+    /// [`index_platform`], as the fan-out `index` reads it, so both make one index.
+    pub fn of_image(config: &[u8], digest: Digest, size: u64) -> Result<PlatformManifest> {
+        let what = format!("the config of manifest {digest}");
+        let config: serde_json::Value =
+            serde_json::from_slice(config).with_context(|| what.clone())?;
+        Ok(PlatformManifest {
+            platform: index_platform(&config, &what)?,
+            digest,
+            size,
+        })
+    }
+}
+
+/// The first two platforms of `platforms` that name one platform (containerd's
+/// matcher: `linux/arm64` and `linux/arm64/v8` do), by position.
+pub fn same_platform(platforms: &[&Platform]) -> Option<(usize, usize)> {
+    (0..platforms.len()).find_map(|i| {
+        (i + 1..platforms.len())
+            .find(|&j| platforms[i].matches(platforms[j]))
+            .map(|j| (i, j))
+    })
+}
+
 /// The OCI image index of per-platform manifests, entries sorted by platform, and
-/// its canonical bytes. One function for every index this tool writes (a later
-/// `index` command assembling images built elsewhere reuses it).
+/// its canonical bytes. One function for every index this tool writes (the
+/// one-run build, the fan-out `index`, `verify`).
 pub fn platform_index(mut entries: Vec<PlatformManifest>) -> Result<(Index, Vec<u8>)> {
     entries.sort_by(|a, b| a.platform.cmp(&b.platform));
-    for w in entries.windows(2) {
-        if w[0].platform == w[1].platform {
-            bail!("platform {} is given twice", w[0].platform);
-        }
+    let platforms: Vec<&Platform> = entries.iter().map(|e| &e.platform).collect();
+    if let Some((i, j)) = same_platform(&platforms) {
+        bail!(
+            "platform {} is given twice ({} and {})",
+            platforms[i],
+            platforms[i],
+            platforms[j]
+        );
     }
     let manifests = entries
         .into_iter()
@@ -93,11 +122,17 @@ fn check_multi(opts: &BuildOptions, targets: &[Target]) -> Result<()> {
             targets.len()
         );
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for t in targets {
-        if !seen.insert(&t.platform) {
-            bail!("platform {} is given twice", t.platform);
-        }
+    let platforms: Vec<&Platform> = targets.iter().map(|t| &t.platform).collect();
+    if let Some((i, j)) = same_platform(&platforms) {
+        let (a, b) = (&targets[i], &targets[j]);
+        bail!(
+            "platform {} is given twice ({} for {}, {} for {})",
+            a.platform,
+            a.base,
+            a.platform,
+            b.base,
+            b.platform
+        );
     }
     Ok(())
 }
@@ -173,15 +208,13 @@ fn build_platforms_inner(opts: &BuildOptions, targets: &mut [Target]) -> Result<
     let staging = Staging::for_output(&opts.output, opts.cache.as_ref().map(|c| c.root()))?;
     let mut jobs: Vec<BuildOptions> = targets.iter().map(|t| job(opts, t)).collect();
     let built = run_jobs(&mut jobs, &staging)?;
-    let entries = targets
+    let entries = built
         .iter()
-        .zip(&built)
-        .map(|(t, b)| PlatformManifest {
-            platform: t.platform.clone(),
-            digest: b.manifest_digest().clone(),
-            size: b.manifest_bytes().len() as u64,
+        .map(|b| {
+            let size = b.manifest_bytes().len() as u64;
+            PlatformManifest::of_image(b.config_bytes(), b.manifest_digest().clone(), size)
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let (_, index_bytes) = platform_index(entries)?;
     let digest = staging.put_blob(&index_bytes)?;
     publish_index(opts, staging, &built, targets, &digest, &index_bytes)?;
@@ -282,5 +315,13 @@ mod tests {
         );
         let e = platform_index(vec![pm("linux/amd64", b"x"), pm("linux/amd64", b"y")]).unwrap_err();
         assert!(e.to_string().contains("linux/amd64 is given twice"), "{e}");
+        // linux/arm64 and linux/arm64/v8 are one platform (containerd's matcher).
+        let e =
+            platform_index(vec![pm("linux/arm64/v8", b"x"), pm("linux/arm64", b"y")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("linux/arm64 is given twice (linux/arm64 and linux/arm64/v8)"),
+            "{e}"
+        );
     }
 }

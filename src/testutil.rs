@@ -188,6 +188,8 @@ pub struct LayoutBuilder {
     layers: Vec<(Vec<u8>, String)>,
     tag: String,
     config: serde_json::Value,
+    /// The config's `architecture` and `variant`.
+    platform: (String, Option<String>),
 }
 
 impl Default for LayoutBuilder {
@@ -202,6 +204,7 @@ impl LayoutBuilder {
             layers: Vec::new(),
             tag: "latest".into(),
             config: json!({"Env": ["PATH=/usr/bin:/bin"]}),
+            platform: ("amd64".into(), None),
         }
     }
     /// A layer from an uncompressed tar, stored gzip'd.
@@ -222,6 +225,11 @@ impl LayoutBuilder {
         self.config = config;
         self
     }
+    /// The config's `architecture` and `variant` (default amd64, no variant).
+    pub fn platform(mut self, arch: &str, variant: Option<&str>) -> Self {
+        self.platform = (arch.into(), variant.map(str::to_string));
+        self
+    }
     /// Writes the layout into `dir` (created); returns the manifest digest.
     pub fn write(self, dir: &Path) -> String {
         let blobs = dir.join("blobs/sha256");
@@ -240,9 +248,12 @@ impl LayoutBuilder {
             );
             diff_ids.push(diff_id.clone());
         }
-        let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux",
-            "config": self.config, "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
-        .expect("json");
+        let mut config = json!({"architecture": self.platform.0, "os": "linux",
+            "config": self.config, "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+        if let Some(v) = &self.platform.1 {
+            config["variant"] = json!(v);
+        }
+        let config = serde_json::to_vec(&config).expect("json");
         let manifest = serde_json::to_vec(&json!({"schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",

@@ -68,6 +68,20 @@ pub struct VerifyOptions {
     pub platform: Option<String>,
     /// Where rebuild progress and warnings go.
     pub progress: Progress,
+    /// Registries that may be reached over plain HTTP (`--insecure-registry`), for
+    /// the image, its index, the base and the builder image alike.
+    pub insecure: Vec<String>,
+}
+
+impl VerifyOptions {
+    /// The registry options of every registry this verification talks to.
+    fn registry(&self) -> crate::registry::RegistryOptions {
+        crate::registry::RegistryOptions {
+            insecure: self.insecure.clone(),
+            progress: self.progress.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Everything a rebuild needs; also the wire format to the child processes.
@@ -91,6 +105,9 @@ pub struct BuildSpec {
     /// The platform the image was built for (recorded, or `--platform`).
     #[serde(default)]
     pub platform: Option<String>,
+    /// Registries that may be reached over plain HTTP (`--insecure-registry`).
+    #[serde(default)]
+    pub insecure: Vec<String>,
 }
 
 /// Inverse of `Settings::describe`.
@@ -147,6 +164,11 @@ pub fn build_spec(spec: &BuildSpec, progress: &Progress) -> Result<(String, Buil
         strict: false,
         open: OpenOptions {
             platform: spec.platform.clone(),
+            registry: crate::registry::RegistryOptions {
+                insecure: spec.insecure.clone(),
+                progress: progress.clone(),
+                ..Default::default()
+            },
             ..Default::default()
         },
         progress: progress.clone(),
@@ -203,6 +225,7 @@ fn spec_from(a: &VerifyOptions, record: Option<&BuildRecord>, output: String) ->
         purge_mode: format!("{:?}", rec.purge_mode.unwrap_or(PurgeMode::Rewrite)).to_lowercase(),
         build_args: rec.build_args.clone(),
         platform: rec.platform.clone().or_else(|| a.platform.clone()),
+        insecure: a.insecure.clone(),
     })
 }
 
@@ -485,10 +508,7 @@ pub fn do_verify(a: &VerifyOptions) -> Result<VerifyReport> {
     let progress = a.progress.clone();
     let open = OpenOptions {
         platform: a.platform.clone(),
-        registry: crate::registry::RegistryOptions {
-            progress: progress.clone(),
-            ..Default::default()
-        },
+        registry: a.registry(),
         ..Default::default()
     };
     let mut image: Option<Loaded> = match &a.image {
@@ -603,10 +623,7 @@ pub fn verify_signed(a: &VerifyOptions, key: &Path) -> Result<crate::attest::che
         .as_deref()
         .ok_or_else(|| anyhow!("--key needs the IMAGE whose signature to check"))?;
     let key = crate::attest::check::key(key)?;
-    let opts = crate::registry::RegistryOptions {
-        progress: a.progress.clone(),
-        ..Default::default()
-    };
+    let opts = a.registry();
     let (digest, record) = match ImageRef::parse(image)? {
         ImageRef::Registry(r) => crate::attest::check::registry_image(&r, &opts)?,
         _ => {
@@ -665,7 +682,11 @@ pub fn index_to_verify(
     }
     // A layout or registry reference naming a single image is not an error here: it
     // is verified as one.
-    Ok(crate::source::open_index(&r, &OpenOptions::default()).ok())
+    let open = OpenOptions {
+        registry: a.registry(),
+        ..Default::default()
+    };
+    Ok(crate::source::open_index(&r, &open).ok())
 }
 
 /// Verifies every platform of an index, then the index: rebuilt from the
@@ -818,6 +839,7 @@ mod tests {
             purge_mode: "rewrite".into(),
             build_args: BTreeMap::new(),
             platform: None,
+            insecure: Vec::new(),
         };
         let (d, _) = build_spec(&spec, &Progress::silent()).unwrap();
         let args = |artifacts: PathBuf| VerifyOptions {
@@ -885,6 +907,7 @@ mod tests {
             purge_mode: "rewrite".into(),
             build_args: BTreeMap::new(),
             platform: None,
+            insecure: Vec::new(),
         };
         let (d, rec) = build_spec(&spec, &Progress::silent()).unwrap();
         assert_eq!(

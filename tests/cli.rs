@@ -517,3 +517,39 @@ fn group_readable_key_is_a_coded_warning() {
     // Printed even though --json silences progress.
     assert!(err.contains(&format!("warning: {msg}")), "{err}");
 }
+
+/// `verify --insecure-registry HOST` talks plain HTTP to a registry that is not on
+/// loopback, as `build` and `index` do; without it, HTTPS and a hint to pass it.
+/// (`.invalid` never resolves, so neither run reaches a network.)
+#[test]
+fn verify_takes_insecure_registry() {
+    let t = tempfile::tempdir().unwrap();
+    let image = format!(
+        "registry://registry.invalid:5000/a/b@sha256:{}",
+        "0".repeat(64)
+    );
+    let r = common::run(
+        t.path(),
+        &[
+            "verify",
+            &image,
+            "--insecure-registry",
+            "registry.invalid:5000",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("http://registry.invalid:5000"),
+        "{}",
+        r.stderr
+    );
+    let r = common::run(t.path(), &["verify", &image]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("https://registry.invalid:5000")
+            && r.stderr
+                .contains("pass --insecure-registry registry.invalid:5000"),
+        "{}",
+        r.stderr
+    );
+}

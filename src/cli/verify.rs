@@ -60,6 +60,10 @@ pub struct VerifyArgs {
     /// then the index digest).
     #[arg(long)]
     pub platform: Option<String>,
+    /// Registry (HOST[:PORT]) that may be reached over plain HTTP; repeatable.
+    /// Loopback registries (localhost, 127.0.0.0/8, [::1]) always may.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
     /// Internal: run one build described by this JSON file and print its digest.
     #[arg(long, hide = true)]
     pub build_spec: Option<PathBuf>,
@@ -81,6 +85,7 @@ impl VerifyArgs {
             ignore_timestamps: self.ignore_timestamps,
             key: self.key,
             platform: self.platform,
+            insecure: self.insecure_registry,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::oci::media_type::{
     MT_OCI_MANIFEST,
 };
 use crate::oci::Digest;
+use crate::platform::normalized_variant;
 use anyhow::{anyhow, bail, Result};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -747,6 +748,8 @@ pub fn parse_docker_manifest(bytes: &[u8]) -> Result<Vec<ArchiveImage>> {
 }
 /// Picks the manifest for `os/arch[/variant]` from an index. Entries that cannot
 /// lead to an image (artifacts, unknown media types) are ignored, as image-spec says.
+/// Without a variant any entry of the architecture will do; with one, variants are
+/// compared as containerd normalizes them (`arm64/v8` is `arm64`).
 pub fn select_platform<'a>(
     descs: &'a [Descriptor],
     platform: Option<&str>,
@@ -771,7 +774,9 @@ pub fn select_platform<'a>(
             });
             if p.os == os
                 && p.architecture == arch
-                && (variant.is_none() || p.variant.as_deref() == variant)
+                && (variant.is_none()
+                    || normalized_variant(arch, variant)
+                        == normalized_variant(&p.architecture, p.variant.as_deref()))
             {
                 return Ok(d);
             }
