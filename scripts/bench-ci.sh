@@ -83,8 +83,16 @@ link_run() {
   if ((!direct)); then
     python3 scripts/bench-netem.py "$((PORT + 1))" "$REG" "$MBIT" "$LATENCY" >"$W/link.out" 2>"$W/link.err" &
     pid=$!
-    for _ in $(seq 100); do grep -q '^listening' "$W/link.err" && break; sleep 0.1; done
-    grep -q '^listening' "$W/link.err" || die "the link proxy did not start: $(tail -n1 "$W/link.err")"
+    # up to 60 s: under load (podman deleting its storage) a python start took over 10 s
+    for _ in $(seq 600); do
+      grep -q '^listening' "$W/link.err" && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    grep -q '^listening' "$W/link.err" || {
+      kill "$pid" 2>/dev/null || true
+      die "the link proxy did not start: $(tail -n1 "$W/link.err")"
+    }
   fi
   t0=$(now_ms)
   "$@" >"$W/$name.out" 2>"$W/$name.err" || {
