@@ -74,37 +74,45 @@ art="$(bash scripts/mk-artifacts.sh "$W/art" | tail -n1)"
 skopeo copy --quiet --dest-tls-verify=false "oci:$base_oci:latest" "docker://$REG/base:1" >&2
 base_digest="sha256:$(skopeo inspect --raw --tls-verify=false "docker://$REG/base:1" | sha256sum | cut -d' ' -f1)"
 
-# link_run NAME CMD...: CMD through a fresh proxy (or directly when MBIT=0); appends
+# one link proxy for the whole run (a python start per command took over 10 s at times under
+# load); SIGUSR1 makes it print and reset its byte counts
+link_pid=""
+if ((!direct)); then
+  python3 scripts/bench-netem.py "$((PORT + 1))" "$REG" "$MBIT" "$LATENCY" >"$W/link.out" 2>"$W/link.err" &
+  link_pid=$!
+  PIDS+=("$link_pid")
+  for _ in $(seq 600); do
+    grep -q '^listening' "$W/link.err" && break
+    kill -0 "$link_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q '^listening' "$W/link.err" || die "the link proxy did not start: $(tail -n1 "$W/link.err")"
+fi
+link_counts() { # prints the proxy's byte counts since the last call
+  local n
+  n="$(wc -l <"$W/link.out")"
+  kill -USR1 "$link_pid" || die "the link proxy exited: $(tail -n3 "$W/link.err")"
+  for _ in $(seq 300); do (($(wc -l <"$W/link.out") > n)) && break; sleep 0.1; done
+  tail -n1 "$W/link.out"
+}
+
+# link_run NAME CMD...: CMD through the proxy (or directly when MBIT=0); appends
 # "wall_s down_bytes up_bytes" (bytes from the proxy; when direct, from our --json transfer
 # summary, "- -" for the peer)
 link_run() {
-  local name="$1" t0 t1 pid="" bytes="- -"
+  local name="$1" t0 t1 bytes="- -"
   shift
-  if ((!direct)); then
-    python3 scripts/bench-netem.py "$((PORT + 1))" "$REG" "$MBIT" "$LATENCY" >"$W/link.out" 2>"$W/link.err" &
-    pid=$!
-    # up to 60 s: under load (podman deleting its storage) a python start took over 10 s
-    for _ in $(seq 600); do
-      grep -q '^listening' "$W/link.err" && break
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    grep -q '^listening' "$W/link.err" || {
-      kill "$pid" 2>/dev/null || true
-      die "the link proxy did not start: $(tail -n1 "$W/link.err")"
-    }
-  fi
+  ((direct)) || link_counts >/dev/null
   t0=$(now_ms)
   "$@" >"$W/$name.out" 2>"$W/$name.err" || {
-    [[ -z "$pid" ]] || { kill "$pid"; cat "$W/link.err" >&2; }
+    ((direct)) || cat "$W/link.err" >&2
     cat "$W/$name.err" >&2
     reg_alive
     die "$name failed"
   }
   t1=$(now_ms)
-  if [[ -n "$pid" ]]; then
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-    bytes="$(cat "$W/link.out")"
+  if ((!direct)); then
+    bytes="$(link_counts)"
   elif jq -e '.transfer' "$W/$name.out" >/dev/null 2>&1; then
     bytes="$(jq -r '[([.transfer[].downloaded_bytes] | add // 0), ([.transfer[].uploaded_bytes] | add // 0)] | join(" ")' "$W/$name.out")"
   fi

@@ -4,7 +4,8 @@
 Usage: bench-netem.py LISTEN_PORT UPSTREAM_HOST:PORT MBIT LATENCY_MS
 
 Prints "listening" to stderr once it accepts connections (it exits if the port is taken). On
-SIGTERM it prints "DOWN_BYTES UP_BYTES" (upstream->client, client->upstream) and exits.
+SIGUSR1 it prints "DOWN_BYTES UP_BYTES" (upstream->client, client->upstream, since the last
+SIGUSR1) and starts counting again; on SIGTERM it prints them and exits.
 Every byte in either direction shares one token bucket per direction (MBIT megabits per
 second, like one network link for all connections of the runner), and a connection pays
 LATENCY_MS before its first byte (the handshake); then every byte arrives LATENCY_MS/2 after
@@ -102,15 +103,21 @@ async def handle(cr, cw):
         uw.close()
 
 
+def report():
+    print(moved["down"], moved["up"], flush=True)
+    moved["down"] = moved["up"] = 0
+
+
 async def main():
     stop = asyncio.get_running_loop().create_future()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, report)
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
     serving = asyncio.ensure_future(server.serve_forever())
     print("listening", listen_port, file=sys.stderr, flush=True)
     await stop
     serving.cancel()
-    print(moved["down"], moved["up"], flush=True)
+    report()
 
 
 asyncio.run(main())
