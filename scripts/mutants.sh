@@ -88,7 +88,7 @@ for m in "${modules[@]}"; do
   dir="$out/$name"
   rm -rf "$dir"
   mkdir -p "$dir"
-  args=(--in-place --no-shuffle -j 1 --profile mutants --timeout "${MUTANTS_TIMEOUT:-300}" --output "$dir")
+  args=(--in-place --no-shuffle --profile mutants --timeout "${MUTANTS_TIMEOUT:-300}" --output "$dir")
   if [[ -d "$tree/$m" ]]; then args+=(--file "$m/**/*.rs" --exclude "$m/tests.rs"); else args+=(--file "$m"); fi
   scope=all
   if [[ -n "${MUTANTS_SHARD:-}" ]]; then args+=(--shard "$MUTANTS_SHARD"); scope="shard $MUTANTS_SHARD"; fi
