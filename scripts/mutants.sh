@@ -16,7 +16,9 @@
 # harmless are listed with the reason in scripts/mutants-harmless.txt ("NAME | reason", NAME
 # without its line:col, so it survives edits above it).
 # Env: MUTANTS_TIMEOUT (seconds per test run, default 300); MUTANTS_SHARD (k/n: only that
-# share of the module's mutants); MUTANTS_RE (regex: only matching mutants).
+# share of the module's mutants); MUTANTS_RE (regex: only matching mutants); MUTANTS_TESTS
+# (a test name filter, e.g. `dpkg::`: faster, but a mutant it misses may be caught by
+# another module's tests, so re-run the missed ones without it before judging them).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -98,6 +100,7 @@ for m in "${modules[@]}"; do
   else
     args+=(--package nemoclaw-build -C --lib)
   fi
+  if [[ -n "${MUTANTS_TESTS:-}" ]]; then args+=(-- "$MUTANTS_TESTS"); scope="$scope, tests \`$MUTANTS_TESTS\`"; fi
   log "$m: cargo mutants ${args[*]}"
   rc=0
   (cd "$tree" && cargo mutants "${args[@]}" >"$dir/log.txt" 2>&1) || rc=$?
