@@ -493,6 +493,29 @@ mod tests {
         e.finish().unwrap()
     }
 
+    /// The model mode of an artifact entry: only the execute bits of a file survive,
+    /// symlinks are 0777 like the ones the model makes itself (`Node::symlink`).
+    #[test]
+    fn norm_mode_keeps_only_the_execute_choice() {
+        assert_eq!(norm_mode(Kind::Dir, 0o700), 0o755);
+        assert_eq!(norm_mode(Kind::File, 0o700), 0o755);
+        assert_eq!(norm_mode(Kind::File, 0o4600), 0o644);
+        assert_eq!(norm_mode(Kind::Symlink, 0o600), 0o777);
+        assert_eq!(norm_mode(Kind::Symlink, 0o777), Node::symlink("x").mode);
+        assert_eq!(norm_mode(Kind::Hardlink, 0o755), 0o644);
+    }
+
+    /// `.` and empty components do not go deeper: `./..` from the top escapes.
+    #[test]
+    fn check_link_counts_only_real_components() {
+        assert!(check_link("a", "./../etc").is_err());
+        assert!(check_link("a", ".//../x").is_err());
+        assert!(check_link("d/a", "./../x").is_ok());
+        assert!(check_link("d/a", "../../x").is_err());
+        assert!(check_link("a", "/etc").is_err());
+        assert!(check_link("a", "b/../c").is_ok());
+    }
+
     /// Writes `bytes` as a tarball in a fresh dir; returns (dir guard, tarball path).
     fn tarball(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();
