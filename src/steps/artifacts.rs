@@ -516,6 +516,41 @@ mod tests {
         assert!(check_link("a", "b/../c").is_ok());
     }
 
+    /// `max` entries are allowed (implied parents count), one more is refused.
+    #[test]
+    fn with_parents_limit_is_inclusive() {
+        let e = |r: &str| (r.to_string(), Entry::dir());
+        let ok = with_parents(vec![e("a"), e("a/b")], 2, "t").unwrap();
+        assert_eq!(ok.len(), 2);
+        let implied = with_parents(vec![e("a/b")], 2, "t").unwrap();
+        let names: Vec<&str> = implied.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, ["a", "a/b"]);
+        let err = match with_parents(vec![e("a"), e("b"), e("c")], 2, "t") {
+            Ok(v) => panic!("{} entries accepted", v.len()),
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains("more than 2 entries"), "{err}");
+    }
+
+    /// A link resolving to a sibling that merely shares the prefix (`opt/xy` for
+    /// `opt/x`) or to another tree is outside.
+    #[test]
+    fn check_resolved_needs_a_path_boundary() {
+        let mut fs = Rootfs::new();
+        for d in ["opt", "opt/x", "opt/x/sub", "opt/xy", "etc"] {
+            fs.insert(d, Node::dir(0o755, 0, 0)).unwrap();
+        }
+        fs.insert("opt/x/in", Node::symlink("sub")).unwrap();
+        fs.insert("opt/x/sib", Node::symlink("../xy")).unwrap();
+        fs.insert("opt/x/etc", Node::symlink("../../etc")).unwrap();
+        let link = |n: &str, t: &str| (n.to_string(), format!("opt/x/{n}"), t.to_string());
+        assert!(check_resolved(&fs, "opt/x", &[link("in", "sub")], "t").is_ok());
+        for (n, t) in [("sib", "../xy"), ("etc", "../../etc")] {
+            let err = check_resolved(&fs, "opt/x", &[link(n, t)], "t").unwrap_err();
+            assert!(err.to_string().contains("escapes"), "{n}: {err}");
+        }
+    }
+
     /// Writes `bytes` as a tarball in a fresh dir; returns (dir guard, tarball path).
     fn tarball(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();
