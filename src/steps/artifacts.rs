@@ -705,6 +705,22 @@ mod tests {
         assert_eq!(fs.read("opt/x/big.bin").unwrap(), big);
     }
 
+    /// The limits are inclusive: `a/b/c` under the root is 4 levels, as deep as allowed.
+    #[test]
+    fn a_tree_at_the_depth_limit_is_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b/c")).unwrap();
+        std::fs::write(d.path().join("a/b/c/f"), b"x").unwrap();
+        let spill = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_depth: 4,
+            ..LIMITS
+        };
+        let mut fs = Rootfs::new();
+        apply_with(&mut fs, d.path(), "/opt/x", (0, 0), spill.path(), &limits).unwrap();
+        assert!(fs.get("opt/x/a/b/c/f").is_some());
+    }
+
     #[test]
     fn directory_trees_are_bounded() {
         let d = tempfile::tempdir().unwrap();
