@@ -658,3 +658,31 @@ fn builder_by_tag_warns_and_strict_refuses() {
     );
     assert!(!t.path().join("strict").exists());
 }
+
+/// A hardlink hop must land strictly below the subtree root: `opt/xy` shares the
+/// prefix of `opt/x` but is outside it.
+#[test]
+fn hardlink_hops_need_a_path_boundary() {
+    let mut fs = Rootfs::new();
+    for d in ["opt", "opt/x", "opt/xy"] {
+        fs.insert(d, Node::dir(0o755, 0, 0)).unwrap();
+    }
+    fs.insert("opt/x/f", Node::file(0o644, 0, 0, b"in".to_vec()))
+        .unwrap();
+    fs.insert("opt/xy/f", Node::file(0o644, 0, 0, b"out".to_vec()))
+        .unwrap();
+    let hard = |t: &str| {
+        let mut n = Node::new(Kind::Hardlink, 0o644, 0, 0, Content::Empty, 0);
+        n.set_link(Some(t));
+        n
+    };
+    fs.insert("opt/x/in", hard("opt/x/f")).unwrap();
+    fs.insert("opt/x/out", hard("opt/xy/f")).unwrap();
+    fs.insert("opt/x/root", hard("opt/x")).unwrap();
+    let (file, _) = link_in_subtree(&fs, "opt/x/in", "opt/x").unwrap();
+    assert_eq!(file, "opt/x/f");
+    let err = link_in_subtree(&fs, "opt/x/out", "opt/x").unwrap_err();
+    assert!(err.contains("outside /opt/x"), "{err}");
+    let err = link_in_subtree(&fs, "opt/x/root", "opt/x").unwrap_err();
+    assert!(err.contains("'/opt/x', outside /opt/x"), "{err}");
+}
