@@ -18,7 +18,9 @@
 # Env: MUTANTS_TIMEOUT (seconds per test run, default 300); MUTANTS_SHARD (k/n: only that
 # share of the module's mutants); MUTANTS_RE (regex: only matching mutants); MUTANTS_TESTS
 # (a test name filter, e.g. `dpkg::`: faster, but a mutant it misses may be caught by
-# another module's tests, so re-run the missed ones without it before judging them).
+# another module's tests, so re-run the missed ones without it before judging them);
+# MUTANTS_RECORD_ONLY=1 (no run: rewrite MUTANTS.md from the last results, same env;
+# MUTANTS_COMMIT names the commit they came from).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -36,18 +38,20 @@ modules=("$@")
 out="$NEMOCLAW_ROOT/.cache/mutants"
 tree="$out/tree"
 mkdir -p "$out"
-# A private checkout of HEAD: mutants edit files in place there, never in this tree.
-if [[ ! -d "$tree/.git" && ! -f "$tree/.git" ]]; then
-  git worktree add --detach "$tree" HEAD >/dev/null
-else
-  git -C "$tree" checkout --detach -f HEAD >/dev/null 2>&1 || git -C "$tree" checkout --detach -f "$(git rev-parse HEAD)"
-fi
-git -C "$tree" reset --hard -q "$(git rev-parse HEAD)"
-# Seed its target dir from ours (a mutants profile build): dependencies are then already built.
-if [[ ! -d "$tree/target/mutants" && -d target/mutants ]]; then
-  log "seeding $tree/target from target/mutants"
-  mkdir -p "$tree/target"
-  cp -a --reflink=auto target/mutants "$tree/target/"
+if [[ -z "${MUTANTS_RECORD_ONLY:-}" ]]; then
+  # A private checkout of HEAD: mutants edit files in place there, never in this tree.
+  if [[ ! -d "$tree/.git" && ! -f "$tree/.git" ]]; then
+    git worktree add --detach "$tree" HEAD >/dev/null
+  else
+    git -C "$tree" checkout --detach -f HEAD >/dev/null 2>&1 || git -C "$tree" checkout --detach -f "$(git rev-parse HEAD)"
+  fi
+  git -C "$tree" reset --hard -q "$(git rev-parse HEAD)"
+  # Seed its target dir from ours (a mutants profile build): dependencies are then already built.
+  if [[ ! -d "$tree/target/mutants" && -d target/mutants ]]; then
+    log "seeding $tree/target from target/mutants"
+    mkdir -p "$tree/target"
+    cp -a --reflink=auto target/mutants "$tree/target/"
+  fi
 fi
 
 # record MODULE TOTAL CAUGHT TIMEOUT MISSED UNVIABLE PCT SCOPE MISSED_FILE: replaces the
@@ -60,12 +64,12 @@ record() {
     printf '| mutants | caught | timeout | missed | unviable | caught %% of viable | scope | date | commit |\n'
     printf '|---|---|---|---|---|---|---|---|---|\n'
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$2" "$3" "$4" "$5" "$6" "$7" "$8" \
-      "$(date -u +%F)" "$(git rev-parse --short HEAD)"
+      "$(date -u +%F)" "${MUTANTS_COMMIT:-$(git -C "$tree" rev-parse --short HEAD)}"
     if [[ -s "$9" ]]; then
       printf '\nMissed:\n\n'
       while IFS= read -r name; do
         reason=$(grep -F "${name#*:*:*: } |" "$NEMOCLAW_ROOT/scripts/mutants-harmless.txt" 2>/dev/null |
-          awk -v f="${name%%:*}" 'index($0, f) == 1' | head -n 1 | sed 's/^[^|]*| *//')
+          awk -v f="${name%%:*}" 'index($0, f) == 1' | head -n 1 | sed 's/^[^|]*| *//' || true)
         printf -- '- `%s`: %s\n' "$name" "${reason:-not judged yet}"
       done <"$9"
     fi
@@ -88,7 +92,7 @@ summary="$out/summary.txt"
 for m in "${modules[@]}"; do
   name="${m//\//_}"
   dir="$out/$name"
-  rm -rf "$dir"
+  if [[ -z "${MUTANTS_RECORD_ONLY:-}" ]]; then rm -rf "$dir"; fi
   mkdir -p "$dir"
   args=(--in-place --no-shuffle --profile mutants --timeout "${MUTANTS_TIMEOUT:-300}" --output "$dir")
   if [[ -d "$tree/$m" ]]; then args+=(--file "$m/**/*.rs" --exclude "$m/tests.rs"); else args+=(--file "$m"); fi
@@ -103,7 +107,9 @@ for m in "${modules[@]}"; do
   if [[ -n "${MUTANTS_TESTS:-}" ]]; then args+=(-- "$MUTANTS_TESTS"); scope="$scope, tests \`$MUTANTS_TESTS\`"; fi
   log "$m: cargo mutants ${args[*]}"
   rc=0
-  (cd "$tree" && cargo mutants "${args[@]}" >"$dir/log.txt" 2>&1) || rc=$?
+  if [[ -z "${MUTANTS_RECORD_ONLY:-}" ]]; then
+    (cd "$tree" && cargo mutants "${args[@]}" >"$dir/log.txt" 2>&1) || rc=$?
+  fi
   # 0: all caught, 2: some missed, 3: some timed out; anything else is no result
   case "$rc" in 0|2|3) ;; *) die "$m: cargo mutants failed (exit $rc): $(tail -n 3 "$dir/log.txt")" ;; esac
   r="$dir/mutants.out"
@@ -116,5 +122,5 @@ for m in "${modules[@]}"; do
   if [[ -s "$r/missed.txt" ]]; then sed 's/^/    missed: /' "$r/missed.txt" | tee -a "$summary"; fi
   record "$m" "$((viable + unviable))" "$caught" "$timeout" "$missed" "$unviable" "$pct" "$scope" "$r/missed.txt"
 done
-git -C "$tree" reset --hard -q
+[[ -n "${MUTANTS_RECORD_ONLY:-}" ]] || git -C "$tree" reset --hard -q
 log "summary in $summary"
