@@ -492,6 +492,64 @@ mod tests {
         e.finish().unwrap()
     }
 
+    /// The model mode of an artifact entry: only the execute bits of a file survive,
+    /// symlinks are 0777 like the ones the model makes itself (`Node::symlink`).
+    #[test]
+    fn norm_mode_keeps_only_the_execute_choice() {
+        assert_eq!(norm_mode(Kind::Dir, 0o700), 0o755);
+        assert_eq!(norm_mode(Kind::File, 0o700), 0o755);
+        assert_eq!(norm_mode(Kind::File, 0o4600), 0o644);
+        assert_eq!(norm_mode(Kind::Symlink, 0o600), 0o777);
+        assert_eq!(norm_mode(Kind::Symlink, 0o777), Node::symlink("x").mode);
+        assert_eq!(norm_mode(Kind::Hardlink, 0o755), 0o644);
+    }
+
+    /// `.` and empty components do not go deeper: `./..` from the top escapes.
+    #[test]
+    fn check_link_counts_only_real_components() {
+        assert!(check_link("a", "./../etc").is_err());
+        assert!(check_link("a", ".//../x").is_err());
+        assert!(check_link("d/a", "./../x").is_ok());
+        assert!(check_link("d/a", "../../x").is_err());
+        assert!(check_link("a", "/etc").is_err());
+        assert!(check_link("a", "b/../c").is_ok());
+    }
+
+    /// `max` entries are allowed (implied parents count), one more is refused.
+    #[test]
+    fn with_parents_limit_is_inclusive() {
+        let e = |r: &str| (r.to_string(), Entry::dir());
+        let ok = with_parents(vec![e("a"), e("a/b")], 2, "t").unwrap();
+        assert_eq!(ok.len(), 2);
+        let implied = with_parents(vec![e("a/b")], 2, "t").unwrap();
+        let names: Vec<&str> = implied.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, ["a", "a/b"]);
+        let err = match with_parents(vec![e("a"), e("b"), e("c")], 2, "t") {
+            Ok(v) => panic!("{} entries accepted", v.len()),
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains("more than 2 entries"), "{err}");
+    }
+
+    /// A link resolving to a sibling that merely shares the prefix (`opt/xy` for
+    /// `opt/x`) or to another tree is outside.
+    #[test]
+    fn check_resolved_needs_a_path_boundary() {
+        let mut fs = Rootfs::new();
+        for d in ["opt", "opt/x", "opt/x/sub", "opt/xy", "etc"] {
+            fs.insert(d, Node::dir(0o755, 0, 0)).unwrap();
+        }
+        fs.insert("opt/x/in", Node::symlink("sub")).unwrap();
+        fs.insert("opt/x/sib", Node::symlink("../xy")).unwrap();
+        fs.insert("opt/x/etc", Node::symlink("../../etc")).unwrap();
+        let link = |n: &str, t: &str| (n.to_string(), format!("opt/x/{n}"), t.to_string());
+        assert!(check_resolved(&fs, "opt/x", &[link("in", "sub")], "t").is_ok());
+        for (n, t) in [("sib", "../xy"), ("etc", "../../etc")] {
+            let err = check_resolved(&fs, "opt/x", &[link(n, t)], "t").unwrap_err();
+            assert!(err.to_string().contains("escapes"), "{n}: {err}");
+        }
+    }
+
     /// Writes `bytes` as a tarball in a fresh dir; returns (dir guard, tarball path).
     fn tarball(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();
@@ -644,6 +702,22 @@ mod tests {
         );
         assert_eq!(n.size(), 4 << 20);
         assert_eq!(fs.read("opt/x/big.bin").unwrap(), big);
+    }
+
+    /// The limits are inclusive: `a/b/c` under the root is 4 levels, as deep as allowed.
+    #[test]
+    fn a_tree_at_the_depth_limit_is_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b/c")).unwrap();
+        std::fs::write(d.path().join("a/b/c/f"), b"x").unwrap();
+        let spill = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_depth: 4,
+            ..LIMITS
+        };
+        let mut fs = Rootfs::new();
+        apply_with(&mut fs, d.path(), "/opt/x", (0, 0), spill.path(), &limits).unwrap();
+        assert!(fs.get("opt/x/a/b/c/f").is_some());
     }
 
     #[test]

@@ -213,6 +213,26 @@ fn chown(
 mod tests {
     use super::*;
 
+    /// A write op never follows a symlink the image holds (it could point anywhere,
+    /// /etc/shadow included); a regular file is edited in place.
+    #[test]
+    fn writes_refuse_symlinks_only() {
+        let mut fs = Rootfs::new();
+        fs.insert("etc", Node::dir(0o755, 0, 0)).unwrap();
+        fs.insert("etc/shadow", Node::file(0o640, 0, 0, b"root:*:\n".to_vec()))
+            .unwrap();
+        fs.insert("etc/bash.bashrc", Node::symlink("shadow"))
+            .unwrap();
+        fs.insert("etc/profile", Node::file(0o644, 0, 0, b"PS1=x\n".to_vec()))
+            .unwrap();
+        let lines = vec!["umask 077".to_string()];
+        let err = prepend(&mut fs, "etc/bash.bashrc", &lines).unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        assert_eq!(fs.read("etc/shadow").unwrap(), b"root:*:\n");
+        prepend(&mut fs, "etc/profile", &lines).unwrap();
+        assert_eq!(fs.read("etc/profile").unwrap(), b"umask 077\nPS1=x\n");
+    }
+
     #[test]
     fn prepend_is_idempotent_and_goes_first() {
         let stock = "# System-wide .bashrc\n[ -z \"$PS1\" ] && return\nPS1='x'\n";

@@ -658,3 +658,54 @@ fn builder_by_tag_warns_and_strict_refuses() {
     );
     assert!(!t.path().join("strict").exists());
 }
+
+/// A hardlink hop must land strictly below the subtree root: `opt/xy` shares the
+/// prefix of `opt/x` but is outside it.
+#[test]
+fn hardlink_hops_need_a_path_boundary() {
+    let mut fs = Rootfs::new();
+    for d in ["opt", "opt/x", "opt/xy"] {
+        fs.insert(d, Node::dir(0o755, 0, 0)).unwrap();
+    }
+    fs.insert("opt/x/f", Node::file(0o644, 0, 0, b"in".to_vec()))
+        .unwrap();
+    fs.insert("opt/xy/f", Node::file(0o644, 0, 0, b"out".to_vec()))
+        .unwrap();
+    let hard = |t: &str| Node::new(crate::rootfs::Body::hardlink(t), 0o644, 0, 0);
+    fs.insert("opt/x/in", hard("opt/x/f")).unwrap();
+    fs.insert("opt/x/out", hard("opt/xy/f")).unwrap();
+    fs.insert("opt/x/root", hard("opt/x")).unwrap();
+    let (file, _) = link_in_subtree(&fs, "opt/x/in", "opt/x").unwrap();
+    assert_eq!(file, "opt/x/f");
+    let err = link_in_subtree(&fs, "opt/x/out", "opt/x").unwrap_err();
+    assert!(err.contains("outside /opt/x"), "{err}");
+    let err = link_in_subtree(&fs, "opt/x/root", "opt/x").unwrap_err();
+    assert!(err.contains("'/opt/x', outside /opt/x"), "{err}");
+}
+
+/// `verify` rebuilds with the recorded digest: a tag is then read at that digest,
+/// not wherever the tag points now (here: a digest the registry does not have).
+#[test]
+fn a_recorded_digest_pins_a_tag() {
+    let t = tempfile::tempdir().unwrap();
+    write_layout(&t.path().join("builder"), &builder_layers());
+    let reg = crate::testutil::TinyRegistry::serve(&t.path().join("builder"));
+    let mut s = spec(
+        &format!("registry://{}/builder:latest", reg.addr),
+        "/opt/app",
+    );
+    let mut o = OpenOptions::default();
+    o.registry.cache_dir = Some(t.path().join("cache"));
+    let b = open(&s, &o, false).unwrap();
+    assert_eq!(b.record.name, b.image.name);
+    let pinned = b.record.digest.clone();
+    s.digest = Some(pinned.clone());
+    let b = open(&s, &o, true).expect("pinned by the recorded digest: --strict accepts it");
+    assert_eq!(b.record.digest, pinned);
+    assert_eq!(b.record.name, s.reference);
+    s.digest = Some(format!("sha256:{}", "0".repeat(64)));
+    assert!(
+        open(&s, &o, false).is_err(),
+        "read at the recorded digest, not the tag"
+    );
+}
