@@ -147,6 +147,28 @@ struct Probed {
     from: Origin,
 }
 
+impl Probed {
+    fn new(
+        p: &Pinned,
+        platform: Platform,
+        bytes: Vec<u8>,
+        manifest: spec::Manifest,
+        from: Origin,
+    ) -> Probed {
+        let input = Input {
+            given: p.given.clone(),
+            platform,
+            digest: p.digest.clone(),
+            bytes,
+        };
+        Probed {
+            input,
+            manifest,
+            from,
+        }
+    }
+}
+
 /// Where a probed input's config (read) and layers (not yet) are.
 enum Origin {
     Layout {
@@ -385,16 +407,8 @@ fn probe_layout(p: &Pinned, path: &std::path::Path, archive: bool) -> Result<Pro
     )?;
     let platform = config_platform(&config, &cwhat, &bytes, &what)?;
     cross_check(&layout_descriptors(store.as_ref())?, &p.digest, &platform)?;
-    Ok(Probed {
-        input: Input {
-            given: p.given.clone(),
-            platform,
-            digest: p.digest.clone(),
-            bytes,
-        },
-        manifest,
-        from: Origin::Layout { store, config },
-    })
+    let from = Origin::Layout { store, config };
+    Ok(Probed::new(p, platform, bytes, manifest, from))
 }
 
 /// Reads a registry input's manifest (checked against the pin) and config (into
@@ -416,19 +430,11 @@ async fn probe_registry(
     let cwhat = format!("config {}", cfg.digest);
     let config_bytes = BlobLocation::whole(&config)?.read_all(spec::MAX_CONFIG_BYTES, &cwhat)?;
     let platform = config_platform(&config_bytes, &cwhat, &bytes, &what)?;
-    Ok(Probed {
-        input: Input {
-            given: p.given.clone(),
-            platform,
-            digest: p.digest.clone(),
-            bytes,
-        },
-        manifest,
-        from: Origin::Registry {
-            session: Box::new(session),
-            config,
-        },
-    })
+    let from = Origin::Registry {
+        session: Box::new(session),
+        config,
+    };
+    Ok(Probed::new(p, platform, bytes, manifest, from))
 }
 
 /// Stages an input with no registry involved (no cache, no runtime).
