@@ -103,6 +103,9 @@ link_run() {
   local name="$1" t0 t1 bytes="- -"
   shift
   ((direct)) || link_counts >/dev/null
+  # Start every run with no dirty pages of the one before: the peer writes ~1 GiB of
+  # storage per run, and its writeback would otherwise slow whichever run comes next.
+  sync
   t0=$(now_ms)
   "$@" >"$W/$name.out" 2>"$W/$name.err" || {
     ((direct)) || cat "$W/link.err" >&2
