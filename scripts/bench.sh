@@ -13,6 +13,14 @@
 #   RUNS=3 BASES="small large" scripts/bench.sh
 # Bases: small = the default mmdebstrap bookworm base; large = the same plus python3 and a JDK.
 set -euo pipefail
+# The other scenarios have scripts of their own; `scripts/bench.sh ci|multiarch|memory` runs
+# them (scripts/bench-ci.sh: registry in and out, MBIT=0 for loopback; bench-multiarch.sh;
+# bench-memory.sh), with the same environment variables.
+case "${1:-}" in
+  ci | multiarch | memory) exec bash "$(dirname "${BASH_SOURCE[0]}")/bench-$1.sh" "${@:2}" ;;
+  "") ;;
+  *) echo "bench.sh: unknown scenario '$1' (ci, multiarch, memory, or none for the main table)" >&2; exit 2 ;;
+esac
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 LOG_TAG=bench
