@@ -89,6 +89,11 @@ pub fn lookup_id(text: &str, db: Db, name: &str) -> Option<u64> {
         .map(|(_, id)| id)
 }
 
+/// Every id the file names (one parse, for checks over every node of an image).
+pub fn known_ids(text: &str, db: Db) -> std::collections::BTreeSet<u64> {
+    entries(text, db).into_iter().map(|(_, id)| id).collect()
+}
+
 /// The name of the first entry with this id.
 pub fn lookup_name(text: &str, db: Db, id: u64) -> Option<String> {
     entries(text, db)
@@ -119,6 +124,8 @@ mod tests {
         assert_eq!(lookup_id(passwd, Db::Passwd, "42"), Some(42));
         assert_eq!(lookup_name(passwd, Db::Passwd, 5), None);
         assert_eq!(lookup_name(passwd, Db::Passwd, 7).as_deref(), Some("dup"));
+        let ids: Vec<u64> = known_ids(passwd, Db::Passwd).into_iter().collect();
+        assert_eq!(ids, [0, 7, 8], "malformed lines name no id");
         let group = "root:x:0:\nsandbox:x:998:gateway\nodd:x:9\n";
         assert_eq!(lookup_id(group, Db::Group, "sandbox"), Some(998));
         assert_eq!(lookup_id(group, Db::Group, "odd"), None);

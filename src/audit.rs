@@ -1,7 +1,7 @@
 //! `audit` and `policy`: judge any image (ours or not) against a recipe, reading
 //! it through the same sources and rootfs model as `build`, in one streaming pass
 //! per layer. Memory grows with the number of files, never with their bytes.
-use crate::account_fields::{lookup_name, Db};
+use crate::account_fields::{known_ids, Db};
 use crate::checks;
 use crate::dpkg::DpkgDb;
 use crate::imageref::ImageRef;
@@ -395,8 +395,9 @@ fn unknown_uid(s: &Subject, out: &mut Vec<Finding>) -> Result<()> {
     if passwd.is_empty() {
         return Ok(());
     }
+    let known = known_ids(&passwd, Db::Passwd);
     for (p, n) in nodes(s) {
-        if lookup_name(&passwd, Db::Passwd, n.uid).is_none() {
+        if !known.contains(&n.uid) {
             let msg = format!("owned by uid {} which is not in /etc/passwd", n.uid);
             out.push(f("unknown-uid", Warning, &p, msg));
         }

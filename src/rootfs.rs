@@ -339,6 +339,10 @@ pub struct IndexOptions {
     /// `[sanitize]` rewrites them, and holding their few bytes spares the build a
     /// second full pass over the layer to load them.
     pub capture_special: bool,
+    /// The most bytes held in memory over all layers (captured files). A crafted
+    /// layer of many large files under `etc/` or with setid bits compresses to
+    /// nearly nothing; past this it is refused instead of filling memory.
+    pub max_captured: u64,
     /// Refuse images with more tar entries than this, over all layers (`--max-entries`):
     /// the model costs memory per entry, and a small layer can hold millions.
     pub max_entries: u64,
@@ -350,6 +354,7 @@ impl Default for IndexOptions {
             capture: default_capture,
             hash_contents: false,
             capture_special: true,
+            max_captured: MAX_CAPTURED,
             max_entries: crate::tarread::max_entries(),
         }
     }
@@ -358,6 +363,10 @@ impl Default for IndexOptions {
 /// The largest setid or file-capability file captured while indexing (see
 /// [`IndexOptions::capture_special`]); a larger one is loaded by a later pass.
 pub const MAX_SPECIAL_CAPTURE: u64 = 16 << 20;
+
+/// Default of [`IndexOptions::max_captured`]: far above what a Debian base holds in
+/// `/etc` and the dpkg database (tens of MiB).
+pub const MAX_CAPTURED: u64 = 256 << 20;
 
 /// Whether a regular file is setid or carries file capabilities.
 pub fn is_special(mode: u32, xattrs: &BTreeMap<String, Vec<u8>>) -> bool {
@@ -390,6 +399,9 @@ pub struct Rootfs {
     pub nodes: BTreeMap<Box<str>, Box<Node>>,
     /// Paths present in the base that the build removed.
     pub removed: BTreeSet<String>,
+    /// Bytes captured into memory while indexing, over all layers (bounded by
+    /// [`IndexOptions::max_captured`]).
+    pub captured: u64,
     pub hidden: Vec<Hidden>,
     pub layers: usize,
     /// Union of `in_layers` of removed paths: the base layers a rewrite must touch.
@@ -689,19 +701,7 @@ impl Rootfs {
                 .map_err(&fail)?;
             let mut node = self.entry_node(layer, &key, &e, &mut seen).map_err(&fail)?;
             if e.kind == Kind::File {
-                if let Some(f) = node.as_file_mut() {
-                    let all;
-                    let o = if opts.holds_special(&e) {
-                        all = IndexOptions {
-                            capture: |_, _| true,
-                            ..opts.clone()
-                        };
-                        &all
-                    } else {
-                        opts
-                    };
-                    tar.file_content(f, &key, &e.name, label, o)?;
-                }
+                self.file_data(&mut tar, &mut node, &key, &e, label, opts)?;
                 stats.bytes += node.size();
             }
             // A non-directory replaces a directory together with its lower children.
@@ -893,6 +893,46 @@ impl Rootfs {
             data.read_exact(&mut head[..len]).with_context(truncated)?;
             node.elf = head.starts_with(b"\x7fELF");
             node.machine = crate::elf::machine(&head[..len]).unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Reads a regular file's data into `node` as `opts` asks, holding setid and
+    /// file-capability files too while the capture budget allows, and counting what
+    /// is held: past [`IndexOptions::max_captured`] the image is refused.
+    fn file_data(
+        &mut self,
+        tar: &mut impl EntrySource,
+        node: &mut Node,
+        key: &str,
+        e: &TarEntry,
+        label: &str,
+        opts: &IndexOptions,
+    ) -> Result<()> {
+        let Some(f) = node.as_file_mut() else {
+            return Ok(());
+        };
+        let all;
+        let o = if opts.holds_special(e) && self.captured + e.size <= opts.max_captured {
+            all = IndexOptions {
+                capture: |_, _| true,
+                ..opts.clone()
+            };
+            &all
+        } else {
+            opts
+        };
+        tar.file_content(f, key, &e.name, label, o)?;
+        if let Content::Bytes(b) = &f.content {
+            self.captured += b.len() as u64;
+            if self.captured > opts.max_captured {
+                bail!(
+                    "{label}: entry '{}': the files read into memory while indexing (account files, \
+                     dpkg database, setid files) exceed {} bytes; refusing the image",
+                    e.name,
+                    opts.max_captured
+                );
+            }
         }
         Ok(())
     }

@@ -503,3 +503,48 @@ fn spill_stops_at_the_end_of_the_archive() {
         tar.len()
     );
 }
+
+/// Files held in memory while indexing are bounded over all layers: a crafted base of
+/// many large `etc/` files (a few bytes compressed) is refused naming the entry, and
+/// a setid file past the budget is left in its layer (loaded later), not refused.
+#[test]
+fn captured_bytes_are_bounded_over_all_layers() {
+    let o = IndexOptions {
+        max_captured: 150,
+        ..Default::default()
+    };
+    let l0 = TarBuilder::new().file("etc/a", &[1; 100], 0o644).build();
+    let l1 = TarBuilder::new()
+        .file("usr/bin/su", &[2; 100], 0o4755)
+        .file("etc/b", &[3; 100], 0o644)
+        .build();
+    let mut fs = Rootfs::new();
+    fs.apply_layer(0, "layer 1 (test)", &l0[..], &o).unwrap();
+    let err = fs
+        .apply_layer(1, "layer 2 (test)", &l1[..], &o)
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("layer 2 (test): entry 'etc/b'") && msg.contains("exceed 150 bytes"),
+        "{msg}"
+    );
+    let su = fs
+        .nodes
+        .get("usr/bin/su")
+        .expect("su indexed before the refusal");
+    assert!(
+        matches!(su.content(), Some(crate::rootfs::Content::Layer { .. })),
+        "a setid file past the budget was held: {:?}",
+        su.content()
+    );
+    let within = IndexOptions {
+        max_captured: 300,
+        ..Default::default()
+    };
+    let mut fs = Rootfs::new();
+    fs.apply_layer(0, "layer 1 (test)", &l0[..], &within)
+        .unwrap();
+    fs.apply_layer(1, "layer 2 (test)", &l1[..], &within)
+        .unwrap();
+    assert_eq!(fs.captured, 300, "etc/a, su and etc/b are all held");
+}

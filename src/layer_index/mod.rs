@@ -52,6 +52,7 @@ pub fn index_options(max_entries: u64) -> IndexOptions {
         hash_contents: false,
         // records hold those bytes themselves (`held_worthy`), outside the model
         capture_special: false,
+        max_captured: crate::rootfs::MAX_CAPTURED,
         max_entries,
     }
 }
