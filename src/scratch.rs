@@ -104,12 +104,15 @@ pub fn is_scratch_name(name: &str) -> bool {
 }
 
 /// Creates a new uniquely named entry in `parent` with `create`, retrying on a clash.
+/// The name is registered before the entry exists: a [`sweep`] in another thread of
+/// this process (a concurrent build, another platform's job) then never takes the
+/// new, not yet locked entry for a dead build's leftover. Returns the registry id.
 fn create_unique<T>(
     parent: &Path,
     purpose: Purpose,
     suffix: &str,
     create: impl Fn(&Path) -> io::Result<T>,
-) -> io::Result<(PathBuf, T)> {
+) -> io::Result<(PathBuf, T, u64)> {
     for _ in 0..100 {
         let name = format!(
             "{}{}-{}{suffix}",
@@ -118,10 +121,15 @@ fn create_unique<T>(
             random_suffix()
         );
         let path = parent.join(name);
+        let id = register(&path);
         match create(&path) {
-            Ok(t) => return Ok((path, t)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+            Ok(t) => return Ok((path, t, id)),
+            Err(e) => {
+                deregister(id);
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(e);
+                }
+            }
         }
     }
     Err(io::Error::new(
@@ -152,14 +160,13 @@ pub struct ScratchDir {
 impl ScratchDir {
     /// `private`: mode 0700 (spilled layer contents), else the umask's default.
     pub fn create_in(parent: &Path, purpose: Purpose, private: bool) -> io::Result<ScratchDir> {
-        let (path, ()) = create_unique(parent, purpose, "", |p| {
+        // Registered before it exists: a sweep in this process skips registered
+        // entries, a sweep in another one sees our live pid.
+        let (path, (), id) = create_unique(parent, purpose, "", |p| {
             DirBuilder::new()
                 .mode(if private { 0o700 } else { 0o777 })
                 .create(p)
         })?;
-        // Registered before it is locked: a sweep in this process skips registered
-        // entries, a sweep in another one sees our live pid.
-        let id = register(&path);
         let lock = match File::open(&path).and_then(|f| lock_exclusive(&f).map(|_| f)) {
             Ok(f) => f,
             Err(e) => {
@@ -209,14 +216,13 @@ impl ScratchFile {
         Self::create_in(&parent_dir(dest))
     }
     pub fn create_in(dir: &Path) -> io::Result<ScratchFile> {
-        let (path, file) = create_unique(dir, Purpose::Build, ".tmp", |p| {
+        let (path, file, id) = create_unique(dir, Purpose::Build, ".tmp", |p| {
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .open(p)
         })?;
-        let id = register(&path);
         if let Err(e) = lock_exclusive(&file) {
             deregister(id);
             let _ = std::fs::remove_file(&path);
@@ -386,6 +392,21 @@ mod tests {
         ] {
             assert!(parse_name(n).is_none(), "{n} must not look like ours");
         }
+    }
+
+    /// A sweep by another thread between the entry's creation and its lock (two
+    /// builds of one process sharing an output parent) must leave it alone.
+    #[test]
+    fn a_sweep_right_after_creation_keeps_the_new_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let (path, swept, id) = create_unique(t.path(), Purpose::Build, "", |p| {
+            std::fs::create_dir(p)?;
+            Ok(sweep(t.path()))
+        })
+        .unwrap();
+        deregister(id);
+        assert_eq!(swept, Vec::<PathBuf>::new());
+        assert!(path.is_dir(), "the new entry was swept");
     }
 
     #[test]
