@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use nemoclaw_build::imageref::ImageRef;
 use nemoclaw_build::platform::Platform;
 use nemoclaw_build::targets::Target;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// What to build.
@@ -86,19 +85,21 @@ fn platform_bases(
 }
 
 /// Each platform's artifacts: none, one plain PATH for all, or PLATFORM=PATH for
-/// every platform (no more, no fewer).
+/// every platform (no more, no fewer). Platforms pair as containerd matches them, so
+/// `--artifacts linux/arm64=DIR` serves a `linux/arm64/v8` base and the reverse.
 fn platform_artifacts(
     artifacts: &[String],
     platforms: &[Option<Platform>],
 ) -> Result<Vec<Option<PathBuf>>> {
     let mut plain = Vec::new();
-    let mut per: BTreeMap<Platform, PathBuf> = BTreeMap::new();
+    let mut per: Vec<(Platform, PathBuf)> = Vec::new();
     for a in artifacts {
         match split_platform("--artifacts", a)? {
             (Some(p), path) => {
-                if per.insert(p.clone(), path.into()).is_some() {
-                    bail!("--artifacts: platform {p} is given twice");
+                if let Some((q, _)) = per.iter().find(|(q, _)| q.matches(&p)) {
+                    bail!("--artifacts: platform {p} is given twice (as {q} and {p})");
                 }
+                per.push((p, path.into()));
             }
             (None, path) => plain.push(PathBuf::from(path)),
         }
@@ -120,13 +121,13 @@ fn platform_artifacts(
         let Some(p) = p else {
             bail!("--artifacts PLATFORM=PATH needs a platform for the build: give --platform or --base PLATFORM=REF");
         };
-        let Some(path) = per.remove(p) else {
+        let Some(i) = per.iter().position(|(q, _)| q.matches(p)) else {
             let have: Vec<String> = artifacts.iter().map(|a| a.to_string()).collect();
             bail!("platform {p} has no artifacts: every platform needs --artifacts {p}=PATH when any has one (given: {})", have.join(", "));
         };
-        out.push(Some(path));
+        out.push(Some(per.remove(i).1));
     }
-    if let Some(p) = per.keys().next() {
+    if let Some((p, _)) = per.first() {
         bail!("--artifacts {p}=...: this build has no platform {p}");
     }
     Ok(out)
@@ -231,6 +232,18 @@ mod tests {
         .unwrap();
         let Plan::Multi(t) = p else { panic!() };
         assert!(t.iter().all(|t| t.artifacts == Some("dist".into())));
+        // Spellings pair as containerd matches them: arm64 is arm64/v8.
+        let p = plan(
+            &s(&["linux/arm64/v8=tar:b.tar", "linux/amd64=tar:a.tar"]),
+            None,
+            &s(&["linux/amd64/v1=da", "linux/arm64=db"]),
+            &no_list,
+        )
+        .unwrap();
+        let Plan::Multi(t) = p else { panic!("{p:?}") };
+        assert_eq!(t[0].platform.to_string(), "linux/arm64/v8");
+        assert_eq!(t[0].artifacts, Some("db".into()));
+        assert_eq!(t[1].artifacts, Some("da".into()));
     }
 
     #[test]
@@ -283,7 +296,16 @@ mod tests {
             None,
             &["linux/amd64=da", "linux/arm64=db", "linux/arm64/v8=dc"],
         );
-        assert!(e.contains("no platform linux/arm64/v8"), "{e}");
+        assert!(
+            e.contains("given twice (as linux/arm64 and linux/arm64/v8)"),
+            "{e}"
+        );
+        let e = err(
+            &two,
+            None,
+            &["linux/amd64=da", "linux/arm64=db", "linux/riscv64=dc"],
+        );
+        assert!(e.contains("riscv64"), "{e}");
         let e = err(&["tar:a.tar"], None, &["linux/amd64=da"]);
         assert!(e.contains("needs a platform"), "{e}");
     }
