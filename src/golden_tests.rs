@@ -218,7 +218,7 @@ fn golden_rewrite_gzip() {
     check(
         "rewrite/gzip",
         golden(PurgeMode::Rewrite, Algorithm::Gzip),
-        "sha256:ce054935a1b9233e7ea0a5a7e09e347d0d93df1c6a8328c39e72616ed6d8c84a",
+        "sha256:8384979ae4013f77fa72fc3e2040538dce9166eb27f6d9fb37724caa8d6bcd5f",
     );
 }
 
@@ -227,7 +227,7 @@ fn golden_whiteout_gzip() {
     check(
         "whiteout/gzip",
         golden(PurgeMode::Whiteout, Algorithm::Gzip),
-        "sha256:0f73e7a0ed675cf5b5b8360f259365dc1490554fbeb1f67572a523c2cb84dc2c",
+        "sha256:b8b1b73e11b61557bf79ecf65ed737e7f0df95a52279f7e161222fcad8cf9001",
     );
 }
 
@@ -318,12 +318,12 @@ fn golden_docker_style_config_history_kept() {
     check(
         "docker-style/history kept",
         digest,
-        "sha256:a4c46f87c03b338649a65acee5a59548195389d60a5d496403d34e69d603ecbb",
+        "sha256:86fc627c422fe49d76449165a99fe7440ad6fe660d2748742a197ded9e1dd4eb",
     );
     check(
         "docker-style/history kept record file",
         record,
-        "sha256:9c01d3f20b6b91f4d9932580d05b3d2bfb63cd7ec37b3bbef6bb133dd4c615f0",
+        "sha256:48900b8f655e0238d528deacb3560abc1db98eb758ffb7b08e1c6fc403ce2f53",
     );
 }
 
@@ -333,11 +333,11 @@ fn golden_docker_style_config_history_replaced() {
     check(
         "docker-style/history replaced",
         digest,
-        "sha256:c628e5397ca163b1f533947965e233ae3f036a0ec658c5df79540291b1eec13a",
+        "sha256:9a8f2c0c6a64f9b440574ebe875ac09111e9ef9a21860563e5033aea34e35679",
     );
     check(
         "docker-style/history replaced record file",
         record,
-        "sha256:df2ce8520fbdaa89d45b6fdfa592dafdf1b348d6cfc6a86d6245191db1e47ba2",
+        "sha256:0a4ec07811e7f4dc400c808b88c429abfe65f411cd0230182dff390f92c307ce",
     );
 }

@@ -93,7 +93,7 @@ pub struct BuildArgs {
     purge_mode: PurgeMode,
     #[arg(long, value_enum, default_value = "gzip")]
     compression: Algorithm,
-    /// gzip 1-9 (default 6), zstd 1-19 (default 3).
+    /// gzip 1-9 (default 5), zstd 1-19 (default 3).
     #[arg(long)]
     compression_level: Option<i32>,
     /// Compression threads (output bytes do not depend on it).
