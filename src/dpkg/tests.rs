@@ -1347,3 +1347,33 @@ fn load_db_files(root: &std::path::Path) -> DbFiles {
     }
     files
 }
+
+/// APT::NeverAutoRemove (Debian's /etc/apt/apt.conf.d/01autoremove): firmware and
+/// kernel image packages stay even when auto-installed and needed by nothing; names
+/// that only look like them go like any other unneeded auto package.
+#[test]
+fn never_autoremove_patterns_like_apt() {
+    let kept = [
+        "firmware-linux-free",
+        "linux-firmware",
+        "linux-image-amd64",
+        "linux-image-cloud-amd64",
+    ];
+    let gone = [
+        "firmware-linu",
+        "linux-firmware-extra",
+        "linux-image-6.1.0-13-amd64",
+        "linux-image-rt-cloud-amd64",
+        "xlinux-firmware",
+    ];
+    let mut db = base();
+    db.add(pkg("x"));
+    for n in kept.iter().chain(&gone) {
+        db.add(pkg(n)).auto(n);
+    }
+    let plan = plan_purge(&db.build(), &req(&["x"], &[])).unwrap();
+    let mut want: Vec<&str> = gone.to_vec();
+    want.push("x");
+    want.sort();
+    assert_eq!(removed_names(&plan), want);
+}
