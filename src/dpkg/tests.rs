@@ -1377,3 +1377,34 @@ fn never_autoremove_patterns_like_apt() {
     want.sort();
     assert_eq!(removed_names(&plan), want);
 }
+
+/// Architecture qualifiers decide which instance satisfies a dependency, like dpkg's
+/// multiarch rules: an `all` package depends on the native instance, `:any` takes a
+/// `Multi-Arch: allowed` package of another architecture, a `Multi-Arch: foreign`
+/// package satisfies any architecture, `:native` and `:ARCH` name one architecture.
+#[test]
+fn multiarch_qualifiers_choose_the_satisfying_instance() {
+    let mut db = base();
+    db.add(pkg("libfoo").same())
+        .add(pkg("libfoo").same().arch("i386"))
+        .add(pkg("perl").f("Multi-Arch", "allowed"))
+        .add(pkg("make").f("Multi-Arch", "foreign"))
+        .add(pkg("data").arch("all").deps("libfoo"))
+        .add(pkg("tool").arch("i386").deps("perl:any"))
+        .add(pkg("tool2").arch("i386").deps("make"))
+        .add(pkg("nat").arch("i386").deps("perl:native"))
+        .add(pkg("q").deps("libfoo:i386"))
+        .file("/var/lib/dpkg/arch", "amd64\ni386\n");
+    let files = db.build();
+    let removed = |purge: &str| -> Vec<String> {
+        let plan = plan_purge(&files, &req(&[purge], &[])).unwrap();
+        plan.removed
+            .iter()
+            .map(|r| format!("{}:{}", r.name, r.arch))
+            .collect()
+    };
+    assert_eq!(removed("libfoo:amd64"), ["data:all", "libfoo:amd64"]);
+    assert_eq!(removed("libfoo:i386"), ["libfoo:i386", "q:amd64"]);
+    assert_eq!(removed("perl"), ["nat:i386", "perl:amd64", "tool:i386"]);
+    assert_eq!(removed("make"), ["make:amd64", "tool2:i386"]);
+}
