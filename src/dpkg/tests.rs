@@ -1394,6 +1394,10 @@ fn multiarch_qualifiers_choose_the_satisfying_instance() {
         .add(pkg("tool2").arch("i386").deps("make"))
         .add(pkg("nat").arch("i386").deps("perl:native"))
         .add(pkg("q").deps("libfoo:i386"))
+        .add(pkg("q2").deps("data:amd64"))
+        .add(pkg("perl2").arch("i386"))
+        .add(pkg("perl3"))
+        .add(pkg("x").deps("perl2:any | perl3"))
         .file("/var/lib/dpkg/arch", "amd64\ni386\n");
     let files = db.build();
     let removed = |purge: &str| -> Vec<String> {
@@ -1403,8 +1407,16 @@ fn multiarch_qualifiers_choose_the_satisfying_instance() {
             .map(|r| format!("{}:{}", r.name, r.arch))
             .collect()
     };
-    assert_eq!(removed("libfoo:amd64"), ["data:all", "libfoo:amd64"]);
+    assert_eq!(
+        removed("libfoo:amd64"),
+        ["data:all", "libfoo:amd64", "q2:amd64"]
+    );
     assert_eq!(removed("libfoo:i386"), ["libfoo:i386", "q:amd64"]);
     assert_eq!(removed("perl"), ["nat:i386", "perl:amd64", "tool:i386"]);
     assert_eq!(removed("make"), ["make:amd64", "tool2:i386"]);
+    // apt files an `all` package under the native architecture.
+    assert_eq!(removed("data"), ["data:all", "q2:amd64"]);
+    // `:any` needs Multi-Arch: allowed from another architecture: perl2:i386 is no
+    // satisfier, so x goes with perl3.
+    assert_eq!(removed("perl3"), ["perl3:amd64", "x:amd64"]);
 }
