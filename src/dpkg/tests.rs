@@ -1398,6 +1398,8 @@ fn multiarch_qualifiers_choose_the_satisfying_instance() {
         .add(pkg("perl2").arch("i386"))
         .add(pkg("perl3"))
         .add(pkg("x").deps("perl2:any | perl3"))
+        .add(pkg("wine").same().deps("wine:i386"))
+        .add(pkg("wine").same().arch("i386"))
         .file("/var/lib/dpkg/arch", "amd64\ni386\n");
     let files = db.build();
     let removed = |purge: &str| -> Vec<String> {
@@ -1419,6 +1421,8 @@ fn multiarch_qualifiers_choose_the_satisfying_instance() {
     // `:any` needs Multi-Arch: allowed from another architecture: perl2:i386 is no
     // satisfier, so x goes with perl3.
     assert_eq!(removed("perl3"), ["perl3:amd64", "x:amd64"]);
+    // wine:amd64 does not satisfy its own dependency on wine:i386.
+    assert_eq!(removed("wine:i386"), ["wine:amd64", "wine:i386"]);
 }
 
 /// Request names resolve like apt: `name` prefers the native (or `all`) instance and
