@@ -1610,3 +1610,26 @@ fn repointed_alternative_links_its_slaves_to_the_new_choice() {
         ["/usr/bin/gcc", "/usr/share/man/man1/gcc.1.gz"]
     );
 }
+
+/// The /etc/alternatives link points to a path that is no registered choice: like
+/// update-alternatives ("current alternative ... is unknown"), the group switches to
+/// auto and its links point to the best choice once one of its choices goes.
+#[test]
+fn unknown_current_alternative_switches_to_auto() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .add(pkg("clang").files(&["/usr/bin/clang"]))
+        .add(pkg("tcc").files(&["/usr/bin/tcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "manual\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n/usr/bin/tcc\n5\n\n",
+        )
+        .file("/etc/alternatives/cc", "/usr/bin/old-cc\n");
+    let plan = plan_purge(&db.build(), &req(&["tcc"], &[])).unwrap();
+    assert_eq!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
+        "auto\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n\n"
+    );
+    assert_eq!(plan.symlinks["/etc/alternatives/cc"], "/usr/bin/gcc");
+    assert_eq!(plan.symlinks["/usr/bin/cc"], "/etc/alternatives/cc");
+}
