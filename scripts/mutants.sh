@@ -20,7 +20,8 @@
 # (a test name filter, e.g. `dpkg::`: faster, but a mutant it misses may be caught by
 # another module's tests, so re-run the missed ones without it before judging them);
 # MUTANTS_RECORD_ONLY=1 (no run: rewrite MUTANTS.md from the last results, same env;
-# MUTANTS_COMMIT names the commit they came from).
+# MUTANTS_COMMIT names the commit they came from; MUTANTS_SCOPE replaces the scope text, e.g.
+# for results merged by hand from a filtered run and a re-run of its missed mutants).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -105,6 +106,7 @@ for m in "${modules[@]}"; do
     args+=(--package nemoclaw-build -C --lib)
   fi
   if [[ -n "${MUTANTS_TESTS:-}" ]]; then args+=(-- "$MUTANTS_TESTS"); scope="$scope, tests \`$MUTANTS_TESTS\`"; fi
+  scope=${MUTANTS_SCOPE:-$scope}
   log "$m: cargo mutants ${args[*]}"
   rc=0
   if [[ -z "${MUTANTS_RECORD_ONLY:-}" ]]; then
