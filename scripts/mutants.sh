@@ -58,7 +58,7 @@ fi
 # record MODULE TOTAL CAUGHT TIMEOUT MISSED UNVIABLE PCT SCOPE MISSED_FILE: replaces the
 # module's section of MUTANTS.md (between its two marker comments), or appends one.
 record() {
-  local m=$1 md="$NEMOCLAW_ROOT/MUTANTS.md" sec name reason
+  local m=$1 md="$NEMOCLAW_ROOT/MUTANTS.md" sec name reason key
   sec=$(mktemp)
   {
     printf '<!-- mutants:%s -->\n### %s\n\n' "$m" "$m"
@@ -69,8 +69,10 @@ record() {
     if [[ -s "$9" ]]; then
       printf '\nMissed:\n\n'
       while IFS= read -r name; do
-        reason=$(grep -F "${name#*:*:*: } |" "$NEMOCLAW_ROOT/scripts/mutants-harmless.txt" 2>/dev/null |
-          awk -v f="${name%%:*}" 'index($0, f) == 1' | head -n 1 | sed 's/^[^|]*| *//' || true)
+        # The reason follows "FILE: DESCRIPTION | " (a description may hold `|` itself).
+        key="${name%%:*}: ${name#*:*:*: } | "
+        reason=$(grep -F "$key" "$NEMOCLAW_ROOT/scripts/mutants-harmless.txt" 2>/dev/null |
+          awk -v k="$key" 'index($0, k) == 1 { print substr($0, length(k) + 1); exit }' || true)
         printf -- '- `%s`: %s\n' "$name" "${reason:-not judged yet}"
       done <"$9"
     fi
