@@ -20,7 +20,8 @@
 # (a test name filter, e.g. `dpkg::`: faster, but a mutant it misses may be caught by
 # another module's tests, so re-run the missed ones without it before judging them);
 # MUTANTS_RECORD_ONLY=1 (no run: rewrite MUTANTS.md from the last results, same env;
-# MUTANTS_COMMIT names the commit they came from).
+# MUTANTS_COMMIT names the commit they came from; MUTANTS_SCOPE replaces the scope text, e.g.
+# for results merged by hand from a filtered run and a re-run of its missed mutants).
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -57,7 +58,7 @@ fi
 # record MODULE TOTAL CAUGHT TIMEOUT MISSED UNVIABLE PCT SCOPE MISSED_FILE: replaces the
 # module's section of MUTANTS.md (between its two marker comments), or appends one.
 record() {
-  local m=$1 md="$NEMOCLAW_ROOT/MUTANTS.md" sec name reason
+  local m=$1 md="$NEMOCLAW_ROOT/MUTANTS.md" sec name reason key
   sec=$(mktemp)
   {
     printf '<!-- mutants:%s -->\n### %s\n\n' "$m" "$m"
@@ -68,8 +69,10 @@ record() {
     if [[ -s "$9" ]]; then
       printf '\nMissed:\n\n'
       while IFS= read -r name; do
-        reason=$(grep -F "${name#*:*:*: } |" "$NEMOCLAW_ROOT/scripts/mutants-harmless.txt" 2>/dev/null |
-          awk -v f="${name%%:*}" 'index($0, f) == 1' | head -n 1 | sed 's/^[^|]*| *//' || true)
+        # The reason follows "FILE: DESCRIPTION | " (a description may hold `|` itself).
+        key="${name%%:*}: ${name#*:*:*: } | "
+        reason=$(grep -F "$key" "$NEMOCLAW_ROOT/scripts/mutants-harmless.txt" 2>/dev/null |
+          awk -v k="$key" 'index($0, k) == 1 { print substr($0, length(k) + 1); exit }' || true)
         printf -- '- `%s`: %s\n' "$name" "${reason:-not judged yet}"
       done <"$9"
     fi
@@ -105,6 +108,7 @@ for m in "${modules[@]}"; do
     args+=(--package nemoclaw-build -C --lib)
   fi
   if [[ -n "${MUTANTS_TESTS:-}" ]]; then args+=(-- "$MUTANTS_TESTS"); scope="$scope, tests \`$MUTANTS_TESTS\`"; fi
+  scope=${MUTANTS_SCOPE:-$scope}
   log "$m: cargo mutants ${args[*]}"
   rc=0
   if [[ -z "${MUTANTS_RECORD_ONLY:-}" ]]; then

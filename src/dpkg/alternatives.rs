@@ -258,6 +258,22 @@ mod tests {
             );
             assert!(e.contains(&format!("/alt/x: {want}")), "{text:?}: {e}");
         }
+        // dpkg needs the empty line that ends the choices.
+        let e = Alternative::parse("x", "/alt/x", b"auto\n/a\n\n/b\n1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unexpected end of file"), "{e}");
+        for bad in [".", "a/b", "a\0b"] {
+            let e = Alternative::parse(bad, "/alt/x", b"auto\n/a\n\n\n")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("invalid alternative name"), "{bad:?}: {e}");
+            let text = format!("auto\n/a\n{bad}\n/s\n\n/b\n1\n/f\n\n");
+            let e = Alternative::parse("x", "/alt/x", text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("invalid slave name"), "{bad:?}: {e}");
+        }
         let e = Alternative::parse("..", "/alt/..", b"auto\n/a\n\n\n")
             .unwrap_err()
             .to_string();

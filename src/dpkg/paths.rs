@@ -217,4 +217,32 @@ mod tests {
         assert_eq!(node("/loop1/x"), None);
         assert_eq!(node("/"), None);
     }
+
+    /// `.` and empty components of a link target name the directory itself.
+    #[test]
+    fn dot_components_of_link_targets_are_skipped() {
+        let mut l = Layout::new();
+        l.add_link("/usr/share/doc/c", ".//b/.");
+        let mut n = Nodes::new(&l);
+        assert_eq!(
+            n.node("/usr/share/doc/c/x").unwrap().0,
+            "/usr/share/doc/b/x"
+        );
+    }
+
+    /// Like Linux (MAXSYMLINKS), a path resolves through 40 symlinks, not 41.
+    #[test]
+    fn at_most_40_symlinks_are_followed() {
+        let chain = |links: usize| {
+            let mut l = Layout::new();
+            for k in 0..links {
+                l.add_link(&format!("/l{k}"), &format!("l{}", k + 1));
+            }
+            l
+        };
+        let l = chain(40);
+        assert_eq!(Nodes::new(&l).node("/l0/x").unwrap().0, "/l40/x");
+        let l = chain(41);
+        assert_eq!(Nodes::new(&l).node("/l0/x"), None);
+    }
 }

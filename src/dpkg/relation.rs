@@ -202,6 +202,39 @@ mod tests {
         assert_eq!(p[0][0].name, "foo");
     }
 
+    /// Every operator dpkg accepts (`<` and `>` are the obsolete `<=` and `>=`),
+    /// written back in its canonical form, and what it holds for.
+    #[test]
+    fn operators_parse_and_hold_like_dpkg() {
+        for (text, canonical, holds_for_1_2_3) in [
+            ("<<", "<<", [true, false, false]),
+            ("<=", "<=", [true, true, false]),
+            ("<", "<=", [true, true, false]),
+            ("=", "=", [false, true, false]),
+            (">=", ">=", [false, true, true]),
+            (">", ">=", [false, true, true]),
+            (">>", ">>", [false, false, true]),
+        ] {
+            let r = parse_relations(&format!("a ({text} 2)")).unwrap();
+            let rel = &r[0][0];
+            assert_eq!(rel.to_string(), format!("a ({canonical} 2)"));
+            let (op, v) = rel.version.as_ref().unwrap();
+            let got = ["1", "2", "3"].map(|have| op.holds(have, v));
+            assert_eq!(got, holds_for_1_2_3, "{text}");
+        }
+    }
+
+    /// Architecture restrictions and build profiles after the version are dropped;
+    /// `<`/`>` inside the parentheses are operators, not profile brackets.
+    #[test]
+    fn restrictions_and_profiles_around_versions() {
+        let r =
+            parse_relations("foo (<< 1) [amd64 i386] <!nocheck> <cross>, bar:any (>> 2) <stage1>")
+                .unwrap();
+        assert_eq!(r[0][0].to_string(), "foo (<< 1)");
+        assert_eq!(r[1][0].to_string(), "bar:any (>> 2)");
+    }
+
     /// Odd input from a hostile status file: clear errors, never a panic or a
     /// relation with an empty or path-like name.
     #[test]

@@ -1347,3 +1347,289 @@ fn load_db_files(root: &std::path::Path) -> DbFiles {
     }
     files
 }
+
+/// APT::NeverAutoRemove (Debian's /etc/apt/apt.conf.d/01autoremove): firmware and
+/// kernel image packages stay even when auto-installed and needed by nothing; names
+/// that only look like them go like any other unneeded auto package.
+#[test]
+fn never_autoremove_patterns_like_apt() {
+    let kept = [
+        "firmware-linux-free",
+        "linux-firmware",
+        "linux-image-amd64",
+        "linux-image-cloud-amd64",
+    ];
+    let gone = [
+        "firmware-linu",
+        "linux-firmware-extra",
+        "linux-image-6.1.0-13-amd64",
+        "linux-image-rt-cloud-amd64",
+        "xlinux-firmware",
+    ];
+    let mut db = base();
+    db.add(pkg("x"));
+    for n in kept.iter().chain(&gone) {
+        db.add(pkg(n)).auto(n);
+    }
+    let plan = plan_purge(&db.build(), &req(&["x"], &[])).unwrap();
+    let mut want: Vec<&str> = gone.to_vec();
+    want.push("x");
+    want.sort();
+    assert_eq!(removed_names(&plan), want);
+}
+
+/// Architecture qualifiers decide which instance satisfies a dependency, like dpkg's
+/// multiarch rules: an `all` package depends on the native instance, `:any` takes a
+/// `Multi-Arch: allowed` package of another architecture, a `Multi-Arch: foreign`
+/// package satisfies any architecture, `:native` and `:ARCH` name one architecture.
+#[test]
+fn multiarch_qualifiers_choose_the_satisfying_instance() {
+    let mut db = base();
+    db.add(pkg("libfoo").same())
+        .add(pkg("libfoo").same().arch("i386"))
+        .add(pkg("perl").f("Multi-Arch", "allowed"))
+        .add(pkg("make").f("Multi-Arch", "foreign"))
+        .add(pkg("data").arch("all").deps("libfoo"))
+        .add(pkg("tool").arch("i386").deps("perl:any"))
+        .add(pkg("tool2").arch("i386").deps("make"))
+        .add(pkg("nat").arch("i386").deps("perl:native"))
+        .add(pkg("q").deps("libfoo:i386"))
+        .add(pkg("q2").deps("data:amd64"))
+        .add(pkg("perl2").arch("i386"))
+        .add(pkg("perl3"))
+        .add(pkg("x").deps("perl2:any | perl3"))
+        .add(pkg("wine").same().deps("wine:i386"))
+        .add(pkg("wine").same().arch("i386"))
+        .file("/var/lib/dpkg/arch", "amd64\ni386\n");
+    let files = db.build();
+    let removed = |purge: &str| -> Vec<String> {
+        let plan = plan_purge(&files, &req(&[purge], &[])).unwrap();
+        plan.removed
+            .iter()
+            .map(|r| format!("{}:{}", r.name, r.arch))
+            .collect()
+    };
+    assert_eq!(
+        removed("libfoo:amd64"),
+        ["data:all", "libfoo:amd64", "q2:amd64"]
+    );
+    assert_eq!(removed("libfoo:i386"), ["libfoo:i386", "q:amd64"]);
+    assert_eq!(removed("perl"), ["nat:i386", "perl:amd64", "tool:i386"]);
+    assert_eq!(removed("make"), ["make:amd64", "tool2:i386"]);
+    // apt files an `all` package under the native architecture.
+    assert_eq!(removed("data"), ["data:all", "q2:amd64"]);
+    // `:any` needs Multi-Arch: allowed from another architecture: perl2:i386 is no
+    // satisfier, so x goes with perl3.
+    assert_eq!(removed("perl3"), ["perl3:amd64", "x:amd64"]);
+    // wine:amd64 does not satisfy its own dependency on wine:i386.
+    assert_eq!(removed("wine:i386"), ["wine:amd64", "wine:i386"]);
+}
+
+/// Request names resolve like apt: `name` prefers the native (or `all`) instance and
+/// else takes the other one, `name:any` every instance; a `not-installed` stanza is
+/// reported as not installed, not purged.
+#[test]
+fn request_names_resolve_to_instances_like_apt() {
+    let mut db = base();
+    db.add(pkg("libfoo").same())
+        .add(pkg("libfoo").same().arch("i386"))
+        .add(pkg("bar").arch("i386"))
+        .add(pkg("gone").status("purge ok not-installed"))
+        // Not a database dpkg writes, but one a hostile image may hold.
+        .add(pkg("odd").arch("i386"))
+        .add(pkg("odd").arch("all"))
+        .file("/var/lib/dpkg/arch", "amd64\ni386\n");
+    let files = db.build();
+    let removed = |purge: &str| -> Vec<String> {
+        let plan = plan_purge(&files, &req(&[purge], &[])).unwrap();
+        plan.removed
+            .iter()
+            .map(|r| format!("{}:{}", r.name, r.arch))
+            .collect()
+    };
+    assert_eq!(removed("libfoo:any"), ["libfoo:amd64", "libfoo:i386"]);
+    assert_eq!(removed("bar"), ["bar:i386"]);
+    assert_eq!(removed("odd"), ["odd:all"]);
+    let plan = plan_purge(&files, &req(&["gone"], &[])).unwrap();
+    assert_eq!(plan.not_installed, ["gone"]);
+    assert!(plan.removed.is_empty() && plan.remove_paths.is_empty());
+}
+
+/// apt's extended_states markers are per architecture: purging one instance drops its
+/// marker and keeps the marker of the other instance.
+#[test]
+fn extended_states_markers_of_other_instances_stay() {
+    let mut db = base();
+    db.add(pkg("libfoo").same())
+        .add(pkg("libfoo").same().arch("i386"))
+        .add(pkg("q").deps("libfoo:i386"))
+        .file("/var/lib/dpkg/arch", "amd64\ni386\n")
+        .file(
+            EXTENDED_STATES_PATH,
+            "Package: libfoo\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: libfoo\nArchitecture: i386\nAuto-Installed: 1\n",
+        );
+    let plan = plan_purge(&db.build(), &req(&["libfoo:amd64"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["libfoo"]);
+    assert_eq!(
+        String::from_utf8(plan.write_files[EXTENDED_STATES_PATH].clone()).unwrap(),
+        "Package: libfoo\nArchitecture: i386\nAuto-Installed: 1\n"
+    );
+}
+
+/// Issue 12 #13: a hostile `.list` naming the dpkg database itself or apt's
+/// extended_states: the plan rewrites those files, it never deletes them.
+#[test]
+fn database_paths_in_a_file_list_are_never_removed() {
+    let mut db = base();
+    db.add(pkg("evil").files(&[
+        "/var",
+        "/var/lib",
+        "/var/lib/dpkg",
+        "/var/lib/dpkg/status",
+        "/var/lib/dpkg/info",
+        "/var/lib/dpkg/info/libc6:amd64.list",
+        "/var/lib/apt",
+        "/var/lib/apt/extended_states",
+        "/usr/bin/evil",
+    ]));
+    let plan = plan_purge(&db.build(), &req(&["evil"], &[])).unwrap();
+    let rm: Vec<&str> = plan.remove_paths.iter().map(String::as_str).collect();
+    assert_eq!(
+        rm,
+        [
+            "/usr/bin/evil",
+            "/var/lib",
+            "/var/lib/apt",
+            "/var/lib/dpkg/info/evil.list",
+            "/var/lib/dpkg/info/evil.md5sums",
+        ]
+    );
+}
+
+/// Info files are `PKG.<type>`: purging python3 leaves python3.11's info files
+/// (`python3.11.list` starts with `python3.` too).
+#[test]
+fn info_files_of_a_dotted_name_stay() {
+    let mut db = base();
+    db.add(pkg("python3"))
+        .add(pkg("python3.11"))
+        .file(&format!("{INFO_DIR}python3.postinst"), "#!/bin/sh\n")
+        .file(&format!("{INFO_DIR}python3.11.postinst"), "#!/bin/sh\n");
+    let plan = plan_purge(&db.build(), &req(&["python3"], &[])).unwrap();
+    let rm: Vec<&str> = plan.remove_paths.iter().map(String::as_str).collect();
+    assert_eq!(
+        rm,
+        [
+            "/var/lib/dpkg/info/python3.list",
+            "/var/lib/dpkg/info/python3.md5sums",
+            "/var/lib/dpkg/info/python3.postinst",
+        ]
+    );
+}
+
+/// Trigger interest files lose the removed package's lines and stay if others remain;
+/// dpkg's own bookkeeping (`Unincorp`, `Lock`, `*.new`) is not an interest file.
+#[test]
+fn trigger_bookkeeping_files_are_left_alone() {
+    let mut db = base();
+    db.add(pkg("man-db"))
+        .add(pkg("keepme"))
+        .file("/var/lib/dpkg/triggers/ldconfig", "man-db\nkeepme\n")
+        .file("/var/lib/dpkg/triggers/Unincorp", "man-db\n")
+        .file("/var/lib/dpkg/triggers/Lock", "man-db\n")
+        .file("/var/lib/dpkg/triggers/mandb.new", "man-db\n");
+    let plan = plan_purge(&db.build(), &req(&["man-db"], &[])).unwrap();
+    let triggers: Vec<(&str, &[u8])> = plan
+        .write_files
+        .iter()
+        .filter(|(p, _)| p.starts_with("/var/lib/dpkg/triggers/"))
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    assert_eq!(
+        triggers,
+        [("/var/lib/dpkg/triggers/ldconfig", b"keepme\n".as_slice())]
+    );
+    assert!(!plan
+        .remove_paths
+        .iter()
+        .any(|p| p.starts_with("/var/lib/dpkg/triggers/")));
+}
+
+/// A manual-mode alternative whose selection the caller did not supply (no
+/// /etc/alternatives entry) is treated as losing its selection: it switches to auto
+/// and the links point to the best remaining choice, like update-alternatives.
+#[test]
+fn manual_alternative_without_known_selection_switches_to_auto() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .add(pkg("clang").files(&["/usr/bin/clang"]))
+        .add(pkg("tcc").files(&["/usr/bin/tcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "manual\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n/usr/bin/tcc\n5\n\n",
+        );
+    let plan = plan_purge(&db.build(), &req(&["tcc"], &[])).unwrap();
+    assert_eq!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
+        "auto\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n\n"
+    );
+    assert_eq!(plan.symlinks["/etc/alternatives/cc"], "/usr/bin/gcc");
+    assert_eq!(plan.symlinks["/usr/bin/cc"], "/etc/alternatives/cc");
+}
+
+/// Re-pointing an alternative re-points its slaves to the new choice's slave files.
+#[test]
+fn repointed_alternative_links_its_slaves_to_the_new_choice() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc", "/usr/share/man/man1/gcc.1.gz"]))
+        .add(pkg("clang").files(&["/usr/bin/clang", "/usr/share/man/man1/clang.1.gz"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/clang\n10\n/usr/share/man/man1/clang.1.gz\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n",
+        );
+    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    let links: Vec<(&str, &str)> = plan
+        .symlinks
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    assert_eq!(
+        links,
+        [
+            ("/etc/alternatives/cc", "/usr/bin/clang"),
+            (
+                "/etc/alternatives/cc.1.gz",
+                "/usr/share/man/man1/clang.1.gz"
+            ),
+            ("/usr/bin/cc", "/etc/alternatives/cc"),
+            ("/usr/share/man/man1/cc.1.gz", "/etc/alternatives/cc.1.gz"),
+        ]
+    );
+    assert_eq!(
+        rm_paths(&plan),
+        ["/usr/bin/gcc", "/usr/share/man/man1/gcc.1.gz"]
+    );
+}
+
+/// The /etc/alternatives link points to a path that is no registered choice: like
+/// update-alternatives ("current alternative ... is unknown"), the group switches to
+/// auto and its links point to the best choice once one of its choices goes.
+#[test]
+fn unknown_current_alternative_switches_to_auto() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .add(pkg("clang").files(&["/usr/bin/clang"]))
+        .add(pkg("tcc").files(&["/usr/bin/tcc"]))
+        .file(
+            "/var/lib/dpkg/alternatives/cc",
+            "manual\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n/usr/bin/tcc\n5\n\n",
+        )
+        .file("/etc/alternatives/cc", "/usr/bin/old-cc\n");
+    let plan = plan_purge(&db.build(), &req(&["tcc"], &[])).unwrap();
+    assert_eq!(
+        String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
+        "auto\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n\n"
+    );
+    assert_eq!(plan.symlinks["/etc/alternatives/cc"], "/usr/bin/gcc");
+    assert_eq!(plan.symlinks["/usr/bin/cc"], "/etc/alternatives/cc");
+}
