@@ -1209,6 +1209,11 @@ mod tests {
         assert!(!base.elf(), "bytes not read yet: no ELF facts");
         let empty = Node::new(Body::File(FileData::new(Content::Empty)), 0o644, 0, 0);
         assert_eq!(empty.size(), 0);
+        // Emptiness follows the length too, not the variant: zero bytes in a layer
+        // or in memory are empty, one byte is not.
+        assert!(Content::Empty.is_empty() && Content::layer(0, 0).is_empty());
+        assert!(Content::Bytes(Arc::new(Vec::new())).is_empty());
+        assert!(!Content::layer(0, 1).is_empty() && !Content::Bytes(Arc::new(vec![0])).is_empty());
     }
 
     #[test]
@@ -1227,6 +1232,45 @@ mod tests {
         assert_eq!((n.layer(), n.in_layers()), (Some(3), 1 << 3 | 1 << 100));
         n.set_layer(None);
         assert_eq!(n.layer(), None);
+    }
+
+    /// A layer number past the 16-bit index is clamped to the last one, never to the
+    /// sentinel: a base node must not read as one the build added (it would be written
+    /// into the new layer and its base copies never dropped).
+    #[test]
+    fn a_base_node_never_reads_as_build_added() {
+        let mut n = Node::dir(0o755, 0, 0);
+        for l in [MAX_LAYERS, MAX_LAYERS + 1, usize::MAX] {
+            n.set_layer(Some(l));
+            assert_eq!(n.layer(), Some(MAX_LAYERS - 1), "layer {l}");
+        }
+    }
+
+    /// What a layer says about a file reaches its node: a file capability (PAX
+    /// xattr, which `[sanitize]` and `audit` look for) and, when `diff` asks for
+    /// digests, the `sha256:` of its bytes.
+    #[test]
+    fn layer_xattrs_and_digests_reach_the_node() {
+        let l0 = TarBuilder::new()
+            .pax(&[("SCHILY.xattr.security.capability", b"\x01\0\0\x02")])
+            .file("usr/bin/ping", b"ping", 0o755)
+            .file("usr/share/doc/a", b"doc", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        let o = IndexOptions {
+            hash_contents: true,
+            ..IndexOptions::default()
+        };
+        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
+        let ping = fs.get("usr/bin/ping").unwrap();
+        assert_eq!(
+            ping.xattrs().get("security.capability").map(Vec::as_slice),
+            Some(&b"\x01\0\0\x02"[..])
+        );
+        assert_eq!(ping.sha256(), Some(crate::testutil::digest(b"ping")));
+        let doc = fs.get("usr/share/doc/a").unwrap();
+        assert!(doc.xattrs().is_empty());
+        assert_eq!(doc.sha256(), Some(crate::testutil::digest(b"doc")));
     }
 
     /// The layer index is 16 bits: images past [`MAX_LAYERS`] are refused, not folded.
