@@ -1273,6 +1273,67 @@ mod tests {
         assert_eq!(doc.sha256(), Some(crate::testutil::digest(b"doc")));
     }
 
+    /// Indexing holds in memory the text the steps and the SBOM read (accounts,
+    /// dpkg and apt state, os-release, the sandbox tree), and nothing else.
+    #[test]
+    fn indexing_holds_the_text_the_steps_read() {
+        let held: [(&str, &[u8]); 5] = [
+            ("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+            ("var/lib/dpkg/status", b"Package: base-files\n"),
+            (
+                "var/lib/apt/extended_states",
+                b"Package: libc6\nAuto-Installed: 1\n",
+            ),
+            ("usr/lib/os-release", b"ID=debian\nVERSION_ID=\"12\"\n"),
+            ("sandbox/policy.yaml", b"version: 1\n"),
+        ];
+        let mut l0 = TarBuilder::new();
+        for (p, text) in held {
+            l0 = l0.file(p, text, 0o644);
+        }
+        let l0 = l0
+            .symlink("etc/os-release", "../usr/lib/os-release")
+            .file("usr/share/doc/x", b"doc", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        for (p, text) in held {
+            assert_eq!(fs.read(p).ok().as_deref(), Some(text), "{p}");
+        }
+        assert!(fs.read("usr/share/doc/x").is_err(), "not held");
+        assert_eq!(
+            crate::sbom::os_release(&fs),
+            Some(("debian".to_string(), "12".to_string())),
+            "the SBOM names the distribution"
+        );
+    }
+
+    /// Setid and file-capability files are held whatever their path (`[sanitize]`
+    /// rewrites them); an ordinary executable stays in its layer, so memory follows
+    /// the number of files, not their bytes.
+    #[test]
+    fn only_special_files_are_held_outside_the_captured_paths() {
+        let l0 = TarBuilder::new()
+            .file("usr/bin/su", b"su", 0o4755)
+            .file("usr/bin/wall", b"wall", 0o2755)
+            .pax(&[("SCHILY.xattr.security.capability", b"\x01\0\0\x02")])
+            .file("usr/bin/ping", b"ping", 0o755)
+            .file("usr/bin/ls", b"ls-bytes", 0o755)
+            .file("usr/bin/sticky", b"t", 0o1755)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        for p in ["usr/bin/su", "usr/bin/wall", "usr/bin/ping"] {
+            assert!(fs.read(p).is_ok(), "{p} held");
+        }
+        for p in ["usr/bin/ls", "usr/bin/sticky"] {
+            assert!(fs.read(p).is_err(), "{p} stays in its layer");
+        }
+        assert_eq!(fs.captured, 10, "su + wall + ping");
+    }
+
     /// The layer index is 16 bits: images past [`MAX_LAYERS`] are refused, not folded.
     #[test]
     fn too_many_layers_is_an_error() {
