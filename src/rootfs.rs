@@ -1334,6 +1334,93 @@ mod tests {
         assert_eq!(fs.captured, 10, "su + wall + ping");
     }
 
+    /// `insert` creates missing parents as root 0755 directories, refuses a path
+    /// below a non-directory, keeps a directory's children when a directory replaces
+    /// it and drops them when a file does.
+    #[test]
+    fn insert_creates_parents_and_replaces_directories() {
+        let mut fs = Rootfs::new();
+        fs.insert("opt/app/bin/tool", Node::file(0o755, 0, 0, b"t".to_vec()))
+            .unwrap();
+        for p in ["opt", "opt/app", "opt/app/bin"] {
+            let n = fs.get(p).unwrap();
+            assert_eq!(
+                (n.kind(), n.mode, n.uid, n.gid),
+                (Kind::Dir, 0o755, 0, 0),
+                "{p}"
+            );
+        }
+        let err = fs
+            .insert("opt/app/bin/tool/x", Node::dir(0o755, 0, 0))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
+        assert!(fs.get("opt/app/bin/tool/x").is_none());
+        fs.insert("opt/app", Node::dir(0o700, 1, 1)).unwrap();
+        assert!(
+            fs.get("opt/app/bin/tool").is_some(),
+            "a dir over a dir keeps children"
+        );
+        assert_eq!(fs.get("opt/app").unwrap().mode, 0o700);
+        fs.insert("opt/app", Node::file(0o644, 0, 0, b"f".to_vec()))
+            .unwrap();
+        assert_eq!(fs.get("opt/app").unwrap().kind(), Kind::File);
+        assert_eq!(
+            fs.descendants("opt/app").count(),
+            0,
+            "a file over a dir drops them"
+        );
+    }
+
+    /// `write` replaces a file's bytes and keeps its metadata, creates a missing file
+    /// 0644 root, and never turns a directory or a symlink into a file.
+    #[test]
+    fn write_keeps_metadata_and_refuses_non_files() {
+        let l0 = TarBuilder::new()
+            .file_owned("etc/motd", b"old", 0o640, 5, 6)
+            .symlink("etc/issue", "issue.net")
+            .dir("etc/skel", 0o755)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        fs.write("etc/motd", b"new".to_vec()).unwrap();
+        let n = fs.get("etc/motd").unwrap();
+        assert_eq!((n.mode, n.uid, n.gid, n.modified), (0o640, 5, 6, true));
+        assert_eq!(fs.read("etc/motd").unwrap(), b"new");
+        fs.write("etc/new", b"n".to_vec()).unwrap();
+        let n = fs.get("etc/new").unwrap();
+        assert_eq!((n.kind(), n.mode, n.uid, n.gid), (Kind::File, 0o644, 0, 0));
+        for p in ["etc/issue", "etc/skel"] {
+            assert!(fs.write(p, b"x".to_vec()).is_err(), "{p}");
+        }
+        assert_eq!(fs.get("etc/issue").unwrap().kind(), Kind::Symlink);
+        assert_eq!(fs.get("etc/skel").unwrap().kind(), Kind::Dir);
+    }
+
+    /// `remove` answers how many paths it removed and records the base ones (the
+    /// rewrite must drop them from their layers); a path the build added is not.
+    #[test]
+    fn remove_counts_paths_and_records_base_ones() {
+        let l0 = TarBuilder::new()
+            .dir("usr/share/doc", 0o755)
+            .file("usr/share/doc/a", b"a", 0o644)
+            .file("usr/share/doc/b", b"b", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        fs.insert("usr/share/doc/c", Node::file(0o644, 0, 0, b"c".to_vec()))
+            .unwrap();
+        assert_eq!(fs.remove("usr/share/doc"), 4);
+        let removed: Vec<&str> = fs.removed.iter().map(String::as_str).collect();
+        assert_eq!(
+            removed,
+            ["usr/share/doc", "usr/share/doc/a", "usr/share/doc/b"]
+        );
+        assert_eq!(fs.removed_mask, 1);
+        assert_eq!(fs.remove("usr/share/doc"), 0);
+    }
+
     /// The layer index is 16 bits: images past [`MAX_LAYERS`] are refused, not folded.
     #[test]
     fn too_many_layers_is_an_error() {
