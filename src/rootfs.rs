@@ -1531,6 +1531,25 @@ mod tests {
         assert_eq!(fs.resolve("/escape").unwrap(), "usr/bin/gcc-12");
     }
 
+    /// Like Linux (40 symlinks per lookup), a chain of 40 links resolves and one
+    /// more, or a loop, gives no path instead of spinning.
+    #[test]
+    fn resolve_follows_forty_links_and_stops_on_loops() {
+        let mut fs = Rootfs::new();
+        fs.insert("target", Node::file(0o644, 0, 0, b"t".to_vec()))
+            .unwrap();
+        fs.insert("l0", Node::symlink("target")).unwrap();
+        for i in 1..=40 {
+            fs.insert(&format!("l{i}"), Node::symlink(&format!("l{}", i - 1)))
+                .unwrap();
+        }
+        assert_eq!(fs.resolve("l39").as_deref(), Some("target"), "40 links");
+        assert_eq!(fs.resolve("l40"), None, "41 links");
+        fs.insert("a", Node::symlink("b")).unwrap();
+        fs.insert("b", Node::symlink("/a")).unwrap();
+        assert_eq!(fs.resolve("a/x"), None);
+    }
+
     #[test]
     fn truncated_layer_is_an_error() {
         let l0 = TarBuilder::new().file("a", &[7u8; 5000], 0o644).build();
