@@ -1550,6 +1550,79 @@ mod tests {
         assert_eq!(fs.resolve("a/x"), None);
     }
 
+    /// What indexing reports per layer (the "indexed layer N: E entries, W
+    /// whiteouts" line): every entry counts, a whiteout also as a whiteout, a path
+    /// repeated in the layer as a duplicate, and file bytes as they are stored.
+    #[test]
+    fn layer_stats_count_what_the_layer_holds() {
+        let l0 = TarBuilder::new().file("etc/b", b"b", 0o644).build();
+        let l1 = TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/a", b"one", 0o644)
+            .file("etc/a", b"three", 0o644)
+            .file("etc/.wh.b", b"", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        let o = IndexOptions::default();
+        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
+        let s = fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
+        assert_eq!(
+            (s.entries, s.whiteouts, s.duplicates, s.bytes),
+            (4, 1, 1, 8)
+        );
+        assert_eq!((fs.entries, fs.layers), (5, 2));
+        assert_eq!(fs.read("etc/a").unwrap(), b"three", "the last copy wins");
+        assert_eq!(fs.file_bytes(), 5);
+    }
+
+    /// A `./` directory entry (how `tar -C dir .` starts a layer) is the root and
+    /// is accepted; any other kind at the root is refused, not skipped.
+    #[test]
+    fn the_root_entry_may_only_be_a_directory() {
+        let ok = TarBuilder::new()
+            .dir(".", 0o755)
+            .file("./etc/hostname", b"h", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &ok[..], &IndexOptions::default())
+            .unwrap();
+        assert_eq!(fs.read("etc/hostname").unwrap(), b"h");
+        let bad = TarBuilder::new().raw_file(".", b"x", 0o644).build();
+        let err = Rootfs::new()
+            .apply_layer(0, "layer 1", &bad[..], &IndexOptions::default())
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("replaces the root directory with a File"),
+            "{err:#}"
+        );
+    }
+
+    /// `--max-entries` is a bound over all layers: exactly that many entries are
+    /// indexed, one more is refused.
+    #[test]
+    fn exactly_max_entries_are_indexed() {
+        let layer = |p: &str| {
+            TarBuilder::new()
+                .file(p, b"", 0o644)
+                .file(&format!("{p}2"), b"", 0o644)
+                .build()
+        };
+        let o = IndexOptions {
+            max_entries: 4,
+            ..IndexOptions::default()
+        };
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &layer("a")[..], &o).unwrap();
+        fs.apply_layer(1, "layer 2", &layer("b")[..], &o).unwrap();
+        let err = fs
+            .apply_layer(2, "layer 3", &layer("c")[..], &o)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("more than 4 tar entries"),
+            "{err:#}"
+        );
+    }
+
     #[test]
     fn truncated_layer_is_an_error() {
         let l0 = TarBuilder::new().file("a", &[7u8; 5000], 0o644).build();
