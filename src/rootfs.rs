@@ -1474,6 +1474,28 @@ mod tests {
         assert_eq!(fs.read("/etc/keep").unwrap(), b"k");
     }
 
+    /// An opaque whiteout hides what lower layers have below its directory, not
+    /// the entries its own layer put there, whichever comes first in the tar.
+    #[test]
+    fn an_opaque_whiteout_keeps_its_own_layer() {
+        let l0 = TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/old", b"o", 0o644)
+            .build();
+        let l1 = TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/new", b"n", 0o644)
+            .file("opt/app/.wh..wh..opq", b"", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        let o = IndexOptions::default();
+        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
+        fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
+        let app: Vec<&str> = fs.descendants("opt/app").map(|(k, _)| k).collect();
+        assert_eq!(app, ["opt/app/new"]);
+        assert!(fs.get("opt/app").is_some(), "the directory itself stays");
+    }
+
     #[test]
     fn file_replacing_dir_drops_children() {
         let l0 = TarBuilder::new().file("opt/x/y", b"y", 0o644).build();
