@@ -1645,6 +1645,57 @@ mod tests {
         );
     }
 
+    /// `debug list-layer` (the tar differential's view): one JSON object per entry
+    /// in stream order, the same for a plain and a gzip layer, and nothing for a
+    /// layer the model refuses.
+    #[test]
+    fn list_layer_prints_each_entry_once_accepted() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = TarBuilder::new()
+            .file_owned("etc/motd", b"hi", 0o640, 1, 2)
+            .symlink("etc/issue", "motd")
+            .build();
+        let mut outs = Vec::new();
+        for (name, bytes) in [
+            ("l.tar", tar.clone()),
+            ("l.tar.gz", crate::testutil::gzip(&tar)),
+        ] {
+            std::fs::write(t.path().join(name), bytes).unwrap();
+            let mut out = Vec::new();
+            list_layer(&t.path().join(name), &mut out).unwrap();
+            outs.push(String::from_utf8(out).unwrap());
+        }
+        assert_eq!(outs[0], outs[1]);
+        let lines: Vec<serde_json::Value> = outs[0]
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            (
+                &lines[0]["path"],
+                &lines[0]["mode"],
+                &lines[0]["uid"],
+                &lines[0]["size"]
+            ),
+            (
+                &serde_json::json!("etc/motd"),
+                &serde_json::json!(0o640),
+                &serde_json::json!(1),
+                &serde_json::json!(2)
+            )
+        );
+        assert_eq!(lines[1]["link"], "motd");
+        let bad = TarBuilder::new()
+            .symlink("evil", "/etc")
+            .file("evil/passwd", b"x", 0o644)
+            .build();
+        std::fs::write(t.path().join("bad.tar"), bad).unwrap();
+        let mut out = Vec::new();
+        assert!(list_layer(&t.path().join("bad.tar"), &mut out).is_err());
+        assert!(out.is_empty());
+    }
+
     #[test]
     fn truncated_layer_is_an_error() {
         let l0 = TarBuilder::new().file("a", &[7u8; 5000], 0o644).build();
