@@ -1371,6 +1371,18 @@ mod tests {
         );
     }
 
+    /// `get_mut` edits the node the model holds (the way `[[fs]]` and `[sanitize]`
+    /// change modes and owners), by any spelling of its path; an unsafe path has none.
+    #[test]
+    fn get_mut_edits_the_node_in_place() {
+        let mut fs = Rootfs::new();
+        fs.insert("usr/bin/su", Node::file(0o4755, 0, 0, b"su".to_vec()))
+            .unwrap();
+        fs.get_mut("/usr//bin/./su").unwrap().mode = 0o755;
+        assert_eq!(fs.get("usr/bin/su").unwrap().mode, 0o755);
+        assert!(fs.get_mut("../usr/bin/su").is_none());
+    }
+
     /// `write` replaces a file's bytes and keeps its metadata, creates a missing file
     /// 0644 root, and never turns a directory or a symlink into a file.
     #[test]
