@@ -17,7 +17,8 @@
 # without its line:col, so it survives edits above it).
 # Env: MUTANTS_TIMEOUT (seconds per test run, default 300); MUTANTS_SHARD (k/n: only that
 # share of the module's mutants); MUTANTS_RE (regex: only matching mutants); MUTANTS_TESTS
-# (a test name filter, e.g. `dpkg::`: faster, but a mutant it misses may be caught by
+# (test name filters, space-separated, e.g. `dpkg::` or `rootfs:: tar_tests::`: a test runs
+# if it matches any; faster, but a mutant it misses may be caught by
 # another module's tests, so re-run the missed ones without it before judging them);
 # MUTANTS_RECORD_ONLY=1 (no run: rewrite MUTANTS.md from the last results, same env;
 # MUTANTS_COMMIT names the commit they came from; MUTANTS_SCOPE replaces the scope text, e.g.
@@ -107,7 +108,13 @@ for m in "${modules[@]}"; do
   else
     args+=(--package nemoclaw-build -C --lib)
   fi
-  if [[ -n "${MUTANTS_TESTS:-}" ]]; then args+=(-- "$MUTANTS_TESTS"); scope="$scope, tests \`$MUTANTS_TESTS\`"; fi
+  if [[ -n "${MUTANTS_TESTS:-}" ]]; then
+    read -r -a filters <<<"$MUTANTS_TESTS"
+    # One filter goes to cargo test; several go to the test harness, which runs a test
+    # matching any of them (cargo test itself takes one name only).
+    if ((${#filters[@]} == 1)); then args+=(-- "${filters[0]}"); else args+=(-- -- "${filters[@]}"); fi
+    scope="$scope, tests \`$MUTANTS_TESTS\`"
+  fi
   scope=${MUTANTS_SCOPE:-$scope}
   log "$m: cargo mutants ${args[*]}"
   rc=0

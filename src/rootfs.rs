@@ -1209,6 +1209,11 @@ mod tests {
         assert!(!base.elf(), "bytes not read yet: no ELF facts");
         let empty = Node::new(Body::File(FileData::new(Content::Empty)), 0o644, 0, 0);
         assert_eq!(empty.size(), 0);
+        // Emptiness follows the length too, not the variant: zero bytes in a layer
+        // or in memory are empty, one byte is not.
+        assert!(Content::Empty.is_empty() && Content::layer(0, 0).is_empty());
+        assert!(Content::Bytes(Arc::new(Vec::new())).is_empty());
+        assert!(!Content::layer(0, 1).is_empty() && !Content::Bytes(Arc::new(vec![0])).is_empty());
     }
 
     #[test]
@@ -1227,6 +1232,205 @@ mod tests {
         assert_eq!((n.layer(), n.in_layers()), (Some(3), 1 << 3 | 1 << 100));
         n.set_layer(None);
         assert_eq!(n.layer(), None);
+    }
+
+    /// A layer number past the 16-bit index is clamped to the last one, never to the
+    /// sentinel: a base node must not read as one the build added (it would be written
+    /// into the new layer and its base copies never dropped).
+    #[test]
+    fn a_base_node_never_reads_as_build_added() {
+        let mut n = Node::dir(0o755, 0, 0);
+        for l in [MAX_LAYERS, MAX_LAYERS + 1, usize::MAX] {
+            n.set_layer(Some(l));
+            assert_eq!(n.layer(), Some(MAX_LAYERS - 1), "layer {l}");
+        }
+    }
+
+    /// What a layer says about a file reaches its node: a file capability (PAX
+    /// xattr, which `[sanitize]` and `audit` look for) and, when `diff` asks for
+    /// digests, the `sha256:` of its bytes.
+    #[test]
+    fn layer_xattrs_and_digests_reach_the_node() {
+        let l0 = TarBuilder::new()
+            .pax(&[("SCHILY.xattr.security.capability", b"\x01\0\0\x02")])
+            .file("usr/bin/ping", b"ping", 0o755)
+            .file("usr/share/doc/a", b"doc", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        let o = IndexOptions {
+            hash_contents: true,
+            ..IndexOptions::default()
+        };
+        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
+        let ping = fs.get("usr/bin/ping").unwrap();
+        assert_eq!(
+            ping.xattrs().get("security.capability").map(Vec::as_slice),
+            Some(&b"\x01\0\0\x02"[..])
+        );
+        assert_eq!(ping.sha256(), Some(crate::testutil::digest(b"ping")));
+        let doc = fs.get("usr/share/doc/a").unwrap();
+        assert!(doc.xattrs().is_empty());
+        assert_eq!(doc.sha256(), Some(crate::testutil::digest(b"doc")));
+    }
+
+    /// Indexing holds in memory the text the steps and the SBOM read (accounts,
+    /// dpkg and apt state, os-release, the sandbox tree), and nothing else.
+    #[test]
+    fn indexing_holds_the_text_the_steps_read() {
+        let held: [(&str, &[u8]); 5] = [
+            ("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+            ("var/lib/dpkg/status", b"Package: base-files\n"),
+            (
+                "var/lib/apt/extended_states",
+                b"Package: libc6\nAuto-Installed: 1\n",
+            ),
+            ("usr/lib/os-release", b"ID=debian\nVERSION_ID=\"12\"\n"),
+            ("sandbox/policy.yaml", b"version: 1\n"),
+        ];
+        let mut l0 = TarBuilder::new();
+        for (p, text) in held {
+            l0 = l0.file(p, text, 0o644);
+        }
+        let l0 = l0
+            .symlink("etc/os-release", "../usr/lib/os-release")
+            .file("usr/share/doc/x", b"doc", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        for (p, text) in held {
+            assert_eq!(fs.read(p).ok().as_deref(), Some(text), "{p}");
+        }
+        assert!(fs.read("usr/share/doc/x").is_err(), "not held");
+        assert_eq!(
+            crate::sbom::os_release(&fs),
+            Some(("debian".to_string(), "12".to_string())),
+            "the SBOM names the distribution"
+        );
+    }
+
+    /// Setid and file-capability files are held whatever their path (`[sanitize]`
+    /// rewrites them); an ordinary executable stays in its layer, so memory follows
+    /// the number of files, not their bytes.
+    #[test]
+    fn only_special_files_are_held_outside_the_captured_paths() {
+        let l0 = TarBuilder::new()
+            .file("usr/bin/su", b"su", 0o4755)
+            .file("usr/bin/wall", b"wall", 0o2755)
+            .pax(&[("SCHILY.xattr.security.capability", b"\x01\0\0\x02")])
+            .file("usr/bin/ping", b"ping", 0o755)
+            .file("usr/bin/ls", b"ls-bytes", 0o755)
+            .file("usr/bin/sticky", b"t", 0o1755)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        for p in ["usr/bin/su", "usr/bin/wall", "usr/bin/ping"] {
+            assert!(fs.read(p).is_ok(), "{p} held");
+        }
+        for p in ["usr/bin/ls", "usr/bin/sticky"] {
+            assert!(fs.read(p).is_err(), "{p} stays in its layer");
+        }
+        assert_eq!(fs.captured, 10, "su + wall + ping");
+    }
+
+    /// `insert` creates missing parents as root 0755 directories, refuses a path
+    /// below a non-directory, keeps a directory's children when a directory replaces
+    /// it and drops them when a file does.
+    #[test]
+    fn insert_creates_parents_and_replaces_directories() {
+        let mut fs = Rootfs::new();
+        fs.insert("opt/app/bin/tool", Node::file(0o755, 0, 0, b"t".to_vec()))
+            .unwrap();
+        for p in ["opt", "opt/app", "opt/app/bin"] {
+            let n = fs.get(p).unwrap();
+            assert_eq!(
+                (n.kind(), n.mode, n.uid, n.gid),
+                (Kind::Dir, 0o755, 0, 0),
+                "{p}"
+            );
+        }
+        let err = fs
+            .insert("opt/app/bin/tool/x", Node::dir(0o755, 0, 0))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
+        assert!(fs.get("opt/app/bin/tool/x").is_none());
+        fs.insert("opt/app", Node::dir(0o700, 1, 1)).unwrap();
+        assert!(
+            fs.get("opt/app/bin/tool").is_some(),
+            "a dir over a dir keeps children"
+        );
+        assert_eq!(fs.get("opt/app").unwrap().mode, 0o700);
+        fs.insert("opt/app", Node::file(0o644, 0, 0, b"f".to_vec()))
+            .unwrap();
+        assert_eq!(fs.get("opt/app").unwrap().kind(), Kind::File);
+        assert_eq!(
+            fs.descendants("opt/app").count(),
+            0,
+            "a file over a dir drops them"
+        );
+    }
+
+    /// `get_mut` edits the node the model holds (the way `[[fs]]` and `[sanitize]`
+    /// change modes and owners), by any spelling of its path; an unsafe path has none.
+    #[test]
+    fn get_mut_edits_the_node_in_place() {
+        let mut fs = Rootfs::new();
+        fs.insert("usr/bin/su", Node::file(0o4755, 0, 0, b"su".to_vec()))
+            .unwrap();
+        fs.get_mut("/usr//bin/./su").unwrap().mode = 0o755;
+        assert_eq!(fs.get("usr/bin/su").unwrap().mode, 0o755);
+        assert!(fs.get_mut("../usr/bin/su").is_none());
+    }
+
+    /// `write` replaces a file's bytes and keeps its metadata, creates a missing file
+    /// 0644 root, and never turns a directory or a symlink into a file.
+    #[test]
+    fn write_keeps_metadata_and_refuses_non_files() {
+        let l0 = TarBuilder::new()
+            .file_owned("etc/motd", b"old", 0o640, 5, 6)
+            .symlink("etc/issue", "issue.net")
+            .dir("etc/skel", 0o755)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        fs.write("etc/motd", b"new".to_vec()).unwrap();
+        let n = fs.get("etc/motd").unwrap();
+        assert_eq!((n.mode, n.uid, n.gid, n.modified), (0o640, 5, 6, true));
+        assert_eq!(fs.read("etc/motd").unwrap(), b"new");
+        fs.write("etc/new", b"n".to_vec()).unwrap();
+        let n = fs.get("etc/new").unwrap();
+        assert_eq!((n.kind(), n.mode, n.uid, n.gid), (Kind::File, 0o644, 0, 0));
+        for p in ["etc/issue", "etc/skel"] {
+            assert!(fs.write(p, b"x".to_vec()).is_err(), "{p}");
+        }
+        assert_eq!(fs.get("etc/issue").unwrap().kind(), Kind::Symlink);
+        assert_eq!(fs.get("etc/skel").unwrap().kind(), Kind::Dir);
+    }
+
+    /// `remove` answers how many paths it removed and records the base ones (the
+    /// rewrite must drop them from their layers); a path the build added is not.
+    #[test]
+    fn remove_counts_paths_and_records_base_ones() {
+        let l0 = TarBuilder::new()
+            .dir("usr/share/doc", 0o755)
+            .file("usr/share/doc/a", b"a", 0o644)
+            .file("usr/share/doc/b", b"b", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
+            .unwrap();
+        fs.insert("usr/share/doc/c", Node::file(0o644, 0, 0, b"c".to_vec()))
+            .unwrap();
+        assert_eq!(fs.remove("usr/share/doc"), 4);
+        let removed: Vec<&str> = fs.removed.iter().map(String::as_str).collect();
+        assert_eq!(
+            removed,
+            ["usr/share/doc", "usr/share/doc/a", "usr/share/doc/b"]
+        );
+        assert_eq!(fs.removed_mask, 1);
+        assert_eq!(fs.remove("usr/share/doc"), 0);
     }
 
     /// The layer index is 16 bits: images past [`MAX_LAYERS`] are refused, not folded.
@@ -1280,6 +1484,28 @@ mod tests {
         assert_eq!(doc, vec!["usr/share/doc/new"]);
         assert_eq!(fs.hidden.len(), 3);
         assert_eq!(fs.read("/etc/keep").unwrap(), b"k");
+    }
+
+    /// An opaque whiteout hides what lower layers have below its directory, not
+    /// the entries its own layer put there, whichever comes first in the tar.
+    #[test]
+    fn an_opaque_whiteout_keeps_its_own_layer() {
+        let l0 = TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/old", b"o", 0o644)
+            .build();
+        let l1 = TarBuilder::new()
+            .dir("opt/app", 0o755)
+            .file("opt/app/new", b"n", 0o644)
+            .file("opt/app/.wh..wh..opq", b"", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        let o = IndexOptions::default();
+        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
+        fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
+        let app: Vec<&str> = fs.descendants("opt/app").map(|(k, _)| k).collect();
+        assert_eq!(app, ["opt/app/new"]);
+        assert!(fs.get("opt/app").is_some(), "the directory itself stays");
     }
 
     #[test]
@@ -1337,6 +1563,149 @@ mod tests {
             .unwrap();
         assert_eq!(fs.resolve("/bin/cc").unwrap(), "usr/bin/gcc-12");
         assert_eq!(fs.resolve("/escape").unwrap(), "usr/bin/gcc-12");
+    }
+
+    /// Like Linux (40 symlinks per lookup), a chain of 40 links resolves and one
+    /// more, or a loop, gives no path instead of spinning.
+    #[test]
+    fn resolve_follows_forty_links_and_stops_on_loops() {
+        let mut fs = Rootfs::new();
+        fs.insert("target", Node::file(0o644, 0, 0, b"t".to_vec()))
+            .unwrap();
+        fs.insert("l0", Node::symlink("target")).unwrap();
+        for i in 1..=40 {
+            fs.insert(&format!("l{i}"), Node::symlink(&format!("l{}", i - 1)))
+                .unwrap();
+        }
+        assert_eq!(fs.resolve("l39").as_deref(), Some("target"), "40 links");
+        assert_eq!(fs.resolve("l40"), None, "41 links");
+        fs.insert("a", Node::symlink("b")).unwrap();
+        fs.insert("b", Node::symlink("/a")).unwrap();
+        assert_eq!(fs.resolve("a/x"), None);
+    }
+
+    /// What indexing reports per layer (the "indexed layer N: E entries, W
+    /// whiteouts" line): every entry counts, a whiteout also as a whiteout, a path
+    /// repeated in the layer as a duplicate, and file bytes as they are stored.
+    #[test]
+    fn layer_stats_count_what_the_layer_holds() {
+        let l0 = TarBuilder::new().file("etc/b", b"b", 0o644).build();
+        let l1 = TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/a", b"one", 0o644)
+            .file("etc/a", b"three", 0o644)
+            .file("etc/.wh.b", b"", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        let o = IndexOptions::default();
+        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
+        let s = fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
+        assert_eq!(
+            (s.entries, s.whiteouts, s.duplicates, s.bytes),
+            (4, 1, 1, 8)
+        );
+        assert_eq!((fs.entries, fs.layers), (5, 2));
+        assert_eq!(fs.read("etc/a").unwrap(), b"three", "the last copy wins");
+        assert_eq!(fs.file_bytes(), 5);
+    }
+
+    /// A `./` directory entry (how `tar -C dir .` starts a layer) is the root and
+    /// is accepted; any other kind at the root is refused, not skipped.
+    #[test]
+    fn the_root_entry_may_only_be_a_directory() {
+        let ok = TarBuilder::new()
+            .dir(".", 0o755)
+            .file("./etc/hostname", b"h", 0o644)
+            .build();
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &ok[..], &IndexOptions::default())
+            .unwrap();
+        assert_eq!(fs.read("etc/hostname").unwrap(), b"h");
+        let bad = TarBuilder::new().raw_file(".", b"x", 0o644).build();
+        let err = Rootfs::new()
+            .apply_layer(0, "layer 1", &bad[..], &IndexOptions::default())
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("replaces the root directory with a File"),
+            "{err:#}"
+        );
+    }
+
+    /// `--max-entries` is a bound over all layers: exactly that many entries are
+    /// indexed, one more is refused.
+    #[test]
+    fn exactly_max_entries_are_indexed() {
+        let layer = |p: &str| {
+            TarBuilder::new()
+                .file(p, b"", 0o644)
+                .file(&format!("{p}2"), b"", 0o644)
+                .build()
+        };
+        let o = IndexOptions {
+            max_entries: 4,
+            ..IndexOptions::default()
+        };
+        let mut fs = Rootfs::new();
+        fs.apply_layer(0, "layer 1", &layer("a")[..], &o).unwrap();
+        fs.apply_layer(1, "layer 2", &layer("b")[..], &o).unwrap();
+        let err = fs
+            .apply_layer(2, "layer 3", &layer("c")[..], &o)
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("more than 4 tar entries"),
+            "{err:#}"
+        );
+    }
+
+    /// `debug list-layer` (the tar differential's view): one JSON object per entry
+    /// in stream order, the same for a plain and a gzip layer, and nothing for a
+    /// layer the model refuses.
+    #[test]
+    fn list_layer_prints_each_entry_once_accepted() {
+        let t = tempfile::tempdir().unwrap();
+        let tar = TarBuilder::new()
+            .file_owned("etc/motd", b"hi", 0o640, 1, 2)
+            .symlink("etc/issue", "motd")
+            .build();
+        let mut outs = Vec::new();
+        for (name, bytes) in [
+            ("l.tar", tar.clone()),
+            ("l.tar.gz", crate::testutil::gzip(&tar)),
+        ] {
+            std::fs::write(t.path().join(name), bytes).unwrap();
+            let mut out = Vec::new();
+            list_layer(&t.path().join(name), &mut out).unwrap();
+            outs.push(String::from_utf8(out).unwrap());
+        }
+        assert_eq!(outs[0], outs[1]);
+        let lines: Vec<serde_json::Value> = outs[0]
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            (
+                &lines[0]["path"],
+                &lines[0]["mode"],
+                &lines[0]["uid"],
+                &lines[0]["size"]
+            ),
+            (
+                &serde_json::json!("etc/motd"),
+                &serde_json::json!(0o640),
+                &serde_json::json!(1),
+                &serde_json::json!(2)
+            )
+        );
+        assert_eq!(lines[1]["link"], "motd");
+        let bad = TarBuilder::new()
+            .symlink("evil", "/etc")
+            .file("evil/passwd", b"x", 0o644)
+            .build();
+        std::fs::write(t.path().join("bad.tar"), bad).unwrap();
+        let mut out = Vec::new();
+        assert!(list_layer(&t.path().join("bad.tar"), &mut out).is_err());
+        assert!(out.is_empty());
     }
 
     #[test]
