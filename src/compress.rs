@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 
 /// The default gzip level. 5, not zlib's 6: on the default rootfs zlib-rs level 6
-/// spends ~13% more CPU for 0.3% smaller layers (114.3 vs 114.6 MiB; level 4 is
+/// spends 9-13% more CPU for 0.3% smaller layers (114.3 vs 114.6 MiB; level 4 is
 /// 1.6% larger). Compression is most of a build's CPU time, and 0.3 MiB more to move
 /// costs less than the CPU on any link faster than a few Mbit/s. Part of every
 /// gzip digest: a change here changes every output (golden tests).

@@ -323,8 +323,12 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
         if meta.uid() != uid || !(meta.is_dir() || meta.is_file()) {
             continue;
         }
+        // Ours if this process registered the name, under whatever spelling of the
+        // parent (a symlink, a relative path): the random suffix makes names unique.
         let live = if pid == me {
-            registry().values().any(|p| p == &path)
+            registry()
+                .values()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
         } else {
             pid_alive(pid)
         };
@@ -400,6 +404,21 @@ mod tests {
     fn a_sweep_right_after_creation_keeps_the_new_entry() {
         let t = tempfile::tempdir().unwrap();
         let (path, swept, id) = create_unique(t.path(), Purpose::Build, "", |p| {
+            std::fs::create_dir(p)?;
+            Ok(sweep(t.path()))
+        })
+        .unwrap();
+        deregister(id);
+        assert_eq!(swept, Vec::<PathBuf>::new());
+        assert!(path.is_dir(), "the new entry was swept");
+    }
+
+    #[test]
+    fn a_sweep_through_another_spelling_of_the_parent_keeps_our_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(t.path(), &link).unwrap();
+        let (path, swept, id) = create_unique(&link, Purpose::Build, "", |p| {
             std::fs::create_dir(p)?;
             Ok(sweep(t.path()))
         })

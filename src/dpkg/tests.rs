@@ -472,12 +472,7 @@ fn shared_files_and_directories() {
     .add(pkg("c").files(&["/bin", "/bin/c", "/usr/lib/x86_64-linux-gnu"]))
     .add(pkg("d").files(&["/usr/bin/c", "/usr/lib/x86_64-linux-gnu/libd.so"]));
     let plan = plan_purge(&db.build(), &req(&["a", "c"], &[])).unwrap();
-    let rm: Vec<&str> = plan
-        .remove_paths
-        .iter()
-        .map(String::as_str)
-        .filter(|p| !p.starts_with("/var/lib/dpkg"))
-        .collect();
+    let rm = rm_paths(&plan);
     // /usr/bin, common doc dir and file are b's too; /bin/c is /usr/bin/c of d (merged /usr);
     // /opt is a protected top-level directory.
     assert_eq!(rm, ["/opt/a", "/usr/bin/a", "/usr/lib/x86_64-linux-gnu"]);
@@ -757,11 +752,15 @@ fn plan_serializes_to_json() {
 
 /// Removal paths of a plan outside the dpkg database.
 fn rm_paths(plan: &PurgePlan) -> Vec<&str> {
-    plan.remove_paths
-        .iter()
-        .map(String::as_str)
+    all_paths(plan)
+        .into_iter()
         .filter(|p| !p.starts_with("/var/lib/dpkg"))
         .collect()
+}
+
+/// Every removal path of a plan, in order.
+fn all_paths(plan: &PurgePlan) -> Vec<&str> {
+    plan.remove_paths.iter().map(String::as_str).collect()
 }
 
 /// Issue 12 #13: a hostile `.list` names another package's file or a usrmerge
@@ -1493,7 +1492,7 @@ fn database_paths_in_a_file_list_are_never_removed() {
         "/usr/bin/evil",
     ]));
     let plan = plan_purge(&db.build(), &req(&["evil"], &[])).unwrap();
-    let rm: Vec<&str> = plan.remove_paths.iter().map(String::as_str).collect();
+    let rm = all_paths(&plan);
     assert_eq!(
         rm,
         [
@@ -1516,7 +1515,7 @@ fn info_files_of_a_dotted_name_stay() {
         .file(&format!("{INFO_DIR}python3.postinst"), "#!/bin/sh\n")
         .file(&format!("{INFO_DIR}python3.11.postinst"), "#!/bin/sh\n");
     let plan = plan_purge(&db.build(), &req(&["python3"], &[])).unwrap();
-    let rm: Vec<&str> = plan.remove_paths.iter().map(String::as_str).collect();
+    let rm = all_paths(&plan);
     assert_eq!(
         rm,
         [
