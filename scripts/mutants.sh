@@ -16,7 +16,8 @@
 # harmless are listed with the reason in scripts/mutants-harmless.txt ("NAME | reason", NAME
 # without its line:col, so it survives edits above it).
 # Env: MUTANTS_TIMEOUT (seconds per test run, default 300); MUTANTS_SHARD (k/n: only that
-# share of the module's mutants); MUTANTS_RE (regex: only matching mutants); MUTANTS_TESTS
+# share of the module's mutants); MUTANTS_SHARDING (slice, the default: consecutive
+# mutants; round-robin: every n-th, a sample spread over all files); MUTANTS_RE (regex: only matching mutants); MUTANTS_TESTS
 # (test name filters, space-separated, e.g. `dpkg::` or `rootfs:: tar_tests::`: a test runs
 # if it matches any; faster, but a mutant it misses may be caught by
 # another module's tests, so re-run the missed ones without it before judging them);
@@ -101,7 +102,11 @@ for m in "${modules[@]}"; do
   args=(--in-place --no-shuffle --profile mutants --timeout "${MUTANTS_TIMEOUT:-300}" --output "$dir")
   if [[ -d "$tree/$m" ]]; then args+=(--file "$m/**/*.rs" --exclude "$m/tests.rs"); else args+=(--file "$m"); fi
   scope=all
-  if [[ -n "${MUTANTS_SHARD:-}" ]]; then args+=(--shard "$MUTANTS_SHARD"); scope="shard $MUTANTS_SHARD"; fi
+  if [[ -n "${MUTANTS_SHARD:-}" ]]; then
+    args+=(--shard "$MUTANTS_SHARD" --sharding "${MUTANTS_SHARDING:-slice}")
+    scope="shard $MUTANTS_SHARD"
+    [[ -z "${MUTANTS_SHARDING:-}" ]] || scope="$scope ($MUTANTS_SHARDING)"
+  fi
   if [[ -n "${MUTANTS_RE:-}" ]]; then args+=(--re "$MUTANTS_RE"); scope="$scope, re \`$MUTANTS_RE\`"; fi
   if [[ "$m" == init/* ]]; then
     args+=(--package nemoclaw-init -C --bins)  # the init is a binary crate: its unit tests are in the bin target
