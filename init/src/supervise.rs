@@ -252,6 +252,7 @@ pub fn run_gateway(start: &mut dyn FnMut() -> Result<Pid, i32>, log: &dyn Fn(Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn run_command_returns_the_watched_childs_status_and_reaps_others() {
@@ -279,6 +280,50 @@ mod tests {
         });
         let code = r.expect_err("status comes back").raw_os_error();
         assert_eq!(code, Some(1007));
+    }
+
+    /// Runs `run_gateway` in a forked child (single-threaded, like PID 1) with a gateway
+    /// that exits with `statuses[n]` on its n-th start (0 after the list). `on_log` runs
+    /// for each log line. Returns `10 * starts + status` (the child's error number - 1000).
+    /// A supervisor that never returns hangs the test (the mutants timeout counts that).
+    fn supervise_in_child(statuses: &'static [i32], on_log: fn(&str)) -> i32 {
+        let r = crate::testutil::in_child(move || {
+            block_signals().map_err(std::io::Error::from)?;
+            let mut starts = 0;
+            let mut start = || {
+                let code = statuses.get(starts).copied().unwrap_or(0);
+                starts += 1;
+                std::process::Command::new("/bin/sh")
+                    .args(["-c", &format!("exit {code}")])
+                    .process_group(0)
+                    .spawn()
+                    .map(|c| Pid::from_raw(c.id() as i32))
+                    .map_err(|_| 127)
+            };
+            let code = run_gateway(&mut start, &|line| on_log(&line));
+            Err(std::io::Error::from_raw_os_error(
+                1000 + 10 * starts as i32 + code,
+            ))
+        });
+        let errno = r.expect_err("status comes back").raw_os_error();
+        errno.map_or(-1, |e| e - 1000)
+    }
+
+    #[test]
+    fn a_crashed_gateway_is_restarted_until_it_exits_cleanly() {
+        // Exit 3, restart after the 2 s delay, exit 0: supervision ends with 0 after 2 starts.
+        assert_eq!(supervise_in_child(&[3], |_| {}), 20);
+    }
+
+    #[test]
+    fn a_stop_while_waiting_to_restart_returns_the_last_status() {
+        // SIGTERM arrives (pending, as signals are blocked) while the restart waits.
+        fn stop_on_restart(line: &str) {
+            if line.contains("restarting") {
+                let _ = kill(nix::unistd::getpid(), Signal::SIGTERM);
+            }
+        }
+        assert_eq!(supervise_in_child(&[3], stop_on_restart), 13);
     }
 
     fn restart(d: Decision) -> (usize, bool) {
