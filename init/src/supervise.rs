@@ -283,10 +283,10 @@ mod tests {
     }
 
     /// Runs `run_gateway` in a forked child (single-threaded, like PID 1) with a gateway
-    /// that exits with `statuses[n]` on its n-th start (0 after the list). `on_log` runs
-    /// for each log line. Returns `10 * starts + status` (the child's error number - 1000).
+    /// that exits with `statuses[n]` on its n-th start (0 after the list). `on_start` runs
+    /// after each start (with the start's number, from 1), `on_log` for each log line. Returns `10 * starts + status` (the child's error number - 1000).
     /// A supervisor that never returns hangs the test (the mutants timeout counts that).
-    fn supervise_in_child(statuses: &'static [i32], on_log: fn(&str)) -> i32 {
+    fn supervise_in_child(statuses: &'static [i32], on_start: fn(usize), on_log: fn(&str)) -> i32 {
         let r = crate::testutil::in_child(move || {
             block_signals().map_err(std::io::Error::from)?;
             let mut starts = 0;
@@ -299,6 +299,7 @@ mod tests {
                     .spawn()
                     .map(|c| Pid::from_raw(c.id() as i32))
                     .map_err(|_| 127)
+                    .inspect(|_| on_start(starts))
             };
             let code = run_gateway(&mut start, &|line| on_log(&line));
             Err(std::io::Error::from_raw_os_error(
@@ -312,7 +313,37 @@ mod tests {
     #[test]
     fn a_crashed_gateway_is_restarted_until_it_exits_cleanly() {
         // Exit 3, restart after the 2 s delay, exit 0: supervision ends with 0 after 2 starts.
-        assert_eq!(supervise_in_child(&[3], |_| {}), 20);
+        assert_eq!(supervise_in_child(&[3], |_| {}, |_| {}), 20);
+    }
+
+    /// Raises `sig` in this (the supervising) process; it stays pending until `sigwait`.
+    fn raise(sig: Signal) {
+        let _ = kill(nix::unistd::getpid(), sig);
+    }
+
+    #[test]
+    fn a_timer_while_the_gateway_runs_starts_no_second_one() {
+        // SIGALRM is taken before the SIGCHLD (lower number): the gateway is still ours.
+        assert_eq!(
+            supervise_in_child(
+                &[0],
+                |n| if n == 1 {
+                    raise(Signal::SIGALRM)
+                },
+                |_| {}
+            ),
+            10
+        );
+    }
+
+    #[test]
+    fn a_forwarded_signal_while_waiting_to_restart_does_not_stop_supervision() {
+        fn hup_on_restart(line: &str) {
+            if line.contains("restarting") {
+                raise(Signal::SIGHUP);
+            }
+        }
+        assert_eq!(supervise_in_child(&[3], |_| {}, hup_on_restart), 20);
     }
 
     #[test]
@@ -320,10 +351,10 @@ mod tests {
         // SIGTERM arrives (pending, as signals are blocked) while the restart waits.
         fn stop_on_restart(line: &str) {
             if line.contains("restarting") {
-                let _ = kill(nix::unistd::getpid(), Signal::SIGTERM);
+                raise(Signal::SIGTERM);
             }
         }
-        assert_eq!(supervise_in_child(&[3], stop_on_restart), 13);
+        assert_eq!(supervise_in_child(&[3], |_| {}, stop_on_restart), 13);
     }
 
     fn restart(d: Decision) -> (usize, bool) {

@@ -267,4 +267,29 @@ mod tests {
         assert_eq!(std::fs::metadata(d.join("mine")).expect("meta").uid(), 998);
         std::fs::remove_dir_all(&d).expect("cleanup");
     }
+
+    /// A failed chown of a created directory fails the entries under it only; an
+    /// unrelated entry that succeeded stays `Ok`.
+    #[test]
+    fn a_failed_chown_fails_only_the_entries_under_it() {
+        if !geteuid().is_root() {
+            eprintln!("skipped: needs root to make a directory of another owner");
+            return;
+        }
+        let d = scratch("chownfail");
+        let theirs = d.join("theirs");
+        std::fs::create_dir(&theirs).expect("mkdir");
+        std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).expect("chown");
+        // Without CAP_CHOWN (this thread only) the new directory cannot be handed over.
+        let chown = ::caps::Capability::CAP_CHOWN;
+        ::caps::drop(None, ::caps::CapSet::Effective, chown).expect("drop chown");
+        let res = ensure_dirs(
+            &[(d.join("new"), 0o755), (theirs.clone(), 0o750)],
+            Some((4242, 4242)),
+        );
+        ::caps::raise(None, ::caps::CapSet::Effective, chown).expect("raise again");
+        std::fs::remove_dir_all(&d).expect("cleanup");
+        assert!(matches!(&res[0], Err(e) if e.contains("chown")), "{res:?}");
+        assert_eq!(res[1], Ok(()));
+    }
 }
