@@ -15,7 +15,7 @@
 # module's section of MUTANTS.md (replaced in place; commit it). Missed mutants judged
 # harmless are listed with the reason in scripts/mutants-harmless.txt ("NAME | reason", NAME
 # without its line:col, so it survives edits above it).
-# Env: MUTANTS_TIMEOUT (seconds per test run, default 300); MUTANTS_SHARD (k/n: only that
+# Env: MUTANTS_TIMEOUT (seconds per test run, default 300); MUTANTS_SHARD (k/n, k from 0: only that
 # share of the module's mutants); MUTANTS_SHARDING (slice, the default: consecutive
 # mutants; round-robin: every n-th, a sample spread over all files); MUTANTS_RE (regex: only matching mutants); MUTANTS_TESTS
 # (test name filters, space-separated, e.g. `dpkg::` or `rootfs:: tar_tests::`: a test runs
