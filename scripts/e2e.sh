@@ -611,7 +611,7 @@ section_purge() {
 }
 
 section_init() {
-  plan 25
+  plan 29
   ensure_main_image || { prereq init main-image; return 0; }
   local im f bits b name hex bad nofile_start nofile_want
   im="$(img main)"
@@ -670,6 +670,19 @@ section_init() {
   check_eq init.exit_status_propagates 7 "$rc"
   rc=0; prun --user root "$im" true >/dev/null 2>"$LOGS/init.exit0.err" || rc=$?
   check_eq init.exit_status_zero 0 "$rc"
+
+  # gateway mode (no command: `--` alone): the init supervises $NEMOCLAW_GATEWAY_CMD as the
+  # gateway user, restarts it after a crash (2 s delay) and ends with its clean exit.
+  local gw="$STATE/gateway"
+  rm -rf "$gw"; mkdir -p "$gw"; chmod 0777 "$gw"
+  rc=0
+  prun --user root -v "$gw:/gw" \
+    -e 'NEMOCLAW_GATEWAY_CMD=id -un >>/gw/who; [ -e /gw/crashed ] && exit 0; : >/gw/crashed; exit 3' \
+    "$im" -- >"$LOGS/init.gateway.out" 2>"$LOGS/init.gateway.err" || rc=$?
+  check_grep init.gateway_supervised 'supervising gateway' "$LOGS/init.gateway.err"
+  check_grep init.gateway_restarted_after_crash 'gateway exited with status 3; restarting in 2s' "$LOGS/init.gateway.err"
+  check_eq init.gateway_clean_exit_ends_supervision 0 "$rc"
+  check_eq init.gateway_runs_as_gateway_twice "gateway gateway" "$(tr '\n' ' ' 2>/dev/null <"$gw/who" | sed 's/ $//')"
 
   # bounding-set drop without CAP_SETPCAP: continue by default, fail closed on request
   rc=0; out="$(prun --user root --cap-drop=setpcap "$im" id -u 2>"$LOGS/init.nosetpcap.err")" || rc=$?
