@@ -448,6 +448,34 @@ mod tests {
         assert_eq!(gs, "users:!::a\n");
     }
 
+    /// A user already in /etc/passwd must have the recipe's uid and gid; then its line
+    /// is rewritten to the recipe's home and shell (a short one too) and its shadow
+    /// line kept. Lines with too few
+    /// fields to carry an id are kept and never match.
+    #[test]
+    fn an_existing_user_must_match_both_ids() {
+        for passwd in [
+            "sandbox:x:998:5::/:/bin/sh\n",
+            "sandbox:x:1000:998::/:/bin/sh\n",
+        ] {
+            let err = add_users(passwd, "", &[user("sandbox", 998)], 1).unwrap_err();
+            assert!(err.to_string().contains(passwd.trim_end()), "{err}");
+        }
+        let shadow = "sandbox:*:1:0:99999:7:::\n";
+        let (p, s) = add_users(
+            "half:x\nsandbox:x:998:998\n",
+            shadow,
+            &[user("sandbox", 998)],
+            2,
+        )
+        .unwrap();
+        assert_eq!(p, "half:x\nsandbox:x:998:998::/sandbox:/bin/bash\n");
+        assert_eq!(s, shadow);
+        let passwd = "sandbox:x:998:998:old:/old:/bin/sh\n";
+        let (p, _) = add_users(passwd, shadow, &[user("sandbox", 998)], 2).unwrap();
+        assert_eq!(p, "sandbox:x:998:998::/sandbox:/bin/bash\n");
+    }
+
     /// Issue 12 #8, below the recipe parser: nothing that could add a line or a
     /// field reaches the account files, whoever builds the `User`/`Group`.
     #[test]
