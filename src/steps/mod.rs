@@ -345,7 +345,20 @@ mod tests {
         .unwrap();
         let mut afs = Rootfs::new();
         let spill = tempfile::tempdir().unwrap();
-        apply_artifacts(&mut afs, Some(&fs), &recipe, Some(d.path()), spill.path()).unwrap();
+        let digest =
+            apply_artifacts(&mut afs, Some(&fs), &recipe, Some(d.path()), spill.path()).unwrap();
+        let direct = artifacts::apply(&mut Rootfs::new(), d.path(), "/opt/app", 0, 0, spill.path());
+        assert_eq!(
+            digest,
+            Some(direct.unwrap()),
+            "the digest of the placed tree"
+        );
+        // On a cache hit only the artifacts are scanned, under the same rules.
+        let err = artifact_gates(&afs, &recipe).unwrap_err().to_string();
+        assert!(
+            err.contains("artifacts checked") && err.contains("opt/app/bin/gcc"),
+            "{err}"
+        );
         // The host tree changes after it was read: the gate still sees what ships.
         std::fs::write(d.path().join("bin/gcc"), b"#!/bin/sh\n").unwrap();
         merge_artifacts(&mut fs, &afs).unwrap();
