@@ -1466,6 +1466,7 @@ mod tests {
             .file("etc/keep", b"k", 0o644)
             .dir("usr/share/doc", 0o755)
             .file("usr/share/doc/a", b"a", 0o644)
+            .dir("usr/share/doc/b", 0o755)
             .file("usr/share/doc/b/c", b"c", 0o644)
             .build();
         let l1 = TarBuilder::new()
@@ -1482,8 +1483,30 @@ mod tests {
         assert!(fs.get("/etc/keep").is_some());
         let doc: Vec<&str> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
         assert_eq!(doc, vec!["usr/share/doc/new"]);
-        assert_eq!(fs.hidden.len(), 3);
+        // Hidden files only (their bytes still ship), not the hidden directory b.
+        let hidden: Vec<&str> = fs.hidden.iter().map(|h| h.path.as_str()).collect();
+        assert_eq!(hidden.len(), 3, "{hidden:?}");
+        assert!(!hidden.contains(&"usr/share/doc/b"), "{hidden:?}");
         assert_eq!(fs.read("/etc/keep").unwrap(), b"k");
+    }
+
+    /// A hardlink resolves to the regular file it shares, through a chain of links;
+    /// anything else resolves to nothing.
+    #[test]
+    fn link_file_follows_hardlink_chains_to_the_file() {
+        let mut fs = Rootfs::new();
+        fs.insert("bin/gcc", Node::file(0o755, 0, 0, b"x".to_vec()))
+            .unwrap();
+        fs.insert("bin/cc", Node::new(Body::hardlink("bin/gcc"), 0o755, 0, 0))
+            .unwrap();
+        fs.insert("bin/c99", Node::new(Body::hardlink("bin/cc"), 0o755, 0, 0))
+            .unwrap();
+        let gcc = fs.get("bin/gcc").unwrap();
+        for k in ["bin/c99", "bin/cc", "bin/gcc"] {
+            assert!(fs.link_file(k).is_some_and(|n| std::ptr::eq(n, gcc)), "{k}");
+        }
+        assert!(fs.link_file("bin").is_none());
+        assert!(fs.link_file("bin/nothere").is_none());
     }
 
     /// An opaque whiteout hides what lower layers have below its directory, not

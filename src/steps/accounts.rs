@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn existing_lines_preserved_and_members_added() {
-        let group = "root:x:0:\nshadow:x:42:\n# odd line kept\nusers:x:100:\n";
+        let group = "root:x:0:\nshadow:x:42:\n# odd line kept\nhalf:x\nusers:x:100:\n";
         let groups = vec![
             Group {
                 name: "gateway".into(),
@@ -309,6 +309,8 @@ mod tests {
             err.to_string().contains("sandbox") && err.to_string().contains("nogroup:x:998:"),
             "{err}"
         );
+        let err = add_groups("users:x:100:\n", "", &[group("users", 101, &[])]).unwrap_err();
+        assert!(err.to_string().contains("users:x:100:"), "{err}");
         let err = add_users(
             "sandbox:x:1000:1000::/home/s:/bin/sh\n",
             "",
@@ -346,6 +348,132 @@ mod tests {
         );
         assert_eq!(lookup_id(&p, Db::Passwd, "sandbox"), Some(998));
         assert_eq!(lookup_name(&p, Db::Passwd, 0).as_deref(), Some("root"));
+    }
+
+    fn group(name: &str, gid: u32, members: &[&str]) -> Group {
+        Group {
+            name: name.into(),
+            gid,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    /// An image with /etc/group (0664 root:7, with `shadow` as gid 42) and /etc/passwd
+    /// (0600 3:0), neither gshadow nor shadow: odd metadata, so keeping it shows.
+    fn image() -> Rootfs {
+        let mut fs = Rootfs::new();
+        let group = b"root:x:0:\nshadow:x:42:\n".to_vec();
+        fs.insert("etc/group", Node::file(0o664, 0, 7, group))
+            .expect("group");
+        let passwd = b"root:x:0:0::/root:/bin/sh\n".to_vec();
+        fs.insert("etc/passwd", Node::file(0o600, 3, 0, passwd))
+            .expect("passwd");
+        unmark(&mut fs);
+        fs
+    }
+
+    /// As if read from a base layer: nothing changed yet.
+    fn unmark(fs: &mut Rootfs) {
+        for n in fs.nodes.values_mut() {
+            n.modified = false;
+        }
+    }
+
+    fn text(fs: &Rootfs, path: &str) -> String {
+        String::from_utf8(fs.read(path).expect(path)).expect("utf-8")
+    }
+
+    /// `apply` edits existing account files in place (owner and mode kept) and creates
+    /// the missing shadow files 0640 with group `shadow`, as shadow(5) wants them.
+    #[test]
+    fn apply_keeps_metadata_and_creates_shadow_files_for_group_shadow() {
+        let mut fs = image();
+        let groups = [group("sandbox", 998, &[])];
+        let users = [user("sandbox", 998)];
+        apply(&mut fs, &groups, &users, 19500 * 86400 + 5).unwrap();
+        let meta = |p: &str| fs.get(p).map(|n| (n.mode, n.uid, n.gid));
+        assert_eq!(meta("etc/group"), Some((0o664, 0, 7)));
+        assert_eq!(meta("etc/passwd"), Some((0o600, 3, 0)));
+        assert_eq!(meta("etc/gshadow"), Some((0o640, 0, 42)));
+        assert_eq!(meta("etc/shadow"), Some((0o640, 0, 42)));
+        assert_eq!(
+            text(&fs, "etc/group"),
+            "root:x:0:\nshadow:x:42:\nsandbox:x:998:\n"
+        );
+        assert_eq!(text(&fs, "etc/gshadow"), "sandbox:!::\n");
+        assert_eq!(
+            text(&fs, "etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nsandbox:x:998:998::/sandbox:/bin/bash\n"
+        );
+        assert_eq!(text(&fs, "etc/shadow"), "sandbox:!:19500:0:99999:7:::\n");
+        assert_eq!(uid_of(&fs, "sandbox").unwrap(), 998);
+        assert_eq!(gid_of(&fs, "sandbox").unwrap(), 998);
+        let err = uid_of(&fs, "nobody").unwrap_err().to_string();
+        assert!(err.contains("user 'nobody'"), "{err}");
+        let err = gid_of(&fs, "nogroup").unwrap_err().to_string();
+        assert!(err.contains("group 'nogroup'"), "{err}");
+        // Applied again, nothing changes, so no file is copied up into the layer.
+        unmark(&mut fs);
+        apply(&mut fs, &groups, &users, 19500 * 86400).unwrap();
+        let modified: Vec<&str> = fs
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.modified)
+            .map(|(k, _)| &**k)
+            .collect();
+        assert!(modified.is_empty(), "{modified:?}");
+    }
+
+    /// Groups alone are applied (no users), and a user's primary gid must be a group.
+    #[test]
+    fn apply_adds_groups_alone_and_refuses_a_user_without_primary_group() {
+        let mut fs = image();
+        apply(&mut fs, &[group("shadow", 42, &["root"])], &[], 0).unwrap();
+        assert_eq!(text(&fs, "etc/group"), "root:x:0:\nshadow:x:42:root\n");
+        assert!(fs.get("etc/passwd").is_some_and(|n| !n.modified));
+        let err = apply(&mut fs, &[], &[user("ghost", 4242)], 0).unwrap_err();
+        assert!(err.to_string().contains("primary gid 4242"), "{err}");
+    }
+
+    /// gshadow(5) gets a line for a group /etc/group already has only if the image
+    /// keeps a gshadow file at all; a short line there gets its member field.
+    #[test]
+    fn gshadow_lines_follow_the_file_that_exists() {
+        let users = [group("users", 100, &["a"])];
+        let (g, gs) = add_groups("users:x:100\n", "", &users).unwrap();
+        assert_eq!((g.as_str(), gs.as_str()), ("users:x:100:a\n", ""));
+        let (_, gs) = add_groups("users:x:100:\n", "root:*::\n", &users).unwrap();
+        assert_eq!(gs, "root:*::\nusers:!::a\n");
+        let (_, gs) = add_groups("users:x:100:\n", "users:!\n", &users).unwrap();
+        assert_eq!(gs, "users:!::a\n");
+    }
+
+    /// A user already in /etc/passwd must have the recipe's uid and gid; then its line
+    /// is rewritten to the recipe's home and shell (a short one too) and its shadow
+    /// line kept. Lines with too few
+    /// fields to carry an id are kept and never match.
+    #[test]
+    fn an_existing_user_must_match_both_ids() {
+        for passwd in [
+            "sandbox:x:998:5::/:/bin/sh\n",
+            "sandbox:x:1000:998::/:/bin/sh\n",
+        ] {
+            let err = add_users(passwd, "", &[user("sandbox", 998)], 1).unwrap_err();
+            assert!(err.to_string().contains(passwd.trim_end()), "{err}");
+        }
+        let shadow = "sandbox:*:1:0:99999:7:::\n";
+        let (p, s) = add_users(
+            "half:x\nsandbox:x:998:998\n",
+            shadow,
+            &[user("sandbox", 998)],
+            2,
+        )
+        .unwrap();
+        assert_eq!(p, "half:x\nsandbox:x:998:998::/sandbox:/bin/bash\n");
+        assert_eq!(s, shadow);
+        let passwd = "sandbox:x:998:998:old:/old:/bin/sh\n";
+        let (p, _) = add_users(passwd, shadow, &[user("sandbox", 998)], 2).unwrap();
+        assert_eq!(p, "sandbox:x:998:998::/sandbox:/bin/bash\n");
     }
 
     /// Issue 12 #8, below the recipe parser: nothing that could add a line or a

@@ -101,6 +101,12 @@ mod tests {
             .unwrap();
         fs.insert("app/tool", Node::file(0o755, 0, 0, elf_of(EM_X86_64)))
             .unwrap();
+        // Not an ELF: no machine, no warning.
+        fs.insert(
+            "app/run.sh",
+            Node::file(0o755, 0, 0, b"#!/bin/sh\n".to_vec()),
+        )
+        .unwrap();
         let w = check_artifacts_arch(&fs, Arch::Arm64).unwrap();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("/app/tool"), "{w:?}");

@@ -285,5 +285,44 @@ mod tests {
         .unwrap();
         let err = apply(&mut fs, &recipe).unwrap_err();
         assert!(format!("{err:#}").contains("nobody-here"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("t: fs operation #1 (dir /x)"),
+            "{err:#}"
+        );
+    }
+
+    /// `dir` on an existing directory sets only what it gives (and marks the node
+    /// changed only if something changed); on a file it is an error. `file` writes its
+    /// content with its mode.
+    #[test]
+    fn dir_sets_given_fields_on_an_existing_directory_and_file_writes_content() {
+        let mut fs = Rootfs::new();
+        for (path, node) in [
+            ("srv", Node::dir(0o755, 0, 0)),
+            ("var", Node::dir(0o755, 0, 0)),
+            ("etc/motd", Node::file(0o644, 0, 0, b"m".to_vec())),
+        ] {
+            fs.insert(path, node).unwrap();
+        }
+        for n in fs.nodes.values_mut() {
+            n.modified = false;
+        }
+        let recipe = Recipe::parse(
+            b"[[fs]]\nop='dir'\npath='/srv'\nmode='0700'\n[[fs]]\nop='dir'\npath='/var'\nmode='0755'\n[[fs]]\nop='file'\npath='/etc/issue'\ncontent='hi'\nmode='0600'\n[[fs]]\nop='dir'\npath='/etc/motd'\n",
+            "t",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let err = apply(&mut fs, &recipe).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("fs operation #4 (dir /etc/motd)")
+                && format!("{err:#}").contains("not a directory"),
+            "{err:#}"
+        );
+        let meta = |p: &str| fs.get(p).map(|n| (n.mode, n.uid, n.modified));
+        assert_eq!(meta("srv"), Some((0o700, 0, true)));
+        assert_eq!(meta("var"), Some((0o755, 0, false)));
+        assert_eq!(meta("etc/issue"), Some((0o600, 0, true)));
+        assert_eq!(fs.read("etc/issue").unwrap(), b"hi");
     }
 }

@@ -304,6 +304,12 @@ mod tests {
     }
 
     fn recipe(read_write: &[&str], users: &[&str]) -> Recipe {
+        recipe_in("", read_write, users)
+    }
+
+    /// [`recipe`] with `extra` TOML first (an `[image]` table) and `include_workdir`
+    /// set when it is not empty.
+    fn recipe_in(extra: &str, read_write: &[&str], users: &[&str]) -> Recipe {
         let list = |v: &[&str]| {
             v.iter()
                 .map(|s| format!("{s:?}"))
@@ -312,9 +318,10 @@ mod tests {
         };
         Recipe::from_str(
             &format!(
-                "name = \"t\"\n[landlock]\npath = \"/etc/ll.json\"\nread_only = [\"/usr\"]\nread_write = [{}]\nusers = [{}]\n",
+                "name = \"t\"\n{extra}\n[landlock]\npath = \"/etc/ll.json\"\nread_only = [\"/usr\"]\nread_write = [{}]\nusers = [{}]\ninclude_workdir = {}\n",
                 list(read_write),
-                list(users)
+                list(users),
+                !extra.is_empty()
             ),
             "test",
         )
@@ -328,6 +335,159 @@ mod tests {
         (1..b.len())
             .filter(|&i| b[i] != b' ' && b[i - 1] == b' ')
             .collect()
+    }
+
+    /// Effective access is Landlock's rule AND the POSIX bits the user gets as owner,
+    /// through a group (supplementary ones included, as initgroups sets them) or as
+    /// other; a directory needs w and x. Directories below a read_write one are
+    /// listed as inheriting it, files and deeper directories are not.
+    #[test]
+    fn effective_access_combines_landlock_and_dac() {
+        let mut fs = image(&["sandbox", "sandbox/x", "sandbox/x/deep", "usr"]);
+        fs.write(
+            "etc/group",
+            b"root:x:0:\nsandbox:x:1000:\ndata:x:2000:sandbox\n".to_vec(),
+        )
+        .expect("group");
+        for (path, node) in [
+            ("sandbox/f", Node::file(0o777, 1000, 1000, vec![])),
+            ("srv/shared", Node::dir(0o770, 0, 2000)),
+            ("srv/drop", Node::dir(0o722, 0, 0)),
+            ("srv/file", Node::file(0o606, 5, 5, vec![])),
+            ("srv/locked", Node::dir(0o750, 0, 1000)),
+            ("srv/mine", Node::file(0o444, 1000, 0, vec![])),
+            ("work", Node::dir(0o755, 0, 0)),
+        ] {
+            fs.insert(path, node).expect(path);
+        }
+        let rw = [
+            "/sandbox",
+            "/srv/shared",
+            "/srv/drop",
+            "/srv/file",
+            "/srv/locked",
+            "/srv/mine",
+            "/proc/self",
+            "/srv/nothere",
+        ];
+        let r = recipe_in("[image]\nworkdir = \"/work\"", &rw, &["sandbox", "ghost"]);
+        let rows = effective(&fs, &r);
+        let got: Vec<String> = rows
+            .iter()
+            .map(|a| {
+                let inherited = a.inherited_from.as_deref().unwrap_or("-");
+                let flag = |b: bool| if b { "y" } else { "n" };
+                format!(
+                    "{} {} {} {inherited} {} {} {} dac_w={} w={} r={}",
+                    a.user,
+                    a.path,
+                    a.declared,
+                    flag(a.exists),
+                    a.owner,
+                    a.mode,
+                    flag(a.dac_write),
+                    flag(a.effective_write),
+                    flag(a.effective_read)
+                )
+            })
+            .collect();
+        let want = [
+            "sandbox /usr read_only - y sandbox:sandbox 0755 dac_w=y w=n r=y",
+            "sandbox /sandbox read_write - y sandbox:sandbox 0755 dac_w=y w=y r=y",
+            "sandbox /srv/shared read_write - y root:data 0770 dac_w=y w=y r=y",
+            "sandbox /srv/drop read_write - y root:root 0722 dac_w=n w=n r=n",
+            "sandbox /srv/file read_write - y 5:5 0606 dac_w=y w=y r=y",
+            "sandbox /srv/locked read_write - y root:sandbox 0750 dac_w=n w=n r=y",
+            "sandbox /srv/mine read_write - y sandbox:root 0444 dac_w=n w=n r=y",
+            "sandbox /proc/self read_write - n - - dac_w=y w=y r=y",
+            "sandbox /srv/nothere read_write - n - - dac_w=n w=n r=n",
+            "sandbox /work read_write - y root:root 0755 dac_w=n w=n r=y",
+            "sandbox /sandbox/x read_write /sandbox y sandbox:sandbox 0755 dac_w=y w=y r=y",
+        ];
+        assert_eq!(got[..want.len()], want, "{got:#?}");
+        assert_eq!(got.len(), 2 * want.len(), "{got:#?}");
+        for a in &rows[want.len()..] {
+            assert!(!a.dac_write && !a.effective_read, "{a:?}");
+        }
+        let reason = |user: &str, path: &str| {
+            rows.iter()
+                .find(|a| a.user == user && a.path == path)
+                .map(|a| a.reason.as_str())
+        };
+        for (user, path, why) in [
+            ("sandbox", "/usr", "Landlock read_only"),
+            (
+                "sandbox",
+                "/sandbox",
+                "Landlock read_write and sandbox:sandbox 0755 permits sandbox",
+            ),
+            (
+                "sandbox",
+                "/srv/drop",
+                "Landlock allows writes but DAC denies: root:root 0722: sandbox lacks write permission",
+            ),
+            (
+                "sandbox",
+                "/proc/self",
+                "Landlock read_write and runtime filesystem (not in the image)",
+            ),
+            (
+                "sandbox",
+                "/srv/nothere",
+                "Landlock allows writes but DAC denies: path does not exist in the image",
+            ),
+            (
+                "ghost",
+                "/sandbox",
+                "Landlock allows writes but DAC denies: user ghost does not exist",
+            ),
+        ] {
+            assert_eq!(reason(user, path), Some(why), "{user} {path}");
+        }
+    }
+
+    /// The workdir is added to read_write once; the root as a read_write path lists
+    /// no directories below it (every path is below it).
+    #[test]
+    fn workdir_is_declared_once_and_root_lists_no_children() {
+        let fs = image(&["sandbox", "sandbox/x", "usr"]);
+        let r = recipe_in(
+            "[image]\nworkdir = \"/sandbox\"",
+            &["/sandbox"],
+            &["sandbox"],
+        );
+        let paths: Vec<String> = effective(&fs, &r).into_iter().map(|a| a.path).collect();
+        assert_eq!(paths, ["/usr", "/sandbox", "/sandbox/x"]);
+        let r = recipe(&["/"], &["sandbox"]);
+        let paths: Vec<String> = effective(&fs, &r).into_iter().map(|a| a.path).collect();
+        assert_eq!(paths, ["/usr", "/"]);
+        assert!(effective(&fs, &Recipe::default()).is_empty());
+    }
+
+    /// The policy file goes where the recipe says, read-only, with the workdir in it;
+    /// lint names read_write paths the image lacks (runtime filesystems aside) and
+    /// paths declared in both lists.
+    #[test]
+    fn write_places_the_policy_and_lint_names_missing_paths() {
+        let mut fs = image(&["sandbox", "usr", "work"]);
+        let rw = ["/usr", "/proc/self", "/dev/shm", "/tmp", "/srv/nothere"];
+        let r = recipe_in("[image]\nworkdir = \"/work\"", &rw, &["sandbox"]);
+        write(&mut fs, &r).expect("write");
+        let n = fs.get("etc/ll.json").expect("policy");
+        assert_eq!((n.mode, n.uid, n.gid), (0o444, 0, 0));
+        let json = String::from_utf8(fs.read("etc/ll.json").expect("read")).expect("utf-8");
+        assert!(
+            json.contains("\"/work\"") && json.contains("\"/srv/nothere\""),
+            "{json}"
+        );
+        assert_eq!(
+            lint(&fs, &r),
+            [
+                "/usr is declared both read_only and read_write",
+                "read_write path /srv/nothere does not exist in the image"
+            ]
+        );
+        assert!(lint(&fs, &Recipe::default()).is_empty());
     }
 
     #[test]

@@ -239,6 +239,87 @@ fn gate_report(note: &str, hits: &[Hit], missing: &[String], failed: &[String]) 
 mod tests {
     use super::*;
 
+    /// The init goes in 0755 with the embedded binary; its config only when it has
+    /// something to say (env or passthrough), read-only. A strict build without
+    /// Landlock warnings passes.
+    #[test]
+    fn apply_all_writes_the_init_and_its_config_only_when_declared() {
+        for (extra, has_config) in [
+            ("", false),
+            ("passthrough = ['LANG']\n", true),
+            ("env = [{ name = 'A', value = 'b' }]\n", true),
+        ] {
+            let recipe =
+                Recipe::from_str(&format!("[init]\npath = '/init'\n{extra}"), "t.toml").unwrap();
+            let mut fs = Rootfs::new();
+            let opts = StepOptions {
+                strict: true,
+                ..Default::default()
+            };
+            let rep = apply_all(&mut fs, &recipe, &opts).unwrap();
+            let config = recipe.init.as_ref().unwrap().config.trim_start_matches('/');
+            let mode = fs.get(config).map(|n| n.mode);
+            assert_eq!(mode, has_config.then_some(0o444), "{extra}");
+            assert_eq!(fs.get("init").map(|n| n.mode), Some(0o755));
+            assert_eq!(fs.read("init").unwrap(), INIT_BINARY);
+            assert_eq!(rep.init_path.as_deref(), Some("/init"));
+            assert_eq!(rep.init_size, INIT_BINARY.len() as u64);
+            assert_eq!(rep.init_target, INIT_TARGET);
+        }
+    }
+
+    /// Landlock warnings are reported, and fail a strict build.
+    #[test]
+    fn landlock_warnings_fail_only_a_strict_build() {
+        let recipe = Recipe::from_str(
+            "[landlock]\npath = '/etc/ll.json'\nread_write = ['/srv/nothere']\n",
+            "t.toml",
+        )
+        .unwrap();
+        let rep = apply_all(&mut Rootfs::new(), &recipe, &StepOptions::default()).unwrap();
+        assert_eq!(
+            rep.landlock_warnings.len(),
+            1,
+            "{:?}",
+            rep.landlock_warnings
+        );
+        let opts = StepOptions {
+            strict: true,
+            ..Default::default()
+        };
+        let err = apply_all(&mut Rootfs::new(), &recipe, &opts).unwrap_err();
+        assert!(err.to_string().contains("/srv/nothere"), "{err}");
+    }
+
+    /// Each kind of broken rule fails the gate on its own, and the error names it.
+    #[test]
+    fn any_broken_rule_alone_fails_the_gate() {
+        gate_report("", &[], &[], &[]).unwrap();
+        let missing = ["sh".to_string()];
+        let err = gate_report(" (note)", &[], &missing, &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("hardening rules (note):\n  required command missing: sh"),
+            "{err}"
+        );
+        let failed = ["a check".to_string()];
+        let err = gate_report("", &[], &[], &failed).unwrap_err();
+        assert!(err.to_string().contains("check failed: a check"), "{err}");
+    }
+
+    /// `--artifacts` without an `[artifacts]` section says which option was given.
+    #[test]
+    fn artifacts_without_a_section_name_the_option() {
+        let recipe = Recipe::from_str("name = 't'\n", "t.toml").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let err = apply_artifacts(&mut Rootfs::new(), None, &recipe, Some(d.path()), d.path())
+            .unwrap_err();
+        let want = format!("--artifacts {} given, but", d.path().display());
+        assert!(err.to_string().contains(&want), "{err}");
+        let none = apply_artifacts(&mut Rootfs::new(), None, &recipe, None, d.path()).unwrap();
+        assert_eq!(none, None);
+    }
+
     /// The gates judge the artifacts the layer ships (read once, merged), and an
     /// ELF among them is subject to `forbid_elf` like any base file.
     #[test]
@@ -264,7 +345,20 @@ mod tests {
         .unwrap();
         let mut afs = Rootfs::new();
         let spill = tempfile::tempdir().unwrap();
-        apply_artifacts(&mut afs, Some(&fs), &recipe, Some(d.path()), spill.path()).unwrap();
+        let digest =
+            apply_artifacts(&mut afs, Some(&fs), &recipe, Some(d.path()), spill.path()).unwrap();
+        let direct = artifacts::apply(&mut Rootfs::new(), d.path(), "/opt/app", 0, 0, spill.path());
+        assert_eq!(
+            digest,
+            Some(direct.unwrap()),
+            "the digest of the placed tree"
+        );
+        // On a cache hit only the artifacts are scanned, under the same rules.
+        let err = artifact_gates(&afs, &recipe).unwrap_err().to_string();
+        assert!(
+            err.contains("artifacts checked") && err.contains("opt/app/bin/gcc"),
+            "{err}"
+        );
         // The host tree changes after it was read: the gate still sees what ships.
         std::fs::write(d.path().join("bin/gcc"), b"#!/bin/sh\n").unwrap();
         merge_artifacts(&mut fs, &afs).unwrap();

@@ -154,6 +154,41 @@ mod tests {
         apply(fs, &p, false)
     }
 
+    /// The report counts the nodes and file bytes that left the image; a directory
+    /// only the purged package lists goes, one another package uses or that still
+    /// holds a file stays; the status file the plan rewrites keeps its metadata.
+    #[test]
+    fn purge_reports_what_left_and_keeps_status_metadata() {
+        let mut fs = merged_usr_image(
+            "/.\n/usr/bin/gcc\n/usr/lib/gcc\n/usr/libexec/gcc\n/usr/share/doc/bash\n",
+        );
+        fs.insert("usr/lib/gcc", Node::dir(0o755, 0, 0)).unwrap();
+        // gcc's directory holds a file no package lists: like rmdir, the purge keeps it.
+        file(&mut fs, "usr/libexec/gcc/local", "l");
+        fs.get_mut("var/lib/dpkg/status").unwrap().mode = 0o600;
+        let size = |n: &Node| if n.kind() == Kind::File { n.size() } else { 0 };
+        let before: Vec<(String, u64)> = fs
+            .nodes
+            .iter()
+            .map(|(k, n)| (k.to_string(), size(n)))
+            .collect();
+        let rep = purge_gcc(&mut fs).unwrap().expect("a report");
+        let gone: Vec<&(String, u64)> = before
+            .iter()
+            .filter(|(k, _)| !fs.nodes.contains_key(k.as_str()))
+            .collect();
+        let names: Vec<&str> = gone.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            names.contains(&"usr/bin/gcc") && names.contains(&"usr/lib/gcc"),
+            "{names:?}"
+        );
+        assert!(fs.get("usr/share/doc/bash/copyright").is_some());
+        assert!(fs.get("usr/libexec/gcc/local").is_some());
+        assert_eq!(rep.files_removed, gone.len() as u64, "{names:?}");
+        assert_eq!(rep.bytes_removed, gone.iter().map(|(_, b)| b).sum::<u64>());
+        assert_eq!(fs.get("var/lib/dpkg/status").map(|n| n.mode), Some(0o600));
+    }
+
     /// Issue 12 #13: other spellings of bash's file and of the usrmerge symlinks in a
     /// hostile gcc.list must not delete them.
     #[test]

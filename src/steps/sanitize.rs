@@ -139,8 +139,12 @@ mod tests {
         let mut fs = image();
         let rep = apply(&mut fs, &Sanitize::default());
         assert!(rep.setid_stripped.is_empty() && rep.devices_removed.is_empty());
+        assert!(rep.file_caps_removed.is_empty(), "{rep:?}");
         assert_eq!(fs.get("usr/bin/su").map(|n| n.mode), Some(0o4755));
         assert!(fs.get("dev/null").is_some());
+        let ping = fs.get("usr/bin/ping").expect("ping");
+        assert!(ping.xattrs().contains_key("security.capability"));
+        assert!(fs.nodes.values().all(|n| !n.modified), "nothing copied up");
     }
 
     #[test]
@@ -160,5 +164,40 @@ mod tests {
             },
         );
         assert_eq!(fs.get("usr/sbin/cap2").map(|n| n.modified), Some(true));
+        // A link to an unchanged file stays in the base layer.
+        assert_eq!(fs.get("usr/bin/su-link").map(|n| n.modified), Some(false));
+    }
+
+    /// A link allowed by its own name still shares the inode of a stripped target:
+    /// it loses the same bits and capability, since one inode cannot keep them for
+    /// one name only.
+    #[test]
+    fn an_allowed_link_to_a_stripped_file_is_stripped_too() {
+        let mut fs = image();
+        let mut t = Node::file(0o755, 0, 0, b"x".to_vec());
+        t.insert_xattr("security.capability", vec![1]);
+        fs.insert("usr/bin/cap", t).expect("cap");
+        let mut l = Node::new(Body::hardlink("usr/bin/cap"), 0o755, 0, 0);
+        l.insert_xattr("security.capability", vec![1]);
+        fs.insert("usr/sbin/cap2", l).expect("link");
+        let rep = apply(
+            &mut fs,
+            &Sanitize {
+                strip_setid: true,
+                setid_allow: vec!["/usr/bin/su-link".into()],
+                strip_file_caps: true,
+                file_caps_allow: vec!["/usr/sbin/cap2".into()],
+                remove_devices: false,
+            },
+        );
+        assert_eq!(
+            rep.setid_stripped,
+            vec!["/usr/bin/newgrp", "/usr/bin/su", "/usr/bin/sudo"]
+        );
+        assert_eq!(rep.file_caps_removed, vec!["/usr/bin/cap", "/usr/bin/ping"]);
+        let su_link = fs.get("usr/bin/su-link").expect("su-link");
+        assert_eq!((su_link.mode, su_link.modified), (0o755, true));
+        let cap2 = fs.get("usr/sbin/cap2").expect("cap2");
+        assert!(cap2.modified && !cap2.xattrs().contains_key("security.capability"));
     }
 }
