@@ -288,6 +288,43 @@ fn native_arch_falls_back_like_dpkg() {
     assert_eq!(native(&db), "riscv64");
 }
 
+/// A list filed under the other info name (`name:arch` for a package that is not
+/// `Multi-Arch: same`, plain `name` for one that is) is still the package's list.
+#[test]
+fn file_list_is_found_under_either_info_name() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"]));
+    let mut files = db.build();
+    for (from, to) in [("gcc", "gcc:amd64"), ("libc6:amd64", "libc6")] {
+        let list = files.remove(&format!("{INFO_DIR}{from}.list")).unwrap();
+        files.insert(format!("{INFO_DIR}{to}.list"), list);
+    }
+    let d = DpkgDb::parse(&files).unwrap();
+    assert_eq!(d.files_of("gcc").unwrap(), ["/usr/bin/gcc"]);
+    assert_eq!(d.files_of("libc6").unwrap().len(), 5);
+}
+
+/// apt's auto-installed markers: an `all` package's marker is filed under the native
+/// architecture, a marker of another architecture is another instance's, and
+/// `Auto-Installed: 0` means manual.
+#[test]
+fn auto_installed_markers_match_architecture_and_value() {
+    let mut db = base();
+    db.add(pkg("tool").deps("data, lib0, lib386"))
+        .add(pkg("data").arch("all"))
+        .add(pkg("lib0"))
+        .add(pkg("lib386"))
+        .file(
+            EXTENDED_STATES_PATH,
+            "Package: data\nArchitecture: amd64\nAuto-Installed: 1\n\n\
+             Package: lib0\nArchitecture: amd64\nAuto-Installed: 0\n\n\
+             Package: lib386\nArchitecture: i386\nAuto-Installed: 1\n",
+        );
+    let plan = plan_purge(&db.build(), &req(&["tool"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["data", "tool"]);
+    assert_eq!(reason(&plan, "data"), RemovalReason::Autoremoved);
+}
+
 /// A `.list` that is not UTF-8 is refused, naming the line.
 #[test]
 fn non_utf8_file_list_names_the_line() {
