@@ -723,6 +723,11 @@ fn config_files_package_is_purged() {
     assert!(plan.not_installed.is_empty());
     assert!(plan.remove_paths.contains("/etc/old.conf"));
     assert_eq!(status_names(&plan.write_files[STATUS_PATH]), ["libc6"]);
+    // Without its .list, the Conffiles field alone names what to purge.
+    let mut files = db.build();
+    files.remove(&format!("{INFO_DIR}old.list"));
+    let plan = plan_purge(&files, &req(&["old"], &[])).unwrap();
+    assert_eq!(rm_paths(&plan), ["/etc/old.conf"]);
 }
 
 const CC_ALT: &str = "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/clang\n10\n\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n";
