@@ -235,6 +235,15 @@ mod tests {
         assert_eq!(r[1][0].to_string(), "bar:any (>> 2)");
     }
 
+    /// Restriction and profile brackets are dropped wherever they stand in the atom,
+    /// even before the version; inside the parentheses `[` and `]` are version text.
+    #[test]
+    fn brackets_outside_versions_are_dropped_inside_kept() {
+        let r = parse_relations("a [amd64] (>= 1), b <cross> (<< 2), c (>= 1[x])").unwrap();
+        let got: Vec<String> = r.iter().map(|g| g[0].to_string()).collect();
+        assert_eq!(got, ["a (>= 1)", "b (<< 2)", "c (>= 1[x])"]);
+    }
+
     /// Odd input from a hostile status file: clear errors, never a panic or a
     /// relation with an empty or path-like name.
     #[test]

@@ -209,6 +209,137 @@ fn parse_model_and_queries() {
     assert_eq!(d.packages()[0].db_name(), "libc6:amd64");
 }
 
+/// The queries of the public model name one instance (`name` or `name:arch`); fields
+/// are found by any case; diversions and alternatives come back as parsed, without the
+/// admin files dpkg skips (temporary, empty, in subdirectories).
+#[test]
+fn queries_answer_for_the_named_instance() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"]))
+        .file(
+            DIVERSIONS_PATH,
+            "/bin/sh\n/bin/sh.distrib\ndash\n/etc/x\n/etc/x.local\n:\n",
+        )
+        .file(
+            &format!("{ALTERNATIVES_DIR}cc"),
+            "auto\n/usr/bin/cc\n\n/usr/bin/gcc\n20\n\n",
+        )
+        .file(&format!("{ALTERNATIVES_DIR}cc.dpkg-tmp"), "garbage")
+        .file(&format!("{ALTERNATIVES_DIR}sub/x"), "garbage")
+        .file(&format!("{ALTERNATIVES_DIR}empty"), "");
+    let d = DpkgDb::parse(&db.build()).unwrap();
+    assert_eq!(d.files_of("gcc").unwrap(), ["/usr/bin/gcc"]);
+    assert_eq!(d.files_of("gcc:amd64").unwrap(), ["/usr/bin/gcc"]);
+    assert_eq!(d.files_of("libc6:amd64").unwrap().len(), 5);
+    assert!(d.files_of("libc6:i386").is_none());
+    assert!(d.files_of("nothere").is_none());
+    let gcc = &d.packages()[1];
+    assert_eq!(gcc.field("section"), Some("misc"));
+    assert_eq!(gcc.field("VERSION"), Some("1.0-1"));
+    assert_eq!(gcc.field("Depends"), None);
+    let div = |from: &str, to: &str, package: Option<&str>| Diversion {
+        from: from.into(),
+        to: to.into(),
+        package: package.map(str::to_string),
+    };
+    assert_eq!(
+        d.diversions(),
+        [
+            div("/bin/sh", "/bin/sh.distrib", Some("dash")),
+            div("/etc/x", "/etc/x.local", None)
+        ]
+    );
+    let alts: Vec<&str> = d.alternatives().iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(alts, ["cc"]);
+}
+
+/// Info files are named `name:arch` only for a `Multi-Arch: same` package that has an
+/// architecture.
+#[test]
+fn db_name_qualifies_only_multi_arch_same_packages() {
+    const OK: &str = "Status: install ok installed\n";
+    let text = format!(
+        "Package: a\n{OK}Multi-Arch: same\n\nPackage: b\n{OK}Architecture: amd64\n\n\
+         Package: c\n{OK}Architecture: i386\nMulti-Arch: same\n"
+    );
+    let p = parse_status(STATUS_PATH, text.as_bytes()).unwrap();
+    let names: Vec<String> = p.iter().map(Package::db_name).collect();
+    assert_eq!(names, ["a", "b", "c:i386"]);
+}
+
+/// dpkg's native architecture: the first non-empty line of /var/lib/dpkg/arch, else the
+/// installed dpkg's, else that of the first architecture-specific package, else amd64.
+#[test]
+fn native_arch_falls_back_like_dpkg() {
+    let native = |db: &Db| {
+        DpkgDb::parse(&db.build())
+            .unwrap()
+            .native_arch()
+            .to_string()
+    };
+    let mut db = Db::default();
+    db.add(pkg("data").arch("all"));
+    assert_eq!(native(&db), "amd64");
+    db.add(pkg("noarch").arch("")).add(pkg("x").arch("i386"));
+    assert_eq!(native(&db), "i386");
+    db.add(pkg("dpkg").arch("arm64"));
+    assert_eq!(native(&db), "arm64");
+    db.file("/var/lib/dpkg/arch", "\n riscv64\ni386\n");
+    assert_eq!(native(&db), "riscv64");
+}
+
+/// A list filed under the other info name (`name:arch` for a package that is not
+/// `Multi-Arch: same`, plain `name` for one that is) is still the package's list.
+#[test]
+fn file_list_is_found_under_either_info_name() {
+    let mut db = base();
+    db.add(pkg("gcc").files(&["/usr/bin/gcc"]));
+    let mut files = db.build();
+    for (from, to) in [("gcc", "gcc:amd64"), ("libc6:amd64", "libc6")] {
+        let list = files.remove(&format!("{INFO_DIR}{from}.list")).unwrap();
+        files.insert(format!("{INFO_DIR}{to}.list"), list);
+    }
+    let d = DpkgDb::parse(&files).unwrap();
+    assert_eq!(d.files_of("gcc").unwrap(), ["/usr/bin/gcc"]);
+    assert_eq!(d.files_of("libc6").unwrap().len(), 5);
+}
+
+/// apt's auto-installed markers: an `all` package's marker is filed under the native
+/// architecture, a marker of another architecture is another instance's, and
+/// `Auto-Installed: 0` means manual.
+#[test]
+fn auto_installed_markers_match_architecture_and_value() {
+    let mut db = base();
+    db.add(pkg("tool").deps("data, lib0, lib386"))
+        .add(pkg("data").arch("all"))
+        .add(pkg("lib0"))
+        .add(pkg("lib386"))
+        .file(
+            EXTENDED_STATES_PATH,
+            "Package: data\nArchitecture: amd64\nAuto-Installed: 1\n\n\
+             Package: lib0\nArchitecture: amd64\nAuto-Installed: 0\n\n\
+             Package: lib386\nArchitecture: i386\nAuto-Installed: 1\n",
+        );
+    let plan = plan_purge(&db.build(), &req(&["tool"], &[])).unwrap();
+    assert_eq!(removed_names(&plan), ["data", "tool"]);
+    assert_eq!(reason(&plan, "data"), RemovalReason::Autoremoved);
+}
+
+/// A `.list` that is not UTF-8 is refused, naming the line.
+#[test]
+fn non_utf8_file_list_names_the_line() {
+    let mut files = base().build();
+    files.insert(
+        format!("{INFO_DIR}libc6:amd64.list"),
+        b"/.\n/a\n/b\xff\n".to_vec(),
+    );
+    let e = DpkgDb::parse(&files).err().unwrap().to_string();
+    assert!(
+        e.contains("libc6:amd64.list: line 3: path is not valid UTF-8"),
+        "{e}"
+    );
+}
+
 #[test]
 fn parse_errors_name_file_and_stanza() {
     let mut files = base().build();
@@ -592,6 +723,11 @@ fn config_files_package_is_purged() {
     assert!(plan.not_installed.is_empty());
     assert!(plan.remove_paths.contains("/etc/old.conf"));
     assert_eq!(status_names(&plan.write_files[STATUS_PATH]), ["libc6"]);
+    // Without its .list, the Conffiles field alone names what to purge.
+    let mut files = db.build();
+    files.remove(&format!("{INFO_DIR}old.list"));
+    let plan = plan_purge(&files, &req(&["old"], &[])).unwrap();
+    assert_eq!(rm_paths(&plan), ["/etc/old.conf"]);
 }
 
 const CC_ALT: &str = "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/clang\n10\n\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n";
@@ -929,6 +1065,8 @@ fn purge_planning_work_is_linear_in_providers_and_dependents() {
         per_package.push(units / (providers + dependents) as u64);
     }
     eprintln!("work units per package: {per_package:?}");
+    // The counter counts: a bound on nothing proves nothing.
+    assert!(per_package.iter().all(|&u| u > 0), "{per_package:?}");
     assert!(per_package.iter().all(|&u| u <= 40), "{per_package:?}");
     assert!(per_package[2] <= per_package[0] + 3, "{per_package:?}");
 }
@@ -949,9 +1087,14 @@ fn odd_status_files_are_refused() {
         ("Package: a\n\tfoo\n".to_string(), "invalid package name"),
         (format!("Package: ../x\n{OK}"), "invalid package name"),
         (format!("Package: a/b\n{OK}"), "invalid package name"),
+        (format!("Package: -a\n{OK}"), "invalid package name"),
         (format!("Package: a\n{OK}package: b\n"), "duplicate field"),
         (
             format!("Package: a\n{OK}Architecture: ../x\n"),
+            "invalid architecture",
+        ),
+        (
+            format!("Package: a\n{OK}Architecture: -x\n"),
             "invalid architecture",
         ),
         (format!("Package: a\n{OK}Depends: |\n"), "Depends"),

@@ -157,6 +157,33 @@ mod tests {
         }
         assert_eq!(compare_versions("1.0", "1.00"), Ordering::Equal);
         assert_eq!(compare_versions("0:1.0-0", "1.0-0"), Ordering::Equal);
+        // No revision compares like revision 0 (the `-` is not part of the revision).
+        assert_eq!(compare_versions("1.0", "1.0-0"), Ordering::Equal);
+    }
+
+    /// Only a number before the first `:` is an epoch; anything else stays part of the
+    /// upstream version and is compared with it.
+    #[test]
+    fn non_numeric_epoch_is_part_of_the_upstream_version() {
+        for odd in [":1", "a:1"] {
+            assert_eq!(compare_versions("1", odd), Ordering::Less, "{odd:?}");
+            assert_eq!(compare_versions(odd, "1"), Ordering::Greater, "{odd:?}");
+        }
+    }
+
+    /// Every ASCII non-letter but `~` (NUL included) sorts after the letters and after the
+    /// end of the string, like dpkg's `order()`; `~` sorts before the end. (Not the
+    /// separators `:` and `-`, nor whitespace, which is trimmed.)
+    #[test]
+    fn non_letters_sort_after_letters_and_the_end() {
+        let plain =
+            |c: &char| !(c.is_ascii_alphanumeric() || c.is_whitespace() || "~:-".contains(*c));
+        for c in (0u8..128).map(char::from).filter(plain) {
+            let v = format!("1{c}");
+            assert_eq!(compare_versions("1", &v), Ordering::Less, "{v:?}");
+            assert_eq!(compare_versions("1z", &v), Ordering::Less, "{v:?}");
+        }
+        assert_eq!(compare_versions("1~", "1"), Ordering::Less);
     }
 
     #[test]
