@@ -403,14 +403,7 @@ mod tests {
     #[test]
     fn a_sweep_right_after_creation_keeps_the_new_entry() {
         let t = tempfile::tempdir().unwrap();
-        let (path, swept, id) = create_unique(t.path(), Purpose::Build, "", |p| {
-            std::fs::create_dir(p)?;
-            Ok(sweep(t.path()))
-        })
-        .unwrap();
-        deregister(id);
-        assert_eq!(swept, Vec::<PathBuf>::new());
-        assert!(path.is_dir(), "the new entry was swept");
+        sweep_during_creation_keeps_it(t.path(), t.path());
     }
 
     #[test]
@@ -418,13 +411,19 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let link = t.path().join("link");
         std::os::unix::fs::symlink(t.path(), &link).unwrap();
-        let (path, swept, id) = create_unique(&link, Purpose::Build, "", |p| {
+        sweep_during_creation_keeps_it(&link, t.path());
+    }
+
+    /// Creates an entry in `parent` and sweeps `swept` in the instant after its
+    /// creation, before anyone could lock it: the entry must survive.
+    fn sweep_during_creation_keeps_it(parent: &Path, swept: &Path) {
+        let (path, removed, id) = create_unique(parent, Purpose::Build, "", |p| {
             std::fs::create_dir(p)?;
-            Ok(sweep(t.path()))
+            Ok(sweep(swept))
         })
         .unwrap();
         deregister(id);
-        assert_eq!(swept, Vec::<PathBuf>::new());
+        assert_eq!(removed, Vec::<PathBuf>::new());
         assert!(path.is_dir(), "the new entry was swept");
     }
 

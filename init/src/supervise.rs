@@ -283,25 +283,42 @@ mod tests {
     }
 
     /// Runs `run_gateway` in a forked child (single-threaded, like PID 1) with a gateway
-    /// that exits with `statuses[n]` on its n-th start (0 after the list). `on_start` runs
-    /// after each start (with the start's number, from 1), `on_log` for each log line. Returns `10 * starts + status` (the child's error number - 1000).
-    /// A supervisor that never returns hangs the test (the mutants timeout counts that).
-    fn supervise_in_child(statuses: &'static [i32], on_start: fn(usize), on_log: fn(&str)) -> i32 {
+    /// that exits with `statuses[n]` on its n-th start (0 after the list). `alarm_at_start`
+    /// raises SIGALRM right after the first start, `on_restart` raises that signal when a
+    /// restart is scheduled (signals stay pending until `sigwait`). Returns
+    /// `10 * starts + status` (the child's error number - 1000). A supervisor that never
+    /// returns hangs the test (the mutants timeout counts that).
+    fn supervise_in_child(
+        statuses: &'static [i32],
+        alarm_at_start: bool,
+        on_restart: Option<Signal>,
+    ) -> i32 {
+        let raise = |sig| {
+            let _ = kill(nix::unistd::getpid(), sig);
+        };
         let r = crate::testutil::in_child(move || {
             block_signals().map_err(std::io::Error::from)?;
             let mut starts = 0;
             let mut start = || {
                 let code = statuses.get(starts).copied().unwrap_or(0);
                 starts += 1;
-                std::process::Command::new("/bin/sh")
+                let child = std::process::Command::new("/bin/sh")
                     .args(["-c", &format!("exit {code}")])
                     .process_group(0)
                     .spawn()
                     .map(|c| Pid::from_raw(c.id() as i32))
-                    .map_err(|_| 127)
-                    .inspect(|_| on_start(starts))
+                    .map_err(|_| 127)?;
+                if alarm_at_start && starts == 1 {
+                    raise(Signal::SIGALRM);
+                }
+                Ok(child)
             };
-            let code = run_gateway(&mut start, &|line| on_log(&line));
+            let log = |line: String| {
+                if let (Some(sig), true) = (on_restart, line.contains("restarting")) {
+                    raise(sig);
+                }
+            };
+            let code = run_gateway(&mut start, &log);
             Err(std::io::Error::from_raw_os_error(
                 1000 + 10 * starts as i32 + code,
             ))
@@ -313,48 +330,23 @@ mod tests {
     #[test]
     fn a_crashed_gateway_is_restarted_until_it_exits_cleanly() {
         // Exit 3, restart after the 2 s delay, exit 0: supervision ends with 0 after 2 starts.
-        assert_eq!(supervise_in_child(&[3], |_| {}, |_| {}), 20);
-    }
-
-    /// Raises `sig` in this (the supervising) process; it stays pending until `sigwait`.
-    fn raise(sig: Signal) {
-        let _ = kill(nix::unistd::getpid(), sig);
+        assert_eq!(supervise_in_child(&[3], false, None), 20);
     }
 
     #[test]
     fn a_timer_while_the_gateway_runs_starts_no_second_one() {
         // SIGALRM is taken before the SIGCHLD (lower number): the gateway is still ours.
-        assert_eq!(
-            supervise_in_child(
-                &[0],
-                |n| if n == 1 {
-                    raise(Signal::SIGALRM)
-                },
-                |_| {}
-            ),
-            10
-        );
+        assert_eq!(supervise_in_child(&[0], true, None), 10);
     }
 
     #[test]
     fn a_forwarded_signal_while_waiting_to_restart_does_not_stop_supervision() {
-        fn hup_on_restart(line: &str) {
-            if line.contains("restarting") {
-                raise(Signal::SIGHUP);
-            }
-        }
-        assert_eq!(supervise_in_child(&[3], |_| {}, hup_on_restart), 20);
+        assert_eq!(supervise_in_child(&[3], false, Some(Signal::SIGHUP)), 20);
     }
 
     #[test]
     fn a_stop_while_waiting_to_restart_returns_the_last_status() {
-        // SIGTERM arrives (pending, as signals are blocked) while the restart waits.
-        fn stop_on_restart(line: &str) {
-            if line.contains("restarting") {
-                raise(Signal::SIGTERM);
-            }
-        }
-        assert_eq!(supervise_in_child(&[3], |_| {}, stop_on_restart), 13);
+        assert_eq!(supervise_in_child(&[3], false, Some(Signal::SIGTERM)), 13);
     }
 
     fn restart(d: Decision) -> (usize, bool) {
