@@ -1144,6 +1144,17 @@ mod tests {
     use super::*;
     use crate::testutil::TarBuilder;
 
+    /// A model of `layers` (tar bytes, bottom first), indexed with the default options.
+    fn indexed(layers: &[&[u8]]) -> Rootfs {
+        let mut fs = Rootfs::new();
+        for (i, l) in layers.iter().enumerate() {
+            let label = format!("layer {}", i + 1);
+            fs.apply_layer(i, &label, *l, &IndexOptions::default())
+                .unwrap();
+        }
+        fs
+    }
+
     /// The model costs this per path; a base has up to a million (issue 16.6). 88
     /// bytes is what a 96-byte malloc chunk holds.
     #[test]
@@ -1295,9 +1306,7 @@ mod tests {
             .symlink("etc/os-release", "../usr/lib/os-release")
             .file("usr/share/doc/x", b"doc", 0o644)
             .build();
-        let mut fs = Rootfs::new();
-        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
-            .unwrap();
+        let fs = indexed(&[&l0]);
         for (p, text) in held {
             assert_eq!(fs.read(p).ok().as_deref(), Some(text), "{p}");
         }
@@ -1322,9 +1331,7 @@ mod tests {
             .file("usr/bin/ls", b"ls-bytes", 0o755)
             .file("usr/bin/sticky", b"t", 0o1755)
             .build();
-        let mut fs = Rootfs::new();
-        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
-            .unwrap();
+        let fs = indexed(&[&l0]);
         for p in ["usr/bin/su", "usr/bin/wall", "usr/bin/ping"] {
             assert!(fs.read(p).is_ok(), "{p} held");
         }
@@ -1392,9 +1399,7 @@ mod tests {
             .symlink("etc/issue", "issue.net")
             .dir("etc/skel", 0o755)
             .build();
-        let mut fs = Rootfs::new();
-        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
-            .unwrap();
+        let mut fs = indexed(&[&l0]);
         fs.write("etc/motd", b"new".to_vec()).unwrap();
         let n = fs.get("etc/motd").unwrap();
         assert_eq!((n.mode, n.uid, n.gid, n.modified), (0o640, 5, 6, true));
@@ -1418,9 +1423,7 @@ mod tests {
             .file("usr/share/doc/a", b"a", 0o644)
             .file("usr/share/doc/b", b"b", 0o644)
             .build();
-        let mut fs = Rootfs::new();
-        fs.apply_layer(0, "layer 1", &l0[..], &IndexOptions::default())
-            .unwrap();
+        let mut fs = indexed(&[&l0]);
         fs.insert("usr/share/doc/c", Node::file(0o644, 0, 0, b"c".to_vec()))
             .unwrap();
         assert_eq!(fs.remove("usr/share/doc"), 4);
@@ -1475,10 +1478,7 @@ mod tests {
             .file("usr/share/doc/.wh..wh..opq", b"", 0o644)
             .file("usr/share/doc/new", b"n", 0o644)
             .build();
-        let mut fs = Rootfs::new();
-        let o = IndexOptions::default();
-        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
-        fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
+        let fs = indexed(&[&l0, &l1]);
         assert!(fs.get("/etc/issue").is_none());
         assert!(fs.get("/etc/keep").is_some());
         let doc: Vec<&str> = fs.descendants("usr/share/doc").map(|(k, _)| k).collect();
@@ -1522,10 +1522,7 @@ mod tests {
             .file("opt/app/new", b"n", 0o644)
             .file("opt/app/.wh..wh..opq", b"", 0o644)
             .build();
-        let mut fs = Rootfs::new();
-        let o = IndexOptions::default();
-        fs.apply_layer(0, "layer 1", &l0[..], &o).unwrap();
-        fs.apply_layer(1, "layer 2", &l1[..], &o).unwrap();
+        let fs = indexed(&[&l0, &l1]);
         let app: Vec<&str> = fs.descendants("opt/app").map(|(k, _)| k).collect();
         assert_eq!(app, ["opt/app/new"]);
         assert!(fs.get("opt/app").is_some(), "the directory itself stays");
@@ -1537,11 +1534,7 @@ mod tests {
         let l1 = TarBuilder::new()
             .file("opt/x", b"now a file", 0o644)
             .build();
-        let mut fs = Rootfs::new();
-        fs.apply_layer(0, "l1", &l0[..], &IndexOptions::default())
-            .unwrap();
-        fs.apply_layer(1, "l2", &l1[..], &IndexOptions::default())
-            .unwrap();
+        let fs = indexed(&[&l0, &l1]);
         assert!(fs.get("opt/x/y").is_none());
         assert_eq!(fs.get("opt/x").unwrap().kind(), Kind::File);
     }

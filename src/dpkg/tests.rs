@@ -119,6 +119,10 @@ impl Db {
         }
         files
     }
+    /// The plan for purging `names` (autoremove on, nothing kept) from this database.
+    fn purge(&self, names: &[&str]) -> PurgePlan {
+        plan_purge(&self.build(), &req(names, &[])).unwrap()
+    }
 }
 
 fn req(purge: &[&str], keep: &[&str]) -> PurgeRequest {
@@ -320,7 +324,7 @@ fn auto_installed_markers_match_architecture_and_value() {
              Package: lib0\nArchitecture: amd64\nAuto-Installed: 0\n\n\
              Package: lib386\nArchitecture: i386\nAuto-Installed: 1\n",
         );
-    let plan = plan_purge(&db.build(), &req(&["tool"], &[])).unwrap();
+    let plan = db.purge(&["tool"]);
     assert_eq!(removed_names(&plan), ["data", "tool"]);
     assert_eq!(reason(&plan, "data"), RemovalReason::Autoremoved);
 }
@@ -389,7 +393,7 @@ fn missing_packages_are_reported_not_errors() {
         .contains("/var/lib/dpkg/info/make.md5sums"));
 
     // Nothing installed: empty plan, no rewrites.
-    let plan = plan_purge(&db.build(), &req(&["nope"], &[])).unwrap();
+    let plan = db.purge(&["nope"]);
     assert!(plan.removed.is_empty() && plan.write_files.is_empty() && plan.remove_paths.is_empty());
 }
 
@@ -402,7 +406,7 @@ fn dependency_chains_and_pre_depends() {
         .add(pkg("d").deps("c | nonexistent"))
         .add(pkg("e").deps("libc6"))
         .add(pkg("f").deps("liba (>= 9)")); // already broken: not removed for it
-    let plan = plan_purge(&db.build(), &req(&["liba"], &[])).unwrap();
+    let plan = db.purge(&["liba"]);
     assert_eq!(removed_names(&plan), ["b", "c", "d", "liba"]);
     assert_eq!(reason(&plan, "b"), RemovalReason::DependsOn("liba".into()));
     assert_eq!(reason(&plan, "c"), RemovalReason::DependsOn("b".into()));
@@ -426,9 +430,9 @@ fn alternatives_in_dependencies_keep_dependents() {
         .add(pkg("x").deps("gawk | mawk"))
         .add(pkg("y").deps("gawk | mawk"))
         .add(pkg("z").deps("gawk (>= 5)")); // version not satisfied: not a satisfier
-    let plan = plan_purge(&db.build(), &req(&["gawk"], &[])).unwrap();
+    let plan = db.purge(&["gawk"]);
     assert_eq!(removed_names(&plan), ["gawk"]);
-    let plan = plan_purge(&db.build(), &req(&["gawk", "mawk"], &[])).unwrap();
+    let plan = db.purge(&["gawk", "mawk"]);
     assert_eq!(removed_names(&plan), ["gawk", "mawk", "x", "y"]);
 }
 
@@ -442,12 +446,12 @@ fn virtual_packages_via_provides() {
         .add(pkg("gawk").f("Provides", "awk"))
         .add(pkg("needs-v-only").deps("awk-v"));
     // gawk also provides awk: needs-awk survives; versioned awk-v only from mawk.
-    let plan = plan_purge(&db.build(), &req(&["mawk"], &[])).unwrap();
+    let plan = db.purge(&["mawk"]);
     assert_eq!(
         removed_names(&plan),
         ["mawk", "needs-awk-v", "needs-v-only"]
     );
-    let plan = plan_purge(&db.build(), &req(&["mawk", "gawk"], &[])).unwrap();
+    let plan = db.purge(&["mawk", "gawk"]);
     assert_eq!(
         removed_names(&plan),
         ["gawk", "mawk", "needs-awk", "needs-awk-v", "needs-v-only"]
@@ -500,7 +504,7 @@ fn autoremove_auto_deps_and_keep_needed_ones() {
         db.auto(a);
     }
     db.add(pkg("uses-virt-manual").deps("user-of-virt"));
-    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    let plan = db.purge(&["gcc"]);
     assert_eq!(removed_names(&plan), ["gcc", "libmpc", "libmpfr", "librec"]);
     assert_eq!(reason(&plan, "libmpfr"), RemovalReason::Autoremoved);
 
@@ -511,7 +515,7 @@ fn autoremove_auto_deps_and_keep_needed_ones() {
     assert_eq!(removed_names(&plan), ["gcc"]);
 
     // Auto packages only reachable through the purged tree of a virtual go too.
-    let plan = plan_purge(&db.build(), &req(&["uses-virt-manual"], &[])).unwrap();
+    let plan = db.purge(&["uses-virt-manual"]);
     assert_eq!(
         removed_names(&plan),
         ["libprov", "user-of-virt", "uses-virt-manual"]
@@ -579,7 +583,7 @@ fn essential_never_removed() {
         .add(pkg("x"))
         .auto("bash")
         .auto("libc6");
-    let plan = plan_purge(&db.build(), &req(&["x"], &[])).unwrap();
+    let plan = db.purge(&["x"]);
     assert_eq!(removed_names(&plan), ["x"]);
 }
 
@@ -602,13 +606,13 @@ fn shared_files_and_directories() {
     ]))
     .add(pkg("c").files(&["/bin", "/bin/c", "/usr/lib/x86_64-linux-gnu"]))
     .add(pkg("d").files(&["/usr/bin/c", "/usr/lib/x86_64-linux-gnu/libd.so"]));
-    let plan = plan_purge(&db.build(), &req(&["a", "c"], &[])).unwrap();
+    let plan = db.purge(&["a", "c"]);
     let rm = rm_paths(&plan);
     // /usr/bin, common doc dir and file are b's too; /bin/c is /usr/bin/c of d (merged /usr);
     // /opt is a protected top-level directory.
     assert_eq!(rm, ["/opt/a", "/usr/bin/a", "/usr/lib/x86_64-linux-gnu"]);
     // Only directories owned by removed packages: /usr/lib/x86_64-linux-gnu is also d's.
-    let plan = plan_purge(&db.build(), &req(&["c", "d"], &[])).unwrap();
+    let plan = db.purge(&["c", "d"]);
     assert!(plan.remove_paths.contains("/usr/lib/x86_64-linux-gnu"));
     assert!(plan
         .remove_paths
@@ -718,7 +722,7 @@ fn config_files_package_is_purged() {
             .f("Conffiles", "\n /etc/old.conf abc")
             .files(&["/etc/old.conf"]),
     );
-    let plan = plan_purge(&db.build(), &req(&["old"], &[])).unwrap();
+    let plan = db.purge(&["old"]);
     assert_eq!(removed_names(&plan), ["old"]);
     assert!(plan.not_installed.is_empty());
     assert!(plan.remove_paths.contains("/etc/old.conf"));
@@ -738,7 +742,7 @@ fn alternative_without_surviving_choice_is_removed() {
     db.add(pkg("gcc").files(&["/usr/bin/gcc", "/usr/share/man/man1/gcc.1.gz"]))
         .file("/var/lib/dpkg/alternatives/cc", "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n")
         .file("/var/lib/dpkg/alternatives/pager", "auto\n/usr/bin/pager\n\n/bin/more\n50\n\n");
-    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    let plan = db.purge(&["gcc"]);
     for p in [
         "/usr/bin/cc",
         "/etc/alternatives/cc",
@@ -761,7 +765,7 @@ fn alternative_with_surviving_choice_is_repointed() {
     db.add(pkg("gcc").files(&["/usr/bin/gcc", "/usr/share/man/man1/gcc.1.gz"]))
         .add(pkg("clang").files(&["/usr/bin/clang"]))
         .file("/var/lib/dpkg/alternatives/cc", CC_ALT);
-    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    let plan = db.purge(&["gcc"]);
     assert_eq!(
         String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
         "auto\n/usr/bin/cc\n\n/usr/bin/clang\n10\n\n"
@@ -775,7 +779,7 @@ fn alternative_with_surviving_choice_is_repointed() {
     assert!(!plan.remove_paths.contains("/var/lib/dpkg/alternatives/cc"));
 
     // Removing the non-selected choice: admin file rewritten, links untouched.
-    let plan = plan_purge(&db.build(), &req(&["clang"], &[])).unwrap();
+    let plan = db.purge(&["clang"]);
     assert!(plan.symlinks.is_empty());
     assert_eq!(
         String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
@@ -821,7 +825,7 @@ fn diversions_are_honoured() {
             "/bin/sh\n/bin/sh.distrib\ndash\n/usr/bin/tool\n/usr/bin/tool.real\nwrapper\n",
         );
     // oldsh's /bin/sh really is /bin/sh.distrib; dash's /bin/sh stays.
-    let plan = plan_purge(&db.build(), &req(&["oldsh"], &[])).unwrap();
+    let plan = db.purge(&["oldsh"]);
     assert!(plan.remove_paths.contains("/bin/sh.distrib"));
     assert!(!plan.remove_paths.contains("/bin/sh"));
     // Removing the diverting package while the diverted file's owner survives would
@@ -832,7 +836,7 @@ fn diversions_are_honoured() {
         .to_string();
     assert!(e.contains("diversion of /usr/bin/tool"), "{e}");
     // Removing both: the diversion disappears and both files go.
-    let plan = plan_purge(&db.build(), &req(&["wrapper", "tool"], &[])).unwrap();
+    let plan = db.purge(&["wrapper", "tool"]);
     assert!(plan.remove_paths.contains("/usr/bin/tool"));
     assert!(plan.remove_paths.contains("/usr/bin/tool.real"));
     assert_eq!(
@@ -852,7 +856,7 @@ fn trigger_interests_of_removed_packages_go() {
         )
         .file("/var/lib/dpkg/triggers/mandb", "man-db/noawait\n")
         .file("/var/lib/dpkg/triggers/ldconfig", "libc6:amd64\n");
-    let plan = plan_purge(&db.build(), &req(&["man-db"], &[])).unwrap();
+    let plan = db.purge(&["man-db"]);
     assert_eq!(
         String::from_utf8(plan.write_files["/var/lib/dpkg/triggers/File"].clone()).unwrap(),
         "/usr/share/keep keepme/noawait\n"
@@ -880,7 +884,7 @@ fn missing_file_list_is_an_error() {
 fn plan_serializes_to_json() {
     let mut db = base();
     db.add(pkg("a")).add(pkg("b").deps("a"));
-    let plan = plan_purge(&db.build(), &req(&["a"], &[])).unwrap();
+    let plan = db.purge(&["a"]);
     let v = serde_json::to_value(&plan).unwrap();
     assert_eq!(v["removed"][1]["reason"]["DependsOn"], "a");
     assert_eq!(v["removed"][0]["reason"], "Requested");
@@ -918,7 +922,7 @@ fn non_canonical_list_spellings_never_hit_other_packages_files() {
             "/usr/share/doc/bash/",
             "/usr/bin/gcc",
         ]));
-    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    let plan = db.purge(&["gcc"]);
     assert_eq!(rm_paths(&plan), ["/usr/bin/gcc"]);
 }
 
@@ -974,7 +978,7 @@ fn hostile_alternatives_never_touch_other_packages_files() {
             "/var/lib/dpkg/alternatives/cc",
             "auto\n/bin/./bash\n\n/usr/bin/gcc\n20\n\n",
         );
-    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    let plan = db.purge(&["gcc"]);
     assert_eq!(rm_paths(&plan), ["/etc/alternatives/cc", "/usr/bin/gcc"]);
 
     // Re-pointing the link would replace bash (or the /bin symlink): refused.
@@ -1513,7 +1517,7 @@ fn never_autoremove_patterns_like_apt() {
     for n in kept.iter().chain(&gone) {
         db.add(pkg(n)).auto(n);
     }
-    let plan = plan_purge(&db.build(), &req(&["x"], &[])).unwrap();
+    let plan = db.purge(&["x"]);
     let mut want: Vec<&str> = gone.to_vec();
     want.push("x");
     want.sort();
@@ -1610,7 +1614,7 @@ fn extended_states_markers_of_other_instances_stay() {
             EXTENDED_STATES_PATH,
             "Package: libfoo\nArchitecture: amd64\nAuto-Installed: 1\n\nPackage: libfoo\nArchitecture: i386\nAuto-Installed: 1\n",
         );
-    let plan = plan_purge(&db.build(), &req(&["libfoo:amd64"], &[])).unwrap();
+    let plan = db.purge(&["libfoo:amd64"]);
     assert_eq!(removed_names(&plan), ["libfoo"]);
     assert_eq!(
         String::from_utf8(plan.write_files[EXTENDED_STATES_PATH].clone()).unwrap(),
@@ -1634,10 +1638,8 @@ fn database_paths_in_a_file_list_are_never_removed() {
         "/var/lib/apt/extended_states",
         "/usr/bin/evil",
     ]));
-    let plan = plan_purge(&db.build(), &req(&["evil"], &[])).unwrap();
-    let rm = all_paths(&plan);
     assert_eq!(
-        rm,
+        all_paths(&db.purge(&["evil"])),
         [
             "/usr/bin/evil",
             "/var/lib",
@@ -1657,10 +1659,8 @@ fn info_files_of_a_dotted_name_stay() {
         .add(pkg("python3.11"))
         .file(&format!("{INFO_DIR}python3.postinst"), "#!/bin/sh\n")
         .file(&format!("{INFO_DIR}python3.11.postinst"), "#!/bin/sh\n");
-    let plan = plan_purge(&db.build(), &req(&["python3"], &[])).unwrap();
-    let rm = all_paths(&plan);
     assert_eq!(
-        rm,
+        all_paths(&db.purge(&["python3"])),
         [
             "/var/lib/dpkg/info/python3.list",
             "/var/lib/dpkg/info/python3.md5sums",
@@ -1680,7 +1680,7 @@ fn trigger_bookkeeping_files_are_left_alone() {
         .file("/var/lib/dpkg/triggers/Unincorp", "man-db\n")
         .file("/var/lib/dpkg/triggers/Lock", "man-db\n")
         .file("/var/lib/dpkg/triggers/mandb.new", "man-db\n");
-    let plan = plan_purge(&db.build(), &req(&["man-db"], &[])).unwrap();
+    let plan = db.purge(&["man-db"]);
     let triggers: Vec<(&str, &[u8])> = plan
         .write_files
         .iter()
@@ -1710,7 +1710,7 @@ fn manual_alternative_without_known_selection_switches_to_auto() {
             "/var/lib/dpkg/alternatives/cc",
             "manual\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n/usr/bin/tcc\n5\n\n",
         );
-    let plan = plan_purge(&db.build(), &req(&["tcc"], &[])).unwrap();
+    let plan = db.purge(&["tcc"]);
     assert_eq!(
         String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
         "auto\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n\n"
@@ -1729,7 +1729,7 @@ fn repointed_alternative_links_its_slaves_to_the_new_choice() {
             "/var/lib/dpkg/alternatives/cc",
             "auto\n/usr/bin/cc\ncc.1.gz\n/usr/share/man/man1/cc.1.gz\n\n/usr/bin/clang\n10\n/usr/share/man/man1/clang.1.gz\n/usr/bin/gcc\n20\n/usr/share/man/man1/gcc.1.gz\n\n",
         );
-    let plan = plan_purge(&db.build(), &req(&["gcc"], &[])).unwrap();
+    let plan = db.purge(&["gcc"]);
     let links: Vec<(&str, &str)> = plan
         .symlinks
         .iter()
@@ -1767,7 +1767,7 @@ fn unknown_current_alternative_switches_to_auto() {
             "manual\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n/usr/bin/tcc\n5\n\n",
         )
         .file("/etc/alternatives/cc", "/usr/bin/old-cc\n");
-    let plan = plan_purge(&db.build(), &req(&["tcc"], &[])).unwrap();
+    let plan = db.purge(&["tcc"]);
     assert_eq!(
         String::from_utf8(plan.write_files["/var/lib/dpkg/alternatives/cc"].clone()).unwrap(),
         "auto\n/usr/bin/cc\n\n/usr/bin/clang\n10\n/usr/bin/gcc\n20\n\n"
